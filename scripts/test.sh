@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command: installs everything the tests need on a fresh machine (Python packages, a Docker
+# engine when none is reachable, the local base and server images) and runs them. Exits non-zero on any
+# failure. Extra arguments go to pytest (e.g. `-m "not slow"`, `-k server`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
+SECONDS=0
+
+step "python packages (torch from the local wheels; ~2 min the first time)"
+python3 -m pip install -q --disable-pip-version-check -e '.[server,test]'
+
+if [ "$(id -u)" = 0 ]; then
+  step "debian packages the tests use"
+  need=()
+  for p in debootstrap docker-registry tmux; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  # Debian's docker-registry starts itself on install; tests start their own on another port.
+  systemctl stop docker-registry >/dev/null 2>&1 || true
+fi
+
+step "docker engine"
+bash scripts/engine.sh
+step "base image"
+bash scripts/base-image.sh
+step "server image"
+tui-profiler images build
+
+step "lint"
+python3 -m ruff check .
+
+step "tests"
+set +e
+python3 -m pytest "$@"
+rc=$?
+set -e
+printf '\n== done in %ss (pytest exit %s)\n' "$SECONDS" "$rc"
+exit $rc

@@ -1,0 +1,5 @@
+import sys
+
+from tui_profiler.cli import main
+
+sys.exit(main())

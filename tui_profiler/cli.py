@@ -1,0 +1,47 @@
+"""`tui-profiler` command line: no subcommand opens the TUI; subcommands run the engine headless.
+
+Each subcommand lives in `tui_profiler/commands/<name>.py` and exposes `add_parser(subparsers)`, which
+registers its arguments and sets `func(args) -> int`. Imports stay lazy so `--help` is quick and the
+engine commands never import Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tui_profiler import __version__
+
+COMMANDS = ["run", "presets", "images", "clean", "doctor", "fit", "plot", "bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tui-profiler",
+        description="Profile AI-model inference containers under resource caps. "
+        "Without a subcommand, opens the terminal UI.",
+    )
+    parser.add_argument("--version", action="version", version=f"tui-profiler {__version__}")
+    parser.add_argument("--output", default=None, help="session folder root for the TUI (default: ./output)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"tui_profiler.commands.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from tui_profiler.tui.app import make_app
+
+        app = make_app(output_dir=args.output)
+        app.run()
+        return int(app.return_code or 0)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
