@@ -1,0 +1,83 @@
+"""The plan: a preset expanded into the cells of a sweep.
+
+A cell is one (resource config, input size, load level, repetition). Cells are ordered so that all cells
+of one resource config and repetition are adjacent: the sweep starts ONE container per such group and
+reuses it across the group's input sizes and load levels, so a container's cold start is measured once
+(in the group's first cell) and the later cells of the group measure a warm server.
+
+Resource configs: `pairing = "grid"` is every cpus × memory_gb combination; `pairing = "zip"` pairs them
+in order (AC-Prof pairs n CPUs with 2n GB), a single value being used for every pair. GPU counts always
+multiply.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tui_profiler.presets import Preset
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    index: int
+    cpus: float | None  # None: not capped
+    memory_gb: float | None  # GiB; None: not capped
+    gpus: int
+    input_scale: float | None  # image inputs
+    token_len: int | None  # token inputs
+    concurrency: int | None  # closed loop
+    rate: float | None  # open loop, requests per second
+    repeat_idx: int
+    group: int  # the container group: cells of one group share one container (one cold start)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resource_key(self) -> tuple[float | None, float | None, int, int]:
+        return (self.cpus, self.memory_gb, self.gpus, self.repeat_idx)
+
+    def label(self) -> str:
+        caps = f"cpu={_fmt(self.cpus)} mem={_fmt(self.memory_gb)}G gpu={self.gpus}"
+        size = f"scale={self.input_scale:g}" if self.input_scale is not None else f"tokens={self.token_len}"
+        load = f"conc={self.concurrency}" if self.concurrency is not None else f"rate={self.rate:g}/s"
+        rep = f" rep={self.repeat_idx}" if self.repeat_idx else ""
+        return f"{caps} {size} {load}{rep}"
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:g}"
+
+
+def resource_configs(preset: Preset) -> list[tuple[float | None, float | None, int]]:
+    res = preset.resources
+    if res.pairing == "zip":
+        n = max(len(res.cpus), len(res.memory_gb))
+        cpus = res.cpus * n if len(res.cpus) == 1 else res.cpus
+        mems = res.memory_gb * n if len(res.memory_gb) == 1 else res.memory_gb
+        pairs = list(zip(cpus, mems, strict=True))
+    else:
+        pairs = list(itertools.product(res.cpus, res.memory_gb))
+    return [(c, m, g) for g in res.gpus for (c, m) in pairs]
+
+
+def build_plan(preset: Preset) -> list[Cell]:
+    """Every cell of the sweep, in run order: repetition, resource config (one container), input size,
+    load level."""
+    if preset.input.kind == "tokens":
+        sizes: list[tuple[float | None, int | None]] = [(None, t) for t in preset.input.token_lens]
+    else:
+        sizes = [(s, None) for s in preset.input.scales]
+    if preset.load.mode == "open":
+        levels: list[tuple[int | None, float | None]] = [(None, r) for r in preset.load.rates]
+    else:
+        levels = [(c, None) for c in preset.load.concurrency]
+    cells: list[Cell] = []
+    group = 0
+    for rep in range(preset.repetitions):
+        for cpus, mem, gpus in resource_configs(preset):
+            for (scale, tokens), (conc, rate) in itertools.product(sizes, levels):
+                cells.append(Cell(len(cells), cpus, mem, gpus, scale, tokens, conc, rate, rep, group))
+            group += 1
+    return cells
