@@ -44,6 +44,7 @@ class TargetSpec:
     threads: str = "auto"  # torch intra-op threads: a number, "auto" (the quota) or "host"
     readiness: ReadinessProbe = field(default_factory=ReadinessProbe)
     labels: dict[str, str] = field(default_factory=dict)
+    user: str | None = None  # None: the image's user, or nobody (65534) when the image would run as root
 
 
 @dataclass(slots=True)

@@ -1,0 +1,342 @@
+"""Resource sampling of a running target: CPU, memory, throttling, OOM kills, GPU.
+
+`ResourceSampler` reads the target's cgroup files (v1 or v2) in its own thread at `interval_s`
+(default 20 Hz), keeping the files open and using `pread`; when they cannot be read it falls back to the
+Docker stats API (about 1 Hz, its own rate) or, for a process without a cgroup, to /proc. GPU fields come
+from NVML when there is one. Samples reach `on_sample` on the event loop's thread (call_soon_threadsafe),
+so a consumer never sees a call from another thread. Whatever cannot be read is None, never 0.
+
+Per-sample `cpu_cores` is averaged over the trailing `cpu_window_s` (0.2 s: two CFS periods, so a capped
+target does not appear to exceed its quota within one period); `mean_cpu_cores` in the summary is total
+CPU time / wall time. `throttled_*` and `oom_kills` count from the sampler's start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tui_profiler.events import ResourceSample
+from tui_profiler.runtime.base import RunningTarget
+from tui_profiler.sample.cgroup import CgroupPaths, CgroupReader
+from tui_profiler.sample.nvml import GpuReading, NvmlReader
+
+__all__ = ["ResourceSampler", "SamplerSummary"]
+
+
+@dataclass(slots=True)
+class SamplerSummary:
+    peak_cpu_cores: float | None = None
+    mean_cpu_cores: float | None = None
+    peak_mem_bytes: int | None = None  # the cgroup's own peak counter where there is one
+    peak_mem_source: str = ""  # "cgroup-peak-counter" | "max-sample" | "docker-stats-max-usage" | ...
+    throttled_periods: int | None = None
+    throttled_s: float | None = None
+    oom_kills: int | None = None
+    peak_vram_bytes: int | None = None
+    gpu_util_max_pct: float | None = None
+    gpu_note: str = ""  # why GPU fields are not available
+    sample_source: str = ""
+    sample_rate_hz: float | None = None
+    n_samples: int = 0
+    duration_s: float = 0.0
+    sampler_cpu_s: float | None = None  # the sampler thread's own CPU time
+    sampler_cpu_per_sample_us: float | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _Point:
+    t: float
+    cpu_ns: int | None
+
+
+class ResourceSampler:
+    def __init__(
+        self,
+        target: RunningTarget,
+        *,
+        interval_s: float = 0.05,
+        on_sample: Callable[[ResourceSample], None] | None = None,
+        cell_index: int = 0,
+        t0: float | None = None,
+        cpu_window_s: float = 0.2,
+        docker_client: Any | None = None,
+    ) -> None:
+        """`t0`: the perf_counter origin of the samples' `t_s` (default: when `start()` runs)."""
+        self.target = target
+        self.interval_s = interval_s
+        self.on_sample = on_sample
+        self.cell_index = cell_index
+        self.t0 = t0
+        self.cpu_window_s = max(cpu_window_s, interval_s)
+        self._docker_client = docker_client
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: CgroupReader | None = None
+        self._proc = None
+        self._stats = None
+        self._nvml: NvmlReader | None = None
+        self._lock = threading.Lock()
+        self.source = "none"
+        # accumulated state
+        self._window: deque[_Point] = deque()
+        self._first: _Point | None = None
+        self._last: _Point | None = None
+        self._base_throttled: tuple[int | None, int | None] = (None, None)
+        self._last_throttled: tuple[int | None, int | None] = (None, None)
+        self._base_oom: int | None = None
+        self._last_oom: int | None = None
+        self._peak_cpu: float | None = None
+        self._max_mem: int | None = None
+        self._peak_counter: int | None = None
+        self._peak_vram: int | None = None
+        self._max_util: float | None = None
+        self._n = 0
+        self._cpu_s = 0.0
+        self._t_start = 0.0
+        self._t_end = 0.0
+        self._pids: list[int] = list(target.pids)
+        self._pids_refreshed = 0.0
+        self._hwm: int | None = None
+        self._gpu_note = ""
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._open_sources)
+        self._t_start = time.perf_counter()
+        if self.t0 is None:
+            self.t0 = self._t_start
+        if self.source == "docker-stats":
+            from tui_profiler.sample.docker_stats import DockerStatsStream
+
+            self._stats = DockerStatsStream(self._docker_client, self.target.ident, self._on_stats)
+            self._stats.start()
+        if self.source != "docker-stats" or self._nvml is not None:
+            self._thread = threading.Thread(target=self._run, name="resource-sampler", daemon=True)
+            self._thread.start()
+
+    def _open_sources(self) -> None:
+        t = self.target
+        if t.cgroup_dir or t.cgroup_v1_dirs:
+            version = 2 if t.cgroup_dir else 1
+            reader = CgroupReader(CgroupPaths(version, v2_dir=t.cgroup_dir, v1_dirs=dict(t.cgroup_v1_dirs)))
+            if reader.readable:
+                self._reader = reader
+                self.source = f"cgroup-v{version}"
+            else:
+                reader.close()
+        if self._reader is None and t.facts.get("runtime") == "docker":
+            if self._docker_client is None:
+                from tui_profiler.runtime.docker import docker_client
+
+                self._docker_client = docker_client(timeout=30)
+            self.source = "docker-stats"
+        elif self._reader is None and t.pids:
+            from tui_profiler.sample.procfs import ProcGroupReader
+
+            self._proc = ProcGroupReader(int(t.facts.get("pgid") or t.pids[0]))
+            self.source = "procfs"
+        nv = NvmlReader()
+        self._nvml = nv if nv.available else None
+        self._gpu_note = "" if nv.available else nv.reason
+
+    async def stop(self) -> SamplerSummary:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+        if self._stats is not None:
+            await asyncio.to_thread(self._stats.stop)
+        summary = self._summary()
+        if self._reader is not None:
+            self._reader.close()
+        return summary
+
+    # ---------------------------------------------------------------- the sampling thread
+
+    def _run(self) -> None:
+        next_t = time.perf_counter()
+        while not self._stop.is_set():
+            c0 = time.thread_time()
+            sample = self._take()
+            self._cpu_s += time.thread_time() - c0
+            if sample is not None:
+                self._deliver(sample)
+            next_t += self.interval_s
+            delay = next_t - time.perf_counter()
+            if delay < 0:  # fell behind (a busy host): skip missed ticks rather than burst
+                next_t = time.perf_counter()
+                delay = 0
+            self._stop.wait(delay)
+        # one last reading so the cumulative counters cover the whole window
+        c0 = time.thread_time()
+        self._take(final=True)
+        self._cpu_s += time.thread_time() - c0
+
+    def _target_pids(self) -> list[int]:
+        now = time.perf_counter()
+        if now - self._pids_refreshed >= 1.0:
+            self._pids_refreshed = now
+            if self._reader is not None:
+                self._pids = self._reader.pids() or self._pids
+            elif self._proc is not None:
+                self._pids = self._proc.pids() or self._pids
+        return self._pids
+
+    def _take(self, final: bool = False) -> ResourceSample | None:
+        now = time.perf_counter()
+        gpu = self._nvml.read(self._target_pids()) if self._nvml is not None else GpuReading()
+        if self._reader is not None:
+            r = self._reader.read()
+            return self._record(
+                now, r.cpu_usage_ns, r.mem_bytes, r.mem_peak_bytes, r.nr_throttled, r.throttled_ns,
+                r.oom_kills, self._reader.cpu_limit_cores, self._reader.mem_limit_bytes, gpu, self.source, final,
+            )
+        if self._proc is not None:
+            p = self._proc.read()
+            return self._record(
+                now, p.cpu_usage_ns, p.mem_bytes, None, None, None, None, None, None, gpu, self.source, final,
+                hwm=p.mem_peak_bytes,
+            )
+        if self.source == "docker-stats":  # GPU only: the stats thread delivers the rest
+            if gpu.vram_bytes is None and gpu.gpu_util_pct is None:
+                return None
+            return self._record(now, None, None, None, None, None, None, None, None, gpu, "nvml", final)
+        return None
+
+    def _on_stats(self, s: Any) -> None:  # from the docker-stats thread
+        sample = self._record(
+            s.t, s.cpu_usage_ns, s.mem_bytes, s.mem_peak_bytes, s.nr_throttled, s.throttled_ns, None,
+            self.target.enforced.cpus_requested if self.target.enforced.cpus_enforced else None,
+            s.mem_limit_bytes, GpuReading(), "docker-stats", False, cpu_cores=s.cpu_cores,
+        )
+        self._deliver(sample)
+
+    def _record(
+        self,
+        now: float,
+        cpu_ns: int | None,
+        mem: int | None,
+        peak_counter: int | None,
+        nr_throttled: int | None,
+        throttled_ns: int | None,
+        oom: int | None,
+        cpu_cap: float | None,
+        mem_cap: int | None,
+        gpu: GpuReading,
+        source: str,
+        final: bool,
+        *,
+        hwm: int | None = None,
+        cpu_cores: float | None = None,
+    ) -> ResourceSample:
+        with self._lock:
+            point = _Point(now, cpu_ns)
+            if cpu_ns is not None:
+                if self._first is None or self._first.cpu_ns is None:
+                    self._first = point
+                self._last = point
+                self._window.append(point)
+                while len(self._window) > 2 and self._window[1].t <= now - self.cpu_window_s:
+                    self._window.popleft()
+                oldest = self._window[0]
+                if cpu_cores is None and now - oldest.t > 0 and oldest.cpu_ns is not None and oldest is not point:
+                    cpu_cores = (cpu_ns - oldest.cpu_ns) / 1e9 / (now - oldest.t)
+            if cpu_cores is not None and not final:
+                self._peak_cpu = cpu_cores if self._peak_cpu is None else max(self._peak_cpu, cpu_cores)
+            if mem is not None:
+                self._max_mem = mem if self._max_mem is None else max(self._max_mem, mem)
+            if peak_counter is not None:
+                self._peak_counter = peak_counter
+            elif hwm is not None:
+                self._hwm = hwm
+            if nr_throttled is not None or throttled_ns is not None:
+                if self._base_throttled == (None, None):
+                    self._base_throttled = (nr_throttled, throttled_ns)
+                self._last_throttled = (nr_throttled, throttled_ns)
+            if oom is not None:
+                if self._base_oom is None:
+                    self._base_oom = oom
+                self._last_oom = oom
+            if gpu.vram_bytes is not None:
+                self._peak_vram = gpu.vram_bytes if self._peak_vram is None else max(self._peak_vram, gpu.vram_bytes)
+            if gpu.gpu_util_pct is not None:
+                self._max_util = gpu.gpu_util_pct if self._max_util is None else max(self._max_util, gpu.gpu_util_pct)
+            if not final:
+                self._n += 1
+            self._t_end = now
+            (base_n, base_ns), (last_n, last_ns) = self._base_throttled, self._last_throttled
+            return ResourceSample(
+                cell_index=self.cell_index,
+                t_s=now - (self.t0 or self._t_start),
+                cpu_cores=cpu_cores,
+                cpu_cap=cpu_cap,
+                mem_bytes=mem,
+                mem_cap_bytes=mem_cap,
+                mem_peak_bytes=peak_counter,
+                throttled_periods=last_n - base_n if last_n is not None and base_n is not None else None,
+                throttled_s=(last_ns - base_ns) / 1e9 if last_ns is not None and base_ns is not None else None,
+                gpu_util_pct=gpu.gpu_util_pct,
+                vram_bytes=gpu.vram_bytes,
+                source=source,
+            )
+
+    def _deliver(self, sample: ResourceSample) -> None:
+        if self.on_sample is None or self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed under us: nobody left to tell
+            self._loop.call_soon_threadsafe(self._call_consumer, sample)
+
+    def _call_consumer(self, sample: ResourceSample) -> None:
+        if self.on_sample is not None:
+            try:
+                self.on_sample(sample)
+            except Exception:  # a consumer's bug must not stop the sampling
+                pass
+
+    # ---------------------------------------------------------------- summary
+
+    def _summary(self) -> SamplerSummary:
+        s = SamplerSummary(sample_source=self.source, n_samples=self._n, gpu_note=self._gpu_note)
+        duration = max(self._t_end - self._t_start, 0.0)
+        s.duration_s = duration
+        if self._n and duration > 0:
+            s.sample_rate_hz = self._n / duration
+        first, last = self._first, self._last
+        if first and last and last.t > first.t and first.cpu_ns is not None and last.cpu_ns is not None:
+            s.mean_cpu_cores = (last.cpu_ns - first.cpu_ns) / 1e9 / (last.t - first.t)
+        s.peak_cpu_cores = self._peak_cpu
+        if self._peak_counter is not None:
+            s.peak_mem_bytes = self._peak_counter
+            s.peak_mem_source = "docker-stats-max-usage" if self.source == "docker-stats" else "cgroup-peak-counter"
+        elif self._hwm is not None:
+            s.peak_mem_bytes = self._hwm
+            s.peak_mem_source = "procfs-vmhwm-sum"
+        elif self._max_mem is not None:
+            s.peak_mem_bytes = self._max_mem
+            s.peak_mem_source = "max-sample"
+        (base_n, base_ns), (last_n, last_ns) = self._base_throttled, self._last_throttled
+        if base_n is not None and last_n is not None:
+            s.throttled_periods = last_n - base_n
+        if base_ns is not None and last_ns is not None:
+            s.throttled_s = (last_ns - base_ns) / 1e9
+        if self._base_oom is not None and self._last_oom is not None:
+            s.oom_kills = self._last_oom - self._base_oom
+        s.peak_vram_bytes = self._peak_vram
+        s.gpu_util_max_pct = self._max_util
+        cpu_s = self._cpu_s + (self._stats.cpu_s if self._stats is not None else 0.0)
+        s.sampler_cpu_s = cpu_s
+        if self._n:
+            s.sampler_cpu_per_sample_us = cpu_s / self._n * 1e6
+        return s

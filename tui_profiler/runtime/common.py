@@ -1,0 +1,185 @@
+"""What both runtimes share: free ports on 127.0.0.1, the readiness probe, and turning the server's
+/healthz timeline into cold-start phases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tui_profiler.runtime.base import PhaseCallback, ReadinessProbe, TargetFailed
+
+LOOPBACK = "127.0.0.1"
+MAX_POLL_INTERVAL_S = 0.01  # the readiness probe's polling resolution, stated in meta.json
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that was free on `host` a moment ago (the caller retries on a conflict)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def report_phase(on_phase: PhaseCallback | None, phase: str, seconds: float | None, detail: str = "") -> None:
+    if on_phase is None:
+        return
+    result = on_phase(phase, seconds, detail)
+    if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+        await result
+
+
+async def settle(coro: Awaitable[Any]) -> Any:
+    """Await a thread-backed call to its end even if we are cancelled meanwhile, so its side effects
+    (a container created, a process spawned) are known before the cancellation propagates."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    elapsed_s: float  # from the probe's start to the first success (perf_counter)
+    ready_epoch: float  # time.time() at the first success, to compare with the server's timeline
+    body: dict[str, Any] | None  # the JSON body of the first 200, when the probe is HTTP and it is JSON
+    polls: int
+
+
+DeadCheck = Callable[[], Awaitable[str | None]]  # returns a reason when the target is gone, else None
+
+
+async def wait_ready(
+    host: str,
+    port: int,
+    probe: ReadinessProbe,
+    is_dead: DeadCheck,
+    *,
+    log_lines: Callable[[], Awaitable[str]] | None = None,
+    dead_check_every_s: float = 0.2,
+) -> ProbeResult:
+    """Poll until the probe succeeds. Raises TargetFailed('timeout') after probe.timeout_s, or the
+    status `is_dead` reports (checked every `dead_check_every_s` without slowing the poll)."""
+    interval = min(max(probe.interval_s, 0.001), MAX_POLL_INTERVAL_S)
+    t0 = time.perf_counter()
+    deadline = t0 + probe.timeout_s
+    polls = 0
+    last_dead_check = t0
+    check_task: asyncio.Task[str | None] | None = None
+    compiled = re.compile(probe.log_pattern) if probe.kind == "log" and probe.log_pattern else None
+    if probe.kind == "log" and (compiled is None or log_lines is None):
+        raise TargetFailed("failed", "readiness probe 'log' needs log_pattern and a log source")
+    session = None
+    if probe.kind == "http":
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=2.0, sock_connect=0.5),
+            connector=aiohttp.TCPConnector(limit=1),
+        )
+    try:
+        while True:
+            polls += 1
+            body: dict[str, Any] | None = None
+            ok = False
+            if probe.kind == "http":
+                assert session is not None
+                try:
+                    async with session.get(f"http://{host}:{port}{probe.path}") as resp:
+                        raw = await resp.read()
+                        if resp.status == probe.status:
+                            ok = True
+                            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                                parsed = json.loads(raw)
+                                body = parsed if isinstance(parsed, dict) else None
+                except Exception:  # not up yet: refused, reset by the proxy, timed out
+                    pass
+            elif probe.kind == "tcp":
+                ok = await _tcp_alive(host, port)
+            elif probe.kind == "log":
+                assert log_lines is not None and compiled is not None
+                ok = bool(compiled.search(await log_lines()))
+            else:
+                raise TargetFailed("failed", f"unknown readiness probe kind {probe.kind!r} (http, tcp, log)")
+            now = time.perf_counter()
+            if ok:
+                return ProbeResult(now - t0, time.time(), body, polls)
+            if check_task is not None and check_task.done():
+                reason = check_task.result()
+                check_task = None
+                if reason is not None:
+                    raise TargetFailed(*_split_reason(reason))
+            if check_task is None and now - last_dead_check >= dead_check_every_s:
+                last_dead_check = now
+                check_task = asyncio.ensure_future(is_dead())
+            if now >= deadline:
+                raise TargetFailed("timeout", f"not ready after {probe.timeout_s:g} s ({probe.kind} probe)")
+            await asyncio.sleep(interval)
+    finally:
+        if check_task is not None and not check_task.done():
+            check_task.cancel()
+            with contextlib.suppress(BaseException):
+                await check_task
+        if session is not None:
+            await session.close()
+
+
+def _split_reason(reason: str) -> tuple[str, str]:
+    """is_dead returns 'status: reason'."""
+    status, sep, rest = reason.partition(": ")
+    return (status, rest) if sep else ("crashed", reason)
+
+
+async def _tcp_alive(host: str, port: int) -> bool:
+    """A connect that stays open. Docker's userland proxy accepts at once and then closes when nothing
+    listens inside the container, so a connect alone proves nothing: wait briefly for an EOF."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+    except (TimeoutError, OSError):
+        return False
+    try:
+        data = await asyncio.wait_for(reader.read(1), 0.05)
+        return data != b""  # a server that greets first is alive; an EOF means the proxy gave up
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def timeline_phases(
+    body: dict[str, Any] | None, started_epoch: float, ready_epoch: float, ready_wait_s: float
+) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """Split the wait between 'process started' and 'first 200' into disjoint phases:
+    server_boot = started → imports_done (the runtime's hand-over to the interpreter plus imports),
+    model_load = imports_done → model_loaded, ready = the rest (warm-up and probe latency).
+    Without a timeline, server_boot and model_load are None and ready is the whole wait.
+    Returns (phases, facts)."""
+    timeline = (body or {}).get("timeline") if isinstance(body, dict) else None
+    facts: dict[str, Any] = {"ready_wait_s": ready_wait_s}
+    if not isinstance(timeline, dict):
+        return {"server_boot": None, "model_load": None, "ready": ready_wait_s}, facts
+    facts["timeline"] = timeline
+
+    def num(key: str) -> float | None:
+        v = timeline.get(key)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    imports_done, model_loaded, warmup_done = num("imports_done"), num("model_loaded"), num("warmup_done")
+    boot = max(0.0, imports_done - started_epoch) if imports_done is not None else None
+    load = max(0.0, model_loaded - imports_done) if model_loaded is not None and imports_done is not None else None
+    if warmup_done is not None and model_loaded is not None:
+        facts["warmup_s"] = max(0.0, warmup_done - model_loaded)
+    rest = ready_wait_s - (boot or 0.0) - (load or 0.0)
+    return {"server_boot": boot, "model_load": load, "ready": max(0.0, rest)}, facts

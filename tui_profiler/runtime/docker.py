@@ -1,0 +1,455 @@
+"""The `docker` runtime: the model server in a container under real caps, through the docker SDK.
+
+Every SDK call is blocking, so each runs in `asyncio.to_thread`; the event loop never waits on the engine.
+Every container carries the label `tui-profiler.session=<session id>` and is removed on stop, on a failed
+start, and on cancellation (a Ctrl-C mid-start), so `tui-profiler clean` should normally find nothing.
+
+Hardening (issue 7): no-new-privileges, all capabilities dropped, a read-only root filesystem with a
+tmpfs at /tmp, a pids limit, the image's non-root user (or nobody when the image would run as root),
+the published port bound to 127.0.0.1 only, and the Docker socket never mounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from tui_profiler.runtime.base import (
+    SESSION_LABEL,
+    EnforcedCaps,
+    PhaseCallback,
+    RunningTarget,
+    TargetFailed,
+    TargetSpec,
+)
+from tui_profiler.runtime.common import (
+    LOOPBACK,
+    MAX_POLL_INTERVAL_S,
+    free_port,
+    report_phase,
+    settle,
+    timeline_phases,
+    wait_ready,
+)
+from tui_profiler.sample.cgroup import (
+    CgroupPaths,
+    find_container_cgroup,
+    read_cpu_limit,
+    read_cpuset,
+    read_memory_limit,
+)
+
+NOBODY = "65534:65534"
+LOG_TAIL = 20
+PORT_CONFLICT = re.compile(r"port is already allocated|address already in use", re.I)
+DOCKER_SOCKETS = {"/var/run/docker.sock", "/run/docker.sock"}
+
+
+def docker_client(timeout: int = 120) -> Any:
+    import docker
+
+    return docker.from_env(timeout=timeout)
+
+
+def engine_status(timeout: int = 5) -> tuple[bool, str]:
+    """(reachable, a plain-words description: version and API, or why not)."""
+    try:
+        client = docker_client(timeout=timeout)
+        try:
+            v = client.version()
+        finally:
+            client.close()
+    except Exception as exc:
+        return False, _one_line(exc)
+    return True, f"Docker engine {v.get('Version', '?')} (API {v.get('ApiVersion', '?')})"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def _container_name(session_id: str) -> str:
+    safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", session_id)[:40].strip("-.") or "session"
+    return f"tui-profiler-{safe}-{secrets.token_hex(3)}"
+
+
+def _gb_to_bytes(gb: float) -> int:
+    return round(gb * 1024**3)
+
+
+def _is_root_user(user: str) -> bool:
+    name = user.split(":", 1)[0].strip()
+    return name in ("", "0", "root")
+
+
+def _check_mounts(mounts: list[tuple[str, str]]) -> None:
+    for host, _ in mounts:
+        resolved = os.path.realpath(host)
+        if resolved in DOCKER_SOCKETS or host in DOCKER_SOCKETS or resolved.endswith("/docker.sock"):
+            raise TargetFailed("refused", f"mount {host}: the Docker socket is never mounted into a target")
+
+
+class DockerRuntime:
+    """Starts model servers as containers. One instance may serve many starts (not concurrently per spec)."""
+
+    name = "docker"
+
+    def __init__(
+        self, client: Any | None = None, *, pids_limit: int = 1024, tmpfs_size: str = "512m", use_init: bool = True
+    ) -> None:
+        self._client = client
+        self.pids_limit = pids_limit
+        self.tmpfs_size = tmpfs_size
+        self.use_init = use_init  # a tiny init as PID 1 forwards SIGTERM, so a stop takes ms, not the 3 s grace
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    # ---------------------------------------------------------------- start
+
+    async def start(self, spec: TargetSpec, on_phase: PhaseCallback | None = None) -> RunningTarget:
+        _check_mounts(spec.mounts)
+        if self._client is None:
+            self._client = await asyncio.to_thread(docker_client)
+        phases: dict[str, float | None] = {}
+        facts: dict[str, Any] = {"runtime": "docker", "ready_poll_interval_s": MAX_POLL_INTERVAL_S}
+
+        image = await self._ensure_image(spec.image, phases, facts, on_phase)
+        facts["image_size_bytes"] = image.attrs.get("Size")
+        facts["image_id"] = image.id
+        image_user = (image.attrs.get("Config") or {}).get("User") or ""
+        user = spec.user or (image_user if not _is_root_user(image_user) else NOBODY)
+        facts["user"] = user
+
+        enforced = EnforcedCaps(
+            cpus_requested=spec.cpus,
+            memory_bytes_requested=_gb_to_bytes(spec.memory_gb) if spec.memory_gb else None,
+            gpus_requested=spec.gpus,
+        )
+        kwargs = self._create_kwargs(spec, user, enforced)
+        container = None
+        name = ""
+        try:
+            for attempt in range(1, 6):
+                host_port = free_port()
+                name = _container_name(spec.session_id)
+                kwargs["name"] = name
+                kwargs["ports"] = {f"{spec.port}/tcp": (LOOPBACK, host_port)}
+                t0 = time.perf_counter()
+                try:
+                    container = await settle(asyncio.to_thread(self.client.containers.create, **kwargs))
+                except Exception as exc:
+                    raise TargetFailed("create_failed", f"docker create: {_api_reason(exc)}") from exc
+                t_create = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                try:
+                    await settle(asyncio.to_thread(container.start))
+                except Exception as exc:
+                    reason = _api_reason(exc)
+                    await self._remove_quietly(container)
+                    container = None
+                    if PORT_CONFLICT.search(reason) and attempt < 5:
+                        facts.setdefault("port_retries", []).append(f"{host_port}: {reason}")
+                        continue
+                    if PORT_CONFLICT.search(reason):
+                        raise TargetFailed("port_conflict", f"no free port on {LOOPBACK} after 5 tries: {reason}") from exc
+                    if spec.gpus and re.search(r"device driver|gpu|nvidia", reason, re.I):
+                        raise TargetFailed("gpu_unavailable", f"the engine refused the GPU request: {reason}") from exc
+                    raise TargetFailed("start_failed", f"docker start: {reason}") from exc
+                started_epoch = time.time()
+                t_start = time.perf_counter() - t0
+                break
+            assert container is not None
+            phases["create"] = t_create
+            await report_phase(on_phase, "create", t_create, name)
+            phases["start"] = t_start
+            await report_phase(on_phase, "start", t_start, "")
+            facts.update(container_id=container.id, container_name=name, host_port=host_port)
+
+            probe = await wait_ready(
+                LOOPBACK, host_port, spec.readiness, lambda: self._dead_reason(container),
+                log_lines=lambda: self._logs(container, tail=200),
+            )
+            split, tl_facts = timeline_phases(probe.body, started_epoch, probe.ready_epoch, probe.elapsed_s)
+            facts.update(tl_facts)
+            facts["ready_polls"] = probe.polls
+            for key in ("server_boot", "model_load", "ready"):
+                phases[key] = split[key]
+                await report_phase(on_phase, key, split[key], "" if split[key] is not None else "not reported")
+            if probe.body and isinstance(probe.body.get("runtime"), dict):
+                facts["server_runtime"] = probe.body["runtime"]
+
+            await asyncio.to_thread(container.reload)
+            state = container.attrs.get("State") or {}
+            pid = int(state.get("Pid") or 0)
+            paths = await asyncio.to_thread(find_container_cgroup, container.id, pid)
+            await asyncio.to_thread(self._confirm_caps, container.attrs.get("HostConfig") or {}, paths, spec, enforced)
+            pids = await asyncio.to_thread(_cgroup_pids, paths) or ([pid] if pid else [])
+            return RunningTarget(
+                base_url=f"http://{LOOPBACK}:{host_port}",
+                ident=container.id,
+                enforced=enforced,
+                phases=phases,
+                cgroup_dir=paths.v2_dir,
+                cgroup_v1_dirs=dict(paths.v1_dirs),
+                pids=pids,
+                facts=facts,
+            )
+        except TargetFailed as exc:
+            if container is not None:
+                exc.reason = await self._failure_reason(container, exc.status, exc.reason)
+                exc.args = (f"{exc.status}: {exc.reason}",)
+                await self._remove_quietly(container)
+            raise
+        except BaseException:
+            if container is not None:
+                await asyncio.shield(self._remove_quietly(container))
+            elif name:
+                await asyncio.shield(self._remove_by_name(name))
+            raise
+
+    def _create_kwargs(self, spec: TargetSpec, user: str, enforced: EnforcedCaps) -> dict[str, Any]:
+        import docker.types
+
+        command = spec.command
+        if command is None and spec.model:
+            command = ["--model", spec.model, "--weights", spec.weights]
+        env = {"TUI_PROFILER_THREADS": spec.threads, **spec.env}
+        kwargs: dict[str, Any] = dict(
+            image=spec.image,
+            command=command,
+            environment=env,
+            labels={**spec.labels, SESSION_LABEL: spec.session_id},
+            detach=True,
+            user=user,
+            security_opt=["no-new-privileges"],
+            cap_drop=["ALL"],
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_size},mode=1777"},
+            pids_limit=self.pids_limit,
+            init=self.use_init,
+            volumes={h: {"bind": c, "mode": "ro"} for h, c in spec.mounts},
+        )
+        if spec.cpus:
+            kwargs["nano_cpus"] = round(spec.cpus * 1e9)
+            if spec.cpuset:
+                n = math.ceil(spec.cpus)
+                host = os.cpu_count() or 1
+                if n > host:
+                    enforced.notes.append(f"cpuset: {n} cores asked, the host has {host}; pinned to all")
+                    n = host
+                kwargs["cpuset_cpus"] = f"0-{n - 1}" if n > 1 else "0"
+        if spec.memory_gb:
+            mem = _gb_to_bytes(spec.memory_gb)
+            kwargs["mem_limit"] = mem
+            kwargs["memswap_limit"] = mem  # equal: swap never hides memory pressure
+        if spec.gpus:
+            kwargs["device_requests"] = [docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])]
+        return kwargs
+
+    async def _ensure_image(
+        self, ref: str, phases: dict[str, float | None], facts: dict[str, Any], on_phase: PhaseCallback | None
+    ) -> Any:
+        import docker.errors
+
+        try:
+            image = await asyncio.to_thread(self.client.images.get, ref)
+        except docker.errors.ImageNotFound:
+            image = None
+        if image is not None:
+            phases["image_pull"] = None
+            facts["image_pull"] = "cached"
+            await report_phase(on_phase, "image_pull", None, "cached")
+            return image
+        t0 = time.perf_counter()
+        nbytes = await asyncio.to_thread(self._pull, ref)
+        seconds = time.perf_counter() - t0
+        image = await asyncio.to_thread(self.client.images.get, ref)
+        phases["image_pull"] = seconds
+        facts["image_pull"] = "pulled"
+        facts["image_pull_bytes"] = nbytes
+        await report_phase(on_phase, "image_pull", seconds, f"{nbytes} bytes")
+        return image
+
+    def _pull(self, ref: str) -> int:
+        """Pull, returning the bytes downloaded (sum of the layers' sizes as the engine reported them)."""
+        from docker.utils import parse_repository_tag
+
+        repo, tag = parse_repository_tag(ref)
+        layer_bytes: dict[str, int] = {}
+        try:
+            for event in self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+                if "error" in event:
+                    raise TargetFailed("pull_failed", f"pull {ref}: {event['error']}")
+                detail = event.get("progressDetail") or {}
+                if event.get("status") == "Downloading" and detail.get("total"):
+                    layer_bytes[event.get("id", "")] = int(detail["total"])
+        except TargetFailed:
+            raise
+        except Exception as exc:
+            raise TargetFailed("pull_failed", f"pull {ref}: {_api_reason(exc)}") from exc
+        return sum(layer_bytes.values())
+
+    # ---------------------------------------------------------------- caps
+
+    def _confirm_caps(self, host_config: dict[str, Any], paths: CgroupPaths, spec: TargetSpec, enforced: EnforcedCaps) -> None:
+        """Record a cap as enforced only when the engine's HostConfig says so and, where the cgroup files
+        are readable, the kernel agrees."""
+        if spec.cpus:
+            asked = round(spec.cpus * 1e9)
+            hc_ok = int(host_config.get("NanoCpus") or 0) == asked
+            kernel = read_cpu_limit(paths)
+            if not hc_ok:
+                enforced.notes.append(f"cpus: HostConfig NanoCpus={host_config.get('NanoCpus')} != {asked}")
+            elif kernel is None and not paths.found:
+                enforced.cpus_enforced = True
+                enforced.notes.append("cpus: confirmed from HostConfig only (cgroup not readable)")
+            elif kernel is not None and abs(kernel - spec.cpus) <= 0.01:
+                enforced.cpus_enforced = True
+            else:
+                enforced.notes.append(f"cpus: cgroup quota reads {kernel} cores, asked {spec.cpus}")
+            if spec.cpuset:
+                cs = read_cpuset(paths) or host_config.get("CpusetCpus") or None
+                enforced.cpuset = cs
+        if spec.memory_gb:
+            asked = _gb_to_bytes(spec.memory_gb)
+            hc_ok = int(host_config.get("Memory") or 0) == asked
+            swap_ok = int(host_config.get("MemorySwap") or 0) == asked
+            kernel = read_memory_limit(paths)
+            if not hc_ok:
+                enforced.notes.append(f"memory: HostConfig Memory={host_config.get('Memory')} != {asked}")
+            elif kernel is None and not paths.found:
+                enforced.memory_enforced = True
+                enforced.notes.append("memory: confirmed from HostConfig only (cgroup not readable)")
+            elif kernel is not None and abs(kernel - asked) < 4096 * 2:  # the kernel rounds to pages
+                enforced.memory_enforced = True
+            else:
+                enforced.notes.append(f"memory: cgroup limit reads {kernel}, asked {asked}")
+            if not swap_ok:
+                enforced.notes.append(f"memory: swap limit {host_config.get('MemorySwap')} != memory limit")
+        if spec.gpus:
+            reqs = host_config.get("DeviceRequests") or []
+            enforced.gpus_enforced = bool(reqs) and _gpu_visible()
+            if not enforced.gpus_enforced:
+                enforced.notes.append("gpus: requested, but no GPU is visible to NVML on this host")
+
+    # ---------------------------------------------------------------- failure, logs, stop
+
+    async def _dead_reason(self, container: Any) -> str | None:
+        import docker.errors
+
+        try:
+            await asyncio.to_thread(container.reload)
+        except docker.errors.NotFound:
+            return "crashed: the container disappeared"
+        except Exception:
+            return None  # a hiccup talking to the engine is not the target's death
+        state = container.attrs.get("State") or {}
+        if state.get("Status") in ("exited", "dead"):
+            if state.get("OOMKilled"):
+                return f"oom: OOM-killed during start (exit code {state.get('ExitCode')})"
+            return f"crashed: exited during start with code {state.get('ExitCode')}"
+        return None
+
+    async def _failure_reason(self, container: Any, status: str, reason: str) -> str:
+        logs = await self._logs(container, tail=LOG_TAIL)
+        tail = " | ".join(line for line in logs.strip().splitlines()[-5:])
+        return f"{reason}; last log lines: {tail}" if tail else reason
+
+    async def _logs(self, container: Any, tail: int = LOG_TAIL) -> str:
+        try:
+            raw = await asyncio.to_thread(container.logs, tail=tail)
+        except Exception:
+            return ""
+        return raw.decode(errors="replace")
+
+    async def _remove_quietly(self, container: Any) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(container.remove, force=True, v=True)
+
+    async def _remove_by_name(self, name: str) -> None:
+        with contextlib.suppress(Exception):
+            c = await asyncio.to_thread(self.client.containers.get, name)
+            await asyncio.to_thread(c.remove, force=True, v=True)
+
+    async def stop(self, target: RunningTarget) -> dict[str, Any]:
+        """Stop (SIGTERM, then SIGKILL after 3 s) and always remove. Returns the exit facts."""
+        import docker.errors
+
+        facts: dict[str, Any] = {"exit_code": None, "oom_killed": None, "last_logs": "", "removed": False}
+        try:
+            container = await asyncio.to_thread(self.client.containers.get, target.ident)
+        except docker.errors.NotFound:
+            facts["note"] = "already gone"
+            return facts
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(container.stop, timeout=3)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(container.reload)
+            state = container.attrs.get("State") or {}
+            facts["exit_code"] = state.get("ExitCode")
+            facts["oom_killed"] = state.get("OOMKilled")
+            facts["last_logs"] = await self._logs(container)
+        finally:
+            try:
+                await asyncio.shield(asyncio.to_thread(container.remove, force=True, v=True))
+                facts["removed"] = True
+            except docker.errors.NotFound:
+                facts["removed"] = True
+        return facts
+
+    async def cleanup_session(self, session_id: str) -> int:
+        return len(await asyncio.to_thread(remove_labelled, f"{SESSION_LABEL}={session_id}", self._client))
+
+
+def _api_reason(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return _one_line(Exception(explanation)) if explanation else _one_line(exc)
+
+
+def _cgroup_pids(paths: CgroupPaths) -> list[int]:
+    d = paths.controller_dir("memory") or paths.controller_dir("cpu") or paths.v2_dir
+    try:
+        return [int(x) for x in Path(d, "cgroup.procs").read_text().split()] if d else []
+    except OSError:
+        return []
+
+
+def _gpu_visible() -> bool:
+    from tui_profiler.sample.nvml import nvml_status
+
+    return nvml_status().available
+
+
+def remove_labelled(label_filter: str = SESSION_LABEL, client: Any | None = None, dry_run: bool = False) -> list[str]:
+    """Remove (force) every container matching the label filter; returns their names."""
+    own = client is None
+    client = client or docker_client(timeout=60)
+    try:
+        found = client.containers.list(all=True, filters={"label": label_filter})
+        names = [f"{c.name} ({c.labels.get(SESSION_LABEL, '')})" for c in found]
+        if not dry_run:
+            for c in found:
+                with contextlib.suppress(Exception):
+                    c.remove(force=True, v=True)
+        return names
+    finally:
+        if own:
+            client.close()
+
+
+def cleanup_all(dry_run: bool = False) -> list[str]:
+    """Every container labelled `tui-profiler.session` (orphans after a SIGKILL): removed, names returned."""
+    return remove_labelled(SESSION_LABEL, dry_run=dry_run)
