@@ -37,6 +37,17 @@ class PresetError(ValueError):
         shown = _show(value)
         super().__init__(f"{source}: {fieldname}: {shown} — {allowed}")
 
+    @classmethod
+    def verbatim(cls, source: str, fieldname: str, message: str) -> PresetError:
+        """Wrap a one-line message that already names the file and the field (e.g. the template parser's)."""
+        err = cls(source, fieldname, "", "")
+        err.allowed = message
+        err.args = (message,)
+        return err
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
 
 def _show(value: Any) -> str:
     if value == "unknown key" or value == "unknown section":
@@ -183,13 +194,19 @@ _TARGET: dict[str, _Field] = {
 }
 
 _INPUT: dict[str, _Field] = {
-    "kind": _Field("enum", "image", choices=("image", "tokens")),
-    "base_size": _num("int", 1, 16384, is_list=True, default=None, help="[height, width] in pixels"),
+    "kind": _Field("enum", "image", choices=("image", "tokens", "tensor", "text")),
+    "base_size": _num("int", 1, 16384, is_list=True, default=None,
+                      help="[height, width] for images; the shape without batch for tensors"),
     "scales": _num("float", 0, 16, lo_open=True, is_list=True, default=None),
     "token_lens": _num("int", 1, 1_000_000, is_list=True, default=None),
-    "encoding": _Field("enum", "raw", choices=("raw", "jpeg", "png", "json")),
+    "encoding": _Field("enum", "raw", choices=("raw", "png", "jpeg", "json", "base64", "json-instances", "text")),
+    "dtype": _Field("enum", "float32", choices=("float32", "float16", "float64", "uint8", "int64", "int32")),
+    "layout": _Field("enum", "chw", choices=("chw", "hwc")),
+    "channels": _num("int", 1, 64, default=3),
     "batch_size": _num("int", 1, 4096, default=1),
     "seed": _num("int", 0, 2**32 - 1, default=0),
+    "jpeg_quality": _num("int", 1, 100, default=90),
+    "vocab_size": _num("int", 1001, 10_000_000, default=30522),
 }
 
 _RESOURCES: dict[str, _Field] = {
@@ -371,8 +388,17 @@ class InputSection:
     scales: list[float] = field(default_factory=lambda: [1.0])
     token_lens: list[int] = field(default_factory=lambda: [16])
     encoding: str = "raw"
+    dtype: str = "float32"
+    layout: str = "chw"
+    channels: int = 3
     batch_size: int = 1
     seed: int = 0
+    jpeg_quality: int = 90
+    vocab_size: int = 30522
+
+    @property
+    def sized_by_tokens(self) -> bool:
+        return self.kind in ("tokens", "text")
 
 
 @dataclass(slots=True)
@@ -432,20 +458,16 @@ def _drop_none(d: Any) -> Any:
     return d
 
 
-def _parse_request(section: dict[str, Any], source: str) -> Any:
+def _parse_request(section: dict[str, Any], source: str, model: str) -> Any:
     try:
         from tui_profiler.load.template import parse_request_section  # owned by the LOAD helper
     except ImportError:
         return dict(section)  # template support not present: keep the raw table
     try:
-        return parse_request_section(section, source)
-    except PresetError:
-        raise
-    except ValueError as exc:  # the parser's one-line message names the field already
-        msg = str(exc).splitlines()[0] if str(exc) else "invalid request template"
-        if msg.startswith(source):
-            raise PresetError(source, "request", "template", msg) from None
-        raise PresetError(source, "request", "template", msg) from None
+        return parse_request_section(section, f"{source}: request", model)
+    except ValueError as exc:  # the parser's one-line message names the file and the field already
+        lines = str(exc).splitlines() or ["invalid request template"]
+        raise PresetError.verbatim(source, "request", lines[0]) from None
 
 
 def preset_from_dict(d: dict[str, Any], source: str, *, check_host: bool = True) -> Preset:
@@ -466,23 +488,20 @@ def preset_from_dict(d: dict[str, Any], source: str, *, check_host: bool = True)
                 raise PresetError(source, f"target.mounts[{i}]", m, "'HOST_PATH:/container/path'")
 
     inp_t = t.get("input", {})
-    inp = InputSection(**{k: v for k, v in inp_t.items()})
-    if inp.kind == "image":
+    inp = InputSection(**dict(inp_t.items()))
+    if not inp.sized_by_tokens:
         if "token_lens" in inp_t:
-            raise PresetError(source, "input.token_lens", inp_t["token_lens"], "only for input.kind = 'tokens' (use input.scales)")
-        if len(inp.base_size) != 2:
+            raise PresetError(source, "input.token_lens", inp_t["token_lens"], f"only for input.kind 'tokens' or 'text' (use input.scales for '{inp.kind}')")
+        if inp.kind == "image" and len(inp.base_size) != 2:
             raise PresetError(source, "input.base_size", inp.base_size, "[height, width] (two integers)")
-        for s in inp.scales:
-            h, w = round(inp.base_size[0] * s), round(inp.base_size[1] * s)
-            if h < 1 or w < 1:
-                raise PresetError(source, "input.scales", s, f"a scale giving at least 1x1 pixels of {inp.base_size}")
         inp.token_lens = []
     else:
-        if "scales" in inp_t or "base_size" in inp_t:
-            key = "scales" if "scales" in inp_t else "base_size"
-            raise PresetError(source, f"input.{key}", inp_t[key], "only for input.kind = 'image' (use input.token_lens)")
+        if "scales" in inp_t:
+            raise PresetError(source, "input.scales", inp_t["scales"], f"only for input.kind 'image' or 'tensor' (use input.token_lens for '{inp.kind}')")
         inp.scales = []
-        inp.base_size = []
+        if "base_size" not in inp_t:
+            inp.base_size = [inp.token_lens[0]]
+    _check_input_spec(source, inp)
 
     res_t = t.get("resources", {})
     res = ResourcesSection(**res_t)
@@ -517,7 +536,7 @@ def preset_from_dict(d: dict[str, Any], source: str, *, check_host: bool = True)
     elif "rates" in load_t:
         raise PresetError(source, "load.rates", load_t["rates"], "only for load.mode = 'open' (use load.concurrency)")
 
-    request = _parse_request(t["request"], source) if "request" in t else None
+    request = _parse_request(t["request"], source, model) if "request" in t else None
     raw = dict(t)
     raw["name"] = name
     return Preset(
@@ -526,6 +545,35 @@ def preset_from_dict(d: dict[str, Any], source: str, *, check_host: bool = True)
         server_args=list(t.get("server_args") or []), target=target,
         input=inp, request=request, resources=res, load=load, repetitions=t.get("repetitions", 1), raw=raw,
     )
+
+
+def input_spec(inp: InputSection, *, scale: float | None = None, token_len: int | None = None) -> Any:
+    """The load generator's `InputSpec` for one cell of this input section."""
+    from tui_profiler.load.inputs import InputSpec
+
+    return InputSpec(
+        kind=inp.kind, base_size=tuple(inp.base_size), scale=scale if scale is not None else 1.0,
+        token_len=token_len, channels=inp.channels, dtype=inp.dtype, encoding=inp.encoding,
+        batch=inp.batch_size, seed=inp.seed, jpeg_quality=inp.jpeg_quality, vocab_size=inp.vocab_size,
+        layout=inp.layout,
+    )
+
+
+def _check_input_spec(source: str, inp: InputSection) -> None:
+    """Cross-field rules (e.g. which encodings a kind can travel in) are the input generator's."""
+    try:
+        from tui_profiler.load.inputs import InputSpec  # noqa: F401
+    except ImportError:
+        return
+    try:
+        input_spec(inp, scale=(inp.scales or [1.0])[0], token_len=(inp.token_lens or [None])[0])
+    except ValueError as exc:
+        text = str(exc).splitlines()[0]
+        fieldname, _, rest = text.partition(": ")
+        value, _, allowed = rest.partition(" — ")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        raise PresetError(source, fieldname or "input", value or text, allowed or text) from None
 
 
 def _looks_like_path(source: str) -> bool:

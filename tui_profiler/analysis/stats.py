@@ -1,0 +1,86 @@
+"""Summary statistics of latency samples: mean, std, percentiles, 95% confidence intervals.
+
+Percentiles use linear interpolation between order statistics (numpy's default), so p50 of [1, 2] is 1.5.
+The CI of the mean uses Student's t (exact for normal data; the usual choice for small n); a bootstrap CI
+is available for skewed data. With fewer than two samples there is no CI (None), never a zero-width one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    n: int
+    mean: float | None
+    std: float | None  # sample standard deviation (ddof=1)
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    min: float | None
+    max: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def t_ci95(values: Sequence[float]) -> tuple[float, float] | None:
+    """95% CI of the mean by Student's t; None with fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy import stats
+
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    sem = float(arr.std(ddof=1)) / math.sqrt(n)
+    half = float(stats.t.ppf(0.975, n - 1)) * sem
+    return mean - half, mean + half
+
+
+def bootstrap_ci95(values: Sequence[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile-bootstrap CI of the mean; None with fewer than two values."""
+    if len(values) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    arr = np.asarray(values, dtype=float)
+    means = rng.choice(arr, size=(resamples, arr.size), replace=True).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def relative_ci_halfwidth(values: Sequence[float]) -> float | None:
+    """Half-width of the t CI over the mean (the stop-when-stable criterion); None when undefined."""
+    ci = t_ci95(values)
+    if ci is None:
+        return None
+    mean = (ci[0] + ci[1]) / 2
+    return (ci[1] - ci[0]) / 2 / mean if mean > 0 else None
+
+
+def summarise(values: Sequence[float]) -> Summary:
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+    n = len(vals)
+    if n == 0:
+        return Summary(0, None, None, None, None, None, None, None, None, None, None)
+    arr = np.asarray(vals)
+    p50, p90, p95, p99 = (float(x) for x in np.percentile(arr, [50, 90, 95, 99]))
+    ci = t_ci95(vals)
+    return Summary(
+        n=n, mean=float(arr.mean()), std=float(arr.std(ddof=1)) if n > 1 else None,
+        p50=p50, p90=p90, p95=p95, p99=p99, min=float(arr.min()), max=float(arr.max()),
+        ci95_low=ci[0] if ci else None, ci95_high=ci[1] if ci else None,
+    )

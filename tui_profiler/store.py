@@ -1,0 +1,302 @@
+"""The session folder: `OUTPUT/<YYYYmmdd-HHMMSS>-<preset>/` with requests.csv, cells.csv, samples.csv and
+meta.json.
+
+Rows are appended and flushed one by one, so a killed run keeps every finished request on disk. A cell's
+row goes to cells.csv only when the cell has finished (whatever its status: a failed cell is data too);
+a cell interrupted half-way gets no cells.csv row.
+
+Resume (`--resume SESSION_DIR`): the cells listed in cells.csv are done and are skipped. The request and
+sample rows of any other cell (a cell cut short by the interruption) are MOVED to `requests.partial.csv`
+and `samples.partial.csv` — kept for inspection, never lost — and that cell is run again from the start,
+so each cell appears exactly once in the main files.
+
+CSV conventions: an empty field means 'not available' (or 'not capped' for a cap), never 0; booleans are
+1/0 (as the AC-Prof long format writes `warmup`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REQUEST_COLUMNS = [
+    # the AC-Prof long format, in its order (avg_power_w / peak_power_w / energy_j are not measured here)
+    "timestamp_ms", "model_name", "cpu_cores", "gpu_mode", "mem_cap_gb", "batch_size", "token_len",
+    "repeat_idx", "warmup", "latency_s", "cold_start_s", "status", "error",
+    # tui-profiler's additions
+    "cell_index", "container_idx", "input_scale", "pixels", "height", "width", "concurrency", "rate",
+    "http_status", "decode_ms", "preprocess_ms", "infer_ms", "encode_ms", "server_total_ms", "overhead_ms",
+    "bytes_sent", "bytes_received", "t_send_s", "t_recv_s", "scheduled_delay_s", "worker",
+    "gpus", "cpus_enforced", "mem_enforced", "gpus_enforced", "cpuset",
+]
+
+COLD_START_PHASES = ["image_pull", "create", "start", "server_boot", "model_load", "ready", "first_request"]
+
+CELL_COLUMNS = [
+    "cell_index", "container_idx", "model_name", "cpu_cores", "mem_cap_gb", "gpu_mode", "gpus",
+    "input_scale", "pixels", "token_len", "batch_size", "concurrency", "rate", "repeat_idx",
+    "n", "errors", "warmup_n", "mean_s", "std_s", "p50_s", "p90_s", "p95_s", "p99_s", "max_s",
+    "throughput_rps", "ci95_low_s", "ci95_high_s", "load_wall_s",
+    "server_total_ms_mean", "overhead_ms_mean", "overhead_ms_p50", "overhead_ms_max",
+    # cold start of the container serving this cell (measured once per container: cold_start_cell = 1 on
+    # the cell that paid it; the container's later cells repeat the values with cold_start_cell = 0)
+    "cold_start_cell", "cold_start_s", "cold_start_wall_s",
+    *[f"{p}_s" for p in COLD_START_PHASES], "image_pull_detail", "image_size_bytes", "weight_bytes",
+    # resources during the cell's load
+    "peak_cpu_cores", "mean_cpu_cores", "peak_mem_bytes", "throttled_periods", "throttled_s", "oom_kills",
+    "peak_vram_bytes", "gpu_util_max_pct", "sample_source", "sample_rate_hz",
+    "cpus_enforced", "mem_enforced", "gpus_enforced", "cpuset",
+    "status", "reason",
+]
+
+SAMPLE_COLUMNS = [
+    "cell_index", "container_idx", "t_s", "cpu_cores", "cpu_cap", "mem_bytes", "mem_cap_bytes",
+    "mem_peak_bytes", "throttled_periods", "throttled_s", "gpu_util_pct", "vram_bytes", "source",
+]
+
+
+def fmt(value: Any) -> str:
+    """One CSV field: None / NaN -> '' (not available), bool -> 1/0."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        return repr(value)
+    return str(value)
+
+
+class AppendCsv:
+    """An append-only CSV file with a fixed header; every row is flushed as it is written."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path = path
+        self.columns = columns
+        new = not path.exists() or path.stat().st_size == 0
+        self._fh = path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh)
+        if new:
+            self._writer.writerow(columns)
+            self._fh.flush()
+        self.rows_written = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._writer.writerow([fmt(row.get(c)) for c in self.columns])
+        self._fh.flush()  # a killed run keeps every finished row
+        self.rows_written += 1
+
+    def sync(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.sync()
+            self._fh.close()
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the complete rows of a CSV (a last line cut by a kill is left out)."""
+    if not path.exists():
+        return [], []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        rows = [dict(zip(header, r, strict=True)) for r in reader if len(r) == len(header)]
+    return header, rows
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def new_session_dir(output_dir: str | os.PathLike[str], preset_name: str) -> Path:
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", preset_name) or "session"
+    path = root / f"{stamp}-{safe}"
+    n = 2
+    while path.exists():
+        path = root / f"{stamp}-{safe}-{n}"
+        n += 1
+    path.mkdir()
+    return path
+
+
+class SessionStore:
+    """Writes one session folder. Use `SessionStore.create(...)` or `SessionStore.resume(session_dir)`."""
+
+    def __init__(self, session_dir: Path, meta: dict[str, Any], finished: set[int]) -> None:
+        self.dir = session_dir
+        self.session_id = session_dir.name
+        self.meta = meta
+        self.finished_cells = finished
+        self.requests = AppendCsv(session_dir / "requests.csv", REQUEST_COLUMNS)
+        self.cells = AppendCsv(session_dir / "cells.csv", CELL_COLUMNS)
+        self.samples = AppendCsv(session_dir / "samples.csv", SAMPLE_COLUMNS)
+
+    @classmethod
+    def create(cls, output_dir: str | os.PathLike[str], preset_name: str, meta: dict[str, Any]) -> SessionStore:
+        session_dir = new_session_dir(output_dir, preset_name)
+        meta = {"session_id": session_dir.name, "created_utc": datetime.now(UTC).isoformat(), **meta}
+        _write_json_atomic(session_dir / "meta.json", meta)
+        return cls(session_dir, meta, set())
+
+    @classmethod
+    def resume(cls, session_dir: str | os.PathLike[str]) -> SessionStore:
+        """Re-open a session: finished cells are those in cells.csv; rows of unfinished cells are moved to
+        *.partial.csv (see the module docstring)."""
+        path = Path(session_dir)
+        meta_path = path / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{path}: not a tui-profiler session (no meta.json)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        _, cell_rows = read_rows(path / "cells.csv")
+        finished = {int(r["cell_index"]) for r in cell_rows if r.get("cell_index", "").isdigit()}
+        _rewrite_csv(path / "cells.csv", CELL_COLUMNS, cell_rows, keep=lambda r: True)
+        for name, columns in (("requests", REQUEST_COLUMNS), ("samples", SAMPLE_COLUMNS)):
+            _, rows = read_rows(path / f"{name}.csv")
+            keep: list[dict[str, str]] = []
+            moved: list[dict[str, str]] = []
+            for r in rows:
+                done = r.get("cell_index", "").isdigit() and int(r["cell_index"]) in finished
+                (keep if done else moved).append(r)
+            if moved:
+                partial = AppendCsv(path / f"{name}.partial.csv", columns)
+                for r in moved:
+                    partial.write(r)
+                partial.close()
+            _rewrite_csv(path / f"{name}.csv", columns, keep, keep=lambda r: True)
+        resumes = list(meta.get("resumes", []))
+        resumes.append({"resumed_utc": datetime.now(UTC).isoformat(), "finished_cells": len(finished)})
+        meta["resumes"] = resumes
+        _write_json_atomic(meta_path, meta)
+        return cls(path, meta, finished)
+
+    def write_request(self, row: dict[str, Any]) -> None:
+        self.requests.write(row)
+
+    def write_sample(self, row: dict[str, Any]) -> None:
+        self.samples.write(row)
+
+    def write_cell(self, row: dict[str, Any]) -> None:
+        self.requests.sync()
+        self.samples.sync()
+        self.cells.write(row)
+        self.cells.sync()
+        self.finished_cells.add(int(row["cell_index"]))
+
+    def update_meta(self, **fields: Any) -> None:
+        self.meta.update(fields)
+        _write_json_atomic(self.dir / "meta.json", self.meta)
+
+    def close(self) -> None:
+        for f in (self.requests, self.samples, self.cells):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def _rewrite_csv(path: Path, columns: list[str], rows: Iterable[dict[str, str]], keep: Any) -> None:
+    """Rewrite a CSV atomically with the current header (old sessions' extra columns are dropped)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(columns)
+        for r in rows:
+            if keep(r):
+                w.writerow([r.get(c, "") for c in columns])
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------- host facts (meta)
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def cgroup_version() -> str:
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        return "v2"
+    if Path("/sys/fs/cgroup/memory").is_dir() or Path("/sys/fs/cgroup/cpu").is_dir():
+        return "v1"
+    return "not available"
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("tui-profiler", "docker", "aiohttp", "numpy", "scipy", "pandas", "rich", "nvidia-ml-py",
+                 "torch", "torchvision"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def host_facts() -> dict[str, Any]:
+    """What meta.json says about the machine (blocking: call it in a thread from async code)."""
+    from tui_profiler import __version__
+    from tui_profiler.presets import host_limits
+
+    limits = host_limits()
+    return {
+        "tool_version": __version__,
+        "host": {
+            "hostname": platform.node(),
+            "cpu_model": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "usable_cores": limits.cpus,
+            "memory_gb": limits.memory_gb,
+            "kernel": platform.release(),
+            "os": platform.platform(),
+            "python": platform.python_version(),
+            "cgroup_version": cgroup_version(),
+            "gpus": limits.gpus,
+            "gpu": limits.gpu_reason,
+        },
+        "packages": package_versions(),
+        "time": {"clock": "time.perf_counter (intervals); epoch ms for timestamp_ms", "started_epoch_s": time.time()},
+    }
+
+
+def docker_engine_version() -> str:
+    """The Docker engine's version, or why it is not available (blocking)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        try:
+            v = client.version()
+            return f"{v.get('Version')} (API {v.get('ApiVersion')})"
+        finally:
+            client.close()
+    except Exception as exc:
+        return f"not available ({type(exc).__name__})"
