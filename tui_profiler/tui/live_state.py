@@ -1,0 +1,266 @@
+"""What the live screen shows, absorbed from the engine's event stream without Textual.
+
+The engine calls `LiveState.ingest(event)` synchronously for every event (thousands per second when
+requests are fast). Ingest only appends to bounded deques and bumps counters: O(1), no allocation that
+grows with the run, and no message posted per event. The live screen reads a consistent view on a timer
+(4-10 Hz), so the redraw rate is independent of the event rate and stale resource samples are simply
+overwritten by newer ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui_profiler.events import (
+    CellFinished,
+    CellStarted,
+    ColdStartDone,
+    ColdStartPhase,
+    Event,
+    LogMessage,
+    RequestDone,
+    ResourceSample,
+    SessionFinished,
+    SessionStarted,
+)
+
+# History bounds: enough for a readable plot at 200 columns, small enough that 1,000,000 requests cost
+# nothing more than 1,000.
+LATENCY_POINTS = 4_000
+SAMPLE_POINTS = 1_200
+LOG_LINES = 500
+CELL_ROWS = 10_000  # cells.csv rows are small; a sweep of 10,000 cells is already extreme
+
+COLD_START_ORDER = ("image_pull", "create", "start", "server_boot", "model_load", "ready", "first_request")
+
+
+@dataclass(slots=True)
+class LiveState:
+    """The bounded, consumer-side view of one sweep."""
+
+    clock: Any = time.perf_counter
+    session_id: str = ""
+    session_dir: str = ""
+    preset_name: str = ""
+    runtime: str = ""
+    runtime_reason: str = ""
+    n_cells: int = 0
+    resumed_cells: int = 0
+    cells_done: int = 0
+    cells_failed: int = 0
+    current_cell: dict[str, Any] = field(default_factory=dict)
+    current_index: int | None = None
+    eta_s: float | None = None
+    started_at: float | None = None
+    finished: SessionFinished | None = None
+    # Cold start of the current container: phase -> seconds (None = not available), in arrival order.
+    cold_phases: dict[str, float | None] = field(default_factory=dict)
+    cold_total_s: float | None = None
+    enforced: dict[str, Any] = field(default_factory=dict)
+    # Requests of the current cell: (t_s, latency_s), warm-up excluded from the statistics.
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_POINTS))
+    n_requests: int = 0  # whole session, timed + warm-up
+    n_errors: int = 0
+    cell_requests: int = 0
+    cell_errors: int = 0
+    last_error: str = ""
+    # Resource samples of the current cell: (t_s, value); a None value means 'not available'.
+    cpu: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    mem: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    vram: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    gpu_util: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    last_sample: ResourceSample | None = None
+    finished_cells: deque = field(default_factory=lambda: deque(maxlen=CELL_ROWS))
+    logs: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    # Monotonic counters so a consumer can tell what changed since its last look.
+    version: int = 0
+    log_seq: int = 0
+    cells_seq: int = 0
+    events: int = 0
+
+    def ingest(self, event: Event) -> None:
+        """Absorb one event. Called synchronously by the engine; must stay cheap."""
+        self.events += 1
+        self.version += 1
+        if type(event) is RequestDone:  # the hot path first
+            self.n_requests += 1
+            if event.warmup:
+                return
+            self.cell_requests += 1
+            if not event.ok:
+                self.n_errors += 1
+                self.cell_errors += 1
+                self.last_error = event.error
+            if event.latency_s is not None and event.ok:
+                self.latencies.append((event.t_s, event.latency_s))
+            return
+        if type(event) is ResourceSample:
+            self.last_sample = event
+            self.cpu.append((event.t_s, event.cpu_cores))
+            self.mem.append((event.t_s, event.mem_bytes))
+            self.vram.append((event.t_s, event.vram_bytes))
+            self.gpu_util.append((event.t_s, event.gpu_util_pct))
+            return
+        if isinstance(event, SessionStarted):
+            self.session_id = event.session_id
+            self.session_dir = event.session_dir
+            self.preset_name = event.preset_name
+            self.runtime = event.runtime
+            self.runtime_reason = event.runtime_reason
+            self.n_cells = event.n_cells
+            self.resumed_cells = event.resumed_cells
+            self.cells_done = event.resumed_cells
+            self.started_at = self.clock()
+            self.log("info", f"session {event.session_id}: {event.n_cells} cells on {event.runtime} "
+                     f"({event.runtime_reason})")
+        elif isinstance(event, CellStarted):
+            self.current_index = event.cell_index
+            self.current_cell = dict(event.cell)
+            self.n_cells = event.n_cells or self.n_cells
+            self.eta_s = event.eta_s
+            self.cold_phases = {}
+            self.cold_total_s = None
+            self.enforced = {}
+            self.latencies.clear()
+            self.cpu.clear()
+            self.mem.clear()
+            self.vram.clear()
+            self.gpu_util.clear()
+            self.last_sample = None
+            self.cell_requests = 0
+            self.cell_errors = 0
+            self.log("info", f"cell {event.cell_index + 1}/{event.n_cells}: {describe_cell(event.cell)}")
+        elif isinstance(event, ColdStartPhase):
+            self.cold_phases[event.phase] = event.seconds
+        elif isinstance(event, ColdStartDone):
+            self.cold_phases = dict(event.phases)
+            self.cold_total_s = event.total_s
+            self.enforced = dict(event.enforced)
+        elif isinstance(event, CellFinished):
+            self.cells_done += 1
+            if event.status != "ok":
+                self.cells_failed += 1
+            row = dict(event.summary)
+            row.setdefault("cell_index", event.cell_index)
+            row["status"] = event.status
+            row["reason"] = event.reason
+            self.finished_cells.append(row)
+            self.cells_seq += 1
+            level = "info" if event.status == "ok" else "warning"
+            tail = f": {event.reason}" if event.reason else ""
+            self.log(level, f"cell {event.cell_index + 1} {event.status}{tail}")
+        elif isinstance(event, LogMessage):
+            self.log(event.level, event.text)
+        elif isinstance(event, SessionFinished):
+            self.finished = event
+            self.eta_s = 0.0
+            self.log("info", f"session {event.status}: {event.n_cells} cells, {event.n_failed} failed, "
+                     f"{event.wall_s:.1f} s")
+
+    def log(self, level: str, text: str) -> None:
+        self.log_seq += 1
+        self.logs.append((self.log_seq, level, text))
+
+    # Views computed at redraw time (bounded work: at most LATENCY_POINTS values).
+
+    def latency_stats(self) -> tuple[float | None, float | None]:
+        """Running p50 and p99 of the current cell's recent timed requests (seconds)."""
+        if not self.latencies:
+            return None, None
+        values = sorted(v for _, v in self.latencies)
+        return _quantile(values, 0.50), _quantile(values, 0.99)
+
+    def progress(self) -> float:
+        return (self.cells_done / self.n_cells) if self.n_cells else 0.0
+
+    def eta(self) -> float | None:
+        """The engine's estimate when it gives one, else elapsed time extrapolated over finished cells."""
+        if self.finished is not None:
+            return 0.0
+        if self.eta_s is not None:
+            return self.eta_s
+        done = self.cells_done - self.resumed_cells
+        if self.started_at is None or done <= 0 or not self.n_cells:
+            return None
+        per_cell = (self.clock() - self.started_at) / done
+        return per_cell * (self.n_cells - self.cells_done)
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated quantile of an already sorted list (numpy's default method)."""
+    pos = (len(sorted_values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def describe_cell(cell: dict[str, Any]) -> str:
+    """One short line naming a cell's resource config and load."""
+    parts = []
+    if cell.get("cpus") is not None:
+        parts.append(f"{fmt_num(cell['cpus'])} CPU")
+    if cell.get("memory_gb") is not None:
+        parts.append(f"{fmt_num(cell['memory_gb'])} GB")
+    if cell.get("gpus"):
+        parts.append(f"{cell['gpus']} GPU")
+    if cell.get("input_scale") is not None:
+        parts.append(f"scale {fmt_num(cell['input_scale'])}")
+    if cell.get("token_len") is not None:
+        parts.append(f"{cell['token_len']} tokens")
+    if cell.get("concurrency") is not None:
+        parts.append(f"c={cell['concurrency']}")
+    if cell.get("rate") is not None:
+        parts.append(f"{fmt_num(cell['rate'])}/s")
+    if cell.get("repeat_idx"):
+        parts.append(f"rep {cell['repeat_idx']}")
+    return " · ".join(parts) or "—"
+
+
+def fmt_num(value: Any) -> str:
+    """Numbers without trailing zeros: 0.5, 2, 1.25."""
+    if value is None or value == "":
+        return "—"
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if f != f:  # NaN: not available
+        return "—"
+    return f"{f:g}"
+
+
+def fmt_seconds(value: float | None) -> str:
+    """Latency-friendly: µs/ms/s, or — when not available."""
+    if value is None or value != value:
+        return "—"
+    if value < 1e-3:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1.0:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value:.2f} s"
+
+
+def fmt_duration(value: float | None) -> str:
+    """ETA style: 45 s, 3 m 05 s, 1 h 02 m."""
+    if value is None or value != value:
+        return "—"
+    value = max(0.0, value)
+    if value < 60:
+        return f"{value:.0f} s"
+    if value < 3600:
+        return f"{int(value // 60)} m {int(value % 60):02d} s"
+    return f"{int(value // 3600)} h {int(value % 3600 // 60):02d} m"
+
+
+def fmt_bytes(value: float | None) -> str:
+    if value is None or value != value:
+        return "—"
+    value = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

@@ -1,0 +1,262 @@
+"""Live screen: progress, cold start, live plots, finished cells and the log, redrawn on a timer."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
+
+from tui_profiler.tui.live_state import (
+    LiveState,
+    describe_cell,
+    fmt_bytes,
+    fmt_duration,
+    fmt_num,
+    fmt_seconds,
+)
+from tui_profiler.tui.widgets.phasebar import ColdStartBar
+from tui_profiler.tui.widgets.plots import Line, LinePlot
+
+REDRAW_HZ = 5  # independent of the event rate: 4-10 Hz keeps plots fluid and the loop free
+MIB = 1024 * 1024
+CELL_COLUMNS = ("#", "config", "input", "load", "p50", "p99", "req/s", "peak CPU", "peak mem", "throttled",
+                "status")
+LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
+
+
+class LiveScreen(Screen):
+    BINDINGS: ClassVar = [
+        Binding("s", "stop", "Stop"),
+        Binding("v", "toggle_view", "Plots/tables"),
+        Binding("c", "clear_log", "Clear log", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen_version = -1
+        self._seen_log = 0
+        self._seen_cells = 0
+        self._state_id = 0
+        self.redraws = 0  # timer ticks that redrew (read by the ingest benchmark)
+        self.redraw_times: list[float] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="live-top"):
+            with Horizontal(id="progress-row"):
+                yield ProgressBar(total=1, show_eta=False, id="cells-progress")
+                yield Static("", id="progress-label")
+            yield Static("no sweep running — F2 opens Setup, choose a preset and press Ctrl+R", id="cell-label")
+            yield ColdStartBar(id="cold-bar")
+        with Grid(id="plots"):
+            yield LinePlot("latency per request", xlabel="s", ylabel="ms", id="plot-latency")
+            yield LinePlot("CPU cores used", xlabel="s", ylabel="cores", id="plot-cpu")
+            yield LinePlot("memory", xlabel="s", ylabel="MiB", id="plot-mem")
+            yield LinePlot("GPU", xlabel="s", id="plot-gpu")
+        with Horizontal(id="live-bottom"):
+            yield DataTable(id="cells-table", cursor_type="row", zebra_stripes=True)
+            yield RichLog(id="live-log", max_lines=500, wrap=True, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#cells-table", DataTable)
+        table.add_columns(*CELL_COLUMNS)
+        self._apply_size_class()
+        self.set_interval(1 / REDRAW_HZ, self.redraw)
+        self.redraw()
+
+    def on_resize(self) -> None:
+        self._apply_size_class()
+
+    def _apply_size_class(self) -> None:
+        # Below 32 rows plots and tables take turns (key v) instead of sharing a cramped screen.
+        self.set_class(self.app.size.height < 32, "-compact")
+
+    @property
+    def state(self) -> LiveState:
+        return self.app.live_state  # type: ignore[attr-defined]
+
+    def action_toggle_view(self) -> None:
+        self.toggle_class("-tables")
+
+    def action_clear_log(self) -> None:
+        self.query_one("#live-log", RichLog).clear()
+
+    def action_stop(self) -> None:
+        if not self.app.is_running_sweep():  # type: ignore[attr-defined]
+            self.notify("no sweep is running", severity="warning")
+            return
+        from tui_profiler.tui.screens.confirm import ConfirmScreen
+
+        def answered(stop: bool | None) -> None:
+            if stop:
+                self.app.run_worker(self.app.stop_run(), group="stop")  # type: ignore[attr-defined]
+
+        self.app.push_screen(
+            ConfirmScreen("Stop the sweep?", "The container is removed and finished cells are kept; "
+                          "the session can be resumed later.", yes="Stop"), answered)
+
+    def redraw(self) -> None:
+        state = self.state
+        if id(state) != self._state_id:  # a new run: start the tables afresh
+            self._state_id = id(state)
+            self._seen_version = -1
+            self._seen_log = 0
+            self._seen_cells = 0
+            self.query_one("#cells-table", DataTable).clear()
+            self.query_one("#live-log", RichLog).clear()
+        self._draw_progress(state)  # every tick: the ETA moves even when no event arrives
+        if state.version == self._seen_version:
+            return
+        self._seen_version = state.version
+        self.redraws += 1
+        self.redraw_times.append(time.perf_counter())
+        if len(self.redraw_times) > 1000:
+            del self.redraw_times[:500]
+        self.query_one("#cold-bar", ColdStartBar).show(state.cold_phases, state.cold_total_s)
+        self._draw_plots(state)
+        self._draw_cells(state)
+        self._draw_log(state)
+
+    def _draw_progress(self, state: LiveState) -> None:
+        bar = self.query_one("#cells-progress", ProgressBar)
+        bar.update(total=max(state.n_cells, 1), progress=state.cells_done)
+        failed = f", {state.cells_failed} failed" if state.cells_failed else ""
+        status = state.finished.status if state.finished else ("running" if state.n_cells else "idle")
+        self.query_one("#progress-label", Static).update(
+            f" {state.cells_done}/{state.n_cells} cells{failed} · ETA {fmt_duration(state.eta())} · {status}")
+        if state.current_index is not None:
+            p50, p99 = state.latency_stats()
+            err = f" · {state.cell_errors} errors" if state.cell_errors else ""
+            self.query_one("#cell-label", Static).update(
+                f"cell {state.current_index + 1}: {describe_cell(state.current_cell)} · "
+                f"{state.cell_requests} requests{err} · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}")
+        elif state.preset_name:
+            self.query_one("#cell-label", Static).update(f"{state.preset_name}: starting on {state.runtime}")
+
+    def _draw_plots(self, state: LiveState) -> None:
+        latency = self.query_one("#plot-latency", LinePlot)
+        points = list(state.latencies)
+        if points:
+            p50, p99 = state.latency_stats()
+            latency.show_lines(
+                [Line("latency", [p[0] for p in points], [p[1] * 1e3 for p in points], color="cyan",
+                      marker="dot")],
+                hlines=[(p50 * 1e3, "green"), (p99 * 1e3, "red")],
+                title=f"latency (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}",
+            )
+        else:
+            latency.show_unavailable("waiting for requests", title="latency per request")
+        sample = state.last_sample
+        cpu_cap = sample.cpu_cap if sample and sample.cpu_cap else state.current_cell.get("cpus")
+        self._series_plot("#plot-cpu", state.cpu, 1.0, "CPU cores used",
+                          f" · cap {fmt_num(cpu_cap)}" if cpu_cap else " · uncapped", cpu_cap)
+        mem_cap = sample.mem_cap_bytes if sample and sample.mem_cap_bytes else None
+        if mem_cap is None and state.current_cell.get("memory_gb"):
+            mem_cap = float(state.current_cell["memory_gb"]) * 1024**3
+        peak = sample.mem_peak_bytes if sample else None
+        self._series_plot("#plot-mem", state.mem, 1 / MIB, "memory (MiB)",
+                          (f" · peak {fmt_bytes(peak)}" if peak else "")
+                          + (f" · cap {fmt_bytes(mem_cap)}" if mem_cap else " · uncapped"),
+                          mem_cap / MIB if mem_cap else None)
+        gpu = self.query_one("#plot-gpu", LinePlot)
+        vram = [(t, v / MIB) for t, v in state.vram if v is not None]
+        util = [(t, v) for t, v in state.gpu_util if v is not None]
+        if vram or util:
+            lines = []
+            if vram:
+                lines.append(Line("VRAM MiB", [p[0] for p in vram], [p[1] for p in vram], color="magenta"))
+            if util:
+                lines.append(Line("util %", [p[0] for p in util], [p[1] for p in util], color="orange"))
+            gpu.show_lines(lines, title="GPU: VRAM (MiB) and utilisation (%)")
+        else:
+            gpu.show_unavailable("VRAM and GPU utilisation: not available" if state.cpu else
+                                 "waiting for samples", title="GPU")
+
+    def _series_plot(self, selector: str, series, scale: float, title: str, suffix: str,
+                     cap: float | None) -> None:
+        plot = self.query_one(selector, LinePlot)
+        points = [(t, v * scale) for t, v in series if v is not None]
+        if points:
+            plot.show_lines([Line(title, [p[0] for p in points], [p[1] for p in points], color="cyan")],
+                            hlines=[(float(cap), "red")] if cap else [], title=title + suffix)
+        elif series:
+            plot.show_unavailable("not available", title=title)
+        else:
+            plot.show_unavailable("waiting for samples", title=title)
+
+    def _draw_cells(self, state: LiveState) -> None:
+        new = state.cells_seq - self._seen_cells
+        if new <= 0:
+            return
+        rows = list(state.finished_cells)[-new:] if new <= len(state.finished_cells) else list(
+            state.finished_cells)
+        self._seen_cells = state.cells_seq
+        table = self.query_one("#cells-table", DataTable)
+        for row in rows:
+            table.add_row(*cell_row(row))
+        table.scroll_end(animate=False)
+
+    def _draw_log(self, state: LiveState) -> None:
+        log = self.query_one("#live-log", RichLog)
+        for seq, level, text in list(state.logs):
+            if seq > self._seen_log:
+                log.write(Text(text, style=LEVEL_STYLES.get(level, "")))
+        self._seen_log = state.log_seq
+
+
+def _get(row: dict, *keys: str):
+    for key in keys:
+        value = row.get(key)
+        if value is not None and value == value and value != "":
+            return value
+    return None
+
+
+def cell_row(row: dict) -> list:
+    """A finished-cells table row from a cells.csv row (live summary or read from disk)."""
+    index = _get(row, "cell_index")
+    config = describe_cell({
+        "cpus": _get(row, "cpu_cores", "cpus"),
+        "memory_gb": _get(row, "mem_cap_gb", "memory_gb"),
+        "gpus": 1 if str(_get(row, "gpu_mode", "gpus") or "off") not in ("off", "0", "none", "False") else 0,
+    })
+    inputs = _get(row, "input_scale")
+    inputs = f"×{fmt_num(inputs)}" if inputs is not None else fmt_num(_get(row, "token_len", "pixels"))
+    rate = _get(row, "rate")
+    load = f"{fmt_num(rate)}/s" if rate is not None else f"c={fmt_num(_get(row, 'concurrency'))}"
+    throttled = _get(row, "throttled_s")
+    throttled = f"{float(throttled):.2f} s" if throttled is not None else fmt_num(_get(row, "throttled_periods"))
+    status = str(_get(row, "status") or "")
+    style = "green" if status == "ok" else "bold red"
+    return [
+        "—" if index is None else str(int(float(index)) + 1),
+        config,
+        inputs,
+        load,
+        fmt_seconds(_float(_get(row, "p50_s"))),
+        fmt_seconds(_float(_get(row, "p99_s"))),
+        fmt_num(_round(_get(row, "throughput_rps"))),
+        fmt_num(_round(_get(row, "peak_cpu_cores"))),
+        fmt_bytes(_float(_get(row, "peak_mem_bytes"))),
+        throttled,
+        Text(status, style=style),
+    ]
+
+
+def _float(value) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _round(value):
+    f = _float(value)
+    return None if f is None else round(f, 2)

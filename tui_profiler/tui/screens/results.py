@@ -1,0 +1,227 @@
+"""Results screen: sessions in the output folder, their cells, the AC-Prof-style figure, a latency
+histogram per cell, the fitted latency model (when `tui_profiler.analysis.fit` exists) and export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Label,
+    OptionList,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+from textual.widgets.option_list import Option
+
+from tui_profiler.tui import sessions
+from tui_profiler.tui.live_state import fmt_duration
+from tui_profiler.tui.screens.live import CELL_COLUMNS, cell_row
+from tui_profiler.tui.widgets.plots import HistogramPlot, Line, LinePlot
+
+X_LABELS = {"input_scale": "input scale", "pixels": "pixels", "token_len": "tokens"}
+
+
+class ResultsScreen(Screen):
+    BINDINGS: ClassVar = [
+        Binding("r", "reload", "Reload"),
+        Binding("e", "export", "Export CSV"),
+        Binding("c", "tab('tab-cells')", "Cells"),
+        Binding("f", "tab('tab-figure')", "Figure"),
+        Binding("h", "tab('tab-histogram')", "Histogram"),
+        Binding("m", "tab('tab-fit')", "Model fit"),
+        Binding("p", "toggle_percentile", "p50/p99", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session_infos: list[sessions.SessionInfo] = []
+        self.session: sessions.SessionInfo | None = None
+        self.cells: Any = None
+        self._requests: Any = None
+        self.y_column = "p50_s"
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="results"):
+            with Vertical(id="session-pane"):
+                yield Label("Sessions", classes="pane-title")
+                yield OptionList(id="session-list")
+                yield Static("", id="session-meta")
+            with TabbedContent(id="result-tabs", initial="tab-cells"):
+                with TabPane("Cells", id="tab-cells"):
+                    yield DataTable(id="result-cells", cursor_type="row", zebra_stripes=True)
+                with TabPane("Figure", id="tab-figure"):
+                    yield LinePlot("latency vs input", ylabel="s", id="scaling-plot")
+                with TabPane("Histogram", id="tab-histogram"):
+                    yield HistogramPlot(id="cell-histogram")
+                with TabPane("Model fit", id="tab-fit"):
+                    with VerticalScroll():
+                        yield Static("", id="fit-text")
+                with TabPane("Export", id="tab-export"):
+                    yield Static("Press e to write one merged CSV (and Parquet when pyarrow is installed) "
+                                 "into the session's export/ folder.", id="export-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#result-cells", DataTable).add_columns(*CELL_COLUMNS)
+        self.action_reload()
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()
+
+    # ---------------------------------------------------------------- sessions
+
+    def action_reload(self) -> None:
+        output_dir = self.app.output_dir  # type: ignore[attr-defined]
+        self.session_infos = sessions.list_sessions(output_dir)
+        olist = self.query_one("#session-list", OptionList)
+        keep = self.session.name if self.session else None
+        olist.clear_options()
+        for info in self.session_infos:
+            label = Text(info.name, style="bold")
+            if info.status and info.status != "ok":
+                label.append(f" {info.status}", style="yellow")
+            olist.add_option(Option(label, id=info.name))
+        if not self.session_infos:
+            self.session = None
+            self.query_one("#session-meta", Static).update(
+                f"no sessions in {output_dir}/ yet — run a preset from Setup (F2)")
+            return
+        names = [i.name for i in self.session_infos]
+        index = names.index(keep) if keep in names else 0
+        olist.highlighted = index
+        self.show_session(self.session_infos[index])
+
+    @on(OptionList.OptionHighlighted, "#session-list")
+    def _session_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_index < len(self.session_infos):
+            info = self.session_infos[event.option_index]
+            if self.session is None or info.name != self.session.name:
+                self.show_session(info)
+
+    def show_session(self, info: sessions.SessionInfo) -> None:
+        self.session = info
+        self._requests = None
+        self.cells = sessions.read_cells(info.path)
+        meta = Text()
+        meta.append(f"{info.preset or '?'}\n", style="bold")
+        runtime = info.meta.get("runtime")
+        if runtime:
+            meta.append(f"runtime {runtime}\n")
+        if info.n_cells is not None:
+            meta.append(f"{info.n_cells} cells")
+        if info.wall_s is not None:
+            meta.append(f" · {fmt_duration(info.wall_s)}")
+        if info.status:
+            meta.append(f" · {info.status}")
+        self.query_one("#session-meta", Static).update(meta)
+        table = self.query_one("#result-cells", DataTable)
+        table.clear()
+        for row in self.cells.to_dict("records") if not self.cells.empty else []:
+            table.add_row(*cell_row(row))
+        self.draw_figure()
+        self.draw_histogram()
+        self.query_one("#export-text", Static).update(
+            "Press e to write one merged CSV (and Parquet when pyarrow is installed) into "
+            f"{info.name}/export/.")
+        self.draw_fit()
+
+    # ---------------------------------------------------------------- figure, histogram, fit
+
+    def draw_figure(self) -> None:
+        plot = self.query_one("#scaling-plot", LinePlot)
+        x_col, series = sessions.scaling_series(self.cells, self.y_column)
+        name = "p50" if self.y_column == "p50_s" else "p99"
+        if not series:
+            plot.show_unavailable("no finished cells with latency and input size", title="latency vs input")
+            return
+        plot.xlabel = X_LABELS.get(x_col, x_col)
+        plot.show_lines([Line(s.label, s.x, s.y, marker="braille") for s in series],
+                        title=f"{name} latency (s) vs {X_LABELS.get(x_col, x_col)}, one line per config "
+                              "(p toggles p50/p99)")
+
+    def action_toggle_percentile(self) -> None:
+        self.y_column = "p99_s" if self.y_column == "p50_s" else "p50_s"
+        self.draw_figure()
+
+    def _requests_frame(self) -> Any:
+        if self._requests is None and self.session is not None:
+            self._requests = sessions.read_requests(self.session.path)
+        return self._requests
+
+    @on(DataTable.RowHighlighted, "#result-cells")
+    def _cell_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.draw_histogram(event.cursor_row)
+
+    def draw_histogram(self, row: int = 0) -> None:
+        plot = self.query_one("#cell-histogram", HistogramPlot)
+        if self.cells is None or self.cells.empty or row >= len(self.cells):
+            plot.show_values([], title="latency histogram")
+            return
+        record = self.cells.iloc[row].to_dict()
+        index = record.get("cell_index", row)
+        values = sessions.cell_latencies(self._requests_frame(), int(index))
+        label = " ".join(str(x) for x in cell_row(record)[1:4])
+        plot.show_values(values, title=f"cell {int(index) + 1}: {label} · {len(values)} timed requests "
+                                       "(↑/↓ in Cells picks the cell)")
+
+    def draw_fit(self) -> None:
+        widget = self.query_one("#fit-text", Static)
+        if self.session is None:
+            widget.update("")
+            return
+        widget.update(Text("fitting…", style="dim italic"))
+        self._fit_worker(self.session.path)
+
+    @work(thread=True, exclusive=True, group="fit")
+    def _fit_worker(self, path: Path) -> None:
+        text = fit_summary(path)
+        self.app.call_from_thread(self.query_one("#fit-text", Static).update, text)
+
+    # ---------------------------------------------------------------- export and tabs
+
+    def action_export(self) -> None:
+        if self.session is None:
+            self.notify("no session selected", severity="warning")
+            return
+        try:
+            paths = sessions.export_session(self.session.path)
+        except OSError as exc:
+            self.notify(f"export failed: {exc}", severity="error")
+            return
+        lines = "\n".join(str(p) for p in paths)
+        parquet = "" if any(p.suffix == ".parquet" for p in paths) else "\n(Parquet: install pyarrow)"
+        self.query_one("#export-text", Static).update(f"Written:\n{lines}{parquet}")
+        self.query_one("#result-tabs", TabbedContent).active = "tab-export"
+        self.notify(f"exported {paths[0]}")
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#result-tabs", TabbedContent).active = tab
+
+
+def fit_summary(session_dir: Path) -> Text | str:
+    """The fitted latency model's summary and predictions, from the FIT helper's module when present."""
+    try:
+        from tui_profiler.analysis import fit
+    except ImportError:
+        return Text("Latency-model fitting is not available in this build (tui_profiler.analysis.fit).",
+                    style="dim italic")
+    for name in ("tui_summary", "summary_text", "fit_summary"):
+        func = getattr(fit, name, None)
+        if callable(func):
+            try:
+                return str(func(session_dir))
+            except Exception as exc:  # a fit that cannot run on this data says why, and the screen lives
+                return Text(f"fit: {exc}", style="yellow")
+    return Text("fit module found, but it offers no summary function the TUI knows.", style="dim italic")

@@ -1,0 +1,271 @@
+"""Read session folders for the results screen and `tui-profiler plot` (no Textual here).
+
+A session folder holds requests.csv, cells.csv, samples.csv and meta.json (see `tui_profiler.store`).
+Everything here reads defensively: a column that is missing or empty is 'not available', never 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Columns that identify a resource configuration (one line per config in the AC-Prof-style figure).
+CONFIG_COLUMNS = ("cpu_cores", "mem_cap_gb", "gpu_mode")
+# The x axis of the figure, best first.
+X_COLUMNS = ("input_scale", "pixels", "token_len")
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    path: Path
+    name: str
+    preset: str = ""
+    status: str = ""
+    n_cells: int | None = None
+    wall_s: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def is_session_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "meta.json").exists() or (path / "cells.csv").exists()
+                              or (path / "requests.csv").exists())
+
+
+def list_sessions(output_dir: str | Path) -> list[SessionInfo]:
+    """Session folders under `output_dir`, newest first (their names start with a timestamp)."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    sessions = [read_session_info(p) for p in root.iterdir() if is_session_dir(p)]
+    sessions.sort(key=lambda s: s.name, reverse=True)
+    return sessions
+
+
+def read_session_info(path: Path) -> SessionInfo:
+    meta = _read_meta(path)
+    preset = meta.get("preset_name") or _nested(meta, "preset", "name") or ""
+    if not preset and "-" in path.name:
+        preset = path.name.split("-", 2)[-1]
+    n_cells = meta.get("n_cells")
+    wall_s = meta.get("wall_s")
+    return SessionInfo(
+        path=path,
+        name=path.name,
+        preset=str(preset),
+        status=str(meta.get("status", "")),
+        n_cells=int(n_cells) if isinstance(n_cells, (int, float)) else None,
+        wall_s=float(wall_s) if isinstance(wall_s, (int, float)) else None,
+        meta=meta,
+    )
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _nested(d: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)  # type: ignore[assignment]
+    return d
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A session CSV, or an empty frame when the file is missing or empty."""
+    try:
+        return pd.read_csv(path, low_memory=False)
+    except (OSError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
+def read_cells(session: Path) -> pd.DataFrame:
+    """cells.csv; when it is missing, a per-cell summary computed from requests.csv."""
+    cells = read_csv(session / "cells.csv")
+    if not cells.empty:
+        return cells
+    return summarize_requests(read_requests(session))
+
+
+def read_requests(session: Path) -> pd.DataFrame:
+    return read_csv(session / "requests.csv")
+
+
+def timed_ok(requests: pd.DataFrame) -> pd.DataFrame:
+    """Timed (not warm-up), successful requests with a latency."""
+    if requests.empty or "latency_s" not in requests:
+        return requests.iloc[0:0]
+    mask = requests["latency_s"].notna()
+    if "warmup" in requests:
+        mask &= ~requests["warmup"].astype(str).str.lower().isin(("true", "1", "yes"))
+    if "status" in requests:
+        mask &= requests["status"].astype(str).str.lower().isin(("ok", "200", "true", "nan"))
+    return requests[mask]
+
+
+def summarize_requests(requests: pd.DataFrame) -> pd.DataFrame:
+    timed = timed_ok(requests)
+    if timed.empty or "cell_index" not in timed:
+        return pd.DataFrame()
+    keys = [c for c in ("cell_index", *CONFIG_COLUMNS, *X_COLUMNS, "concurrency") if c in timed]
+    grouped = timed.groupby(keys, dropna=False)["latency_s"]
+    out = grouped.agg(n="count", mean_s="mean", p50_s="median",
+                      p99_s=lambda s: s.quantile(0.99), max_s="max").reset_index()
+    out["status"] = "ok"
+    return out
+
+
+def config_label(row: dict[str, Any]) -> str:
+    """`CPU2+Mem4`, `GPU+CPU8+Mem16` — the AC-Prof column naming."""
+    parts = []
+    gpu = row.get("gpu_mode")
+    if gpu not in (None, "", "off", "none", "0", 0, False) and not _isnan(gpu):
+        parts.append("GPU")
+    cpu = row.get("cpu_cores")
+    if cpu is not None and not _isnan(cpu):
+        parts.append(f"CPU{float(cpu):g}")
+    mem = row.get("mem_cap_gb")
+    if mem is not None and not _isnan(mem):
+        parts.append(f"Mem{float(mem):g}")
+    return "+".join(parts) or "uncapped"
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+@dataclass(slots=True)
+class Series:
+    label: str
+    x: list[float]
+    y: list[float]
+
+
+def scaling_series(cells: pd.DataFrame, y_column: str = "p50_s") -> tuple[str, list[Series]]:
+    """The AC-Prof figure's data: latency against input size, one series per resource config.
+
+    Returns the x axis name and the series (sorted by x). Failed cells are left out.
+    """
+    if cells.empty or y_column not in cells:
+        return "", []
+    x_col = next((c for c in X_COLUMNS if c in cells and cells[c].notna().any()), "")
+    if not x_col:
+        return "", []
+    frame = cells
+    if "status" in frame:
+        frame = frame[frame["status"].astype(str).isin(("ok", "nan"))]
+    frame = frame[frame[x_col].notna() & frame[y_column].notna()]
+    config_cols = [c for c in CONFIG_COLUMNS if c in frame]
+    groups: dict[str, dict[float, list[float]]] = {}
+    for row in frame.to_dict("records"):
+        label = config_label({c: row.get(c) for c in config_cols})
+        groups.setdefault(label, {}).setdefault(float(row[x_col]), []).append(float(row[y_column]))
+    series = []
+    for label in sorted(groups, key=_config_sort_key):
+        points = sorted((x, statistics.median(ys)) for x, ys in groups[label].items())
+        series.append(Series(label, [p[0] for p in points], [p[1] for p in points]))
+    return x_col, series
+
+
+def _config_sort_key(label: str) -> tuple:
+    nums = []
+    for part in label.split("+"):
+        digits = "".join(ch for ch in part if ch.isdigit() or ch == ".")
+        nums.append(float(digits) if digits else 0.0)
+    return ("GPU" in label, *nums)
+
+
+def cell_latencies(requests: pd.DataFrame, cell_index: int) -> list[float]:
+    timed = timed_ok(requests)
+    if timed.empty or "cell_index" not in timed:
+        return []
+    return timed.loc[timed["cell_index"] == cell_index, "latency_s"].astype(float).tolist()
+
+
+COLD_START_PHASES = ("image_pull", "create", "start", "server_boot", "model_load", "ready", "first_request")
+
+
+def cold_start_breakdown(cells: pd.DataFrame) -> tuple[list[str], dict[str, list[float]]]:
+    """Per resource config, the cold-start phases in seconds (median over its cells).
+
+    Columns may be named `<phase>_s` or `cold_<phase>_s`; a phase with no data is left out.
+    """
+    if cells.empty:
+        return [], {}
+    found: dict[str, str] = {}
+    for phase in COLD_START_PHASES:
+        for col in (f"{phase}_s", f"cold_{phase}_s", f"cold_start_{phase}_s", phase):
+            if col in cells and pd.to_numeric(cells[col], errors="coerce").notna().any():
+                found[phase] = col
+                break
+    if not found:
+        return [], {}
+    config_cols = [c for c in CONFIG_COLUMNS if c in cells]
+    per_config: dict[str, dict[str, list[float]]] = {}
+    for row in cells.to_dict("records"):
+        label = config_label({c: row.get(c) for c in config_cols})
+        for phase, col in found.items():
+            value = pd.to_numeric(pd.Series([row.get(col)]), errors="coerce").iloc[0]
+            if pd.notna(value):
+                per_config.setdefault(label, {}).setdefault(phase, []).append(float(value))
+    labels = sorted(per_config, key=_config_sort_key)
+    phases = {p: [statistics.median(per_config[lbl].get(p, [0.0]) or [0.0]) for lbl in labels] for p in found}
+    return labels, phases
+
+
+def export_session(session: Path, out_dir: Path | None = None) -> list[Path]:
+    """One merged CSV (each request row with its cell's summary columns) and, when pyarrow is
+    importable, the same as Parquet. Returns the written paths."""
+    out_dir = out_dir or (session / "export")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    requests = read_requests(session)
+    cells = read_csv(session / "cells.csv")
+    merged = requests
+    if not requests.empty and not cells.empty and "cell_index" in requests and "cell_index" in cells:
+        extra = [c for c in cells.columns if c == "cell_index" or c not in requests.columns]
+        merged = requests.merge(cells[extra], on="cell_index", how="left", suffixes=("", "_cell"))
+    elif requests.empty:
+        merged = cells
+    csv_path = out_dir / f"{session.name}-merged.csv"
+    merged.to_csv(csv_path, index=False)
+    written = [csv_path]
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return written
+    parquet_path = out_dir / f"{session.name}-merged.parquet"
+    merged.to_parquet(parquet_path, index=False)
+    written.append(parquet_path)
+    return written
+
+
+def seconds_per_cell(output_dir: str | Path, preset: str | None = None) -> float | None:
+    """Median wall seconds per cell over past sessions (the same preset's when there are any)."""
+    estimates: list[tuple[str, float]] = []
+    for info in list_sessions(output_dir):
+        per_cell = _session_seconds_per_cell(info)
+        if per_cell is not None:
+            estimates.append((info.preset, per_cell))
+    if not estimates:
+        return None
+    same = [v for p, v in estimates if preset and p == preset]
+    return statistics.median(same or [v for _, v in estimates])
+
+
+def _session_seconds_per_cell(info: SessionInfo) -> float | None:
+    if info.wall_s and info.n_cells:
+        return info.wall_s / info.n_cells
+    cells = read_csv(info.path / "cells.csv")
+    if not cells.empty and "wall_s" in cells and cells["wall_s"].notna().any():
+        return float(cells["wall_s"].dropna().median())
+    return None
