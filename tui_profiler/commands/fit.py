@@ -1,15 +1,184 @@
-"""`tui-profiler fit` (placeholder until its issue lands)."""
+"""`tui-profiler fit`: latency models per container–task pair, held-out error, prediction, recommendation."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+TARGET_CHOICES = ("latency_s", "p50", "p99", "throughput")
+SPLIT_CHOICES = ("leave-config-out", "extrapolate-input", "random")
+_NUMERIC_FIELDS = ("cpu_cores", "mem_cap_gb", "pixels", "token_len", "concurrency")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="(not implemented yet)")
+    p = sub.add_parser(
+        "fit",
+        help="fit latency models of resources and input size; predict; recommend a configuration",
+        description="Fit latency models per model × task × GPU mode from session folders, requests.csv / "
+        "cells.csv, or AC-Prof CSVs (wide or long), report held-out error, predict and recommend.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="session folder, requests.csv, cells.csv, or AC-Prof CSV")
+    p.add_argument("--target", choices=TARGET_CHOICES, default="latency_s", help="quantity to model (default: latency_s)")
+    p.add_argument("--split", choices=SPLIT_CHOICES, default="leave-config-out",
+                   help="held-out split used for the test error and for model selection (default: leave-config-out)")
+    p.add_argument("--json", metavar="OUT", help="write the full report (and predictions/recommendation) as JSON")
+    p.add_argument("--predict", metavar="POINT", action="append", default=[],
+                   help="predict one point, e.g. 'cpu_cores=3,mem_cap_gb=6,gpu_mode=off,pixels=40000' (repeatable)")
+    p.add_argument("--predict-csv", metavar="POINTS.csv", help="predict every row (cpu_cores, mem_cap_gb, gpu_mode, pixels|token_len)")
+    p.add_argument("--out", metavar="PRED.csv", help="where --predict-csv writes POINTS plus the prediction column")
+    p.add_argument("--recommend", action="store_true", help="the cheapest configuration predicted to meet --slo-p99")
+    p.add_argument("--slo-p99", type=float, metavar="SECONDS", help="latency SLO for --recommend (p99, seconds)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--pixels", type=float, metavar="N", help="input size for --recommend (image models)")
+    size.add_argument("--token-len", type=float, metavar="N", help="input size for --recommend (text models)")
+    p.add_argument("--model", help="which model to predict / recommend for, when several are fitted")
+    p.add_argument("--cost-cpu", type=float, default=None, help="cost weight per CPU core (default 1.0)")
+    p.add_argument("--cost-gb", type=float, default=None, help="cost weight per GB of memory (default 0.125)")
+    p.add_argument("--cost-gpu", type=float, default=None, help="cost weight per GPU (default 20)")
+    p.add_argument("--allow-extrapolation", action="store_true",
+                   help="let --recommend pick CPU counts outside the measured range")
+    p.add_argument("--no-plot", action="store_true", help="omit the residual plots")
     p.set_defaults(func=_run)
 
 
+def parse_point(text: str) -> dict[str, object]:
+    """'cpu_cores=3,mem_cap_gb=6,gpu_mode=off,pixels=40000' -> dict; ValueError naming the bad field."""
+    point: dict[str, object] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"--predict: {part!r} — expected FIELD=VALUE")
+        key, value = (x.strip() for x in part.split("=", 1))
+        if key in _NUMERIC_FIELDS:
+            try:
+                point[key] = float(value)
+            except ValueError:
+                raise ValueError(f"{key}: {value!r} — a number is required") from None
+        elif key in ("gpu_mode", "model", "task"):
+            point[key] = value
+        else:
+            raise ValueError(f"{key}: unknown field — allowed: {', '.join((*_NUMERIC_FIELDS, 'gpu_mode', 'model', 'task'))}")
+    if "cpu_cores" not in point:
+        raise ValueError("cpu_cores: missing from --predict")
+    return point
+
+
 def _run(args: argparse.Namespace) -> int:
-    print("tui-profiler fit: not implemented yet")
-    return 2
+    try:
+        return _main(args)
+    except (ValueError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"tui-profiler fit: {msg}", file=sys.stderr)
+        return 2
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.out and not args.predict_csv:
+        raise ValueError("--out: only used with --predict-csv")
+    if args.predict_csv and not args.out:
+        raise ValueError("--out: required with --predict-csv (where PRED.csv goes)")
+    if args.recommend:
+        if args.slo_p99 is None:
+            raise ValueError("--slo-p99: required with --recommend")
+        if args.pixels is None and args.token_len is None:
+            raise ValueError("--pixels: --recommend needs the input size (--pixels N or --token-len N)")
+    for name in ("cost_cpu", "cost_gb", "cost_gpu"):
+        v = getattr(args, name)
+        if v is not None and v < 0:
+            raise ValueError(f"--{name.replace('_', '-')}: {v:g} — must be >= 0")
+
+
+def _check_size_flag(args: argparse.Namespace, tidy: object) -> None:
+    """Fail before fitting when --pixels / --token-len names a size the data does not have."""
+    given = "pixels" if args.pixels is not None else "token_len"
+    other = "token_len" if given == "pixels" else "pixels"
+    data = tidy if not args.model else tidy[tidy["model"] == args.model]  # type: ignore[index]
+    if data[given].notna().sum() == 0 and data[other].notna().sum() > 0:  # type: ignore[index]
+        raise ValueError(f"{given}: the data has no {given} but {other}; give --{other.replace('_', '-')}")
+
+
+def _main(args: argparse.Namespace) -> int:
+    _check_args(args)
+    import pandas as pd
+
+    from tui_profiler.analysis.fit import fit_frame, json_safe, predicted_column
+    from tui_profiler.analysis.importers import fit_rows, read_paths
+    from tui_profiler.analysis.recommend import (
+        DEFAULT_COST_CPU,
+        DEFAULT_COST_GB,
+        DEFAULT_COST_GPU,
+        recommend,
+    )
+    from tui_profiler.analysis.report import render
+
+    points = [parse_point(t) for t in args.predict]
+    if args.model:
+        points = [{"model": args.model} | p for p in points]
+    points_df = None
+    if args.predict_csv:
+        try:
+            points_df = pd.read_csv(args.predict_csv)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ValueError(f"{args.predict_csv}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
+        if "cpu_cores" not in points_df.columns:
+            raise ValueError(f"{args.predict_csv}: cpu_cores: column missing")
+        if args.model and "model" not in points_df.columns:
+            points_df.insert(0, "model", args.model)
+
+    paths = [str(p) for p in args.paths]
+    tidy = read_paths(paths)
+    if args.recommend:
+        _check_size_flag(args, tidy)
+    report = fit_frame(tidy, target=args.target, split=args.split, sources=paths)
+    print(render(report, plots=not args.no_plot, color=sys.stdout.isatty()))
+    payload = report.to_dict()
+    col = predicted_column(args.target)
+
+    if points:
+        pred = report.predict(pd.DataFrame(points))
+        payload["predictions"] = json.loads(pred.to_json(orient="records"))
+        for _, row in pred.iterrows():
+            given = ", ".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                              for k in points[0] if k in row and not pd.isna(row[k]))
+            warn = f"   WARNING: {row['warning']}" if row["warning"] else ""
+            print(f"predict {given}: {col} = {row[col]:.4g}{warn}")
+    if points_df is not None:
+        pred = report.predict(points_df)
+        for i, w in enumerate(pred["warning"]):
+            if w:
+                print(f"warning: {args.predict_csv} row {i + 1}: {w}", file=sys.stderr)
+        pred.drop(columns=["warning"]).to_csv(args.out, index=False)
+        print(f"wrote {len(pred)} predictions to {args.out}")
+
+    if args.recommend:
+        rows = fit_rows(tidy)
+        has_p99 = bool((rows["row_kind"] == "request").any() or rows["p99_s"].notna().any())
+        rec_report = report
+        if has_p99 and args.target != "p99":
+            rec_report = fit_frame(tidy, target="p99", split=args.split, sources=paths)
+        elif not has_p99 and args.target != "latency_s":
+            rec_report = fit_frame(tidy, target="latency_s", split=args.split, sources=paths)
+        size_column = "pixels" if args.pixels is not None else "token_len"
+        rec = recommend(
+            rec_report,
+            rows,
+            slo_s=args.slo_p99,
+            size=args.pixels if args.pixels is not None else args.token_len,
+            size_column=size_column,
+            model=args.model,
+            cost_cpu=DEFAULT_COST_CPU if args.cost_cpu is None else args.cost_cpu,
+            cost_gb=DEFAULT_COST_GB if args.cost_gb is None else args.cost_gb,
+            cost_gpu=DEFAULT_COST_GPU if args.cost_gpu is None else args.cost_gpu,
+            allow_extrapolation=args.allow_extrapolation,
+        )
+        print("\n".join(rec.summary_lines()))
+        payload["recommendation"] = rec.to_dict()
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(json_safe(payload), indent=2))
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,719 @@
+"""Latency models of resources and input size, with honest held-out error.
+
+Data is grouped by container–task pair (model × task × GPU mode, and × concurrency when a session swept
+load levels); every fit, split and score uses one group's cells only. A *cell* is one (CPU, memory,
+input size) measurement: the mean / p50 / p99 of its per-request rows, or a wide file's mean.
+
+Candidate forms (S = input size, C = CPU cores), all fitted by least squares:
+
+- `loglinear` (the AC-Prof reference method): log L = a + b·log S + c·log C.
+- `loglog-interaction`: log L = a + b·log S + c·log C + d·log S·log C.
+- `work-parallel`: L = t0 + (w0 + w1·S)·g(C), g(C) = (1 − f) + f / min(C, K): a fixed cost t0 that
+  CPUs do not speed up, work linear in the input, Amdahl's law with parallel fraction f, and a knee K
+  beyond which more CPU quota no longer helps (the process runs out of threads / stops being throttled).
+- `piecewise-linear`: L = t0 + (w0 + w1·S + v·max(S − B, 0))·g(C): the work changes slope at a fitted
+  breakpoint B (a cache spilling, a sequence length being truncated), same CPU law.
+
+Non-log forms minimise the *relative* residual (L̂ − L)/L: latency noise grows with latency, and MAPE is
+the score. Linear coefficients are solved exactly for each value of the non-linear ones (f, K, B) on a
+grid, then f is polished continuously (variable projection).
+
+Selection uses held-out error inside the training data only (cross-validation of the same kind as the
+outer split), with a parsimony rule: among forms within 2% of the best CV error, the one with the fewest
+parameters wins. The reported test error is nested: the whole procedure (select + fit) runs on each
+outer training split and is scored on data it never saw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar, nnls
+
+from tui_profiler.analysis.importers import fit_rows, read_paths
+
+TARGETS = ("latency_s", "p50", "p99", "throughput")
+SPLITS = ("leave-config-out", "extrapolate-input", "random")
+SIZE_COLUMNS = ("pixels", "token_len")
+GROUP_KEYS = ("model", "task", "gpu_mode", "concurrency")
+PARSIMONY = 0.02  # forms within 2% (relative) of the best CV error count as ties; the simplest wins
+_EPS = 1e-12
+
+
+# ---------------------------------------------------------------------------------------------- forms
+
+
+@dataclass
+class Fitted:
+    form: str
+    params: dict[str, float]
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (size, cpus) -> target
+
+
+class Form:
+    name = ""
+    n_params = 0
+
+    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray) -> Fitted:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _log_design(s: np.ndarray, c: np.ndarray, interaction: bool, use_s: bool, use_c: bool) -> np.ndarray:
+    cols = [np.ones_like(s)]
+    if use_s:
+        cols.append(np.log(s))
+    if use_c:
+        cols.append(np.log(c))
+    if interaction and use_s and use_c:
+        cols.append(np.log(s) * np.log(c))
+    return np.column_stack(cols)
+
+
+class LogLinear(Form):
+    """log L = a + b·log S + c·log C (+ d·log S·log C)."""
+
+    name = "loglinear"
+    n_params = 3
+    interaction = False
+
+    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray) -> Fitted:
+        # A factor with one value in the training data has no estimable effect: drop it rather than guess.
+        use_s, use_c = len(np.unique(s)) > 1, len(np.unique(c)) > 1
+        x = _log_design(s, c, self.interaction, use_s, use_c)
+        beta = np.linalg.lstsq(x, np.log(y), rcond=None)[0]
+        names = ["a"] + (["b_log_size"] if use_s else []) + (["c_log_cpus"] if use_c else [])
+        if self.interaction and use_s and use_c:
+            names.append("d_log_size_x_log_cpus")
+        params = dict.fromkeys(["a", "b_log_size", "c_log_cpus"], 0.0) | dict(zip(names, map(float, beta), strict=True))
+        interaction = self.interaction
+
+        def predict(s2: np.ndarray, c2: np.ndarray) -> np.ndarray:
+            return np.exp(_log_design(np.asarray(s2, float), np.asarray(c2, float), interaction, use_s, use_c) @ beta)
+
+        return Fitted(self.name, params, predict)
+
+
+class LogLogInteraction(LogLinear):
+    name = "loglog-interaction"
+    n_params = 4
+    interaction = True
+
+
+def _amdahl(c: np.ndarray, f: float, knee: float) -> np.ndarray:
+    return (1.0 - f) + f / np.minimum(c, knee)
+
+
+def _solve(x: np.ndarray, y: np.ndarray, nonneg: bool) -> tuple[np.ndarray, float]:
+    """Coefficients minimising sum(((x @ beta) / y - 1)^2), and that sum."""
+    xw = x / y[:, None]
+    ones = np.ones_like(y)
+    if nonneg:
+        beta, _ = nnls(xw, ones)
+    else:
+        beta = np.linalg.lstsq(xw, ones, rcond=None)[0]
+    r = xw @ beta - 1.0
+    return beta, float(r @ r)
+
+
+def _knees(c: np.ndarray) -> list[float]:
+    """Knee candidates: each distinct CPU count above the smallest, and 'no knee'."""
+    u = np.unique(c)
+    return [float(k) for k in u[1:-1]] + [math.inf]
+
+
+_F_GRID = np.linspace(0.0, 1.0, 11)
+
+
+class _Separable(Form):
+    """L = t0 + W(S)·g(C): subclasses give the columns of W (already multiplied by nothing)."""
+
+    nonneg = True
+
+    def work_columns(self, s: np.ndarray, extra: dict[str, float]) -> list[np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _design(self, s: np.ndarray, c: np.ndarray, f: float, knee: float, extra: dict[str, float]) -> np.ndarray:
+        g = _amdahl(c, f, knee)
+        return np.column_stack([np.ones_like(s)] + [w * g for w in self.work_columns(s, extra)])
+
+    def _best_cpu_law(
+        self, s: np.ndarray, c: np.ndarray, y: np.ndarray, extra: dict[str, float], f_grid: Iterable[float]
+    ) -> tuple[float, float, float]:
+        """(sse, f, knee) on the grid; one CPU value in the data means no CPU law (f = 0)."""
+        if len(np.unique(c)) < 2:
+            return _solve(self._design(s, c, 0.0, math.inf, extra), y, self.nonneg)[1], 0.0, math.inf
+        best = (math.inf, 0.0, math.inf)
+        for knee in _knees(c):
+            for f in f_grid:
+                sse = _solve(self._design(s, c, f, knee, extra), y, self.nonneg)[1]
+                if sse < best[0]:
+                    best = (sse, float(f), knee)
+        return best
+
+    def _polish_f(
+        self, s: np.ndarray, c: np.ndarray, y: np.ndarray, extra: dict[str, float], f0: float, knee: float
+    ) -> float:
+        if len(np.unique(c)) < 2:
+            return 0.0
+        lo, hi = max(0.0, f0 - 0.1), min(1.0, f0 + 0.1)
+        res = minimize_scalar(
+            lambda f: _solve(self._design(s, c, f, knee, extra), y, self.nonneg)[1],
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-4},
+        )
+        return float(res.x)
+
+    def _finish(self, s: np.ndarray, c: np.ndarray, y: np.ndarray, extra: dict[str, float], f: float, knee: float,
+                scale: float, names: Sequence[str]) -> Fitted:
+        beta, _ = _solve(self._design(s, c, f, knee, extra), y, self.nonneg)
+        params = {"t0": float(beta[0])}
+        for name, b in zip(names, beta[1:], strict=True):
+            # Report per-unit coefficients in the original size unit (the fit ran on S / scale).
+            params[name] = float(b) / scale if "per_size" in name else float(b)
+        params |= {"parallel_fraction_f": f, "knee_cpus": knee}
+        params |= {k: v * scale for k, v in extra.items()}
+        design = self._design
+
+        def predict(s2: np.ndarray, c2: np.ndarray) -> np.ndarray:
+            x = design(np.asarray(s2, float) / scale, np.asarray(c2, float), f, knee, extra)
+            return np.maximum(x @ beta, _EPS)
+
+        return Fitted(self.name, params, predict)
+
+
+class WorkParallel(_Separable):
+    """L = t0 + (w0 + w1·S)·((1 − f) + f / min(C, K))."""
+
+    name = "work-parallel"
+    n_params = 5
+
+    def work_columns(self, s: np.ndarray, extra: dict[str, float]) -> list[np.ndarray]:
+        return [np.ones_like(s), s]
+
+    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray) -> Fitted:
+        scale = float(np.max(s)) or 1.0
+        ss = s / scale
+        _, f, knee = self._best_cpu_law(ss, c, y, {}, _F_GRID)
+        f = self._polish_f(ss, c, y, {}, f, knee)
+        return self._finish(ss, c, y, {}, f, knee, scale, ["w0", "w1_per_size"])
+
+
+class PiecewiseLinear(_Separable):
+    """L = t0 + (w0 + w1·min(S, B) + w2·max(S − B, 0))·g(C), one fitted breakpoint B.
+
+    The hinge basis with non-negative slopes keeps the work non-decreasing in the input (more pixels or
+    tokens never cost less), and every coefficient non-negative, so no two terms can cancel each other
+    and blow up at a CPU count the fit has not seen."""
+
+    name = "piecewise-linear"
+    n_params = 7
+
+    def work_columns(self, s: np.ndarray, extra: dict[str, float]) -> list[np.ndarray]:
+        b = extra["breakpoint"]
+        return [np.ones_like(s), np.minimum(s, b), np.maximum(s - b, 0.0)]
+
+    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray) -> Fitted:
+        scale = float(np.max(s)) or 1.0
+        ss = s / scale
+        sizes = np.unique(ss)
+        # Two distinct sizes at least on each side, so each segment's slope is measured, not implied.
+        candidates = sizes[1:-2]
+        if len(candidates) == 0:
+            raise ValueError("piecewise-linear needs at least 4 distinct input sizes")
+        # Alternate once: CPU law at a middle breakpoint, breakpoint given that law, CPU law again.
+        extra = {"breakpoint": float(candidates[len(candidates) // 2])}
+        _, f, knee = self._best_cpu_law(ss, c, y, extra, _F_GRID[::2])
+        best = (math.inf, extra["breakpoint"])
+        for b in candidates:
+            sse = _solve(self._design(ss, c, f, knee, {"breakpoint": float(b)}), y, self.nonneg)[1]
+            if sse < best[0]:
+                best = (sse, float(b))
+        extra = {"breakpoint": best[1]}
+        _, f, knee = self._best_cpu_law(ss, c, y, extra, _F_GRID)
+        f = self._polish_f(ss, c, y, extra, f, knee)
+        return self._finish(ss, c, y, extra, f, knee, scale, ["w0", "w1_per_size_below_B", "w2_per_size_above_B"])
+
+
+FORMS: dict[str, Form] = {f.name: f for f in (LogLinear(), LogLogInteraction(), WorkParallel(), PiecewiseLinear())}
+
+
+def _min_cells(form: Form, s: np.ndarray, c: np.ndarray) -> bool:
+    """Whether the data can support the form at all (more cells than parameters)."""
+    if form.name == "piecewise-linear" and len(np.unique(s)) < 4:
+        return False
+    return len(s) > form.n_params
+
+
+# ----------------------------------------------------------------------------------------- metrics
+
+
+def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    if len(y) == 0:
+        return {"n": 0, "r2": math.nan, "mae": math.nan, "mape_pct": math.nan}
+    ss_res = float(np.sum((y - p) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return {
+        "n": len(y),
+        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan,
+        "mae": float(np.mean(np.abs(y - p))),
+        "mape_pct": float(np.mean(np.abs(p - y) / y) * 100.0),
+    }
+
+
+def _mape(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean(np.abs(p - y) / y) * 100.0)
+
+
+# ------------------------------------------------------------------------------------------ splits
+
+
+def _config_ids(cells: pd.DataFrame) -> np.ndarray:
+    return cells["cpu_cores"].astype(str).to_numpy() + "/" + cells["mem_cap_gb"].astype(str).to_numpy()
+
+
+def split_folds(cells: pd.DataFrame, split: str, *, seed: int = 0, max_folds: int | None = None
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_index, test_index) pairs of one group's cells for a split kind; [] when impossible."""
+    n = len(cells)
+    idx = np.arange(n)
+    if split == "leave-config-out":
+        cfg = _config_ids(cells)
+        configs = list(dict.fromkeys(cfg))
+        if len(configs) < 2:
+            return []
+        if max_folds and len(configs) > max_folds:  # bundle configs into folds (inner CV stays cheap)
+            fold_of = {k: i % max_folds for i, k in enumerate(configs)}
+            labels = np.array([fold_of[k] for k in cfg])
+            return [(idx[labels != f], idx[labels == f]) for f in range(max_folds)]
+        return [(idx[cfg != k], idx[cfg == k]) for k in configs]
+    if split == "extrapolate-input":
+        size = cells["size"].to_numpy()
+        sizes = np.unique(size)
+        if len(sizes) < 4:
+            return []
+        n_train = max(2, round(0.75 * len(sizes)))
+        cut = sizes[n_train - 1]
+        return [(idx[size <= cut], idx[size > cut])]
+    if split == "random":
+        k = min(5, n)
+        if k < 2:
+            return []
+        order = np.random.default_rng(seed).permutation(n)
+        return [(np.sort(np.setdiff1d(idx, part)), np.sort(part)) for part in np.array_split(order, k)]
+    raise ValueError(f"split: {split!r} — allowed: {', '.join(SPLITS)}")
+
+
+def _inner_folds(cells: pd.DataFrame, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Validation folds inside a training set, of the same kind as the outer split."""
+    if split == "leave-config-out":
+        folds = split_folds(cells, split, max_folds=6)
+        if folds:
+            return folds
+    if split == "extrapolate-input":
+        # Forward validation from two origins: fit the smaller sizes, validate on the larger ones.
+        size = cells["size"].to_numpy()
+        sizes = np.unique(size)
+        idx = np.arange(len(cells))
+        folds = []
+        for frac in (0.6, 0.75):
+            n_train = round(frac * len(sizes))
+            if 3 <= n_train < len(sizes):
+                cut = sizes[n_train - 1]
+                folds.append((idx[size <= cut], idx[size > cut]))
+        if folds:
+            return folds
+    return split_folds(cells, "random")
+
+
+# --------------------------------------------------------------------------------------- selection
+
+
+def _xy(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return cells["size"].to_numpy(float), cells["cpu_cores"].to_numpy(float), cells["y"].to_numpy(float)
+
+
+def cv_scores(cells: pd.DataFrame, split: str, forms: Sequence[str] | None = None) -> dict[str, float]:
+    """Pooled validation MAPE of each form on folds inside `cells` (NaN when it cannot be fitted)."""
+    forms = list(forms or FORMS)
+    folds = _inner_folds(cells, split)
+    s, c, y = _xy(cells)
+    scores: dict[str, float] = {}
+    for name in forms:
+        form = FORMS[name]
+        ys, ps = [], []
+        try:
+            for tr, te in folds:
+                if not _min_cells(form, s[tr], c[tr]):
+                    raise ValueError("too few cells")
+                fitted = form.fit(s[tr], c[tr], y[tr])
+                ys.append(y[te])
+                ps.append(fitted.predict(s[te], c[te]))
+        except (ValueError, np.linalg.LinAlgError):
+            scores[name] = math.nan
+            continue
+        scores[name] = _mape(np.concatenate(ys), np.concatenate(ps)) if ys else math.nan
+    return scores
+
+
+def select_form(scores: dict[str, float]) -> str:
+    finite = {k: v for k, v in scores.items() if np.isfinite(v)}
+    if not finite:
+        return "loglinear"
+    best = min(finite.values())
+    tied = [k for k, v in finite.items() if v <= best * (1 + PARSIMONY) + 1e-12]
+    return min(tied, key=lambda k: (FORMS[k].n_params, finite[k]))
+
+
+def fit_selected(cells: pd.DataFrame, split: str) -> tuple[Fitted, dict[str, float]]:
+    scores = cv_scores(cells, split)
+    name = select_form(scores)
+    s, c, y = _xy(cells)
+    form = FORMS[name]
+    if not _min_cells(form, s, c):
+        form = FORMS["loglinear"]
+    return form.fit(s, c, y), scores
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+@dataclass
+class GroupFit:
+    key: dict[str, Any]
+    size_column: str | None
+    target: str
+    split: str
+    n_cells: int
+    n_rows: int
+    ranges: dict[str, tuple[float, float]]
+    fitted: Fitted
+    cv_scores: dict[str, float]
+    train: dict[str, float]
+    test: dict[str, float]
+    test_by_form: dict[str, float]  # each form's outer held-out MAPE without selection (for comparison)
+    chosen_per_fold: list[str]
+    worst: list[dict[str, Any]]
+    residuals: list[tuple[float, float]]  # (input size, relative residual %) on held-out cells
+    caveats: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        parts = [str(self.key["model"]), str(self.key["task"]) or "-", f"gpu={self.key['gpu_mode']}"]
+        if self.key.get("concurrency") is not None:
+            parts.append(f"concurrency={self.key['concurrency']:g}")
+        return " × ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.key,
+            "size_column": self.size_column,
+            "n_cells": self.n_cells,
+            "n_rows": self.n_rows,
+            "ranges": {k: list(v) for k, v in self.ranges.items()},
+            "form": self.fitted.form,
+            "params": self.fitted.params,
+            "cv_mape_pct": self.cv_scores,
+            "train": self.train,
+            "test": self.test,
+            "test_mape_pct_by_form": self.test_by_form,
+            "chosen_per_fold": self.chosen_per_fold,
+            "worst_residuals": self.worst,
+            "caveats": self.caveats,
+        }
+
+
+def json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
+
+
+def predicted_column(target: str) -> str:
+    return {"latency_s": "predicted_latency_s", "p50": "predicted_p50_s", "p99": "predicted_p99_s",
+            "throughput": "predicted_throughput_rps"}[target]
+
+
+@dataclass
+class FitReport:
+    target: str
+    split: str
+    groups: list[GroupFit]
+    sources: list[str]
+    has_requests: bool  # per-request rows were available (p50/p99 come from real distributions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({
+            "target": self.target,
+            "split": self.split,
+            "sources": self.sources,
+            "has_requests": self.has_requests,
+            "groups": [g.to_dict() for g in self.groups],
+        })
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"target {self.target}, split {self.split}, {len(self.groups)} group(s)"]
+        for g in self.groups:
+            lines.append(f"{g.label}: {g.n_cells} cells from {g.n_rows} rows, size={g.size_column or '-'}")
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in g.fitted.params.items())
+            lines.append(f"  form {g.fitted.form}: {params}")
+            cv = ", ".join(f"{k} {_fmt(v)}%" for k, v in g.cv_scores.items())
+            lines.append(f"  CV MAPE (selection): {cv}")
+            lines.append(f"  train: R² {_fmt(g.train['r2'])}, MAE {_fmt(g.train['mae'])}, MAPE {_fmt(g.train['mape_pct'])}%")
+            if g.test["n"]:
+                lines.append(
+                    f"  test ({g.split}, n={g.test['n']}): R² {_fmt(g.test['r2'])}, MAE {_fmt(g.test['mae'])}, "
+                    f"MAPE {_fmt(g.test['mape_pct'])}%   [each form alone: "
+                    + ", ".join(f"{k} {_fmt(v)}%" for k, v in g.test_by_form.items()) + "]"
+                )
+            else:
+                lines.append(f"  test ({g.split}): not possible for this group")
+            for w in g.worst[:3]:
+                lines.append(
+                    f"  worst: cpus={w['cpu_cores']:g} mem={_fmt(w['mem_cap_gb'])} size={w['size']:g}: "
+                    f"actual {w['actual']:.4g}, predicted {w['predicted']:.4g} ({w['error_pct']:+.1f}%)"
+                )
+            for cav in g.caveats:
+                lines.append(f"  note: {cav}")
+        return lines
+
+    def group_for(self, point: dict[str, Any]) -> GroupFit:
+        """The group a prediction point belongs to (model/task given or unambiguous; GPU mode must match)."""
+        gpu = _gpu_word(point.get("gpu_mode", "off"))
+        cands = [g for g in self.groups if g.key["gpu_mode"] == gpu]
+        for field_name in ("model", "task"):
+            want = point.get(field_name)
+            if want is not None and str(want) != "" and not (isinstance(want, float) and math.isnan(want)):
+                cands = [g for g in cands if str(g.key[field_name]) == str(want)]
+        if "concurrency" in point and point["concurrency"] is not None and not pd.isna(point["concurrency"]):
+            with_c = [g for g in cands if g.key.get("concurrency") == float(point["concurrency"])]
+            cands = with_c or cands
+        if not cands:
+            raise ValueError(f"gpu_mode: no fitted group for gpu_mode={gpu}"
+                             + (f", model={point.get('model')}" if point.get("model") else ""))
+        models = sorted({g.label for g in cands})
+        if len(cands) > 1:
+            raise ValueError(f"model: several fitted groups match ({'; '.join(models)}): name the model")
+        return cands[0]
+
+    def predict(self, points: pd.DataFrame) -> pd.DataFrame:
+        """points (cpu_cores, gpu_mode, pixels or token_len, optional mem_cap_gb/model/task) plus the prediction
+        column and a `warning` column (empty, or why the point lies outside the trained range)."""
+        out = points.copy()
+        preds, warns = [], []
+        for _, row in points.iterrows():
+            point = row.to_dict()
+            g = self.group_for(point)
+            value, warning = predict_point(g, point)
+            preds.append(value)
+            warns.append(warning)
+        out[predicted_column(self.target)] = preds
+        out["warning"] = warns
+        return out
+
+
+def _gpu_word(v: Any) -> str:
+    s = str(v).strip().lower()
+    if s in {"on", "true", "yes", "gpu", "1", "1.0"}:
+        return "on"
+    if s in {"off", "false", "no", "0", "0.0", "none", "nan", ""}:
+        return "off"
+    try:
+        return "on" if float(s) > 0 else "off"
+    except ValueError:
+        raise ValueError(f"gpu_mode: {v!r} — allowed: on, off, or a GPU count") from None
+
+
+def predict_point(g: GroupFit, point: dict[str, Any]) -> tuple[float, str]:
+    try:
+        cpus = float(point["cpu_cores"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"cpu_cores: {point.get('cpu_cores')!r} — a positive number is required") from None
+    if not cpus > 0:
+        raise ValueError(f"cpu_cores: {cpus:g} — must be > 0")
+    size = 1.0
+    if g.size_column:
+        raw = point.get(g.size_column)
+        if raw is None or pd.isna(raw):
+            raise ValueError(f"{g.size_column}: missing — the {g.label} model is a function of {g.size_column}")
+        size = float(raw)
+        if not size > 0:
+            raise ValueError(f"{g.size_column}: {size:g} — must be > 0")
+    value = float(g.fitted.predict(np.array([size]), np.array([cpus]))[0])
+    if g.target == "throughput":
+        value = 1.0 / value
+    outside = []
+    checks = [("cpu_cores", cpus)]
+    if g.size_column:
+        checks.append((g.size_column, size))
+    mem = point.get("mem_cap_gb")
+    if mem is not None and not pd.isna(mem) and "mem_cap_gb" in g.ranges:
+        checks.append(("mem_cap_gb", float(mem)))
+    for name, v in checks:
+        lo, hi = g.ranges[name]
+        if v < lo - 1e-9 or v > hi + 1e-9:
+            outside.append(f"{name}={v:g} outside trained {lo:g}..{hi:g}")
+    return value, "; ".join(outside)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "inf" if v == math.inf else "n/a"
+        return f"{v:.4g}"
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
+    """One row per (group, config, input size) with the target value `y` (for throughput: seconds per
+    request, inverted back on prediction). Returns the cells and whether per-request rows were used."""
+    if target not in TARGETS:
+        raise ValueError(f"target: {target!r} — allowed: {', '.join(TARGETS)}")
+    rows = rows.copy()
+    rows["size_column"] = np.where(rows["pixels"].notna(), "pixels", np.where(rows["token_len"].notna(), "token_len", ""))
+    rows["size"] = rows["pixels"].fillna(rows["token_len"]).fillna(1.0)
+    rows["concurrency"] = rows["concurrency"].astype(float)
+    keys = ["model", "task", "gpu_mode", "concurrency", "size_column", "cpu_cores", "mem_cap_gb", "size"]
+    rows[["mem_cap_gb"]] = rows[["mem_cap_gb"]].fillna(-1.0)  # groupby drops NaN keys; -1 = not recorded
+    rows["concurrency"] = rows["concurrency"].fillna(-1.0)
+    has_requests = bool((rows["row_kind"] == "request").any())
+    out = []
+    for key, part in rows.groupby(keys, sort=True):
+        req = part[part["row_kind"] == "request"]
+        agg = part[part["row_kind"] != "request"]
+        lat = req["latency_s"].to_numpy(float)
+        if len(req):
+            y = {
+                "latency_s": float(np.mean(lat)),
+                "p50": float(np.median(lat)),
+                "p99": float(np.percentile(lat, 99)),
+                # closed loop: each of `concurrency` workers sends back to back
+                "throughput": float(np.mean(lat)) / max(key[3], 1.0),
+            }[target]
+        else:
+            col = {"latency_s": "latency_s", "p50": "p50_s", "p99": "p99_s", "throughput": "throughput_rps"}[target]
+            vals = agg[col].to_numpy(float)
+            if target == "throughput":
+                vals = 1.0 / vals
+            vals = vals[np.isfinite(vals) & (vals > 0)]
+            if len(vals) == 0:
+                continue
+            y = float(np.mean(vals))
+        out.append(dict(zip(keys, key, strict=True)) | {"y": y, "n_rows": len(part)})
+    cells = pd.DataFrame(out, columns=[*keys, "y", "n_rows"])
+    cells["mem_cap_gb"] = cells["mem_cap_gb"].replace(-1.0, np.nan)
+    cells["concurrency"] = cells["concurrency"].replace(-1.0, np.nan)
+    return cells, has_requests
+
+
+def fit_group(cells: pd.DataFrame, target: str, split: str) -> GroupFit:
+    cells = cells.reset_index(drop=True)
+    s, c, y = _xy(cells)
+    size_column = str(cells["size_column"].iloc[0]) or None
+    first = cells.iloc[0]
+    conc = first["concurrency"]
+    key = {"model": first["model"], "task": first["task"], "gpu_mode": first["gpu_mode"],
+           "concurrency": None if pd.isna(conc) else float(conc)}
+    ranges = {"cpu_cores": (float(c.min()), float(c.max()))}
+    if size_column:
+        ranges[size_column] = (float(s.min()), float(s.max()))
+    if cells["mem_cap_gb"].notna().any():
+        ranges["mem_cap_gb"] = (float(cells["mem_cap_gb"].min()), float(cells["mem_cap_gb"].max()))
+    caveats: list[str] = []
+    if len(np.unique(c)) < 2:
+        caveats.append("one CPU value only: the model has no CPU effect")
+
+    fitted, scores = fit_selected(cells, split)
+    train_pred = fitted.predict(s, c)
+
+    # Nested held-out evaluation: on each outer fold, select by inner CV and fit on the training part only.
+    folds = split_folds(cells, split)
+    test_y, test_p, test_idx, chosen, train_metrics = [], [], [], [], []
+    by_form: dict[str, list[np.ndarray]] = {k: [] for k in FORMS}
+    for tr, te in folds:
+        sub = cells.iloc[tr].reset_index(drop=True)
+        f_tr, _ = fit_selected(sub, split)
+        chosen.append(f_tr.form)
+        test_y.append(y[te])
+        test_p.append(f_tr.predict(s[te], c[te]))
+        test_idx.append(te)
+        train_metrics.append(metrics(y[tr], f_tr.predict(s[tr], c[tr])))
+        for name, form in FORMS.items():
+            if by_form[name] is not None and _min_cells(form, s[tr], c[tr]):
+                try:
+                    by_form[name].append(form.fit(s[tr], c[tr], y[tr]).predict(s[te], c[te]))
+                    continue
+                except (ValueError, np.linalg.LinAlgError):
+                    pass
+            by_form[name] = None  # type: ignore[assignment]
+    if folds:
+        ty, tp, ti = np.concatenate(test_y), np.concatenate(test_p), np.concatenate(test_idx)
+        test = metrics(ty, tp)
+        train = {k: float(np.mean([m[k] for m in train_metrics])) for k in ("r2", "mae", "mape_pct")}
+        train["n"] = len(cells)
+        test_by_form = {k: (_mape(ty, np.concatenate(v)) if v else math.nan) for k, v in by_form.items()}
+        rel = (tp - ty) / ty * 100.0
+        order = np.argsort(-np.abs(rel))
+        worst = [
+            {"cpu_cores": float(c[ti[i]]), "mem_cap_gb": float(cells["mem_cap_gb"].iloc[ti[i]]),
+             "size": float(s[ti[i]]), "actual": float(ty[i]), "predicted": float(tp[i]), "error_pct": float(rel[i])}
+            for i in order[:5]
+        ]
+        residuals = [(float(s[ti[i]]), float(rel[i])) for i in range(len(ti))]
+    else:
+        test = metrics(np.array([]), np.array([]))
+        train = metrics(y, train_pred)
+        test_by_form = dict.fromkeys(FORMS, math.nan)
+        rel = (train_pred - y) / y * 100.0
+        order = np.argsort(-np.abs(rel))
+        worst = [
+            {"cpu_cores": float(c[i]), "mem_cap_gb": float(cells["mem_cap_gb"].iloc[i]), "size": float(s[i]),
+             "actual": float(y[i]), "predicted": float(train_pred[i]), "error_pct": float(rel[i])}
+            for i in order[:5]
+        ]
+        residuals = [(float(s[i]), float(rel[i])) for i in range(len(s))]
+        caveats.append(f"no held-out test for split {split} (too few configs or input sizes); residuals are training residuals")
+    if target == "p99" and int(cells["n_rows"].min()) < 100:
+        caveats.append(f"p99 from as few as {int(cells['n_rows'].min())} requests per cell: it is close to the maximum")
+    return GroupFit(key, size_column, target, split, len(cells), int(cells["n_rows"].sum()), ranges, fitted,
+                    scores, train, test, test_by_form, chosen, worst, residuals, caveats)
+
+
+def fit_frame(tidy: pd.DataFrame, target: str = "latency_s", split: str = "leave-config-out",
+              sources: Sequence[str] = ()) -> FitReport:
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} — allowed: {', '.join(SPLITS)}")
+    rows = fit_rows(tidy)
+    if rows.empty:
+        raise ValueError("data: no usable rows (all warm-up, failed, or without a latency)")
+    cells, has_requests = build_cells(rows, target)
+    if cells.empty:
+        raise ValueError(f"target: no cells carry a value for {target}")
+    group_cols = ["model", "task", "gpu_mode", "concurrency"]
+    groups = [
+        fit_group(part, target, split)
+        for _, part in cells.groupby(group_cols, sort=True, dropna=False)
+    ]
+    return FitReport(target, split, groups, list(sources), has_requests)
+
+
+def fit_paths(paths: Sequence[str | Path], target: str = "latency_s", split: str = "leave-config-out") -> FitReport:
+    """Read every path (AC-Prof wide/long CSV, requests.csv, cells.csv, session folder) and fit per group."""
+    tidy = read_paths(paths)
+    return fit_frame(tidy, target=target, split=split, sources=[str(p) for p in paths])

@@ -1,0 +1,260 @@
+"""Read latency measurements into one tidy frame: AC-Prof wide and long CSVs, our session folders,
+requests.csv and cells.csv.
+
+Tidy columns (one row per measurement; per-request rows or per-cell aggregates):
+
+    source, model, task, gpu_mode ("on"|"off"), cpu_cores, mem_cap_gb, pixels, token_len, concurrency,
+    latency_s, p50_s, p99_s, throughput_rps, warmup (bool), status (str), row_kind ("request"|"aggregate")
+
+`pixels` / `token_len` is NaN where the file has no such size; p50/p99/throughput only come from cells.csv
+(per-request rows are aggregated by the fitter). Nothing is imputed: a missing value stays NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TIDY_COLUMNS = [
+    "source",
+    "model",
+    "task",
+    "gpu_mode",
+    "cpu_cores",
+    "mem_cap_gb",
+    "pixels",
+    "token_len",
+    "concurrency",
+    "latency_s",
+    "p50_s",
+    "p99_s",
+    "throughput_rps",
+    "warmup",
+    "status",
+    "row_kind",
+]
+
+# AC-Prof wide column names: `CPU4+Mem8`, `GPU+CPU8+Mem16` (order-tolerant, case-insensitive).
+_CONFIG_RE = re.compile(r"^(?P<gpu>GPU\+)?CPU(?P<cpu>\d+(?:\.\d+)?)\+Mem(?P<mem>\d+(?:\.\d+)?)$", re.IGNORECASE)
+_WIDE_SIZE_NAMES = {"pixels": "pixels", "pixel": "pixels", "tokens": "token_len", "token_len": "token_len",
+                    "token": "token_len", "seq_len": "token_len", "sequence_length": "token_len"}
+# Long-format columns that identify a per-request file (AC-Prof long and our requests.csv).
+_LONG_REQUIRED = {"cpu_cores", "latency_s"}
+# cells.csv: accepted spellings for each tidy field, first match wins.
+_CELL_ALIASES: dict[str, tuple[str, ...]] = {
+    "cpu_cores": ("cpu_cores", "cpus", "cpus_requested"),
+    "mem_cap_gb": ("mem_cap_gb", "memory_gb", "mem_gb"),
+    "gpu_mode": ("gpu_mode", "gpus"),
+    "latency_s": ("latency_mean_s", "mean_latency_s", "latency_s_mean", "mean_s", "latency_s"),
+    "p50_s": ("latency_p50_s", "p50_latency_s", "p50_s", "p50"),
+    "p99_s": ("latency_p99_s", "p99_latency_s", "p99_s", "p99"),
+    "throughput_rps": ("throughput_rps", "throughput", "rps", "requests_per_s"),
+    "model": ("model_name", "model"),
+}
+
+
+class DataFormatError(ValueError):
+    """A file could not be read as latency data; the message is one line naming the file."""
+
+
+def read_paths(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Read every path (file or session folder) into one tidy frame."""
+    frames = [read_path(p) for p in paths]
+    if not frames:
+        raise DataFormatError("no input paths given")
+    return pd.concat(frames, ignore_index=True)[TIDY_COLUMNS]
+
+
+def read_path(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return read_session(path)
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
+    kind = detect_format(df)
+    if kind == "wide":
+        return _tidy(_from_wide(df, path), path)
+    if kind == "long":
+        return _tidy(_from_long(df, path, _session_meta(path.parent)), path)
+    if kind == "cells":
+        return _tidy(_from_cells(df, path, _session_meta(path.parent)), path)
+    cols = ", ".join(map(str, df.columns[:6]))
+    raise DataFormatError(
+        f"{path}: unknown format (columns {cols}…): expected AC-Prof wide (Pixels,CPU4+Mem8,…), "
+        "a per-request CSV (cpu_cores, latency_s, …) or a cells.csv"
+    )
+
+
+def detect_format(df: pd.DataFrame) -> str:
+    """'wide' | 'long' | 'cells' | 'unknown'."""
+    cols = [str(c).strip() for c in df.columns]
+    if len(cols) >= 2 and cols[0].lower() in _WIDE_SIZE_NAMES and all(_CONFIG_RE.match(c) for c in cols[1:]):
+        return "wide"
+    lower = {c.lower() for c in cols}
+    if _LONG_REQUIRED <= lower and ("warmup" in lower or "repeat_idx" in lower or "timestamp_ms" in lower):
+        return "long"
+    if "cell_index" in lower and any(a in lower for a in _CELL_ALIASES["cpu_cores"]) and any(
+        a in lower for a in _CELL_ALIASES["latency_s"] + _CELL_ALIASES["p50_s"]
+    ):
+        return "cells"
+    return "unknown"
+
+
+def read_session(folder: Path) -> pd.DataFrame:
+    """A session folder: requests.csv when present (per-request, richest), else cells.csv."""
+    for name in ("requests.csv", "cells.csv"):
+        f = folder / name
+        if f.exists():
+            df = read_path(f)
+            if len(df):
+                return df
+    raise DataFormatError(f"{folder}: no requests.csv or cells.csv with rows in this session folder")
+
+
+def _session_meta(folder: Path) -> dict:
+    meta = folder / "meta.json"
+    if not meta.exists():
+        return {}
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _meta_str(meta: dict, *keys: str) -> str:
+    """The first non-empty string among meta[key] and meta["preset"][key] (a {"name": …} table counts)."""
+    preset = meta.get("preset")
+    for k in keys:
+        for d in (meta, preset if isinstance(preset, dict) else {}):
+            v = d.get(k)
+            if isinstance(v, dict):
+                v = v.get("name")
+            if isinstance(v, str) and v:
+                return v
+    return ""
+
+
+def _from_wide(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    size_col = str(df.columns[0]).strip()
+    size_name = _WIDE_SIZE_NAMES[size_col.lower()]
+    rows = []
+    sizes = pd.to_numeric(df.iloc[:, 0], errors="coerce")
+    for col in df.columns[1:]:
+        m = _CONFIG_RE.match(str(col).strip())
+        assert m is not None  # detect_format checked every column
+        values = pd.to_numeric(df[col], errors="coerce")
+        for size, value in zip(sizes, values, strict=True):
+            rows.append(
+                {
+                    "model": path.stem,
+                    "task": size_name,
+                    "gpu_mode": "on" if m["gpu"] else "off",
+                    "cpu_cores": float(m["cpu"]),
+                    "mem_cap_gb": float(m["mem"]),
+                    size_name: size,
+                    "latency_s": value,
+                    "warmup": False,
+                    "status": "ok" if np.isfinite(value) and np.isfinite(size) else "missing",
+                    "row_kind": "aggregate",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _truthy(series: pd.Series) -> pd.Series:
+    s = series.astype(str).str.strip().str.lower()
+    return s.isin({"1", "1.0", "true", "yes", "y", "t"})
+
+
+def _gpu_mode(series: pd.Series) -> pd.Series:
+    """'on'/'off' from AC-Prof 'on'/'off', booleans, or a GPU count."""
+    s = series.astype(str).str.strip().str.lower()
+    num = pd.to_numeric(series, errors="coerce")
+    on = s.isin({"on", "true", "yes", "gpu", "1", "1.0"}) | (num > 0)
+    return on.map({True: "on", False: "off"})
+
+
+def _from_long(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
+    df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
+    out = pd.DataFrame(index=df.index)
+    model_default = _meta_str(meta, "model", "model_name") or path.parent.name
+    out["model"] = df["model_name"].astype(str) if "model_name" in df else model_default
+    out["task"] = df["task"].astype(str) if "task" in df else _meta_str(meta, "task")
+    out["gpu_mode"] = _gpu_mode(df["gpu_mode"]) if "gpu_mode" in df else "off"
+    out["cpu_cores"] = pd.to_numeric(df["cpu_cores"], errors="coerce")
+    out["mem_cap_gb"] = pd.to_numeric(df["mem_cap_gb"], errors="coerce") if "mem_cap_gb" in df else np.nan
+    for size in ("pixels", "token_len", "concurrency"):
+        out[size] = pd.to_numeric(df[size], errors="coerce") if size in df else np.nan
+    if out["pixels"].notna().any():
+        # An image model's rows may still carry a token_len column (AC-Prof long has one for all models).
+        out["token_len"] = np.nan
+    out["latency_s"] = pd.to_numeric(df["latency_s"], errors="coerce")
+    out["warmup"] = _truthy(df["warmup"]) if "warmup" in df else False
+    status = df["status"].astype(str).str.strip().str.lower() if "status" in df else pd.Series("ok", df.index)
+    if "ok" in df:  # our requests.csv may carry an explicit ok flag
+        status = status.where(_truthy(df["ok"]), "failed")
+    out["status"] = status.replace({"200": "ok", "nan": "ok"})
+    out["row_kind"] = "request"
+    if not out["task"].astype(str).str.len().any():
+        out["task"] = np.where(out["pixels"].notna(), "pixels", np.where(out["token_len"].notna(), "token_len", ""))
+    return out
+
+
+def _pick(df: pd.DataFrame, field: str) -> pd.Series | None:
+    lower = {str(c).strip().lower(): c for c in df.columns}
+    for alias in _CELL_ALIASES[field]:
+        if alias in lower:
+            return df[lower[alias]]
+    return None
+
+
+def _from_cells(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    model = _pick(df, "model")
+    out["model"] = model.astype(str) if model is not None else (_meta_str(meta, "model", "model_name") or path.parent.name)
+    out["task"] = df["task"].astype(str) if "task" in df else _meta_str(meta, "task")
+    gpu = _pick(df, "gpu_mode")
+    out["gpu_mode"] = _gpu_mode(gpu) if gpu is not None else "off"
+    for field in ("cpu_cores", "mem_cap_gb", "latency_s", "p50_s", "p99_s", "throughput_rps"):
+        col = _pick(df, field)
+        out[field] = pd.to_numeric(col, errors="coerce") if col is not None else np.nan
+    for size in ("pixels", "token_len", "concurrency"):
+        out[size] = pd.to_numeric(df[size], errors="coerce") if size in df else np.nan
+    if out["pixels"].notna().any():
+        out["token_len"] = np.nan
+    out["warmup"] = False
+    out["status"] = df["status"].astype(str).str.strip().str.lower() if "status" in df else "ok"
+    out["row_kind"] = "aggregate"
+    if not out["task"].astype(str).str.len().any():
+        out["task"] = np.where(out["pixels"].notna(), "pixels", np.where(out["token_len"].notna(), "token_len", ""))
+    return out
+
+
+def _tidy(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    df = df.copy()
+    for col in TIDY_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    df["source"] = str(path)
+    df["task"] = df["task"].fillna("").astype(str)
+    df["model"] = df["model"].fillna("").astype(str)
+    df["warmup"] = df["warmup"].fillna(False).astype(bool)
+    df["status"] = df["status"].fillna("ok").astype(str)
+    return df[TIDY_COLUMNS].reset_index(drop=True)
+
+
+def fit_rows(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The rows a fit may use: not warm-up, status ok, a finite positive latency and CPU count."""
+    lat = tidy["latency_s"].where(tidy["latency_s"].notna(), tidy["p50_s"])
+    keep = (~tidy["warmup"]) & (tidy["status"].str.lower() == "ok") & (lat > 0) & (tidy["cpu_cores"] > 0)
+    return tidy[keep.fillna(False)].reset_index(drop=True)

@@ -1,0 +1,186 @@
+"""The cheapest resource configuration predicted to meet a latency SLO at a given input size.
+
+Candidates per fitted group (GPU mode): CPU counts in 0.5 steps from 0.5 up to max(host CPUs, the largest
+CPU count measured); memory per CPU count follows the data's pairing (AC-Prof pairs 2 GB per CPU) or,
+where memory was varied independently, the smallest memory that ran cleanly — the fitted models have no
+memory term, so memory buys nothing but not running out. Candidates outside the measured CPU range are
+extrapolations: listed, but only recommended when `allow_extrapolation` is set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tui_profiler.analysis.fit import FitReport, GroupFit, fit_frame, predict_point
+from tui_profiler.analysis.importers import fit_rows, read_paths
+
+DEFAULT_COST_CPU = 1.0
+DEFAULT_COST_GB = 0.125  # roughly cloud list prices: 8 GB of memory cost about what one vCPU costs
+DEFAULT_COST_GPU = 20.0
+
+
+@dataclass
+class Candidate:
+    gpu_mode: str
+    cpu_cores: float
+    mem_cap_gb: float | None
+    predicted_s: float
+    cost: float
+    meets_slo: bool
+    extrapolated: bool
+    warning: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gpu_mode": self.gpu_mode,
+            "cpu_cores": self.cpu_cores,
+            "mem_cap_gb": self.mem_cap_gb,
+            "predicted_s": self.predicted_s,
+            "cost": self.cost,
+            "meets_slo": self.meets_slo,
+            "extrapolated": self.extrapolated,
+            "warning": self.warning,
+        }
+
+
+@dataclass
+class Recommendation:
+    slo_s: float
+    target: str  # the fitted quantity compared to the SLO: "p99" or, without per-request rows, "latency_s"
+    size_column: str
+    size: float
+    best: Candidate | None
+    candidates: list[Candidate]
+    caveats: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "slo_s": self.slo_s,
+            "target": self.target,
+            self.size_column: self.size,
+            "best": self.best.as_dict() if self.best else None,
+            "candidates": [c.as_dict() for c in self.candidates],
+            "caveats": self.caveats,
+        }
+
+    def summary_lines(self) -> list[str]:
+        what = "p99" if self.target == "p99" else "mean latency (no per-request rows for a p99 fit)"
+        lines = [f"recommendation for {what} <= {self.slo_s:g} s at {self.size_column}={self.size:g}:"]
+        if self.best is None:
+            fastest = min(self.candidates, key=lambda c: c.predicted_s, default=None)
+            lines.append("  no candidate configuration is predicted to meet the SLO")
+            if fastest is not None:
+                lines.append(f"  fastest: {_describe(fastest)}")
+        else:
+            lines.append(f"  cheapest: {_describe(self.best)}")
+            allowed = self.best.extrapolated  # extrapolated runners-up only when the best is one already
+            runners = [c for c in self.candidates
+                       if c.meets_slo and c is not self.best and (allowed or not c.extrapolated)][:3]
+            for c in runners:
+                lines.append(f"  next:     {_describe(c)}")
+        lines += [f"  note: {c}" for c in self.caveats]
+        return lines
+
+
+def _describe(c: Candidate) -> str:
+    mem = f"{c.mem_cap_gb:g} GB" if c.mem_cap_gb is not None else "memory not recorded"
+    ext = " (extrapolated)" if c.extrapolated else ""
+    return f"gpu={c.gpu_mode}, {c.cpu_cores:g} CPUs, {mem}: predicted {c.predicted_s:.4g} s, cost {c.cost:.3g}{ext}"
+
+
+def _memory_for(rows: pd.DataFrame, cpus: float) -> float | None:
+    """Memory for a CPU count: the data's fixed GB-per-CPU pairing if it has one, else the smallest that ran."""
+    mem = rows["mem_cap_gb"].to_numpy(float)
+    cpu = rows["cpu_cores"].to_numpy(float)
+    ok = np.isfinite(mem) & (cpu > 0)
+    if not ok.any():
+        return None
+    ratios = np.unique(np.round(mem[ok] / cpu[ok], 6))
+    if len(ratios) == 1:
+        return float(ratios[0] * cpus)
+    return float(mem[ok].min())
+
+
+def recommend(
+    report: FitReport,
+    rows: pd.DataFrame,
+    *,
+    slo_s: float,
+    size: float,
+    size_column: str | None = None,
+    model: str | None = None,
+    cost_cpu: float = DEFAULT_COST_CPU,
+    cost_gb: float = DEFAULT_COST_GB,
+    cost_gpu: float = DEFAULT_COST_GPU,
+    host_cpus: float | None = None,
+    allow_extrapolation: bool = False,
+) -> Recommendation:
+    """Rank configurations by cost among those the report's model predicts to meet `slo_s`."""
+    if not slo_s > 0:
+        raise ValueError(f"slo-p99: {slo_s:g} — must be > 0 seconds")
+    groups = [g for g in report.groups if model is None or str(g.key["model"]) == model]
+    if not groups:
+        raise ValueError(f"model: {model!r} — fitted models: {', '.join(sorted({str(g.key['model']) for g in report.groups}))}")
+    models = sorted({str(g.key["model"]) for g in groups})
+    if len(models) > 1:
+        raise ValueError(f"model: several models fitted ({', '.join(models)}): choose one with --model")
+    fitted_size = groups[0].size_column
+    if size_column and fitted_size and size_column != fitted_size:
+        flag = fitted_size.replace("_", "-")
+        raise ValueError(f"{size_column}: the {models[0]} model is a function of {fitted_size}; give --{flag}")
+    host = float(host_cpus or os.cpu_count() or 1)
+    caveats: list[str] = []
+    size_column = groups[0].size_column or "size"
+    candidates: list[Candidate] = []
+    for g in groups:
+        candidates += _group_candidates(g, rows, slo_s, size, host, cost_cpu, cost_gb, cost_gpu)
+    candidates.sort(key=lambda c: (c.cost, c.predicted_s))
+    eligible = [c for c in candidates if c.meets_slo and (allow_extrapolation or not c.extrapolated)]
+    best = eligible[0] if eligible else None
+    if report.target != "p99":
+        caveats.append("no per-request rows: the SLO is compared with the predicted MEAN latency, which "
+                       "understates p99")
+    if best is not None and best.warning:
+        caveats.append(f"the recommended point lies outside the measured range: {best.warning}")
+    return Recommendation(slo_s, report.target, size_column, size, best, candidates, caveats)
+
+
+def _group_candidates(g: GroupFit, rows: pd.DataFrame, slo_s: float, size: float, host: float,
+                      cost_cpu: float, cost_gb: float, cost_gpu: float) -> list[Candidate]:
+    lo, hi = g.ranges["cpu_cores"]
+    top = max(host, hi)
+    cpus_grid = np.arange(0.5, top + 1e-9, 0.5)
+    mine = rows[(rows["model"] == g.key["model"]) & (rows["gpu_mode"] == g.key["gpu_mode"])]
+    out = []
+    for cpus in cpus_grid:
+        mem = _memory_for(mine, float(cpus))
+        point = {"cpu_cores": float(cpus), "gpu_mode": g.key["gpu_mode"], "mem_cap_gb": mem}
+        if g.size_column:
+            point[g.size_column] = size
+        value, warning = predict_point(g, point)
+        gpus = 1.0 if g.key["gpu_mode"] == "on" else 0.0
+        cost = cpus * cost_cpu + (mem or 0.0) * cost_gb + gpus * cost_gpu
+        out.append(
+            Candidate(g.key["gpu_mode"], float(cpus), mem, value, float(cost), value <= slo_s,
+                      extrapolated=bool(cpus < lo - 1e-9 or cpus > hi + 1e-9), warning=warning)
+        )
+    return out
+
+
+def recommend_paths(paths: list[str], *, slo_s: float, size: float, **kwargs: Any) -> Recommendation:
+    """Fit p99 when the data has per-request rows (else the mean, with a caveat) and recommend."""
+    tidy = read_paths(paths)
+    rows = fit_rows(tidy)
+    has_requests = bool((rows["row_kind"] == "request").any())
+    has_p99 = has_requests or bool(rows["p99_s"].notna().any())
+    target = "p99" if has_p99 else "latency_s"
+    report = fit_frame(tidy, target=target, split=kwargs.pop("split", "leave-config-out"), sources=paths)
+    if not math.isfinite(size) or size <= 0:
+        raise ValueError(f"{report.groups[0].size_column or 'size'}: {size:g} — must be > 0")
+    return recommend(report, rows, slo_s=slo_s, size=size, **kwargs)
