@@ -1,15 +1,55 @@
-"""`tui-profiler images` (placeholder until its issue lands)."""
+"""`tui-profiler images build [--rebuild]` and `tui-profiler images list`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("images", help="(not implemented yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("images", help="build or list the model-server image")
+    isub = p.add_subparsers(dest="images_command", metavar="ACTION")
+    b = isub.add_parser("build", help="build the server image (from the layer cache when possible)")
+    b.add_argument("--rebuild", action="store_true", help="build even when the image is up to date")
+    b.add_argument("--pretrained", default="", metavar="NAMES",
+                   help="bake these catalog models' pretrained weights into the image (needs network)")
+    b.set_defaults(func=_build)
+    ls = isub.add_parser("list", help="list tui-profiler's images (tag, size, created)")
+    ls.set_defaults(func=_list)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _run(args: argparse.Namespace) -> int:
-    print("tui-profiler images: not implemented yet")
-    return 2
+def _build(args: argparse.Namespace) -> int:
+    from tui_profiler.images import ImageBuildError, ensure_server_image
+
+    start = time.perf_counter()
+
+    def progress(line: str) -> None:
+        print(f"[images {time.perf_counter() - start:6.1f}s] {line}", flush=True)
+
+    try:
+        tag = ensure_server_image(progress=progress, rebuild=args.rebuild, pretrained=args.pretrained)
+    except ImageBuildError as exc:
+        print(f"tui-profiler images build: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{tag} ready in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from tui_profiler.images import ImageBuildError, list_images
+
+    try:
+        rows = list_images()
+    except ImageBuildError as exc:
+        print(f"tui-profiler images list: error: {exc}", file=sys.stderr)
+        return 1
+    if not rows:
+        print("no tui-profiler images yet: run `tui-profiler images build`")
+        return 0
+    print(f"{'TAG':40} {'KIND':8} {'SIZE':>9} {'CREATED':19}")
+    for r in rows:
+        size = f"{r['size_bytes'] / 1e9:.2f} GB" if r["size_bytes"] is not None else ""
+        print(f"{r['tag']:40} {r['kind']:8} {size:>9} {r['created']:19}")
+    return 0

@@ -1,0 +1,583 @@
+"""The model inference server (aiohttp): `python -m servers.model_server --model NAME --weights random|pretrained`.
+
+Start-up: the HTTP server answers first (GET /healthz → 503 while loading), then a loader thread imports
+torch, builds the model and warms it up; each step is stamped (epoch seconds) in the /healthz timeline.
+
+Scheduling: the event loop only reads bodies and writes answers. Every request's work (decode,
+preprocess, inference, encode) runs in ONE worker thread (a single-thread executor), so requests queue in
+arrival order (FIFO) and none is dropped; the time a request waited for the worker is reported as
+`queue;dur=` beside decode/preprocess/infer/encode in the Server-Timing header. torch's own intra-op
+threads (TUI_PROFILER_THREADS) parallelise each inference.
+
+Protocol: see README section "server".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _process_start_epoch() -> float:
+    """When this process started (the kernel's record, so interpreter start-up counts), else now."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return btime + start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+PROCESS_START = _process_start_epoch()
+MODULE_START = time.time()
+
+from aiohttp import web  # noqa: E402  (after the start stamps on purpose)
+
+from servers.catalog import (  # noqa: E402
+    ModelEntry,
+    ModelLoadError,
+    build_model,
+    example_input_array,
+    get_entry,
+    hash_tokenize,
+    model_size,
+)
+
+log = logging.getLogger("model_server")
+
+DTYPES = {"float32": "float32", "float": "float32", "float16": "float16", "half": "float16",
+          "uint8": "uint8", "int64": "int64", "long": "int64", "int32": "int32"}
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+MAX_IMAGE_PIXELS = 64_000_000  # per image; a sanity bound, the body limit usually hits first
+
+
+class BadInput(Exception):
+    """A request the server refuses: an HTTP status and one line naming the problem."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---------------------------------------------------------------- threads and cgroup quota
+
+def cgroup_cpu_quota() -> tuple[float | None, str]:
+    """The CPU quota (cores) this process's cgroup allows, v2 or v1, walking up to the most restrictive
+    ancestor; (None, reason) when there is none."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None, "no /proc/self/cgroup"
+    quotas: list[tuple[float, str]] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # cgroup v2 unified
+            for d in _ancestors("/sys/fs/cgroup", path):
+                try:
+                    with open(os.path.join(d, "cpu.max")) as f:
+                        q, p = f.read().split()
+                except (OSError, ValueError):
+                    continue
+                if q != "max":
+                    quotas.append((int(q) / int(p), f"cgroup v2 {d}/cpu.max"))
+        elif "cpu" in controllers.split(","):
+            for mount in ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"):
+                if not os.path.isdir(mount):
+                    continue
+                for d in _ancestors(mount, path):
+                    try:
+                        with open(os.path.join(d, "cpu.cfs_quota_us")) as f:
+                            q = int(f.read())
+                        with open(os.path.join(d, "cpu.cfs_period_us")) as f:
+                            p = int(f.read())
+                    except (OSError, ValueError):
+                        continue
+                    if q > 0 and p > 0:
+                        quotas.append((q / p, f"cgroup v1 {d}/cpu.cfs_quota_us"))
+                break
+    if not quotas:
+        return None, "no CPU quota set"
+    return min(quotas)
+
+
+def _ancestors(mount: str, path: str) -> list[str]:
+    """The cgroup directory for `path` and its parents, plus the mount root (a container sees its own
+    cgroup mounted at the root when it has a cgroup namespace)."""
+    out: list[str] = []
+    parts = [p for p in path.split("/") if p]
+    for i in range(len(parts), -1, -1):
+        d = os.path.join(mount, *parts[:i])
+        if os.path.isdir(d) and d not in out:
+            out.append(d)
+    return out
+
+
+def resolve_threads(setting: str) -> tuple[int | None, dict[str, Any]]:
+    """TUI_PROFILER_THREADS → (threads to set, or None for torch's default; facts for /healthz)."""
+    quota, quota_source = cgroup_cpu_quota()
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = os.cpu_count() or 1
+    facts: dict[str, Any] = {"threads_setting": setting, "cgroup_cpu_quota": quota,
+                             "cgroup_cpu_quota_source": quota_source, "cpu_count": os.cpu_count(),
+                             "cpu_affinity": affinity}
+    s = setting.strip().lower()
+    if s == "host":
+        return None, facts
+    if s in ("", "auto"):
+        n = math.ceil(quota - 1e-9) if quota else affinity
+        return max(1, min(n, affinity)), facts
+    try:
+        n = int(s)
+    except ValueError:
+        raise SystemExit(f"TUI_PROFILER_THREADS={setting!r}: must be a number, 'auto' or 'host'") from None
+    if n < 1:
+        raise SystemExit(f"TUI_PROFILER_THREADS={setting!r}: must be >= 1")
+    return n, facts
+
+
+# ---------------------------------------------------------------- the model side (worker thread only)
+
+@dataclass
+class ModelState:
+    entry: ModelEntry
+    weights: str
+    device_request: str
+    hub_repo: str | None
+    hub_model: str | None
+    warmup_runs: int
+    timeline: dict[str, float] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    phase: str = "starting"
+    error: str | None = None
+    ready: bool = False
+    model: Any = None
+    device: Any = None
+    torch: Any = None
+    mean: Any = None
+    std: Any = None
+
+    def load(self) -> None:
+        """Import torch, build and warm up the model (runs in the loader thread)."""
+        self.phase = "importing torch"
+        threads, facts = resolve_threads(os.environ.get("TUI_PROFILER_THREADS", "auto"))
+        import torch
+        import torchvision
+
+        self.torch = torch
+        self.timeline["imports_done"] = time.time()
+        # raw bodies are viewed zero-copy through read-only buffers; nothing writes into an input
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        want = self.device_request
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("--device cuda: torch sees no CUDA device")
+        self.device = torch.device(want)
+        self.phase = "loading model"
+        model = build_model(self.entry, self.weights, hub_repo=self.hub_repo, hub_model=self.hub_model)
+        self.model = model.to(self.device)
+        if self.entry.input_kind == "image":
+            self.mean = torch.tensor(IMAGE_MEAN, device=self.device).view(1, 3, 1, 1)
+            self.std = torch.tensor(IMAGE_STD, device=self.device).view(1, 3, 1, 1)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.timeline["model_loaded"] = time.time()
+        params, weight_bytes = model_size(model)
+        self.phase = "warming up"
+        for i in range(self.warmup_runs):  # the whole request path, so first-call costs are paid here
+            x = example_input_array(self.entry.warmup_size, self.entry.input_kind, seed=i)
+            headers = {"x-tensor-shape": ",".join(map(str, x.shape)), "x-tensor-dtype": x.dtype.name}
+            self.handle(x.tobytes(), "application/octet-stream", headers, time.perf_counter())
+        self.timeline["warmup_done"] = time.time()
+        self.runtime = {
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "python": sys.version.split()[0],
+            "device": self.device.type,
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            **facts,
+            "pid": os.getpid(),
+        }
+        self.info = {
+            "model": self.entry.name,
+            "task": self.entry.task,
+            "weights": self.weights,
+            "params": params,
+            "weight_bytes": weight_bytes,
+            "input_kind": self.entry.input_kind,
+            "default_size": list(self.entry.default_size),
+            "dtypes": ["int64", "int32"] if self.entry.input_kind == "tokens" else ["float32", "float16", "uint8"],
+            "encodings": (["application/octet-stream", "application/json"] if self.entry.input_kind == "tokens"
+                          else ["application/octet-stream", "image/jpeg", "image/png", "application/json"]),
+            "hub": {"repo": self.hub_repo, "model": self.hub_model} if self.entry.source == "hub" else None,
+        }
+        if self.entry.input_kind == "tokens":
+            self.info["max_tokens"] = getattr(model, "max_tokens", None)
+            self.info["vocab_size"] = getattr(model, "vocab", None)
+        self.phase = "ready"
+        self.ready = True
+
+    # -- one request, entirely in the worker thread --------------------------------------------
+    def handle(self, body: bytes, content_type: str, headers: dict[str, str], t_submit: float) -> tuple[dict, dict]:
+        torch = self.torch
+        t0 = time.perf_counter()
+        timings = {"queue": t0 - t_submit}
+        with torch.inference_mode():
+            x, scale_to_unit = self.decode(body, content_type, headers)
+            t1 = time.perf_counter()
+            x = self.preprocess(x, scale_to_unit)
+            t2 = time.perf_counter()
+            out = self.infer(x)
+            t3 = time.perf_counter()
+            summary = self.encode(out, x)
+            t4 = time.perf_counter()
+        timings.update(decode=t1 - t0, preprocess=t2 - t1, infer=t3 - t2, encode=t4 - t3)
+        return summary, timings
+
+    def decode(self, body: bytes, content_type: str, headers: dict[str, str]) -> tuple[Any, bool]:
+        """Bytes → a CPU tensor (zero-copy for raw bytes). Returns (tensor, needs /255 + normalise)."""
+        import numpy as np
+
+        torch = self.torch
+        ctype = content_type.split(";")[0].strip().lower()
+        if ctype in ("application/octet-stream", "application/x-tensor", ""):
+            shape = _parse_shape(headers.get("x-tensor-shape"))
+            dtype_name = (headers.get("x-tensor-dtype") or "").strip().lower()
+            if not dtype_name:
+                raise BadInput(400, "raw tensor body needs an X-Tensor-Dtype header (e.g. float32)")
+            if dtype_name not in DTYPES:
+                raise BadInput(422, f"X-Tensor-Dtype {dtype_name!r}: allowed {sorted(set(DTYPES.values()))}")
+            dtype = np.dtype(DTYPES[dtype_name])
+            expected = math.prod(shape) * dtype.itemsize
+            if expected != len(body):
+                raise BadInput(400, f"X-Tensor-Shape {','.join(map(str, shape))} × {dtype.name} is {expected} "
+                                    f"bytes but the body has {len(body)}")
+            self.check_shape(shape, dtype.name)
+            # zero-copy: the tensor views the request's bytes (never written to: inputs are read-only)
+            arr = np.frombuffer(body, dtype=dtype).reshape(shape)
+            return torch.from_numpy(arr), dtype.name == "uint8"
+        if ctype in ("image/jpeg", "image/jpg", "image/png"):
+            if self.entry.input_kind != "image":
+                raise BadInput(415, f"{ctype}: {self.entry.name} takes tokens, not images")
+            import io
+
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                img = Image.open(io.BytesIO(body))
+                img = img.convert("RGB")
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                raise BadInput(400, f"{ctype} body is not a decodable image: {exc}") from exc
+            arr = np.asarray(img)  # H,W,3 uint8
+            t = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
+            self.check_shape(tuple(t.shape), "uint8")
+            return t, True
+        if ctype == "application/json":
+            try:
+                doc = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BadInput(400, f"malformed JSON body: {exc}") from exc
+            if not isinstance(doc, dict):
+                raise BadInput(400, "JSON body must be an object with 'tensor' (or 'tokens' / 'text')")
+            if self.entry.input_kind == "tokens":
+                if "text" in doc and isinstance(doc["text"], str):
+                    ids = hash_tokenize(doc["text"])
+                    return torch.tensor([ids], dtype=torch.int64), False
+                key = "tokens" if "tokens" in doc else "tensor"
+                dtype = np.int64
+            else:
+                key = "tensor"
+                dtype = np.float32
+            if key not in doc:
+                raise BadInput(400, f"JSON body has no {key!r} field")
+            try:
+                arr = np.asarray(doc[key], dtype=dtype)
+            except (ValueError, TypeError) as exc:
+                raise BadInput(400, f"JSON field {key!r} is not a rectangular array of numbers: {exc}") from exc
+            if self.entry.input_kind == "tokens" and arr.ndim == 1:
+                arr = arr[None, :]
+            self.check_shape(arr.shape, arr.dtype.name)
+            return torch.from_numpy(arr), False
+        raise BadInput(415, f"Content-Type {ctype!r} not supported: use application/octet-stream "
+                            "(+ X-Tensor-Shape, X-Tensor-Dtype), image/jpeg, image/png or application/json")
+
+    def check_shape(self, shape: tuple[int, ...], dtype: str) -> None:
+        s = ",".join(map(str, shape))
+        if self.entry.input_kind == "tokens":
+            if dtype not in ("int64", "int32"):
+                raise BadInput(422, f"dtype {dtype}: {self.entry.name} takes int64 token ids")
+            max_t = getattr(self.model, "max_tokens", None)
+            if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+                raise BadInput(422, f"shape {s}: token ids must be N,T (e.g. 1,128)")
+            if max_t and shape[1] > max_t:
+                raise BadInput(422, f"shape {s}: at most {max_t} tokens")
+            return
+        if dtype not in ("float32", "float16", "uint8"):
+            raise BadInput(422, f"dtype {dtype}: image tensors are float32, float16 or uint8")
+        if len(shape) != 4 or shape[1] != 3 or shape[0] < 1:
+            raise BadInput(422, f"shape {s}: image tensors must be N,3,H,W (e.g. 1,3,224,224)")
+        if shape[2] < 16 or shape[3] < 16:
+            raise BadInput(422, f"shape {s}: height and width must be at least 16")
+        if shape[2] * shape[3] > MAX_IMAGE_PIXELS:
+            raise BadInput(413, f"shape {s}: more than {MAX_IMAGE_PIXELS} pixels per image")
+
+    def preprocess(self, x: Any, scale_to_unit: bool) -> Any:
+        torch = self.torch
+        x = x.to(self.device, non_blocking=True)
+        if self.entry.input_kind == "tokens":
+            x = x.long()
+            vocab = getattr(self.model, "vocab", None)
+            if vocab and (int(x.min()) < 0 or int(x.max()) >= vocab):
+                raise BadInput(422, f"token ids must lie in [0, {vocab})")
+            return x
+        if scale_to_unit:  # encoded images / uint8 tensors: to [0,1] and ImageNet-normalise
+            x = (x.float() / 255.0 - self.mean) / self.std
+        elif x.dtype != torch.float32:
+            x = x.float()
+        return x
+
+    def infer(self, x: Any) -> Any:
+        torch = self.torch
+        with torch.inference_mode():
+            if self.entry.task == "detection":
+                out = self.model(list(x))
+            else:
+                out = self.model(x)
+            if self.device is not None and self.device.type == "cuda":
+                torch.cuda.synchronize()
+        return out
+
+    def encode(self, out: Any, x: Any) -> dict[str, Any]:
+        """The model output → a small JSON summary (never the full tensor)."""
+        torch = self.torch
+        task = self.entry.task
+        summary: dict[str, Any] = {"model": self.entry.name, "input_shape": list(x.shape)}
+        if isinstance(out, dict) and "out" in out:  # segmentation
+            logits = out["out"]
+            summary["output_shape"] = list(logits.shape)
+            labels = logits[0].argmax(0).flatten()
+            counts = torch.bincount(labels, minlength=logits.shape[1]).cpu()
+            top = torch.topk(counts, k=min(3, counts.numel()))
+            values, indices = top.values.tolist(), top.indices.tolist()
+            summary["top_classes"] = [{"class": i, "pixels": v} for v, i in zip(values, indices, strict=True)]
+        elif isinstance(out, list):  # detection: one dict per image
+            first = out[0] if out else {}
+            scores = first.get("scores", torch.empty(0)).cpu()
+            keep = min(5, scores.numel())
+            summary["output_shape"] = [len(out), int(scores.numel())]
+            summary["detections"] = [
+                {"label": int(first["labels"][i]), "score": round(float(scores[i]), 4),
+                 "box": [round(float(v), 1) for v in first["boxes"][i]]} for i in range(keep)]
+        elif task in ("text-embedding",) or (torch.is_tensor(out) and out.dim() == 2 and self.entry.input_kind == "tokens"):
+            summary["output_shape"] = list(out.shape)
+            summary["embedding_norm"] = round(float(out[0].norm()), 4)
+        elif torch.is_tensor(out):
+            summary["output_shape"] = list(out.shape)
+            if out.dim() == 2:  # classification logits
+                top = torch.topk(out[0].float().softmax(0), k=min(5, out.shape[1]))
+                values, indices = top.values.tolist(), top.indices.tolist()
+                summary["top5"] = [{"class": i, "p": round(v, 5)} for v, i in zip(values, indices, strict=True)]
+        else:
+            summary["output_type"] = type(out).__name__
+        return summary
+
+
+def _parse_shape(value: str | None) -> tuple[int, ...]:
+    if not value:
+        raise BadInput(400, "raw tensor body needs an X-Tensor-Shape header (e.g. 1,3,224,224)")
+    try:
+        shape = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise BadInput(400, f"X-Tensor-Shape {value!r}: comma-separated integers expected") from None
+    if not shape or any(v < 1 for v in shape):
+        raise BadInput(400, f"X-Tensor-Shape {value!r}: every dimension must be >= 1")
+    return shape
+
+
+# ---------------------------------------------------------------- HTTP side (event loop)
+
+STATE_KEY = web.AppKey("state", ModelState)
+EXECUTOR_KEY = web.AppKey("executor", ThreadPoolExecutor)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every HTTP error (404, 405, 413, …) answers JSON naming the problem."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, f"payload over the limit ({exc.text or 'too large'}); the server takes "
+                                   f"at most {request.app['max_body']} bytes (--max-body-mb)")
+    except web.HTTPNotFound:
+        return error_response(404, f"no route {request.method} {request.path}; routes: GET /healthz, "
+                                   "GET /info, POST /predict")
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(405, f"{request.method} {request.path} not allowed; use {', '.join(sorted(exc.allowed_methods))}")
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error_response(exc.status, exc.reason)
+        raise
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    timeline = {"process_start": PROCESS_START, "server_start": MODULE_START, **state.timeline}
+    if state.error:
+        return web.json_response({"status": "failed", "error": state.error, "timeline": timeline}, status=500)
+    if not state.ready:
+        return web.json_response({"status": "loading", "phase": state.phase, "timeline": timeline}, status=503)
+    return web.json_response({"status": "ready", "model": state.entry.name, "timeline": timeline,
+                              "runtime": state.runtime})
+
+
+async def info(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    if not state.ready:
+        return web.json_response({"status": "loading", "phase": state.phase, "model": state.entry.name,
+                                  "input_kind": state.entry.input_kind,
+                                  "default_size": list(state.entry.default_size)}, status=503)
+    return web.json_response({**state.info, "max_body_bytes": request.app["max_body"],
+                              "device": state.runtime.get("device"), "threads": state.runtime.get("threads")})
+
+
+async def predict(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    if not state.ready:
+        return error_response(503, f"model not ready ({state.phase})")
+    limit = request.app["max_body"]
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(413, f"payload of {request.content_length} bytes over the limit of {limit} "
+                                   "bytes (--max-body-mb)")
+    body = await request.read()  # over the limit → HTTPRequestEntityTooLarge → 413 (middleware)
+    if not body:
+        return error_response(400, "empty body")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    loop = asyncio.get_running_loop()
+    t_submit = time.perf_counter()
+    try:
+        summary, timings = await loop.run_in_executor(
+            request.app[EXECUTOR_KEY], state.handle, body, request.content_type, headers, t_submit)
+    except BadInput as exc:
+        return error_response(exc.status, exc.message)
+    except Exception as exc:  # a model failure on a valid-looking input: say so, keep serving
+        log.exception("inference failed")
+        return error_response(500, f"inference failed: {type(exc).__name__}: {exc}")
+    timing_ms = {k: v * 1000.0 for k, v in timings.items()}
+    summary["timing_ms"] = {k: round(v, 3) for k, v in timing_ms.items()}
+    server_timing = ", ".join(f"{k};dur={timing_ms[k]:.3f}" for k in ("queue", "decode", "preprocess", "infer", "encode"))
+    return web.json_response(summary, headers={"Server-Timing": server_timing})
+
+
+def make_app(state: ModelState, *, max_body_bytes: int) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
+    app["max_body"] = max_body_bytes
+    app[STATE_KEY] = state
+    # One worker: inference requests queue FIFO, never dropped (see the module docstring).
+    app[EXECUTOR_KEY] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/info", info)
+    app.router.add_post("/predict", predict)
+
+    async def stop_executor(app: web.Application) -> None:
+        app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_executor)
+    return app
+
+
+def start_loading(state: ModelState, *, exit_on_error: bool = True) -> threading.Thread:
+    """Load the model in a daemon thread (the server answers 503 meanwhile). A load failure prints one
+    line and, in the CLI, exits the process (fail fast) with status 3."""
+
+    def run() -> None:
+        try:
+            state.load()
+            log.info("ready: %s (%s) on %s, %s threads", state.entry.name, state.weights,
+                     state.runtime.get("device"), state.runtime.get("threads"))
+        except (ModelLoadError, SystemExit) as exc:
+            state.error = str(exc)
+        except Exception as exc:
+            state.error = f"{type(exc).__name__}: {exc}"
+            log.exception("model load failed")
+        if state.error:
+            print(f"model_server: error: {state.error}", file=sys.stderr, flush=True)
+            if exit_on_error:
+                sys.stdout.flush()
+                os._exit(3)
+
+    thread = threading.Thread(target=run, name="model-loader", daemon=True)
+    thread.start()
+    return thread
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m servers.model_server", description="tui-profiler model server")
+    p.add_argument("--model", required=True, help="catalog name (python -m servers.catalog --list) or 'hub'")
+    p.add_argument("--weights", choices=["random", "pretrained"], default="random")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-body-mb", type=float, default=256.0, help="largest request body (413 above)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up inferences before /healthz says ready")
+    p.add_argument("--hub-repo", help="Torch Hub repository OWNER/REPO[:REF] (model 'hub')")
+    p.add_argument("--hub-model", help="Torch Hub entry point (model 'hub')")
+    p.add_argument("--input-kind", choices=["image", "tokens"], help="override the input kind (hub models)")
+    p.add_argument("--input-size", help="default input size, e.g. 1,3,224,224 or 1,128 (hub models)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s model_server %(levelname)s %(message)s")
+    try:
+        size = [int(v) for v in args.input_size.split(",")] if args.input_size else None
+        entry = get_entry(args.model, input_kind=args.input_kind, input_size=size)
+    except (ModelLoadError, ValueError) as exc:
+        print(f"model_server: error: {exc}", file=sys.stderr)
+        return 2
+    state = ModelState(entry=entry, weights=args.weights, device_request=args.device, hub_repo=args.hub_repo,
+                       hub_model=args.hub_model, warmup_runs=max(0, args.warmup))
+    app = make_app(state, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+
+    async def begin_loading(app: web.Application) -> None:
+        start_loading(state)
+
+    app.on_startup.append(begin_loading)
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, handle_signals=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # do not wait for a running inference thread on shutdown
+
+
+if __name__ == "__main__":
+    sys.exit(main())

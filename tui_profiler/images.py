@@ -1,0 +1,250 @@
+"""The model-server image: find it, or build it from `servers/Dockerfile` with the docker SDK.
+
+`ensure_server_image()` is blocking (call it in a thread from async code). The build context is a temp
+folder holding `servers/` and the wheelhouse hard-linked in (no copy of ~3 GB of wheels); the wheelhouse
+(`/var/cache/tui-profiler/wheels`) is made with `pip download` from the configured index when missing.
+The torch layer comes first in the Dockerfile, so a code change rebuilds in seconds from the layer
+cache; when neither the server code nor the base image changed, the existing image is used as is
+(checked through a source-hash label, without sending the build context at all).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tui_profiler import __version__
+
+Progress = Callable[[str], None] | None
+
+SERVER_REPO = "tui-profiler-server"
+IMAGE_LABEL = "tui-profiler.image"
+SOURCE_HASH_LABEL = "tui-profiler.source-hash"
+PUBLIC_BASE = "python:3.11-slim"
+LOCAL_BASE = os.environ.get("TUI_PROFILER_BASE_IMAGE", "tui-profiler-base:bookworm")
+CACHE_DIR = Path(os.environ.get("TUI_PROFILER_CACHE", "/var/cache/tui-profiler"))
+WHEELHOUSE = Path(os.environ.get("TUI_PROFILER_WHEELS", str(CACHE_DIR / "wheels")))
+TORCH_SPEC = "torch==2.14.1 torchvision==0.29.1"
+SERVER_PACKAGES = [*TORCH_SPEC.split(), "numpy", "pillow", "aiohttp"]
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repo (or site-packages) holding servers/
+
+
+class ImageBuildError(RuntimeError):
+    """The server image could not be built; the message says why and what to do."""
+
+
+def server_tag() -> str:
+    return f"{SERVER_REPO}:{__version__}"
+
+
+def servers_dir() -> Path:
+    d = PACKAGE_ROOT / "servers"
+    if not (d / "Dockerfile").exists():
+        raise ImageBuildError(f"servers/Dockerfile not found under {PACKAGE_ROOT}: install tui-profiler from "
+                              "its repository (pip install -e .) so the server sources are at hand")
+    return d
+
+
+def _server_files() -> list[Path]:
+    d = servers_dir()
+    return sorted([d / "Dockerfile", *d.glob("*.py")])
+
+
+def _say(progress: Progress, line: str) -> None:
+    if progress is not None:
+        progress(line)
+
+
+def _client() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as exc:
+        raise ImageBuildError(f"no Docker engine reachable ({exc}); start one (scripts/engine.sh)") from exc
+    return client
+
+
+def _image_exists(client: Any, name: str) -> Any | None:
+    import docker
+
+    try:
+        return client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def choose_base_image(client: Any, progress: Progress = None) -> str:
+    """`python:3.11-slim` when it is there locally; else the local Debian base (made when missing)."""
+    override = os.environ.get("TUI_PROFILER_SERVER_BASE")
+    if override:
+        if not _image_exists(client, override):
+            raise ImageBuildError(f"TUI_PROFILER_SERVER_BASE={override}: no such local image")
+        return override
+    if _image_exists(client, PUBLIC_BASE):
+        return PUBLIC_BASE
+    if _image_exists(client, LOCAL_BASE):
+        return LOCAL_BASE
+    script = PACKAGE_ROOT / "scripts" / "base-image.sh"
+    if not script.exists():
+        raise ImageBuildError(
+            f"neither {PUBLIC_BASE} nor {LOCAL_BASE} is a local image, and scripts/base-image.sh (which makes "
+            f"{LOCAL_BASE}) was not found under {PACKAGE_ROOT}; run it from the repository, or `docker pull "
+            f"{PUBLIC_BASE}` where a registry is reachable")
+    _say(progress, f"base image: neither {PUBLIC_BASE} nor {LOCAL_BASE} is local; running {script} (1-2 min)")
+    _run_streaming(["bash", str(script)], progress, what="scripts/base-image.sh")
+    if not _image_exists(client, LOCAL_BASE):
+        raise ImageBuildError(f"scripts/base-image.sh finished but {LOCAL_BASE} is still missing")
+    return LOCAL_BASE
+
+
+def _run_streaming(cmd: list[str], progress: Progress, *, what: str) -> None:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            tail = [*tail[-19:], line]
+            _say(progress, line)
+    if proc.wait() != 0:
+        raise ImageBuildError(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail[-3:]))
+
+
+def ensure_wheelhouse(progress: Progress = None) -> Path:
+    """The wheelhouse the image installs from, downloaded with pip from the configured index if missing."""
+    if WHEELHOUSE.is_dir() and any(WHEELHOUSE.glob("torch-*.whl")):
+        return WHEELHOUSE
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    _say(progress, f"wheelhouse: downloading {' '.join(SERVER_PACKAGES)} into {WHEELHOUSE} (~3 GB, minutes)")
+    _run_streaming([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar",
+                    "off", "--only-binary=:all:", "-d", str(WHEELHOUSE), *SERVER_PACKAGES], progress,
+                   what="pip download of the server wheels")
+    return WHEELHOUSE
+
+
+def source_hash(base_image_id: str, wheel_names: list[str]) -> str:
+    """What the image is made of: the server files, the base image and the wheel set."""
+    h = hashlib.sha256()
+    for f in _server_files():
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    h.update(base_image_id.encode())
+    h.update("\n".join(sorted(wheel_names)).encode())
+    return h.hexdigest()[:16]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError as exc:  # another filesystem or no hard links: copy instead
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copy2(src, dst)
+
+
+def _make_context(wheels: Path) -> Path:
+    parent = CACHE_DIR if CACHE_DIR.is_dir() and os.access(CACHE_DIR, os.W_OK) else None
+    ctx = Path(tempfile.mkdtemp(prefix="build-context-", dir=parent))
+    (ctx / "servers").mkdir()
+    for f in _server_files():
+        shutil.copy2(f, ctx / "servers" / f.name)
+    (ctx / "wheels").mkdir()
+    for w in sorted(wheels.iterdir()):
+        if w.is_file():
+            _link_or_copy(w, ctx / "wheels" / w.name)
+    return ctx
+
+
+def ensure_server_image(progress: Progress = None, rebuild: bool = False, *, pretrained: str = "") -> str:
+    """The tag of the server image (`tui-profiler-server:<version>`), built when missing or stale.
+
+    `progress` gets one line per build step; `rebuild` forces a build (the layer cache still applies);
+    `pretrained` (space-separated catalog names) bakes those pretrained weights into the image.
+    """
+    client = _client()
+    try:
+        return _ensure(client, progress, rebuild, pretrained)
+    finally:
+        client.close()
+
+
+def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> str:
+    tag = server_tag()
+    base = choose_base_image(client, progress)
+    base_id = client.images.get(base).id
+    wheels = ensure_wheelhouse(progress)
+    wheel_names = [w.name for w in wheels.iterdir() if w.is_file()]
+    digest = source_hash(base_id + pretrained, wheel_names)
+    existing = _image_exists(client, tag)
+    if existing is not None and not rebuild and existing.labels.get(SOURCE_HASH_LABEL) == digest:
+        _say(progress, f"{tag} is up to date (source {digest})")
+        return tag
+    why = "forced rebuild" if rebuild else ("missing" if existing is None else "server code or base changed")
+    _say(progress, f"building {tag} from {base} ({why}); the torch layer comes from the cache when present")
+    ctx = _make_context(wheels)
+    try:
+        size_gb = sum(f.stat().st_size for f in (ctx / "wheels").iterdir()) / 1e9
+        _say(progress, f"sending the build context ({size_gb:.1f} GB of wheels, hard-linked)")
+        buildargs = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TORCH_SPEC": TORCH_SPEC,
+                     "PRETRAINED": pretrained}
+        labels = {IMAGE_LABEL: "server", SOURCE_HASH_LABEL: digest, "tui-profiler.version": __version__}
+        image_id = _build(client, str(ctx), tag, buildargs, labels, progress)
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    _say(progress, f"built {tag} ({image_id[:19]})")
+    return tag
+
+
+def _build(client: Any, ctx: str, tag: str, buildargs: dict[str, str], labels: dict[str, str],
+           progress: Progress) -> str:
+    tail: list[str] = []
+    image_id = ""
+    stream = client.api.build(path=ctx, dockerfile="servers/Dockerfile", tag=tag, buildargs=buildargs,
+                              labels=labels, rm=True, forcerm=True, pull=False, decode=True)
+    for chunk in stream:
+        if "error" in chunk:
+            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+            lines = [*tail[-5:], detail.strip()]
+            raise ImageBuildError(f"building {tag} failed: " + " | ".join(x for x in lines if x))
+        if "aux" in chunk and isinstance(chunk["aux"], dict):
+            image_id = chunk["aux"].get("ID", image_id)
+        text = chunk.get("stream") or chunk.get("status") or ""
+        for line in text.splitlines():
+            line = line.rstrip()
+            if line:
+                tail = [*tail[-19:], line]
+                _say(progress, line)
+    if not image_id:
+        image_id = client.images.get(tag).id
+    return image_id
+
+
+def list_images() -> list[dict[str, Any]]:
+    """Images tui-profiler made: the server image(s) and the local base image."""
+    client = _client()
+    try:
+        seen: dict[str, Any] = {}
+        for img in client.images.list(filters={"label": IMAGE_LABEL}):
+            seen[img.id] = img
+        for name in (LOCAL_BASE,):
+            img = _image_exists(client, name)
+            if img is not None:
+                seen[img.id] = img
+        rows = []
+        for img in seen.values():
+            for tag in img.tags or ["<none>"]:
+                rows.append({"tag": tag, "id": img.short_id.split(":")[-1], "size_bytes": img.attrs.get("Size"),
+                             "created": img.attrs.get("Created", "")[:19].replace("T", " "),
+                             "kind": img.labels.get(IMAGE_LABEL, "base")})
+        return sorted(rows, key=lambda r: r["tag"])
+    finally:
+        client.close()
