@@ -1,15 +1,310 @@
-"""`tui-profiler run` (placeholder until its issue lands)."""
+"""`tui-profiler run`: run a preset's sweep (or profile a running server with --url), headless or in the TUI.
+
+Headless shows a live progress display (cell i/n, ETA, live p50/p99, the cold-start phase), then a summary
+table; it exits 1 when a cell failed, 130 when interrupted (the session can be resumed), 2 on bad input.
+SIGINT, SIGTERM and SIGHUP stop gracefully (target removed, files flushed, session resumable); a second
+Ctrl-C forces (cancels the clean-up waits; containers are still removed).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections import deque
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="(not implemented yet)")
+    p = sub.add_parser(
+        "run",
+        help="run a preset's sweep (headless or in the TUI), or profile a running server with --url",
+        description="Run a preset: start the model's container under each resource cap, measure its cold "
+        "start, send timed requests per input size and load level, and write the session folder.",
+    )
+    p.add_argument("preset", nargs="?", help="preset name (see `tui-profiler presets list`) or a .toml path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a preset field, lists by comma (e.g. resources.cpus=0.5,2); repeatable")
+    p.add_argument("--headless", action="store_true", help="no TUI: a progress display and a summary table")
+    p.add_argument("--runtime", choices=["docker", "process"], default=None,
+                   help="how to start targets (default: docker when an engine is reachable, else process)")
+    p.add_argument("--output", default="output", help="folder for session folders (default: ./output)")
+    p.add_argument("--resume", metavar="SESSION_DIR", default=None,
+                   help="continue an interrupted session: finished cells are kept, the rest are run")
+    p.add_argument("--url", default=None, help="profile a server that is already running (no container)")
+    p.add_argument("--concurrency", type=int, default=None, help="with --url: concurrent clients (closed loop)")
+    p.add_argument("--requests", type=int, default=None, help="with --url: timed requests per level")
     p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    print("tui-profiler run: not implemented yet")
+def _err(msg: str) -> int:
+    print(f"tui-profiler run: {msg}", file=sys.stderr)
     return 2
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """The preset to run (raises PresetError with one line)."""
+    import json
+    from pathlib import Path
+
+    from tui_profiler.presets import apply_overrides, load_preset, preset_from_dict
+
+    overrides = list(args.overrides)
+    if args.concurrency is not None:
+        overrides.append(f"load.concurrency={args.concurrency}")
+    if args.requests is not None:
+        overrides.append(f"load.requests={args.requests}")
+    if args.resume and not args.preset:
+        meta = json.loads((Path(args.resume) / "meta.json").read_text(encoding="utf-8"))
+        data = meta.get("preset_toml") or {}
+        if overrides:
+            data = apply_overrides(data, overrides)
+        return preset_from_dict(data, str(Path(args.resume) / "meta.json"))
+    if args.preset:
+        return load_preset(args.preset, overrides)
+    # --url without a preset: a generic image request to our own server's protocol
+    data = apply_overrides({"model": "external", "name": "url", "input": {"kind": "image"}}, overrides)
+    return preset_from_dict(data, "--url")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tui_profiler.presets import PresetError
+
+    if not args.preset and not args.url and not args.resume:
+        return _err("give a preset name or path (see `tui-profiler presets list`), --url URL, or --resume DIR")
+    if (args.concurrency is not None or args.requests is not None) and not args.url and not args.preset:
+        return _err("--concurrency / --requests go with --url (or use --set load.concurrency=N)")
+    try:
+        preset = _load(args)
+    except PresetError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        return _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if args.resume and not _is_session(args.resume):
+        return _err(f"--resume {args.resume}: not a session folder (no meta.json)")
+
+    if not args.headless:
+        try:
+            from tui_profiler.tui.app import make_app
+        except ImportError as exc:
+            print(f"note: the terminal UI is not available ({exc}); running headless", file=sys.stderr)
+        else:
+            if args.url or args.resume:
+                print("note: --url and --resume run headless", file=sys.stderr)
+            else:
+                app = make_app(output_dir=args.output, preset=args.preset, start_live=True,
+                               overrides=args.overrides, runtime=args.runtime)
+                app.run()
+                return int(app.return_code or 0)
+    return asyncio.run(_headless(preset, args))
+
+
+def _is_session(path: str) -> bool:
+    from pathlib import Path
+
+    return (Path(path) / "meta.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------ headless
+
+
+class _Progress:
+    """Consumes engine events; renders a compact live view with rich."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.session = ""
+        self.runtime = ""
+        self.n_cells = 0
+        self.done = 0
+        self.failed = 0
+        self.cell: dict[str, Any] | None = None
+        self.cell_index: int | None = None
+        self.eta: float | None = None
+        self.phase = ""
+        self.latencies: deque[float] = deque(maxlen=2000)
+        self.n_req = 0
+        self.n_err = 0
+        self.logs: deque[str] = deque(maxlen=4)
+        self.t0 = time.perf_counter()
+        self.stopping = ""
+
+    def __call__(self, event: Any) -> None:
+        from tui_profiler import events as ev
+
+        if isinstance(event, ev.SessionStarted):
+            self.session, self.runtime, self.n_cells = event.session_dir, event.runtime, event.n_cells
+            self.done = event.resumed_cells
+            self._print(f"session {event.session_dir}")
+            self._print(f"runtime: {event.runtime} — {event.runtime_reason}")
+        elif isinstance(event, ev.CellStarted):
+            self.cell, self.cell_index, self.eta = event.cell, event.cell_index, event.eta_s
+            self.latencies.clear()
+            self.n_req = self.n_err = 0
+            self.phase = ""
+        elif isinstance(event, ev.ColdStartPhase):
+            secs = f"{event.seconds:.2f}s" if event.seconds is not None else (event.detail or "n/a")
+            self.phase = f"cold start: {event.phase} {secs}"
+        elif isinstance(event, ev.ColdStartDone):
+            self.phase = f"cold start {event.total_s:.2f}s"
+            parts = ", ".join(f"{k} {v:.2f}s" for k, v in event.phases.items() if v is not None)
+            self._print(f"  cold start {event.total_s:.2f}s ({parts})")
+        elif isinstance(event, ev.RequestDone):
+            if not event.warmup:
+                self.n_req += 1
+                if event.ok and event.latency_s is not None:
+                    self.latencies.append(event.latency_s)
+                else:
+                    self.n_err += 1
+        elif isinstance(event, ev.CellFinished):
+            if event.status == "interrupted":
+                return
+            self.done += 1
+            if event.status != "ok":
+                self.failed += 1
+            s = event.summary
+            p50 = _ms(s.get("p50_s"))
+            p99 = _ms(s.get("p99_s"))
+            label = _cell_label(self.cell or {})
+            mark = "[green]ok[/]" if event.status == "ok" else f"[red]{event.status}[/]"
+            extra = f" — {event.reason}" if event.reason else ""
+            self._print(f"cell {event.cell_index + 1}/{self.n_cells} {label}: {mark} n={s.get('n')} "
+                        f"p50 {p50} p99 {p99}{extra}")
+        elif isinstance(event, ev.LogMessage):
+            style = {"error": "red", "warning": "yellow"}.get(event.level, "dim")
+            self._print(f"[{style}]{event.text}[/]")
+
+    def _print(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the terminal may be gone (SIGHUP)
+            self.console.print(text, highlight=False)
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        from tui_profiler.analysis.stats import percentile
+
+        grid = Table.grid(padding=(0, 1))
+        lat = list(self.latencies)
+        cell = _cell_label(self.cell or {}) if self.cell else "starting…"
+        idx = f"{(self.cell_index or 0) + 1}/{self.n_cells}" if self.cell else f"0/{self.n_cells}"
+        eta = f"ETA {_dur(self.eta)}" if self.eta is not None else "ETA —"
+        grid.add_row(f"[bold]cell {idx}[/]", cell, f"[dim]{eta}  elapsed {_dur(time.perf_counter() - self.t0)}[/]")
+        grid.add_row("", f"requests {self.n_req} (errors {self.n_err})  p50 {_ms(percentile(lat, 50))}  "
+                         f"p99 {_ms(percentile(lat, 99))}", f"[dim]{self.phase}[/]")
+        if self.stopping:
+            grid.add_row("", f"[yellow]{self.stopping}[/]", "")
+        return grid
+
+
+def _ms(v: Any) -> str:
+    try:
+        return f"{float(v) * 1000:.1f}ms"
+    except (TypeError, ValueError):
+        return "—"
+
+
+def _dur(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _cell_label(cell: dict[str, Any]) -> str:
+    def g(v: Any) -> str:
+        return "—" if v is None else f"{v:g}"
+
+    size = f"scale {g(cell.get('input_scale'))}" if cell.get("input_scale") is not None else f"tokens {cell.get('token_len')}"
+    load = f"conc {cell.get('concurrency')}" if cell.get("concurrency") is not None else f"rate {g(cell.get('rate'))}/s"
+    return f"cpu {g(cell.get('cpus'))} mem {g(cell.get('memory_gb'))}G gpu {cell.get('gpus', 0)} {size} {load}"
+
+
+async def _headless(preset: Any, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from tui_profiler.sweep import SweepRunner, session_summary
+
+    console = Console(stderr=False)
+    progress = _Progress(console)
+    runner = SweepRunner(preset, runtime=args.runtime, output_dir=args.output, resume=args.resume, url=args.url)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    signals_seen = 0
+
+    def on_signal(signame: str) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            progress.stopping = f"{signame}: stopping — removing the target, flushing files (Ctrl-C again to force)"
+            progress._print(f"[yellow]{progress.stopping}[/]")
+            runner.request_stop()
+        elif main is not None:
+            progress._print("[red]forced stop[/]")
+            main.cancel()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+    live = Live(progress.render(), console=console, refresh_per_second=4, transient=True,
+                get_renderable=progress.render, redirect_stdout=False, redirect_stderr=False)
+    finished = None
+    try:
+        with contextlib.suppress(OSError):
+            live.start()
+        try:
+            finished = await runner.run(progress)
+        except asyncio.CancelledError:
+            pass
+    finally:
+        with contextlib.suppress(Exception):
+            live.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    session_dir = str(runner.session_dir) if runner.session_dir else None
+    if session_dir:
+        _summary_table(console, session_summary(session_dir))
+    if finished is None or finished.status == "interrupted":
+        if session_dir:
+            progress._print(f"[yellow]interrupted[/]: resume with `tui-profiler run --resume {session_dir}`")
+        return 130
+    progress._print(f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed, "
+                    f"{finished.wall_s:.1f}s — {session_dir}")
+    return 0 if finished.status == "ok" else 1
+
+
+def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title="cells", show_lines=False)
+    for col in ("#", "cpus", "mem GiB", "size", "load", "n", "err", "p50", "p99", "rps", "cold start",
+                "peak mem", "status"):
+        table.add_column(col, justify="right" if col not in ("size", "load", "status") else "left")
+
+    def mb(v: str) -> str:
+        try:
+            return f"{int(float(v)) / 2**20:.0f}MiB"
+        except ValueError:
+            return "—"
+
+    for r in rows:
+        size = f"×{r['input_scale']}" if r.get("input_scale") else f"{r.get('token_len')} tok"
+        load = f"c{r['concurrency']}" if r.get("concurrency") else f"{r.get('rate')}/s"
+        cold = f"{float(r['cold_start_s']):.2f}s" if r.get("cold_start_s") and r.get("cold_start_cell") == "1" else ""
+        status = r.get("status", "")
+        table.add_row(
+            r.get("cell_index", ""), r.get("cpu_cores") or "—", r.get("mem_cap_gb") or "—", size, load,
+            r.get("n", ""), r.get("errors", ""), _ms(r.get("p50_s") or None), _ms(r.get("p99_s") or None),
+            f"{float(r['throughput_rps']):.1f}" if r.get("throughput_rps") else "—", cold,
+            mb(r.get("peak_mem_bytes") or ""), status if status == "ok" else f"[red]{status}[/]",
+        )
+    with contextlib.suppress(OSError, ValueError):
+        console.print(table)
