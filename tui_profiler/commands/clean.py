@@ -1,4 +1,5 @@
-"""`tui-profiler clean` (placeholder until its issue lands)."""
+"""`tui-profiler clean`: remove every container labelled `tui-profiler.session` (and kill any orphaned
+process-runtime server), saying how many and which. `--dry-run` only lists them."""
 
 from __future__ import annotations
 
@@ -6,10 +7,39 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("clean", help="(not implemented yet)")
+    p = sub.add_parser("clean", help="remove every container (and process) tui-profiler left behind")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p.set_defaults(func=_run)
 
 
+def clean(dry_run: bool = False) -> tuple[list[str], list[str], str | None]:
+    """(containers, processes, engine error or None)."""
+    from tui_profiler.runtime.process import kill_orphans
+
+    containers: list[str] = []
+    engine_error = None
+    try:
+        from tui_profiler.runtime.docker import cleanup_all
+
+        containers = cleanup_all(dry_run=dry_run)
+    except Exception as exc:
+        engine_error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    processes = kill_orphans(dry_run=dry_run)
+    return containers, processes, engine_error
+
+
 def _run(args: argparse.Namespace) -> int:
-    print("tui-profiler clean: not implemented yet")
-    return 2
+    containers, processes, engine_error = clean(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    if engine_error:
+        print(f"docker: engine not reachable ({engine_error}); no containers checked")
+    else:
+        print(f"{verb} {len(containers)} container(s) labelled tui-profiler.session"
+              + (":" if containers else ""))
+        for name in containers:
+            print(f"  {name}")
+    if processes:
+        print(f"{'would kill' if args.dry_run else 'killed'} {len(processes)} orphaned server process(es):")
+        for p in processes:
+            print(f"  {p}")
+    return 1 if engine_error and not processes else 0
