@@ -1,15 +1,89 @@
-"""`tui-profiler plot` (placeholder until its issue lands)."""
+"""`tui-profiler plot SESSION_DIR [--out FILE.png|.svg]`: the AC-Prof-style figure (latency against input
+size, one line per resource configuration) and the cold-start breakdown, as an image for reports.
+
+matplotlib is an optional extra (`pip install 'tui-profiler[plot]'`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="(not implemented yet)")
+    p = sub.add_parser("plot", help="write a session's latency-vs-input figure and cold-start breakdown as an image",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("session_dir", metavar="SESSION_DIR", help="a session folder (output/<timestamp>-<preset>)")
+    p.add_argument("--out", default=None, help="image file, .png or .svg (default: SESSION_DIR/figure.png)")
+    p.add_argument("--percentile", choices=("p50", "p90", "p95", "p99", "mean"), default="p50",
+                   help="which latency statistic to plot (default p50)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    print("tui-profiler plot: not implemented yet")
-    return 2
+    session = Path(args.session_dir)
+    out = Path(args.out) if args.out else session / "figure.png"
+    try:
+        path = write_figure(session, out, stat=args.percentile)
+    except PlotError as exc:
+        print(f"tui-profiler plot: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+class PlotError(Exception):
+    """One-line reason the figure cannot be drawn."""
+
+
+def write_figure(session: Path, out: Path, stat: str = "p50") -> Path:
+    """Draw the figure for `session` into `out` (.png or .svg); returns the path."""
+    from tui_profiler.tui import sessions  # textual-free reader shared with the results screen
+
+    if out.suffix.lower() not in (".png", ".svg"):
+        raise PlotError(f"--out: {out.name} — a .png or .svg file name")
+    if not sessions.is_session_dir(session):
+        raise PlotError(f"{session}: not a session folder (no meta.json, cells.csv or requests.csv)")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotError("needs matplotlib — install it with: pip install 'tui-profiler[plot]'") from None
+
+    cells = sessions.read_cells(session)
+    y_col = "mean_s" if stat == "mean" else f"{stat}_s"
+    x_col, series = sessions.scaling_series(cells, y_col)
+    labels, phases = sessions.cold_start_breakdown(cells)
+    if not series and not labels:
+        raise PlotError(f"{session}: no finished cells with latency and input size to plot")
+    info = sessions.read_session_info(session)
+
+    ncols = 2 if labels else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.6), squeeze=False)
+    ax = axes[0][0]
+    for s in series:
+        ax.plot(s.x, s.y, marker="o", label=s.label)
+    x_names = {"input_scale": "input scale (× base size)", "pixels": "pixels", "token_len": "tokens"}
+    ax.set_xlabel(x_names.get(x_col, x_col))
+    ax.set_ylabel(f"{stat} latency (s)")
+    ax.set_title(f"{info.preset or session.name}: latency vs input, per resource config")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize="small")
+    if labels:
+        ax2 = axes[0][1]
+        left = [0.0] * len(labels)
+        for phase, values in phases.items():
+            ax2.barh(labels, values, left=left, label=phase)
+            left = [a + b for a, b in zip(left, values, strict=True)]
+        ax2.set_xlabel("seconds (median over the config's cells)")
+        ax2.set_title("cold start by phase")
+        ax2.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
+        ax2.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
