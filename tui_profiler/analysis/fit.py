@@ -1,7 +1,7 @@
 """Latency models of resources and input size, with honest held-out error.
 
-Data is grouped by container–task pair (model × task × GPU mode, and × concurrency when a session swept
-load levels); every fit, split and score uses one group's cells only. A *cell* is one (CPU, memory,
+Data is grouped by container–task pair (model × task × GPU mode, and × concurrency / rate when a session
+swept load levels: latency under load is another law); every fit, split and score uses one group's cells only. A *cell* is one (CPU, memory,
 input size) measurement: the mean / p50 / p99 of its per-request rows, or a wide file's mean.
 
 Candidate forms (S = input size, C = CPU cores), all fitted by least squares:
@@ -41,7 +41,7 @@ from tui_profiler.analysis.importers import fit_rows, read_paths
 TARGETS = ("latency_s", "p50", "p99", "throughput")
 SPLITS = ("leave-config-out", "extrapolate-input", "random")
 SIZE_COLUMNS = ("pixels", "token_len")
-GROUP_KEYS = ("model", "task", "gpu_mode", "concurrency")
+GROUP_KEYS = ("model", "task", "gpu_mode", "concurrency", "rate")
 PARSIMONY = 0.02  # forms within 2% (relative) of the best CV error count as ties; the simplest wins
 _EPS = 1e-12
 
@@ -407,8 +407,9 @@ class GroupFit:
     @property
     def label(self) -> str:
         parts = [str(self.key["model"]), str(self.key["task"]) or "-", f"gpu={self.key['gpu_mode']}"]
-        if self.key.get("concurrency") is not None:
-            parts.append(f"concurrency={self.key['concurrency']:g}")
+        for load in ("concurrency", "rate"):
+            if self.key.get(load) is not None:
+                parts.append(f"{load}={self.key[load]:g}")
         return " × ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -498,9 +499,9 @@ class FitReport:
             want = point.get(field_name)
             if want is not None and str(want) != "" and not (isinstance(want, float) and math.isnan(want)):
                 cands = [g for g in cands if str(g.key[field_name]) == str(want)]
-        if "concurrency" in point and point["concurrency"] is not None and not pd.isna(point["concurrency"]):
-            with_c = [g for g in cands if g.key.get("concurrency") == float(point["concurrency"])]
-            cands = with_c or cands
+        for load in ("concurrency", "rate"):
+            if point.get(load) is not None and not pd.isna(point[load]):
+                cands = [g for g in cands if g.key.get(load) in (None, float(point[load]))]
         if not cands:
             raise ValueError(f"gpu_mode: no fitted group for gpu_mode={gpu}"
                              + (f", model={point.get('model')}" if point.get("model") else ""))
@@ -588,10 +589,9 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
     rows = rows.copy()
     rows["size_column"] = np.where(rows["pixels"].notna(), "pixels", np.where(rows["token_len"].notna(), "token_len", ""))
     rows["size"] = rows["pixels"].fillna(rows["token_len"]).fillna(1.0)
-    rows["concurrency"] = rows["concurrency"].astype(float)
-    keys = ["model", "task", "gpu_mode", "concurrency", "size_column", "cpu_cores", "mem_cap_gb", "size"]
-    rows[["mem_cap_gb"]] = rows[["mem_cap_gb"]].fillna(-1.0)  # groupby drops NaN keys; -1 = not recorded
-    rows["concurrency"] = rows["concurrency"].fillna(-1.0)
+    keys = [*GROUP_KEYS, "size_column", "cpu_cores", "mem_cap_gb", "size"]
+    for col in ("mem_cap_gb", "concurrency", "rate"):  # groupby drops NaN keys; -1 = not recorded
+        rows[col] = rows[col].astype(float).fillna(-1.0)
     has_requests = bool((rows["row_kind"] == "request").any())
     out = []
     for key, part in rows.groupby(keys, sort=True):
@@ -617,8 +617,8 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
             y = float(np.mean(vals))
         out.append(dict(zip(keys, key, strict=True)) | {"y": y, "n_rows": len(part)})
     cells = pd.DataFrame(out, columns=[*keys, "y", "n_rows"])
-    cells["mem_cap_gb"] = cells["mem_cap_gb"].replace(-1.0, np.nan)
-    cells["concurrency"] = cells["concurrency"].replace(-1.0, np.nan)
+    for col in ("mem_cap_gb", "concurrency", "rate"):
+        cells[col] = cells[col].replace(-1.0, np.nan)
     return cells, has_requests
 
 
@@ -627,9 +627,8 @@ def fit_group(cells: pd.DataFrame, target: str, split: str) -> GroupFit:
     s, c, y = _xy(cells)
     size_column = str(cells["size_column"].iloc[0]) or None
     first = cells.iloc[0]
-    conc = first["concurrency"]
-    key = {"model": first["model"], "task": first["task"], "gpu_mode": first["gpu_mode"],
-           "concurrency": None if pd.isna(conc) else float(conc)}
+    key = {k: first[k] for k in ("model", "task", "gpu_mode")} | {
+        k: (None if pd.isna(first[k]) else float(first[k])) for k in ("concurrency", "rate")}
     ranges = {"cpu_cores": (float(c.min()), float(c.max()))}
     if size_column:
         ranges[size_column] = (float(s.min()), float(s.max()))
@@ -705,11 +704,7 @@ def fit_frame(tidy: pd.DataFrame, target: str = "latency_s", split: str = "leave
     cells, has_requests = build_cells(rows, target)
     if cells.empty:
         raise ValueError(f"target: no cells carry a value for {target}")
-    group_cols = ["model", "task", "gpu_mode", "concurrency"]
-    groups = [
-        fit_group(part, target, split)
-        for _, part in cells.groupby(group_cols, sort=True, dropna=False)
-    ]
+    groups = [fit_group(part, target, split) for _, part in cells.groupby(list(GROUP_KEYS), sort=True, dropna=False)]
     return FitReport(target, split, groups, list(sources), has_requests)
 
 

@@ -3,7 +3,7 @@ requests.csv and cells.csv.
 
 Tidy columns (one row per measurement; per-request rows or per-cell aggregates):
 
-    source, model, task, gpu_mode ("on"|"off"), cpu_cores, mem_cap_gb, pixels, token_len, concurrency,
+    source, model, task, gpu_mode ("on"|"off"), cpu_cores, mem_cap_gb, pixels, token_len, concurrency, rate,
     latency_s, p50_s, p99_s, throughput_rps, warmup (bool), status (str), row_kind ("request"|"aggregate")
 
 `pixels` / `token_len` is NaN where the file has no such size; p50/p99/throughput only come from cells.csv
@@ -30,6 +30,7 @@ TIDY_COLUMNS = [
     "pixels",
     "token_len",
     "concurrency",
+    "rate",
     "latency_s",
     "p50_s",
     "p99_s",
@@ -193,7 +194,7 @@ def _from_long(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
     out["gpu_mode"] = _gpu_mode(df["gpu_mode"]) if "gpu_mode" in df else "off"
     out["cpu_cores"] = pd.to_numeric(df["cpu_cores"], errors="coerce")
     out["mem_cap_gb"] = pd.to_numeric(df["mem_cap_gb"], errors="coerce") if "mem_cap_gb" in df else np.nan
-    for size in ("pixels", "token_len", "concurrency"):
+    for size in ("pixels", "token_len", "concurrency", "rate"):
         out[size] = pd.to_numeric(df[size], errors="coerce") if size in df else np.nan
     if out["pixels"].notna().any():
         # An image model's rows may still carry a token_len column (AC-Prof long has one for all models).
@@ -228,7 +229,7 @@ def _from_cells(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
     for field in ("cpu_cores", "mem_cap_gb", "latency_s", "p50_s", "p99_s", "throughput_rps"):
         col = _pick(df, field)
         out[field] = pd.to_numeric(col, errors="coerce") if col is not None else np.nan
-    for size in ("pixels", "token_len", "concurrency"):
+    for size in ("pixels", "token_len", "concurrency", "rate"):
         out[size] = pd.to_numeric(df[size], errors="coerce") if size in df else np.nan
     if out["pixels"].notna().any():
         out["token_len"] = np.nan

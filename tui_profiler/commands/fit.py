@@ -9,7 +9,7 @@ from pathlib import Path
 
 TARGET_CHOICES = ("latency_s", "p50", "p99", "throughput")
 SPLIT_CHOICES = ("leave-config-out", "extrapolate-input", "random")
-_NUMERIC_FIELDS = ("cpu_cores", "mem_cap_gb", "pixels", "token_len", "concurrency")
+_NUMERIC_FIELDS = ("cpu_cores", "mem_cap_gb", "pixels", "token_len", "concurrency", "rate")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
