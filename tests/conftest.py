@@ -4,6 +4,7 @@ not skip, when none is reachable, unless TUI_PROFILER_ALLOW_NO_DOCKER=1 is set."
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,15 @@ SHARED = REPO.parent / "shared"
 if not SHARED.exists():  # CI lays shared/ beside the clone
     SHARED = Path(os.environ.get("TUI_PROFILER_SHARED", str(REPO.parent / "shared")))
 SESSION_LABEL = "tui-profiler.session"
+# This pytest run's tag: put it in the session label value of every container a test starts
+# (`session_label_value("server")` does), so the leftover check below only looks at this run's containers and
+# never touches those of another run sharing the engine.
+RUN_TAG = os.environ.setdefault("TUI_PROFILER_TEST_RUN", secrets.token_hex(4))
+
+
+def session_label_value(component: str) -> str:
+    """A session label value for a container a test starts: `test-<component>-<run tag>-<random>`."""
+    return f"test-{component}-{RUN_TAG}-{secrets.token_hex(3)}"
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +64,7 @@ def server_image(docker_client) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_leftover_test_containers() -> Iterator[None]:
-    """After the whole run, no container labelled by a test session may remain."""
+    """After the whole run, no container labelled by this test run (see RUN_TAG) may remain."""
     yield
     try:
         import docker
@@ -63,7 +73,8 @@ def _no_leftover_test_containers() -> Iterator[None]:
         client.ping()
     except Exception:
         return
-    left = client.containers.list(all=True, filters={"label": SESSION_LABEL})
+    left = [c for c in client.containers.list(all=True, filters={"label": SESSION_LABEL})
+            if f"-{RUN_TAG}-" in c.labels.get(SESSION_LABEL, "")]
     for c in left:
         c.remove(force=True)
     client.close()
