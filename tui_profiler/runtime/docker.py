@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,13 @@ def _check_mounts(mounts: list[tuple[str, str]]) -> None:
             raise TargetFailed("refused", f"mount {host}: the Docker socket is never mounted into a target")
 
 
+@dataclass(slots=True)
+class PullResult:
+    image: Any
+    seconds: float | None  # None: the image was already there ('cached')
+    nbytes: int | None  # bytes downloaded (the layers' sizes as the engine reported them)
+
+
 class DockerRuntime:
     """Starts model servers as containers. One instance may serve many starts (not concurrently per spec)."""
 
@@ -125,7 +133,12 @@ class DockerRuntime:
         phases: dict[str, float | None] = {}
         facts: dict[str, Any] = {"runtime": "docker", "ready_poll_interval_s": MAX_POLL_INTERVAL_S}
 
-        image = await self._ensure_image(spec.image, phases, facts, on_phase)
+        pulled = await self.ensure_image(spec.image, on_phase)
+        image = pulled.image
+        phases["image_pull"] = pulled.seconds
+        facts["image_pull"] = "cached" if pulled.seconds is None else "pulled"
+        if pulled.nbytes is not None:
+            facts["image_pull_bytes"] = pulled.nbytes
         facts["image_size_bytes"] = image.attrs.get("Size")
         facts["image_id"] = image.id
         image_user = (image.attrs.get("Config") or {}).get("User") or ""
@@ -258,29 +271,26 @@ class DockerRuntime:
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])]
         return kwargs
 
-    async def _ensure_image(
-        self, ref: str, phases: dict[str, float | None], facts: dict[str, Any], on_phase: PhaseCallback | None
-    ) -> Any:
+    async def ensure_image(self, ref: str, on_phase: PhaseCallback | None = None) -> PullResult:
+        """The image, pulled when it is not present locally: the pull timed (perf_counter) with the bytes
+        the engine downloaded; a local image is 'cached' (seconds None). Reports the image_pull phase."""
         import docker.errors
 
+        if self._client is None:
+            self._client = await asyncio.to_thread(docker_client)
         try:
             image = await asyncio.to_thread(self.client.images.get, ref)
         except docker.errors.ImageNotFound:
             image = None
         if image is not None:
-            phases["image_pull"] = None
-            facts["image_pull"] = "cached"
             await report_phase(on_phase, "image_pull", None, "cached")
-            return image
+            return PullResult(image, None, None)
         t0 = time.perf_counter()
         nbytes = await asyncio.to_thread(self._pull, ref)
         seconds = time.perf_counter() - t0
         image = await asyncio.to_thread(self.client.images.get, ref)
-        phases["image_pull"] = seconds
-        facts["image_pull"] = "pulled"
-        facts["image_pull_bytes"] = nbytes
         await report_phase(on_phase, "image_pull", seconds, f"{nbytes} bytes")
-        return image
+        return PullResult(image, seconds, nbytes)
 
     def _pull(self, ref: str) -> int:
         """Pull, returning the bytes downloaded (sum of the layers' sizes as the engine reported them)."""
