@@ -45,6 +45,7 @@ def _row(i: int) -> dict[str, Any]:
 async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float | None) -> dict[str, Any]:
     from tui_profiler.tui.app import make_app
     from tui_profiler.tui.screens.live import LiveScreen
+    from tui_profiler.tui.widgets.plots import LinePlot
 
     with tempfile.TemporaryDirectory() as tmp:
         app = make_app(output_dir=tmp)
@@ -59,6 +60,9 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
             state.ingest(CellStarted(0, 1, cell))
             state.ingest(ColdStartDone(0, {"create": 0.1, "start": 0.3, "ready": 1.0}, 1.4))
             await pilot.pause(0.3)
+            plots = list(screen.query(LinePlot))
+            render_before = sum(p.render_s for p in plots)
+            prep_before = screen.redraw_cpu_s
             rss_before = rss_mb()
             redraws_before = screen.redraws
             t0 = time.perf_counter()
@@ -92,6 +96,9 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
                 "redraws": redraws,
                 "redraws_per_s": round(redraws / elapsed, 2),
                 "max_redraw_gap_s": round(max(gaps), 3) if gaps else None,
+                "redraw_prepare_ms": round(1e3 * (screen.redraw_cpu_s - prep_before) / max(redraws, 1), 2),
+                "plot_render_ms_per_redraw": round(
+                    1e3 * (sum(p.render_s for p in plots) - render_before) / max(redraws, 1), 2),
                 "rss_mb_before": round(rss_before, 1),
                 "rss_mb_after": round(rss_mb(), 1),
                 "latency_points_kept": len(state.latencies),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ class LinePlot(PlotextPlot):
         self._unavailable: str | None = "waiting for data"
         self._xlog = False
         self.redraws = 0
+        self.render_s = 0.0  # time spent building the plot (plotext), for the ingest benchmark
 
     def show_lines(self, lines: list[Line], *, hlines: Sequence[tuple[float, str]] = (),
                    title: str | None = None, xlog: bool = False) -> None:
@@ -59,7 +61,14 @@ class LinePlot(PlotextPlot):
         self.refresh()
 
     def render(self) -> RenderResult:
-        self.redraws += 1
+        started = time.perf_counter()
+        try:
+            return self._build_plot()
+        finally:
+            self.redraws += 1
+            self.render_s += time.perf_counter() - started
+
+    def _build_plot(self) -> RenderResult:
         if self._unavailable is not None:
             return Text.assemble((self.title, "bold"), "\n", (self._unavailable, "dim italic"))
         plt = self.plt
