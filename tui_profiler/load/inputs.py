@@ -1,0 +1,359 @@
+"""Request inputs: what one cell sends, generated once per cell and reused for every request.
+
+An `InputSpec` says what kind of input a model takes (an image, token ids, a generic tensor, or text), its
+base size, the scale or token length of this cell, and how it travels on the wire (the encoding). The data is
+generated deterministically (seeded numpy), so two runs of the same preset send the same bytes. Encoding
+happens here, once, and its cost is measured (`EncodedInput.encode_s`) so it can be reported, but it is never
+paid per request: the load generator sends the same prepared bytes every time.
+
+Encodings and what they produce:
+
+| encoding         | body on the wire                               | JSON value (`{input}` in a JSON template)  |
+|------------------|------------------------------------------------|--------------------------------------------|
+| `raw`            | the array's bytes, `application/octet-stream`, | the array as a nested list                 |
+|                  | `X-Tensor-Shape` / `X-Tensor-Dtype` headers    |                                            |
+| `png`, `jpeg`    | the encoded image (`image/png`, `image/jpeg`)  | the encoded image as a base64 string       |
+| `json`           | the array as a bare JSON list                  | the array as a nested list                 |
+| `json-instances` | `{"instances": [...]}` (one per batch item)    | the list of instances                      |
+| `base64`         | the array's bytes as base64 text               | the base64 string                          |
+| `text`           | UTF-8 text of `token_len` words                | the text string                            |
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tui_profiler.load.template import RequestTemplate
+
+KINDS = ("image", "tokens", "tensor", "text")
+ENCODINGS = ("raw", "png", "jpeg", "json", "base64", "json-instances", "text")
+DTYPES = ("float32", "float16", "float64", "uint8", "int64", "int32")
+# Which encodings each kind can travel in (an image can be any; text only as text or JSON).
+ALLOWED_ENCODINGS: dict[str, tuple[str, ...]] = {
+    "image": ("raw", "png", "jpeg", "json", "base64", "json-instances"),
+    "tensor": ("raw", "json", "base64", "json-instances"),
+    "tokens": ("raw", "json", "base64", "json-instances", "text"),
+    "text": ("text", "json"),
+}
+# Short, common English words: each is one token in the usual WordPiece / BPE vocabularies, so N words is
+# close to N tokens whatever the server's tokenizer.
+_WORDS = (
+    "the of and to in is was for on that with as by at from his it an were are which this be had not or "
+    "but have one first new two their after also its has they all been who more her time other she when "
+    "year would into there some can most than only over about many city school part may world later used "
+    "three known such during out state people made well up between where both team under then high found"
+).split()
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """What to send. `base_size` is [H, W] for images, the shape without the batch axis for tensors (the
+    scale applies to its last two axes), or [T] (the base token length) for tokens and text."""
+
+    kind: str = "image"
+    base_size: tuple[int, ...] = (224, 224)
+    scale: float = 1.0
+    token_len: int | None = None  # tokens / text: overrides base length × scale
+    channels: int = 3
+    dtype: str = "float32"
+    encoding: str = "raw"
+    batch: int = 1
+    seed: int = 0
+    jpeg_quality: int = 90
+    vocab_size: int = 30522  # token ids are drawn from [1000, vocab_size) to avoid special tokens
+    layout: str = "chw"  # images as tensors: "chw" (PyTorch) or "hwc" (TensorFlow)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"input.kind: {self.kind!r} — allowed: {', '.join(KINDS)}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"input.encoding: {self.encoding!r} — allowed: {', '.join(ENCODINGS)}")
+        if self.encoding not in ALLOWED_ENCODINGS[self.kind]:
+            raise ValueError(
+                f"input.encoding: {self.encoding!r} — a {self.kind} input allows: "
+                f"{', '.join(ALLOWED_ENCODINGS[self.kind])}"
+            )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"input.dtype: {self.dtype!r} — allowed: {', '.join(DTYPES)}")
+        if not self.base_size or any(int(s) < 1 for s in self.base_size):
+            raise ValueError(f"input.base_size: {list(self.base_size)!r} — positive integers")
+        if self.kind == "image" and len(self.base_size) != 2:
+            raise ValueError(f"input.base_size: {list(self.base_size)!r} — an image needs [height, width]")
+        if not (self.scale > 0):
+            raise ValueError(f"input.scale: {self.scale!r} — a number > 0")
+        if self.token_len is not None and int(self.token_len) < 1:
+            raise ValueError(f"input.token_len: {self.token_len!r} — an integer >= 1")
+        if self.batch < 1:
+            raise ValueError(f"input.batch: {self.batch!r} — an integer >= 1")
+        if self.layout not in ("chw", "hwc"):
+            raise ValueError(f"input.layout: {self.layout!r} — allowed: chw, hwc")
+        if self.channels < 1:
+            raise ValueError(f"input.channels: {self.channels!r} — an integer >= 1")
+
+    # -- sizes -------------------------------------------------------------------------------------------
+    def scaled_hw(self) -> tuple[int, int]:
+        """Image height and width after scaling, rounded, each at least 1."""
+        h, w = self.base_size[-2], self.base_size[-1]
+        return max(1, round(h * self.scale)), max(1, round(w * self.scale))
+
+    @property
+    def pixels(self) -> int | None:
+        if self.kind not in ("image", "tensor") or len(self.base_size) < 2:
+            return None
+        h, w = self.scaled_hw()
+        return h * w
+
+    @property
+    def effective_token_len(self) -> int | None:
+        if self.kind not in ("tokens", "text"):
+            return None
+        if self.token_len is not None:
+            return int(self.token_len)
+        return max(1, round(self.base_size[0] * self.scale))
+
+    def shape(self) -> tuple[int, ...]:
+        """The array shape sent (batch first). Images travel as CHW tensors for raw/JSON encodings."""
+        if self.kind == "image":
+            h, w = self.scaled_hw()
+            if self.layout == "hwc":
+                return (self.batch, h, w, self.channels)
+            return (self.batch, self.channels, h, w)
+        if self.kind == "tensor":
+            dims = list(self.base_size)
+            if len(dims) >= 2:
+                dims[-2], dims[-1] = self.scaled_hw()
+            else:
+                dims[-1] = max(1, round(dims[-1] * self.scale))
+            return (self.batch, *dims)
+        return (self.batch, self.effective_token_len or 1)
+
+
+@dataclass(slots=True)
+class EncodedInput:
+    """The input of one cell, generated and encoded once."""
+
+    spec: InputSpec
+    _body: bytes | None  # what an `input` body sends (see `body`)
+    content_type: str
+    headers: dict[str, str]
+    shape: tuple[int, ...]
+    dtype: str
+    pixels: int | None
+    token_len: int | None
+    generate_s: float  # making the data (not a client cost: done once, before any request)
+    encode_s: float  # encoding it for the wire (the client-side cost a per-request encoder would pay)
+    _array: np.ndarray | None = field(default=None, repr=False)
+    _json_value: Any = field(default=None, repr=False)
+    _text: str | None = field(default=None, repr=False)
+
+    @property
+    def body(self) -> bytes:
+        """The encoded input as sent by an `input` body (JSON encodings are dumped on first use)."""
+        if self._body is None:
+            value = self.json_value()
+            doc = {"instances": value} if self.spec.encoding == "json-instances" else value
+            t0 = time.perf_counter()
+            self._body = json.dumps(doc, separators=(",", ":")).encode()
+            self.encode_s += time.perf_counter() - t0
+        return self._body
+
+    @property
+    def json_encoded(self) -> bool:
+        """True when the encoding is a JSON-family one (its value goes into a template's JSON document)."""
+        return self.spec.encoding in ("json", "json-instances", "base64", "text")
+
+    def json_value(self) -> Any:
+        """The value `{input}` stands for inside a JSON template (see the module table)."""
+        if self._json_value is None:
+            enc = self.spec.encoding
+            if enc in ("png", "jpeg"):
+                assert self._body is not None
+                self._json_value = base64.b64encode(self._body).decode("ascii")
+            elif enc == "base64":
+                assert self._body is not None
+                self._json_value = self._body.decode("ascii")
+            elif enc == "text" or self.spec.kind == "text":
+                self._json_value = self._text
+            else:
+                assert self._array is not None
+                self._json_value = self._array.tolist()
+        return self._json_value
+
+    def flat_value(self) -> Any:
+        """The data as a flat, row-major list (KServe v2 `data`), or the text/base64 string."""
+        if self._array is not None and self.spec.encoding not in ("png", "jpeg", "base64"):
+            return self._array.reshape(-1).tolist()
+        return self.json_value()
+
+
+@dataclass(slots=True)
+class Payload:
+    """Everything a request of this cell sends, rendered once: the load generator only writes these bytes."""
+
+    body: bytes
+    content_type: str | None
+    headers: dict[str, str]
+    path: str
+    method: str
+    model_name: str
+    pixels: int | None
+    token_len: int | None
+    input_scale: float
+    shape: tuple[int, ...]
+    encoding: str
+    generate_s: float
+    encode_s: float  # encoding + template rendering, measured once (never paid per request)
+    height: int | None = None  # image / tensor height and width after scaling
+    width: int | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """The input's columns of a requests.csv row."""
+        return {
+            "input_scale": self.input_scale,
+            "pixels": self.pixels,
+            "height": self.height,
+            "width": self.width,
+            "token_len": self.token_len,
+            "batch_size": self.shape[0] if self.shape else 1,
+            "bytes_sent": len(self.body),
+        }
+
+
+def _image_uint8(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
+    """A deterministic HWC uint8 image: smooth low-frequency content plus mild noise (closer to a photo than
+    pure noise, so PNG/JPEG sizes are realistic)."""
+    h, w = spec.scaled_hw()
+    c = spec.channels
+    lh, lw = max(2, h // 32 + 2), max(2, w // 32 + 2)
+    low = rng.random((lh, lw, c), dtype=np.float32) * 255.0
+    # bilinear upsample of the low-resolution grid with numpy only
+    ys = np.linspace(0, lh - 1, h, dtype=np.float32)
+    xs = np.linspace(0, lw - 1, w, dtype=np.float32)
+    y0 = np.floor(ys).astype(np.int64).clip(0, lh - 2)
+    x0 = np.floor(xs).astype(np.int64).clip(0, lw - 2)
+    fy = (ys - y0)[:, None, None]
+    fx = (xs - x0)[None, :, None]
+    top = low[y0][:, x0] * (1 - fx) + low[y0][:, x0 + 1] * fx
+    bottom = low[y0 + 1][:, x0] * (1 - fx) + low[y0 + 1][:, x0 + 1] * fx
+    img = top * (1 - fy) + bottom * fy
+    img += rng.normal(0.0, 6.0, size=img.shape).astype(np.float32)
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def _words(n: int, rng: np.random.Generator) -> str:
+    idx = rng.integers(0, len(_WORDS), size=n)
+    return " ".join(_WORDS[i] for i in idx)
+
+
+def encode_input(spec: InputSpec) -> EncodedInput:
+    """Generate the cell's data deterministically and encode it once (the encode time is measured)."""
+    rng = np.random.default_rng(spec.seed)
+    t0 = time.perf_counter()
+    array: np.ndarray | None = None
+    image: np.ndarray | None = None
+    text: str | None = None
+    shape = spec.shape()
+    dtype = spec.dtype
+    if spec.kind == "image":
+        image = _image_uint8(spec, rng)
+        if spec.encoding not in ("png", "jpeg"):
+            one = image if spec.layout == "hwc" else np.ascontiguousarray(image.transpose(2, 0, 1))
+            if spec.dtype == "uint8":
+                array = np.broadcast_to(one, shape).copy()
+            else:
+                array = np.broadcast_to(
+                    one.astype(spec.dtype) / np.asarray(255.0, dtype=spec.dtype), shape
+                ).copy()
+    elif spec.kind == "tensor":
+        if np.issubdtype(np.dtype(spec.dtype), np.integer):
+            array = rng.integers(0, 256, size=shape).astype(spec.dtype)
+        else:
+            array = rng.random(shape, dtype=np.float64).astype(spec.dtype)
+    elif spec.kind == "tokens":
+        dtype = "int64" if spec.dtype not in ("int64", "int32") else spec.dtype
+        if spec.encoding == "text":
+            text = _words(spec.effective_token_len or 1, rng)
+        else:
+            array = rng.integers(1000, max(1001, spec.vocab_size), size=shape).astype(dtype)
+    else:  # text
+        text = _words(spec.effective_token_len or 1, rng)
+    generate_s = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    headers: dict[str, str] = {}
+    json_value: Any = None
+    enc = spec.encoding
+    body: bytes | None
+    if enc == "raw":
+        assert array is not None
+        body = array.tobytes()
+        content_type = "application/octet-stream"
+        headers = {
+            "X-Tensor-Shape": ",".join(str(d) for d in array.shape),
+            "X-Tensor-Dtype": str(array.dtype),
+        }
+    elif enc in ("png", "jpeg"):
+        from PIL import Image
+
+        assert image is not None
+        pil = Image.fromarray(image if spec.channels != 1 else image[:, :, 0])
+        buf = io.BytesIO()
+        if enc == "png":
+            pil.save(buf, format="PNG", compress_level=1)  # fast level: the server decodes, not us
+        else:
+            pil.save(buf, format="JPEG", quality=spec.jpeg_quality)
+        body = buf.getvalue()
+        content_type = f"image/{enc}"
+        dtype = "uint8"
+    elif enc in ("json", "json-instances"):
+        # The bare document is dumped lazily (`EncodedInput.body`): a template usually wraps the value, and
+        # dumping it here too would double the encode cost.
+        if text is not None:
+            json_value = text
+        else:
+            assert array is not None
+            json_value = array.tolist()
+        body = None
+        content_type = "application/json"
+    elif enc == "base64":
+        assert array is not None
+        body = base64.b64encode(array.tobytes())
+        json_value = body.decode("ascii")
+        content_type = "text/plain"
+    else:  # text
+        assert text is not None
+        body = text.encode()
+        json_value = text
+        content_type = "text/plain; charset=utf-8"
+    encode_s = time.perf_counter() - t1
+    return EncodedInput(
+        spec=spec,
+        _body=body,
+        content_type=content_type,
+        headers=headers,
+        shape=tuple(int(d) for d in shape),
+        dtype=dtype,
+        pixels=spec.pixels,
+        token_len=spec.effective_token_len,
+        generate_s=generate_s,
+        encode_s=encode_s,
+        _array=array,
+        _json_value=json_value,
+        _text=text,
+    )
+
+
+def build_payload(spec: InputSpec, template: RequestTemplate | None = None, model_name: str = "") -> Payload:
+    """Generate, encode and render one cell's request once. `template` defaults to our own server's."""
+    from tui_profiler.load.template import default_template
+
+    encoded = encode_input(spec)
+    return (template or default_template()).prepare(encoded, model_name=model_name)

@@ -1,0 +1,173 @@
+"""Load patterns: how many requests, sent how, and when to stop.
+
+- closed loop: `concurrency` workers, each sending its next request as soon as the last one answered;
+- open loop: arrivals at `rate` per second (constant spacing, or Poisson with a seeded generator; rates
+  below 1/s are fine for slow models). Latency is counted from each request's SCHEDULED send time, so a
+  server that falls behind shows it (no coordinated omission); `scheduled_delay_s` says how late the
+  request actually left. `concurrency` caps the connections (requests in flight); arrivals that find every
+  connection busy wait for one, and that wait is part of their latency.
+
+Either pattern sends `warmup` requests first (kept, marked), then `requests` timed requests or as many as
+fit in `duration_s`, optionally stopping early once the mean is known well enough (`StopWhenStable`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+MODES = ("closed", "open")
+ARRIVALS = ("constant", "poisson")
+TRANSPORTS = ("auto", "raw", "aiohttp")
+
+# Two-sided 95% Student-t quantiles for df = 1..30; beyond that the normal 1.96 is within 2%.
+_T95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t95(df: int) -> float:
+    if df < 1:
+        return math.inf
+    return _T95[df - 1] if df <= len(_T95) else 1.96
+
+
+@dataclass(frozen=True, slots=True)
+class StopWhenStable:
+    """Stop once the 95% confidence interval's half-width of the mean latency is below `rel_halfwidth` of
+    the mean, after at least `min_requests` timed successes."""
+
+    rel_halfwidth: float = 0.05
+    min_requests: int = 30
+
+    def __post_init__(self) -> None:
+        if not (0 < self.rel_halfwidth < 1):
+            raise ValueError(
+                f"load.stop_when_stable.rel_halfwidth: {self.rel_halfwidth!r} — a number in (0, 1)"
+            )
+        if self.min_requests < 2:
+            raise ValueError(f"load.stop_when_stable.min_requests: {self.min_requests!r} — an integer >= 2")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPattern:
+    mode: str = "closed"
+    concurrency: int = 1  # closed: workers; open: connections (most requests in flight)
+    rate: float | None = None  # open loop: arrivals per second
+    arrival: str = "constant"
+    requests: int | None = 100  # timed requests (None: until duration_s)
+    duration_s: float | None = None  # timed phase length (with requests: whichever comes first)
+    warmup: int = 0
+    timeout_s: float = 30.0
+    stop_when_stable: StopWhenStable | None = None
+    seed: int = 0
+    transport: str = "auto"  # "auto": the lean HTTP/1.1 client for http://, aiohttp for https://
+    drain_s: float | None = None  # open loop: how long queued arrivals may still be sent after the schedule
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"load.mode: {self.mode!r} — allowed: {', '.join(MODES)}")
+        if self.concurrency < 1:
+            raise ValueError(f"load.concurrency: {self.concurrency!r} — an integer >= 1")
+        if self.mode == "open":
+            if self.rate is None or not (self.rate > 0):
+                raise ValueError(f"load.rate: {self.rate!r} — an open loop needs a rate > 0 (requests/s)")
+            if self.arrival not in ARRIVALS:
+                raise ValueError(f"load.arrival: {self.arrival!r} — allowed: {', '.join(ARRIVALS)}")
+        if self.requests is None and self.duration_s is None:
+            raise ValueError("load.requests: None — give requests, duration_s, or both")
+        if self.requests is not None and self.requests < 0:
+            raise ValueError(f"load.requests: {self.requests!r} — an integer >= 0")
+        if self.duration_s is not None and not (self.duration_s > 0):
+            raise ValueError(f"load.duration_s: {self.duration_s!r} — a number > 0")
+        if self.warmup < 0:
+            raise ValueError(f"load.warmup: {self.warmup!r} — an integer >= 0")
+        if not (self.timeout_s > 0):
+            raise ValueError(f"load.timeout_s: {self.timeout_s!r} — a number > 0")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"load.transport: {self.transport!r} — allowed: {', '.join(TRANSPORTS)}")
+
+
+def arrival_offsets(pattern: LoadPattern) -> Iterator[float]:
+    """Scheduled send times (seconds from the start of the timed phase) of an open loop, in order.
+    Ends after `requests` arrivals or past `duration_s`, whichever comes first."""
+    assert pattern.rate is not None
+    rng = np.random.default_rng(pattern.seed)
+    mean_gap = 1.0 / pattern.rate
+    t = 0.0
+    n = 0
+    while True:
+        if pattern.requests is not None and n >= pattern.requests:
+            return
+        if pattern.duration_s is not None and t >= pattern.duration_s:
+            return
+        yield t
+        n += 1
+        # Constant spacing (n / rate: no drift from summing rounded gaps), or exponential gaps (a Poisson
+        # process); one draw per arrival is far below the cost of a send.
+        t = n / pattern.rate if pattern.arrival == "constant" else t + float(rng.exponential(mean_gap))
+
+
+class StabilityTracker:
+    """Running mean and variance (Welford) of timed latencies; `stable()` applies the StopWhenStable rule."""
+
+    __slots__ = ("m2", "mean", "n", "rule")
+
+    def __init__(self, rule: StopWhenStable) -> None:
+        self.rule = rule
+        self.n = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def add(self, x: float) -> bool:
+        """Add one latency; True once the rule is met."""
+        self.n += 1
+        d = x - self.mean
+        self.mean += d / self.n
+        self.m2 += d * (x - self.mean)
+        return self.stable()
+
+    def halfwidth(self) -> float:
+        if self.n < 2:
+            return math.inf
+        sd = math.sqrt(self.m2 / (self.n - 1))
+        return t95(self.n - 1) * sd / math.sqrt(self.n)
+
+    def stable(self) -> bool:
+        if self.n < self.rule.min_requests or self.mean <= 0:
+            return False
+        return self.halfwidth() / self.mean < self.rule.rel_halfwidth
+
+
+def pattern_for(
+    *,
+    mode: str = "closed",
+    concurrency: int = 1,
+    rate: float | None = None,
+    arrival: str = "constant",
+    requests: int | None = 100,
+    duration_s: float | None = None,
+    warmup: int = 0,
+    timeout_s: float = 30.0,
+    stable_ci: dict | None = None,
+    **extra: object,
+) -> LoadPattern:
+    """A LoadPattern from a preset's load section for one cell (`stable_ci`: rel_halfwidth, min_requests)."""
+    stable = StopWhenStable(**stable_ci) if stable_ci else None
+    return LoadPattern(
+        mode=mode,
+        concurrency=int(concurrency or 1),
+        rate=rate,
+        arrival=arrival,
+        requests=requests,
+        duration_s=duration_s,
+        warmup=warmup,
+        timeout_s=timeout_s,
+        stop_when_stable=stable,
+        **extra,  # type: ignore[arg-type]
+    )
