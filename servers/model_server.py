@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -76,11 +77,15 @@ class BadInput(Exception):
 
 # ---------------------------------------------------------------- threads and cgroup quota
 
-def cgroup_cpu_quota() -> tuple[float | None, str]:
+V1_CPU_MOUNTS = ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu")
+
+
+def cgroup_cpu_quota(proc_cgroup: str = "/proc/self/cgroup", *, v2_root: str = "/sys/fs/cgroup",
+                     v1_mounts: tuple[str, ...] = V1_CPU_MOUNTS) -> tuple[float | None, str]:
     """The CPU quota (cores) this process's cgroup allows, v2 or v1, walking up to the most restrictive
     ancestor; (None, reason) when there is none."""
     try:
-        with open("/proc/self/cgroup") as f:
+        with open(proc_cgroup) as f:
             lines = f.read().splitlines()
     except OSError:
         return None, "no /proc/self/cgroup"
@@ -91,7 +96,7 @@ def cgroup_cpu_quota() -> tuple[float | None, str]:
             continue
         _, controllers, path = parts
         if controllers == "":  # cgroup v2 unified
-            for d in _ancestors("/sys/fs/cgroup", path):
+            for d in _ancestors(v2_root, path):
                 try:
                     with open(os.path.join(d, "cpu.max")) as f:
                         q, p = f.read().split()
@@ -100,7 +105,7 @@ def cgroup_cpu_quota() -> tuple[float | None, str]:
                 if q != "max":
                     quotas.append((int(q) / int(p), f"cgroup v2 {d}/cpu.max"))
         elif "cpu" in controllers.split(","):
-            for mount in ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"):
+            for mount in v1_mounts:
                 if not os.path.isdir(mount):
                     continue
                 for d in _ancestors(mount, path):
@@ -412,7 +417,7 @@ def _parse_shape(value: str | None) -> tuple[int, ...]:
     if not value:
         raise BadInput(400, "raw tensor body needs an X-Tensor-Shape header (e.g. 1,3,224,224)")
     try:
-        shape = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+        shape = tuple(int(v) for v in re.split(r"\s*[,x]\s*", value.strip()))
     except ValueError:
         raise BadInput(400, f"X-Tensor-Shape {value!r}: comma-separated integers expected") from None
     if not shape or any(v < 1 for v in shape):
@@ -424,6 +429,7 @@ def _parse_shape(value: str | None) -> tuple[int, ...]:
 
 STATE_KEY = web.AppKey("state", ModelState)
 EXECUTOR_KEY = web.AppKey("executor", ThreadPoolExecutor)
+MAX_BODY_KEY = web.AppKey("max_body", int)
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -437,7 +443,7 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, f"payload over the limit ({exc.text or 'too large'}); the server takes "
-                                   f"at most {request.app['max_body']} bytes (--max-body-mb)")
+                                   f"at most {request.app[MAX_BODY_KEY]} bytes (--max-body-mb)")
     except web.HTTPNotFound:
         return error_response(404, f"no route {request.method} {request.path}; routes: GET /healthz, "
                                    "GET /info, POST /predict")
@@ -466,7 +472,7 @@ async def info(request: web.Request) -> web.Response:
         return web.json_response({"status": "loading", "phase": state.phase, "model": state.entry.name,
                                   "input_kind": state.entry.input_kind,
                                   "default_size": list(state.entry.default_size)}, status=503)
-    return web.json_response({**state.info, "max_body_bytes": request.app["max_body"],
+    return web.json_response({**state.info, "max_body_bytes": request.app[MAX_BODY_KEY],
                               "device": state.runtime.get("device"), "threads": state.runtime.get("threads")})
 
 
@@ -474,7 +480,7 @@ async def predict(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     if not state.ready:
         return error_response(503, f"model not ready ({state.phase})")
-    limit = request.app["max_body"]
+    limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
         return error_response(413, f"payload of {request.content_length} bytes over the limit of {limit} "
                                    "bytes (--max-body-mb)")
@@ -500,7 +506,7 @@ async def predict(request: web.Request) -> web.Response:
 
 def make_app(state: ModelState, *, max_body_bytes: int) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
-    app["max_body"] = max_body_bytes
+    app[MAX_BODY_KEY] = max_body_bytes
     app[STATE_KEY] = state
     # One worker: inference requests queue FIFO, never dropped (see the module docstring).
     app[EXECUTOR_KEY] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
