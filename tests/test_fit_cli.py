@@ -1,0 +1,86 @@
+"""`tui-profiler fit` end to end, in a subprocess: --json, --predict, --predict-csv/--out, --recommend,
+and one-line errors naming the field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.test_fit_models import law_work_parallel
+
+
+def _fit(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui_profiler", "fit", *map(str, args)],
+                          capture_output=True, text=True, check=False, cwd=cwd, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def wide_csv(tmp_path_factory):
+    """A wide AC-Prof style file following a known work/parallelism law (no noise)."""
+    sizes = [1000, 5000, 10000, 20000, 40000, 60000, 80000, 100000, 150000, 200000]
+    configs = [(1, 2), (2, 4), (3, 6), (4, 8), (6, 12)]
+    data = {"Pixels": sizes}
+    for cpus, mem in configs:
+        data[f"CPU{cpus}+Mem{mem}"] = [round(float(law_work_parallel(s, cpus)), 6) for s in sizes]
+    path = tmp_path_factory.mktemp("wide") / "synthnet.csv"
+    pd.DataFrame(data).to_csv(path, index=False)
+    return path
+
+
+def test_cli_fit_json_and_predict(wide_csv, tmp_path):
+    out = tmp_path / "report.json"
+    p = _fit(wide_csv, "--json", out, "--predict", "cpu_cores=3,mem_cap_gb=6,gpu_mode=off,pixels=40000",
+             "--predict", "cpu_cores=12,gpu_mode=off,pixels=40000")
+    assert p.returncode == 0, p.stderr
+    assert "form work-parallel" in p.stdout
+    assert "residual % vs pixels" in p.stdout  # the terminal plot
+    report = json.loads(out.read_text())
+    (group,) = report["groups"]
+    assert group["group"]["model"] == "synthnet" and group["form"] == "work-parallel"
+    # a held-out config beyond the knee (or at it) cannot be pinned exactly; the log-linear method is far off
+    assert group["test"]["mape_pct"] < 0.5 * group["test_mape_pct_by_form"]["loglinear"]
+    assert group["train"]["mape_pct"] < 0.5
+    first, second = report["predictions"]
+    assert first["predicted_latency_s"] == pytest.approx(float(law_work_parallel(40000, 3)), rel=0.01)
+    assert first["warning"] == ""
+    assert "cpu_cores=12 outside trained 1..6" in second["warning"]
+    assert "WARNING: cpu_cores=12 outside trained" in p.stdout
+
+
+def test_cli_predict_csv_and_recommend(wide_csv, tmp_path):
+    points = tmp_path / "points.csv"
+    pd.DataFrame({"cpu_cores": [1, 2.5, 4], "mem_cap_gb": [2, 5, 8], "gpu_mode": ["off"] * 3,
+                  "pixels": [10000, 50000, 150000]}).to_csv(points, index=False)
+    pred_path = tmp_path / "pred.csv"
+    slo = float(law_work_parallel(100000, 3.0)) * 1.005
+    p = _fit(wide_csv, "--no-plot", "--predict-csv", points, "--out", pred_path,
+             "--recommend", "--slo-p99", slo, "--pixels", 100000, "--cost-gb", 0.1)
+    assert p.returncode == 0, p.stderr
+    pred = pd.read_csv(pred_path)
+    assert list(pred.columns) == ["cpu_cores", "mem_cap_gb", "gpu_mode", "pixels", "predicted_latency_s"]
+    expected = [float(law_work_parallel(s, c)) for s, c in zip(pred["pixels"], pred["cpu_cores"], strict=True)]
+    assert pred["predicted_latency_s"].tolist() == pytest.approx(expected, rel=0.01)
+    assert "cheapest: gpu=off, 3 CPUs, 6 GB" in p.stdout
+    assert "understates p99" in p.stdout  # wide files hold means only: the caveat is stated
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--predict", "cpu_cores=abc,pixels=1"], "cpu_cores:"),
+        (["--predict", "cpus=2,pixels=1"], "cpus: unknown field"),
+        (["--predict", "cpu_cores=2,gpu_mode=maybe,pixels=1"], "gpu_mode:"),
+        (["--recommend", "--pixels", "100"], "--slo-p99:"),
+        (["--recommend", "--slo-p99", "0.1", "--token-len", "100"], "token_len:"),
+        (["--predict-csv", "x.csv"], "--out:"),
+    ],
+)
+def test_cli_bad_input_is_one_line_naming_the_field(wide_csv, args, field):
+    p = _fit(wide_csv, "--no-plot", *args)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], p.stderr
