@@ -43,7 +43,7 @@ def test_cli_fit_json_and_predict(wide_csv, tmp_path):
     assert group["group"]["model"] == "synthnet" and group["form"] == "work-parallel"
     # a held-out config beyond the knee (or at it) cannot be pinned exactly; the log-linear method is far off
     assert group["test"]["mape_pct"] < 0.5 * group["test_mape_pct_by_form"]["loglinear"]
-    assert group["train"]["mape_pct"] < 0.5
+    assert group["train"]["mape_pct"] < 1.5
     first, second = report["predictions"]
     assert first["predicted_latency_s"] == pytest.approx(float(law_work_parallel(40000, 3)), rel=0.01)
     assert first["warning"] == ""
