@@ -229,6 +229,7 @@ _LOAD: dict[str, _Field] = {
     "concurrency": _num("int", 1, 4096, is_list=True, default=None),
     "rates": _num("float", 0, 100_000, lo_open=True, is_list=True, default=None, help="requests per second"),
     "arrival": _Field("enum", "poisson", choices=("constant", "poisson")),
+    "connections": _num("int", 1, 4096, default=32, help="open loop: most requests in flight"),
     "requests": _num("int", 1, 10_000_000, default=None),
     "duration_s": _num("float", 0, 7 * 86400, lo_open=True, default=None),
     "warmup": _num("int", 0, 100_000, default=2),
@@ -417,6 +418,7 @@ class LoadSection:
     concurrency: list[int] = field(default_factory=lambda: [1])
     rates: list[float] = field(default_factory=list)
     arrival: str = "poisson"
+    connections: int = 32
     requests: int | None = 20
     duration_s: float | None = None
     warmup: int = 2
@@ -696,7 +698,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
         where = f"line {m.group(1)}, column {m.group(2)}" if m else "?"
         text = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg).strip()
-        raise PresetError(str(path), "toml", where, f"not valid TOML: {text}") from None
+        raise PresetError.verbatim(str(path), "toml", f"{path}: {where}: not valid TOML — {text}") from None
     except UnicodeDecodeError:
         raise PresetError(str(path), "toml", "binary data", "a UTF-8 TOML text file") from None
     except OSError as exc:

@@ -218,11 +218,10 @@ class SweepRunner:
         try:
             if self.preset.request is not None and not isinstance(self.preset.request, dict):
                 self._template = self.preset.request
-            else:
+            else:  # our own server: the default template (one request path for every target)
                 from tui_profiler.load.template import default_template
 
-                self._template = replace(default_template(), model_name=self.preset.model) \
-                    if hasattr(default_template(), "model_name") else default_template()
+                self._template = replace(default_template(), model_name=self.preset.model)
             for _, group in itertools.groupby(todo, key=lambda c: c.group):
                 if self._stop_requested:
                     break
@@ -484,8 +483,9 @@ class SweepRunner:
 
         load = self.preset.load
         stable = asdict(load.stable_ci) if load.stable_ci else None
+        conc = cell.concurrency if load.mode == "closed" else load.connections
         return patterns.pattern_for(
-            mode=load.mode, concurrency=cell.concurrency, rate=cell.rate, arrival=load.arrival,
+            mode=load.mode, concurrency=conc, rate=cell.rate, arrival=load.arrival,
             requests=load.requests, duration_s=load.duration_s, warmup=load.warmup, timeout_s=load.timeout_s,
             stable_ci=stable,
         )
@@ -501,7 +501,7 @@ class SweepRunner:
         spec_in = input_spec(self.preset.input, scale=cell.input_scale, token_len=cell.token_len)
         payload = await asyncio.to_thread(build_payload, spec_in, self._template, self._template_model())
         payload_row = payload.as_row() if hasattr(payload, "as_row") else {}
-        base = self._base_row(cell, payload_row, target.enforced, container_idx)
+        base = {**self._base_row(cell, payload_row, target.enforced, container_idx), **payload_row}
         cold_total = _cold_total(cold["phases"]) if not self.url else None
         first_seen = [False]
 
@@ -511,7 +511,7 @@ class SweepRunner:
                 cold["phases"]["first_request"] = res.latency_s
                 self._emit_safe(ColdStartPhase(cell.index, "first_request", res.latency_s,
                                                "" if res.ok else f"failed: {res.error}"))
-            row = {**base, **_result_row(res), "cold_start_s": _cold_total(cold["phases"]) if not self.url else None}
+            row = {**base, **res.as_row(), "cold_start_s": _cold_total(cold["phases"]) if not self.url else None}
             store.write_request(row)
             self._emit_safe(RequestDone(
                 cell_index=cell.index, t_s=res.t_recv_s, latency_s=res.latency_s, ok=res.ok, warmup=res.warmup,
@@ -579,7 +579,7 @@ class SweepRunner:
                         reason += f": {logs[-1][:200]}"
             elif errors and not load_error:
                 kinds = sorted({(r.error or str(r.status))[:60] for r in errors})
-                if all("timeout" in (r.error or "").lower() for r in errors):
+                if all(getattr(r, "outcome", "") == "timeout" for r in errors):
                     status = "timeout"
                 else:
                     status = "failed" if len(errors) == len(timed) else "ok"
@@ -646,29 +646,6 @@ def _throughput(timed: list[Any]) -> float | None:
     t0 = min(r.t_send_s for r in timed)
     t1 = max(r.t_recv_s for r in ok)
     return len(ok) / (t1 - t0) if t1 > t0 else None
-
-
-def _result_row(res: Any) -> dict[str, Any]:
-    return {
-        "timestamp_ms": res.timestamp_ms,
-        "warmup": res.warmup,
-        "latency_s": res.latency_s,
-        "status": "ok" if res.ok else "error",
-        "error": res.error or "",
-        "http_status": res.status,
-        "decode_ms": res.decode_ms,
-        "preprocess_ms": res.preprocess_ms,
-        "infer_ms": res.infer_ms,
-        "encode_ms": res.encode_ms,
-        "server_total_ms": res.server_total_ms,
-        "overhead_ms": res.overhead_ms,
-        "bytes_sent": res.bytes_sent,
-        "bytes_received": res.bytes_received,
-        "t_send_s": res.t_send_s,
-        "t_recv_s": res.t_recv_s,
-        "scheduled_delay_s": getattr(res, "scheduled_delay_s", None),
-        "worker": getattr(res, "worker", None),
-    }
 
 
 def session_summary(session_dir: str | os.PathLike[str]) -> list[dict[str, str]]:

@@ -229,7 +229,9 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
 
     from tui_profiler.sweep import SweepRunner, session_summary
 
-    console = Console(stderr=False)
+    console = Console()
+    if not console.is_terminal:  # a log file or a pipe: wide lines rather than wrapped ones
+        console = Console(width=160)
     progress = _Progress(console)
     runner = SweepRunner(preset, runtime=args.runtime, output_dir=args.output, resume=args.resume, url=args.url)
     loop = asyncio.get_running_loop()
