@@ -211,17 +211,39 @@ class ResultsScreen(Screen):
 
 
 def fit_summary(session_dir: Path) -> Text | str:
-    """The fitted latency model's summary and predictions, from the FIT helper's module when present."""
+    """The fitted latency model (FIT helper's `tui_profiler.analysis.fit`) and a few predictions: the
+    measured CPU values, the midpoints between them and one step beyond, at the largest measured input."""
     try:
         from tui_profiler.analysis import fit
     except ImportError:
         return Text("Latency-model fitting is not available in this build (tui_profiler.analysis.fit).",
                     style="dim italic")
-    for name in ("tui_summary", "summary_text", "fit_summary"):
-        func = getattr(fit, name, None)
-        if callable(func):
+    try:
+        report = fit.fit_paths([session_dir])
+    except Exception as exc:  # too few cells, no latency...: say why, the screen lives on
+        return Text(f"no model fitted: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                    style="yellow")
+    text = Text()
+    text.append("Latency model (tui-profiler fit)\n", style="bold")
+    text.append("\n".join(report.summary_lines()) + "\n")
+    for group in report.groups:
+        text.append(f"\nPredictions: {group.label}\n", style="bold")
+        cpu_lo, cpu_hi = group.ranges.get("cpu_cores", (None, None))
+        if cpu_lo is None:
+            continue
+        size = group.ranges.get(group.size_column, (None, None))[1] if group.size_column else None
+        candidates = sorted({cpu_lo, (cpu_lo + cpu_hi) / 2, cpu_hi, cpu_hi * 2})
+        for cpus in candidates:
+            point = {"cpu_cores": cpus, "gpu_mode": group.key.get("gpu_mode", "off")}
+            if group.size_column:
+                point[group.size_column] = size
             try:
-                return str(func(session_dir))
-            except Exception as exc:  # a fit that cannot run on this data says why, and the screen lives
-                return Text(f"fit: {exc}", style="yellow")
-    return Text("fit module found, but it offers no summary function the TUI knows.", style="dim italic")
+                value, warning = fit.predict_point(group, point)
+            except ValueError as exc:
+                text.append(f"  {cpus:g} CPU: {exc}\n", style="yellow")
+                continue
+            where = f" at {group.size_column}={size:g}" if group.size_column else ""
+            unit = "req/s" if group.target == "throughput" else "s"
+            text.append(f"  {cpus:g} CPU{where}: {value:.4g} {unit}")
+            text.append(f"  ({warning})\n" if warning else "\n", style="yellow" if warning else "")
+    return text

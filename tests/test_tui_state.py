@@ -1,0 +1,99 @@
+"""The TUI's textual-free parts: the bounded live state and the session reader."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+from tui_profiler.events import CellStarted, RequestDone, ResourceSample, SessionStarted
+from tui_profiler.tui import sessions, synthetic
+from tui_profiler.tui.live_state import LATENCY_POINTS, SAMPLE_POINTS, LiveState
+
+
+def test_live_state_is_bounded_and_counts_everything():
+    state = LiveState()
+    state.ingest(SessionStarted("s", "d", "p", "docker", "why", 1))
+    state.ingest(CellStarted(0, 1, {"cpus": 1.0}))
+    n = LATENCY_POINTS * 5
+    for i in range(n):
+        state.ingest(RequestDone(0, i * 0.001, 0.010 if i % 2 else 0.020, True, False, 200, row={"i": i}))
+        state.ingest(ResourceSample(0, i * 0.001, cpu_cores=0.5))
+    state.ingest(RequestDone(0, 1.0, None, False, False, 500, error="HTTP 500"))
+    assert len(state.latencies) == LATENCY_POINTS
+    assert len(state.cpu) == SAMPLE_POINTS
+    assert state.n_requests == n + 1 and state.n_errors == 1 and state.last_error == "HTTP 500"
+    p50, p99 = state.latency_stats()
+    assert 0.010 <= p50 <= 0.020 and p99 == 0.020
+
+
+def test_warmup_requests_do_not_enter_statistics():
+    state = LiveState()
+    state.ingest(CellStarted(0, 1, {}))
+    state.ingest(RequestDone(0, 0.0, 5.0, True, True, 200))
+    state.ingest(RequestDone(0, 0.1, 0.1, True, False, 200))
+    assert state.latency_stats() == (0.1, 0.1)
+    assert state.n_requests == 2 and state.cell_requests == 1
+
+
+def test_a_new_cell_resets_the_plots_but_keeps_finished_cells():
+    state = LiveState()
+    events = list(synthetic.event_stream(n_requests=10, failed_cell=1))
+    for e in events:
+        state.ingest(e)
+    assert state.cells_done == 9 and state.cells_failed == 1
+    assert [r["status"] for r in state.finished_cells].count("oom") == 1
+    assert state.finished is not None and state.eta() == 0.0
+
+
+def test_eta_extrapolates_when_the_engine_gives_none():
+    now = [100.0]
+    state = LiveState(clock=lambda: now[0])
+    state.ingest(SessionStarted("s", "d", "p", "docker", "why", 4))
+    from tui_profiler.events import CellFinished
+
+    now[0] = 110.0
+    state.ingest(CellFinished(0, "ok", "", {}))
+    assert state.eta() == 30.0
+
+
+def test_session_reader_builds_the_acprof_series(tmp_path):
+    session = synthetic.write_session(tmp_path)
+    infos = sessions.list_sessions(tmp_path)
+    assert [i.name for i in infos] == [session.name]
+    cells = sessions.read_cells(session)
+    x, series = sessions.scaling_series(cells)
+    assert x == "input_scale"
+    assert [s.label for s in series] == ["CPU0.5+Mem1", "CPU1+Mem2", "CPU2+Mem4"]
+    for s in series:
+        assert s.x == [0.5, 1.0, 2.0] and s.y == sorted(s.y)  # latency grows with input
+    # fewer CPUs are slower at every scale
+    assert all(a > b for a, b in zip(series[0].y, series[2].y, strict=True))
+    labels, phases = sessions.cold_start_breakdown(cells)
+    assert labels and "server_boot" in phases and "image_pull" not in phases  # 'cached' pull: no value
+    lat = sessions.cell_latencies(sessions.read_requests(session), 0)
+    assert len(lat) == 28  # 30 requests, 2 warm-up
+
+
+def test_cells_fall_back_to_requests_when_cells_csv_is_missing(tmp_path):
+    session = synthetic.write_session(tmp_path)
+    (session / "cells.csv").unlink()
+    cells = sessions.read_cells(session)
+    assert len(cells) == 9 and cells["n"].eq(28).all()
+
+
+def test_export_writes_one_merged_csv(tmp_path, monkeypatch):
+    session = synthetic.write_session(tmp_path)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # Parquet is optional: without pyarrow, CSV only
+    paths = sessions.export_session(session)
+    assert len(paths) == 1 and paths[0].suffix == ".csv"
+    with paths[0].open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 9 * 30
+    assert {"latency_s", "p99_s", "throughput_rps", "cell_index"} <= set(rows[0])
+
+
+def test_eta_from_past_sessions(tmp_path):
+    synthetic.write_session(tmp_path)
+    per_cell = sessions.seconds_per_cell(tmp_path, "synthetic")
+    assert per_cell is not None and abs(per_cell - 120.0 / 9) < 1e-9
+    assert sessions.seconds_per_cell(tmp_path / "none") is None
