@@ -1,0 +1,122 @@
+"""The process runtime: the real model server as a local subprocess, capped through a cgroup when this
+machine lets us make one (root with cgroup v1 here), recorded as not enforced when it does not."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from tui_profiler.runtime.base import TargetFailed, TargetSpec
+from tui_profiler.runtime.process import ProcessRuntime, cgroup_writable, find_orphan_processes
+from tui_profiler.sample import ResourceSampler
+
+MODEL = "mobilenet_v3_small"
+GIB = 1024**3
+WRITABLE, WHY = cgroup_writable()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def _read(directory: str, name: str) -> str:
+    return Path(directory, name).read_text()
+
+
+def _proc_cpu_ns(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1e9 / os.sysconf("SC_CLK_TCK")
+
+
+async def test_process_runtime_caps_follow_cgroup_writability() -> None:
+    rt = ProcessRuntime()
+    sid = f"test-proc-{secrets.token_hex(3)}"
+    spec = TargetSpec(session_id=sid, image="", model=MODEL, cpus=0.5, memory_gb=2.0)
+    phases: list[str] = []
+    target = await rt.start(spec, on_phase=lambda p, s, d: phases.append(p))
+    pid = int(target.ident)
+    try:
+        assert phases == ["image_pull", "create", "start", "server_boot", "model_load", "ready"]
+        assert target.base_url.startswith("http://127.0.0.1:")
+        assert os.getpgid(pid) == pid  # its own process group
+        assert target.facts["server_runtime"]["pid"] == pid
+        if WRITABLE:
+            assert target.enforced.cpus_enforced and target.enforced.memory_enforced, target.enforced.notes
+            d = target.cgroup_v1_dirs or {"cpu": target.cgroup_dir, "memory": target.cgroup_dir}
+            if target.cgroup_dir:
+                quota, period = _read(d["cpu"], "cpu.max").split()
+                assert int(_read(d["memory"], "memory.max")) == 2 * GIB
+            else:
+                quota, period = _read(d["cpu"], "cpu.cfs_quota_us"), _read(d["cpu"], "cpu.cfs_period_us")
+                assert int(_read(d["memory"], "memory.limit_in_bytes")) == 2 * GIB
+                # joined before the server ran: the cgroup was charged (almost) all the CPU the
+                # process has used, torch import and model load included
+                charged = int(_read(target.cgroup_v1_dirs["cpuacct"], "cpuacct.usage"))
+                assert charged >= 0.9 * _proc_cpu_ns(pid)
+            assert int(quota) / int(period) == pytest.approx(0.5)
+            assert pid in [int(x) for x in _read(d["memory"], "cgroup.procs").split()]
+            assert target.facts["server_runtime"]["threads"] == 1  # 'auto' read our quota
+            sampler = ResourceSampler(target)
+            await sampler.start()
+            await asyncio.sleep(0.5)
+            summary = await sampler.stop()
+            assert summary.sample_source.startswith("cgroup-v")
+            assert summary.peak_mem_bytes is not None and 0 < summary.peak_mem_bytes <= 2 * GIB
+        else:  # pragma: no cover - on a machine where cgroups are not writable
+            assert not target.enforced.cpus_enforced and not target.enforced.memory_enforced
+            assert any("not enforced" in n for n in target.enforced.notes)
+        assert sid in {s for _, s in find_orphan_processes()}  # findable after a SIGKILL of the profiler
+    finally:
+        facts = await rt.stop(target)
+    assert facts["removed"] and not _alive(pid)
+    assert not [d for d in target.cgroup_v1_dirs.values() if _exists(d)]
+    assert sid not in {s for _, s in find_orphan_processes()}
+
+
+async def test_uncapped_when_no_cgroup_can_be_made(tmp_path: Path) -> None:
+    """A cgroup root that is not a cgroup filesystem: the server still runs, each cap is recorded as not
+    enforced with the reason, and the sampler falls back to /proc."""
+    rt = ProcessRuntime(cgroup_root=tmp_path)
+    spec = TargetSpec(session_id=f"test-proc-nocg-{secrets.token_hex(3)}", image="", model=MODEL,
+                      cpus=0.5, memory_gb=2.0)
+    target = await rt.start(spec)
+    pid = int(target.ident)
+    try:
+        e = target.enforced
+        assert not e.cpus_enforced and not e.memory_enforced
+        assert any(n.startswith("cpus: not enforced") for n in e.notes)
+        assert any(n.startswith("memory: not enforced") for n in e.notes)
+        assert target.cgroup_dir is None and not target.cgroup_v1_dirs
+        sampler = ResourceSampler(target)
+        await sampler.start()
+        await asyncio.sleep(0.5)
+        summary = await sampler.stop()
+        assert summary.sample_source == "procfs"
+        assert summary.peak_mem_bytes and summary.peak_mem_bytes > 50 * 2**20
+        assert summary.throttled_periods is None and summary.oom_kills is None  # not available, not 0
+    finally:
+        await rt.stop(target)
+    assert not _alive(pid)
+
+
+@pytest.mark.skipif(not WRITABLE, reason=f"no writable cgroup: {WHY}")
+async def test_process_oom_during_start() -> None:
+    rt = ProcessRuntime()
+    spec = TargetSpec(session_id=f"test-proc-oom-{secrets.token_hex(3)}", image="", model=MODEL,
+                      cpus=1.0, memory_gb=0.1)
+    with pytest.raises(TargetFailed) as info:
+        await rt.start(spec)
+    assert info.value.status == "oom", info.value.reason
+    assert not any(s == spec.session_id for _, s in find_orphan_processes())
