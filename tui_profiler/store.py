@@ -50,7 +50,7 @@ CELL_COLUMNS = [
     # cold start of the container serving this cell (measured once per container: cold_start_cell = 1 on
     # the cell that paid it; the container's later cells repeat the values with cold_start_cell = 0)
     "cold_start_cell", "cold_start_s", "cold_start_wall_s",
-    *[f"{p}_s" for p in COLD_START_PHASES], "image_pull_detail", "image_size_bytes", "weight_bytes",
+    *[f"{p}_s" for p in COLD_START_PHASES], "image_pull_detail", "image_pull_bytes", "image_size_bytes", "weight_bytes",
     # resources during the cell's load
     "peak_cpu_cores", "mean_cpu_cores", "peak_mem_bytes", "throttled_periods", "throttled_s", "oom_kills",
     "peak_vram_bytes", "gpu_util_max_pct", "sample_source", "sample_rate_hz",

@@ -621,6 +621,7 @@ class SweepRunner:
             "cold_start_s": _cold_total(phases) if not self.url and phases else None,
             "cold_start_wall_s": (cold or {}).get("wall_s"),
             "image_pull_detail": details.get("image_pull", ""),
+            "image_pull_bytes": facts.get("image_pull_bytes"),
             "image_size_bytes": facts.get("image_size_bytes"),
             "weight_bytes": self._model_facts.get("weight_bytes"),
             **{f"{p}_s": phases.get(p) for p in COLD_START_PHASES},
