@@ -205,11 +205,18 @@ async def test_smoke_run_through_the_tui_on_the_real_engine(tmp_path, docker_cli
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, SetupScreen) and screen.current.name == "smoke"
-        screen.query_one("#f-scales", Input).value = "0.5,1"
+        # one container, one cell: drop 0.5 CPU and 1 GiB with the steppers (cursor starts on them)
+        screen.query_one("#f-cpus", ValueSetStepper).focus()
+        await pilot.press("space")
+        screen.query_one("#f-memory", ValueSetStepper).focus()
+        await pilot.press("space")
+        screen.query_one("#f-scales", Input).value = "0.5"
         screen.query_one("#f-requests", Input).value = "4"
         await pilot.pause()
+        assert screen.data["resources"]["cpus"] == [2.0] and screen.data["resources"]["memory_gb"] == [4.0]
         assert screen.error is None, screen.error
         n_cells = screen.n_cells
+        assert n_cells == 1
         await pilot.press("ctrl+r")
         await pilot.pause()
         assert isinstance(app.screen, LiveScreen)

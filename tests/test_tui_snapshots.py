@@ -1,0 +1,67 @@
+"""Snapshot tests of each screen at 80×24 and 120×40 with deterministic data (fixed presets, host limits,
+a synthetic session and a synthetic event stream; no clock or host value on screen).
+
+Update after an intended change: `python3 -m pytest tests/test_tui_snapshots.py --snapshot-update`."""
+
+from __future__ import annotations
+
+import pytest
+
+from tui_profiler.tui import synthetic
+from tui_profiler.tui.app import make_app
+from tui_profiler.tui.testing import deterministic_env
+
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.fixture
+def app(monkeypatch, tmp_path):
+    output, host = deterministic_env(monkeypatch, tmp_path)
+    return make_app(output_dir=output, host_limits=host, clock=lambda: 0.0)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_setup_screen(snap_compare, app, size):
+    async def settle(pilot):
+        await pilot.pause()
+        app.screen.query_one("#preset-list").focus()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_live_screen(snap_compare, app, size):
+    events = list(synthetic.event_stream(n_requests=24, failed_cell=1))
+    # stop in the middle of cell 5 so progress, cold start and plots all have something to show
+    starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
+    events = events[: starts[4] + 40]
+
+    async def feed(pilot):
+        await pilot.press("f3")
+        await pilot.pause()
+        for event in events:
+            app.live_state.ingest(event)
+        app.screen.redraw()
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=feed)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_results_screen(snap_compare, app, size):
+    async def open_results(pilot):
+        await pilot.press("f4")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_results)
+
+
+def test_results_figure(snap_compare, app):
+    async def open_figure(pilot):
+        await pilot.press("f4")
+        await pilot.pause()
+        await pilot.press("f")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=open_figure)
