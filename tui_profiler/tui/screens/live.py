@@ -152,7 +152,9 @@ class LiveScreen(Screen):
                 [Line("latency", [p[0] for p in points], [p[1] * 1e3 for p in points], color="cyan",
                       marker="dot")],
                 hlines=[(p50 * 1e3, "green"), (p99 * 1e3, "red")],
-                title=f"latency (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}",
+                # plotext drops a title wider than the plot: keep it short on narrow terminals
+                title=(f"latency (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"
+                       if latency.size.width >= 48 else f"p50 {fmt_seconds(p50)} p99 {fmt_seconds(p99)}"),
             )
         else:
             latency.show_unavailable("waiting for requests", title="latency per request")
