@@ -79,3 +79,26 @@ def deterministic_env(monkeypatch: Any, tmp_path: Path, with_session: bool = Tru
     if with_session:
         synthetic.write_session(output)
     return str(output), fixed_host
+
+
+class Patcher:
+    """Just enough of pytest's monkeypatch (setattr, setenv, undo) for scripts outside pytest."""
+
+    def __init__(self) -> None:
+        self._undo: list[Any] = []
+
+    def setattr(self, target: Any, name: str, value: Any) -> None:
+        old = getattr(target, name)
+        self._undo.append(lambda: setattr(target, name, old))
+        setattr(target, name, value)
+
+    def setenv(self, name: str, value: str) -> None:
+        import os
+
+        old = os.environ.get(name)
+        self._undo.append(lambda: os.environ.pop(name, None) if old is None else os.environ.__setitem__(name, old))
+        os.environ[name] = value
+
+    def undo(self) -> None:
+        while self._undo:
+            self._undo.pop()()

@@ -133,7 +133,7 @@ class LiveScreen(Screen):
         failed = f", {state.cells_failed} failed" if state.cells_failed else ""
         status = state.finished.status if state.finished else ("running" if state.n_cells else "idle")
         self.query_one("#progress-label", Static).update(
-            f" {state.cells_done}/{state.n_cells} cells{failed} · ETA {fmt_duration(state.eta())} · {status}")
+            f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {fmt_duration(state.eta())} · {status}")
         if state.current_index is not None:
             p50, p99 = state.latency_stats()
             err = f" · {state.cell_errors} errors" if state.cell_errors else ""

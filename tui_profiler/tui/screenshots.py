@@ -1,0 +1,67 @@
+"""Save SVG screenshots of every screen with deterministic data: `python3 -m tui_profiler.tui.screenshots
+[OUT_DIR]` (default docs/screenshots). The README shows them."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from tui_profiler.tui import synthetic
+from tui_profiler.tui.app import make_app
+from tui_profiler.tui.testing import Patcher, deterministic_env
+
+
+async def _shoot(out: Path, output_dir: str, host, size: tuple[int, int], suffix: str, light: bool = False) -> None:
+    app = make_app(output_dir=output_dir, host_limits=host, clock=lambda: 0.0)
+    async with app.run_test(size=size) as pilot:
+        if light:
+            app.theme = "textual-light"
+        await pilot.pause(0.3)
+        app.save_screenshot(str(out / f"setup{suffix}.svg"))
+        await pilot.press("f3")
+        await pilot.pause()
+        events = list(synthetic.event_stream(n_requests=24, failed_cell=1))
+        starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
+        for event in events[: starts[4] + 40]:
+            app.live_state.ingest(event)
+        await pilot.pause(0.5)
+        app.save_screenshot(str(out / f"live{suffix}.svg"))
+        await pilot.press("f4")
+        await pilot.pause(0.5)
+        app.save_screenshot(str(out / f"results{suffix}.svg"))
+        if not suffix:
+            await pilot.press("f")
+            await pilot.pause(0.3)
+            app.save_screenshot(str(out / "results-figure.svg"))
+            await pilot.press("h")
+            await pilot.pause(0.3)
+            app.save_screenshot(str(out / "results-histogram.svg"))
+            await pilot.press("m")
+            for _ in range(60):  # the fit runs in a thread
+                await pilot.pause(0.25)
+                if "fitting" not in str(app.screen.query_one("#fit-text").render()):
+                    break
+            app.save_screenshot(str(out / "results-fit.svg"))
+        await pilot.press("ctrl+q")
+
+
+def main(out_dir: str = "docs/screenshots") -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    patcher = Patcher()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            output_dir, host = deterministic_env(patcher, Path(tmp))
+            asyncio.run(_shoot(out, output_dir, host, (120, 40), ""))
+            asyncio.run(_shoot(out, output_dir, host, (80, 24), "-80x24"))
+            asyncio.run(_shoot(out, output_dir, host, (120, 40), "-light", light=True))
+    finally:
+        patcher.undo()
+    for path in sorted(out.glob("*.svg")):
+        print(path)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2])
