@@ -78,6 +78,7 @@ async def test_process_runtime_caps_follow_cgroup_writability() -> None:
             assert not target.enforced.cpus_enforced and not target.enforced.memory_enforced
             assert any("not enforced" in n for n in target.enforced.notes)
         assert sid in {s for _, s in find_orphan_processes()}  # findable after a SIGKILL of the profiler
+        assert sid not in {s for _, s in find_orphan_processes(only_dead_owners=True)}  # its owner (us) lives
     finally:
         facts = await rt.stop(target)
     assert facts["removed"] and not _alive(pid)

@@ -40,6 +40,7 @@ from tui_profiler.sample.cgroup import CGROUP_ROOT, CgroupPaths, cgroup_version,
 
 GROUP = "tui-profiler"
 SESSION_ENV = "TUI_PROFILER_SESSION"
+OWNER_ENV = "TUI_PROFILER_OWNER"  # "<pid>:<start ticks>" of the profiler that started the server
 JOIN_EXIT = 97  # the wrapper's exit status when it could not join the cgroup
 JOIN_SCRIPT = 'for f in $TUI_PROFILER_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; exec "$@"'
 REPO_ROOT = Path(__file__).resolve().parents[2]  # where `servers/` lives in a source checkout
@@ -236,7 +237,8 @@ class ProcessRuntime:
         await report_phase(on_phase, "create", phases["create"], "cgroup" if cgroup else "no cgroup")
 
         env = dict(os.environ)
-        env.update({"TUI_PROFILER_THREADS": spec.threads, SESSION_ENV: spec.session_id, **spec.env})
+        env.update({"TUI_PROFILER_THREADS": spec.threads, SESSION_ENV: spec.session_id,
+                    OWNER_ENV: _owner_token(os.getpid()) or "", **spec.env})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env["TUI_PROFILER_CGROUP_PROCS"] = " ".join(procs_files)
         self._assign_gpus(spec, env, enforced, facts)
@@ -421,9 +423,24 @@ def _remove_dirs(created: list[Path], cgroup: CgroupPaths | None = None) -> None
                 time.sleep(0.02)
 
 
-def find_orphan_processes() -> list[tuple[int, str]]:
-    """(pid, session id) of every live process started by a process runtime (TUI_PROFILER_SESSION set)."""
-    marker = f"{SESSION_ENV}=".encode()
+def _owner_token(pid: int) -> str | None:
+    """'<pid>:<start ticks>': a pid alone could be reused by an unrelated process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def _owner_alive(token: str) -> bool:
+    pid, _, _ = token.partition(":")
+    return bool(pid.isdigit()) and _owner_token(int(pid)) == token
+
+
+def find_orphan_processes(only_dead_owners: bool = False) -> list[tuple[int, str]]:
+    """(pid, session id) of every live server a process runtime started (TUI_PROFILER_SESSION in its
+    environment); with `only_dead_owners`, only those whose profiler no longer runs (after a SIGKILL)."""
+    marker, owner_marker = f"{SESSION_ENV}=".encode(), f"{OWNER_ENV}=".encode()
     found = []
     me = os.getpid()
     for entry in os.listdir("/proc"):
@@ -431,20 +448,24 @@ def find_orphan_processes() -> list[tuple[int, str]]:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
+                env = f.read().split(b"\0")
         except OSError:
             continue
-        for item in env.split(b"\0"):
-            if item.startswith(marker):
-                found.append((int(entry), item[len(marker) :].decode(errors="replace")))
-                break
+        session = next((i[len(marker) :].decode(errors="replace") for i in env if i.startswith(marker)), None)
+        if session is None:
+            continue
+        owner = next((i[len(owner_marker) :].decode() for i in env if i.startswith(owner_marker)), "")
+        if only_dead_owners and owner and _owner_alive(owner):
+            continue
+        found.append((int(entry), session))
     return found
 
 
-def kill_orphans(dry_run: bool = False) -> list[str]:
-    """Kill orphaned process-runtime servers (their process groups) and remove empty tui-profiler cgroups."""
+def kill_orphans(dry_run: bool = False, only_dead_owners: bool = False) -> list[str]:
+    """Kill orphaned process-runtime servers (their process groups) and remove empty tui-profiler cgroups.
+    `tui-profiler clean` kills them all; a starting sweep passes only_dead_owners=True."""
     out = []
-    for pid, session in find_orphan_processes():
+    for pid, session in find_orphan_processes(only_dead_owners):
         out.append(f"pid {pid} ({session})")
         if not dry_run:
             with contextlib.suppress(ProcessLookupError, PermissionError):
