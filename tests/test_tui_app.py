@@ -246,3 +246,30 @@ async def test_smoke_run_through_the_tui_on_the_real_engine(tmp_path, docker_cli
     left = await asyncio.to_thread(docker_client.containers.list, all=True,
                                    filters={"label": f"tui-profiler.session={session_id}"})
     assert not left
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_ctrl_q_during_a_run_stops_and_cleans_up(tmp_path, docker_client):
+    """`tui-profiler run smoke` opens the app live (start_live); Ctrl+Q mid-run stops the sweep, removes its
+    container, keeps the session resumable and exits 0."""
+    output = tmp_path / "output"
+    app = make_app(output_dir=str(output), preset="smoke", start_live=True,
+                   overrides=["resources.cpus=2", "resources.memory_gb=4", "input.scales=0.5",
+                              "load.requests=100000"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert await _wait(lambda: app.live_state.n_requests > 0 or (
+            app.sweep_worker is not None and not app.is_running_sweep()), 400, pilot)
+        assert app.is_running_sweep(), [text for _, _, text in app.live_state.logs]
+        assert isinstance(app.screen, LiveScreen)
+        session_id = app.live_state.session_id
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    assert app.return_code == 0
+    assert not app.is_running_sweep()
+    session_dir = Path(app.live_state.session_dir)
+    assert (session_dir / "meta.json").exists() and (session_dir / "requests.csv").exists()
+    left = await asyncio.to_thread(docker_client.containers.list, all=True,
+                                   filters={"label": f"tui-profiler.session={session_id}"})
+    assert not left
