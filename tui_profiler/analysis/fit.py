@@ -36,11 +36,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar, nnls
 
-from tui_profiler.analysis.importers import fit_rows, read_paths
+from tui_profiler.analysis.importers import fit_rows, read_paths, size_columns
 
 TARGETS = ("latency_s", "p50", "p99", "throughput")
 SPLITS = ("leave-config-out", "extrapolate-input", "random")
-SIZE_COLUMNS = ("pixels", "token_len")
 GROUP_KEYS = ("model", "task", "gpu_mode", "concurrency", "rate")
 PARSIMONY = 0.02  # forms within 2% (relative) of the best CV error count as ties; the simplest wins
 _EPS = 1e-12
@@ -166,7 +165,7 @@ class _Separable(Form):
             lambda f: _solve(self._design(s, c, f, knee, extra), y, self.nonneg)[1],
             bounds=(lo, hi),
             method="bounded",
-            options={"xatol": 1e-4},
+            options={"xatol": 1e-3},
         )
         return float(res.x)
 
@@ -281,7 +280,7 @@ def _mape(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def _config_ids(cells: pd.DataFrame) -> np.ndarray:
-    return cells["cpu_cores"].astype(str).to_numpy() + "/" + cells["mem_cap_gb"].astype(str).to_numpy()
+    return np.array([f"{c:g}/{m:g}" for c, m in zip(cells["cpu_cores"], cells["mem_cap_gb"], strict=True)])
 
 
 def split_folds(cells: pd.DataFrame, split: str, *, seed: int = 0, max_folds: int | None = None
@@ -591,36 +590,44 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
     if target not in TARGETS:
         raise ValueError(f"target: {target!r} — allowed: {', '.join(TARGETS)}")
     rows = rows.copy()
-    rows["size_column"] = np.where(rows["pixels"].notna(), "pixels", np.where(rows["token_len"].notna(), "token_len", ""))
-    rows["size"] = rows["pixels"].fillna(rows["token_len"]).fillna(1.0)
+    named_sizes = size_columns(rows)
+    rows["size_column"] = ""
+    rows["size"] = np.nan
+    for col in reversed(named_sizes):  # the first named size a row has wins
+        has = rows[col].notna()
+        rows.loc[has, "size_column"] = col
+        rows.loc[has, "size"] = rows.loc[has, col].astype(float)
+    rows["size"] = rows["size"].fillna(1.0)  # no input size recorded: one size, no size effect
     keys = [*GROUP_KEYS, "size_column", "cpu_cores", "mem_cap_gb", "size"]
     for col in ("mem_cap_gb", "concurrency", "rate"):  # groupby drops NaN keys; -1 = not recorded
         rows[col] = rows[col].astype(float).fillna(-1.0)
-    has_requests = bool((rows["row_kind"] == "request").any())
-    out = []
-    for key, part in rows.groupby(keys, sort=True):
-        req = part[part["row_kind"] == "request"]
-        agg = part[part["row_kind"] != "request"]
-        lat = req["latency_s"].to_numpy(float)
-        if len(req):
-            y = {
-                "latency_s": float(np.mean(lat)),
-                "p50": float(np.median(lat)),
-                "p99": float(np.percentile(lat, 99)),
-                # closed loop: each of `concurrency` workers sends back to back
-                "throughput": float(np.mean(lat)) / max(key[3], 1.0),
-            }[target]
-        else:
-            col = {"latency_s": "latency_s", "p50": "p50_s", "p99": "p99_s", "throughput": "throughput_rps"}[target]
-            vals = agg[col].to_numpy(float)
-            if target == "throughput":
-                vals = 1.0 / vals
-            vals = vals[np.isfinite(vals) & (vals > 0)]
-            if len(vals) == 0:
-                continue
-            y = float(np.mean(vals))
-        out.append(dict(zip(keys, key, strict=True)) | {"y": y, "n_rows": len(part)})
-    cells = pd.DataFrame(out, columns=[*keys, "y", "n_rows"])
+    is_request = rows["row_kind"] == "request"
+    has_requests = bool(is_request.any())
+    parts = []
+    if has_requests:
+        lat = rows[is_request].groupby(keys, sort=True)["latency_s"]
+        if target == "latency_s":
+            y = lat.mean()
+        elif target == "p50":
+            y = lat.median()
+        elif target == "p99":
+            y = lat.quantile(0.99)  # linear interpolation, as numpy.percentile
+        else:  # throughput: closed loop, `concurrency` workers each sending back to back
+            conc = lat.mean().index.get_level_values("concurrency").to_numpy(float)
+            y = lat.mean() / np.maximum(conc, 1.0)
+        parts.append(pd.DataFrame({"y": y, "n_rows": lat.size()}))
+    if not is_request.all():
+        col = {"latency_s": "latency_s", "p50": "p50_s", "p99": "p99_s", "throughput": "throughput_rps"}[target]
+        agg = rows[~is_request].copy()
+        vals = agg[col].astype(float)
+        agg["_v"] = 1.0 / vals if target == "throughput" else vals
+        agg = agg[np.isfinite(agg["_v"]) & (agg["_v"] > 0)]
+        grouped = agg.groupby(keys, sort=True)["_v"]
+        part = pd.DataFrame({"y": grouped.mean(), "n_rows": grouped.size()})
+        if parts:  # a cell with per-request rows is measured from them, not from a summary of them
+            part = part[~part.index.isin(parts[0].index)]
+        parts.append(part)
+    cells = pd.concat(parts).reset_index() if parts else pd.DataFrame(columns=[*keys, "y", "n_rows"])
     for col in ("mem_cap_gb", "concurrency", "rate"):
         cells[col] = cells[col].replace(-1.0, np.nan)
     return cells, has_requests

@@ -6,7 +6,8 @@ Tidy columns (one row per measurement; per-request rows or per-cell aggregates):
     source, model, task, gpu_mode ("on"|"off"), cpu_cores, mem_cap_gb, pixels, token_len, concurrency, rate,
     latency_s, p50_s, p99_s, throughput_rps, warmup (bool), status (str), row_kind ("request"|"aggregate")
 
-`pixels` / `token_len` is NaN where the file has no such size; p50/p99/throughput only come from cells.csv
+`pixels` / `token_len` is NaN where the file has no such size. A wide file whose first column names another
+input size (AC-Prof's silero.csv: `text_chars`) keeps that name as an extra size column after these; p50/p99/throughput only come from cells.csv
 (per-request rows are aggregated by the fitter). Nothing is imputed: a missing value stays NaN.
 """
 
@@ -40,8 +41,10 @@ TIDY_COLUMNS = [
     "row_kind",
 ]
 
-# AC-Prof wide column names: `CPU4+Mem8`, `GPU+CPU8+Mem16` (order-tolerant, case-insensitive).
-_CONFIG_RE = re.compile(r"^(?P<gpu>GPU\+)?CPU(?P<cpu>\d+(?:\.\d+)?)\+Mem(?P<mem>\d+(?:\.\d+)?)$", re.IGNORECASE)
+SIZE_COLUMNS = ("pixels", "token_len")  # the named input sizes; a wide file may bring another (see above)
+# AC-Prof wide column names: `CPU4+Mem8`, `GPU+CPU8+Mem16`, `CPU8` (parts in any order, case-insensitive).
+_CONFIG_PART = re.compile(r"^(?:(?P<gpu>GPU)|CPU(?P<cpu>\d+(?:\.\d+)?)|MEM(?P<mem>\d+(?:\.\d+)?))$", re.IGNORECASE)
+_SIZE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*$")
 _WIDE_SIZE_NAMES = {"pixels": "pixels", "pixel": "pixels", "tokens": "token_len", "token_len": "token_len",
                     "token": "token_len", "seq_len": "token_len", "sequence_length": "token_len"}
 # Long-format columns that identify a per-request file (AC-Prof long and our requests.csv).
@@ -63,12 +66,34 @@ class DataFormatError(ValueError):
     """A file could not be read as latency data; the message is one line naming the file."""
 
 
+def parse_config(name: str) -> tuple[bool, float, float | None] | None:
+    """`GPU+CPU8+Mem16` -> (gpu, cpus, mem_gb); `CPU8` -> (False, 8.0, None); None when not a config."""
+    gpu, cpu, mem = False, None, None
+    for part in str(name).strip().split("+"):
+        m = _CONFIG_PART.match(part.strip())
+        if m is None:
+            return None
+        if m["gpu"]:
+            gpu = True
+        elif m["cpu"] is not None:
+            cpu = float(m["cpu"])
+        else:
+            mem = float(m["mem"])
+    return None if cpu is None else (gpu, cpu, mem)
+
+
+def size_columns(df: pd.DataFrame) -> list[str]:
+    """The input-size columns of a tidy frame: pixels, token_len, then any a wide file named itself."""
+    return [*SIZE_COLUMNS, *(c for c in df.columns if c not in TIDY_COLUMNS)]
+
+
 def read_paths(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Read every path (file or session folder) into one tidy frame."""
     frames = [read_path(p) for p in paths]
     if not frames:
         raise DataFormatError("no input paths given")
-    return pd.concat(frames, ignore_index=True)[TIDY_COLUMNS]
+    df = pd.concat(frames, ignore_index=True)
+    return df[TIDY_COLUMNS + [c for c in df.columns if c not in TIDY_COLUMNS]]
 
 
 def read_path(path: str | Path) -> pd.DataFrame:
@@ -98,7 +123,8 @@ def read_path(path: str | Path) -> pd.DataFrame:
 def detect_format(df: pd.DataFrame) -> str:
     """'wide' | 'long' | 'cells' | 'unknown'."""
     cols = [str(c).strip() for c in df.columns]
-    if len(cols) >= 2 and cols[0].lower() in _WIDE_SIZE_NAMES and all(_CONFIG_RE.match(c) for c in cols[1:]):
+    if (len(cols) >= 2 and _SIZE_NAME_RE.match(cols[0]) and parse_config(cols[0]) is None
+            and all(parse_config(c) for c in cols[1:])):
         return "wide"
     lower = {c.lower() for c in cols}
     if _LONG_REQUIRED <= lower and ("warmup" in lower or "repeat_idx" in lower or "timestamp_ms" in lower):
@@ -147,21 +173,25 @@ def _meta_str(meta: dict, *keys: str) -> str:
 
 def _from_wide(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     size_col = str(df.columns[0]).strip()
-    size_name = _WIDE_SIZE_NAMES[size_col.lower()]
+    lowered = size_col.lower().replace(" ", "_")
+    size_name = _WIDE_SIZE_NAMES.get(lowered, lowered)
+    if size_name in TIDY_COLUMNS and size_name not in SIZE_COLUMNS:
+        raise DataFormatError(f"{path}: first column {size_col!r} is not an input size")
     rows = []
     sizes = pd.to_numeric(df.iloc[:, 0], errors="coerce")
     for col in df.columns[1:]:
-        m = _CONFIG_RE.match(str(col).strip())
-        assert m is not None  # detect_format checked every column
+        config = parse_config(str(col))
+        assert config is not None  # detect_format checked every column
+        gpu, cpus, mem = config
         values = pd.to_numeric(df[col], errors="coerce")
         for size, value in zip(sizes, values, strict=True):
             rows.append(
                 {
                     "model": path.stem,
                     "task": size_name,
-                    "gpu_mode": "on" if m["gpu"] else "off",
-                    "cpu_cores": float(m["cpu"]),
-                    "mem_cap_gb": float(m["mem"]),
+                    "gpu_mode": "on" if gpu else "off",
+                    "cpu_cores": cpus,
+                    "mem_cap_gb": np.nan if mem is None else mem,
                     size_name: size,
                     "latency_s": value,
                     "warmup": False,
@@ -251,7 +281,7 @@ def _tidy(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     df["model"] = df["model"].fillna("").astype(str)
     df["warmup"] = df["warmup"].fillna(False).astype(bool)
     df["status"] = df["status"].fillna("ok").astype(str)
-    return df[TIDY_COLUMNS].reset_index(drop=True)
+    return df[TIDY_COLUMNS + [c for c in df.columns if c not in TIDY_COLUMNS]].reset_index(drop=True)
 
 
 def fit_rows(tidy: pd.DataFrame) -> pd.DataFrame:

@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--pixels", type=float, metavar="N", help="input size for --recommend (image models)")
     size.add_argument("--token-len", type=float, metavar="N", help="input size for --recommend (text models)")
+    size.add_argument("--size", type=float, metavar="N",
+                      help="input size for --recommend in the data's own unit (e.g. a wide file's text_chars)")
     p.add_argument("--model", help="which model to predict / recommend for, when several are fitted")
     p.add_argument("--cost-cpu", type=float, default=None, help="cost weight per CPU core (default 1.0)")
     p.add_argument("--cost-gb", type=float, default=None, help="cost weight per GB of memory (default 0.125)")
@@ -43,8 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def parse_point(text: str) -> dict[str, object]:
-    """'cpu_cores=3,mem_cap_gb=6,gpu_mode=off,pixels=40000' -> dict; ValueError naming the bad field."""
+def parse_point(text: str, size_fields: tuple[str, ...] = ()) -> dict[str, object]:
+    """'cpu_cores=3,mem_cap_gb=6,gpu_mode=off,pixels=40000' -> dict; ValueError naming the bad field.
+    `size_fields`: further input-size names the data brings (a wide file's own first column)."""
+    numeric = (*_NUMERIC_FIELDS, *size_fields)
     point: dict[str, object] = {}
     for part in text.split(","):
         part = part.strip()
@@ -53,7 +57,7 @@ def parse_point(text: str) -> dict[str, object]:
         if "=" not in part:
             raise ValueError(f"--predict: {part!r} — expected FIELD=VALUE")
         key, value = (x.strip() for x in part.split("=", 1))
-        if key in _NUMERIC_FIELDS:
+        if key in numeric:
             try:
                 point[key] = float(value)
             except ValueError:
@@ -61,7 +65,7 @@ def parse_point(text: str) -> dict[str, object]:
         elif key in ("gpu_mode", "model", "task"):
             point[key] = value
         else:
-            raise ValueError(f"{key}: unknown field — allowed: {', '.join((*_NUMERIC_FIELDS, 'gpu_mode', 'model', 'task'))}")
+            raise ValueError(f"{key}: unknown field — allowed: {', '.join((*numeric, 'gpu_mode', 'model', 'task'))}")
     if "cpu_cores" not in point:
         raise ValueError("cpu_cores: missing from --predict")
     return point
@@ -84,8 +88,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.recommend:
         if args.slo_p99 is None:
             raise ValueError("--slo-p99: required with --recommend")
-        if args.pixels is None and args.token_len is None:
-            raise ValueError("--pixels: --recommend needs the input size (--pixels N or --token-len N)")
+        if args.pixels is None and args.token_len is None and args.size is None:
+            raise ValueError("--pixels: --recommend needs the input size (--pixels N, --token-len N or --size N)")
     for name in ("cost_cpu", "cost_gb", "cost_gpu"):
         v = getattr(args, name)
         if v is not None and v < 0:
@@ -106,7 +110,7 @@ def _main(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from tui_profiler.analysis.fit import fit_frame, json_safe, predicted_column
-    from tui_profiler.analysis.importers import fit_rows, read_paths
+    from tui_profiler.analysis.importers import fit_rows, read_paths, size_columns
     from tui_profiler.analysis.recommend import (
         DEFAULT_COST_CPU,
         DEFAULT_COST_GB,
@@ -115,7 +119,10 @@ def _main(args: argparse.Namespace) -> int:
     )
     from tui_profiler.analysis.report import render
 
-    points = [parse_point(t) for t in args.predict]
+    paths = [str(p) for p in args.paths]
+    tidy = read_paths(paths)
+    extra_sizes = tuple(c for c in size_columns(tidy) if c not in ("pixels", "token_len"))
+    points = [parse_point(t, extra_sizes) for t in args.predict]
     if args.model:
         points = [{"model": args.model} | p for p in points]
     points_df = None
@@ -129,9 +136,7 @@ def _main(args: argparse.Namespace) -> int:
         if args.model and "model" not in points_df.columns:
             points_df.insert(0, "model", args.model)
 
-    paths = [str(p) for p in args.paths]
-    tidy = read_paths(paths)
-    if args.recommend:
+    if args.recommend and args.size is None:
         _check_size_flag(args, tidy)
     report = fit_frame(tidy, target=args.target, split=args.split, sources=paths)
     print(render(report, plots=not args.no_plot, color=sys.stdout.isatty()))
@@ -162,12 +167,13 @@ def _main(args: argparse.Namespace) -> int:
             rec_report = fit_frame(tidy, target="p99", split=args.split, sources=paths)
         elif not has_p99 and args.target != "latency_s":
             rec_report = fit_frame(tidy, target="latency_s", split=args.split, sources=paths)
-        size_column = "pixels" if args.pixels is not None else "token_len"
+        size_column = "pixels" if args.pixels is not None else "token_len" if args.token_len is not None else None
+        size_value = next(v for v in (args.pixels, args.token_len, args.size) if v is not None)
         rec = recommend(
             rec_report,
             rows,
             slo_s=args.slo_p99,
-            size=args.pixels if args.pixels is not None else args.token_len,
+            size=size_value,
             size_column=size_column,
             model=args.model,
             cost_cpu=DEFAULT_COST_CPU if args.cost_cpu is None else args.cost_cpu,
