@@ -129,3 +129,13 @@ def test_wide_with_token_column(tmp_path):
     df = read_path(path)
     assert df["token_len"].notna().all() and df["pixels"].isna().all()
     assert set(zip(df["gpu_mode"], df["cpu_cores"], strict=True)) == {("off", 2.0), ("on", 4.0)}
+
+
+def test_wide_with_its_own_size_name_and_cpu_only_configs(tmp_path):
+    path = tmp_path / "tts.csv"
+    path.write_text("text_chars,CPU4,CPU2,CPU1\n10,0.1,0.2,0.4\n20,0.11,0.21,0.42\n")
+    df = read_path(path)
+    assert df["text_chars"].tolist() == [10, 20, 10, 20, 10, 20]
+    assert df["mem_cap_gb"].isna().all() and sorted(df["cpu_cores"].unique()) == [1, 2, 4]
+    cells, _ = build_cells(fit_rows(df), "latency_s")
+    assert set(cells["size_column"]) == {"text_chars"}
