@@ -20,7 +20,7 @@ from tui_profiler.sample import ResourceSampler
 from tui_profiler.sample.cgroup import CgroupPaths, CgroupReader, find_container_cgroup
 
 MIB = 2**20
-# A CPU hog (two spinning processes: demand 2 cores against a 0.2 quota, so every period throttles) that
+# A CPU hog (two spinning processes: demand 2 cores against a 0.1 quota, so every period throttles) that
 # also holds ~200 MiB and answers HTTP for the readiness probe.
 BUSY = (
     "import http.server, os\n"
@@ -47,7 +47,7 @@ async def busy_target(docker_client):  # type: ignore[no-untyped-def]
     rt = DockerRuntime()
     sid = f"test-sample-{secrets.token_hex(3)}"
     spec = TargetSpec(session_id=sid, image="tui-profiler-base:bookworm", model="", command=["python3", "-c", BUSY],
-                      cpus=0.2, memory_gb=0.5, readiness=ReadinessProbe(path="/", timeout_s=60))
+                      cpus=0.1, memory_gb=0.5, readiness=ReadinessProbe(path="/", timeout_s=60))
     target = await rt.start(spec)
     try:
         yield target
@@ -77,13 +77,13 @@ async def test_cgroup_sampler_on_busy_container(busy_target: RunningTarget) -> N
     assert summary.sample_rate_hz is not None and summary.sample_rate_hz >= 10
     assert len(got) >= 25 and threads == {threading.get_ident()}  # delivered on the loop's thread
     assert all(s.cell_index == 7 for s in got)
-    # CPU: never clearly above the 0.2 quota; and it agrees with the kernel's per-process accounting
+    # CPU: never clearly above the 0.1 quota; and it agrees with the kernel's per-process accounting
     # (/proc/<pid>/stat), an independent source. On a quiet host it sits at the quota; on this shared
     # 2-core box other work can starve it, so 'at the quota' is not asserted absolutely.
-    assert summary.mean_cpu_cores is not None and 0.05 <= summary.mean_cpu_cores <= 0.22, summary
-    assert abs(summary.mean_cpu_cores - procfs_mean) <= 0.05 + 0.15 * procfs_mean, (summary, procfs_mean)
-    assert summary.peak_cpu_cores is not None and summary.peak_cpu_cores <= 0.35
-    assert got[-1].cpu_cap == pytest.approx(0.2)
+    assert summary.mean_cpu_cores is not None and 0.01 <= summary.mean_cpu_cores <= 0.12, summary
+    assert abs(summary.mean_cpu_cores - procfs_mean) <= 0.02 + 0.15 * procfs_mean, (summary, procfs_mean)
+    assert summary.peak_cpu_cores is not None and summary.peak_cpu_cores <= 0.2
+    assert got[-1].cpu_cap == pytest.approx(0.1)
     # throttling under a tight quota
     assert summary.throttled_periods and summary.throttled_periods > 0
     assert summary.throttled_s and summary.throttled_s > 0
@@ -121,7 +121,7 @@ async def test_docker_stats_fallback(busy_target: RunningTarget) -> None:
     assert 1 <= len(got) <= 6  # about 1 Hz
     assert any(s.cpu_cores is not None for s in got)
     assert all(s.mem_bytes is not None and s.mem_bytes >= 200 * MIB for s in got)
-    assert summary.mean_cpu_cores is not None and 0.02 <= summary.mean_cpu_cores <= 0.25, summary
+    assert summary.mean_cpu_cores is not None and 0.005 <= summary.mean_cpu_cores <= 0.15, summary
     assert summary.peak_mem_bytes is not None and summary.peak_mem_bytes <= busy_target.enforced.memory_bytes_requested
 
 
