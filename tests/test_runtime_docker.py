@@ -204,3 +204,32 @@ async def test_cleanup_session_and_clean_listing(docker_client) -> None:  # type
         assert not _labelled(docker_client, sid)
     finally:
         remove_labelled(f"{SESSION_LABEL}={sid}")
+
+
+async def test_port_conflict_is_retried_with_the_reason(docker_client, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A host port taken between choosing it and publishing it: the runtime retries on another one and
+    keeps the reason in the facts."""
+    import socket
+
+    import tui_profiler.runtime.docker as docker_runtime
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy_port = taken.getsockname()[1]
+    ports = iter([busy_port])
+    real_free_port = docker_runtime.free_port
+    monkeypatch.setattr(docker_runtime, "free_port", lambda: next(ports, None) or real_free_port())
+    rt = DockerRuntime()
+    sid = _sid("port")
+    try:
+        target = await rt.start(_http_server_spec(sid))
+        try:
+            retries = target.facts.get("port_retries", [])
+            assert len(retries) == 1 and retries[0].startswith(f"{busy_port}: ")
+            assert target.facts["host_port"] != busy_port
+        finally:
+            await rt.stop(target)
+    finally:
+        taken.close()
+    assert not _labelled(docker_client, sid)
