@@ -139,3 +139,15 @@ def test_wide_with_its_own_size_name_and_cpu_only_configs(tmp_path):
     assert df["mem_cap_gb"].isna().all() and sorted(df["cpu_cores"].unique()) == [1, 2, 4]
     cells, _ = build_cells(fit_rows(df), "latency_s")
     assert set(cells["size_column"]) == {"text_chars"}
+
+
+def test_recommend_from_requests_uses_p99(tmp_path):
+    from tui_profiler.analysis.recommend import recommend_paths
+
+    folder = tmp_path / "session"
+    _write_session(folder, np.random.default_rng(1))
+    rec = recommend_paths([str(folder)], slo_s=0.1, size=112896, size_column="pixels", host_cpus=4)
+    assert rec.target == "p99"
+    assert not any("MEAN" in c for c in rec.caveats)
+    # 0.01 + 4e-7 * 112896 / cpus <= 0.1 from about 0.5 CPUs; measured 1..4, so the cheapest in range is 1
+    assert rec.best is not None and rec.best.cpu_cores == 1.0 and not rec.best.extrapolated

@@ -108,20 +108,18 @@ def _amdahl(c: np.ndarray, f: float, knee: float) -> np.ndarray:
     return (1.0 - f) + f / np.minimum(c, knee)
 
 
-def _solve(x: np.ndarray, y: np.ndarray, nonneg: bool) -> tuple[np.ndarray, float]:
-    """Coefficients minimising sum(((x @ beta) / y - 1)^2), and that sum."""
+def _solve(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative coefficients minimising sum(((x @ beta) / y - 1)^2), and that sum. Non-negative:
+    costs and work never subtract, so no two terms can cancel and blow up away from the data."""
     xw = x / y[:, None]
-    ones = np.ones_like(y)
-    if nonneg:
-        beta, _ = nnls(xw, ones)
-    else:
-        beta = np.linalg.lstsq(xw, ones, rcond=None)[0]
+    beta, _ = nnls(xw, np.ones_like(y))
     r = xw @ beta - 1.0
     return beta, float(r @ r)
 
 
 def _knees(c: np.ndarray) -> list[float]:
-    """Knee candidates: each distinct CPU count above the smallest, and 'no knee'."""
+    """Knee candidates: each distinct CPU count between the smallest and the largest, and 'no knee'
+    (a knee at the largest count is the same law as none)."""
     u = np.unique(c)
     return [float(k) for k in u[1:-1]] + [math.inf]
 
@@ -130,9 +128,7 @@ _F_GRID = np.linspace(0.0, 1.0, 11)
 
 
 class _Separable(Form):
-    """L = t0 + W(S)·g(C): subclasses give the columns of W (already multiplied by nothing)."""
-
-    nonneg = True
+    """L = t0 + W(S)·g(C), g the Amdahl law with a knee; subclasses give the basis columns of W(S)."""
 
     def work_columns(self, s: np.ndarray, extra: dict[str, float]) -> list[np.ndarray]:  # pragma: no cover
         raise NotImplementedError
@@ -146,11 +142,11 @@ class _Separable(Form):
     ) -> tuple[float, float, float]:
         """(sse, f, knee) on the grid; one CPU value in the data means no CPU law (f = 0)."""
         if len(np.unique(c)) < 2:
-            return _solve(self._design(s, c, 0.0, math.inf, extra), y, self.nonneg)[1], 0.0, math.inf
+            return _solve(self._design(s, c, 0.0, math.inf, extra), y)[1], 0.0, math.inf
         best = (math.inf, 0.0, math.inf)
         for knee in _knees(c):
             for f in f_grid:
-                sse = _solve(self._design(s, c, f, knee, extra), y, self.nonneg)[1]
+                sse = _solve(self._design(s, c, f, knee, extra), y)[1]
                 if sse < best[0]:
                     best = (sse, float(f), knee)
         return best
@@ -162,7 +158,7 @@ class _Separable(Form):
             return 0.0
         lo, hi = max(0.0, f0 - 0.1), min(1.0, f0 + 0.1)
         res = minimize_scalar(
-            lambda f: _solve(self._design(s, c, f, knee, extra), y, self.nonneg)[1],
+            lambda f: _solve(self._design(s, c, f, knee, extra), y)[1],
             bounds=(lo, hi),
             method="bounded",
             options={"xatol": 1e-3},
@@ -171,7 +167,7 @@ class _Separable(Form):
 
     def _finish(self, s: np.ndarray, c: np.ndarray, y: np.ndarray, extra: dict[str, float], f: float, knee: float,
                 scale: float, names: Sequence[str]) -> Fitted:
-        beta, _ = _solve(self._design(s, c, f, knee, extra), y, self.nonneg)
+        beta, _ = _solve(self._design(s, c, f, knee, extra), y)
         params = {"t0": float(beta[0])}
         for name, b in zip(names, beta[1:], strict=True):
             # Report per-unit coefficients in the original size unit (the fit ran on S / scale).
@@ -231,7 +227,7 @@ class PiecewiseLinear(_Separable):
         _, f, knee = self._best_cpu_law(ss, c, y, extra, _F_GRID[::2])
         best = (math.inf, extra["breakpoint"])
         for b in candidates:
-            sse = _solve(self._design(ss, c, f, knee, {"breakpoint": float(b)}), y, self.nonneg)[1]
+            sse = _solve(self._design(ss, c, f, knee, {"breakpoint": float(b)}), y)[1]
             if sse < best[0]:
                 best = (sse, float(b))
         extra = {"breakpoint": best[1]}
@@ -633,6 +629,21 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
     return cells, has_requests
 
 
+def _held_out_mape(form: Form, s: np.ndarray, c: np.ndarray, y: np.ndarray,
+                   folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """One form's pooled held-out MAPE over the outer folds, without selection (NaN if it cannot fit)."""
+    ys, ps = [], []
+    for tr, te in folds:
+        if not _min_cells(form, s[tr], c[tr]):
+            return math.nan
+        try:
+            ps.append(form.fit(s[tr], c[tr], y[tr]).predict(s[te], c[te]))
+        except (ValueError, np.linalg.LinAlgError):
+            return math.nan
+        ys.append(y[te])
+    return _mape(np.concatenate(ys), np.concatenate(ps))
+
+
 def fit_group(cells: pd.DataFrame, target: str, split: str) -> GroupFit:
     cells = cells.reset_index(drop=True)
     s, c, y = _xy(cells)
@@ -654,51 +665,33 @@ def fit_group(cells: pd.DataFrame, target: str, split: str) -> GroupFit:
 
     # Nested held-out evaluation: on each outer fold, select by inner CV and fit on the training part only.
     folds = split_folds(cells, split)
-    test_y, test_p, test_idx, chosen, train_metrics = [], [], [], [], []
-    by_form: dict[str, list[np.ndarray]] = {k: [] for k in FORMS}
+    test_p, test_idx, chosen, train_metrics = [], [], [], []
     for tr, te in folds:
-        sub = cells.iloc[tr].reset_index(drop=True)
-        f_tr, _ = fit_selected(sub, split)
+        f_tr, _ = fit_selected(cells.iloc[tr].reset_index(drop=True), split)
         chosen.append(f_tr.form)
-        test_y.append(y[te])
         test_p.append(f_tr.predict(s[te], c[te]))
         test_idx.append(te)
         train_metrics.append(metrics(y[tr], f_tr.predict(s[tr], c[tr])))
-        for name, form in FORMS.items():
-            if by_form[name] is not None and _min_cells(form, s[tr], c[tr]):
-                try:
-                    by_form[name].append(form.fit(s[tr], c[tr], y[tr]).predict(s[te], c[te]))
-                    continue
-                except (ValueError, np.linalg.LinAlgError):
-                    pass
-            by_form[name] = None  # type: ignore[assignment]
     if folds:
-        ty, tp, ti = np.concatenate(test_y), np.concatenate(test_p), np.concatenate(test_idx)
-        test = metrics(ty, tp)
+        idx, pred = np.concatenate(test_idx), np.concatenate(test_p)
+        test = metrics(y[idx], pred)
         train = {k: float(np.mean([m[k] for m in train_metrics])) for k in ("r2", "mae", "mape_pct")}
         train["n"] = len(cells)
-        test_by_form = {k: (_mape(ty, np.concatenate(v)) if v else math.nan) for k, v in by_form.items()}
-        rel = (tp - ty) / ty * 100.0
-        order = np.argsort(-np.abs(rel))
-        worst = [
-            {"cpu_cores": float(c[ti[i]]), "mem_cap_gb": float(cells["mem_cap_gb"].iloc[ti[i]]),
-             "size": float(s[ti[i]]), "actual": float(ty[i]), "predicted": float(tp[i]), "error_pct": float(rel[i])}
-            for i in order[:5]
-        ]
-        residuals = [(float(s[ti[i]]), float(rel[i])) for i in range(len(ti))]
+        test_by_form = {name: _held_out_mape(form, s, c, y, folds) for name, form in FORMS.items()}
     else:
+        idx, pred = np.arange(len(cells)), train_pred
         test = metrics(np.array([]), np.array([]))
         train = metrics(y, train_pred)
         test_by_form = dict.fromkeys(FORMS, math.nan)
-        rel = (train_pred - y) / y * 100.0
-        order = np.argsort(-np.abs(rel))
-        worst = [
-            {"cpu_cores": float(c[i]), "mem_cap_gb": float(cells["mem_cap_gb"].iloc[i]), "size": float(s[i]),
-             "actual": float(y[i]), "predicted": float(train_pred[i]), "error_pct": float(rel[i])}
-            for i in order[:5]
-        ]
-        residuals = [(float(s[i]), float(rel[i])) for i in range(len(s))]
         caveats.append(f"no held-out test for split {split} (too few configs or input sizes); residuals are training residuals")
+    rel = (pred - y[idx]) / y[idx] * 100.0
+    mem = cells["mem_cap_gb"].to_numpy(float)
+    worst = [
+        {"cpu_cores": float(c[idx[i]]), "mem_cap_gb": float(mem[idx[i]]), "size": float(s[idx[i]]),
+         "actual": float(y[idx[i]]), "predicted": float(pred[i]), "error_pct": float(rel[i])}
+        for i in np.argsort(-np.abs(rel))[:5]
+    ]
+    residuals = [(float(s[j]), float(r)) for j, r in zip(idx, rel, strict=True)]
     if target == "p99" and int(cells["n_rows"].min()) < 100:
         caveats.append(f"p99 from as few as {int(cells['n_rows'].min())} requests per cell: it is close to the maximum")
     return GroupFit(key, size_column, target, split, len(cells), int(cells["n_rows"].sum()), ranges, fitted,
