@@ -35,18 +35,24 @@ class PresetError(ValueError):
         self.value = value
         self.allowed = allowed
         shown = _show(value)
-        super().__init__(f"{source}: {fieldname}: {shown} — {allowed}")
+        super().__init__(_printable(f"{source}: {fieldname}: {shown} — {allowed}"))
 
     @classmethod
     def verbatim(cls, source: str, fieldname: str, message: str) -> PresetError:
         """Wrap a one-line message that already names the file and the field (e.g. the template parser's)."""
         err = cls(source, fieldname, "", "")
         err.allowed = message
-        err.args = (message,)
+        err.args = (_printable(message),)
         return err
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+def _printable(text: str) -> str:
+    """Escape control characters (a key like "a\\u001e" or "\\u001b[2J" from a preset file): the message
+    stays one line and never drives the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _show(value: Any) -> str:
