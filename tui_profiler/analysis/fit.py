@@ -470,14 +470,14 @@ class FitReport:
             lines.append(f"{g.label}: {g.n_cells} cells from {g.n_rows} rows, size={g.size_column or '-'}")
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in g.fitted.params.items())
             lines.append(f"  form {g.fitted.form}: {params}")
-            cv = ", ".join(f"{k} {_fmt(v)}%" for k, v in g.cv_scores.items())
+            cv = ", ".join(f"{k} {_pct(v)}" for k, v in g.cv_scores.items())
             lines.append(f"  CV MAPE (selection): {cv}")
-            lines.append(f"  train: R² {_fmt(g.train['r2'])}, MAE {_fmt(g.train['mae'])}, MAPE {_fmt(g.train['mape_pct'])}%")
+            lines.append(f"  train: R² {_fmt(g.train['r2'])}, MAE {_fmt(g.train['mae'])}, MAPE {_pct(g.train['mape_pct'])}")
             if g.test["n"]:
                 lines.append(
                     f"  test ({g.split}, n={g.test['n']}): R² {_fmt(g.test['r2'])}, MAE {_fmt(g.test['mae'])}, "
-                    f"MAPE {_fmt(g.test['mape_pct'])}%   [each form alone: "
-                    + ", ".join(f"{k} {_fmt(v)}%" for k, v in g.test_by_form.items()) + "]"
+                    f"MAPE {_pct(g.test['mape_pct'])}   [each form alone: "
+                    + ", ".join(f"{k} {_pct(v)}" for k, v in g.test_by_form.items()) + "]"
                 )
             else:
                 lines.append(f"  test ({g.split}): not possible for this group")
@@ -567,6 +567,10 @@ def predict_point(g: GroupFit, point: dict[str, Any]) -> tuple[float, str]:
         if v < lo - 1e-9 or v > hi + 1e-9:
             outside.append(f"{name}={v:g} outside trained {lo:g}..{hi:g}")
     return value, "; ".join(outside)
+
+
+def _pct(v: float) -> str:
+    return f"{v:.4g}%" if math.isfinite(v) else "n/a"
 
 
 def _fmt(v: Any) -> str:
