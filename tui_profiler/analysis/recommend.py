@@ -146,6 +146,7 @@ def recommend(
     if report.target != "p99":
         caveats.append("no per-request rows: the SLO is compared with the predicted MEAN latency, which "
                        "understates p99")
+    caveats += sorted({c for g in groups for c in g.caveats if c.startswith("p99 from")})
     if best is not None and best.warning:
         caveats.append(f"the recommended point lies outside the measured range: {best.warning}")
     return Recommendation(slo_s, report.target, size_column, size, best, candidates, caveats)
