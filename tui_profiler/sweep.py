@@ -105,6 +105,30 @@ def find_orphans(remove: bool = True) -> list[str]:
         client.close()
 
 
+async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
+    """Run a long blocking call (an image build) in a daemon thread. Unlike asyncio.to_thread, a stop
+    request does not have to wait for it: the interpreter's exit does not join a daemon thread."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def work() -> None:
+        try:
+            outcome = (True, fn())
+        except BaseException as exc:
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=work, name="tui-profiler-image", daemon=True).start()
+    return await future
+
+
 def _gpu_mode(gpus: int) -> str:
     return "on" if gpus else "off"
 
@@ -311,7 +335,7 @@ class SweepRunner:
                 from tui_profiler.images import ensure_server_image
 
                 self._log("info", "checking the model-server image (built once; the layer cache makes it quick)")
-                self._image = await self._interruptible(asyncio.to_thread(ensure_server_image))
+                self._image = await self._interruptible(_in_daemon_thread(ensure_server_image))
         except _Stopped:
             raise
         except TargetFailed as exc:
@@ -402,6 +426,8 @@ class SweepRunner:
     async def _start_target(self, cell: Cell) -> tuple[RunningTarget, dict[str, Any]]:
         """Start the container for a group; returns it and its cold-start record (phases so far)."""
         if self.url:
+            if not self.preset.target:
+                self._model_facts = await self._server_info(self.url)
             return RunningTarget(base_url=self.url, ident="url", enforced=EnforcedCaps()), {"phases": {}}
         assert self.runtime is not None
         phases: dict[str, float | None] = {}

@@ -1,0 +1,100 @@
+"""The command line: `presets list|show|validate`, one-line errors with exit code 2, and `run --url` against
+a real model server running as a local process (no container: the same files, resource columns empty)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tui_profiler.store import read_rows
+
+
+def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tui_profiler", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_presets_list_show_validate(tmp_path: Path) -> None:
+    out = cli("presets", "list", env={"COLUMNS": "200"})
+    assert out.returncode == 0
+    for name in ("smoke", "fcn_resnet50", "text_encoder"):
+        assert name in out.stdout
+    out = cli("presets", "show", "smoke", "--set", "resources.cpus=0.5,2")
+    assert out.returncode == 0 and 'model = "mobilenet_v3_small"' in out.stdout and "# plan: 6 cells" in out.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('model = "resnet50"\n[load]\nconcurency = [2]\n')
+    out = cli("presets", "validate", str(bad), "smoke")
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"{bad}: load.concurency: unknown key — did you mean 'concurrency'? " \
+        "allowed: mode, concurrency, rates, arrival, connections, requests, duration_s, warmup, timeout_s, stable_ci"
+    assert "1 valid, 1 invalid" in out.stdout
+
+
+def test_run_with_a_bad_preset_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    out = cli("run", "smoke", "--headless", "--output", str(tmp_path), "--set", "resources.cpus=1000")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "resources.cpus: 1000.0 — at most" in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing started, nothing written
+    out = cli("run", "--headless")
+    assert out.returncode == 2 and "give a preset" in out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def local_server():  # type: ignore[no-untyped-def]
+    pytest.importorskip("torch")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "servers.model_server", "--model", "mobilenet_v3_small",
+                             "--weights", "random", "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
+                            env={**os.environ, "TUI_PROFILER_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"model server exited: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("model server never became ready")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_run_url_writes_the_same_files(local_server: str, tmp_path: Path) -> None:
+    out = cli("run", "--url", local_server, "--concurrency", "2", "--requests", "10", "--headless",
+              "--output", str(tmp_path), "--set", "input.scales=0.5,1", "--set", "load.warmup=1", timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (session,) = list(tmp_path.iterdir())
+    assert {p.name for p in session.iterdir()} >= {"requests.csv", "cells.csv", "samples.csv", "meta.json"}
+    cells = read_rows(session / "cells.csv")[1]
+    assert [c["status"] for c in cells] == ["ok", "ok"] and [c["concurrency"] for c in cells] == ["2", "2"]
+    for c in cells:
+        assert c["n"] == "10" and c["cpu_cores"] == "" and c["cold_start_s"] == "" and c["peak_mem_bytes"] == ""
+        assert float(c["p50_s"]) > 0 and float(c["throughput_rps"]) > 0
+    rows = read_rows(session / "requests.csv")[1]
+    assert Counter(r["cell_index"] for r in rows) == {"0": 11, "1": 11}
+    assert all(r["server_total_ms"] != "" and r["cpu_cores"] == "" for r in rows)
+    assert rows[0]["model_name"] == "mobilenet_v3_small"  # from the server's /info
+    assert "session ok" in out.stdout

@@ -1,0 +1,222 @@
+"""The engine end to end on the real Docker engine, with the real model server and a real torchvision model.
+
+One module-scoped sweep of the `smoke` preset (MobileNetV3-Small, scales 0.5/1/2) over three resource
+configs: first one whose memory cap is far below what the server needs (it must end as an OOM cell and the
+sweep must go on), then the preset's own 0.5 CPU / 1 GiB and 2 CPU / 4 GiB. Then a headless run interrupted
+by SIGINT during its load, resumed to completion.
+
+Performance checks are ratios with margin, never absolute times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from statistics import median
+
+import pytest
+
+from tests.conftest import REPO, SESSION_LABEL
+from tui_profiler import events as ev
+from tui_profiler.store import COLD_START_PHASES, read_rows
+
+pytestmark = pytest.mark.docker
+
+OOM_GIB = 0.12  # far below what importing torch needs
+OVERRIDES = ["resources.cpus=2,0.5,2", f"resources.memory_gb={OOM_GIB},1,4", "resources.pairing=zip"]
+
+
+def _num(v: str) -> float | None:
+    return float(v) if v not in ("", None) else None
+
+
+@pytest.fixture(scope="module")
+def smoke_session(docker_client, server_image, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from tui_profiler.presets import load_preset
+    from tui_profiler.sweep import SweepRunner
+
+    out = tmp_path_factory.mktemp("sweep")
+    preset = load_preset("smoke", OVERRIDES)
+    runner = SweepRunner(preset, runtime="docker", output_dir=out)
+    events: list[object] = []
+    t0 = time.perf_counter()
+    finished = asyncio.run(runner.run(events.append))
+    wall = time.perf_counter() - t0
+    session = Path(finished.session_dir)
+    print(f"\nsmoke sweep: {wall:.1f}s wall, session {session}")
+    return {"finished": finished, "events": events, "dir": session, "preset": preset, "wall_s": wall,
+            "cells": read_rows(session / "cells.csv")[1], "requests": read_rows(session / "requests.csv")[1],
+            "samples": read_rows(session / "samples.csv")[1],
+            "meta": json.loads((session / "meta.json").read_text())}
+
+
+def _ok_cells(s: dict) -> list[dict]:
+    return [c for c in s["cells"] if c["status"] == "ok"]
+
+
+def test_four_files_and_every_cell_once(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    s = smoke_session
+    assert {p.name for p in s["dir"].iterdir()} >= {"requests.csv", "cells.csv", "samples.csv", "meta.json"}
+    assert [c["cell_index"] for c in s["cells"]] == [str(i) for i in range(9)]
+    assert s["finished"].status == "failed" and s["finished"].n_failed == 3  # the OOM config's three cells
+    ok = _ok_cells(s)
+    assert len(ok) == 6, [(c["cell_index"], c["status"], c["reason"]) for c in s["cells"]]
+    per_cell = Counter(r["cell_index"] for r in s["requests"])
+    for c in ok:
+        assert c["n"] == "12" and c["errors"] == "0" and c["warmup_n"] == "2"
+        assert per_cell[c["cell_index"]] == 14  # 2 warm-up + 12 timed, each exactly once
+    warm = [r for r in s["requests"] if r["warmup"] == "1"]
+    assert len(warm) == 12 and all(r["status"] == "ok" for r in s["requests"])
+
+
+def test_oom_cell_is_recorded_and_the_sweep_goes_on(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    s = smoke_session
+    oom = [c for c in s["cells"] if c["mem_cap_gb"] == str(OOM_GIB)]
+    assert len(oom) == 3
+    assert all(c["status"] == "oom" for c in oom), [(c["status"], c["reason"]) for c in oom]
+    assert "oom" in oom[0]["reason"].lower()
+    assert oom[0]["n"] == "0" and oom[0]["p50_s"] == ""  # nothing measured: empty, not 0
+    assert int(oom[0]["cell_index"]) < int(_ok_cells(s)[0]["cell_index"])  # later cells still ran
+    finished = [e for e in s["events"] if isinstance(e, ev.CellFinished)]
+    assert [e.status for e in finished].count("oom") == 3
+
+
+def _p50(s: dict, cpus: str, scale: str) -> float:
+    (c,) = [c for c in _ok_cells(s) if c["cpu_cores"] == cpus and c["input_scale"] == scale]
+    return float(c["p50_s"])
+
+
+def test_latency_grows_with_scale(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    for cpus in ("0.5", "2.0"):
+        small, big = _p50(smoke_session, cpus, "0.5"), _p50(smoke_session, cpus, "2.0")
+        assert big > 1.5 * small, f"cpus {cpus}: p50 at scale 2 ({big:.4f}s) vs 0.5 ({small:.4f}s)"  # 16x pixels
+
+
+def test_half_a_cpu_is_slower_than_two(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    ratios = [_p50(smoke_session, "0.5", sc) / _p50(smoke_session, "2.0", sc) for sc in ("0.5", "1.0", "2.0")]
+    print(f"p50 ratio 0.5 CPU / 2 CPU per scale: {[round(r, 2) for r in ratios]}")
+    assert median(ratios) > 1.3, ratios
+
+
+def test_caps_enforced_and_peak_memory_within_the_cap(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    for c in _ok_cells(smoke_session):
+        assert c["cpus_enforced"] == "1" and c["mem_enforced"] == "1"
+        cap = float(c["mem_cap_gb"]) * 2**30
+        peak = _num(c["peak_mem_bytes"])
+        assert peak is not None and 50 * 2**20 < peak <= cap, (c["cell_index"], peak, cap)
+        assert _num(c["peak_cpu_cores"]) is not None
+        assert float(c["peak_cpu_cores"]) <= float(c["cpu_cores"]) * 1.5 + 0.2  # sampled rate, some jitter
+    by_cell = Counter(r["cell_index"] for r in smoke_session["samples"])
+    for c in _ok_cells(smoke_session):
+        assert by_cell[c["cell_index"]] >= 1
+
+
+def test_cold_start_phases_sum_to_the_total(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    fresh = [c for c in _ok_cells(smoke_session) if c["cold_start_cell"] == "1"]
+    assert len(fresh) == 2  # one container per resource config, reused across its scales
+    for c in fresh:
+        phases = {p: _num(c[f"{p}_s"]) for p in COLD_START_PHASES}
+        assert phases["image_pull"] is None and c["image_pull_detail"] == "cached"  # local image, not pulled
+        for p in ("create", "start", "server_boot", "model_load", "ready", "first_request"):
+            assert phases[p] is not None and phases[p] >= 0, (p, phases)
+        total = float(c["cold_start_s"])
+        assert sum(v for v in phases.values() if v) == pytest.approx(total, rel=1e-6)
+        wall = float(c["cold_start_wall_s"])  # measured around the whole start, independently
+        assert abs(total - wall) <= 0.05 * wall, (total, wall, phases)
+    later = [c for c in _ok_cells(smoke_session) if c["cold_start_cell"] == "0"]
+    assert len(later) == 4
+    phase_events = [e.phase for e in smoke_session["events"] if isinstance(e, ev.ColdStartPhase)]
+    for p in ("create", "start", "server_boot", "model_load", "ready", "first_request"):
+        assert phase_events.count(p) >= 2
+
+
+def test_request_rows_have_server_timing_and_overhead(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    timed = [r for r in smoke_session["requests"] if r["warmup"] == "0"]
+    for r in timed:
+        lat, server, over = float(r["latency_s"]), _num(r["server_total_ms"]), _num(r["overhead_ms"])
+        assert server is not None and over is not None
+        assert over == pytest.approx(lat * 1000 - server, abs=0.01)
+        assert r["model_name"] == "mobilenet_v3_small" and r["gpu_mode"] == "off" and r["batch_size"] == "1"
+        assert int(r["pixels"]) == round(224 * float(r["input_scale"])) ** 2
+        assert r["cold_start_s"] != ""
+    assert median(float(r["overhead_ms"]) for r in timed) >= 0
+
+
+def test_meta_records_host_runtime_and_packages(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    m = smoke_session["meta"]
+    assert m["runtime"] == "docker" and "engine" in m["runtime_reason"].lower()
+    assert m["host"]["cpu_model"] and m["host"]["kernel"] and m["host"]["cgroup_version"] in ("v1", "v2")
+    assert m["engine_version"][0].isdigit()
+    assert m["host"]["gpu"]  # a driver version, or 'not available (...)'
+    assert m["packages"]["docker"] and m["readiness_poll_interval_s"] <= 0.01
+    assert m["status"] == "failed" and m["cells_remaining"] == []
+    assert m["preset_toml"]["model"] == "mobilenet_v3_small"
+
+
+def test_no_container_left(smoke_session, docker_client) -> None:  # type: ignore[no-untyped-def]
+    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={smoke_session['dir'].name}"})
+    assert left == []
+
+
+# --------------------------------------------------------------------------------------------- SIGINT
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tui_profiler", *args]
+
+
+def test_sigint_mid_load_then_resume_runs_each_cell_once(docker_client, server_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # the image the fixture made, named, so that no rebuild (the server's sources changing while a
+    # developer works) can eat the time before the load starts
+    sets = ["--set", f"image={server_image}", "--set", "resources.cpus=2", "--set", "resources.memory_gb=2", "--set", "input.scales=0.5,1",
+            "--set", "load.requests=60"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_cli("run", "smoke", "--headless", "--output", str(tmp_path), *sets), cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    session: Path | None = None
+    rows_before = 0
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            dirs = [d for d in tmp_path.iterdir() if d.is_dir()]
+            if dirs:
+                session = dirs[0]
+                rows_before = len(read_rows(session / "requests.csv")[1])
+                if rows_before >= 5:  # warm-up done, timed requests of cell 0 under way
+                    break
+            time.sleep(0.05)
+        assert session is not None and rows_before >= 5, "the run never reached its load phase"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out[-2000:]
+    assert "resume with" in out
+    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={session.name}"})
+    assert left == [], "the interrupted run left a container"
+    meta = json.loads((session / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and 0 in meta["cells_remaining"]
+    partial_rows = read_rows(session / "requests.csv")[1]
+    assert len(partial_rows) >= rows_before  # every finished request is on disk
+
+    res = subprocess.run(_cli("run", "--resume", str(session), "--headless"), cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    cells = read_rows(session / "cells.csv")[1]
+    assert sorted(c["cell_index"] for c in cells) == ["0", "1"]  # each cell exactly once
+    assert all(c["status"] == "ok" for c in cells)
+    per_cell = Counter(r["cell_index"] for r in read_rows(session / "requests.csv")[1])
+    assert per_cell == {"0": 62, "1": 62}  # 2 warm-up + 60 timed each; no duplicates
+    kept = read_rows(session / "requests.partial.csv")[1]  # the cut cell's rows: moved aside, not lost
+    assert len(kept) >= rows_before and {r["cell_index"] for r in kept} == {"0"}
+    meta = json.loads((session / "meta.json").read_text())
+    assert meta["status"] == "ok" and len(meta["resumes"]) == 1
+    assert docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={session.name}"}) == []
