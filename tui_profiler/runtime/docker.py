@@ -165,6 +165,8 @@ class DockerRuntime:
                 except Exception as exc:
                     raise TargetFailed("create_failed", f"docker create: {_api_reason(exc)}") from exc
                 t_create = time.perf_counter() - t0
+                phases["create"] = t_create
+                await report_phase(on_phase, "create", t_create, name)
                 t0 = time.perf_counter()
                 try:
                     await settle(asyncio.to_thread(container.start))
@@ -184,8 +186,6 @@ class DockerRuntime:
                 t_start = time.perf_counter() - t0
                 break
             assert container is not None
-            phases["create"] = t_create
-            await report_phase(on_phase, "create", t_create, name)
             phases["start"] = t_start
             await report_phase(on_phase, "start", t_start, "")
             facts.update(container_id=container.id, container_name=name, host_port=host_port)
