@@ -296,7 +296,11 @@ class ModelState:
 
             try:
                 img = Image.open(io.BytesIO(body))
+                # the header's size is checked before decoding: a tiny file may declare billions of pixels
+                self.check_shape((1, 3, img.size[1], img.size[0]), "uint8")
                 img = img.convert("RGB")
+            except Image.DecompressionBombError as exc:
+                raise BadInput(413, f"{ctype} declares too many pixels: {exc}") from exc
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 raise BadInput(400, f"{ctype} body is not a decodable image: {exc}") from exc
             arr = np.asarray(img)  # H,W,3 uint8
@@ -308,6 +312,8 @@ class ModelState:
                 doc = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise BadInput(400, f"malformed JSON body: {exc}") from exc
+            except RecursionError:
+                raise BadInput(400, "JSON body nested too deeply") from None
             if not isinstance(doc, dict):
                 raise BadInput(400, "JSON body must be an object with 'tensor' (or 'tokens' / 'text')")
             if self.entry.input_kind == "tokens":
