@@ -236,7 +236,8 @@ class BenchReport:
                     met = "" if r.met is None else ("**yes**" if r.met else "**NO**")
                     if r.target and r.met is None:
                         met = "n/a"
-                    lines.append(f"| {r.measure} | {r.subject} | {_fmt(r.value)} {r.unit} | {rng} | "
+                    value = f"{_fmt(r.value)} {r.unit}" if r.value is not None else "—"
+                    lines.append(f"| {r.measure} | {r.subject} | {value} | {rng} | "
                                  f"{_fmt(r.ratio, ratio=True)} | {r.baseline} | {r.target} | {met} |")
                 lines.append("")
             for n in self.notes.get(bench, []):
