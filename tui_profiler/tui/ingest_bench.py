@@ -65,7 +65,9 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
             prep_before = screen.redraw_cpu_s
             rss_before = rss_mb()
             redraws_before = screen.redraws
+            plot_refreshes_before = screen.plot_refreshes
             t0 = time.perf_counter()
+            cpu0 = time.process_time()
             emitted = 0
             while emitted < n_events:
                 end = min(n_events, emitted + batch)
@@ -84,6 +86,7 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
                 else:
                     await asyncio.sleep(0)
             elapsed = time.perf_counter() - t0
+            cpu_s = time.process_time() - cpu0
             redraws = screen.redraws - redraws_before
             times = [t for t in screen.redraw_times if t >= t0]
             gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -93,8 +96,12 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
                 "seconds": round(elapsed, 3),
                 "events_per_s": round(n_events / elapsed, 1),
                 "offered_rate": rate,
+                # CPU this process got meanwhile: on a shared machine, wall-clock rates understate the UI
+                "cpu_s": round(cpu_s, 3),
+                "cpu_share_of_one_core": round(cpu_s / elapsed, 2),
                 "redraws": redraws,
                 "redraws_per_s": round(redraws / elapsed, 2),
+                "plot_refreshes_per_s": round((screen.plot_refreshes - plot_refreshes_before) / elapsed, 2),
                 "max_redraw_gap_s": round(max(gaps), 3) if gaps else None,
                 "redraw_prepare_ms": round(1e3 * (screen.redraw_cpu_s - prep_before) / max(redraws, 1), 2),
                 "plot_render_ms_per_redraw": round(

@@ -24,6 +24,10 @@ from tui_profiler.tui.widgets.phasebar import ColdStartBar
 from tui_profiler.tui.widgets.plots import Line, LinePlot
 
 REDRAW_HZ = 6  # independent of the event rate: 4-10 Hz keeps plots fluid and the loop free
+# Plots are the expensive part (plotext builds every cell in Python). When they cost more than this share
+# of the wall clock (a slow or busy machine, a huge terminal), they refresh less often than the rest of
+# the screen, so the event loop keeps absorbing events and keys.
+PLOT_BUDGET = 0.35
 MIB = 1024 * 1024
 CELL_COLUMNS = ("#", "config", "input", "load", "p50", "p99", "req/s", "peak CPU", "peak mem", "throttled",
                 "status")
@@ -46,6 +50,10 @@ class LiveScreen(Screen):
         self.redraws = 0  # timer ticks that redrew (read by the ingest benchmark)
         self.redraw_times: list[float] = []
         self.redraw_cpu_s = 0.0  # time spent preparing redraws (the plots' own rendering comes after)
+        self.plot_refreshes = 0
+        self._last_plot_refresh = 0.0
+        self._plot_render_mark = 0.0
+        self._last_plot_cost = 0.0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,6 +112,8 @@ class LiveScreen(Screen):
                           "the session can be resumed later.", yes="Stop"), answered)
 
     def redraw(self) -> None:
+        if not self.is_current:  # another screen is showing: nothing to draw
+            return
         state = self.state
         if id(state) != self._state_id:  # a new run: start the tables afresh
             self._state_id = id(state)
@@ -122,10 +132,27 @@ class LiveScreen(Screen):
         if len(self.redraw_times) > 1000:
             del self.redraw_times[:500]
         self.query_one("#cold-bar", ColdStartBar).show(state.cold_phases, state.cold_total_s)
-        self._draw_plots(state)
+        if self._plots_due(started):
+            self._draw_plots(state)
         self._draw_cells(state)
         self._draw_log(state)
         self.redraw_cpu_s += time.perf_counter() - started
+
+    def _plots_due(self, now: float) -> bool:
+        """Whether the plots may refresh now: at the timer's rate while rendering them costs less than
+        PLOT_BUDGET of the time, proportionally less often when it costs more."""
+        if self.has_class("-compact") and self.has_class("-tables"):
+            return False  # hidden
+        rendered = sum(p.render_s for p in self.query(LinePlot))
+        if rendered != self._plot_render_mark:  # the previous refresh has been rendered since
+            self._last_plot_cost = rendered - self._plot_render_mark
+            self._plot_render_mark = rendered
+        interval = max(1 / REDRAW_HZ, self._last_plot_cost / PLOT_BUDGET)
+        if now - self._last_plot_refresh < interval - 0.5 / REDRAW_HZ:  # half a tick of timer jitter
+            return False
+        self._last_plot_refresh = now
+        self.plot_refreshes += 1
+        return True
 
     def _draw_progress(self, state: LiveState) -> None:
         bar = self.query_one("#cells-progress", ProgressBar)
