@@ -10,14 +10,16 @@ cache; when neither the server code nor the base image changed, the existing ima
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from tui_profiler import __version__
 Progress = Callable[[str], None] | None
 
 SERVER_REPO = "tui-profiler-server"
+DEPS_REPO = "tui-profiler-server-deps"  # the venv with torch & co. (holds the wheels too; never run)
 IMAGE_LABEL = "tui-profiler.image"
 SOURCE_HASH_LABEL = "tui-profiler.source-hash"
 PUBLIC_BASE = "python:3.11-slim"
@@ -151,14 +154,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _make_context(wheels: Path) -> Path:
+def _make_context(wheels: Path | None) -> Path:
     parent = CACHE_DIR if CACHE_DIR.is_dir() and os.access(CACHE_DIR, os.W_OK) else None
     ctx = Path(tempfile.mkdtemp(prefix="build-context-", dir=parent))
     (ctx / "servers").mkdir()
     for f in _server_files():
         shutil.copy2(f, ctx / "servers" / f.name)
     (ctx / "wheels").mkdir()
-    for w in sorted(wheels.iterdir()):
+    for w in sorted(wheels.iterdir()) if wheels is not None else []:
         if w.is_file():
             _link_or_copy(w, ctx / "wheels" / w.name)
     return ctx
@@ -172,9 +175,27 @@ def ensure_server_image(progress: Progress = None, rebuild: bool = False, *, pre
     """
     client = _client()
     try:
-        return _ensure(client, progress, rebuild, pretrained)
+        with _build_lock(progress):
+            return _ensure(client, progress, rebuild, pretrained)
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def _build_lock(progress: Progress) -> Iterator[None]:
+    """One build at a time per machine: concurrent callers (parallel test runs, several profilers) wait
+    for the first build and then find the image up to date, instead of each installing torch again."""
+    lock_dir = CACHE_DIR if CACHE_DIR.is_dir() and os.access(CACHE_DIR, os.W_OK) else Path(tempfile.gettempdir())
+    with open(lock_dir / "server-image.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(progress, "another server-image build is running on this machine; waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> str:
@@ -189,13 +210,28 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
         _say(progress, f"{tag} is up to date (source {digest})")
         return tag
     why = "forced rebuild" if rebuild else ("missing" if existing is None else "server code or base changed")
-    _say(progress, f"building {tag} from {base} ({why}); the torch layer comes from the cache when present")
-    ctx = _make_context(wheels)
+    common = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TORCH_SPEC": TORCH_SPEC}
+
+    # 1. the dependencies (torch & co.), built once per base image + wheel set, with the wheels in the context
+    deps_digest = hashlib.sha256((base_id + TORCH_SPEC + "\n".join(sorted(wheel_names))).encode()).hexdigest()[:16]
+    deps_tag = f"{DEPS_REPO}:{deps_digest}"
+    if _image_exists(client, deps_tag) is None:
+        _say(progress, f"building the dependency layer {deps_tag} from {base} (torch; minutes the first time, "
+                       "from the layer cache after that)")
+        ctx = _make_context(wheels)
+        try:
+            size_gb = sum(f.stat().st_size for f in (ctx / "wheels").iterdir()) / 1e9
+            _say(progress, f"sending the build context ({size_gb:.1f} GB of wheels, hard-linked)")
+            _build(client, str(ctx), deps_tag, {**common, "SKIP_DEPS": ""},
+                   {IMAGE_LABEL: "deps", "tui-profiler.version": __version__}, progress, target="deps")
+        finally:
+            shutil.rmtree(ctx, ignore_errors=True)
+
+    # 2. the server on top: a small context (no wheels), seconds for a code change
+    _say(progress, f"building {tag} from {base} + {deps_tag} ({why})")
+    ctx = _make_context(None)
     try:
-        size_gb = sum(f.stat().st_size for f in (ctx / "wheels").iterdir()) / 1e9
-        _say(progress, f"sending the build context ({size_gb:.1f} GB of wheels, hard-linked)")
-        buildargs = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TORCH_SPEC": TORCH_SPEC,
-                     "PRETRAINED": pretrained}
+        buildargs = {**common, "DEPS_IMAGE": deps_tag, "SKIP_DEPS": "1", "PRETRAINED": pretrained}
         labels = {IMAGE_LABEL: "server", SOURCE_HASH_LABEL: digest, "tui-profiler.version": __version__}
         image_id = _build(client, str(ctx), tag, buildargs, labels, progress)
     finally:
@@ -205,11 +241,11 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
 
 
 def _build(client: Any, ctx: str, tag: str, buildargs: dict[str, str], labels: dict[str, str],
-           progress: Progress) -> str:
+           progress: Progress, target: str | None = None) -> str:
     tail: list[str] = []
     image_id = ""
     stream = client.api.build(path=ctx, dockerfile="servers/Dockerfile", tag=tag, buildargs=buildargs,
-                              labels=labels, rm=True, forcerm=True, pull=False, decode=True)
+                              labels=labels, rm=True, forcerm=True, pull=False, decode=True, target=target)
     for chunk in stream:
         if "error" in chunk:
             detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
