@@ -129,6 +129,7 @@ class _Progress:
         self.latencies: deque[float] = deque(maxlen=2000)
         self.n_req = 0
         self.n_err = 0
+        self.n_finished = 0  # every request of this run that finished (warm-up included): each is a row on disk
         self.logs: deque[str] = deque(maxlen=4)
         self.t0 = time.perf_counter()
         self.stopping = ""
@@ -154,6 +155,7 @@ class _Progress:
             parts = ", ".join(f"{k} {v:.2f}s" for k, v in event.phases.items() if v is not None)
             self._print(f"  cold start {event.total_s:.2f}s ({parts})")
         elif isinstance(event, ev.RequestDone):
+            self.n_finished += 1
             if not event.warmup:
                 self.n_req += 1
                 if event.ok and event.latency_s is not None:
@@ -274,7 +276,8 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         _summary_table(console, session_summary(session_dir))
     if finished is None or finished.status == "interrupted":
         if session_dir:
-            progress._print(f"[yellow]interrupted[/]: resume with `tui-profiler run --resume {session_dir}`")
+            progress._print(f"[yellow]interrupted[/]: this run's {progress.n_finished} finished requests kept "
+                            f"in requests.csv; resume with `tui-profiler run --resume {session_dir}`")
         return 130
     progress._print(f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed, "
                     f"{finished.wall_s:.1f}s — {session_dir}")
