@@ -42,7 +42,7 @@ def test_live_screen(snap_compare, app, size):
         await pilot.pause()
         for event in events:
             app.live_state.ingest(event)
-        app.screen.redraw()
+        app.screen.redraw(force=True)
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=feed)

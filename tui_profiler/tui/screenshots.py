@@ -26,6 +26,7 @@ async def _shoot(out: Path, output_dir: str, host, size: tuple[int, int], suffix
         starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
         for event in events[: starts[4] + 40]:
             app.live_state.ingest(event)
+        app.screen.redraw(force=True)
         await pilot.pause(0.5)
         app.save_screenshot(str(out / f"live{suffix}.svg"))
         await pilot.press("f4")

@@ -111,7 +111,8 @@ class LiveScreen(Screen):
             ConfirmScreen("Stop the sweep?", "The container is removed and finished cells are kept; "
                           "the session can be resumed later.", yes="Stop"), answered)
 
-    def redraw(self) -> None:
+    def redraw(self, force: bool = False) -> None:
+        """One timer tick. `force` redraws everything now (tests and screenshots: no timing involved)."""
         if not self.is_current:  # another screen is showing: nothing to draw
             return
         state = self.state
@@ -123,7 +124,7 @@ class LiveScreen(Screen):
             self.query_one("#cells-table", DataTable).clear()
             self.query_one("#live-log", RichLog).clear()
         self._draw_progress(state)  # every tick: the ETA moves even when no event arrives
-        if state.version == self._seen_version:
+        if state.version == self._seen_version and not force:
             return
         self._seen_version = state.version
         self.redraws += 1
@@ -132,7 +133,7 @@ class LiveScreen(Screen):
         if len(self.redraw_times) > 1000:
             del self.redraw_times[:500]
         self.query_one("#cold-bar", ColdStartBar).show(state.cold_phases, state.cold_total_s)
-        if self._plots_due(started):
+        if force or self._plots_due(started):
             self._draw_plots(state)
         self._draw_cells(state)
         self._draw_log(state)
