@@ -1,0 +1,223 @@
+"""Bring your own serving container (issue 8), end to end on the real engine.
+
+A small foreign image is built here from the local base image (no registry is reachable): a stdlib HTTP
+server speaking the TensorFlow Serving REST shape (tests/foreign/tfserving_like), with a model directory
+mounted read-only, a readiness probe on its model-status URL and compute that grows with the input.
+It is profiled through `tui-profiler run <preset> --headless` exactly like a catalog model: cold start,
+caps, scales, CSVs. Our own server image is driven through an explicit template the same way."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FOREIGN = REPO / "tests" / "foreign" / "tfserving_like"
+FOREIGN_TAG = "tui-profiler-test-foreign:tfserving-like"
+SESSION_LABEL = "tui-profiler.session"
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def foreign_image(docker_client) -> str:  # type: ignore[no-untyped-def]
+    docker_client.images.build(
+        path=str(FOREIGN),
+        tag=FOREIGN_TAG,
+        buildargs={"BASE_IMAGE": "tui-profiler-base:bookworm"},
+        labels={"tui-profiler.image": "test-foreign"},
+        pull=False,
+        rm=True,
+        forcerm=True,
+    )
+    return FOREIGN_TAG
+
+
+@pytest.fixture()
+def model_dir(tmp_path: Path) -> Path:
+    """TF Serving's layout: <base>/<name>/<version>/...; readable by the image's unprivileged user."""
+    d = tmp_path / "models"
+    (d / "half" / "1").mkdir(parents=True)
+    (d / "half" / "1" / "model.json").write_text(json.dumps({"classes": 10, "rounds": 1}))
+    for p in [tmp_path, d, d / "half", d / "half" / "1", d / "half" / "1" / "model.json"]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return d
+
+
+def foreign_preset(image: str, models: Path, **over: str) -> str:
+    values = {
+        "model_path": "/v1/models/half",
+        "timeout": "60",
+        "request": 'template = "tfserving"\nmodel_name = "half"',
+        **over,
+    }
+    return f"""
+description = "test: a TensorFlow-Serving-shaped foreign image"
+
+[target]
+image = "{image}"
+port = 8501
+env = {{ MODEL_NAME = "half", LOAD_DELAY_S = "0.3" }}
+mounts = ["{models}:/models"]
+readiness = {{ kind = "http", path = "{values["model_path"]}", status = 200, timeout_s = {values["timeout"]} }}
+
+[input]
+kind = "image"
+base_size = [48, 48]
+layout = "hwc"
+scales = [0.5, 2.0]
+encoding = "json"
+
+[request]
+{values["request"]}
+
+[resources]
+cpus = [0.5, 1]
+memory_gb = [0.5, 1]
+pairing = "zip"
+
+[load]
+concurrency = [1]
+requests = 4
+warmup = 1
+timeout_s = 30
+"""
+
+
+def run_cli(*args: str, timeout: int = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tui_profiler", "run", *args, "--headless"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def session_containers(docker_client, session: Path) -> list:  # type: ignore[no-untyped-def]
+    """Containers still labelled with this run's session (other tests on the machine have their own)."""
+    sid = json.loads((session / "meta.json").read_text())["session_id"]
+    return docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={sid}"})
+
+
+def test_foreign_tfserving_image_profiled_end_to_end(
+    docker_client, foreign_image: str, model_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    preset = tmp_path / "foreign_tfserving.toml"
+    preset.write_text(foreign_preset(foreign_image, model_dir))
+    out = tmp_path / "out"
+    proc = run_cli(str(preset), "--output", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (session,) = list(out.iterdir())
+    assert {p.name for p in session.iterdir()} >= {"requests.csv", "cells.csv", "samples.csv", "meta.json"}
+
+    rows = read_csv(session / "requests.csv")
+    assert len(rows) == 4 * (4 + 1)  # 2 resource configs x 2 scales x (4 timed + 1 warm-up)
+    assert all(r["status"] == "ok" and r["http_status"] == "200" for r in rows)
+    assert sum(r["warmup"] == "1" for r in rows) == 4
+    # TF Serving sends no Server-Timing: server-side columns are 'not available' (empty), never 0
+    for col in ("decode_ms", "infer_ms", "server_total_ms", "overhead_ms"):
+        assert all(r[col] == "" for r in rows), col
+    by_scale: dict[str, list[float]] = {}
+    for r in rows:
+        if r["warmup"] == "0" and r["cpu_cores"] == "1.0":
+            by_scale.setdefault(r["input_scale"], []).append(float(r["latency_s"]))
+    assert statistics.median(by_scale["2.0"]) > 2 * statistics.median(by_scale["0.5"])  # 16x the values
+    sent = {r["input_scale"]: int(r["bytes_sent"]) for r in rows}
+    assert sent["2.0"] > 8 * sent["0.5"]
+    assert {r["pixels"] for r in rows} == {str(24 * 24), str(96 * 96)}
+
+    cells = read_csv(session / "cells.csv")
+    assert len(cells) == 4 and all(c["status"] == "ok" for c in cells)
+    first = [c for c in cells if c["cold_start_cell"] == "1"]
+    assert len(first) == 2  # one cold start per container (resource config), measured in its first cell
+    for c in first:
+        phases = [float(c[k]) for k in ("create_s", "start_s", "ready_s", "first_request_s")]
+        assert all(p >= 0 for p in phases) and float(c["cold_start_s"]) >= 0.3  # the model load delay
+    for c in cells:
+        assert c["cpus_enforced"] == "1" and c["mem_enforced"] == "1"
+        assert int(c["peak_mem_bytes"]) <= float(c["mem_cap_gb"]) * 2**30
+    meta = json.loads((session / "meta.json").read_text())
+    assert meta["preset"]["request"]["template"] == "tfserving"
+    assert not session_containers(docker_client, session)
+
+
+def test_foreign_image_that_never_gets_ready_is_a_failed_cell(
+    docker_client, foreign_image: str, model_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    preset = tmp_path / "never_ready.toml"
+    preset.write_text(foreign_preset(foreign_image, model_dir, model_path="/v1/models/other", timeout="3"))
+    out = tmp_path / "out"
+    proc = run_cli(
+        str(preset), "--output", str(out), "--set", "resources.cpus=1", "--set", "resources.memory_gb=1"
+    )
+    assert proc.returncode != 0
+    (session,) = list(out.iterdir())
+    cells = read_csv(session / "cells.csv")
+    assert cells and all(c["status"] in ("timeout", "failed") for c in cells)
+    assert not session_containers(docker_client, session)
+
+
+@pytest.mark.parametrize(
+    ("request_toml", "field"),
+    [
+        ('template = "tfserving"\nmodel_name = "half"\npath = "/v1/models/{modle}:predict"', "request.path"),
+        ('template = "tfserving"\nmodel_name = "half"\ncheck = { status = 999 }', "request.check.status"),
+        ('template = "tf-serving"', "request.template"),
+    ],
+)
+def test_bad_template_is_a_one_line_error_before_any_container(
+    docker_client, foreign_image: str, model_dir: Path, tmp_path: Path, request_toml: str, field: str
+) -> None:  # type: ignore[no-untyped-def]
+    preset = tmp_path / "bad.toml"
+    preset.write_text(foreign_preset(FOREIGN_TAG, model_dir, request=request_toml))
+
+    def ours() -> set[str]:  # containers of the foreign image (other tests on the machine run their own)
+        return {c.id for c in docker_client.containers.list(all=True, filters={"ancestor": FOREIGN_TAG})}
+
+    before = ours()
+    out = tmp_path / "out"
+    proc = run_cli(str(preset), "--output", str(out), timeout=60)
+    assert proc.returncode != 0
+    err = (proc.stderr or proc.stdout).strip().splitlines()
+    assert any(field in line and str(preset) in line for line in err), err
+    assert not out.exists() or not any(out.iterdir())  # nothing started, no session
+    assert ours() <= before
+
+
+def test_our_server_image_through_an_explicit_template(
+    docker_client, server_image: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    proc = run_cli(
+        str(REPO / "presets" / "examples" / "own-server-explicit-template.toml"),
+        "--output", str(out),
+        "--set", "input.scales=0.5",
+        "--set", "load.requests=3",
+        "--set", "resources.cpus=1",
+        "--set", "resources.memory_gb=2",
+        timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (session,) = list(out.iterdir())
+    rows = read_csv(session / "requests.csv")
+    assert len(rows) == 3 + 2 and all(r["status"] == "ok" for r in rows)
+    # our server reports its own timing: the server-side columns are filled and the overhead is a column
+    for r in rows:
+        assert float(r["infer_ms"]) > 0 and r["server_total_ms"] and r["overhead_ms"]
+    meta = json.loads((session / "meta.json").read_text())
+    assert meta["preset"]["request"]["template"]["path"] == "/predict"
+    assert not session_containers(docker_client, session)
