@@ -208,6 +208,7 @@ class SweepRunner:
         await self._choose_runtime()
         facts = await asyncio.to_thread(host_facts)
         if self.resume:
+            self._check_resume_plan()
             self.store = await asyncio.to_thread(SessionStore.resume, self.resume)
         else:
             meta = {
@@ -277,6 +278,17 @@ class SweepRunner:
                                    n_failed=n_failed_total, wall_s=time.perf_counter() - wall0)
         self._emit_safe(finished)
         return finished
+
+    def _check_resume_plan(self) -> None:
+        """Resuming with a preset whose plan differs would mix two sweeps in one session: refuse."""
+        assert self.resume is not None
+        try:
+            saved = load_meta(self.resume).get("plan")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--resume {self.resume}: not a readable session ({exc})") from None
+        if saved is not None and saved != [c.as_dict() for c in self.plan]:
+            raise ValueError(f"--resume {self.resume}: the preset's plan differs from the session's "
+                             f"({len(self.plan)} cells vs {len(saved)}); resume without a preset or --set")
 
     async def _choose_runtime(self) -> None:
         if self.url:
@@ -438,7 +450,8 @@ class SweepRunner:
             details[name] = detail
             self._emit_safe(ColdStartPhase(cell.index, name, seconds, detail))
 
-        image = await self._resolve_image()
+        # the process runtime runs the server from this installation: no image to build
+        image = await self._resolve_image() if self.runtime.name == "docker" else self.preset.image
         spec = self._spec(cell, image)
         t0 = time.perf_counter()
         try:

@@ -229,6 +229,7 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
+    from tui_profiler.runtime import RuntimeUnavailable
     from tui_profiler.sweep import SweepRunner, session_summary
 
     console = Console()
@@ -266,6 +267,11 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
             finished = await runner.run(progress)
         except asyncio.CancelledError:
             pass
+        except (ValueError, RuntimeUnavailable) as exc:  # a resume that does not fit, no runtime: one line
+            with contextlib.suppress(Exception):
+                live.stop()
+            print(f"tui-profiler run: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+            return 2
     finally:
         with contextlib.suppress(Exception):
             live.stop()
