@@ -98,3 +98,16 @@ def test_run_url_writes_the_same_files(local_server: str, tmp_path: Path) -> Non
     assert all(r["server_total_ms"] != "" and r["cpu_cores"] == "" for r in rows)
     assert rows[0]["model_name"] == "mobilenet_v3_small"  # from the server's /info
     assert "session ok" in out.stdout
+
+
+def test_orphan_owner_label_tells_live_runs_from_dead_ones() -> None:
+    """After a SIGKILL the next run removes only containers whose owning tui-profiler process is gone;
+    containers of runs still alive (another session on the same box) are left alone."""
+    from tui_profiler.sweep import _owner_alive, _owner_id
+
+    me = _owner_id()
+    assert _owner_alive(me)
+    host, pid, start = me.rsplit(":", 2)
+    assert not _owner_alive(f"{host}:{pid}:{int(start) + 1 if start.isdigit() else 1}")  # pid reused later
+    assert not _owner_alive(f"{host}:{2**22 + 7}:1")  # no such process
+    assert _owner_alive(f"another-host:{pid}:{start}")  # not ours to judge
