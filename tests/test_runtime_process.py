@@ -121,3 +121,22 @@ async def test_process_oom_during_start() -> None:
         await rt.start(spec)
     assert info.value.status == "oom", info.value.reason
     assert not any(s == spec.session_id for _, s in find_orphan_processes())
+
+
+async def test_cancel_mid_start_kills_the_server() -> None:
+    """Ctrl-C while the model loads: the process group is killed and its cgroup removed."""
+    rt = ProcessRuntime()
+    sid = f"test-proc-cancel-{secrets.token_hex(3)}"
+    phases: list[tuple[str, str]] = []
+    task = asyncio.create_task(rt.start(TargetSpec(session_id=sid, image="", model=MODEL, cpus=1.0, memory_gb=2.0),
+                                        on_phase=lambda p, s, d: phases.append((p, d))))
+    for _ in range(1000):
+        if any(p == "start" for p, _ in phases) or task.done():
+            break
+        await asyncio.sleep(0.01)
+    assert not task.done() and sid in {s for _, s in find_orphan_processes()}  # spawned, still loading
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sid not in {s for _, s in find_orphan_processes()}
+    assert not rt._children

@@ -261,6 +261,7 @@ class ProcessRuntime:
                 phases["start"] = time.perf_counter() - t0
                 child = _Child(proc, spec.session_id, log_path, cgroup, created)
                 self._children[str(proc.pid)] = child
+                await report_phase(on_phase, "start", phases["start"], f"pid {proc.pid}")
                 try:
                     probe = await wait_ready(
                         LOOPBACK, port, spec.readiness, lambda c=child: self._dead_reason(c),
@@ -275,7 +276,6 @@ class ProcessRuntime:
                     raise
                 break
             assert child is not None
-            await report_phase(on_phase, "start", phases["start"], f"pid {child.proc.pid}")
             split, tl_facts = timeline_phases(probe.body, started_epoch, probe.ready_epoch, probe.elapsed_s)
             facts.update(tl_facts)
             facts["ready_polls"] = probe.polls
