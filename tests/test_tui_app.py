@@ -195,7 +195,6 @@ async def _wait(predicate, within_s: float, pilot) -> bool:
 
 
 @pytest.mark.docker
-@pytest.mark.timeout(600)
 async def test_smoke_run_through_the_tui_on_the_real_engine(tmp_path, docker_client, server_image):
     """Choose `smoke`, trim it with the controls, run it on Docker, refuse the stop prompt, see its cells in
     Results and export them."""
@@ -250,7 +249,6 @@ async def test_smoke_run_through_the_tui_on_the_real_engine(tmp_path, docker_cli
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.timeout(600)
 async def test_ctrl_q_during_a_run_stops_and_cleans_up(tmp_path, docker_client, server_image):
     """`tui-profiler run smoke` opens the app live (start_live); Ctrl+Q mid-run stops the sweep, removes its
     container, keeps the session resumable and exits 0."""

@@ -8,6 +8,7 @@ The app owns the run: a `SweepRunner` as a Textual worker whose `emit` callback 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -69,6 +70,7 @@ class ProfilerApp(App[int]):
         return LiveState(clock=self._clock) if self._clock else LiveState()
 
     def on_mount(self) -> None:
+        self._install_signal_handlers()
         if self.start_live and self.initial_preset:
             self.call_after_refresh(self._start_initial)
 
@@ -81,6 +83,23 @@ class ProfilerApp(App[int]):
             self.notify(str(exc), severity="error", timeout=15)
             return
         self.start_run(preset)
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM and SIGHUP (an SSH disconnect) stop the sweep cleanly, as Ctrl+Q does: no container
+        is left behind and the session stays resumable. Exit status 128 + the signal number."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / not POSIX
+                pass
+
+    def _on_signal(self, sig: int) -> None:
+        self.run_worker(self._quit_after_stop(128 + int(sig)), group="quit")
+
+    async def _quit_after_stop(self, code: int) -> None:
+        await self.stop_run()
+        self.exit(return_code=code)
 
     # ---------------------------------------------------------------- the run
 
@@ -139,7 +158,7 @@ class ProfilerApp(App[int]):
         if self.is_running_sweep():
             self.notify("stopping the sweep and cleaning up before quitting…", timeout=30)
             await self.stop_run()
-        self.exit(0)
+        self.exit(return_code=0)
 
     # ---------------------------------------------------------------- look
 
