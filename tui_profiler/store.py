@@ -16,7 +16,9 @@ CSV conventions: an empty field means 'not available' (or 'not capped' for a cap
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -78,33 +80,48 @@ def fmt(value: Any) -> str:
 
 
 class AppendCsv:
-    """An append-only CSV file with a fixed header; every row is flushed as it is written."""
+    """An append-only CSV file with a fixed header; every row is written whole with one unbuffered write
+    (a killed run keeps every finished row). A row that does not fit (disk full) is cut back off the file
+    and the OSError raised, so the file never ends in a half-written row."""
 
     def __init__(self, path: Path, columns: list[str]) -> None:
         self.path = path
         self.columns = columns
         new = not path.exists() or path.stat().st_size == 0
-        self._fh = path.open("a", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._fh)
+        self._fh = path.open("ab", buffering=0)
+        self._size = path.stat().st_size
         if new:
-            self._writer.writerow(columns)
-            self._fh.flush()
+            self._append(columns)
         self.rows_written = 0
 
+    def _append(self, fields: list[str]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf).writerow(fields)
+        data = buf.getvalue().encode("utf-8")
+        try:
+            done = 0
+            while done < len(data):
+                done += self._fh.write(data[done:]) or 0
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fh.fileno(), self._size)
+            raise
+        self._size += len(data)
+
     def write(self, row: dict[str, Any]) -> None:
-        self._writer.writerow([fmt(row.get(c)) for c in self.columns])
-        self._fh.flush()  # a killed run keeps every finished row
+        self._append([fmt(row.get(c)) for c in self.columns])
         self.rows_written += 1
 
     def sync(self) -> None:
         if not self._fh.closed:
-            self._fh.flush()
             os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         if not self._fh.closed:
-            self.sync()
-            self._fh.close()
+            try:
+                self.sync()
+            finally:
+                self._fh.close()
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
