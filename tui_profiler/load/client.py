@@ -168,6 +168,15 @@ class _Answer:
         self.t_recv = t_recv
 
 
+def _header(low_head: bytes, key: bytes) -> bytes | None:
+    """The (lower-cased, stripped) value of the first header `key` (b"\\r\\nname:") in a lower-cased head."""
+    i = low_head.find(key)
+    if i < 0:
+        return None
+    j = low_head.find(b"\r\n", i + len(key))
+    return low_head[i + len(key) : j].strip()
+
+
 class _RawHttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 keep-alive connection, one request at a time."""
 
@@ -192,6 +201,7 @@ class _RawHttpProtocol(asyncio.Protocol):
         self._chunk_left = -1  # chunked: bytes left in this chunk; -1 = expecting a size line
         self._close_after = False
         self._no_body = False
+        self._t_data = 0.0
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -202,6 +212,7 @@ class _RawHttpProtocol(asyncio.Protocol):
         w = self._waiter
         if w is not None and not w.done():
             if self._head_done and self._mode == 3:
+                self._t_data = time.perf_counter()
                 self._finish(bytes(self._buf))
             else:
                 w.set_exception(
@@ -212,6 +223,8 @@ class _RawHttpProtocol(asyncio.Protocol):
         return False  # close our side too; connection_lost completes a read-until-close answer
 
     def data_received(self, data: bytes) -> None:
+        # The answer's arrival time is when its last bytes came in, before our parsing (not part of latency).
+        self._t_data = time.perf_counter()
         if self._waiter is None or self._waiter.done():
             # Bytes nobody asked for (or after a timeout): the stream is out of step; drop the connection.
             self.abort()
@@ -264,21 +277,20 @@ class _RawHttpProtocol(asyncio.Protocol):
                     continue
                 break
             self._status = status
-            length = -1
-            chunked = False
+            # A few C-level searches over the lower-cased head instead of splitting every line.
+            low = head.lower() + b"\r\n"
+            length = int(v) if (v := _header(low, b"\r\ncontent-length:")) is not None else -1
+            te = _header(low, b"\r\ntransfer-encoding:")
+            chunked = te is not None and b"chunked" in te
+            conn = _header(low, b"\r\nconnection:")
             close = status_line.startswith(b"HTTP/1.0")
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                n = name.strip().lower()
-                if n == b"content-length":
-                    length = int(value)
-                elif n == b"server-timing":
-                    self._timing.append(value.strip().decode("latin-1"))
-                elif n == b"transfer-encoding":
-                    chunked = b"chunked" in value.lower()
-                elif n == b"connection":
-                    v = value.strip().lower()
-                    close = v == b"close" or (close and v != b"keep-alive")
+            if conn is not None:
+                close = conn == b"close" or (close and conn != b"keep-alive")
+            if b"\r\nserver-timing:" in low:
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"server-timing":
+                        self._timing.append(value.strip().decode("latin-1"))
             self._close_after = close
             self._head_done = True
             if self._no_body or status in (204, 304):
@@ -334,7 +346,7 @@ class _RawHttpProtocol(asyncio.Protocol):
             self._chunk_left = -1
 
     def _finish(self, body: bytes) -> None:
-        t_recv = time.perf_counter()
+        t_recv = self._t_data
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(_Answer(self._status, self._timing, body, self._nbytes, t_recv))
