@@ -611,6 +611,10 @@ class SweepRunner:
                 facts = await self._stop_target(target)
                 if facts.get("oom_killed") or (oom or 0) > 0:
                     status, reason = "oom", f"the target was OOM-killed during the cell (memory cap {cell.memory_gb} GiB)"
+                elif errors and all(getattr(r, "outcome", "") == "timeout" for r in errors):
+                    # hung, not dead (e.g. frozen): its requests timed out and /healthz did not answer
+                    status, reason = "timeout", (f"the target stopped answering: {len(errors)} of {len(timed)} requests "
+                                                 f"timed out and /healthz did not answer; replaced for the next cell")
                 else:
                     status, reason = "crashed", f"the target died during the cell (exit code {facts.get('exit_code')})"
                     logs = (facts.get("last_logs") or "").strip().splitlines()
