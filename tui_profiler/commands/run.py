@@ -87,6 +87,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume and not _is_session(args.resume):
         return _err(f"--resume {args.resume}: not a session folder (no meta.json)")
 
+    if not args.headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("note: no terminal for the TUI (not a tty); running headless", file=sys.stderr)
+        args.headless = True
     if not args.headless:
         try:
             from tui_profiler.tui.app import make_app
