@@ -271,3 +271,16 @@ async def test_ctrl_q_during_a_run_stops_and_cleans_up(tmp_path, docker_client, 
     left = await asyncio.to_thread(docker_client.containers.list, all=True,
                                    filters={"label": f"tui-profiler.session={session_id}"})
     assert not left
+
+
+def test_ingest_measure_reports_rates_and_keeps_history_bounded():
+    """The benchmark helper BENCH calls (not a timed assertion: rates depend on the machine)."""
+    from tui_profiler.tui.ingest_bench import measure_ingest
+    from tui_profiler.tui.live_state import LATENCY_POINTS
+
+    result = measure_ingest(3 * LATENCY_POINTS, size=(80, 24))
+    assert result["events"] == 3 * LATENCY_POINTS
+    assert result["events_per_s"] > 0 and result["seconds"] > 0
+    assert result["redraws"] >= 1  # the timer kept firing while events poured in
+    assert result["latency_points_kept"] == LATENCY_POINTS
+    assert result["rss_mb_after"] > 0
