@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.faults.harness import IMAGE_OVERRIDE, TINY, CliRun, remove_containers, run_cli, sets
+from tests.faults.harness import IMAGE_OVERRIDE, SESSION_LABEL, TINY, CliRun, remove_containers, run_cli, sets
 
 pytestmark = pytest.mark.docker
 
@@ -153,6 +153,30 @@ def test_sigkill_orphan_found_by_clean_and_removed_by_next_start(
         assert not docker_client.containers.list(all=True, filters={"name": name})
         cells = pd.read_csv(session / "cells.csv")
         assert sorted(cells["cell_index"]) == list(range(N_CELLS))
+    finally:
+        run.kill()
+        remove_containers(run.containers(docker_client))
+
+
+@pytest.mark.faults
+def test_sigkill_orphan_removed_by_clean(tmp_path: Path, docker_client: Any, image: str) -> None:
+    """SIGKILL while the container boots; `tui-profiler clean` removes the orphan and names it. `clean`
+    removes EVERY labelled container on the engine, so this runs only when no other session's container
+    is there (always so in CI; on a shared engine it skips rather than break someone's run)."""
+    run = _start(tmp_path)
+    try:
+        run.wait_for(lambda: _at_container_start(run, docker_client), START_TIMEOUT_S, "the container start")
+        run.send(signal.SIGKILL)
+        run.wait(60)
+        (orphan,) = run.containers(docker_client)
+        others = [c["Id"] for c in docker_client.api.containers(all=True, filters={"label": SESSION_LABEL})
+                  if c["Id"] != orphan.id]
+        if others:
+            pytest.skip(f"`clean` would also remove {len(others)} container(s) of other sessions on this engine")
+        res = run_cli(["clean"], timeout_s=120)
+        assert res.returncode == 0, res.stderr
+        assert "removed 1 container(s)" in res.stdout and orphan.name in res.stdout, res.stdout
+        assert not run.containers(docker_client)
     finally:
         run.kill()
         remove_containers(run.containers(docker_client))

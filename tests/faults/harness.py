@@ -89,8 +89,18 @@ class CliRun:
 
     def containers(self, client: Any) -> list[Any]:
         """This run's containers (matched by the owner label: this subprocess's pid)."""
-        found = client.containers.list(all=True, filters={"label": SESSION_LABEL})
-        return [c for c in found if c.labels.get(OWNER_LABEL, "").startswith(self.owner_prefix)]
+        # the plain list (no per-container inspect): other sessions' containers come and go meanwhile
+        import docker.errors
+
+        found = client.api.containers(all=True, filters={"label": SESSION_LABEL})
+        mine = []
+        for c in found:
+            if (c.get("Labels") or {}).get(OWNER_LABEL, "").startswith(self.owner_prefix):
+                try:
+                    mine.append(client.containers.get(c["Id"]))
+                except docker.errors.NotFound:
+                    pass  # removed a moment ago
+        return mine
 
     # ---------------------------------------------------------------- control
 
