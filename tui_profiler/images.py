@@ -198,7 +198,15 @@ def _build_lock(progress: Progress) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _remove_stale_contexts() -> None:
+    """Contexts left by an interrupted build (we hold the build lock, so none is in use): hard links, cheap."""
+    if CACHE_DIR.is_dir():
+        for d in CACHE_DIR.glob("build-context-*"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> str:
+    _remove_stale_contexts()
     tag = server_tag()
     base = choose_base_image(client, progress)
     base_id = client.images.get(base).id
@@ -237,7 +245,24 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     _say(progress, f"built {tag} ({image_id[:19]})")
+    if existing is not None and existing.id != image_id:
+        _remove_if_untagged(client, existing.id, progress)
     return tag
+
+
+def _remove_if_untagged(client: Any, image_id: str, progress: Progress) -> None:
+    """The server image this build replaced: removed when nothing else tags or uses it (disk is scarce:
+    each is GBs, though it shares most layers with the new one)."""
+    import docker
+
+    try:
+        old = client.images.get(image_id)
+        if old.tags or old.labels.get(IMAGE_LABEL) != "server":
+            return
+        client.images.remove(image_id)
+        _say(progress, f"removed the replaced image {image_id[:19]}")
+    except docker.errors.APIError:  # used by a container, or already gone: keep it
+        pass
 
 
 def _build(client: Any, ctx: str, tag: str, buildargs: dict[str, str], labels: dict[str, str],
@@ -277,7 +302,7 @@ def list_images() -> list[dict[str, Any]]:
                 seen[img.id] = img
         rows = []
         for img in seen.values():
-            for tag in img.tags or ["<none>"]:
+            for tag in img.tags:  # untagged ones are replaced builds still used by a container
                 rows.append({"tag": tag, "id": img.short_id.split(":")[-1], "size_bytes": img.attrs.get("Size"),
                              "created": img.attrs.get("Created", "")[:19].replace("T", " "),
                              "kind": img.labels.get(IMAGE_LABEL, "base")})

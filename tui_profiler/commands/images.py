@@ -48,8 +48,8 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print("no tui-profiler images yet: run `tui-profiler images build`")
         return 0
-    print(f"{'TAG':40} {'KIND':8} {'SIZE':>9} {'CREATED':19}")
+    print(f"{'TAG':44} {'KIND':12} {'SIZE':>9} {'CREATED':19}")
     for r in rows:
         size = f"{r['size_bytes'] / 1e9:.2f} GB" if r["size_bytes"] is not None else ""
-        print(f"{r['tag']:40} {r['kind']:8} {size:>9} {r['created']:19}")
+        print(f"{r['tag']:44} {r['kind']:12} {size:>9} {r['created']:19}")
     return 0
