@@ -296,3 +296,27 @@ async def test_cancelling_the_load_closes_cleanly(server: str) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_several_client_processes_share_one_run(server: str) -> None:
+    """A closed loop split over two client processes: exact counts, one time base, global worker ids,
+    results streamed to the callback as they come."""
+    seen: list[RequestResult] = []
+    res = await load(
+        server,
+        "/predict",
+        LoadPattern(concurrency=4, requests=41, warmup=4, processes=2),
+        on_result=seen.append,
+    )
+    assert len(res) == 45 and seen == res
+    assert sum(r.warmup for r in res) == 4 and all(r.ok for r in res)
+    assert [r.seq for r in res] == list(range(45))
+    assert {r.worker for r in res if not r.warmup} == {0, 1, 2, 3}
+    assert all(0 <= r.t_send_s <= r.t_recv_s < 30 for r in res)  # type: ignore[operator]
+    assert max(r.timestamp_ms for r in res) - min(r.timestamp_ms for r in res) < 30_000
+    assert res[-1].infer_ms == pytest.approx(0.5)  # Server-Timing parsed in the child too
+
+
+def test_processes_only_for_the_closed_loop() -> None:
+    with pytest.raises(ValueError, match=r"^load\.processes: "):
+        LoadPattern(mode="open", rate=5, processes=2)

@@ -92,14 +92,18 @@ def find_orphans(remove: bool = True) -> list[str]:
     client = docker.from_env(timeout=30)
     try:
         found = []
-        for c in client.containers.list(all=True, filters={"label": SESSION_LABEL}):
-            owner = c.labels.get(OWNER_LABEL)
+        # the plain list, no inspect per container: on a shared engine another session may remove one of
+        # its containers meanwhile (an inspect would then fail the whole look-up with 404)
+        for c in client.api.containers(all=True, filters={"label": SESSION_LABEL}):
+            labels = c.get("Labels") or {}
+            owner = labels.get(OWNER_LABEL)
             if owner is None or _owner_alive(owner):
                 continue
-            found.append(f"{c.name} (session {c.labels.get(SESSION_LABEL, '?')})")
+            name = (c.get("Names") or ["?"])[0].lstrip("/")
+            found.append(f"{name} (session {labels.get(SESSION_LABEL, '?')})")
             if remove:
                 with contextlib.suppress(Exception):
-                    c.remove(force=True, v=True)
+                    client.api.remove_container(c["Id"], force=True, v=True)
         return found
     finally:
         client.close()

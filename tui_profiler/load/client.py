@@ -13,6 +13,8 @@ Two transports share that path:
   jar, no auto-decompression, no automatic headers.
 
 Run the event loop with uvloop when available (`run()` below); it halves the client's own cost.
+`LoadPattern.processes > 1` splits a closed loop over several client processes (`python -m
+tui_profiler.load._child`), for concurrency beyond what one Python process can drive.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import pickle
+import struct
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -459,6 +465,7 @@ class _Run:
         self.t0 = 0.0
         self.epoch0_ms = 0.0
         self.no_body = payload.method == "HEAD"
+        self.worker_offset = 0
 
     def record(
         self,
@@ -484,7 +491,7 @@ class _Run:
             outcome=outcome,
             error=error,
             warmup=warmup,
-            worker=worker,
+            worker=worker + self.worker_offset,
             seq=self.seq,
             bytes_sent=bytes_sent,
             bytes_received=None if answer is None else answer.nbytes,
@@ -651,9 +658,19 @@ async def run_load(
     payload: Payload,
     pattern: LoadPattern,
     on_result: OnResult | None = None,
+    *,
+    clock_origin: tuple[float, float] | None = None,
+    worker_offset: int = 0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[RequestResult]:
     """Send `payload` to `base_url` under `pattern`; every result (warm-up first, marked) goes to `on_result`
-    (synchronously: keep it cheap) and into the returned list. Cancelling the task stops the load cleanly."""
+    (synchronously: keep it cheap) and into the returned list. Cancelling the task stops the load cleanly.
+
+    `pattern.processes > 1` splits a closed loop's workers over that many client processes (results come
+    back here, in arrival order, on one time base). `clock_origin` (perf_counter, epoch ms), `worker_offset`
+    and `should_stop` are how those processes share one run; a single-process caller leaves them alone."""
+    if pattern.processes > 1 and pattern.concurrency > 1:
+        return await _run_in_processes(base_url, template, payload, pattern, on_result)
     url = urlsplit(base_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ValueError(f"url: {base_url!r} — an http:// or https:// address")
@@ -675,6 +692,7 @@ async def run_load(
 
     session = None
     conns: list[Any] = []
+    stop_poller: asyncio.Task[None] | None = None
     try:
         if transport == "raw":
             conns = [_RawConnection(host, port, keep_body) for _ in range(n_conns)]
@@ -699,8 +717,14 @@ async def run_load(
         # Connect every worker before the clock starts (a warm keep-alive pool, like wrk); a connection
         # that fails here is retried by its first request, which then records the error.
         await asyncio.gather(*(c.connect(pattern.timeout_s) for c in conns), return_exceptions=True)
-        run.t0 = time.perf_counter()
-        run.epoch0_ms = time.time() * 1000.0
+        if clock_origin is None:
+            run.t0 = time.perf_counter()
+            run.epoch0_ms = time.time() * 1000.0
+        else:  # perf_counter is CLOCK_MONOTONIC: one time base for every process of the machine
+            run.t0, run.epoch0_ms = clock_origin
+        if should_stop is not None:
+            stop_poller = asyncio.create_task(_poll_stop(run, should_stop))
+        run.worker_offset = worker_offset
 
         if pattern.warmup:
             wb = _Budget(run, pattern.warmup, None)
@@ -716,11 +740,182 @@ async def run_load(
         else:
             await _open_loop(run, conns, request)
     finally:
+        if stop_poller is not None:
+            stop_poller.cancel()
         for c in conns:
             c.close()
         if session is not None:
             await session.close()
     return run.results
+
+
+async def _poll_stop(run: _Run, should_stop: Callable[[], bool]) -> None:
+    while not run.stop:
+        await asyncio.sleep(0.02)
+        if should_stop():
+            run.stop = True
+
+
+# -- several client processes (closed loop) -------------------------------------------------------------------
+
+
+def _shares(total: int | None, k: int) -> list[int | None]:
+    if total is None:
+        return [None] * k
+    return [total // k + (1 if i < total % k else 0) for i in range(k)]
+
+
+_FRAME = struct.Struct("!I")
+
+
+def _write_msg(stream: Any, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_FRAME.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_msg(stream: Any) -> Any:
+    head = stream.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        raise EOFError("the other side closed the pipe")
+    (n,) = _FRAME.unpack(head)
+    return pickle.loads(stream.read(n))
+
+
+def _child_main() -> None:
+    """One client process (`python -m tui_profiler.load._child`): its share of the workers, results
+    streamed back to the parent on stdout in small batches. A subprocess rather than multiprocessing, so it
+    works from any main module."""
+    import threading
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    base_url, template, payload, pattern, worker_offset = _read_msg(stdin)
+    _write_msg(stdout, "ready")
+    origin = _read_msg(stdin)
+    stop = threading.Event()
+
+    def watch_stdin() -> None:  # "stop" from the parent, or the parent gone
+        with contextlib.suppress(Exception):
+            _read_msg(stdin)
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    batch: list[RequestResult] = []
+    last = [time.perf_counter()]
+
+    def on_result(res: RequestResult) -> None:
+        batch.append(res)
+        now = time.perf_counter()
+        if len(batch) >= 256 or now - last[0] > 0.05:  # small batches: the parent's live view stays live
+            _write_msg(stdout, batch)
+            batch.clear()
+            last[0] = now
+
+    try:
+        run(
+            run_load(base_url, template, payload, pattern, on_result, clock_origin=origin,
+                     worker_offset=worker_offset, should_stop=stop.is_set)
+        )  # fmt: skip
+        if batch:
+            _write_msg(stdout, batch)
+        _write_msg(stdout, None)
+    except Exception as exc:
+        _write_msg(stdout, f"error: {type(exc).__name__}: {exc}")
+    finally:
+        # The stdin watcher may still block in a read; leave without the interpreter's shutdown dance.
+        with contextlib.suppress(Exception):
+            stdout.flush()
+        os._exit(0)
+
+
+async def _read_async(reader: asyncio.StreamReader) -> Any:
+    (n,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+    return pickle.loads(await reader.readexactly(n))
+
+
+async def _run_in_processes(
+    base_url: str,
+    template: RequestTemplate,
+    payload: Payload,
+    pattern: LoadPattern,
+    on_result: OnResult | None,
+) -> list[RequestResult]:
+    """Split a closed loop's workers (and requests, warm-up) over `pattern.processes` client processes; their
+    results come back in arrival order on one time base; stop-when-stable is judged here, over all of them."""
+    from dataclasses import replace
+
+    k = min(pattern.processes, pattern.concurrency)
+    conc, reqs, warm = (
+        _shares(pattern.concurrency, k),
+        _shares(pattern.requests, k),
+        _shares(pattern.warmup, k),
+    )
+    tracker = StabilityTracker(pattern.stop_when_stable) if pattern.stop_when_stable else None
+    results: list[RequestResult] = []
+    procs: list[asyncio.subprocess.Process] = []
+    stopped = [False]
+
+    def send_stop() -> None:
+        if stopped[0]:
+            return
+        stopped[0] = True
+        for p in procs:
+            with contextlib.suppress(Exception):
+                assert p.stdin is not None
+                p.stdin.write(_FRAME.pack(0))  # any frame means "stop"
+                p.stdin.close()
+
+    async def pump(p: asyncio.subprocess.Process) -> None:
+        assert p.stdout is not None
+        while True:
+            msg = await _read_async(p.stdout)
+            if msg is None:
+                return
+            if isinstance(msg, str):
+                raise RuntimeError(f"client process: {msg}")
+            for res in msg:
+                res.seq = len(results)
+                results.append(res)
+                if tracker is not None and not res.warmup and res.ok and res.latency_s is not None:
+                    if tracker.add(res.latency_s):
+                        send_stop()
+                if on_result is not None:
+                    on_result(res)
+
+    try:
+        offset = 0
+        for i in range(k):
+            sub = replace(pattern, concurrency=conc[i] or 1, requests=reqs[i], warmup=warm[i] or 0, processes=1,
+                          stop_when_stable=None)  # fmt: skip
+            p = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tui_profiler.load._child",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            procs.append(p)
+            assert p.stdin is not None
+            data = pickle.dumps((base_url, template, payload, sub, offset), protocol=pickle.HIGHEST_PROTOCOL)
+            p.stdin.write(_FRAME.pack(len(data)) + data)
+            offset += conc[i] or 1
+        for p in procs:  # every process imported and connected-ready before the clock starts
+            assert p.stdout is not None
+            msg = await _read_async(p.stdout)
+            if msg != "ready":
+                raise RuntimeError(f"client process failed to start: {msg}")
+        origin = pickle.dumps((time.perf_counter(), time.time() * 1000.0))
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(_FRAME.pack(len(origin)) + origin)
+        await asyncio.gather(*(pump(p) for p in procs))
+    finally:
+        send_stop()
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), 5)
+            except (TimeoutError, asyncio.CancelledError):
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+                await p.wait()
+    return results
 
 
 def _with_path(payload: Payload, path: str) -> Payload:

@@ -68,6 +68,7 @@ class LoadPattern:
     seed: int = 0
     transport: str = "auto"  # "auto": the lean HTTP/1.1 client for http://, aiohttp for https://
     drain_s: float | None = None  # open loop: how long queued arrivals may still be sent after the schedule
+    processes: int = 1  # closed loop: split the workers over this many client processes (high concurrency)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -89,6 +90,12 @@ class LoadPattern:
             raise ValueError(f"load.warmup: {self.warmup!r} — an integer >= 0")
         if not (self.timeout_s > 0):
             raise ValueError(f"load.timeout_s: {self.timeout_s!r} — a number > 0")
+        if self.processes < 1:
+            raise ValueError(f"load.processes: {self.processes!r} — an integer >= 1")
+        if self.processes > 1 and self.mode != "closed":
+            raise ValueError(
+                f"load.processes: {self.processes!r} — several client processes serve the closed loop only"
+            )
         if self.transport not in TRANSPORTS:
             raise ValueError(f"load.transport: {self.transport!r} — allowed: {', '.join(TRANSPORTS)}")
 

@@ -448,12 +448,15 @@ def remove_labelled(label_filter: str = SESSION_LABEL, client: Any | None = None
     own = client is None
     client = client or docker_client(timeout=60)
     try:
-        found = client.containers.list(all=True, filters={"label": label_filter})
-        names = [f"{c.name} ({c.labels.get(SESSION_LABEL, '')})" for c in found]
+        # the plain list, no inspect per container: on a shared engine another session may remove one of
+        # its containers meanwhile (an inspect would then fail the whole clean with 404)
+        found = client.api.containers(all=True, filters={"label": label_filter})
+        names = [f"{(c.get('Names') or ['?'])[0].lstrip('/')} ({(c.get('Labels') or {}).get(SESSION_LABEL, '')})"
+                 for c in found]
         if not dry_run:
             for c in found:
                 with contextlib.suppress(Exception):
-                    c.remove(force=True, v=True)
+                    client.api.remove_container(c["Id"], force=True, v=True)
         return names
     finally:
         if own:
