@@ -114,8 +114,14 @@ class ProfilerApp(App[int]):
             return False
         from tui_profiler.sweep import SweepRunner
 
+        try:
+            runner = SweepRunner(preset, runtime=self.runtime_name, output_dir=self.output_dir, resume=resume)
+        except (ValueError, OSError) as exc:  # e.g. a PresetError or an unwritable output folder
+            self.notify(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, severity="error",
+                        timeout=15)
+            return False
         self.live_state = self.new_live_state()
-        self.runner = SweepRunner(preset, runtime=self.runtime_name, output_dir=self.output_dir, resume=resume)
+        self.runner = runner
         self.sweep_worker = self.run_worker(self._run_sweep(self.runner), name="sweep", group="sweep",
                                             exit_on_error=False)
         self.switch_mode("live")
