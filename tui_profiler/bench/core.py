@@ -194,6 +194,16 @@ class BenchReport:
             "measures": [m.row() for m in self.measures],
         }
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> BenchReport:
+        """A report read back from its bench.json (to re-render the tables)."""
+        r = cls(list(doc["benches"]), bool(doc["quick"]), machine=doc["machine"],
+                measures=[Measure(**m) for m in doc["measures"]], notes=dict(doc.get("notes") or {}),
+                errors=dict(doc.get("errors") or {}), wall_s=float(doc.get("wall_s") or 0.0),
+                load_avg_end=list(doc.get("load_avg_end") or []), command=doc.get("command", ""))
+        r.started = time.mktime(time.strptime(doc["started_utc"], "%Y-%m-%d %H:%M:%S")) - time.timezone
+        return r
+
     # -- files
     def write_csv(self, path: Path) -> None:
         m = self.machine
@@ -218,7 +228,7 @@ class BenchReport:
             f"**Run**: `{self.command}` — {'quick' if self.quick else 'full'}, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(self.started))}, {self.wall_s:.0f} s. "
             "Values are medians of the runs counted in `runs` (range in brackets); ratios are taken "
-            "within the same run.",
+            "within the same run; targets are judged on the medians.",
             "",
         ]
         for bench in self.benches:
