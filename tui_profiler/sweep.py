@@ -270,6 +270,7 @@ class SweepRunner:
             if status == "ok" and n_failed:
                 status = "failed"
             wall = time.perf_counter() - wall0
+            await asyncio.shield(self._remove_leftovers(store.session_id))
             with contextlib.suppress(OSError):
                 store.update_meta(status=status, cells_finished=len(store.finished_cells),
                                   cells_remaining=remaining, last_wall_s=wall)
@@ -305,6 +306,24 @@ class SweepRunner:
         from tui_profiler.runtime import choose_runtime
 
         self.runtime, self.runtime_reason = await asyncio.to_thread(choose_runtime, arg)
+
+    async def _remove_leftovers(self, session_id: str) -> None:
+        """Remove whatever this session's label is still on: a target that could not be stopped while the
+        engine was unreachable (it may be back by now)."""
+        if self.runtime is None:
+            return
+        for attempt in range(5):  # an engine restart takes seconds: give it ~10 s to come back
+            try:
+                n = await self.runtime.cleanup_session(session_id)
+                break
+            except Exception as exc:
+                if attempt == 4 or self._stop_requested:
+                    self._log("warning", f"could not check for this session's leftover targets ({exc}); the next "
+                                         "run or `tui-profiler clean` removes them")
+                    return
+                await asyncio.sleep(2)
+        if n:
+            self._log("warning", f"removed {n} target(s) of this session that could not be stopped earlier")
 
     async def _clean_orphans(self) -> None:
         if not self.runtime or self.runtime.name != "docker":
@@ -463,6 +482,13 @@ class SweepRunner:
         except TargetFailed as exc:
             exc.phases = phases  # type: ignore[attr-defined]
             raise
+        except (_Stopped, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # e.g. the engine unreachable (restarting): this group's status, not the session's end
+            text = str(exc).strip().splitlines()
+            failed = TargetFailed("start_failed", f"{type(exc).__name__}: {text[0][:200] if text else ''}")
+            failed.phases = phases  # type: ignore[attr-defined]
+            raise failed from exc
         start_wall = time.perf_counter() - t0
         for k, v in (target.phases or {}).items():
             phases.setdefault(k, v)
