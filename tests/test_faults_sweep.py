@@ -21,7 +21,16 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.faults.harness import IMAGE_OVERRIDE, REPO, TINY, CliRun, read_csv_rows, remove_containers, sets
+from tests.faults.harness import (
+    IMAGE_OVERRIDE,
+    REPO,
+    TINY,
+    CliRun,
+    EngineProxy,
+    read_csv_rows,
+    remove_containers,
+    sets,
+)
 from tui_profiler.presets import load_preset
 from tui_profiler.runtime.base import SESSION_LABEL
 from tui_profiler.sweep import SweepRunner
@@ -66,9 +75,9 @@ def _finish(run: CliRun, client: Any, timeout_s: float = 600) -> tuple[int, Path
     return rc, session
 
 
-def _cli(tmp_path: Path, *extra: str, output: Path | None = None) -> CliRun:
+def _cli(tmp_path: Path, *extra: str, output: Path | None = None, env: dict[str, str] | None = None) -> CliRun:
     out = output or tmp_path / "out"
-    return CliRun(["run", "smoke", "--headless", "--output", str(out), *sets(*TINY, *extra)], out)
+    return CliRun(["run", "smoke", "--headless", "--output", str(out), *sets(*TINY, *extra)], out, env=env)
 
 
 def _at_load(run: CliRun) -> bool:
@@ -193,3 +202,28 @@ def test_engine_restart_mid_sweep(tmp_path: Path, image: str, docker_client: Any
     assert rc in (0, 1)
     assert len(cells) == 2 and cells["status"].notna().all()
     assert cells.iloc[0]["status"] != "ok" and cells.iloc[0]["reason"]
+
+
+@pytest.mark.faults
+def test_engine_outage_mid_sweep(tmp_path: Path, image: str, docker_client: Any) -> None:
+    """The engine goes away mid-load — its API unreachable and the container stopped, as a dockerd
+    restart without live-restore does — and comes back once the cell is recorded. Played through a
+    socket relay (EngineProxy) so the machine's shared dockerd is never touched. The cell ends with a
+    status and reason, the sweep goes on, and no container is left once the engine is back."""
+    proxy = EngineProxy(Path("/tmp") / f"tui-profiler-faults-{os.getpid()}.sock")
+    proxy.up()
+    try:
+        run = _cli(tmp_path, env={"DOCKER_HOST": proxy.docker_host})
+        run.wait_for(lambda: _at_load(run), START_TIMEOUT_S, "the load")
+        (container,) = run.containers(docker_client)
+        proxy.down()
+        container.kill()  # what the engine's shutdown does to its containers
+        run.wait_for(lambda: run.cells(), 120, "the cell's row", poll_s=0.05)
+        proxy.up()
+        rc, session = _finish(run, docker_client)
+    finally:
+        proxy.down()
+    cells = _cells(session).set_index("cell_index")
+    assert rc == 1
+    assert cells.loc[0, "status"] != "ok" and cells.loc[0, "reason"], cells[["status", "reason"]]
+    assert 1 in cells.index and cells.loc[1, "status"] in ("ok", "create_failed", "start_failed"), cells[["status", "reason"]]

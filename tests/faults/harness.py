@@ -154,3 +154,86 @@ def remove_containers(containers: list[Any]) -> None:
             c.remove(force=True, v=True)
         except Exception:
             pass
+
+
+class EngineProxy:
+    """A unix-socket relay to the Docker engine that can be taken down and brought back: the profiler
+    under test talks to the engine only through it (DOCKER_HOST), so an engine outage can be played
+    without touching the machine's shared dockerd."""
+
+    def __init__(self, path: Path, target: str = "/var/run/docker.sock") -> None:
+        import socket
+        import threading
+
+        self._socket_mod = socket
+        self._threading = threading
+        self.path = path
+        self.target = target
+        self._listener: Any = None
+        self._conns: list[Any] = []
+        self._lock = threading.Lock()
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.path}"
+
+    def up(self) -> None:
+        socket = self._socket_mod
+        if self.path.exists():
+            self.path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
+        listener.listen(64)
+        self._listener = listener
+        self._threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """The engine is gone: no new connection, and every open one is cut."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        if self.path.exists():
+            self.path.unlink()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(self._socket_mod.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, listener: Any) -> None:
+        socket = self._socket_mod
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
