@@ -40,7 +40,7 @@ def test_tui_in_tmux_draws_and_quits_with_ctrl_q(tmp_path):
     synthetic.write_session(output)
     status_file = tmp_path / "status"
     session = f"tuiprof-test-{time.monotonic_ns()}"
-    command = (f"cd {shlex.quote(str(tmp_path))} && TERM=xterm-256color {shlex.quote(exe)} "
+    command = (f"cd {shlex.quote(str(tmp_path))} && {shlex.quote(exe)} "
                f"--output {shlex.quote(str(output))}; echo $? > {shlex.quote(str(status_file))}")
     _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
     try:
@@ -70,7 +70,7 @@ def test_tui_in_tmux_quits_cleanly_on_sighup(tmp_path):
     pid_file = tmp_path / "pid"
     session = f"tuiprof-test-{time.monotonic_ns()}"
     command = (f"cd {shlex.quote(str(tmp_path))} && (echo $BASHPID > {shlex.quote(str(pid_file))}; "
-               f"exec env TERM=xterm-256color {shlex.quote(exe)} --output out); "
+               f"exec {shlex.quote(exe)} --output out); "
                f"echo $? > {shlex.quote(str(status_file))}")
     _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", command)
     try:

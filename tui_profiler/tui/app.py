@@ -56,6 +56,19 @@ class ProfilerApp(App[int]):
         self.last_session_dir: str | None = None
         self.theme = "textual-dark"
 
+    def run(self, *args: Any, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> int | None:
+        """Run on uvloop when it is installed, as the headless runs do: the load generator shares this
+        loop, and uvloop halves its per-request cost."""
+        if loop is None:
+            from tui_profiler.load.client import new_event_loop
+
+            loop = new_event_loop()
+            try:
+                return super().run(*args, loop=loop, **kwargs)
+            finally:
+                loop.close()
+        return super().run(*args, loop=loop, **kwargs)
+
     # ---------------------------------------------------------------- engine access (tests may inject)
 
     def host(self) -> Any:
