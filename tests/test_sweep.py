@@ -47,11 +47,13 @@ def smoke_session(docker_client, server_image, tmp_path_factory):  # type: ignor
     runner = SweepRunner(preset, runtime="docker", output_dir=out)
     events: list[object] = []
     t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
     finished = asyncio.run(runner.run(events.append))
     wall = time.perf_counter() - t0
+    load_1min = max(load_before, os.getloadavg()[0])
     session = Path(finished.session_dir)
-    print(f"\nsmoke sweep: {wall:.1f}s wall, session {session}")
-    return {"finished": finished, "events": events, "dir": session, "preset": preset, "wall_s": wall,
+    print(f"\nsmoke sweep: {wall:.1f}s wall, session {session}, load average {load_1min:.1f}")
+    return {"load_1min": load_1min, "finished": finished, "events": events, "dir": session, "preset": preset, "wall_s": wall,
             "cells": read_rows(session / "cells.csv")[1], "requests": read_rows(session / "requests.csv")[1],
             "samples": read_rows(session / "samples.csv")[1],
             "meta": json.loads((session / "meta.json").read_text())}
@@ -88,18 +90,29 @@ def test_oom_cell_is_recorded_and_the_sweep_goes_on(smoke_session) -> None:  # t
     assert [e.status for e in finished].count("oom") == 3
 
 
+def _require_a_host_that_is_not_oversubscribed(s: dict) -> None:
+    """Latency ratios mean something only when the caps, not other processes, limit the target. On a host
+    whose run queue is several times its cores (a shared development box), a 2-thread server is starved
+    and spins, so the ratios measure the neighbours: say so and skip, rather than assert noise."""
+    cores = os.cpu_count() or 1
+    if s["load_1min"] > 2.5 * cores:
+        pytest.skip(f"host oversubscribed during the sweep (load average {s['load_1min']:.1f} on {cores} cores)")
+
+
 def _p50(s: dict, cpus: str, scale: str) -> float:
     (c,) = [c for c in _ok_cells(s) if c["cpu_cores"] == cpus and c["input_scale"] == scale]
     return float(c["p50_s"])
 
 
 def test_latency_grows_with_scale(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    _require_a_host_that_is_not_oversubscribed(smoke_session)
     for cpus in ("0.5", "2.0"):
         small, big = _p50(smoke_session, cpus, "0.5"), _p50(smoke_session, cpus, "2.0")
         assert big > 1.5 * small, f"cpus {cpus}: p50 at scale 2 ({big:.4f}s) vs 0.5 ({small:.4f}s)"  # 16x pixels
 
 
 def test_half_a_cpu_is_slower_than_two(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    _require_a_host_that_is_not_oversubscribed(smoke_session)
     ratios = [_p50(smoke_session, "0.5", sc) / _p50(smoke_session, "2.0", sc) for sc in ("0.5", "1.0", "2.0")]
     print(f"p50 ratio 0.5 CPU / 2 CPU per scale: {[round(r, 2) for r in ratios]}")
     assert median(ratios) > 1.3, ratios

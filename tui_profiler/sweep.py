@@ -571,8 +571,13 @@ class SweepRunner:
         payload = await asyncio.to_thread(build_payload, spec_in, self._template, self._template_model())
         payload_row = payload.as_row() if hasattr(payload, "as_row") else {}
         base = {**self._base_row(cell, payload_row, target.enforced, container_idx), **payload_row}
-        cold_total = _cold_total(cold["phases"]) if not self.url else None
         first_seen = [False]
+
+        def cold_start_done() -> None:  # the container's cold start is complete with its first answer
+            phases = dict(cold["phases"])
+            first = phases.get("first_request")
+            cold["wall_s"] = cold.get("start_wall_s", 0.0) + (first or 0.0)
+            self._emit_safe(ColdStartDone(cell.index, phases, _cold_total(phases) or 0.0, target.enforced.as_row()))
 
         def on_result(res: Any) -> None:
             if fresh and not first_seen[0]:
@@ -580,6 +585,8 @@ class SweepRunner:
                 cold["phases"]["first_request"] = res.latency_s
                 self._emit_safe(ColdStartPhase(cell.index, "first_request", res.latency_s,
                                                "" if res.ok else f"failed: {res.error}"))
+                if not self.url:
+                    cold_start_done()
             row = {**base, **res.as_row(), "cold_start_s": _cold_total(cold["phases"]) if not self.url else None}
             store.write_request(row)
             self._emit_safe(RequestDone(
@@ -621,12 +628,8 @@ class SweepRunner:
                 sampled = summary.as_row()
             except Exception as exc:
                 self._log("warning", f"sampler: {exc}", cell.index)
-        if fresh and not self.url:
-            phases = dict(cold["phases"])
-            self._emit_safe(ColdStartDone(cell.index, phases, _cold_total(phases) or 0.0, target.enforced.as_row()))
-            first = cold["phases"].get("first_request")
-            cold["wall_s"] = cold.get("start_wall_s", 0.0) + (first or 0.0)
-        del cold_total
+        if fresh and not self.url and not first_seen[0]:  # no request ever answered
+            cold_start_done()
 
         timed = [r for r in results if not r.warmup]
         errors = [r for r in timed if not r.ok]
