@@ -265,7 +265,21 @@ class ClientRunner:
             return float(row[key]) * scale if row.get(key) not in (None, "") else None
 
         return {"rps": f("throughput_rps"), "p50_us": f("p50_s", 1e6), "p99_us": f("p99_s", 1e6),
-                "n": int(row.get("n") or 0), "errors": int(row.get("errors") or 0), "loop": "asyncio (run)"}
+                "n": int(row.get("n") or 0), "errors": int(row.get("errors") or 0), "loop": _run_loop()}
+
+
+def _run_loop() -> str:
+    """The event loop `tui-profiler run` uses (read from its source: uvloop since it runs on load.client.run)."""
+    import inspect
+
+    from tui_profiler.commands import run as run_cmd
+
+    uses_fast = "load.client import run" in inspect.getsource(run_cmd)
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio (run)"
+    return "uvloop (run)" if uses_fast else "asyncio (run)"
 
 
 # -------------------------------------------------------------------------------------------- the bench
