@@ -278,7 +278,8 @@ def test_ingest_measure_reports_rates_and_keeps_history_bounded():
     from tui_profiler.tui.ingest_bench import measure_ingest
     from tui_profiler.tui.live_state import LATENCY_POINTS
 
-    result = measure_ingest(3 * LATENCY_POINTS, size=(80, 24))
+    # paced over ~2 s so the 6 Hz redraw timer has ticks to show even on a fast machine
+    result = measure_ingest(3 * LATENCY_POINTS, size=(80, 24), rate=6000)
     assert result["events"] == 3 * LATENCY_POINTS
     assert result["events_per_s"] > 0 and result["seconds"] > 0
     assert result["redraws"] >= 1  # the timer kept firing while events poured in

@@ -97,3 +97,16 @@ def test_eta_from_past_sessions(tmp_path):
     per_cell = sessions.seconds_per_cell(tmp_path, "synthetic")
     assert per_cell is not None and abs(per_cell - 120.0 / 9) < 1e-9
     assert sessions.seconds_per_cell(tmp_path / "none") is None
+
+
+def test_cold_start_stays_for_cells_sharing_a_container():
+    from tui_profiler.events import ColdStartDone, ColdStartPhase
+
+    state = LiveState()
+    state.ingest(CellStarted(0, 2, {}))
+    state.ingest(ColdStartPhase(0, "create", 0.1))
+    state.ingest(ColdStartDone(0, {"create": 0.1, "ready": 2.0}, 2.1))
+    state.ingest(CellStarted(1, 2, {}))  # same container: no new phases
+    assert state.cold_phases == {"create": 0.1, "ready": 2.0} and state.cold_total_s == 2.1
+    state.ingest(ColdStartPhase(1, "create", 0.2))  # the next container starts
+    assert state.cold_phases == {"create": 0.2} and state.cold_total_s is None

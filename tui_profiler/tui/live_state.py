@@ -77,6 +77,7 @@ class LiveState:
     logs: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     # Monotonic counters so a consumer can tell what changed since its last look.
     version: int = 0
+    _cold_done: bool = False
     log_seq: int = 0
     cells_seq: int = 0
     events: int = 0
@@ -121,9 +122,8 @@ class LiveState:
             self.current_cell = dict(event.cell)
             self.n_cells = event.n_cells or self.n_cells
             self.eta_s = event.eta_s
-            self.cold_phases = {}
-            self.cold_total_s = None
-            self.enforced = {}
+            # cells of one resource config share a container: its cold start stays on screen until the
+            # next container's first phase arrives
             self.latencies.clear()
             self.cpu.clear()
             self.mem.clear()
@@ -134,11 +134,17 @@ class LiveState:
             self.cell_errors = 0
             self.log("info", f"cell {event.cell_index + 1}/{event.n_cells}: {describe_cell(event.cell)}")
         elif isinstance(event, ColdStartPhase):
+            if self._cold_done:  # a new container
+                self.cold_phases = {}
+                self.cold_total_s = None
+                self.enforced = {}
+                self._cold_done = False
             self.cold_phases[event.phase] = event.seconds
         elif isinstance(event, ColdStartDone):
             self.cold_phases = dict(event.phases)
             self.cold_total_s = event.total_s
             self.enforced = dict(event.enforced)
+            self._cold_done = True
         elif isinstance(event, CellFinished):
             self.cells_done += 1
             if event.status != "ok":
