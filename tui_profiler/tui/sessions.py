@@ -52,8 +52,11 @@ def read_session_info(path: Path) -> SessionInfo:
     preset = meta.get("preset_name") or _nested(meta, "preset", "name") or ""
     if not preset and "-" in path.name:
         preset = path.name.split("-", 2)[-1]
+    # the store writes the plan and the wall time so far (`last_wall_s`); older/synthetic metas say n_cells
     n_cells = meta.get("n_cells")
-    wall_s = meta.get("wall_s")
+    if n_cells is None and isinstance(meta.get("plan"), list):
+        n_cells = len(meta["plan"])
+    wall_s = meta.get("wall_s", meta.get("last_wall_s"))
     return SessionInfo(
         path=path,
         name=path.name,
@@ -263,8 +266,10 @@ def seconds_per_cell(output_dir: str | Path, preset: str | None = None) -> float
 
 
 def _session_seconds_per_cell(info: SessionInfo) -> float | None:
-    if info.wall_s and info.n_cells:
-        return info.wall_s / info.n_cells
+    finished = info.meta.get("cells_finished")  # an interrupted session ran only these in its wall time
+    cells = finished if isinstance(finished, int) and finished > 0 else info.n_cells
+    if info.wall_s and cells:
+        return info.wall_s / cells
     cells = read_csv(info.path / "cells.csv")
     if not cells.empty and "wall_s" in cells and cells["wall_s"].notna().any():
         return float(cells["wall_s"].dropna().median())
