@@ -57,7 +57,8 @@ def base_url(container: Any, deadline_s: float = 20) -> str:
 
 
 def wait_ready(container: Any, url: str, timeout_s: float = 180) -> tuple[list[int], dict]:
-    """Poll /healthz every 50 ms; returns the statuses seen (0 = no answer yet) and the ready document."""
+    """Poll /healthz every 50 ms; returns the statuses seen (0 = not listening yet, -1 = no answer within
+    5 s: loading torch's shared libraries holds the GIL, seconds on a busy machine) and the ready document."""
     seen: list[int] = []
     end = time.perf_counter() + timeout_s
     while time.perf_counter() < end:
@@ -66,12 +67,23 @@ def wait_ready(container: Any, url: str, timeout_s: float = 180) -> tuple[list[i
             seen.append(r.status_code)
             if r.status_code == 200:
                 return seen, r.json()
+        except requests.Timeout:
+            seen.append(-1)
         except requests.ConnectionError:
             seen.append(0)
         container.reload()
         assert container.status == "running", container.logs().decode()[-2000:]
         time.sleep(0.05)
     raise AssertionError(f"not ready within {timeout_s} s; statuses {sorted(set(seen))}")
+
+
+def throttled_s(container: Any) -> float:
+    """The container's own cgroup throttled time (v1 cpu.stat throttled_time ns, v2 throttled_usec)."""
+    out = container.exec_run(["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.stat 2>/dev/null || cat /sys/fs/cgroup/cpu.stat"])
+    stats = dict(line.split() for line in out.output.decode().splitlines() if len(line.split()) == 2)
+    if "throttled_time" in stats:
+        return int(stats["throttled_time"]) / 1e9
+    return int(stats["throttled_usec"]) / 1e6
 
 
 def test_image_has_the_label_and_a_non_root_user(docker_client, server_image) -> None:  # type: ignore[no-untyped-def]
@@ -84,11 +96,11 @@ def test_image_has_the_label_and_a_non_root_user(docker_client, server_image) ->
 
 
 def test_healthz_503_then_200_read_only_rootfs(start_server) -> None:  # type: ignore[no-untyped-def]
-    c = start_server("mobilenet_v3_small")
+    c = start_server("resnet50")
     url = base_url(c)
     seen, doc = wait_ready(c, url)
     assert 503 in seen, f"never saw 503 while loading: {sorted(set(seen))}"
-    assert seen.index(503) < len(seen) - 1 and seen[-1] == 200
+    assert seen[-1] == 200 and 200 not in seen[:-1]
     t = doc["timeline"]
     assert t["process_start"] <= t["imports_done"] <= t["model_loaded"] <= t["warmup_done"]
     assert doc["runtime"]["device"] == "cpu" and doc["runtime"]["torch"].startswith("2.")
@@ -102,25 +114,50 @@ def test_healthz_503_then_200_read_only_rootfs(start_server) -> None:  # type: i
 
 
 def test_cpu_quota_slows_a_compute_bound_request(start_server) -> None:  # type: ignore[no-untyped-def]
-    """resnet50 at 224×224 under --cpus 0.5 vs --cpus 2 (threads 'auto' follow the quota: 1 vs 2). Both are
-    ready before any timing, and the requests alternate, so background load on a shared machine hits both
-    alike; the best of 3 per cap is compared."""
+    """resnet50 at 224×224 under --cpus 0.5 vs --cpus 2, one torch thread in both (the 0.5 one through
+    `auto`, which must follow the quota), so only the quota differs: two threads in lock-step on a busy
+    2-core box were seen to run ~10× slower than one (a descheduled thread stalls every parallel region),
+    which would measure the machine's load instead of the cap. Both are ready before any timing, the
+    requests alternate, and the best of 3 per cap is compared."""
     containers = {"slow": start_server("resnet50", nano_cpus=int(0.5e9)),
-                  "fast": start_server("resnet50", nano_cpus=int(2e9))}
+                  "fast": start_server("resnet50", nano_cpus=int(2e9), environment={"TUI_PROFILER_THREADS": "1"})}
     urls = {name: base_url(c) for name, c in containers.items()}
     for name, c in containers.items():
         _, doc = wait_ready(c, urls[name])
-        quota = doc["runtime"]["cgroup_cpu_quota"]
-        assert quota == pytest.approx(0.5 if name == "slow" else 2.0), doc["runtime"]
-        assert doc["runtime"]["threads"] == (1 if name == "slow" else 2)
-    infers: dict[str, list[float]] = {"slow": [], "fast": []}
-    for _ in range(3):
-        for name in ("fast", "slow"):
-            r = requests.post(f"{urls[name]}/predict", data=RAW_224.tobytes(), headers=RAW_HEADERS, timeout=120)
-            assert r.status_code == 200
-            parts = dict(p.strip().split(";dur=") for p in r.headers["Server-Timing"].split(","))
-            infers[name].append(float(parts["infer"]))
-    assert min(infers["slow"]) > 1.5 * min(infers["fast"]), infers
+        assert doc["runtime"]["cgroup_cpu_quota"] == pytest.approx(0.5 if name == "slow" else 2.0), doc["runtime"]
+        assert doc["runtime"]["threads"] == 1
+        assert doc["runtime"]["threads_setting"] == ("auto" if name == "slow" else "1")
+    rounds = []
+    for _ in range(4):  # a busy shared machine can starve both containers below 0.5 core: try a few rounds
+        infers: dict[str, list[float]] = {"slow": [], "fast": []}
+        throttled = {"slow": 0.0, "fast": 0.0}
+        for _ in range(3):
+            for name in ("fast", "slow"):
+                before = throttled_s(containers[name])
+                r = requests.post(f"{urls[name]}/predict", data=RAW_224.tobytes(), headers=RAW_HEADERS, timeout=120)
+                throttled[name] += throttled_s(containers[name]) - before
+                assert r.status_code == 200
+                parts = dict(p.strip().split(";dur=") for p in r.headers["Server-Timing"].split(","))
+                infers[name].append(float(parts["infer"]))
+        rounds.append((throttled, infers))
+        # the cap itself: the 0.5 quota paused the requests (cgroup throttled time), the 2 did not; and its
+        # wall-clock consequence
+        if (throttled["slow"] > 0.25 * sum(infers["slow"]) / 1000
+                and throttled["fast"] < 0.05 * sum(infers["fast"]) / 1000
+                and min(infers["slow"]) > 1.5 * min(infers["fast"])):
+            return
+    starved = all(t["slow"] < 0.05 * sum(i["slow"]) / 1000 for t, i in rounds)
+    pytest.fail("the --cpus 0.5 request was not throttled and >1.5x slower than --cpus 2 in any round"
+                + (" — the 0.5 quota never bound: the machine itself gave the container less than half a core "
+                   "(other load), so the cap could not be measured" if starved else "")
+                + f" (throttled s, infer ms per round): {rounds}")
+
+
+def test_threads_auto_follows_a_cpu_quota_of_2(start_server) -> None:  # type: ignore[no-untyped-def]
+    c = start_server("mobilenet_v3_small", nano_cpus=int(2e9))
+    _, doc = wait_ready(c, base_url(c))
+    assert doc["runtime"]["cgroup_cpu_quota"] == pytest.approx(2.0)
+    assert doc["runtime"]["threads"] == min(2, doc["runtime"]["cpu_affinity"])
 
 
 def test_memory_cap_below_the_models_need_is_an_oom_kill(start_server) -> None:  # type: ignore[no-untyped-def]
