@@ -15,6 +15,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,9 @@ WHEELHOUSE = Path(os.environ.get("TUI_PROFILER_WHEELS", str(CACHE_DIR / "wheels"
 TORCH_SPEC = "torch==2.14.1 torchvision==0.29.1"
 SERVER_PACKAGES = [*TORCH_SPEC.split(), "numpy", "pillow", "aiohttp"]
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repo (or site-packages) holding servers/
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours a build step's stderr
 
 
 class ImageBuildError(RuntimeError):
@@ -274,11 +278,12 @@ def _build(client: Any, ctx: str, tag: str, buildargs: dict[str, str], labels: d
     for chunk in stream:
         if "error" in chunk:
             detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-            lines = [*tail[-5:], detail.strip()]
+            said = [x for x in tail if x.startswith("error:")]  # our own one-line errors (servers.catalog)
+            lines = said[-1:] or [*tail[-5:], ANSI.sub("", detail).strip()]
             raise ImageBuildError(f"building {tag} failed: " + " | ".join(x for x in lines if x))
         if "aux" in chunk and isinstance(chunk["aux"], dict):
             image_id = chunk["aux"].get("ID", image_id)
-        text = chunk.get("stream") or chunk.get("status") or ""
+        text = ANSI.sub("", chunk.get("stream") or chunk.get("status") or "")
         for line in text.splitlines():
             line = line.rstrip()
             if line:
