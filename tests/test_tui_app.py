@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Input, OptionList, RichLog, Static
 
 from tui_profiler.tui import synthetic
 from tui_profiler.tui.app import make_app
+from tui_profiler.tui.screens.confirm import ConfirmScreen
 from tui_profiler.tui.screens.live import LiveScreen
 from tui_profiler.tui.screens.results import ResultsScreen
 from tui_profiler.tui.screens.setup import SetupScreen
@@ -220,15 +221,18 @@ async def test_smoke_run_through_the_tui_on_the_real_engine(tmp_path, docker_cli
         await pilot.pause()
         assert isinstance(app.screen, LiveScreen)
         assert await _wait(lambda: app.live_state.n_requests > 0 or not app.is_running_sweep(), 300, pilot)
-        if app.is_running_sweep():  # Stop asks first; 'n' keeps the run going
+        if app.is_running_sweep():  # Stop asks first; 'n' keeps the run going (it may finish meanwhile)
             await pilot.press("s")
             await pilot.pause()
+            if app.is_running_sweep():
+                assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("n")
             await pilot.pause()
-            assert app.is_running_sweep()
+            assert not isinstance(app.screen, ConfirmScreen)
         assert await _wait(lambda: not app.is_running_sweep(), 400, pilot), "sweep did not finish"
         state = app.live_state
         assert state.finished is not None, [text for _, _, text in state.logs]
+        assert state.finished.status == "ok"  # not 'interrupted': declining the prompt did not stop it
         assert state.cells_done == n_cells
         session_id = state.session_id
         await pilot.press("f4")
