@@ -233,3 +233,34 @@ def test_sigint_mid_load_then_resume_runs_each_cell_once(docker_client, server_i
     meta = json.loads((session / "meta.json").read_text())
     assert meta["status"] == "ok" and len(meta["resumes"]) == 1
     assert docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={session.name}"}) == []
+
+
+def test_sigkill_leaves_an_orphan_that_the_next_start_removes(docker_client, server_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL gives no chance to clean up: the container stays. The next run's start-up (find_orphans)
+    removes it because its owner process is gone, and names it; live runs' containers are not touched."""
+    from tui_profiler.sweep import OWNER_LABEL, find_orphans
+
+    sets = ["--set", f"image={server_image}", "--set", "resources.cpus=2", "--set", "resources.memory_gb=2",
+            "--set", "input.scales=0.5", "--set", "load.requests=100000"]
+    proc = subprocess.Popen(_cli("run", "smoke", "--headless", "--output", str(tmp_path), *sets), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    found = []
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not found:
+            dirs = [d for d in tmp_path.iterdir() if d.is_dir()]
+            if dirs:
+                found = docker_client.containers.list(filters={"label": f"{SESSION_LABEL}={dirs[0].name}"})
+            time.sleep(0.2)
+        assert found, "the run never started its container"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (container,) = found
+    assert container.labels[OWNER_LABEL].split(":")[1] == str(proc.pid)
+    container.reload()  # still there: nobody cleaned up
+    removed = find_orphans()
+    assert any(container.name in r for r in removed), removed
+    assert docker_client.containers.list(all=True, filters={"id": container.id}) == []
