@@ -173,8 +173,13 @@ def test_meta_records_host_runtime_and_packages(smoke_session) -> None:  # type:
     assert m["preset_toml"]["model"] == "mobilenet_v3_small"
 
 
+def _session_id(session_dir: Path) -> str:
+    """The container label value of a session (the folder name plus a random token, from meta.json)."""
+    return json.loads((session_dir / "meta.json").read_text())["session_id"]
+
+
 def test_no_container_left(smoke_session, docker_client) -> None:  # type: ignore[no-untyped-def]
-    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={smoke_session['dir'].name}"})
+    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={_session_id(smoke_session['dir'])}"})
     assert left == []
 
 
@@ -213,7 +218,7 @@ def test_sigint_mid_load_then_resume_runs_each_cell_once(docker_client, server_i
             proc.kill()
     assert proc.returncode == 130, out[-2000:]
     assert "resume with" in out
-    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={session.name}"})
+    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={_session_id(session)}"})
     assert left == [], "the interrupted run left a container"
     meta = json.loads((session / "meta.json").read_text())
     assert meta["status"] == "interrupted" and 0 in meta["cells_remaining"]
@@ -232,7 +237,7 @@ def test_sigint_mid_load_then_resume_runs_each_cell_once(docker_client, server_i
     assert len(kept) >= rows_before and {r["cell_index"] for r in kept} == {"0"}
     meta = json.loads((session / "meta.json").read_text())
     assert meta["status"] == "ok" and len(meta["resumes"]) == 1
-    assert docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={session.name}"}) == []
+    assert docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={_session_id(session)}"}) == []
 
 
 def test_sigkill_leaves_an_orphan_that_the_next_start_removes(docker_client, server_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -249,8 +254,8 @@ def test_sigkill_leaves_an_orphan_that_the_next_start_removes(docker_client, ser
     try:
         while time.monotonic() < deadline and proc.poll() is None and not found:
             dirs = [d for d in tmp_path.iterdir() if d.is_dir()]
-            if dirs:
-                found = docker_client.containers.list(filters={"label": f"{SESSION_LABEL}={dirs[0].name}"})
+            if dirs and (dirs[0] / "meta.json").is_file():
+                found = docker_client.containers.list(filters={"label": f"{SESSION_LABEL}={_session_id(dirs[0])}"})
             time.sleep(0.2)
         assert found, "the run never started its container"
         proc.send_signal(signal.SIGKILL)

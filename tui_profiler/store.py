@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import re
+import secrets
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -160,7 +161,9 @@ class SessionStore:
 
     def __init__(self, session_dir: Path, meta: dict[str, Any], finished: set[int]) -> None:
         self.dir = session_dir
-        self.session_id = session_dir.name
+        # The container label value: the folder name plus a random token (kept in meta.json so a resume
+        # reuses it), so two runs started in the same second never share a label.
+        self.session_id = str(meta.get("session_id") or session_dir.name)
         self.meta = meta
         self.finished_cells = finished
         self.requests = AppendCsv(session_dir / "requests.csv", REQUEST_COLUMNS)
@@ -170,7 +173,7 @@ class SessionStore:
     @classmethod
     def create(cls, output_dir: str | os.PathLike[str], preset_name: str, meta: dict[str, Any]) -> SessionStore:
         session_dir = new_session_dir(output_dir, preset_name)
-        meta = {"session_id": session_dir.name, "created_utc": datetime.now(UTC).isoformat(), **meta}
+        meta = {"session_id": f"{session_dir.name}-{secrets.token_hex(3)}", "created_utc": datetime.now(UTC).isoformat(), **meta}
         _write_json_atomic(session_dir / "meta.json", meta)
         return cls(session_dir, meta, set())
 
