@@ -155,6 +155,39 @@ def test_foreign_tfserving_image_profiled_end_to_end(
     assert not session_containers(docker_client, session)
 
 
+def test_foreign_image_built_from_a_preset_dockerfile(docker_client, model_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`[target] dockerfile` (relative to the preset file) is built before the sweep and profiled the same way;
+    a Dockerfile that does not exist is a one-line build failure with no container started."""
+    import shutil
+
+    shutil.copytree(FOREIGN, tmp_path / "tfserving_like")
+    text = foreign_preset("unused", model_dir).replace(
+        'image = "unused"',
+        'dockerfile = "tfserving_like/Dockerfile"\nbuild_args = { BASE_IMAGE = "tui-profiler-base:bookworm" }',
+    )
+    preset = tmp_path / "from_dockerfile.toml"
+    preset.write_text(text)
+    out = tmp_path / "out"
+    proc = run_cli(str(preset), "--output", str(out), "--set", "resources.cpus=1", "--set", "resources.memory_gb=1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (session,) = list(out.iterdir())
+    cells = read_csv(session / "cells.csv")
+    assert len(cells) == 2 and all(c["status"] == "ok" for c in cells)
+    built = [i for i in docker_client.images.list(filters={"label": "tui-profiler.image=target"})
+             if any(t.startswith("tui-profiler-target-tfserving_like:") for t in i.tags)]
+    assert built, "the target image was not built from the preset's Dockerfile"
+    assert not session_containers(docker_client, session)
+
+    preset.write_text(text.replace("tfserving_like/Dockerfile", "missing/Dockerfile"))
+    out2 = tmp_path / "out2"
+    proc = run_cli(str(preset), "--output", str(out2), "--set", "resources.cpus=1", "--set", "resources.memory_gb=1")
+    assert proc.returncode != 0
+    (session2,) = list(out2.iterdir())
+    cells = read_csv(session2 / "cells.csv")
+    assert cells and all(c["status"] == "build_failed" for c in cells)
+    assert any("missing/Dockerfile" in c["reason"] for c in cells)
+
+
 def test_foreign_image_that_never_gets_ready_is_a_failed_cell(
     docker_client, foreign_image: str, model_dir: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

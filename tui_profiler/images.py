@@ -270,10 +270,10 @@ def _remove_if_untagged(client: Any, image_id: str, progress: Progress) -> None:
 
 
 def _build(client: Any, ctx: str, tag: str, buildargs: dict[str, str], labels: dict[str, str],
-           progress: Progress, target: str | None = None) -> str:
+           progress: Progress, target: str | None = None, dockerfile: str = "servers/Dockerfile") -> str:
     tail: list[str] = []
     image_id = ""
-    stream = client.api.build(path=ctx, dockerfile="servers/Dockerfile", tag=tag, buildargs=buildargs,
+    stream = client.api.build(path=ctx, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
                               labels=labels, rm=True, forcerm=True, pull=False, decode=True, target=target)
     for chunk in stream:
         if "error" in chunk:
@@ -292,6 +292,34 @@ def _build(client: Any, ctx: str, tag: str, buildargs: dict[str, str], labels: d
     if not image_id:
         image_id = client.images.get(tag).id
     return image_id
+
+
+def build_image_from_dockerfile(dockerfile: str | os.PathLike[str], context: str | os.PathLike[str] | None = None,
+                                build_args: dict[str, str] | None = None, progress: Progress = None) -> str:
+    """Build a preset's own serving image (`[target] dockerfile`) and return its tag.
+
+    The context defaults to the Dockerfile's folder. The tag names the Dockerfile's path, so a rebuild
+    replaces the last one and the engine's layer cache makes an unchanged rebuild take seconds."""
+    path = Path(dockerfile).resolve()
+    if not path.is_file():
+        raise ImageBuildError(f"target.dockerfile: {dockerfile} is not a file")
+    ctx = Path(context).resolve() if context else path.parent
+    if not ctx.is_dir():
+        raise ImageBuildError(f"target.context: {context} is not a folder")
+    try:
+        rel = path.relative_to(ctx)
+    except ValueError:
+        raise ImageBuildError(f"target.dockerfile: {dockerfile} lies outside target.context {ctx}") from None
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", path.parent.name.lower()).strip("-.") or "target"
+    tag = f"tui-profiler-target-{slug}:{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    client = _client()
+    try:
+        _say(progress, f"building {tag} from {path} (context {ctx})")
+        _build(client, str(ctx), tag, dict(build_args or {}), {IMAGE_LABEL: "target"}, progress,
+               dockerfile=str(rel))
+    finally:
+        client.close()
+    return tag
 
 
 def list_images() -> list[dict[str, Any]]:

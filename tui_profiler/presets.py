@@ -191,6 +191,7 @@ _TARGET: dict[str, _Field] = {
     "image": _Field("str", ""),
     "dockerfile": _Field("str", ""),
     "context": _Field("str", ""),
+    "build_args": _Field("strtable", None),
     "port": _num("int", 1, 65535, default=8000),
     "command": _Field("str", None, is_list=True),
     "env": _Field("strtable", None),

@@ -360,10 +360,13 @@ class SweepRunner:
             elif target.get("dockerfile"):
                 from tui_profiler import images
 
-                build = getattr(images, "build_image_from_dockerfile", None)
-                if build is None:
-                    raise TargetFailed("build_failed", "building a [target] dockerfile is not supported yet")
-                self._image = await asyncio.to_thread(build, target["dockerfile"], target.get("context") or None)
+                # Relative paths are relative to the preset file, like everything else it names.
+                here = self.preset.path.parent if self.preset.path else Path.cwd()
+                dockerfile = here / target["dockerfile"]
+                context = here / target["context"] if target.get("context") else None
+                self._log("info", f"building the target image from {dockerfile}")
+                self._image = await self._interruptible(_in_daemon_thread(
+                    lambda: images.build_image_from_dockerfile(dockerfile, context, target.get("build_args"))))
             elif self.preset.image:
                 self._image = self.preset.image
             else:
