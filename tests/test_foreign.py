@@ -42,10 +42,11 @@ def foreign_image(docker_client) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture()
 def model_dir(tmp_path: Path) -> Path:
-    """TF Serving's layout: <base>/<name>/<version>/...; readable by the image's unprivileged user."""
+    """TF Serving's layout: <base>/<name>/<version>/...; readable by the image's unprivileged user.
+    20 rounds of per-value work, so the input-proportional compute outweighs the fixed per-request cost."""
     d = tmp_path / "models"
     (d / "half" / "1").mkdir(parents=True)
-    (d / "half" / "1" / "model.json").write_text(json.dumps({"classes": 10, "rounds": 1}))
+    (d / "half" / "1" / "model.json").write_text(json.dumps({"classes": 10, "rounds": 20}))
     for p in [tmp_path, d, d / "half", d / "half" / "1", d / "half" / "1" / "model.json"]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     return d

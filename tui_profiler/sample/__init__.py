@@ -261,7 +261,10 @@ class ResourceSampler:
                 oldest = self._window[0]
                 if cpu_cores is None and now - oldest.t > 0 and oldest.cpu_ns is not None and oldest is not point:
                     cpu_cores = (cpu_ns - oldest.cpu_ns) / 1e9 / (now - oldest.t)
-            if cpu_cores is not None and not final:
+            # The peak is over full windows only: in a shorter one (the first samples) a quota'd container's
+            # legitimate burst across all cores within one CFS period would read as a peak far above its cap.
+            full_window = self._window and now - self._window[0].t >= 0.9 * self.cpu_window_s
+            if cpu_cores is not None and not final and (full_window or source == "docker-stats"):
                 self._peak_cpu = cpu_cores if self._peak_cpu is None else max(self._peak_cpu, cpu_cores)
             if mem is not None:
                 self._max_mem = mem if self._max_mem is None else max(self._max_mem, mem)
