@@ -13,13 +13,15 @@ python3 -m pip install -q --disable-pip-version-check -e '.[server,test]'
 if [ "$(id -u)" = 0 ]; then
   step "debian packages the tests use"
   need=()
-  for p in debootstrap docker-registry tmux; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  for p in debootstrap docker-registry tmux wrk hey nginx-light; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
   if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
+    # No service may start on install (nginx on :80, docker-registry on :5000): tests start their own,
+    # bound to 127.0.0.1, and stop them.
+    policy=/usr/sbin/policy-rc.d
+    [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; }
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
   fi
-  # Debian's docker-registry starts itself on install; tests start their own on another port.
-  systemctl stop docker-registry >/dev/null 2>&1 || true
 fi
 
 step "docker engine"
