@@ -111,6 +111,7 @@ class ResourceSampler:
         self._pending: list[ResourceSample] = []  # samples not yet handed to the event loop
         self._last_delivery = 0.0
         self._deliver_lock = threading.Lock()
+        self._tick = 0
         self._gpu_note = ""
 
     # ---------------------------------------------------------------- lifecycle
@@ -206,7 +207,10 @@ class ResourceSampler:
         now = time.perf_counter()
         gpu = self._nvml.read(self._target_pids()) if self._nvml is not None else GpuReading()
         if self._reader is not None:
-            r = self._reader.read()
+            # The cumulative counters (peak, throttling, OOM) every FULL_READ_EVERY-th tick and at the end;
+            # between those, samples carry their last values.
+            self._tick += 1
+            r = self._reader.read(full=final or self._tick % self.FULL_READ_EVERY == 1)
             return self._record(
                 now, r.cpu_usage_ns, r.mem_bytes, r.mem_peak_bytes, r.nr_throttled, r.throttled_ns,
                 r.oom_kills, self._reader.cpu_limit_cores, self._reader.mem_limit_bytes, gpu, self.source, final,
@@ -295,7 +299,7 @@ class ResourceSampler:
                 cpu_cap=cpu_cap,
                 mem_bytes=mem,
                 mem_cap_bytes=mem_cap,
-                mem_peak_bytes=peak_counter,
+                mem_peak_bytes=peak_counter if peak_counter is not None else self._peak_counter,
                 throttled_periods=last_n - base_n if last_n is not None and base_n is not None else None,
                 throttled_s=(last_ns - base_ns) / 1e9 if last_ns is not None and base_ns is not None else None,
                 gpu_util_pct=gpu.gpu_util_pct,
@@ -306,6 +310,7 @@ class ResourceSampler:
     # Samples reach the event loop in batches (every DELIVER_EVERY_S): waking the loop once per sample
     # cost more CPU than taking the sample (measured by `tui-profiler bench sampler`).
     DELIVER_EVERY_S = 0.2
+    FULL_READ_EVERY = 5  # ticks: the cumulative cgroup counters are read at 4 Hz at the default 20 Hz
 
     def _deliver(self, sample: ResourceSample) -> None:
         if self.on_sample is None or self._loop is None:
