@@ -178,6 +178,9 @@ def test_foreign_image_built_from_a_preset_dockerfile(docker_client, model_dir: 
              if any(t.startswith("tui-profiler-target-tfserving_like:") for t in i.tags)]
     assert built, "the target image was not built from the preset's Dockerfile"
     assert not session_containers(docker_client, session)
+    for image in built:  # tagged by this tmp path's hash: nothing reuses it
+        for tag in image.tags:
+            docker_client.images.remove(tag)
 
     preset.write_text(text.replace("tfserving_like/Dockerfile", "missing/Dockerfile"))
     out2 = tmp_path / "out2"
