@@ -57,6 +57,18 @@ async def busy_target(docker_client):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.docker
+async def test_sampler_shorter_than_one_cpu_window_still_reports_a_peak(busy_target: RunningTarget) -> None:
+    """Peak CPU is taken over full 0.2 s windows (a shorter one would read a quota'd burst as a peak far above
+    the cap); a sampling shorter than one window reports its whole span instead of 'not available'."""
+    sampler = ResourceSampler(busy_target, interval_s=0.02)
+    await sampler.start()
+    await asyncio.sleep(0.08)
+    summary = await sampler.stop()
+    assert summary.mean_cpu_cores is not None
+    assert summary.peak_cpu_cores == summary.mean_cpu_cores
+
+
+@pytest.mark.docker
 async def test_cgroup_sampler_on_busy_container(busy_target: RunningTarget) -> None:
     got: list[ResourceSample] = []
     threads: set[int] = set()

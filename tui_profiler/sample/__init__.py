@@ -345,6 +345,9 @@ class ResourceSampler:
         if first and last and last.t > first.t and first.cpu_ns is not None and last.cpu_ns is not None:
             s.mean_cpu_cores = (last.cpu_ns - first.cpu_ns) / 1e9 / (last.t - first.t)
         s.peak_cpu_cores = self._peak_cpu
+        if s.peak_cpu_cores is None and s.mean_cpu_cores is not None:
+            # sampled for less than one full window: the whole span is the only full window there is
+            s.peak_cpu_cores = s.mean_cpu_cores
         if self._peak_counter is not None:
             s.peak_mem_bytes = self._peak_counter
             s.peak_mem_source = "docker-stats-max-usage" if self.source == "docker-stats" else "cgroup-peak-counter"
