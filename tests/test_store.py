@@ -17,7 +17,16 @@ import pytest
 
 from tests.conftest import REPO
 from tui_profiler.analysis.stats import bootstrap_ci95, percentile, summarise, t_ci95
-from tui_profiler.store import CELL_COLUMNS, REQUEST_COLUMNS, SessionStore, fmt, read_rows
+from tui_profiler.store import (
+    CELL_COLUMNS,
+    REQUEST_COLUMNS,
+    AppendCsv,
+    SessionStore,
+    csv_field,
+    csv_line,
+    fmt,
+    read_rows,
+)
 
 AC_PROF_LONG = ["timestamp_ms", "model_name", "cpu_cores", "gpu_mode", "mem_cap_gb", "batch_size", "token_len",
                 "repeat_idx", "warmup", "latency_s", "cold_start_s", "status", "error"]
@@ -38,6 +47,44 @@ def test_not_available_is_empty_never_zero() -> None:
     assert fmt(None) == "" and fmt(float("nan")) == ""
     assert fmt(0) == "0" and fmt(0.0) == "0.0"
     assert fmt(True) == "1" and fmt(False) == "0"
+
+
+
+TRICKY_FIELDS = ["", "plain", "a,b", 'say "hi"', "line\nbreak", "cr\rlf", " lead", "trail ", "ünï", '","', "0.001"]
+
+
+def test_hand_formatted_rows_are_byte_identical_to_csv_writer() -> None:
+    import io
+
+    for fields in ([f] for f in TRICKY_FIELDS):  # one field per row (the lone empty field is a special case)
+        buf = io.StringIO()
+        csv.writer(buf).writerow(fields)
+        assert csv_line([csv_field(f) for f in fields]) == buf.getvalue().encode(), fields
+    buf = io.StringIO()
+    csv.writer(buf).writerow(TRICKY_FIELDS)
+    assert csv_line([csv_field(f) for f in TRICKY_FIELDS]) == buf.getvalue().encode()
+
+
+def test_rows_with_constant_columns_match_whole_rows(tmp_path: Path) -> None:
+    """The per-request fast path (a cell's settings formatted once) writes the same bytes as `write`."""
+    columns = ["cell_index", "model_name", "latency_s", "error", "cpu_cores", "worker"]
+    constant = {"cell_index": 3, "model_name": "m,odel", "cpu_cores": 0.5}
+    varying = [{"latency_s": 0.0123, "error": "", "worker": 0},
+               {"latency_s": None, "error": 'bad "x", y', "worker": 1},
+               {"latency_s": 1e-05, "error": "multi\nline", "cpu_cores": 99},  # a constant column is not overridden
+               {"latency_s": float("nan"), "error": "x", "worker": True}]  # nan is 'not available'; bool is 1/0
+    whole, bound = AppendCsv(tmp_path / "whole.csv", columns), AppendCsv(tmp_path / "bound.csv", columns)
+    rows = bound.with_constant(constant)
+    for v in varying:
+        whole.write({**v, **constant})
+        rows.write(v)
+    whole.close()
+    bound.close()
+    assert (tmp_path / "bound.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    _, back = read_rows(tmp_path / "bound.csv")
+    assert [r["error"] for r in back] == ["", 'bad "x", y', "multi\nline", "x"]
+    assert [r["latency_s"] for r in back] == ["0.0123", "", "1e-05", ""] and {r["cpu_cores"] for r in back} == {"0.5"}
+    assert [r["worker"] for r in back] == ["0", "1", "", "1"]
 
 
 WRITER = r"""

@@ -575,6 +575,7 @@ class SweepRunner:
         payload_row = payload.as_row() if hasattr(payload, "as_row") else {}
         base = {**self._base_row(cell, payload_row, target.enforced, container_idx), **payload_row}
         first_seen = [False]
+        rows: list[Any] = []  # requests.csv rows with this cell's constant columns (made on the first result)
 
         def cold_start_done() -> None:  # the container's cold start is complete with its first answer
             phases = dict(cold["phases"])
@@ -590,8 +591,12 @@ class SweepRunner:
                                                "" if res.ok else f"failed: {res.error}"))
                 if not self.url:
                     cold_start_done()
-            row = {**base, **res.as_row(), "cold_start_s": _cold_total(cold["phases"]) if not self.url else None}
-            store.write_request(row)
+            varying = res.as_row()
+            varying["cold_start_s"] = _cold_total(cold["phases"]) if not self.url else None
+            if not rows:  # the cell's settings are formatted once; each request writes only its own fields
+                rows.append(store.request_rows({k: v for k, v in base.items() if k not in varying}))
+            rows[0].write(varying)
+            row = {**base, **varying}
             self._emit_safe(RequestDone(
                 cell_index=cell.index, t_s=res.t_recv_s, latency_s=res.latency_s, ok=res.ok, warmup=res.warmup,
                 status=res.status, error=res.error or "", server_total_ms=res.server_total_ms,

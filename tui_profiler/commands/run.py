@@ -141,9 +141,16 @@ class _Progress:
         self.stopping = ""
 
     def __call__(self, event: Any) -> None:
-        from tui_profiler import events as ev
-
-        if isinstance(event, ev.SessionStarted):
+        ev = _events()
+        if type(event) is ev.RequestDone:  # first: thousands a second against a fast server
+            self.n_finished += 1
+            if not event.warmup:
+                self.n_req += 1
+                if event.ok and event.latency_s is not None:
+                    self.latencies.append(event.latency_s)
+                else:
+                    self.n_err += 1
+        elif isinstance(event, ev.SessionStarted):
             self.session, self.runtime, self.n_cells = event.session_dir, event.runtime, event.n_cells
             self.done = event.resumed_cells
             self._print(f"session {event.session_dir}")
@@ -160,14 +167,6 @@ class _Progress:
             self.phase = f"cold start {event.total_s:.2f}s"
             parts = ", ".join(f"{k} {v:.2f}s" for k, v in event.phases.items() if v is not None)
             self._print(f"  cold start {event.total_s:.2f}s ({parts})")
-        elif isinstance(event, ev.RequestDone):
-            self.n_finished += 1
-            if not event.warmup:
-                self.n_req += 1
-                if event.ok and event.latency_s is not None:
-                    self.latencies.append(event.latency_s)
-                else:
-                    self.n_err += 1
         elif isinstance(event, ev.CellFinished):
             if event.status == "interrupted":
                 return
@@ -206,6 +205,12 @@ class _Progress:
         if self.stopping:
             grid.add_row("", f"[yellow]{self.stopping}[/]", "")
         return grid
+
+
+def _events() -> Any:
+    from tui_profiler import events
+
+    return events
 
 
 def _ms(v: Any) -> str:
