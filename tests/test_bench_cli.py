@@ -17,7 +17,7 @@ from tests.conftest import REPO
 
 EXPECTED = {
     "client": ["requests/s c=1", "requests/s c=8", "requests/s c=64", "p50 c=1", "p50 added over wrk c=1"],
-    "payload": ["decode+encode share of inference (default size)"],
+    "payload": ["server decode+encode share of inference (default size)", "client encode, once per cell (default size)"],
     "sampler": ["samples/s achieved", "CPU, whole process (above idle)"],
     "tui": ["events/s absorbed", "redraws/s meanwhile"],
     "sweep": ["wall / (cold starts + request time)"],

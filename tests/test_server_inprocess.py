@@ -116,6 +116,33 @@ async def test_raw_tensor_and_server_timing_within_wall_time(mobilenet: ms.Model
         await client.close()
 
 
+
+def test_top5_probabilities_match_torch_softmax(mobilenet: ms.ModelState) -> None:
+    import torch
+
+    logits = torch.randn(1, 1000, generator=torch.Generator().manual_seed(3))
+    ref = torch.topk(logits[0].softmax(0), 5)
+    got = mobilenet.encode(logits, torch.zeros(1, 3, 224, 224))["top5"]
+    assert [g["class"] for g in got] == ref.indices.tolist()
+    assert [g["p"] for g in got] == [round(v, 5) for v in ref.values.tolist()]
+
+
+def test_remembered_raw_layout_still_checks_each_body(mobilenet: ms.ModelState) -> None:
+    """`decode` remembers a checked layout per (shape, dtype, body size): the same headers with another
+    body size, or a bad header, are still refused; the same good request decodes to the same tensor."""
+    x = np.arange(3 * 32 * 48, dtype=np.float32).reshape(1, 3, 32, 48)
+    headers = {"x-tensor-shape": "1,3,32,48", "x-tensor-dtype": "float32"}
+    for _ in range(2):
+        t, needs_scaling = mobilenet.decode(x.tobytes(), RAW, headers)
+        assert tuple(t.shape) == (1, 3, 32, 48) and not needs_scaling and float(t[0, 2, 31, 47]) == x[0, 2, 31, 47]
+    for body, hdrs, status in ((x.tobytes()[:-4], headers, 400),
+                               (x.tobytes(), {**headers, "x-tensor-dtype": "float64"}, 422),
+                               (x.tobytes(), {**headers, "x-tensor-shape": "1,3,32,x"}, 400)):
+        with pytest.raises(ms.BadInput) as err:
+            mobilenet.decode(body, RAW, hdrs)
+        assert err.value.status == status
+
+
 @pytest.mark.parametrize("fmt,ctype", [("JPEG", "image/jpeg"), ("PNG", "image/png")])
 async def test_encoded_image(mobilenet: ms.ModelState, fmt: str, ctype: str) -> None:
     img = Image.fromarray(np.random.default_rng(2).integers(0, 255, (120, 160, 3), dtype=np.uint8))
