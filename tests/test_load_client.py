@@ -120,6 +120,58 @@ async def test_stop_when_stable_ends_early(server: str) -> None:
     assert 15 <= len(res) < 100
 
 
+async def test_results_reach_on_result_after_the_next_send_in_order(server: str) -> None:
+    """A worker sends its next request before the previous result's on_result runs (the CSV row does not
+    hold up the next request); results still arrive in order, all of them before run_load returns. Each
+    on_result blocks the loop until the server has seen the next request: were it called before that
+    request was sent, the count could never get there."""
+    seen: list[RequestResult] = []
+    n = 12
+
+    def on_result(res: RequestResult) -> None:
+        seen.append(res)
+        if res.seq == n - 1:
+            return  # the last one: no next request
+        deadline = time.perf_counter() + 5.0
+        while True:
+            with urllib.request.urlopen(server + "/count/deferred", timeout=5) as r:
+                if json.loads(r.read())["count"] >= res.seq + 2:
+                    return
+            assert time.perf_counter() < deadline, f"request {res.seq + 1} was not sent before result {res.seq}"
+            time.sleep(0.005)
+
+    res = await load(server, "/stall/deferred/0/0", LoadPattern(concurrency=1, requests=n, warmup=0),
+                     on_result=on_result)
+    assert seen == res and [r.seq for r in seen] == list(range(n)) and all(r.ok for r in res)
+
+
+async def test_an_on_result_error_stops_the_run_and_is_raised(server: str) -> None:
+    """E.g. a full disk while writing requests.csv: the load stops and run_load raises that error."""
+    calls: list[RequestResult] = []
+
+    def on_result(res: RequestResult) -> None:
+        calls.append(res)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match="No space left"):
+        await load(server, "/sleep/5", LoadPattern(concurrency=2, requests=None, duration_s=5.0, warmup=3),
+                   on_result=on_result)
+    assert time.perf_counter() - t0 < 2.5 and len(calls) == 5  # stopped, not run to its 5 s; no call after
+
+
+async def test_cancelling_delivers_every_finished_result(server: str) -> None:
+    seen: list[RequestResult] = []
+    task = asyncio.create_task(load(server, "/sleep/20", LoadPattern(concurrency=3, requests=1000),
+                                    on_result=seen.append))
+    await asyncio.sleep(0.4)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen and [r.seq for r in seen] == list(range(len(seen)))
+
+
 # -- open loop --------------------------------------------------------------------------------------------------
 
 

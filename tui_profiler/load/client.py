@@ -466,6 +466,12 @@ class _Run:
         self.epoch0_ms = 0.0
         self.no_body = payload.method == "HEAD"
         self.worker_offset = 0
+        # Results reach on_result in order, in a batch soon after they finish (once per loop iteration):
+        # a worker sends its next request first, so a closed loop at concurrency 1 does not wait for the
+        # CSV row of the previous one. The first error on_result raises stops the run and is re-raised.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.undelivered: list[RequestResult] = []
+        self.deliver_error: BaseException | None = None
 
     def record(
         self,
@@ -516,9 +522,27 @@ class _Run:
         if self.tracker is not None and not warmup and res.ok and latency is not None:
             if self.tracker.add(latency):
                 self.stop = True
-        if self.on_result is not None:
-            self.on_result(res)
+        if self.on_result is not None and self.deliver_error is None:
+            self.undelivered.append(res)
+            if len(self.undelivered) == 1:
+                if self.loop is None:
+                    self.deliver()
+                else:
+                    self.loop.call_soon(self.deliver)
         return res
+
+    def deliver(self) -> None:
+        """Hand every finished result not yet delivered to on_result, in order."""
+        batch, self.undelivered = self.undelivered, []
+        if self.on_result is None or self.deliver_error is not None:
+            return
+        for res in batch:
+            try:
+                self.on_result(res)
+            except Exception as exc:  # e.g. the disk is full: the run stops and run_load raises it
+                self.deliver_error = exc
+                self.stop = True
+                return
 
     def judge(self, answer: _Answer) -> tuple[str, str]:
         if answer.status not in self.check_status:
@@ -663,8 +687,9 @@ async def run_load(
     worker_offset: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[RequestResult]:
-    """Send `payload` to `base_url` under `pattern`; every result (warm-up first, marked) goes to `on_result`
-    (synchronously: keep it cheap) and into the returned list. Cancelling the task stops the load cleanly.
+    """Send `payload` to `base_url` under `pattern`; every result (warm-up first, marked) goes into the
+    returned list and to `on_result`, in order, once per event-loop iteration after it finished and always
+    before run_load returns (keep it cheap: it runs on the loop). Cancelling the task stops the load cleanly.
 
     `pattern.processes > 1` splits a closed loop's workers over that many client processes (results come
     back here, in arrival order, on one time base). `clock_origin` (perf_counter, epoch ms), `worker_offset`
@@ -682,6 +707,7 @@ async def run_load(
         payload = _with_path(payload, prefix + payload.path)
     request = build_request_bytes(host_header, payload)
     run = _Run(template, payload, pattern, on_result)
+    run.loop = asyncio.get_running_loop()
     keep_body = bool(template.check.json_field)
     n_conns = pattern.concurrency
     transport = pattern.transport
@@ -730,7 +756,7 @@ async def run_load(
             wb = _Budget(run, pattern.warmup, None)
             k = min(n_conns, pattern.warmup)
             await asyncio.gather(*(_closed_worker(run, conns[i], request, i, wb, True) for i in range(k)))
-        run.stop = False
+        run.stop = run.deliver_error is not None  # a warm-up that failed to deliver ends the run
         if pattern.mode == "closed":
             deadline = None if pattern.duration_s is None else time.perf_counter() + pattern.duration_s
             budget = _Budget(run, pattern.requests, deadline)
@@ -740,12 +766,16 @@ async def run_load(
         else:
             await _open_loop(run, conns, request)
     finally:
+        with contextlib.suppress(Exception):  # interrupted or not, every finished request is delivered
+            run.deliver()
         if stop_poller is not None:
             stop_poller.cancel()
         for c in conns:
             c.close()
         if session is not None:
             await session.close()
+    if run.deliver_error is not None:
+        raise run.deliver_error
     return run.results
 
 
