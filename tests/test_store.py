@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tui_profiler.analysis.stats import bootstrap_ci95, percentile, summarise, t_ci95
+from tui_profiler.analysis.stats import bootstrap_ci95, percentile, summarise, t_ci95, t_quantile_975
 from tui_profiler.store import (
     CELL_COLUMNS,
     REQUEST_COLUMNS,
@@ -194,3 +195,16 @@ def test_stats_undefined_is_none() -> None:
     one = summarise([0.2])
     assert one.mean == 0.2 and one.std is None and one.ci95_low is None
     assert t_ci95([1.0]) is None and bootstrap_ci95([1.0]) is None
+
+
+def test_t_quantile_matches_scipy_without_importing_it() -> None:
+    """The CI's t factor is computed without scipy (its import costs ~1.6 s inside a sweep's first cell)."""
+    from scipy import stats
+
+    for df in [*range(1, 200), 250, 1000, 10**5]:
+        assert t_quantile_975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=2e-6), df
+    assert t_quantile_975(0) == math.inf
+    out = subprocess.run([sys.executable, "-c", "import sys, tui_profiler.sweep, tui_profiler.analysis.stats as s; "
+                          "s.summarise([0.1, 0.2, 0.3]); print('scipy' in sys.modules)"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-500:]

@@ -210,7 +210,10 @@ class SweepRunner:
         status = "ok"
         n_failed = 0
         await self._choose_runtime()
-        facts = await asyncio.to_thread(host_facts)
+        uses_docker = self.runtime is not None and self.runtime.name == "docker"
+        facts, engine_version = await asyncio.gather(  # both wait on other processes: at once
+            asyncio.to_thread(host_facts),
+            asyncio.to_thread(docker_engine_version) if uses_docker and not self.resume else asyncio.sleep(0, "not used"))
         if self.resume:
             self._check_resume_plan()
             self.store = await asyncio.to_thread(SessionStore.resume, self.resume)
@@ -223,8 +226,7 @@ class SweepRunner:
                 "url": self.url,
                 "plan": [c.as_dict() for c in self.plan],
                 **facts,
-                "engine_version": (await asyncio.to_thread(docker_engine_version))
-                if self.runtime and self.runtime.name == "docker" else "not used",
+                "engine_version": engine_version,
                 "readiness_poll_interval_s": ReadinessProbe().interval_s,
                 "cold_start": "measured once per container (resource config and repetition); the container "
                               "is reused across that config's input sizes and load levels",

@@ -19,22 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tui_profiler.analysis.stats import t_quantile_975
+
 MODES = ("closed", "open")
 ARRIVALS = ("constant", "poisson")
 TRANSPORTS = ("auto", "raw", "aiohttp")
 
-# Two-sided 95% Student-t quantiles for df = 1..30; beyond that the normal 1.96 is within 2%.
-_T95 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
 def t95(df: int) -> float:
-    if df < 1:
-        return math.inf
-    return _T95[df - 1] if df <= len(_T95) else 1.96
+    """The half-width factor of a 95% CI of the mean with `df` degrees of freedom."""
+    return t_quantile_975(df)
 
 
 @dataclass(frozen=True, slots=True)
