@@ -120,6 +120,50 @@ async def test_cgroup_sampler_on_busy_container(busy_target: RunningTarget) -> N
     assert paths.found
 
 
+class _OneGpuNvml:
+    """TEST DOUBLE of pynvml (no GPU can exist on this machine): one GPU on which the given host pid holds
+    300 MiB at 40% utilisation. The cgroup side of the sampler is real."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetUtilizationRates(self, h: int) -> object:
+        return dataclasses.make_dataclass("U", ["gpu"])(40)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[object]:
+        return [dataclasses.make_dataclass("P", ["pid", "usedGpuMemory"])(self.pid, 300 * MIB)]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, h: int) -> list[object]:
+        return []
+
+
+@pytest.mark.docker
+async def test_every_tick_carries_the_gpu_reading(busy_target: RunningTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a GPU, the cheap ticks (CPU usage and memory only) still read it, not just the full ones."""
+    from tui_profiler.sample import nvml
+
+    monkeypatch.setattr(nvml, "_nvml", lambda: _OneGpuNvml(busy_target.pids[0]))
+    monkeypatch.setattr(nvml, "_init_state", None)
+    got: list[ResourceSample] = []
+    sampler = ResourceSampler(busy_target, on_sample=got.append)
+    await sampler.start()
+    await asyncio.sleep(1.5)
+    summary = await sampler.stop()
+    assert summary.sample_source.startswith("cgroup-v") and len(got) >= 20
+    assert all(s.vram_bytes == 300 * MIB and s.gpu_util_pct == 40.0 for s in got)
+    assert all(s.cpu_cores is not None or i == 0 for i, s in enumerate(got))
+    assert summary.peak_vram_bytes == 300 * MIB and summary.gpu_util_max_pct == 40.0
+
+
 @pytest.mark.docker
 async def test_docker_stats_fallback(busy_target: RunningTarget) -> None:
     """Without readable cgroup files the sampler uses the Docker stats API, at the API's own rate."""

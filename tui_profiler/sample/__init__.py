@@ -195,14 +195,15 @@ class ResourceSampler:
         per-tick work is kept to the reads (measured by `tui-profiler bench sampler`)."""
         cpu0 = time.thread_time()
         perf, sleep = time.perf_counter, time.sleep
-        fast = self._reader.usage_reader() if self._reader is not None and self._nvml is None else None
+        fast = self._reader.usage_reader() if self._reader is not None else None
+        nvml = self._nvml
         raw: list[Any] = []
         tick, batch_ticks, full_every = 0, self._batch_ticks, self._full_read_every
         next_t = perf()
         while not self._stopping:
             tick += 1
             if fast is not None and tick % full_every != 1 % full_every:
-                raw.append((perf(), fast()))
+                raw.append((perf(), fast(), nvml.read(self._target_pids()) if nvml is not None else None))
             else:  # the first tick too, so the cumulative counters' baseline is the start
                 raw.append(self._read_raw(final=False))
             if len(raw) >= batch_ticks:
@@ -243,7 +244,7 @@ class ResourceSampler:
         return _Raw(now, final, gpu)
 
     def _process(self, batch: list[Any]) -> None:
-        """Readings (a `_Raw`, or (t, unparsed usage) from a fast tick) → samples, handed over at once."""
+        """Readings (a `_Raw`, or (t, unparsed usage, GPU) from a fast tick) → samples, handed over at once."""
         samples = [s for s in map(self._sample_of, batch) if s is not None]
         if samples and self.on_sample is not None and self._loop is not None:
             with self._deliver_lock:  # with whatever the docker-stats thread left pending, in order
@@ -253,12 +254,12 @@ class ResourceSampler:
                 self._loop.call_soon_threadsafe(self._call_consumer, handed)
 
     def _sample_of(self, raw: Any) -> ResourceSample | None:
-        if type(raw) is tuple:  # a fast tick: CPU usage and memory only
+        if type(raw) is tuple:  # a fast tick: CPU usage and memory (and the GPU when there is one)
             assert self._reader is not None
             cpu_ns, mem = self._reader.parse_usage(raw[1])
             return self._record(
                 raw[0], cpu_ns, mem, None, None, None, None, self._reader.cpu_limit_cores,
-                self._reader.mem_limit_bytes, _NO_GPU, self.source, False,
+                self._reader.mem_limit_bytes, raw[2] or _NO_GPU, self.source, False,
             )
         now, final, gpu = raw.t, raw.final, raw.gpu or _NO_GPU
         if self._reader is not None:
