@@ -303,7 +303,8 @@ def _rewrite_csv(path: Path, columns: list[str], rows: Iterable[dict[str, str]],
 # ------------------------------------------------------------------------------------- host facts (meta)
 
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (or what platform knows), None when neither says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
@@ -321,17 +322,19 @@ def cgroup_version() -> str:
     return "not available"
 
 
-def package_versions() -> dict[str, str | None]:
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
     from importlib import metadata
 
-    out: dict[str, str | None] = {}
-    for name in ("tui-profiler", "docker", "aiohttp", "numpy", "scipy", "pandas", "rich", "nvidia-ml-py",
-                 "torch", "torchvision"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    return {name: package_version(name) for name in ("tui-profiler", "docker", "aiohttp", "numpy", "scipy", "pandas",
+                                                     "rich", "nvidia-ml-py", "torch", "torchvision")}
 
 
 def host_facts() -> dict[str, Any]:
@@ -344,7 +347,7 @@ def host_facts() -> dict[str, Any]:
         "tool_version": __version__,
         "host": {
             "hostname": platform.node(),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
             "usable_cores": limits.cpus,
             "memory_gb": limits.memory_gb,

@@ -84,16 +84,6 @@ def judge(value: float | None, *, at_most: float | None = None, at_least: float 
 # ------------------------------------------------------------------------------------------ the machine
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _tool_version(cmd: list[str]) -> str | None:
     if shutil.which(cmd[0]) is None:
         return None
@@ -116,18 +106,10 @@ def _deb_version(package: str) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def package_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def machine_facts() -> dict[str, Any]:
     """CPU model, cores, kernel, load average and the versions of what the benchmarks run."""
     from tui_profiler import __version__
+    from tui_profiler.store import cpu_model, package_version
 
     try:
         usable = len(os.sched_getaffinity(0))
@@ -143,7 +125,7 @@ def machine_facts() -> dict[str, Any]:
         "nginx": _deb_version("nginx-light") or _deb_version("nginx") or _tool_version(["nginx", "-v"]),
     }
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model() or "unknown",
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "kernel": platform.release(),
