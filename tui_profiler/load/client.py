@@ -469,7 +469,7 @@ class _Run:
         # Results reach on_result in order, in a batch soon after they finish (once per loop iteration):
         # a worker sends its next request first, so a closed loop at concurrency 1 does not wait for the
         # CSV row of the previous one. The first error on_result raises stops the run and is re-raised.
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop = asyncio.get_running_loop()  # made inside run_load
         self.undelivered: list[RequestResult] = []
         self.deliver_error: BaseException | None = None
 
@@ -525,10 +525,7 @@ class _Run:
         if self.on_result is not None and self.deliver_error is None:
             self.undelivered.append(res)
             if len(self.undelivered) == 1:
-                if self.loop is None:
-                    self.deliver()
-                else:
-                    self.loop.call_soon(self.deliver)
+                self.loop.call_soon(self.deliver)
         return res
 
     def deliver(self) -> None:
@@ -707,7 +704,6 @@ async def run_load(
         payload = _with_path(payload, prefix + payload.path)
     request = build_request_bytes(host_header, payload)
     run = _Run(template, payload, pattern, on_result)
-    run.loop = asyncio.get_running_loop()
     keep_body = bool(template.check.json_field)
     n_conns = pattern.concurrency
     transport = pattern.transport

@@ -25,11 +25,6 @@ MODES = ("closed", "open")
 ARRIVALS = ("constant", "poisson")
 TRANSPORTS = ("auto", "raw", "aiohttp")
 
-def t95(df: int) -> float:
-    """The half-width factor of a 95% CI of the mean with `df` degrees of freedom."""
-    return t_quantile_975(df)
-
-
 @dataclass(frozen=True, slots=True)
 class StopWhenStable:
     """Stop once the 95% confidence interval's half-width of the mean latency is below `rel_halfwidth` of
@@ -136,7 +131,7 @@ class StabilityTracker:
         if self.n < 2:
             return math.inf
         sd = math.sqrt(self.m2 / (self.n - 1))
-        return t95(self.n - 1) * sd / math.sqrt(self.n)
+        return t_quantile_975(self.n - 1) * sd / math.sqrt(self.n)
 
     def stable(self) -> bool:
         if self.n < self.rule.min_requests or self.mean <= 0:

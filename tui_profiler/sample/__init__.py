@@ -238,7 +238,7 @@ class ResourceSampler:
         now = time.perf_counter()
         gpu = self._nvml.read(self._target_pids()) if self._nvml is not None else None
         if self._reader is not None:
-            return _Raw(now, final, gpu, self._reader.read(full=True))
+            return _Raw(now, final, gpu, self._reader.read())
         if self._proc is not None:
             return _Raw(now, final, gpu, self._proc.read())
         return _Raw(now, final, gpu)

@@ -280,38 +280,33 @@ class CgroupReader:
             mem = None
         return cpu_ns, mem
 
-    def read(self, full: bool = True) -> CgroupReading:
-        """`full=False` reads only what a live plot needs (CPU usage and memory); the cumulative counters
-        (peak, throttling, OOM kills) stay None for the caller to carry over."""
+    def read(self) -> CgroupReading:
+        """Every counter: CPU usage and memory, and the cumulative ones (peak, throttling, OOM kills). A
+        20 Hz sampler reads only the first two on most ticks (`usage_reader`)."""
         r = CgroupReading(mem_limit_bytes=self.mem_limit_bytes)
-        stat: dict[str, int] = {}
-        if full or self.version == 2:  # v2 keeps CPU usage in cpu.stat
-            stat_text = self._read("cpu.stat")
-            stat = _parse_kv(stat_text) if stat_text else {}
+        stat_text = self._read("cpu.stat")
+        stat = _parse_kv(stat_text) if stat_text else {}
         if self.version == 2:
             if "usage_usec" in stat:
                 r.cpu_usage_ns = stat["usage_usec"] * 1000
             r.mem_bytes = self._int("memory.current")
-            if full:
-                r.mem_peak_bytes = self._int("memory.peak")
-                if "throttled_usec" in stat:
-                    r.throttled_ns = stat["throttled_usec"] * 1000
-                events = self._read("memory.events")
-                if events:
-                    r.oom_kills = _parse_kv(events).get("oom_kill")
+            r.mem_peak_bytes = self._int("memory.peak")
+            if "throttled_usec" in stat:
+                r.throttled_ns = stat["throttled_usec"] * 1000
+            events = self._read("memory.events")
+            if events:
+                r.oom_kills = _parse_kv(events).get("oom_kill")
         else:
             r.cpu_usage_ns = self._int("cpuacct.usage")
             r.mem_bytes = self._int("memory.usage_in_bytes")
-            if full:
-                r.mem_peak_bytes = self._int("memory.max_usage_in_bytes")
-                if "throttled_time" in stat:
-                    r.throttled_ns = stat["throttled_time"]
-                oom = self._read("memory.oom_control")
-                if oom:
-                    r.oom_kills = _parse_kv(oom).get("oom_kill")
-        if full:
-            r.nr_periods = stat.get("nr_periods")
-            r.nr_throttled = stat.get("nr_throttled")
+            r.mem_peak_bytes = self._int("memory.max_usage_in_bytes")
+            if "throttled_time" in stat:
+                r.throttled_ns = stat["throttled_time"]
+            oom = self._read("memory.oom_control")
+            if oom:
+                r.oom_kills = _parse_kv(oom).get("oom_kill")
+        r.nr_periods = stat.get("nr_periods")
+        r.nr_throttled = stat.get("nr_throttled")
         return r
 
     def pids(self) -> list[int]:
