@@ -93,8 +93,7 @@ class ResourceSampler:
         self.cpu_window_s = max(cpu_window_s, interval_s)
         self._docker_client = docker_client
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping = False
-        self._wake = threading.Event()  # ends a long sleep (an interval above 0.1 s) at stop()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: CgroupReader | None = None
         self._proc = None
@@ -170,8 +169,7 @@ class ResourceSampler:
         self._gpu_note = "" if nv.available else nv.reason
 
     async def stop(self) -> SamplerSummary:
-        self._stopping = True
-        self._wake.set()
+        self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
         if self._stats is not None:
@@ -198,9 +196,9 @@ class ResourceSampler:
         fast = self._reader.usage_reader() if self._reader is not None else None
         nvml = self._nvml
         raw: list[Any] = []
-        tick, batch_ticks, full_every = 0, self._batch_ticks, self._full_read_every
+        tick, batch_ticks, full_every = 0, self._ticks(self.DELIVER_EVERY_S), self._ticks(self.FULL_READ_EVERY_S)
         next_t = perf()
-        while not self._stopping:
+        while not self._stop.is_set():
             tick += 1
             if fast is not None and tick % full_every != 1 % full_every:
                 raw.append((perf(), fast(), nvml.read(self._target_pids()) if nvml is not None else None))
@@ -217,7 +215,7 @@ class ResourceSampler:
             if delay <= 0.1:
                 sleep(delay)  # cheaper to wake from than Event.wait; stop() waits at most this long
             else:
-                self._wake.wait(delay)
+                self._stop.wait(delay)
         # one last full reading so the cumulative counters cover the whole window
         raw.append(self._read_raw(final=True))
         self._process(raw)
@@ -245,13 +243,7 @@ class ResourceSampler:
 
     def _process(self, batch: list[Any]) -> None:
         """Readings (a `_Raw`, or (t, unparsed usage, GPU) from a fast tick) → samples, handed over at once."""
-        samples = [s for s in map(self._sample_of, batch) if s is not None]
-        if samples and self.on_sample is not None and self._loop is not None:
-            with self._deliver_lock:  # with whatever the docker-stats thread left pending, in order
-                handed, self._pending = [*self._pending, *samples], []
-                self._last_delivery = time.perf_counter()
-            with contextlib.suppress(RuntimeError):  # the loop closed under us: nobody left to tell
-                self._loop.call_soon_threadsafe(self._call_consumer, handed)
+        self._deliver([s for s in map(self._sample_of, batch) if s is not None], now=True)
 
     def _sample_of(self, raw: Any) -> ResourceSample | None:
         if type(raw) is tuple:  # a fast tick: CPU usage and memory (and the GPU when there is one)
@@ -286,7 +278,7 @@ class ResourceSampler:
             self.target.enforced.cpus_requested if self.target.enforced.cpus_enforced else None,
             s.mem_limit_bytes, GpuReading(), "docker-stats", False, cpu_cores=s.cpu_cores,
         )
-        self._deliver(sample)
+        self._deliver([sample])
 
     def _record(
         self,
@@ -369,24 +361,22 @@ class ResourceSampler:
     DELIVER_EVERY_S = 0.4
     FULL_READ_EVERY_S = 1.0
 
-    @property
-    def _batch_ticks(self) -> int:
-        return max(1, round(self.DELIVER_EVERY_S / self.interval_s))
+    def _ticks(self, seconds: float) -> int:
+        """How many sampling ticks make `seconds` (at least one)."""
+        return max(1, round(seconds / self.interval_s))
 
-    @property
-    def _full_read_every(self) -> int:
-        return max(1, round(self.FULL_READ_EVERY_S / self.interval_s))
-
-    def _deliver(self, sample: ResourceSample) -> None:
-        if self.on_sample is None or self._loop is None:
+    def _deliver(self, samples: list[ResourceSample], *, now: bool = False) -> None:
+        """Queue samples for the event loop; hand the queue over when `now` (the sampling thread batches by
+        ticks itself) or once DELIVER_EVERY_S has passed (the docker-stats thread's one-at-a-time samples)."""
+        if not samples or self.on_sample is None or self._loop is None:
             return
         with self._deliver_lock:  # the sampling and docker-stats threads both deliver
-            self._pending.append(sample)
-            now = time.perf_counter()
-            if now - self._last_delivery < self.DELIVER_EVERY_S:
+            self._pending.extend(samples)
+            t = time.perf_counter()
+            if not now and t - self._last_delivery < self.DELIVER_EVERY_S:
                 return
             batch, self._pending = self._pending, []
-            self._last_delivery = now
+            self._last_delivery = t
         with contextlib.suppress(RuntimeError):  # the loop closed under us: nobody left to tell
             self._loop.call_soon_threadsafe(self._call_consumer, batch)
 
