@@ -122,6 +122,9 @@ class _Progress:
     """Consumes engine events; renders a compact live view with rich."""
 
     def __init__(self, console: Any) -> None:
+        from tui_profiler import events
+
+        self.ev = events  # imported here, not at module level: every CLI command imports this module
         self.console = console
         self.session = ""
         self.runtime = ""
@@ -141,7 +144,7 @@ class _Progress:
         self.stopping = ""
 
     def __call__(self, event: Any) -> None:
-        ev = _events()
+        ev = self.ev
         if type(event) is ev.RequestDone:  # first: thousands a second against a fast server
             self.n_finished += 1
             if not event.warmup:
@@ -205,12 +208,6 @@ class _Progress:
         if self.stopping:
             grid.add_row("", f"[yellow]{self.stopping}[/]", "")
         return grid
-
-
-def _events() -> Any:
-    from tui_profiler import events
-
-    return events
 
 
 def _ms(v: Any) -> str:
