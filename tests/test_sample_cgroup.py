@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.doubles import FakeNvml
 from tui_profiler.events import ResourceSample
 from tui_profiler.runtime.base import ReadinessProbe, RunningTarget, TargetSpec
 from tui_profiler.runtime.docker import DockerRuntime
@@ -120,38 +121,14 @@ async def test_cgroup_sampler_on_busy_container(busy_target: RunningTarget) -> N
     assert paths.found
 
 
-class _OneGpuNvml:
-    """TEST DOUBLE of pynvml (no GPU can exist on this machine): one GPU on which the given host pid holds
-    300 MiB at 40% utilisation. The cgroup side of the sampler is real."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-    def nvmlInit(self) -> None:
-        pass
-
-    def nvmlDeviceGetCount(self) -> int:
-        return 1
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-        return i
-
-    def nvmlDeviceGetUtilizationRates(self, h: int) -> object:
-        return dataclasses.make_dataclass("U", ["gpu"])(40)
-
-    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[object]:
-        return [dataclasses.make_dataclass("P", ["pid", "usedGpuMemory"])(self.pid, 300 * MIB)]
-
-    def nvmlDeviceGetGraphicsRunningProcesses(self, h: int) -> list[object]:
-        return []
-
-
 @pytest.mark.docker
 async def test_every_tick_carries_the_gpu_reading(busy_target: RunningTarget, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a GPU, the cheap ticks (CPU usage and memory only) still read it, not just the full ones."""
     from tui_profiler.sample import nvml
 
-    monkeypatch.setattr(nvml, "_nvml", lambda: _OneGpuNvml(busy_target.pids[0]))
+    # TEST DOUBLE of pynvml (no GPU can exist here): the target's pid holds 300 MiB on one GPU at 40%
+    fake = FakeNvml({0: [(busy_target.pids[0], 300 * MIB)]}, util=[40])
+    monkeypatch.setattr(nvml, "_nvml", lambda: fake)
     monkeypatch.setattr(nvml, "_init_state", None)
     got: list[ResourceSample] = []
     sampler = ResourceSampler(busy_target, on_sample=got.append)

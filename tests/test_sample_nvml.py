@@ -1,13 +1,12 @@
 """GPU sampling. This machine has no GPU and no NVML library, so the real path checked here is 'not
 available' (None, with a reason; never 0, never a crash). The PID-mapping logic is checked against a TEST
-DOUBLE of the pynvml module (`_FakeNvml` below) because no GPU can exist here; it is used only for that."""
+DOUBLE of the pynvml module (`tests.doubles.FakeNvml`) because no GPU can exist here; it stands in for pynvml only, nowhere else."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
+from tests.doubles import FakeNvml
 from tui_profiler.sample import nvml
 from tui_profiler.sample.nvml import GpuProcess, NvmlReader, attribute_to_target, nvml_status
 
@@ -38,36 +37,8 @@ def test_attribution_keeps_only_the_targets_processes() -> None:
     assert unknown.vram_bytes is None and unknown.gpu_util_pct is None
 
 
-class _FakeNvml:
-    """TEST DOUBLE of pynvml (no GPU on this machine): two GPUs, host PIDs as NVML reports them."""
-
-    def __init__(self) -> None:
-        self.procs = {
-            0: [SimpleNamespace(pid=4242, usedGpuMemory=512 * 2**20), SimpleNamespace(pid=7, usedGpuMemory=2**30)],
-            1: [SimpleNamespace(pid=4243, usedGpuMemory=None)],
-        }
-
-    def nvmlInit(self) -> None:
-        pass
-
-    def nvmlDeviceGetCount(self) -> int:
-        return 2
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-        return i
-
-    def nvmlDeviceGetUtilizationRates(self, h: int) -> SimpleNamespace:
-        return SimpleNamespace(gpu=[55, 90][h])
-
-    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list:  # type: ignore[type-arg]
-        return self.procs[h]
-
-    def nvmlDeviceGetGraphicsRunningProcesses(self, h: int) -> list:  # type: ignore[type-arg]
-        return self.procs[h][:1]  # the same process listed twice must count once
-
-
 def test_pid_mapping_with_nvml_double(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _FakeNvml()
+    fake = FakeNvml({0: [(4242, 512 * 2**20), (7, 2**30)], 1: [(4243, None)]}, util=[55, 90])
     monkeypatch.setattr(nvml, "_nvml", lambda: fake)
     monkeypatch.setattr(nvml, "_init_state", None)
     reader = NvmlReader()
