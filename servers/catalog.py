@@ -52,27 +52,73 @@ TEXT_ENCODER = {"layers": 6, "hidden": 384, "heads": 12, "ffn": 1536, "vocab": 3
 CATALOG: dict[str, ModelEntry] = {
     e.name: e
     for e in [
-        ModelEntry("resnet50", "classification", "image", (1, 3, 224, 224),
-                   "torchvision ResNet-50 (25.6 M params)", (1, 3, 224, 224)),
-        ModelEntry("mobilenet_v3_small", "classification", "image", (1, 3, 224, 224),
-                   "torchvision MobileNetV3-Small (2.5 M params)", (1, 3, 224, 224)),
-        ModelEntry("fcn_resnet50", "segmentation", "image", (1, 3, 520, 520),
-                   "torchvision FCN-ResNet50 semantic segmentation (the reference quick start)", (1, 3, 128, 128)),
-        ModelEntry("deeplabv3_resnet50", "segmentation", "image", (1, 3, 520, 520),
-                   "torchvision DeepLabV3-ResNet50 semantic segmentation", (1, 3, 128, 128)),
-        ModelEntry("ssdlite320_mobilenet_v3_large", "detection", "image", (1, 3, 320, 320),
-                   "torchvision SSDlite320 MobileNetV3-Large detector (resizes to 320 inside)", (1, 3, 320, 320)),
-        ModelEntry("text_encoder", "text-embedding", "tokens", (1, 128),
-                   "torch-only MiniLM-sized encoder (6 layers, hidden 384, 12 heads, vocab 30522); cost scales "
-                   "with token length", (1, 16), source="builtin", extra=dict(TEXT_ENCODER)),
-        ModelEntry("hub", "hub", "image", (1, 3, 224, 224),
-                   "any Torch Hub model: --hub-repo OWNER/REPO[:REF] --hub-model NAME --input-kind --input-size",
-                   (1, 3, 224, 224), source="hub"),
+        ModelEntry(
+            "resnet50",
+            "classification",
+            "image",
+            (1, 3, 224, 224),
+            "torchvision ResNet-50 (25.6 M params)",
+            (1, 3, 224, 224),
+        ),
+        ModelEntry(
+            "mobilenet_v3_small",
+            "classification",
+            "image",
+            (1, 3, 224, 224),
+            "torchvision MobileNetV3-Small (2.5 M params)",
+            (1, 3, 224, 224),
+        ),
+        ModelEntry(
+            "fcn_resnet50",
+            "segmentation",
+            "image",
+            (1, 3, 520, 520),
+            "torchvision FCN-ResNet50 semantic segmentation (the reference quick start)",
+            (1, 3, 128, 128),
+        ),
+        ModelEntry(
+            "deeplabv3_resnet50",
+            "segmentation",
+            "image",
+            (1, 3, 520, 520),
+            "torchvision DeepLabV3-ResNet50 semantic segmentation",
+            (1, 3, 128, 128),
+        ),
+        ModelEntry(
+            "ssdlite320_mobilenet_v3_large",
+            "detection",
+            "image",
+            (1, 3, 320, 320),
+            "torchvision SSDlite320 MobileNetV3-Large detector (resizes to 320 inside)",
+            (1, 3, 320, 320),
+        ),
+        ModelEntry(
+            "text_encoder",
+            "text-embedding",
+            "tokens",
+            (1, 128),
+            "torch-only MiniLM-sized encoder (6 layers, hidden 384, 12 heads, vocab 30522); cost scales "
+            "with token length",
+            (1, 16),
+            source="builtin",
+            extra=dict(TEXT_ENCODER),
+        ),
+        ModelEntry(
+            "hub",
+            "hub",
+            "image",
+            (1, 3, 224, 224),
+            "any Torch Hub model: --hub-repo OWNER/REPO[:REF] --hub-model NAME --input-kind --input-size",
+            (1, 3, 224, 224),
+            source="hub",
+        ),
     ]
 }
 
 
-def get_entry(name: str, *, input_kind: str | None = None, input_size: Sequence[int] | None = None) -> ModelEntry:
+def get_entry(
+    name: str, *, input_kind: str | None = None, input_size: Sequence[int] | None = None
+) -> ModelEntry:
     """The catalog entry for `name`; input_kind / input_size override the defaults (the hub entry's spec)."""
     if name not in CATALOG:
         raise ModelLoadError(f"unknown model {name!r}; the catalog has: {', '.join(CATALOG)}")
@@ -88,12 +134,14 @@ def get_entry(name: str, *, input_kind: str | None = None, input_size: Sequence[
     if kind == "tokens" and len(size) != 2:
         raise ModelLoadError(f"--input-size {size}: a token input is N,T (2 numbers)")
     warm = size if kind == "tokens" or size[2] * size[3] <= 224 * 224 else (size[0], size[1], 128, 128)
-    return ModelEntry(entry.name, entry.task, kind, size, entry.description, tuple(warm), entry.source,
-                      dict(entry.extra))
+    return ModelEntry(
+        entry.name, entry.task, kind, size, entry.description, tuple(warm), entry.source, dict(entry.extra)
+    )
 
 
-def input_shape(entry: ModelEntry, *, scale: float = 1.0, token_len: int | None = None,
-                batch: int = 1) -> tuple[int, ...]:
+def input_shape(
+    entry: ModelEntry, *, scale: float = 1.0, token_len: int | None = None, batch: int = 1
+) -> tuple[int, ...]:
     """The input shape at a scale (images: both sides times `scale`) or a token length (text)."""
     if entry.input_kind == "tokens":
         t = token_len if token_len is not None else max(1, round(entry.default_size[1] * scale))
@@ -114,8 +162,10 @@ def example_input_array(shape: Sequence[int], kind: str, seed: int = 0) -> Any:
 
 # ---------------------------------------------------------------- building (torch from here on)
 
-def build_model(entry: ModelEntry, weights: str, *, hub_repo: str | None = None,
-                hub_model: str | None = None) -> Any:
+
+def build_model(
+    entry: ModelEntry, weights: str, *, hub_repo: str | None = None, hub_model: str | None = None
+) -> Any:
     """Build the model in eval mode on the CPU. Raises ModelLoadError with one actionable line."""
     if weights not in ("random", "pretrained"):
         raise ModelLoadError(f"--weights {weights!r}: must be 'random' or 'pretrained'")
@@ -123,9 +173,12 @@ def build_model(entry: ModelEntry, weights: str, *, hub_repo: str | None = None,
         if weights == "pretrained":
             raise ModelLoadError(
                 f"{entry.name} is a torch-only encoder with no published weights: use --weights random "
-                "(identical compute), or a Torch Hub entry for a pretrained text model")
-        model = build_text_encoder(**{k: v for k, v in entry.extra.items() if k != "max_tokens"},
-                                   max_tokens=entry.extra["max_tokens"])
+                "(identical compute), or a Torch Hub entry for a pretrained text model"
+            )
+        model = build_text_encoder(
+            **{k: v for k, v in entry.extra.items() if k != "max_tokens"},
+            max_tokens=entry.extra["max_tokens"],
+        )
     elif entry.source == "hub":
         model = _build_hub(hub_repo, hub_model, weights)
     else:
@@ -146,7 +199,8 @@ def _with_download_timeout(what: str, fn: Any) -> Any:
         reason = getattr(exc, "reason", None) or exc
         raise ModelLoadError(
             f"could not download {what} ({reason}); no network? Use --weights random (same compute, no "
-            "download), or bake the weights into the image at build time (build argument PRETRAINED)") from exc
+            "download), or bake the weights into the image at build time (build argument PRETRAINED)"
+        ) from exc
     finally:
         socket.setdefaulttimeout(old)
 
@@ -175,8 +229,10 @@ def _build_torchvision(name: str, weights: str) -> Any:
         return torchvision.models.get_model(name, **kwargs)
     w = torchvision.models.get_model_weights(name).DEFAULT
     _use_baked_hub_dir(filename=os.path.basename(w.url))
-    return _with_download_timeout(f"the pretrained weights of {name} from {w.url}",
-                                  lambda: torchvision.models.get_model(name, weights=w))
+    return _with_download_timeout(
+        f"the pretrained weights of {name} from {w.url}",
+        lambda: torchvision.models.get_model(name, weights=w),
+    )
 
 
 def _build_hub(repo: str | None, model_name: str | None, weights: str) -> Any:
@@ -202,8 +258,9 @@ def _build_hub(repo: str | None, model_name: str | None, weights: str) -> Any:
         try:
             return torch.hub.load(repo, model_name, trust_repo=True, **kwargs)
         except TypeError:  # newer hub models take `weights=` instead of `pretrained=`
-            return torch.hub.load(repo, model_name, trust_repo=True,
-                                  weights="DEFAULT" if weights == "pretrained" else None)
+            return torch.hub.load(
+                repo, model_name, trust_repo=True, weights="DEFAULT" if weights == "pretrained" else None
+            )
 
     try:
         return _with_download_timeout(f"the Torch Hub repository {repo}", load)
@@ -226,8 +283,9 @@ def build_text_encoder(*, layers: int, hidden: int, heads: int, ffn: int, vocab:
             self.tokens = nn.Embedding(vocab, hidden)
             self.positions = nn.Embedding(max_tokens, hidden)
             self.norm = nn.LayerNorm(hidden)
-            layer = nn.TransformerEncoderLayer(hidden, heads, ffn, dropout=0.0, activation="gelu",
-                                               batch_first=True)
+            layer = nn.TransformerEncoderLayer(
+                hidden, heads, ffn, dropout=0.0, activation="gelu", batch_first=True
+            )
             self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -265,13 +323,20 @@ def pixels(shape: Sequence[int]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m servers.catalog", description=__doc__.splitlines()[0])
-    parser.add_argument("--download", nargs="*", default=[], metavar="NAME",
-                        help="fetch the pretrained weights of these catalog models into $TORCH_HOME")
+    parser.add_argument(
+        "--download",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="fetch the pretrained weights of these catalog models into $TORCH_HOME",
+    )
     parser.add_argument("--list", action="store_true", help="list the catalog")
     args = parser.parse_args(argv)
     if args.list or not args.download:
         for e in CATALOG.values():
-            print(f"{e.name:32} {e.task:15} {e.input_kind:7} {','.join(map(str, e.default_size)):14} {e.description}")
+            print(
+                f"{e.name:32} {e.task:15} {e.input_kind:7} {','.join(map(str, e.default_size)):14} {e.description}"
+            )
         return 0
     for name in args.download:
         try:

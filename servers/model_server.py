@@ -59,8 +59,16 @@ from servers.catalog import (  # noqa: E402
 
 log = logging.getLogger("model_server")
 
-DTYPES = {"float32": "float32", "float": "float32", "float16": "float16", "half": "float16",
-          "uint8": "uint8", "int64": "int64", "long": "int64", "int32": "int32"}
+DTYPES = {
+    "float32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "half": "float16",
+    "uint8": "uint8",
+    "int64": "int64",
+    "long": "int64",
+    "int32": "int32",
+}
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 MAX_IMAGE_PIXELS = 64_000_000  # per image; a sanity bound, the body limit usually hits first
@@ -80,8 +88,12 @@ class BadInput(Exception):
 V1_CPU_MOUNTS = ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu")
 
 
-def cgroup_cpu_quota(proc_cgroup: str = "/proc/self/cgroup", *, v2_root: str = "/sys/fs/cgroup",
-                     v1_mounts: tuple[str, ...] = V1_CPU_MOUNTS) -> tuple[float | None, str]:
+def cgroup_cpu_quota(
+    proc_cgroup: str = "/proc/self/cgroup",
+    *,
+    v2_root: str = "/sys/fs/cgroup",
+    v1_mounts: tuple[str, ...] = V1_CPU_MOUNTS,
+) -> tuple[float | None, str]:
     """The CPU quota (cores) this process's cgroup allows, v2 or v1, walking up to the most restrictive
     ancestor; (None, reason) when there is none."""
     try:
@@ -143,9 +155,13 @@ def resolve_threads(setting: str) -> tuple[int | None, dict[str, Any]]:
         affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = os.cpu_count() or 1
-    facts: dict[str, Any] = {"threads_setting": setting, "cgroup_cpu_quota": quota,
-                             "cgroup_cpu_quota_source": quota_source, "cpu_count": os.cpu_count(),
-                             "cpu_affinity": affinity}
+    facts: dict[str, Any] = {
+        "threads_setting": setting,
+        "cgroup_cpu_quota": quota,
+        "cgroup_cpu_quota_source": quota_source,
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+    }
     s = setting.strip().lower()
     if s == "host":
         return None, facts
@@ -162,6 +178,7 @@ def resolve_threads(setting: str) -> tuple[int | None, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- the model side (worker thread only)
+
 
 @dataclass
 class ModelState:
@@ -184,7 +201,8 @@ class ModelState:
     std: Any = None
     # checked raw-body layouts by (X-Tensor-Shape, X-Tensor-Dtype, body size); the worker thread's alone
     _raw_layouts: dict[tuple[str | None, str | None, int], tuple[tuple[int, ...], Any, bool]] = field(
-        default_factory=dict, init=False, repr=False)
+        default_factory=dict, init=False, repr=False
+    )
 
     def load(self) -> None:
         """Import torch, build and warm up the model (runs in the loader thread)."""
@@ -240,9 +258,14 @@ class ModelState:
             "weight_bytes": weight_bytes,
             "input_kind": self.entry.input_kind,
             "default_size": list(self.entry.default_size),
-            "dtypes": ["int64", "int32"] if self.entry.input_kind == "tokens" else ["float32", "float16", "uint8"],
-            "encodings": (["application/octet-stream", "application/json"] if self.entry.input_kind == "tokens"
-                          else ["application/octet-stream", "image/jpeg", "image/png", "application/json"]),
+            "dtypes": ["int64", "int32"]
+            if self.entry.input_kind == "tokens"
+            else ["float32", "float16", "uint8"],
+            "encodings": (
+                ["application/octet-stream", "application/json"]
+                if self.entry.input_kind == "tokens"
+                else ["application/octet-stream", "image/jpeg", "image/png", "application/json"]
+            ),
             "hub": {"repo": self.hub_repo, "model": self.hub_model} if self.entry.source == "hub" else None,
         }
         if self.entry.input_kind == "tokens":
@@ -252,7 +275,9 @@ class ModelState:
         self.ready = True
 
     # -- one request, entirely in the worker thread --------------------------------------------
-    def handle(self, body: bytes, content_type: str, headers: dict[str, str], t_submit: float) -> tuple[dict, dict]:
+    def handle(
+        self, body: bytes, content_type: str, headers: dict[str, str], t_submit: float
+    ) -> tuple[dict, dict]:
         torch = self.torch
         t0 = time.perf_counter()
         timings = {"queue": t0 - t_submit}
@@ -328,15 +353,22 @@ class ModelState:
             try:
                 arr = np.asarray(doc[key], dtype=dtype)
             except (ValueError, TypeError) as exc:
-                raise BadInput(400, f"JSON field {key!r} is not a rectangular array of numbers: {exc}") from exc
+                raise BadInput(
+                    400, f"JSON field {key!r} is not a rectangular array of numbers: {exc}"
+                ) from exc
             if self.entry.input_kind == "tokens" and arr.ndim == 1:
                 arr = arr[None, :]
             self.check_shape(arr.shape, arr.dtype.name)
             return torch.from_numpy(arr), False
-        raise BadInput(415, f"Content-Type {ctype!r} not supported: use application/octet-stream "
-                            "(+ X-Tensor-Shape, X-Tensor-Dtype), image/jpeg, image/png or application/json")
+        raise BadInput(
+            415,
+            f"Content-Type {ctype!r} not supported: use application/octet-stream "
+            "(+ X-Tensor-Shape, X-Tensor-Dtype), image/jpeg, image/png or application/json",
+        )
 
-    def _raw_layout(self, shape_header: str | None, dtype_header: str | None, nbytes: int) -> tuple[tuple[int, ...], Any, bool]:
+    def _raw_layout(
+        self, shape_header: str | None, dtype_header: str | None, nbytes: int
+    ) -> tuple[tuple[int, ...], Any, bool]:
         """A raw body's (shape, numpy dtype, is uint8) from its headers, checked; `decode` remembers it per
         header pair and size, so a run of same-sized requests pays for the checks once (harness time)."""
         import numpy as np
@@ -351,8 +383,11 @@ class ModelState:
         dtype = np.dtype(name)
         expected = math.prod(shape) * dtype.itemsize
         if expected != nbytes:
-            raise BadInput(400, f"X-Tensor-Shape {','.join(map(str, shape))} × {name} is {expected} "
-                                f"bytes but the body has {nbytes}")
+            raise BadInput(
+                400,
+                f"X-Tensor-Shape {','.join(map(str, shape))} × {name} is {expected} "
+                f"bytes but the body has {nbytes}",
+            )
         self.check_shape(shape, name)
         return shape, dtype, name == "uint8"
 
@@ -415,16 +450,25 @@ class ModelState:
             peaks = logits[0].flatten(1).amax(1)
             top = torch.topk(peaks, k=min(3, peaks.numel()))
             values, indices = top.values.tolist(), top.indices.tolist()
-            summary["top_classes"] = [{"class": i, "peak": round(v, 4)} for v, i in zip(values, indices, strict=True)]
+            summary["top_classes"] = [
+                {"class": i, "peak": round(v, 4)} for v, i in zip(values, indices, strict=True)
+            ]
         elif isinstance(out, list):  # detection: one dict per image
             first = out[0] if out else {}
             scores = first.get("scores", torch.empty(0)).cpu()
             keep = min(5, scores.numel())
             summary["output_shape"] = [len(out), int(scores.numel())]
             summary["detections"] = [
-                {"label": int(first["labels"][i]), "score": round(float(scores[i]), 4),
-                 "box": [round(float(v), 1) for v in first["boxes"][i]]} for i in range(keep)]
-        elif task in ("text-embedding",) or (torch.is_tensor(out) and out.dim() == 2 and self.entry.input_kind == "tokens"):
+                {
+                    "label": int(first["labels"][i]),
+                    "score": round(float(scores[i]), 4),
+                    "box": [round(float(v), 1) for v in first["boxes"][i]],
+                }
+                for i in range(keep)
+            ]
+        elif task in ("text-embedding",) or (
+            torch.is_tensor(out) and out.dim() == 2 and self.entry.input_kind == "tokens"
+        ):
             summary["output_shape"] = list(out.shape)
             summary["embedding_norm"] = round(float(out[0].norm()), 4)
         elif torch.is_tensor(out):
@@ -478,13 +522,19 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, f"payload over the limit ({exc.text or 'too large'}); the server takes "
-                                   f"at most {request.app[MAX_BODY_KEY]} bytes (--max-body-mb)")
+        return error_response(
+            413,
+            f"payload over the limit ({exc.text or 'too large'}); the server takes "
+            f"at most {request.app[MAX_BODY_KEY]} bytes (--max-body-mb)",
+        )
     except web.HTTPNotFound:
-        return error_response(404, f"no route {request.method} {request.path}; routes: GET /healthz, "
-                                   "GET /info, POST /predict")
+        return error_response(
+            404, f"no route {request.method} {request.path}; routes: GET /healthz, GET /info, POST /predict"
+        )
     except web.HTTPMethodNotAllowed as exc:
-        return error_response(405, f"{request.method} {request.path} not allowed; use {', '.join(sorted(exc.allowed_methods))}")
+        return error_response(
+            405, f"{request.method} {request.path} not allowed; use {', '.join(sorted(exc.allowed_methods))}"
+        )
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_response(exc.status, exc.reason)
@@ -497,19 +547,35 @@ async def healthz(request: web.Request) -> web.Response:
     if state.error:
         return web.json_response({"status": "failed", "error": state.error, "timeline": timeline}, status=500)
     if not state.ready:
-        return web.json_response({"status": "loading", "phase": state.phase, "timeline": timeline}, status=503)
-    return web.json_response({"status": "ready", "model": state.entry.name, "timeline": timeline,
-                              "runtime": state.runtime})
+        return web.json_response(
+            {"status": "loading", "phase": state.phase, "timeline": timeline}, status=503
+        )
+    return web.json_response(
+        {"status": "ready", "model": state.entry.name, "timeline": timeline, "runtime": state.runtime}
+    )
 
 
 async def info(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     if not state.ready:
-        return web.json_response({"status": "loading", "phase": state.phase, "model": state.entry.name,
-                                  "input_kind": state.entry.input_kind,
-                                  "default_size": list(state.entry.default_size)}, status=503)
-    return web.json_response({**state.info, "max_body_bytes": request.app[MAX_BODY_KEY],
-                              "device": state.runtime.get("device"), "threads": state.runtime.get("threads")})
+        return web.json_response(
+            {
+                "status": "loading",
+                "phase": state.phase,
+                "model": state.entry.name,
+                "input_kind": state.entry.input_kind,
+                "default_size": list(state.entry.default_size),
+            },
+            status=503,
+        )
+    return web.json_response(
+        {
+            **state.info,
+            "max_body_bytes": request.app[MAX_BODY_KEY],
+            "device": state.runtime.get("device"),
+            "threads": state.runtime.get("threads"),
+        }
+    )
 
 
 async def predict(request: web.Request) -> web.Response:
@@ -518,8 +584,9 @@ async def predict(request: web.Request) -> web.Response:
         return error_response(503, f"model not ready ({state.phase})")
     limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
-        return error_response(413, f"payload of {request.content_length} bytes over the limit of {limit} "
-                                   "bytes (--max-body-mb)")
+        return error_response(
+            413, f"payload of {request.content_length} bytes over the limit of {limit} bytes (--max-body-mb)"
+        )
     body = await request.read()  # over the limit → HTTPRequestEntityTooLarge → 413 (middleware)
     if not body:
         return error_response(400, "empty body")
@@ -528,7 +595,8 @@ async def predict(request: web.Request) -> web.Response:
     t_submit = time.perf_counter()
     try:
         summary, timings = await loop.run_in_executor(
-            request.app[EXECUTOR_KEY], state.handle, body, request.content_type, headers, t_submit)
+            request.app[EXECUTOR_KEY], state.handle, body, request.content_type, headers, t_submit
+        )
     except BadInput as exc:
         return error_response(exc.status, exc.message)
     except Exception as exc:  # a model failure on a valid-looking input: say so, keep serving
@@ -536,7 +604,9 @@ async def predict(request: web.Request) -> web.Response:
         return error_response(500, f"inference failed: {type(exc).__name__}: {exc}")
     timing_ms = {k: v * 1000.0 for k, v in timings.items()}
     summary["timing_ms"] = {k: round(v, 3) for k, v in timing_ms.items()}
-    server_timing = ", ".join(f"{k};dur={timing_ms[k]:.3f}" for k in ("queue", "decode", "preprocess", "infer", "encode"))
+    server_timing = ", ".join(
+        f"{k};dur={timing_ms[k]:.3f}" for k in ("queue", "decode", "preprocess", "infer", "encode")
+    )
     return web.json_response(summary, headers={"Server-Timing": server_timing})
 
 
@@ -564,8 +634,13 @@ def start_loading(state: ModelState, *, exit_on_error: bool = True) -> threading
     def run() -> None:
         try:
             state.load()
-            log.info("ready: %s (%s) on %s, %s threads", state.entry.name, state.weights,
-                     state.runtime.get("device"), state.runtime.get("threads"))
+            log.info(
+                "ready: %s (%s) on %s, %s threads",
+                state.entry.name,
+                state.weights,
+                state.runtime.get("device"),
+                state.runtime.get("threads"),
+            )
         except (ModelLoadError, SystemExit) as exc:
             state.error = str(exc)
         except Exception as exc:
@@ -583,7 +658,9 @@ def start_loading(state: ModelState, *, exit_on_error: bool = True) -> threading
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m servers.model_server", description="tui-profiler model server")
+    p = argparse.ArgumentParser(
+        prog="python -m servers.model_server", description="tui-profiler model server"
+    )
     p.add_argument("--model", required=True, help="catalog name (python -m servers.catalog --list) or 'hub'")
     p.add_argument("--weights", choices=["random", "pretrained"], default="random")
     p.add_argument("--host", default="127.0.0.1")
@@ -607,8 +684,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, ValueError) as exc:
         print(f"model_server: error: {exc}", file=sys.stderr)
         return 2
-    state = ModelState(entry=entry, weights=args.weights, device_request=args.device, hub_repo=args.hub_repo,
-                       hub_model=args.hub_model, warmup_runs=max(0, args.warmup))
+    state = ModelState(
+        entry=entry,
+        weights=args.weights,
+        device_request=args.device,
+        hub_repo=args.hub_repo,
+        hub_model=args.hub_model,
+        warmup_runs=max(0, args.warmup),
+    )
     app = make_app(state, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
 
     async def begin_loading(app: web.Application) -> None:

@@ -31,11 +31,15 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[dict[str, flo
         r.read()
         timing = r.headers.get("Server-Timing", "")
     wall = (time.perf_counter() - t0) * 1000
-    parts = {p.split(";dur=")[0].strip(): float(p.split(";dur=")[1]) for p in timing.split(",") if ";dur=" in p}
+    parts = {
+        p.split(";dur=")[0].strip(): float(p.split(";dur=")[1]) for p in timing.split(",") if ";dur=" in p
+    }
     return parts, wall
 
 
-def measure(url: str, shape: tuple[int, ...], repeats: int, json_repeats: int) -> list[dict[str, float | str]]:
+def measure(
+    url: str, shape: tuple[int, ...], repeats: int, json_repeats: int
+) -> list[dict[str, float | str]]:
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     rows: list[dict[str, float | str]] = []
     for name, n in (("raw float32 bytes", repeats), ("JSON list", json_repeats)):
@@ -44,18 +48,29 @@ def measure(url: str, shape: tuple[int, ...], repeats: int, json_repeats: int) -
             t0 = time.perf_counter()
             if name.startswith("raw"):
                 body = x.tobytes()
-                headers = {"Content-Type": "application/octet-stream",
-                           "X-Tensor-Shape": ",".join(map(str, shape)), "X-Tensor-Dtype": "float32"}
+                headers = {
+                    "Content-Type": "application/octet-stream",
+                    "X-Tensor-Shape": ",".join(map(str, shape)),
+                    "X-Tensor-Dtype": "float32",
+                }
             else:
                 body = json.dumps({"tensor": x.tolist()}).encode()
                 headers = {"Content-Type": "application/json", "Connection": "close"}
             client_encode = (time.perf_counter() - t0) * 1000
             parts, wall = _post(url, body, headers)
             server = sum(parts.values())
-            samples.append({"bytes": len(body), "client_encode_ms": client_encode, "decode_ms": parts["decode"],
-                            "encode_ms": parts["encode"], "infer_ms": parts["infer"], "wall_ms": wall,
-                            "transfer_http_ms": wall - server,
-                            "overhead_ms": client_encode + parts["decode"] + parts["encode"]})
+            samples.append(
+                {
+                    "bytes": len(body),
+                    "client_encode_ms": client_encode,
+                    "decode_ms": parts["decode"],
+                    "encode_ms": parts["encode"],
+                    "infer_ms": parts["infer"],
+                    "wall_ms": wall,
+                    "transfer_http_ms": wall - server,
+                    "overhead_ms": client_encode + parts["decode"] + parts["encode"],
+                }
+            )
         row: dict[str, float | str] = {"encoding": name}
         for k in samples[0]:
             row[k] = statistics.median(s[k] for s in samples)
@@ -83,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if url is None:
         port = _free_port()
         repo = Path(__file__).resolve().parent.parent
-        proc = subprocess.Popen([sys.executable, "-m", "servers.model_server", "--model", args.model, "--port",
-                                 str(port)], cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "servers.model_server", "--model", args.model, "--port", str(port)],
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+        )
         url = f"http://127.0.0.1:{port}"
         for _ in range(3000):
             try:
@@ -96,11 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=5) as r:
             runtime = json.load(r)["runtime"]
-        print(f"# {args.model} {args.shape} on {runtime['device']}, torch {runtime['torch']}, "
-              f"{runtime['threads']} threads; medians of {args.repeats} (raw) / {args.json_repeats} (JSON)")
+        print(
+            f"# {args.model} {args.shape} on {runtime['device']}, torch {runtime['torch']}, "
+            f"{runtime['threads']} threads; medians of {args.repeats} (raw) / {args.json_repeats} (JSON)"
+        )
         rows = measure(url, shape, args.repeats, args.json_repeats)
-        cols = ["encoding", "bytes", "client_encode_ms", "decode_ms", "encode_ms", "overhead_ms", "infer_ms",
-                "transfer_http_ms", "wall_ms"]
+        cols = [
+            "encoding",
+            "bytes",
+            "client_encode_ms",
+            "decode_ms",
+            "encode_ms",
+            "overhead_ms",
+            "infer_ms",
+            "transfer_http_ms",
+            "wall_ms",
+        ]
         print(" | ".join(cols))
         for row in rows:
             print(" | ".join(str(row[c]) if c == "encoding" else f"{row[c]:.1f}" for c in cols))

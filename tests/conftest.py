@@ -49,7 +49,9 @@ def docker_client():  # type: ignore[no-untyped-def]
     except Exception as exc:  # pragma: no cover - depends on the machine
         if os.environ.get("TUI_PROFILER_ALLOW_NO_DOCKER") == "1":
             pytest.skip(f"no Docker engine reachable: {exc}")
-        raise RuntimeError(f"no Docker engine reachable (run scripts/test.sh, which starts one): {exc}") from exc
+        raise RuntimeError(
+            f"no Docker engine reachable (run scripts/test.sh, which starts one): {exc}"
+        ) from exc
     yield client
     client.close()
 
@@ -73,8 +75,11 @@ def _no_leftover_test_containers() -> Iterator[None]:
         client.ping()
     except Exception:
         return
-    left = [c for c in client.containers.list(all=True, filters={"label": SESSION_LABEL})
-            if f"-{RUN_TAG}-" in c.labels.get(SESSION_LABEL, "")]
+    left = [
+        c
+        for c in client.containers.list(all=True, filters={"label": SESSION_LABEL})
+        if f"-{RUN_TAG}-" in c.labels.get(SESSION_LABEL, "")
+    ]
     for c in left:
         c.remove(force=True)
     client.close()

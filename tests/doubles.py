@@ -11,7 +11,9 @@ class FakeNvml:
     among its graphics processes, as NVML may list one process twice (it must count once)."""
 
     def __init__(self, procs: dict[int, list[tuple[int, int | None]]], util: list[int]) -> None:
-        self.procs = {h: [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in ps] for h, ps in procs.items()}
+        self.procs = {
+            h: [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in ps] for h, ps in procs.items()
+        }
         self.util = util
 
     def nvmlInit(self) -> None:

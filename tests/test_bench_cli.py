@@ -17,7 +17,10 @@ from tests.conftest import REPO
 
 EXPECTED = {
     "client": ["requests/s c=1", "requests/s c=8", "requests/s c=64", "p50 c=1", "p50 added over wrk c=1"],
-    "payload": ["server decode+encode share of inference (default size)", "client encode, once per cell (default size)"],
+    "payload": [
+        "server decode+encode share of inference (default size)",
+        "client encode, once per cell (default size)",
+    ],
     "sampler": ["samples/s achieved", "CPU, whole process (above idle)"],
     "tui": ["events/s absorbed", "redraws/s meanwhile"],
     "sweep": ["wall / (cold starts + request time)"],
@@ -28,9 +31,24 @@ EXPECTED = {
 @pytest.mark.docker
 @pytest.mark.timeout(1800)
 def test_bench_all_quick(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "tui_profiler.cli", "bench", "all", "--quick", "--out-dir",
-                          str(tmp_path / "b"), "--json", str(tmp_path / "r.json")], cwd=REPO,
-                         capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tui_profiler.cli",
+            "bench",
+            "all",
+            "--quick",
+            "--out-dir",
+            str(tmp_path / "b"),
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["quick"] is True and not doc["errors"]

@@ -54,7 +54,9 @@ def test_parsers() -> None:
     w = bench_client.parse_wrk(WRK_OUT)
     assert w == {"rps": 19990.12, "p50_us": 48.0, "p99_us": 1050.0, "n": 20000, "errors": 3}
     h = bench_client.parse_hey(HEY_OUT)
-    assert h["rps"] == 9500.1234 and h["p50_us"] == pytest.approx(100.0) and h["p99_us"] == pytest.approx(400.0)
+    assert (
+        h["rps"] == 9500.1234 and h["p50_us"] == pytest.approx(100.0) and h["p99_us"] == pytest.approx(400.0)
+    )
     assert h["n"] == 9002 and h["errors"] == 6
     with pytest.raises(ValueError):
         bench_client.parse_wrk("wrk: something else")
@@ -62,8 +64,19 @@ def test_parsers() -> None:
 
 def test_report_files(tmp_path: Path) -> None:
     report = BenchReport(["client", "payload"], quick=True)
-    report.measures.append(measured("client", "requests/s c=1", "ours", [3.0, 1.0, 2.0], "req/s", ratio=2.5,
-                                    baseline="b", target="≥ 2×", met=True))
+    report.measures.append(
+        measured(
+            "client",
+            "requests/s c=1",
+            "ours",
+            [3.0, 1.0, 2.0],
+            "req/s",
+            ratio=2.5,
+            baseline="b",
+            target="≥ 2×",
+            met=True,
+        )
+    )
     report.measures.append(Measure("payload", "share", "x", None, "%", target="≤ 1%"))
     report.errors["payload"] = "not here"
     paths = report.write(tmp_path / "out", tmp_path / "extra.json")
@@ -79,20 +92,33 @@ def test_report_files(tmp_path: Path) -> None:
 
 
 def test_cli_bad_bench_is_one_line() -> None:
-    out = subprocess.run([sys.executable, "-m", "tui_profiler.cli", "bench", "nope"], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "tui_profiler.cli", "bench", "nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "'nope': allowed client, payload" in out.stderr
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("nginx") is None or shutil.which("hey") is None,
-                    reason="wrk/hey/nginx not installed (apt-get install wrk hey nginx-light)")
+@pytest.mark.skipif(
+    shutil.which("wrk") is None or shutil.which("nginx") is None or shutil.which("hey") is None,
+    reason="wrk/hey/nginx not installed (apt-get install wrk hey nginx-light)",
+)
 def test_client_bench_plumbing(tmp_path: Path) -> None:
     """One short round of the real clients against the real nginx: rows, ratios, files."""
     report = BenchReport(["client"], quick=True)
-    bench_client.run_client_bench(report, quick=True, say=lambda s: None,
-                                  clients=("wrk", "ours (library)", "plain aiohttp"), concurrencies=(1,),
-                                  rounds=1, duration=0.5)
+    bench_client.run_client_bench(
+        report,
+        quick=True,
+        say=lambda s: None,
+        clients=("wrk", "ours (library)", "plain aiohttp"),
+        concurrencies=(1,),
+        rounds=1,
+        duration=0.5,
+    )
     rows = {(m.measure, m.subject): m for m in report.measures}
     for subject in ("wrk", "ours (library)", "plain aiohttp"):
         m = rows[("requests/s c=1", subject)]

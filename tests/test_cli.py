@@ -19,8 +19,14 @@ from tui_profiler.store import read_rows
 
 
 def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui_profiler", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "tui_profiler", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_presets_list_show_validate(tmp_path: Path) -> None:
@@ -29,13 +35,19 @@ def test_presets_list_show_validate(tmp_path: Path) -> None:
     for name in ("smoke", "fcn_resnet50", "text_encoder"):
         assert name in out.stdout
     out = cli("presets", "show", "smoke", "--set", "resources.cpus=0.5,2")
-    assert out.returncode == 0 and 'model = "mobilenet_v3_small"' in out.stdout and "# plan: 6 cells" in out.stdout
+    assert (
+        out.returncode == 0
+        and 'model = "mobilenet_v3_small"' in out.stdout
+        and "# plan: 6 cells" in out.stdout
+    )
     bad = tmp_path / "bad.toml"
     bad.write_text('model = "resnet50"\n[load]\nconcurency = [2]\n')
     out = cli("presets", "validate", str(bad), "smoke")
     assert out.returncode == 1
-    assert out.stderr.strip() == f"{bad}: load.concurency: unknown key — did you mean 'concurrency'? " \
+    assert (
+        out.stderr.strip() == f"{bad}: load.concurency: unknown key — did you mean 'concurrency'? "
         "allowed: mode, concurrency, rates, arrival, connections, requests, duration_s, warmup, timeout_s, stable_ci"
+    )
     assert "1 valid, 1 invalid" in out.stdout
 
 
@@ -59,10 +71,26 @@ def _free_port() -> int:
 def local_server():  # type: ignore[no-untyped-def]
     pytest.importorskip("torch")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "servers.model_server", "--model", "mobilenet_v3_small",
-                             "--weights", "random", "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
-                            env={**os.environ, "TUI_PROFILER_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "servers.model_server",
+            "--model",
+            "mobilenet_v3_small",
+            "--weights",
+            "random",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env={**os.environ, "TUI_PROFILER_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -83,15 +111,32 @@ def local_server():  # type: ignore[no-untyped-def]
 
 
 def test_run_url_writes_the_same_files(local_server: str, tmp_path: Path) -> None:
-    out = cli("run", "--url", local_server, "--concurrency", "2", "--requests", "10", "--headless",
-              "--output", str(tmp_path), "--set", "input.scales=0.5,1", "--set", "load.warmup=1", timeout=300)
+    out = cli(
+        "run",
+        "--url",
+        local_server,
+        "--concurrency",
+        "2",
+        "--requests",
+        "10",
+        "--headless",
+        "--output",
+        str(tmp_path),
+        "--set",
+        "input.scales=0.5,1",
+        "--set",
+        "load.warmup=1",
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     (session,) = list(tmp_path.iterdir())
     assert {p.name for p in session.iterdir()} >= {"requests.csv", "cells.csv", "samples.csv", "meta.json"}
     cells = read_rows(session / "cells.csv")[1]
     assert [c["status"] for c in cells] == ["ok", "ok"] and [c["concurrency"] for c in cells] == ["2", "2"]
     for c in cells:
-        assert c["n"] == "10" and c["cpu_cores"] == "" and c["cold_start_s"] == "" and c["peak_mem_bytes"] == ""
+        assert (
+            c["n"] == "10" and c["cpu_cores"] == "" and c["cold_start_s"] == "" and c["peak_mem_bytes"] == ""
+        )
         assert float(c["p50_s"]) > 0 and float(c["throughput_rps"]) > 0
     rows = read_rows(session / "requests.csv")[1]
     assert Counter(r["cell_index"] for r in rows) == {"0": 11, "1": 11}

@@ -27,11 +27,19 @@ print("BAD:" + ",".join(bad))
 
 
 def test_engine_imports_no_textual() -> None:
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     count_line, bad_line = out.stdout.strip().splitlines()[-2:]
     names = count_line.split(" ", 1)[1].split(",")
-    for must in ("tui_profiler.presets", "tui_profiler.plan", "tui_profiler.sweep", "tui_profiler.store",
-                 "tui_profiler.analysis.stats", "tui_profiler.events"):
+    for must in (
+        "tui_profiler.presets",
+        "tui_profiler.plan",
+        "tui_profiler.sweep",
+        "tui_profiler.store",
+        "tui_profiler.analysis.stats",
+        "tui_profiler.events",
+    ):
         assert must in names, f"{must} was not imported: {names}"
     assert bad_line == "BAD:", f"engine modules imported UI/plotting modules: {bad_line}"

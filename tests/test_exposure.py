@@ -64,8 +64,11 @@ def check_container_hardening(container: Any) -> dict[str, Any]:
     # ports: the engine's bindings and the kernel's listeners
     bindings = [b for bs in (hc.get("PortBindings") or {}).values() for b in (bs or [])]
     assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
-    published = [int(b["HostPort"]) for bs in (container.attrs["NetworkSettings"]["Ports"] or {}).values()
-                 for b in (bs or [])]
+    published = [
+        int(b["HostPort"])
+        for bs in (container.attrs["NetworkSettings"]["Ports"] or {}).values()
+        for b in (bs or [])
+    ]
     assert published, container.attrs["NetworkSettings"]["Ports"]
     for port in published:
         addrs = listeners(port)
@@ -90,17 +93,23 @@ def check_container_hardening(container: Any) -> dict[str, Any]:
         assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, (pid, st["CapEff"])
         assert st["NoNewPrivs"] == "1", pid
     # from inside: the root filesystem is read-only, /tmp is writable, no Docker socket
-    probe = ("import os\n"
-             "try:\n open('/probe', 'w')\n print('rootfs writable')\nexcept OSError as e:\n print('rootfs', e.strerror)\n"
-             "open('/tmp/probe', 'w').write('x'); print('tmp ok')\n"
-             "print('sock', any(os.path.exists(p) for p in ('/var/run/docker.sock', '/run/docker.sock')))\n")
+    probe = (
+        "import os\n"
+        "try:\n open('/probe', 'w')\n print('rootfs writable')\nexcept OSError as e:\n print('rootfs', e.strerror)\n"
+        "open('/tmp/probe', 'w').write('x'); print('tmp ok')\n"
+        "print('sock', any(os.path.exists(p) for p in ('/var/run/docker.sock', '/run/docker.sock')))\n"
+    )
     code, out = container.exec_run(["python3", "-c", probe])
     text = out.decode()
-    assert code == 0 and "rootfs Read-only file system" in text and "tmp ok" in text and "sock False" in text, text
+    assert (
+        code == 0 and "rootfs Read-only file system" in text and "tmp ok" in text and "sock False" in text
+    ), text
     return {"pids": len(pids), "ports": published, "user": user, "pids_limit": hc.get("PidsLimit")}
 
 
-def test_running_container_is_loopback_only_and_hardened(tmp_path: Path, docker_client: Any, image: str) -> None:
+def test_running_container_is_loopback_only_and_hardened(
+    tmp_path: Path, docker_client: Any, image: str
+) -> None:
     out = tmp_path / "out"
     run = CliRun(["run", "smoke", "--headless", "--output", str(out), *sets(*TINY, "input.scales=0.5")], out)
     try:

@@ -28,6 +28,7 @@ def image(request: pytest.FixtureRequest) -> str:
     """The server image the runs use (built by conftest's server_image unless overridden)."""
     return IMAGE_OVERRIDE or request.getfixturevalue("server_image")
 
+
 N_WARMUP, N_TIMED, N_CELLS = 15, 25, 2
 START_TIMEOUT_S = 300  # a cold container start on this busy 2-core machine can take a minute or more
 
@@ -64,7 +65,9 @@ SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGHUP": signal.
 
 
 def _start(tmp_path: Path) -> CliRun:
-    return CliRun(["run", "smoke", "--headless", "--output", str(tmp_path / "out"), *sets(*TINY)], tmp_path / "out")
+    return CliRun(
+        ["run", "smoke", "--headless", "--output", str(tmp_path / "out"), *sets(*TINY)], tmp_path / "out"
+    )
 
 
 def interrupt_and_check(tmp_path: Path, docker_client: Any, point: str, signame: str) -> dict[str, Any]:
@@ -109,8 +112,13 @@ def interrupt_and_check(tmp_path: Path, docker_client: Any, point: str, signame:
     moved = len(pd.read_csv(partial)) if partial.exists() else 0
     assert moved + int(after["cell_index"].isin(cells_before).sum()) == reported  # nothing lost
     assert int(after["cell_index"].isin(cells_before).sum()) == kept_before
-    return {"point": point, "signal": signame, "rows_at_signal": rows_at_signal, "rows_kept": reported,
-            "rows_moved_to_partial": moved}
+    return {
+        "point": point,
+        "signal": signame,
+        "rows_at_signal": rows_at_signal,
+        "rows_kept": reported,
+        "rows_moved_to_partial": moved,
+    }
 
 
 def test_sigint_during_load_then_resume(tmp_path: Path, docker_client: Any, image: str) -> None:
@@ -129,7 +137,8 @@ def test_signal_matrix(tmp_path: Path, docker_client: Any, image: str, point: st
 
 
 def test_sigkill_orphan_found_by_clean_and_removed_by_next_start(
-        tmp_path: Path, docker_client: Any, image: str) -> None:
+    tmp_path: Path, docker_client: Any, image: str
+) -> None:
     run = _start(tmp_path)
     try:
         run.wait_for(lambda: _at_load(run, docker_client), START_TIMEOUT_S, "the load point")
@@ -169,10 +178,15 @@ def test_sigkill_orphan_removed_by_clean(tmp_path: Path, docker_client: Any, ima
         run.send(signal.SIGKILL)
         run.wait(60)
         (orphan,) = run.containers(docker_client)
-        others = [c["Id"] for c in docker_client.api.containers(all=True, filters={"label": SESSION_LABEL})
-                  if c["Id"] != orphan.id]
+        others = [
+            c["Id"]
+            for c in docker_client.api.containers(all=True, filters={"label": SESSION_LABEL})
+            if c["Id"] != orphan.id
+        ]
         if others:
-            pytest.skip(f"`clean` would also remove {len(others)} container(s) of other sessions on this engine")
+            pytest.skip(
+                f"`clean` would also remove {len(others)} container(s) of other sessions on this engine"
+            )
         res = run_cli(["clean"], timeout_s=120)
         assert res.returncode == 0, res.stderr
         assert "removed 1 container(s)" in res.stdout and orphan.name in res.stdout, res.stdout

@@ -75,7 +75,9 @@ def _finish(run: CliRun, client: Any, timeout_s: float = 600) -> tuple[int, Path
     return rc, session
 
 
-def _cli(tmp_path: Path, *extra: str, output: Path | None = None, env: dict[str, str] | None = None) -> CliRun:
+def _cli(
+    tmp_path: Path, *extra: str, output: Path | None = None, env: dict[str, str] | None = None
+) -> CliRun:
     out = output or tmp_path / "out"
     return CliRun(["run", "smoke", "--headless", "--output", str(out), *sets(*TINY, *extra)], out, env=env)
 
@@ -87,8 +89,9 @@ def _at_load(run: CliRun) -> bool:
 # --------------------------------------------------------------------------------------------- default run
 
 
-async def test_port_in_use_is_the_cells_status(tmp_path: Path, image: str, docker_client: Any,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_port_in_use_is_the_cells_status(
+    tmp_path: Path, image: str, docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every host port the runtime picks is taken (a listener holds it): each group's cell ends as
     `port_conflict` with the reason, the sweep goes on to the next group, and nothing is left."""
     holder = socket.socket()
@@ -96,7 +99,9 @@ async def test_port_in_use_is_the_cells_status(tmp_path: Path, image: str, docke
     holder.listen()
     port = holder.getsockname()[1]
     monkeypatch.setattr("tui_profiler.runtime.docker.free_port", lambda host="127.0.0.1": port)
-    preset = load_preset("smoke", [*TINY, "input.scales=0.5", "resources.cpus=0.5,1", "resources.memory_gb=1,2"])
+    preset = load_preset(
+        "smoke", [*TINY, "input.scales=0.5", "resources.cpus=0.5,1", "resources.memory_gb=1,2"]
+    )
     runner = SweepRunner(preset, runtime="docker", output_dir=tmp_path)
     events: list[Any] = []
     try:
@@ -109,7 +114,9 @@ async def test_port_in_use_is_the_cells_status(tmp_path: Path, image: str, docke
     assert list(cells["cell_index"]) == [0, 1]  # the sweep went on to the second group
     assert (cells["status"] == "port_conflict").all(), cells[["status", "reason"]]
     assert cells["reason"].str.contains("127.0.0.1").all()
-    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={runner.store.session_id}"})
+    left = docker_client.containers.list(
+        all=True, filters={"label": f"{SESSION_LABEL}={runner.store.session_id}"}
+    )
     assert not left
 
 
@@ -120,8 +127,14 @@ async def test_port_in_use_is_the_cells_status(tmp_path: Path, image: str, docke
 def test_oom_mid_cell_then_the_sweep_goes_on(tmp_path: Path, image: str, docker_client: Any) -> None:
     """1 GiB cap; the scale grows until memory runs out (x16: 3584x3584 px). The OOM cell is `oom`; the
     next cell gets a fresh container and is measured."""
-    run = _cli(tmp_path, "resources.memory_gb=1", "input.scales=1,16,2", "load.warmup=1", "load.requests=3",
-               "load.timeout_s=120")
+    run = _cli(
+        tmp_path,
+        "resources.memory_gb=1",
+        "input.scales=1,16,2",
+        "load.warmup=1",
+        "load.requests=3",
+        "load.timeout_s=120",
+    )
     rc, session = _finish(run, docker_client)
     cells = _cells(session).set_index("input_scale")
     assert rc == 1, run.tail()
@@ -179,8 +192,10 @@ def test_output_disk_full(tmp_path: Path, image: str, docker_client: Any) -> Non
 
 
 @pytest.mark.faults
-@pytest.mark.skipif(os.environ.get("TUI_PROFILER_FAULTS_ENGINE_RESTART") != "1",
-                    reason="restarts the machine's dockerd: set TUI_PROFILER_FAULTS_ENGINE_RESTART=1")
+@pytest.mark.skipif(
+    os.environ.get("TUI_PROFILER_FAULTS_ENGINE_RESTART") != "1",
+    reason="restarts the machine's dockerd: set TUI_PROFILER_FAULTS_ENGINE_RESTART=1",
+)
 def test_engine_restart_mid_sweep(tmp_path: Path, image: str, docker_client: Any) -> None:
     import docker
 
@@ -226,4 +241,6 @@ def test_engine_outage_mid_sweep(tmp_path: Path, image: str, docker_client: Any)
     cells = _cells(session).set_index("cell_index")
     assert rc == 1
     assert cells.loc[0, "status"] != "ok" and cells.loc[0, "reason"], cells[["status", "reason"]]
-    assert 1 in cells.index and cells.loc[1, "status"] in ("ok", "create_failed", "start_failed"), cells[["status", "reason"]]
+    assert 1 in cells.index and cells.loc[1, "status"] in ("ok", "create_failed", "start_failed"), cells[
+        ["status", "reason"]
+    ]

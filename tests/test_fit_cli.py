@@ -16,8 +16,14 @@ from tui_profiler.commands import fit as fit_command
 
 
 def _fit(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tui_profiler", "fit", *map(str, args)],
-                          capture_output=True, text=True, check=False, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tui_profiler", "fit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,17 @@ def wide_csv(tmp_path_factory):
 
 def test_cli_fit_json_and_predict(wide_csv, tmp_path):
     out = tmp_path / "report.json"
-    p = _fit(wide_csv, "--json", out, "--split", "extrapolate-input", "--predict", "cpu_cores=3,mem_cap_gb=6,gpu_mode=off,pixels=40000",
-             "--predict", "cpu_cores=12,gpu_mode=off,pixels=40000")
+    p = _fit(
+        wide_csv,
+        "--json",
+        out,
+        "--split",
+        "extrapolate-input",
+        "--predict",
+        "cpu_cores=3,mem_cap_gb=6,gpu_mode=off,pixels=40000",
+        "--predict",
+        "cpu_cores=12,gpu_mode=off,pixels=40000",
+    )
     assert p.returncode == 0, p.stderr
     assert "form work-parallel" in p.stdout
     assert "residual % vs pixels" in p.stdout  # the terminal plot
@@ -56,16 +71,39 @@ def test_cli_fit_json_and_predict(wide_csv, tmp_path):
 
 def test_cli_predict_csv_and_recommend(wide_csv, tmp_path):
     points = tmp_path / "points.csv"
-    pd.DataFrame({"cpu_cores": [1, 2.5, 4], "mem_cap_gb": [2, 5, 8], "gpu_mode": ["off"] * 3,
-                  "pixels": [10000, 50000, 150000]}).to_csv(points, index=False)
+    pd.DataFrame(
+        {
+            "cpu_cores": [1, 2.5, 4],
+            "mem_cap_gb": [2, 5, 8],
+            "gpu_mode": ["off"] * 3,
+            "pixels": [10000, 50000, 150000],
+        }
+    ).to_csv(points, index=False)
     pred_path = tmp_path / "pred.csv"
     slo = float(law_work_parallel(100000, 3.0)) * 1.005
-    p = _fit(wide_csv, "--no-plot", "--split", "extrapolate-input", "--predict-csv", points, "--out", pred_path,
-             "--recommend", "--slo-p99", slo, "--pixels", 100000, "--cost-gb", 0.1)
+    p = _fit(
+        wide_csv,
+        "--no-plot",
+        "--split",
+        "extrapolate-input",
+        "--predict-csv",
+        points,
+        "--out",
+        pred_path,
+        "--recommend",
+        "--slo-p99",
+        slo,
+        "--pixels",
+        100000,
+        "--cost-gb",
+        0.1,
+    )
     assert p.returncode == 0, p.stderr
     pred = pd.read_csv(pred_path)
     assert list(pred.columns) == ["cpu_cores", "mem_cap_gb", "gpu_mode", "pixels", "predicted_latency_s"]
-    expected = [float(law_work_parallel(s, c)) for s, c in zip(pred["pixels"], pred["cpu_cores"], strict=True)]
+    expected = [
+        float(law_work_parallel(s, c)) for s, c in zip(pred["pixels"], pred["cpu_cores"], strict=True)
+    ]
     assert pred["predicted_latency_s"].tolist() == pytest.approx(expected, rel=0.01)
     assert "cheapest: gpu=off, 3 CPUs, 6 GB" in p.stdout
     assert "understates p99" in p.stdout  # wide files hold means only: the caveat is stated
@@ -97,5 +135,7 @@ def test_cli_error_exit_in_a_subprocess(tmp_path):
     bad.write_text("a,b\n1,2\n")
     p = _fit(bad)
     assert p.returncode == 2
-    assert p.stderr.strip() == f"tui-profiler fit: {bad}: unknown format (columns a, b…): expected AC-Prof wide " \
+    assert (
+        p.stderr.strip() == f"tui-profiler fit: {bad}: unknown format (columns a, b…): expected AC-Prof wide "
         "(Pixels,CPU4+Mem8,…), a per-request CSV (cpu_cores, latency_s, …) or a cells.csv"
+    )

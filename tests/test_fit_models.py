@@ -22,8 +22,31 @@ from tui_profiler.analysis.importers import TIDY_COLUMNS, fit_rows
 from tui_profiler.analysis.recommend import recommend
 
 # The AC-Prof grid: 20 input sizes (pixels), CPU configs paired with 2 GB per CPU.
-SIZES = np.array([496, 2016, 4512, 8064, 12560, 18144, 24640, 31877, 40752, 49926, 60550, 72576, 85072,
-                  98784, 113280, 128265, 145520, 163296, 181792, 201600], float)
+SIZES = np.array(
+    [
+        496,
+        2016,
+        4512,
+        8064,
+        12560,
+        18144,
+        24640,
+        31877,
+        40752,
+        49926,
+        60550,
+        72576,
+        85072,
+        98784,
+        113280,
+        128265,
+        145520,
+        163296,
+        181792,
+        201600,
+    ],
+    float,
+)
 CPUS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
@@ -46,9 +69,21 @@ def synthetic(law, *, model="synth", noise=0.01, seed=0, cpus=CPUS, sizes=SIZES,
     s, c = np.meshgrid(sizes, np.asarray(cpus, float))
     s, c = s.ravel(), c.ravel()
     y = law(s, c, **params) * np.exp(rng.normal(0.0, noise, s.shape))
-    df = pd.DataFrame({"model": model, "task": "pixels", "gpu_mode": gpu_mode, "cpu_cores": c,
-                       "mem_cap_gb": 2 * c, "pixels": s, "latency_s": y, "warmup": False, "status": "ok",
-                       "row_kind": "aggregate", "source": "synthetic"})
+    df = pd.DataFrame(
+        {
+            "model": model,
+            "task": "pixels",
+            "gpu_mode": gpu_mode,
+            "cpu_cores": c,
+            "mem_cap_gb": 2 * c,
+            "pixels": s,
+            "latency_s": y,
+            "warmup": False,
+            "status": "ok",
+            "row_kind": "aggregate",
+            "source": "synthetic",
+        }
+    )
     for col in TIDY_COLUMNS:
         if col not in df:
             df[col] = np.nan
@@ -142,8 +177,14 @@ def test_split_shapes():
 
 def test_prediction_matches_law_and_warns_outside_range():
     report = fit_frame(synthetic(law_work_parallel, noise=0.002))
-    pts = pd.DataFrame({"cpu_cores": [3.0, 3.0, 16.0], "mem_cap_gb": [6.0, 6.0, 32.0], "gpu_mode": "off",
-                        "pixels": [40000.0, 400000.0, 40000.0]})
+    pts = pd.DataFrame(
+        {
+            "cpu_cores": [3.0, 3.0, 16.0],
+            "mem_cap_gb": [6.0, 6.0, 32.0],
+            "gpu_mode": "off",
+            "pixels": [40000.0, 400000.0, 40000.0],
+        }
+    )
     pred = report.predict(pts)
     truth = law_work_parallel(40000.0, 3.0)
     assert pred["predicted_latency_s"].iloc[0] == pytest.approx(truth, rel=0.03)
@@ -179,7 +220,11 @@ def test_reference_vgg11_beats_loglinear(reference_data):
         report = fit_paths([reference_data / "vgg11.csv"], split=split)
         cpu = next(g for g in report.groups if g.key["gpu_mode"] == "off")
         assert cpu.test["n"] > 0
-        assert cpu.test["mape_pct"] < margin * cpu.test_by_form["loglinear"], (split, cpu.test, cpu.test_by_form)
+        assert cpu.test["mape_pct"] < margin * cpu.test_by_form["loglinear"], (
+            split,
+            cpu.test,
+            cpu.test_by_form,
+        )
 
 
 def test_engine_imports_no_plotting_or_textual():

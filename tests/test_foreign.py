@@ -169,13 +169,18 @@ def test_foreign_image_built_from_a_preset_dockerfile(docker_client, model_dir: 
     preset = tmp_path / "from_dockerfile.toml"
     preset.write_text(text)
     out = tmp_path / "out"
-    proc = run_cli(str(preset), "--output", str(out), "--set", "resources.cpus=1", "--set", "resources.memory_gb=1")
+    proc = run_cli(
+        str(preset), "--output", str(out), "--set", "resources.cpus=1", "--set", "resources.memory_gb=1"
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (session,) = list(out.iterdir())
     cells = read_csv(session / "cells.csv")
     assert len(cells) == 2 and all(c["status"] == "ok" for c in cells)
-    built = [i for i in docker_client.images.list(filters={"label": "tui-profiler.image=target"})
-             if any(t.startswith("tui-profiler-target-tfserving_like:") for t in i.tags)]
+    built = [
+        i
+        for i in docker_client.images.list(filters={"label": "tui-profiler.image=target"})
+        if any(t.startswith("tui-profiler-target-tfserving_like:") for t in i.tags)
+    ]
     assert built, "the target image was not built from the preset's Dockerfile"
     assert not session_containers(docker_client, session)
     for image in built:  # tagged by this tmp path's hash: nothing reuses it
@@ -184,7 +189,9 @@ def test_foreign_image_built_from_a_preset_dockerfile(docker_client, model_dir: 
 
     preset.write_text(text.replace("tfserving_like/Dockerfile", "missing/Dockerfile"))
     out2 = tmp_path / "out2"
-    proc = run_cli(str(preset), "--output", str(out2), "--set", "resources.cpus=1", "--set", "resources.memory_gb=1")
+    proc = run_cli(
+        str(preset), "--output", str(out2), "--set", "resources.cpus=1", "--set", "resources.memory_gb=1"
+    )
     assert proc.returncode != 0
     (session2,) = list(out2.iterdir())
     cells = read_csv(session2 / "cells.csv")

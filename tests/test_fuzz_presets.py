@@ -22,20 +22,29 @@ from tui_profiler.cli import main as cli_main
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = (REPO / "presets" / "smoke.toml").read_text()
 BASE: dict[str, Any] = {
-    "description": "fuzz base", "model": "mobilenet_v3_small", "weights": "random", "repetitions": 1,
+    "description": "fuzz base",
+    "model": "mobilenet_v3_small",
+    "weights": "random",
+    "repetitions": 1,
     "input": {"kind": "image", "base_size": [224, 224], "scales": [0.5, 1.0], "encoding": "raw"},
     "resources": {"cpus": [1], "memory_gb": [2], "gpus": [0], "pairing": "grid", "threads": "auto"},
     "load": {"mode": "closed", "concurrency": [1], "requests": 5, "warmup": 1, "timeout_s": 30},
 }
-FIELDS = [(s, k) for s, sec in BASE.items() if isinstance(sec, dict) for k in sec] + \
-         [(None, k) for k, v in BASE.items() if not isinstance(v, dict)]
+FIELDS = [(s, k) for s, sec in BASE.items() if isinstance(sec, dict) for k in sec] + [
+    (None, k) for k, v in BASE.items() if not isinstance(v, dict)
+]
 COUNTS: Counter[str] = Counter()
 
 _scalars = st.one_of(
-    st.booleans(), st.integers(-(2**63), 2**63 - 1), st.sampled_from([-1, 0, -0.5, 1e308, 1e-300, 10**12, 2**31]),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([-1, 0, -0.5, 1e308, 1e-300, 10**12, 2**31]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
 )
-_values = st.one_of(_scalars, st.lists(_scalars, max_size=4), st.dictionaries(st.text(max_size=5), _scalars, max_size=2))
+_values = st.one_of(
+    _scalars, st.lists(_scalars, max_size=4), st.dictionaries(st.text(max_size=5), _scalars, max_size=2)
+)
 _unknown_keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=10)
 
 
@@ -88,11 +97,17 @@ def preset_docs(draw: Any) -> dict[str, Any]:
     return _mutated(draw)
 
 
-def test_fuzzed_preset_files_give_one_line_or_a_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fuzzed_preset_files_give_one_line_or_a_preset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     counts: Counter[str] = Counter()
 
-    @settings(max_examples=300, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
     @given(preset_docs())
     def check(doc: dict[str, Any]) -> None:
         path = tmp_path / "fuzz.toml"
@@ -114,10 +129,17 @@ def test_fuzzed_preset_files_give_one_line_or_a_preset(tmp_path: Path, capsys: p
 def test_fuzzed_broken_toml_gives_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     counts: Counter[str] = Counter()
 
-    @settings(max_examples=250, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-    @given(st.integers(0, 2**32 - 1), st.integers(1, 6),
-           st.sampled_from(["insert", "delete", "replace", "truncate", "binary"]))
+    @settings(
+        max_examples=250,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        st.integers(0, 2**32 - 1),
+        st.integers(1, 6),
+        st.sampled_from(["insert", "delete", "replace", "truncate", "binary"]),
+    )
     def check(seed: int, n_edits: int, how: str) -> None:
         rnd = random.Random(seed)
         data = bytearray(SMOKE.encode())
@@ -126,7 +148,7 @@ def test_fuzzed_broken_toml_gives_one_line(tmp_path: Path, capsys: pytest.Captur
             if how == "insert":
                 data[i:i] = rnd.choice([b"[", b"]", b"=", b'"', b"\n", b"{", b"\x00", b"\xff", b"[[x]]\n"])
             elif how == "delete":
-                del data[i:i + rnd.randint(1, 8)]
+                del data[i : i + rnd.randint(1, 8)]
             elif how == "replace":
                 data[i] = rnd.randrange(256)
             elif how == "truncate":
@@ -164,9 +186,18 @@ def test_bad_preset_through_a_subprocess_is_one_line(tmp_path: Path, name: str) 
     path = tmp_path / f"{name}.toml"
     text = SMOKE.replace(old, new, 1)
     path.write_bytes(text.encode("latin-1") if name == "not_utf8" else text.encode())
-    for args in (["presets", "validate", str(path)], ["run", str(path), "--headless", "--output", str(tmp_path)]):
-        res = subprocess.run([sys.executable, "-m", "tui_profiler", *args], capture_output=True, text=True,
-                             cwd=str(REPO), timeout=120, stdin=subprocess.DEVNULL)
+    for args in (
+        ["presets", "validate", str(path)],
+        ["run", str(path), "--headless", "--output", str(tmp_path)],
+    ):
+        res = subprocess.run(
+            [sys.executable, "-m", "tui_profiler", *args],
+            capture_output=True,
+            text=True,
+            cwd=str(REPO),
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
         assert "Traceback" not in res.stdout + res.stderr, res.stderr
         assert res.returncode == (1 if args[0] == "presets" else 2), (args, res.returncode, res.stderr)
         lines = res.stderr.strip().splitlines()

@@ -53,13 +53,24 @@ class Server:
         """Alive (a valid request answers 200) and memory bounded."""
         rss = self.rss()
         self.max_rss = max(self.max_rss, rss)
-        assert rss <= self.idle_rss + RSS_MARGIN, f"RSS {rss / 2**20:.0f} MiB vs idle {self.idle_rss / 2**20:.0f} MiB"
+        assert rss <= self.idle_rss + RSS_MARGIN, (
+            f"RSS {rss / 2**20:.0f} MiB vs idle {self.idle_rss / 2**20:.0f} MiB"
+        )
         status, body = http(self.port, "POST", "/predict", RAW_HEADERS, VALID)
         assert status == 200, body[:300]
 
 
-def http(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"", *,
-         content_length: int | None = None, chunks: int = 1, pause_s: float = 0.0) -> tuple[int, bytes]:
+def http(
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes = b"",
+    *,
+    content_length: int | None = None,
+    chunks: int = 1,
+    pause_s: float = 0.0,
+) -> tuple[int, bytes]:
     """One request over a raw socket (so lengths and pacing can lie); returns (status, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S) as s:
         length = len(body) if content_length is None else content_length
@@ -69,7 +80,7 @@ def http(port: int, method: str, path: str, headers: dict[str, str], body: bytes
         step = max(1, -(-len(body) // chunks))
         try:
             for i in range(0, len(body), step):
-                s.sendall(body[i:i + step])
+                s.sendall(body[i : i + step])
                 if pause_s:
                     time.sleep(pause_s)
         except (BrokenPipeError, ConnectionResetError):
@@ -90,14 +101,22 @@ def http(port: int, method: str, path: str, headers: dict[str, str], body: bytes
 
 def png(width: int, height: int, data: bytes | None = None) -> bytes:
     """A PNG whose header declares width x height (the pixel data may be missing or short)."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(data if data is not None else b"\x00" * 64)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-RAW_HEADERS = {"Content-Type": "application/octet-stream", "X-Tensor-Shape": "1,3,64,64", "X-Tensor-Dtype": "float32"}
+RAW_HEADERS = {
+    "Content-Type": "application/octet-stream",
+    "X-Tensor-Shape": "1,3,64,64",
+    "X-Tensor-Dtype": "float32",
+}
 VALID = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32).tobytes()
 
 
@@ -107,8 +126,14 @@ def server() -> Iterator[Server]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     rt = ProcessRuntime()
-    spec = TargetSpec(session_id="test-fuzz-server", image="", model="mobilenet_v3_small", cpus=1, memory_gb=2,
-                      readiness=ReadinessProbe(timeout_s=300))
+    spec = TargetSpec(
+        session_id="test-fuzz-server",
+        image="",
+        model="mobilenet_v3_small",
+        cpus=1,
+        memory_gb=2,
+        readiness=ReadinessProbe(timeout_s=300),
+    )
     target = asyncio.run_coroutine_threadsafe(rt.start(spec), loop).result(timeout=330)
     try:
         srv = Server(target, loop)
@@ -120,8 +145,10 @@ def server() -> Iterator[Server]:
         facts = asyncio.run_coroutine_threadsafe(rt.stop(target), loop).result(timeout=60)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
-        print(f"\nserver fuzz: {dict(COUNTS)} cases; server RSS idle {srv.idle_rss / 2**20:.0f} MiB, "
-              f"max {srv.max_rss / 2**20:.0f} MiB; exit {facts.get('exit_code')}")
+        print(
+            f"\nserver fuzz: {dict(COUNTS)} cases; server RSS idle {srv.idle_rss / 2**20:.0f} MiB, "
+            f"max {srv.max_rss / 2**20:.0f} MiB; exit {facts.get('exit_code')}"
+        )
 
 
 def _expect_4xx(status: int, body: bytes, what: Any, *, protocol: bool = False) -> None:
@@ -139,19 +166,46 @@ def _expect_4xx(status: int, body: bytes, what: Any, *, protocol: bool = False) 
     assert doc.get("error"), doc
 
 
-_dtype = st.one_of(st.sampled_from(["float32", "float16", "uint8", "int64", "int32", "float64", "bool", "", "FLOAT32",
-                                    "complex64", "float32; drop table", "\u00e9"]), st.text(max_size=10))
-_dims = st.lists(st.one_of(st.integers(-3, 4), st.integers(0, 10**6), st.sampled_from([2**31, 2**63, 10**30])),
-                 min_size=0, max_size=6)
-_shape_header = st.one_of(_dims.map(lambda d: ",".join(map(str, d))), st.text(max_size=20),
-                          st.sampled_from(["1,3,224,224,", "1x3x224x224", "1, 3 , 2e2, 224", "nan", "-1"]))
+_dtype = st.one_of(
+    st.sampled_from(
+        [
+            "float32",
+            "float16",
+            "uint8",
+            "int64",
+            "int32",
+            "float64",
+            "bool",
+            "",
+            "FLOAT32",
+            "complex64",
+            "float32; drop table",
+            "\u00e9",
+        ]
+    ),
+    st.text(max_size=10),
+)
+_dims = st.lists(
+    st.one_of(st.integers(-3, 4), st.integers(0, 10**6), st.sampled_from([2**31, 2**63, 10**30])),
+    min_size=0,
+    max_size=6,
+)
+_shape_header = st.one_of(
+    _dims.map(lambda d: ",".join(map(str, d))),
+    st.text(max_size=20),
+    st.sampled_from(["1,3,224,224,", "1x3x224x224", "1, 3 , 2e2, 224", "nan", "-1"]),
+)
 
 
 @settings(max_examples=250, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(shape=_shape_header, dtype=_dtype, body=st.binary(min_size=0, max_size=4096))
 def test_fuzzed_raw_tensors_get_4xx(server: Server, shape: str, dtype: str, body: bytes) -> None:
     headers = {"Content-Type": "application/octet-stream", "X-Tensor-Shape": shape, "X-Tensor-Dtype": dtype}
-    headers = {k: v.encode("utf-8", "replace").decode("latin-1") for k, v in headers.items() if "\r" not in v and "\n" not in v}
+    headers = {
+        k: v.encode("utf-8", "replace").decode("latin-1")
+        for k, v in headers.items()
+        if "\r" not in v and "\n" not in v
+    }
     status, answer = http(server.port, "POST", "/predict", headers, body)
     COUNTS["raw"] += 1
     if status == 200:  # only a consistent shape/dtype/length may be accepted
@@ -162,14 +216,36 @@ def test_fuzzed_raw_tensors_get_4xx(server: Server, shape: str, dtype: str, body
 
 
 _json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=False), st.text(max_size=5)),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=20)
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=False),
+        st.text(max_size=5),
+    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(doc=st.one_of(_json_values, st.dictionaries(st.sampled_from(["tensor", "tokens", "text", "x"]), _json_values, max_size=2)),
-       ctype=st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "image/png",
-                              "image/jpeg", "application/x-www-form-urlencoded", ""]))
+@given(
+    doc=st.one_of(
+        _json_values,
+        st.dictionaries(st.sampled_from(["tensor", "tokens", "text", "x"]), _json_values, max_size=2),
+    ),
+    ctype=st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/plain",
+            "image/png",
+            "image/jpeg",
+            "application/x-www-form-urlencoded",
+            "",
+        ]
+    ),
+)
 def test_fuzzed_json_and_content_types_get_4xx(server: Server, doc: Any, ctype: str) -> None:
     body = json.dumps(doc).encode()
     status, answer = http(server.port, "POST", "/predict", {"Content-Type": ctype} if ctype else {}, body)
@@ -178,7 +254,10 @@ def test_fuzzed_json_and_content_types_get_4xx(server: Server, doc: Any, ctype: 
 
 
 @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(body=st.binary(min_size=1, max_size=2048), ctype=st.sampled_from(["image/png", "image/jpeg", "application/json"]))
+@given(
+    body=st.binary(min_size=1, max_size=2048),
+    ctype=st.sampled_from(["image/png", "image/jpeg", "application/json"]),
+)
 def test_fuzzed_malformed_bodies_get_4xx(server: Server, body: bytes, ctype: str) -> None:
     status, answer = http(server.port, "POST", "/predict", {"Content-Type": ctype}, body)
     COUNTS["malformed"] += 1
@@ -192,9 +271,17 @@ ENORMOUS = {
     "shape_int64_overflow": ({**RAW_HEADERS, "X-Tensor-Shape": f"{2**63},{2**63},3,3"}, VALID, None),
     "png_declares_10G_pixels": ({"Content-Type": "image/png"}, png(100_000, 100_000), None),
     "png_declares_4G_pixels_wide": ({"Content-Type": "image/png"}, png(2**31 - 1, 2), None),
-    "json_nested_100k_deep": ({"Content-Type": "application/json"}, b'{"tensor": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),
+    "json_nested_100k_deep": (
+        {"Content-Type": "application/json"},
+        b'{"tensor": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        None,
+    ),
     "json_ragged": ({"Content-Type": "application/json"}, b'{"tensor": [[1,2],[3]]}', None),
-    "json_many_numbers_wrong_shape": ({"Content-Type": "application/json"}, json.dumps({"tensor": [0.5] * 200_000}).encode(), None),
+    "json_many_numbers_wrong_shape": (
+        {"Content-Type": "application/json"},
+        json.dumps({"tensor": [0.5] * 200_000}).encode(),
+        None,
+    ),
     "body_over_the_limit": ({**RAW_HEADERS, "X-Tensor-Shape": "1,3,5000,5000"}, b"\0" * (300 * 2**20), None),
 }
 
@@ -216,8 +303,10 @@ def test_trickled_bodies_get_4xx_and_do_not_block_others(server: Server) -> None
     stalled = []
     for _ in range(20):  # connections that send half a body and then nothing
         s = socket.create_connection(("127.0.0.1", server.port), timeout=IO_TIMEOUT_S)
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nContent-Type: "
-                  b"application/octet-stream\r\n\r\n" + b"\0" * 500)
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nContent-Type: "
+            b"application/octet-stream\r\n\r\n" + b"\0" * 500
+        )
         stalled.append(s)
     results: list[tuple[int, bytes]] = []
 

@@ -12,11 +12,41 @@ from tui_profiler.analysis.fit import build_cells, fit_paths
 from tui_profiler.analysis.importers import DataFormatError, detect_format, fit_rows, read_path
 
 # requests.csv columns from the brief: the AC-Prof long columns first, then ours.
-LONG = ["timestamp_ms", "model_name", "cpu_cores", "gpu_mode", "mem_cap_gb", "batch_size", "token_len",
-        "repeat_idx", "warmup", "latency_s", "cold_start_s", "status", "error"]
-OURS = ["cell_index", "input_scale", "pixels", "concurrency", "rate", "http_status", "decode_ms",
-        "preprocess_ms", "infer_ms", "encode_ms", "server_total_ms", "overhead_ms", "bytes_sent",
-        "bytes_received", "t_send_s", "t_recv_s", "cpus_enforced", "mem_enforced"]
+LONG = [
+    "timestamp_ms",
+    "model_name",
+    "cpu_cores",
+    "gpu_mode",
+    "mem_cap_gb",
+    "batch_size",
+    "token_len",
+    "repeat_idx",
+    "warmup",
+    "latency_s",
+    "cold_start_s",
+    "status",
+    "error",
+]
+OURS = [
+    "cell_index",
+    "input_scale",
+    "pixels",
+    "concurrency",
+    "rate",
+    "http_status",
+    "decode_ms",
+    "preprocess_ms",
+    "infer_ms",
+    "encode_ms",
+    "server_total_ms",
+    "overhead_ms",
+    "bytes_sent",
+    "bytes_received",
+    "t_send_s",
+    "t_recv_s",
+    "cpus_enforced",
+    "mem_enforced",
+]
 
 
 def test_acprof_wide_vgg11(reference_data):
@@ -62,17 +92,41 @@ def _write_session(folder, rng):
                 lat = (0.01 + 4e-7 * pixels / cpus) * (1 + rng.normal(0, 0.01))
                 failed = (ci, scale, i) == (1, 1.0, 5)
                 t += 1
-                rows.append({
-                    "timestamp_ms": 1_700_000_000_000 + t, "model_name": "resnet18", "cpu_cores": cpus,
-                    "gpu_mode": "off", "mem_cap_gb": mem, "batch_size": 1, "token_len": "", "repeat_idx": i,
-                    "warmup": int(warm), "latency_s": 99.0 if (warm or failed) else lat, "cold_start_s": 2.5,
-                    "status": "error" if failed else "ok", "error": "HTTP 500" if failed else "",
-                    "cell_index": ci * 4, "input_scale": scale, "pixels": pixels, "concurrency": 1,
-                    "rate": "", "http_status": 500 if failed else 200, "decode_ms": 1.0, "preprocess_ms": "",
-                    "infer_ms": lat * 1000, "encode_ms": 0.1, "server_total_ms": lat * 1000 - 1,
-                    "overhead_ms": 1.0, "bytes_sent": 4 * pixels * 3, "bytes_received": 80,
-                    "t_send_s": t * 0.1, "t_recv_s": t * 0.1 + lat, "cpus_enforced": 1, "mem_enforced": 1,
-                })
+                rows.append(
+                    {
+                        "timestamp_ms": 1_700_000_000_000 + t,
+                        "model_name": "resnet18",
+                        "cpu_cores": cpus,
+                        "gpu_mode": "off",
+                        "mem_cap_gb": mem,
+                        "batch_size": 1,
+                        "token_len": "",
+                        "repeat_idx": i,
+                        "warmup": int(warm),
+                        "latency_s": 99.0 if (warm or failed) else lat,
+                        "cold_start_s": 2.5,
+                        "status": "error" if failed else "ok",
+                        "error": "HTTP 500" if failed else "",
+                        "cell_index": ci * 4,
+                        "input_scale": scale,
+                        "pixels": pixels,
+                        "concurrency": 1,
+                        "rate": "",
+                        "http_status": 500 if failed else 200,
+                        "decode_ms": 1.0,
+                        "preprocess_ms": "",
+                        "infer_ms": lat * 1000,
+                        "encode_ms": 0.1,
+                        "server_total_ms": lat * 1000 - 1,
+                        "overhead_ms": 1.0,
+                        "bytes_sent": 4 * pixels * 3,
+                        "bytes_received": 80,
+                        "t_send_s": t * 0.1,
+                        "t_recv_s": t * 0.1 + lat,
+                        "cpus_enforced": 1,
+                        "mem_enforced": 1,
+                    }
+                )
     pd.DataFrame(rows, columns=LONG + OURS).to_csv(folder / "requests.csv", index=False)
     (folder / "meta.json").write_text(json.dumps({"preset": {"name": "resnet18-smoke"}, "model": "resnet18"}))
     return pd.DataFrame(rows)
@@ -97,10 +151,24 @@ def test_our_cells_csv(tmp_path):
     rows = []
     for i, (cpus, pixels) in enumerate([(c, p) for c in (1.0, 2.0, 4.0) for p in (1e4, 5e4, 1e5, 2e5)]):
         mean = 0.01 + 4e-7 * pixels / cpus
-        rows.append({"cell_index": i, "model_name": "resnet18", "cpu_cores": cpus, "mem_cap_gb": 4.0,
-                     "gpu_mode": "off", "pixels": pixels, "token_len": "", "concurrency": 1, "n": 50,
-                     "mean_s": mean, "p50_s": mean * 0.98, "p99_s": mean * 1.3, "throughput_rps": 1 / mean,
-                     "status": "ok" if i != 3 else "oom"})
+        rows.append(
+            {
+                "cell_index": i,
+                "model_name": "resnet18",
+                "cpu_cores": cpus,
+                "mem_cap_gb": 4.0,
+                "gpu_mode": "off",
+                "pixels": pixels,
+                "token_len": "",
+                "concurrency": 1,
+                "n": 50,
+                "mean_s": mean,
+                "p50_s": mean * 0.98,
+                "p99_s": mean * 1.3,
+                "throughput_rps": 1 / mean,
+                "status": "ok" if i != 3 else "oom",
+            }
+        )
     path = tmp_path / "cells.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     assert detect_format(pd.read_csv(path)) == "cells"

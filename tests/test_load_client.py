@@ -137,11 +137,14 @@ async def test_results_reach_on_result_after_the_next_send_in_order(server: str)
             with urllib.request.urlopen(server + "/count/deferred", timeout=5) as r:
                 if json.loads(r.read())["count"] >= res.seq + 2:
                     return
-            assert time.perf_counter() < deadline, f"request {res.seq + 1} was not sent before result {res.seq}"
+            assert time.perf_counter() < deadline, (
+                f"request {res.seq + 1} was not sent before result {res.seq}"
+            )
             time.sleep(0.005)
 
-    res = await load(server, "/stall/deferred/0/0", LoadPattern(concurrency=1, requests=n, warmup=0),
-                     on_result=on_result)
+    res = await load(
+        server, "/stall/deferred/0/0", LoadPattern(concurrency=1, requests=n, warmup=0), on_result=on_result
+    )
     assert seen == res and [r.seq for r in seen] == list(range(n)) and all(r.ok for r in res)
 
 
@@ -156,15 +159,20 @@ async def test_an_on_result_error_stops_the_run_and_is_raised(server: str) -> No
 
     t0 = time.perf_counter()
     with pytest.raises(OSError, match="No space left"):
-        await load(server, "/sleep/5", LoadPattern(concurrency=2, requests=None, duration_s=5.0, warmup=3),
-                   on_result=on_result)
+        await load(
+            server,
+            "/sleep/5",
+            LoadPattern(concurrency=2, requests=None, duration_s=5.0, warmup=3),
+            on_result=on_result,
+        )
     assert time.perf_counter() - t0 < 2.5 and len(calls) == 5  # stopped, not run to its 5 s; no call after
 
 
 async def test_cancelling_delivers_every_finished_result(server: str) -> None:
     seen: list[RequestResult] = []
-    task = asyncio.create_task(load(server, "/sleep/20", LoadPattern(concurrency=3, requests=1000),
-                                    on_result=seen.append))
+    task = asyncio.create_task(
+        load(server, "/sleep/20", LoadPattern(concurrency=3, requests=1000), on_result=seen.append)
+    )
     await asyncio.sleep(0.4)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -12,8 +12,12 @@ from tui_profiler.presets import preset_from_dict
 
 
 def preset(**sections: dict) -> object:
-    d = {"model": "mobilenet_v3_small", "input": {"scales": [0.5, 1.0]},
-         "resources": {"cpus": [0.5, 1], "memory_gb": [1, 2]}, "load": {"concurrency": [1, 2]}}
+    d = {
+        "model": "mobilenet_v3_small",
+        "input": {"scales": [0.5, 1.0]},
+        "resources": {"cpus": [0.5, 1], "memory_gb": [1, 2]},
+        "load": {"concurrency": [1, 2]},
+    }
     for k, v in sections.items():
         d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
     return preset_from_dict(d, "t.toml", check_host=False)
@@ -54,14 +58,23 @@ def test_groups_are_contiguous_and_share_one_resource_config() -> None:
         seen.append(g)
         assert len({c.resource_key() for c in members}) == 1
         assert len(members) == 2 * 2  # sizes × load levels on one container
-        assert [(c.input_scale, c.concurrency) for c in members] == list(itertools.product([0.5, 1.0], [1, 2]))
+        assert [(c.input_scale, c.concurrency) for c in members] == list(
+            itertools.product([0.5, 1.0], [1, 2])
+        )
     assert len(seen) == 8  # 4 configs × 2 repetitions: 8 containers, 8 cold starts
     assert [c.repeat_idx for c in cells[:16]] == [0] * 16 and [c.repeat_idx for c in cells[16:]] == [1] * 16
 
 
 def test_tokens_and_open_loop() -> None:
-    p = preset_from_dict({"model": "text_encoder", "input": {"kind": "tokens", "token_lens": [16, 64]},
-                          "load": {"mode": "open", "rates": [0.5, 4]}}, "t.toml", check_host=False)
+    p = preset_from_dict(
+        {
+            "model": "text_encoder",
+            "input": {"kind": "tokens", "token_lens": [16, 64]},
+            "load": {"mode": "open", "rates": [0.5, 4]},
+        },
+        "t.toml",
+        check_host=False,
+    )
     cells = build_plan(p)
     assert [(c.token_len, c.rate) for c in cells] == [(16, 0.5), (16, 4.0), (64, 0.5), (64, 4.0)]
     assert all(c.input_scale is None and c.concurrency is None for c in cells)
@@ -69,8 +82,17 @@ def test_tokens_and_open_loop() -> None:
 
 def test_cell_as_dict_has_the_interface_fields() -> None:
     d = build_plan(preset())[0].as_dict()
-    for key in ("index", "cpus", "memory_gb", "gpus", "input_scale", "token_len", "concurrency", "rate",
-                "repeat_idx"):
+    for key in (
+        "index",
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "input_scale",
+        "token_len",
+        "concurrency",
+        "rate",
+        "repeat_idx",
+    ):
         assert key in d
 
 

@@ -60,8 +60,16 @@ def error_of(path: Path, overrides: list[str] | None = None) -> str:
 
 def test_builtin_presets_all_validate() -> None:
     infos = {i.name: i for i in discover_presets() if i.builtin}
-    for name in ("smoke", "fcn_resnet50", "resnet50", "mobilenet_v3_small", "deeplabv3_resnet50",
-                 "ssdlite320_mobilenet_v3_large", "text_encoder", "torch_hub"):
+    for name in (
+        "smoke",
+        "fcn_resnet50",
+        "resnet50",
+        "mobilenet_v3_small",
+        "deeplabv3_resnet50",
+        "ssdlite320_mobilenet_v3_large",
+        "text_encoder",
+        "torch_hub",
+    ):
         assert name in infos, f"built-in preset {name} missing: {sorted(infos)}"
     for name, info in infos.items():
         if name.startswith("examples/"):
@@ -147,7 +155,9 @@ def test_broken_toml_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_zip_pairing_needs_matching_lengths(tmp_path: Path) -> None:
-    text = GOOD.replace("cpus = [1]", "cpus = [0.5, 1, 2]").replace("memory_gb = [1]", 'memory_gb = [1, 2]\npairing = "zip"')
+    text = GOOD.replace("cpus = [1]", "cpus = [0.5, 1, 2]").replace(
+        "memory_gb = [1]", 'memory_gb = [1, 2]\npairing = "zip"'
+    )
     msg = error_of(write(tmp_path, text))
     assert "resources.memory_gb" in msg and "pairing 'zip'" in msg
 
@@ -168,8 +178,17 @@ def test_open_loop_needs_rates(tmp_path: Path) -> None:
 
 
 def test_overrides_coerce_types_and_split_lists(tmp_path: Path) -> None:
-    p = load_preset("smoke", ["resources.cpus=0.5,2", "resources.cpuset=true", "load.requests=7",
-                              "input.scales=0.25", "repetitions=2", "resources.threads=1"])
+    p = load_preset(
+        "smoke",
+        [
+            "resources.cpus=0.5,2",
+            "resources.cpuset=true",
+            "load.requests=7",
+            "input.scales=0.25",
+            "repetitions=2",
+            "resources.threads=1",
+        ],
+    )
     assert p.resources.cpus == [0.5, 2.0]
     assert p.resources.cpuset is True
     assert p.load.requests == 7
@@ -236,10 +255,34 @@ def test_host_limits_are_plausible() -> None:
         assert "not available" in h.gpu_reason  # said plainly, not a silent 0
 
 
-_values = st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(allow_nan=True),
-                    st.text(max_size=8), st.lists(st.integers(-5, 5), max_size=3))
-_keys = st.sampled_from(["model", "weights", "repetitions", "input", "resources", "load", "target", "cpus",
-                         "scales", "concurrency", "requests", "memory_gb", "kind", "pairing", "mode", "bogus"])
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**9), 10**9),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.lists(st.integers(-5, 5), max_size=3),
+)
+_keys = st.sampled_from(
+    [
+        "model",
+        "weights",
+        "repetitions",
+        "input",
+        "resources",
+        "load",
+        "target",
+        "cpus",
+        "scales",
+        "concurrency",
+        "requests",
+        "memory_gb",
+        "kind",
+        "pairing",
+        "mode",
+        "bogus",
+    ]
+)
 _tables = st.recursive(_values, lambda inner: st.dictionaries(_keys, inner, max_size=5), max_leaves=12)
 
 

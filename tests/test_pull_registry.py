@@ -48,7 +48,9 @@ def local_registry(tmp_path: Path) -> Iterator[str]:
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"registry did not start: {(tmp_path / 'registry.log').read_text()[-500:]}")
+                raise RuntimeError(
+                    f"registry did not start: {(tmp_path / 'registry.log').read_text()[-500:]}"
+                )
             time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:

@@ -30,7 +30,9 @@ def test_named_runtimes_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert runtime.name == "process" and why.startswith("process: no Docker engine is reachable")
 
 
-def test_doctor_reports_engine_cgroups_caps_gpus_disk(docker_client, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_doctor_reports_engine_cgroups_caps_gpus_disk(
+    docker_client, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     from tui_profiler.commands.doctor import _run, collect
 
     rows, usable = collect("output")

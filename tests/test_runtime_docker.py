@@ -50,8 +50,12 @@ def _listeners(port: int) -> list[str]:
 
 def _http_server_spec(sid: str, **kw) -> TargetSpec:  # type: ignore[no-untyped-def]
     return TargetSpec(
-        session_id=sid, image=BASE_IMAGE, model="", command=["python3", "-m", "http.server", "8000"],
-        readiness=ReadinessProbe(path="/", timeout_s=60), **kw,
+        session_id=sid,
+        image=BASE_IMAGE,
+        model="",
+        command=["python3", "-m", "http.server", "8000"],
+        readiness=ReadinessProbe(path="/", timeout_s=60),
+        **kw,
     )
 
 
@@ -86,7 +90,10 @@ async def test_server_image_under_caps(docker_client, server_image) -> None:  # 
         assert names == ["image_pull", "create", "start", "server_boot", "model_load", "ready"]
         assert reported[0] == ("image_pull", None, "cached") and target.facts["image_pull"] == "cached"
         ph = target.phases
-        assert all(ph[k] is not None and ph[k] >= 0 for k in ("create", "start", "server_boot", "model_load", "ready"))
+        assert all(
+            ph[k] is not None and ph[k] >= 0
+            for k in ("create", "start", "server_boot", "model_load", "ready")
+        )
         assert ph["server_boot"] > 0.1  # interpreter + torch import under half a core takes a while
         total = sum(v for v in ph.values() if v is not None)
         assert total <= wall and total >= 0.85 * wall, (total, wall, ph)
@@ -120,7 +127,9 @@ async def test_server_image_under_caps(docker_client, server_image) -> None:  # 
 async def test_oom_during_start_raises_oom(docker_client, server_image) -> None:  # type: ignore[no-untyped-def]
     rt = DockerRuntime()
     sid = _sid("oom")
-    spec = TargetSpec(session_id=sid, image=server_image, model="mobilenet_v3_small", cpus=1.0, memory_gb=0.08)
+    spec = TargetSpec(
+        session_id=sid, image=server_image, model="mobilenet_v3_small", cpus=1.0, memory_gb=0.08
+    )
     with pytest.raises(TargetFailed) as info:
         await rt.start(spec)
     assert info.value.status == "oom", info.value.reason
@@ -130,8 +139,12 @@ async def test_oom_during_start_raises_oom(docker_client, server_image) -> None:
 async def test_crash_and_timeout_during_start(docker_client) -> None:  # type: ignore[no-untyped-def]
     rt = DockerRuntime()
     sid = _sid("fail")
-    crash = TargetSpec(session_id=sid, image=BASE_IMAGE, model="",
-                       command=["python3", "-c", "print('boom: bad config'); raise SystemExit(3)"])
+    crash = TargetSpec(
+        session_id=sid,
+        image=BASE_IMAGE,
+        model="",
+        command=["python3", "-c", "print('boom: bad config'); raise SystemExit(3)"],
+    )
     with pytest.raises(TargetFailed) as info:
         await rt.start(crash)
     assert info.value.status == "crashed" and "code 3" in info.value.reason and "boom" in info.value.reason
@@ -206,7 +219,9 @@ async def test_cleanup_session_and_clean_listing(docker_client) -> None:  # type
         remove_labelled(f"{SESSION_LABEL}={sid}")
 
 
-async def test_port_conflict_is_retried_with_the_reason(docker_client, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+async def test_port_conflict_is_retried_with_the_reason(
+    docker_client, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     """A host port taken between choosing it and publishing it: the runtime retries on another one and
     keeps the reason in the facts."""
     import socket

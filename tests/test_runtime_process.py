@@ -90,8 +90,9 @@ async def test_uncapped_when_no_cgroup_can_be_made(tmp_path: Path) -> None:
     """A cgroup root that is not a cgroup filesystem: the server still runs, each cap is recorded as not
     enforced with the reason, and the sampler falls back to /proc."""
     rt = ProcessRuntime(cgroup_root=tmp_path)
-    spec = TargetSpec(session_id=f"test-proc-nocg-{secrets.token_hex(3)}", image="", model=MODEL,
-                      cpus=0.5, memory_gb=2.0)
+    spec = TargetSpec(
+        session_id=f"test-proc-nocg-{secrets.token_hex(3)}", image="", model=MODEL, cpus=0.5, memory_gb=2.0
+    )
     target = await rt.start(spec)
     pid = int(target.ident)
     try:
@@ -115,8 +116,9 @@ async def test_uncapped_when_no_cgroup_can_be_made(tmp_path: Path) -> None:
 @pytest.mark.skipif(not WRITABLE, reason=f"no writable cgroup: {WHY}")
 async def test_process_oom_during_start() -> None:
     rt = ProcessRuntime()
-    spec = TargetSpec(session_id=f"test-proc-oom-{secrets.token_hex(3)}", image="", model=MODEL,
-                      cpus=1.0, memory_gb=0.1)
+    spec = TargetSpec(
+        session_id=f"test-proc-oom-{secrets.token_hex(3)}", image="", model=MODEL, cpus=1.0, memory_gb=0.1
+    )
     with pytest.raises(TargetFailed) as info:
         await rt.start(spec)
     assert info.value.status == "oom", info.value.reason
@@ -128,8 +130,12 @@ async def test_cancel_mid_start_kills_the_server() -> None:
     rt = ProcessRuntime()
     sid = f"test-proc-cancel-{secrets.token_hex(3)}"
     phases: list[tuple[str, str]] = []
-    task = asyncio.create_task(rt.start(TargetSpec(session_id=sid, image="", model=MODEL, cpus=1.0, memory_gb=2.0),
-                                        on_phase=lambda p, s, d: phases.append((p, d))))
+    task = asyncio.create_task(
+        rt.start(
+            TargetSpec(session_id=sid, image="", model=MODEL, cpus=1.0, memory_gb=2.0),
+            on_phase=lambda p, s, d: phases.append((p, d)),
+        )
+    )
     for _ in range(1000):
         if any(p == "start" for p, _ in phases) or task.done():
             break

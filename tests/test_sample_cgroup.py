@@ -47,8 +47,15 @@ def _procfs_cpu_s(pids: list[int]) -> float:
 async def busy_target(docker_client):  # type: ignore[no-untyped-def]
     rt = DockerRuntime()
     sid = f"test-sample-{secrets.token_hex(3)}"
-    spec = TargetSpec(session_id=sid, image="tui-profiler-base:bookworm", model="", command=["python3", "-c", BUSY],
-                      cpus=0.1, memory_gb=0.5, readiness=ReadinessProbe(path="/", timeout_s=60))
+    spec = TargetSpec(
+        session_id=sid,
+        image="tui-profiler-base:bookworm",
+        model="",
+        command=["python3", "-c", BUSY],
+        cpus=0.1,
+        memory_gb=0.5,
+        readiness=ReadinessProbe(path="/", timeout_s=60),
+    )
     target = await rt.start(spec)
     try:
         yield target
@@ -113,8 +120,10 @@ async def test_cgroup_sampler_on_busy_container(busy_target: RunningTarget) -> N
     assert summary.sampler_cpu_s is not None and summary.sampler_cpu_s / summary.duration_s < 0.05
     row = summary.as_row()
     assert row["sample_source"] == summary.sample_source and "sampler_cpu_s" in row
-    print(f"\nsampler: {summary.sample_rate_hz:.1f} Hz, {summary.sampler_cpu_per_sample_us:.0f} us CPU/sample, "
-          f"mean {summary.mean_cpu_cores:.3f} cores, throttled {summary.throttled_periods} periods")
+    print(
+        f"\nsampler: {summary.sample_rate_hz:.1f} Hz, {summary.sampler_cpu_per_sample_us:.0f} us CPU/sample, "
+        f"mean {summary.mean_cpu_cores:.3f} cores, throttled {summary.throttled_periods} periods"
+    )
 
     # the cgroupfs layout is also found without the container's pid
     paths = find_container_cgroup(busy_target.ident)
@@ -122,7 +131,9 @@ async def test_cgroup_sampler_on_busy_container(busy_target: RunningTarget) -> N
 
 
 @pytest.mark.docker
-async def test_every_tick_carries_the_gpu_reading(busy_target: RunningTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_every_tick_carries_the_gpu_reading(
+    busy_target: RunningTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With a GPU, the cheap ticks (CPU usage and memory only) still read it, not just the full ones."""
     from tui_profiler.sample import nvml
 
@@ -155,7 +166,10 @@ async def test_docker_stats_fallback(busy_target: RunningTarget) -> None:
     assert any(s.cpu_cores is not None for s in got)
     assert all(s.mem_bytes is not None and s.mem_bytes >= 200 * MIB for s in got)
     assert summary.mean_cpu_cores is not None and 0.005 <= summary.mean_cpu_cores <= 0.15, summary
-    assert summary.peak_mem_bytes is not None and summary.peak_mem_bytes <= busy_target.enforced.memory_bytes_requested
+    assert (
+        summary.peak_mem_bytes is not None
+        and summary.peak_mem_bytes <= busy_target.enforced.memory_bytes_requested
+    )
 
 
 def test_v2_counter_formats(tmp_path: Path) -> None:

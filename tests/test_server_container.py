@@ -17,8 +17,11 @@ from tests.conftest import SESSION_LABEL, session_label_value
 pytestmark = pytest.mark.docker
 
 RAW_224 = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-RAW_HEADERS = {"Content-Type": "application/octet-stream", "X-Tensor-Shape": "1,3,224,224",
-               "X-Tensor-Dtype": "float32"}
+RAW_HEADERS = {
+    "Content-Type": "application/octet-stream",
+    "X-Tensor-Shape": "1,3,224,224",
+    "X-Tensor-Dtype": "float32",
+}
 
 
 @pytest.fixture
@@ -28,9 +31,15 @@ def start_server(docker_client, server_image) -> Iterator[Any]:  # type: ignore[
 
     def start(model: str, **kwargs: Any) -> Any:
         container = docker_client.containers.run(
-            server_image, command=["--model", model, "--weights", "random"], detach=True,
-            labels={SESSION_LABEL: session_label_value("server")}, ports={"8000/tcp": ("127.0.0.1", None)},
-            read_only=True, tmpfs={"/tmp": "rw,size=512m"}, **kwargs)
+            server_image,
+            command=["--model", model, "--weights", "random"],
+            detach=True,
+            labels={SESSION_LABEL: session_label_value("server")},
+            ports={"8000/tcp": ("127.0.0.1", None)},
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=512m"},
+            **kwargs,
+        )
         started.append(container)
         return container
 
@@ -79,7 +88,9 @@ def wait_ready(container: Any, url: str, timeout_s: float = 180) -> tuple[list[i
 
 def throttled_s(container: Any) -> float:
     """The container's own cgroup throttled time (v1 cpu.stat throttled_time ns, v2 throttled_usec)."""
-    out = container.exec_run(["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.stat 2>/dev/null || cat /sys/fs/cgroup/cpu.stat"])
+    out = container.exec_run(
+        ["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.stat 2>/dev/null || cat /sys/fs/cgroup/cpu.stat"]
+    )
     stats = dict(line.split() for line in out.output.decode().splitlines() if len(line.split()) == 2)
     if "throttled_time" in stats:
         return int(stats["throttled_time"]) / 1e9
@@ -91,8 +102,10 @@ def test_image_has_the_label_and_a_non_root_user(docker_client, server_image) ->
     assert image.labels.get("tui-profiler.image") == "server"
     assert image.attrs["Config"]["User"] not in ("", "0", "root", "0:0")
     assert image.attrs["Config"]["Entrypoint"][:3] == ["python3", "-m", "servers.model_server"]
-    assert not any("/wheels" in (layer.get("CreatedBy") or "") and "COPY" in (layer.get("CreatedBy") or "")
-                   for layer in image.history()), "the wheelhouse must not stay in the final image"
+    assert not any(
+        "/wheels" in (layer.get("CreatedBy") or "") and "COPY" in (layer.get("CreatedBy") or "")
+        for layer in image.history()
+    ), "the wheelhouse must not stay in the final image"
 
 
 def test_healthz_503_then_200_read_only_rootfs(start_server) -> None:  # type: ignore[no-untyped-def]
@@ -119,12 +132,16 @@ def test_cpu_quota_slows_a_compute_bound_request(start_server) -> None:  # type:
     2-core box were seen to run ~10× slower than one (a descheduled thread stalls every parallel region),
     which would measure the machine's load instead of the cap. Both are ready before any timing, the
     requests alternate, and the best of 3 per cap is compared."""
-    containers = {"slow": start_server("resnet50", nano_cpus=int(0.5e9)),
-                  "fast": start_server("resnet50", nano_cpus=int(2e9), environment={"TUI_PROFILER_THREADS": "1"})}
+    containers = {
+        "slow": start_server("resnet50", nano_cpus=int(0.5e9)),
+        "fast": start_server("resnet50", nano_cpus=int(2e9), environment={"TUI_PROFILER_THREADS": "1"}),
+    }
     urls = {name: base_url(c) for name, c in containers.items()}
     for name, c in containers.items():
         _, doc = wait_ready(c, urls[name])
-        assert doc["runtime"]["cgroup_cpu_quota"] == pytest.approx(0.5 if name == "slow" else 2.0), doc["runtime"]
+        assert doc["runtime"]["cgroup_cpu_quota"] == pytest.approx(0.5 if name == "slow" else 2.0), doc[
+            "runtime"
+        ]
         assert doc["runtime"]["threads"] == 1
         assert doc["runtime"]["threads_setting"] == ("auto" if name == "slow" else "1")
     rounds = []
@@ -134,7 +151,9 @@ def test_cpu_quota_slows_a_compute_bound_request(start_server) -> None:  # type:
         for _ in range(3):
             for name in ("fast", "slow"):
                 before = throttled_s(containers[name])
-                r = requests.post(f"{urls[name]}/predict", data=RAW_224.tobytes(), headers=RAW_HEADERS, timeout=120)
+                r = requests.post(
+                    f"{urls[name]}/predict", data=RAW_224.tobytes(), headers=RAW_HEADERS, timeout=120
+                )
                 throttled[name] += throttled_s(containers[name]) - before
                 assert r.status_code == 200
                 parts = dict(p.strip().split(";dur=") for p in r.headers["Server-Timing"].split(","))
@@ -142,15 +161,23 @@ def test_cpu_quota_slows_a_compute_bound_request(start_server) -> None:  # type:
         rounds.append((throttled, infers))
         # the cap itself: the 0.5 quota paused the requests (cgroup throttled time), the 2 did not; and its
         # wall-clock consequence
-        if (throttled["slow"] > 0.1 * sum(infers["slow"]) / 1000
-                and throttled["fast"] < 0.05 * sum(infers["fast"]) / 1000
-                and min(infers["slow"]) > 1.5 * min(infers["fast"])):
+        if (
+            throttled["slow"] > 0.1 * sum(infers["slow"]) / 1000
+            and throttled["fast"] < 0.05 * sum(infers["fast"]) / 1000
+            and min(infers["slow"]) > 1.5 * min(infers["fast"])
+        ):
             return
     starved = all(t["slow"] < 0.05 * sum(i["slow"]) / 1000 for t, i in rounds)
-    pytest.fail("the --cpus 0.5 request was not throttled and >1.5x slower than --cpus 2 in any round"
-                + (" — the 0.5 quota never bound: the machine itself gave the container less than half a core "
-                   "(other load), so the cap could not be measured" if starved else "")
-                + f" (throttled s, infer ms per round): {rounds}")
+    pytest.fail(
+        "the --cpus 0.5 request was not throttled and >1.5x slower than --cpus 2 in any round"
+        + (
+            " — the 0.5 quota never bound: the machine itself gave the container less than half a core "
+            "(other load), so the cap could not be measured"
+            if starved
+            else ""
+        )
+        + f" (throttled s, infer ms per round): {rounds}"
+    )
 
 
 def test_threads_auto_follows_a_cpu_quota_of_2(start_server) -> None:  # type: ignore[no-untyped-def]

@@ -38,8 +38,14 @@ def parse_server_timing(value: str) -> dict[str, float]:
 
 
 def loaded_state(name: str, **kw) -> ms.ModelState:  # type: ignore[no-untyped-def]
-    state = ms.ModelState(entry=get_entry(name), weights="random", device_request="cpu", hub_repo=kw.get("hub_repo"),
-                          hub_model=kw.get("hub_model"), warmup_runs=1)
+    state = ms.ModelState(
+        entry=get_entry(name),
+        weights="random",
+        device_request="cpu",
+        hub_repo=kw.get("hub_repo"),
+        hub_model=kw.get("hub_model"),
+        warmup_runs=1,
+    )
     state.load()
     return state
 
@@ -61,8 +67,14 @@ async def client_for(state: ms.ModelState, max_body_bytes: int = 64 * 1024 * 102
 
 
 async def test_healthz_503_while_loading_then_200_with_timeline() -> None:
-    state = ms.ModelState(entry=get_entry("mobilenet_v3_small"), weights="random", device_request="cpu",
-                          hub_repo=None, hub_model=None, warmup_runs=1)
+    state = ms.ModelState(
+        entry=get_entry("mobilenet_v3_small"),
+        weights="random",
+        device_request="cpu",
+        hub_repo=None,
+        hub_model=None,
+        warmup_runs=1,
+    )
     client = await client_for(state)
     try:
         r = await client.get("/healthz")
@@ -80,7 +92,13 @@ async def test_healthz_503_while_loading_then_200_with_timeline() -> None:
         assert r.status == 200
         doc = await r.json()
         t = doc["timeline"]
-        assert t["process_start"] <= t["server_start"] <= t["imports_done"] <= t["model_loaded"] <= t["warmup_done"]
+        assert (
+            t["process_start"]
+            <= t["server_start"]
+            <= t["imports_done"]
+            <= t["model_loaded"]
+            <= t["warmup_done"]
+        )
         assert t["warmup_done"] <= time.time()
         rt = doc["runtime"]
         assert rt["device"] == "cpu" and rt["threads"] >= 1 and rt["torch"]
@@ -116,7 +134,6 @@ async def test_raw_tensor_and_server_timing_within_wall_time(mobilenet: ms.Model
         await client.close()
 
 
-
 def test_top5_probabilities_match_torch_softmax(mobilenet: ms.ModelState) -> None:
     import torch
 
@@ -134,10 +151,16 @@ def test_remembered_raw_layout_still_checks_each_body(mobilenet: ms.ModelState) 
     headers = {"x-tensor-shape": "1,3,32,48", "x-tensor-dtype": "float32"}
     for _ in range(2):
         t, needs_scaling = mobilenet.decode(x.tobytes(), RAW, headers)
-        assert tuple(t.shape) == (1, 3, 32, 48) and not needs_scaling and float(t[0, 2, 31, 47]) == x[0, 2, 31, 47]
-    for body, hdrs, status in ((x.tobytes()[:-4], headers, 400),
-                               (x.tobytes(), {**headers, "x-tensor-dtype": "float64"}, 422),
-                               (x.tobytes(), {**headers, "x-tensor-shape": "1,3,32,x"}, 400)):
+        assert (
+            tuple(t.shape) == (1, 3, 32, 48)
+            and not needs_scaling
+            and float(t[0, 2, 31, 47]) == x[0, 2, 31, 47]
+        )
+    for body, hdrs, status in (
+        (x.tobytes()[:-4], headers, 400),
+        (x.tobytes(), {**headers, "x-tensor-dtype": "float64"}, 422),
+        (x.tobytes(), {**headers, "x-tensor-shape": "1,3,32,x"}, 400),
+    ):
         with pytest.raises(ms.BadInput) as err:
             mobilenet.decode(body, RAW, hdrs)
         assert err.value.status == status
@@ -163,8 +186,11 @@ async def test_json_tensor_as_the_reference_scripts_send_it(mobilenet: ms.ModelS
     x = np.random.default_rng(3).standard_normal((1, 3, 64, 64), dtype=np.float32)
     client = await client_for(mobilenet)
     try:
-        r = await client.post("/predict", data=json.dumps({"tensor": x.tolist()}),
-                              headers={"Content-Type": "application/json", "Connection": "close"})
+        r = await client.post(
+            "/predict",
+            data=json.dumps({"tensor": x.tolist()}),
+            headers={"Content-Type": "application/json", "Connection": "close"},
+        )
         body = await r.json()
         assert r.status == 200, body
         assert body["input_shape"] == [1, 3, 64, 64]
@@ -199,7 +225,9 @@ async def test_text_encoder_encodings_and_cost_scales_with_tokens(text_encoder: 
         # bad token inputs
         r = await client.post("/predict", json={"tokens": [1, 2, 40000]})
         assert r.status == 422 and "token ids" in (await r.json())["error"]
-        r = await client.post("/predict", data=np.zeros((1, 600), np.int64).tobytes(), headers=raw_headers((1, 600), "int64"))
+        r = await client.post(
+            "/predict", data=np.zeros((1, 600), np.int64).tobytes(), headers=raw_headers((1, 600), "int64")
+        )
         assert r.status == 422 and "at most 512 tokens" in (await r.json())["error"]
         r = await client.post("/predict", data=b"\xff\xd8", headers={"Content-Type": "image/jpeg"})
         assert r.status == 415
@@ -212,19 +240,39 @@ BAD_INPUTS = [
     ("malformed JSON", b"{not json", {"Content-Type": "application/json"}, 400, "malformed JSON"),
     ("JSON without tensor", b'{"x": 1}', {"Content-Type": "application/json"}, 400, "'tensor'"),
     ("ragged JSON", b'{"tensor": [[1, 2], [3]]}', {"Content-Type": "application/json"}, 400, "rectangular"),
-    ("size vs body", b"\0" * (3 * 224 * 224 * 4 - 4), raw_headers((1, 3, 224, 224)), 400, "bytes but the body has"),
+    (
+        "size vs body",
+        b"\0" * (3 * 224 * 224 * 4 - 4),
+        raw_headers((1, 3, 224, 224)),
+        400,
+        "bytes but the body has",
+    ),
     ("wrong shape", b"\0" * (224 * 224 * 3 * 4), raw_headers((1, 224, 224, 3)), 422, "N,3,H,W"),
     ("wrong dtype", b"\0" * (3 * 32 * 32 * 8), raw_headers((1, 3, 32, 32), "int64"), 422, "dtype int64"),
     ("unknown dtype", b"\0" * 16, raw_headers((1, 4), "complex64"), 422, "X-Tensor-Dtype"),
-    ("no shape header", b"\0" * 16, {"Content-Type": RAW, "X-Tensor-Dtype": "float32"}, 400, "X-Tensor-Shape"),
-    ("bad shape header", b"\0" * 16, {"Content-Type": RAW, "X-Tensor-Shape": "1,x", "X-Tensor-Dtype": "float32"}, 400, "integers"),
+    (
+        "no shape header",
+        b"\0" * 16,
+        {"Content-Type": RAW, "X-Tensor-Dtype": "float32"},
+        400,
+        "X-Tensor-Shape",
+    ),
+    (
+        "bad shape header",
+        b"\0" * 16,
+        {"Content-Type": RAW, "X-Tensor-Shape": "1,x", "X-Tensor-Dtype": "float32"},
+        400,
+        "integers",
+    ),
     ("not an image", b"not a png", {"Content-Type": "image/png"}, 400, "not a decodable image"),
     ("content type", b"hello", {"Content-Type": "text/plain"}, 415, "text/plain"),
     ("empty body", b"", raw_headers((1, 3, 224, 224)), 400, "empty body"),
 ]
 
 
-async def test_bad_inputs_get_4xx_json_naming_the_problem_and_server_keeps_serving(mobilenet: ms.ModelState) -> None:
+async def test_bad_inputs_get_4xx_json_naming_the_problem_and_server_keeps_serving(
+    mobilenet: ms.ModelState,
+) -> None:
     client = await client_for(mobilenet, max_body_bytes=1024 * 1024)
     try:
         for what, body, headers, status, words in BAD_INPUTS:
@@ -259,8 +307,9 @@ async def test_concurrent_requests_queue_fifo_and_none_is_dropped(mobilenet: ms.
     client = await client_for(mobilenet)
     try:
         x = np.random.default_rng(4).standard_normal((1, 3, 160, 160), dtype=np.float32)
-        rs = await asyncio.gather(*[client.post("/predict", data=x.tobytes(), headers=raw_headers(x.shape))
-                                    for _ in range(8)])
+        rs = await asyncio.gather(
+            *[client.post("/predict", data=x.tobytes(), headers=raw_headers(x.shape)) for _ in range(8)]
+        )
         assert [r.status for r in rs] == [200] * 8
         timings = [parse_server_timing(r.headers["Server-Timing"]) for r in rs]
         # one worker: all but the first waited for the ones before them
@@ -329,16 +378,33 @@ def test_every_catalog_model_builds_and_answers(name: str) -> None:
 
     entry = get_entry(name)
     model = build_model(entry, "random")
-    shape = input_shape(entry, scale=0.5) if entry.input_kind == "image" and entry.task != "detection" else entry.warmup_size
-    state = ms.ModelState(entry=entry, weights="random", device_request="cpu", hub_repo=None, hub_model=None,
-                          warmup_runs=0, model=model, device=torch.device("cpu"), torch=torch)
+    shape = (
+        input_shape(entry, scale=0.5)
+        if entry.input_kind == "image" and entry.task != "detection"
+        else entry.warmup_size
+    )
+    state = ms.ModelState(
+        entry=entry,
+        weights="random",
+        device_request="cpu",
+        hub_repo=None,
+        hub_model=None,
+        warmup_runs=0,
+        model=model,
+        device=torch.device("cpu"),
+        torch=torch,
+    )
     state.mean = torch.tensor(ms.IMAGE_MEAN).view(1, 3, 1, 1)
     state.std = torch.tensor(ms.IMAGE_STD).view(1, 3, 1, 1)
     from servers.catalog import example_input_array
 
     x = example_input_array(shape, entry.input_kind)
-    summary, timings = state.handle(x.tobytes(), RAW, {"x-tensor-shape": ",".join(map(str, shape)),
-                                                        "x-tensor-dtype": x.dtype.name}, time.perf_counter())
+    summary, timings = state.handle(
+        x.tobytes(),
+        RAW,
+        {"x-tensor-shape": ",".join(map(str, shape)), "x-tensor-dtype": x.dtype.name},
+        time.perf_counter(),
+    )
     assert summary["input_shape"] == list(shape) and timings["infer"] > 0
     assert "output_shape" in summary
 
@@ -353,7 +419,9 @@ def test_hub_entry_builds_pytorch_vision_offline() -> None:
         build_model(entry, "random", hub_repo="pytorch/vision", hub_model="not_a_model")
 
 
-def test_pretrained_fails_fast_and_clearly_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrained_fails_fast_and_clearly_without_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ModelLoadError, match="no published weights"):
         build_model(get_entry("text_encoder"), "pretrained")
     # torchvision weights: downloaded when a network is there, else one clear line within the timeout
@@ -372,9 +440,31 @@ def test_pretrained_fails_fast_and_clearly_without_network(tmp_path: Path, monke
 
 def test_cli_fails_fast_with_one_line_on_a_load_error() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "servers.model_server", "--model", "nope", "--port", "0"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "servers.model_server", "--model", "nope", "--port", "0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and "unknown model 'nope'" in p.stderr
-    p = subprocess.run([sys.executable, "-m", "servers.model_server", "--model", "text_encoder", "--weights",
-                        "pretrained", "--port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "servers.model_server",
+            "--model",
+            "text_encoder",
+            "--weights",
+            "pretrained",
+            "--port",
+            "0",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 3 and "no published weights" in p.stderr

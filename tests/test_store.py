@@ -29,8 +29,21 @@ from tui_profiler.store import (
     read_rows,
 )
 
-AC_PROF_LONG = ["timestamp_ms", "model_name", "cpu_cores", "gpu_mode", "mem_cap_gb", "batch_size", "token_len",
-                "repeat_idx", "warmup", "latency_s", "cold_start_s", "status", "error"]
+AC_PROF_LONG = [
+    "timestamp_ms",
+    "model_name",
+    "cpu_cores",
+    "gpu_mode",
+    "mem_cap_gb",
+    "batch_size",
+    "token_len",
+    "repeat_idx",
+    "warmup",
+    "latency_s",
+    "cold_start_s",
+    "status",
+    "error",
+]
 
 
 def test_request_columns_start_with_the_ac_prof_long_format(reference_data: Path) -> None:
@@ -38,9 +51,31 @@ def test_request_columns_start_with_the_ac_prof_long_format(reference_data: Path
     with (reference_data / "all-MiniLM-L6-v2_cpu_result.csv").open() as fh:
         ref = next(csv.reader(fh))
     assert set(AC_PROF_LONG) <= set(ref)  # every column we share is one the dataset has
-    for col in ("cpu_cores", "mem_cap_gb", "gpu_mode", "input_scale", "concurrency", "n", "errors", "mean_s",
-                "std_s", "p50_s", "p90_s", "p95_s", "p99_s", "max_s", "throughput_rps", "ci95_low_s",
-                "ci95_high_s", "cold_start_s", "peak_mem_bytes", "throttled_s", "oom_kills", "status", "reason"):
+    for col in (
+        "cpu_cores",
+        "mem_cap_gb",
+        "gpu_mode",
+        "input_scale",
+        "concurrency",
+        "n",
+        "errors",
+        "mean_s",
+        "std_s",
+        "p50_s",
+        "p90_s",
+        "p95_s",
+        "p99_s",
+        "max_s",
+        "throughput_rps",
+        "ci95_low_s",
+        "ci95_high_s",
+        "cold_start_s",
+        "peak_mem_bytes",
+        "throttled_s",
+        "oom_kills",
+        "status",
+        "reason",
+    ):
         assert col in CELL_COLUMNS
 
 
@@ -50,8 +85,19 @@ def test_not_available_is_empty_never_zero() -> None:
     assert fmt(True) == "1" and fmt(False) == "0"
 
 
-
-TRICKY_FIELDS = ["", "plain", "a,b", 'say "hi"', "line\nbreak", "cr\rlf", " lead", "trail ", "ünï", '","', "0.001"]
+TRICKY_FIELDS = [
+    "",
+    "plain",
+    "a,b",
+    'say "hi"',
+    "line\nbreak",
+    "cr\rlf",
+    " lead",
+    "trail ",
+    "ünï",
+    '","',
+    "0.001",
+]
 
 
 def test_hand_formatted_rows_are_byte_identical_to_csv_writer() -> None:
@@ -70,10 +116,12 @@ def test_rows_with_constant_columns_match_whole_rows(tmp_path: Path) -> None:
     """The per-request fast path (a cell's settings formatted once) writes the same bytes as `write`."""
     columns = ["cell_index", "model_name", "latency_s", "error", "cpu_cores", "worker"]
     constant = {"cell_index": 3, "model_name": "m,odel", "cpu_cores": 0.5}
-    varying = [{"latency_s": 0.0123, "error": "", "worker": 0},
-               {"latency_s": None, "error": 'bad "x", y', "worker": 1},
-               {"latency_s": 1e-05, "error": "multi\nline", "cpu_cores": 99},  # a constant column is not overridden
-               {"latency_s": float("nan"), "error": "x", "worker": True}]  # nan is 'not available'; bool is 1/0
+    varying = [
+        {"latency_s": 0.0123, "error": "", "worker": 0},
+        {"latency_s": None, "error": 'bad "x", y', "worker": 1},
+        {"latency_s": 1e-05, "error": "multi\nline", "cpu_cores": 99},  # a constant column is not overridden
+        {"latency_s": float("nan"), "error": "x", "worker": True},
+    ]  # nan is 'not available'; bool is 1/0
     whole, bound = AppendCsv(tmp_path / "whole.csv", columns), AppendCsv(tmp_path / "bound.csv", columns)
     rows = bound.with_constant(constant)
     for v in varying:
@@ -84,7 +132,9 @@ def test_rows_with_constant_columns_match_whole_rows(tmp_path: Path) -> None:
     assert (tmp_path / "bound.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
     _, back = read_rows(tmp_path / "bound.csv")
     assert [r["error"] for r in back] == ["", 'bad "x", y', "multi\nline", "x"]
-    assert [r["latency_s"] for r in back] == ["0.0123", "", "1e-05", ""] and {r["cpu_cores"] for r in back} == {"0.5"}
+    assert [r["latency_s"] for r in back] == ["0.0123", "", "1e-05", ""] and {
+        r["cpu_cores"] for r in back
+    } == {"0.5"}
     assert [r["worker"] for r in back] == ["0", "1", "", "1"]
 
 
@@ -104,7 +154,9 @@ while True:
 
 
 def test_a_sigkilled_writer_keeps_every_row(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     session = Path(proc.stdout.readline().strip())
     assert proc.stdout.readline().strip() == "50"
@@ -204,7 +256,16 @@ def test_t_quantile_matches_scipy_without_importing_it() -> None:
     for df in [*range(1, 200), 250, 1000, 10**5]:
         assert t_quantile_975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=2e-6), df
     assert t_quantile_975(0) == math.inf
-    out = subprocess.run([sys.executable, "-c", "import sys, tui_profiler.sweep, tui_profiler.analysis.stats as s; "
-                          "s.summarise([0.1, 0.2, 0.3]); print('scipy' in sys.modules)"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tui_profiler.sweep, tui_profiler.analysis.stats as s; "
+            "s.summarise([0.1, 0.2, 0.3]); print('scipy' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.stdout.strip() == "False", out.stderr[-500:]

@@ -53,10 +53,18 @@ def smoke_session(docker_client, server_image, tmp_path_factory):  # type: ignor
     load_1min = max(load_before, os.getloadavg()[0])
     session = Path(finished.session_dir)
     print(f"\nsmoke sweep: {wall:.1f}s wall, session {session}, load average {load_1min:.1f}")
-    return {"load_1min": load_1min, "finished": finished, "events": events, "dir": session, "preset": preset, "wall_s": wall,
-            "cells": read_rows(session / "cells.csv")[1], "requests": read_rows(session / "requests.csv")[1],
-            "samples": read_rows(session / "samples.csv")[1],
-            "meta": json.loads((session / "meta.json").read_text())}
+    return {
+        "load_1min": load_1min,
+        "finished": finished,
+        "events": events,
+        "dir": session,
+        "preset": preset,
+        "wall_s": wall,
+        "cells": read_rows(session / "cells.csv")[1],
+        "requests": read_rows(session / "requests.csv")[1],
+        "samples": read_rows(session / "samples.csv")[1],
+        "meta": json.loads((session / "meta.json").read_text()),
+    }
 
 
 def _ok_cells(s: dict) -> list[dict]:
@@ -96,7 +104,9 @@ def _require_a_host_that_is_not_oversubscribed(s: dict) -> None:
     and spins, so the ratios measure the neighbours: say so and skip, rather than assert noise."""
     cores = os.cpu_count() or 1
     if s["load_1min"] > 2.5 * cores:
-        pytest.skip(f"host oversubscribed during the sweep (load average {s['load_1min']:.1f} on {cores} cores)")
+        pytest.skip(
+            f"host oversubscribed during the sweep (load average {s['load_1min']:.1f} on {cores} cores)"
+        )
 
 
 def _p50(s: dict, cpus: str, scale: str) -> float:
@@ -108,7 +118,9 @@ def test_latency_grows_with_scale(smoke_session) -> None:  # type: ignore[no-unt
     _require_a_host_that_is_not_oversubscribed(smoke_session)
     for cpus in ("0.5", "2.0"):
         small, big = _p50(smoke_session, cpus, "0.5"), _p50(smoke_session, cpus, "2.0")
-        assert big > 1.5 * small, f"cpus {cpus}: p50 at scale 2 ({big:.4f}s) vs 0.5 ({small:.4f}s)"  # 16x pixels
+        assert big > 1.5 * small, (
+            f"cpus {cpus}: p50 at scale 2 ({big:.4f}s) vs 0.5 ({small:.4f}s)"
+        )  # 16x pixels
 
 
 def test_half_a_cpu_is_slower_than_two(smoke_session) -> None:  # type: ignore[no-untyped-def]
@@ -183,7 +195,9 @@ def _session_id(session_dir: Path) -> str:
 
 
 def test_no_container_left(smoke_session, docker_client) -> None:  # type: ignore[no-untyped-def]
-    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={_session_id(smoke_session['dir'])}"})
+    left = docker_client.containers.list(
+        all=True, filters={"label": f"{SESSION_LABEL}={_session_id(smoke_session['dir'])}"}
+    )
     assert left == []
 
 
@@ -197,11 +211,27 @@ def _cli(*args: str) -> list[str]:
 def test_sigint_mid_load_then_resume_runs_each_cell_once(docker_client, server_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # the image the fixture made, named, so that no rebuild (the server's sources changing while a
     # developer works) can eat the time before the load starts
-    sets = ["--set", f"image={server_image}", "--set", "resources.cpus=2", "--set", "resources.memory_gb=2", "--set", "input.scales=0.5,1",
-            "--set", "load.requests=20"]
+    sets = [
+        "--set",
+        f"image={server_image}",
+        "--set",
+        "resources.cpus=2",
+        "--set",
+        "resources.memory_gb=2",
+        "--set",
+        "input.scales=0.5,1",
+        "--set",
+        "load.requests=20",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_cli("run", "smoke", "--headless", "--output", str(tmp_path), *sets), cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _cli("run", "smoke", "--headless", "--output", str(tmp_path), *sets),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     session: Path | None = None
     rows_before = 0
     deadline = time.monotonic() + 300
@@ -222,15 +252,23 @@ def test_sigint_mid_load_then_resume_runs_each_cell_once(docker_client, server_i
             proc.kill()
     assert proc.returncode == 130, out[-2000:]
     assert "resume with" in out
-    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={_session_id(session)}"})
+    left = docker_client.containers.list(
+        all=True, filters={"label": f"{SESSION_LABEL}={_session_id(session)}"}
+    )
     assert left == [], "the interrupted run left a container"
     meta = json.loads((session / "meta.json").read_text())
     assert meta["status"] == "interrupted" and 0 in meta["cells_remaining"]
     partial_rows = read_rows(session / "requests.csv")[1]
     assert len(partial_rows) >= rows_before  # every finished request is on disk
 
-    res = subprocess.run(_cli("run", "--resume", str(session), "--headless"), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=400)
+    res = subprocess.run(
+        _cli("run", "--resume", str(session), "--headless"),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     cells = read_rows(session / "cells.csv")[1]
     assert sorted(c["cell_index"] for c in cells) == ["0", "1"]  # each cell exactly once
@@ -241,25 +279,46 @@ def test_sigint_mid_load_then_resume_runs_each_cell_once(docker_client, server_i
     assert len(kept) >= rows_before and {r["cell_index"] for r in kept} == {"0"}
     meta = json.loads((session / "meta.json").read_text())
     assert meta["status"] == "ok" and len(meta["resumes"]) == 1
-    assert docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={_session_id(session)}"}) == []
+    assert (
+        docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={_session_id(session)}"})
+        == []
+    )
 
 
-def test_sigkill_leaves_an_orphan_that_the_next_start_removes(docker_client, server_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_leaves_an_orphan_that_the_next_start_removes(
+    docker_client, server_image, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL gives no chance to clean up: the container stays. The next run's start-up (find_orphans)
     removes it because its owner process is gone, and names it; live runs' containers are not touched."""
     from tui_profiler.sweep import OWNER_LABEL, find_orphans
 
-    sets = ["--set", f"image={server_image}", "--set", "resources.cpus=2", "--set", "resources.memory_gb=2",
-            "--set", "input.scales=0.5", "--set", "load.requests=100000"]
-    proc = subprocess.Popen(_cli("run", "smoke", "--headless", "--output", str(tmp_path), *sets), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sets = [
+        "--set",
+        f"image={server_image}",
+        "--set",
+        "resources.cpus=2",
+        "--set",
+        "resources.memory_gb=2",
+        "--set",
+        "input.scales=0.5",
+        "--set",
+        "load.requests=100000",
+    ]
+    proc = subprocess.Popen(
+        _cli("run", "smoke", "--headless", "--output", str(tmp_path), *sets),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     found = []
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None and not found:
             dirs = [d for d in tmp_path.iterdir() if d.is_dir()]
             if dirs and (dirs[0] / "meta.json").is_file():
-                found = docker_client.containers.list(filters={"label": f"{SESSION_LABEL}={_session_id(dirs[0])}"})
+                found = docker_client.containers.list(
+                    filters={"label": f"{SESSION_LABEL}={_session_id(dirs[0])}"}
+                )
             time.sleep(0.2)
         assert found, "the run never started its container"
         proc.send_signal(signal.SIGKILL)

@@ -132,7 +132,10 @@ async def test_live_screen_compact_view_switches_plots_and_tables(env):
         await pilot.pause()
         screen = app.screen
         assert screen.has_class("-compact")
-        assert not screen.query_one("#live-bottom").display or screen.query_one("#live-bottom").region.height == 0
+        assert (
+            not screen.query_one("#live-bottom").display
+            or screen.query_one("#live-bottom").region.height == 0
+        )
         await pilot.press("v")
         await pilot.pause()
         assert screen.query_one("#live-bottom").region.height > 0
@@ -148,7 +151,8 @@ async def test_results_browse_figure_histogram_and_export(env):
         screen = app.screen
         assert isinstance(screen, ResultsScreen)
         assert [o.id for o in screen.query_one("#session-list", OptionList).options] == [
-            "20250101-000000-synthetic"]
+            "20250101-000000-synthetic"
+        ]
         table = screen.query_one("#result-cells", DataTable)
         assert table.row_count == 9
         await pilot.press("f")
@@ -165,7 +169,9 @@ async def test_results_browse_figure_histogram_and_export(env):
         assert len(hist._values) == 28 and "cell 3" in hist.title
         await pilot.press("e")
         await pilot.pause()
-        merged = Path(output) / "20250101-000000-synthetic" / "export" / "20250101-000000-synthetic-merged.csv"
+        merged = (
+            Path(output) / "20250101-000000-synthetic" / "export" / "20250101-000000-synthetic-merged.csv"
+        )
         assert merged.exists()
         assert str(merged) in str(screen.query_one("#export-text", Static).render())
 
@@ -246,8 +252,9 @@ async def test_smoke_run_through_the_tui_on_the_real_engine(tmp_path, docker_cli
         assert list((Path(state.session_dir) / "export").glob("*-merged.csv"))
         await pilot.press("ctrl+q")
     assert app.return_code == 0
-    left = await asyncio.to_thread(docker_client.containers.list, all=True,
-                                   filters={"label": f"tui-profiler.session={session_id}"})
+    left = await asyncio.to_thread(
+        docker_client.containers.list, all=True, filters={"label": f"tui-profiler.session={session_id}"}
+    )
     assert not left
 
 
@@ -257,12 +264,20 @@ async def test_ctrl_q_during_a_run_stops_and_cleans_up(tmp_path, docker_client, 
     """`tui-profiler run smoke` opens the app live (start_live); Ctrl+Q mid-run stops the sweep, removes its
     container, keeps the session resumable and exits 0."""
     output = tmp_path / "output"
-    app = make_app(output_dir=str(output), preset="smoke", start_live=True,
-                   overrides=["resources.cpus=2", "resources.memory_gb=4", "input.scales=0.5",
-                              "load.requests=100000"])
+    app = make_app(
+        output_dir=str(output),
+        preset="smoke",
+        start_live=True,
+        overrides=["resources.cpus=2", "resources.memory_gb=4", "input.scales=0.5", "load.requests=100000"],
+    )
     async with app.run_test(size=(80, 24)) as pilot:
-        assert await _wait(lambda: app.live_state.n_requests > 0 or (
-            app.sweep_worker is not None and not app.is_running_sweep()), 400, pilot)
+        assert await _wait(
+            lambda: (
+                app.live_state.n_requests > 0 or (app.sweep_worker is not None and not app.is_running_sweep())
+            ),
+            400,
+            pilot,
+        )
         assert app.is_running_sweep(), [text for _, _, text in app.live_state.logs]
         assert isinstance(app.screen, LiveScreen)
         session_id = app.live_state.session_id
@@ -272,8 +287,9 @@ async def test_ctrl_q_during_a_run_stops_and_cleans_up(tmp_path, docker_client, 
     assert not app.is_running_sweep()
     session_dir = Path(app.live_state.session_dir)
     assert (session_dir / "meta.json").exists() and (session_dir / "requests.csv").exists()
-    left = await asyncio.to_thread(docker_client.containers.list, all=True,
-                                   filters={"label": f"tui-profiler.session={session_id}"})
+    left = await asyncio.to_thread(
+        docker_client.containers.list, all=True, filters={"label": f"tui-profiler.session={session_id}"}
+    )
     assert not left
 
 

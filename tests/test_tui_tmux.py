@@ -13,7 +13,9 @@ import pytest
 
 from tui_profiler.tui import synthetic
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (scripts/test.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="tmux not installed (scripts/test.sh installs it)"
+)
 
 
 def _tmux(*args: str) -> str:
@@ -40,8 +42,10 @@ def test_tui_in_tmux_draws_and_quits_with_ctrl_q(tmp_path):
     synthetic.write_session(output)
     status_file = tmp_path / "status"
     session = f"tuiprof-test-{time.monotonic_ns()}"
-    command = (f"cd {shlex.quote(str(tmp_path))} && {shlex.quote(exe)} "
-               f"--output {shlex.quote(str(output))}; echo $? > {shlex.quote(str(status_file))}")
+    command = (
+        f"cd {shlex.quote(str(tmp_path))} && {shlex.quote(exe)} "
+        f"--output {shlex.quote(str(output))}; echo $? > {shlex.quote(str(status_file))}"
+    )
     _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
     try:
         _wait_for(session, "Presets", 60)
@@ -69,9 +73,11 @@ def test_tui_in_tmux_quits_cleanly_on_sighup(tmp_path):
     status_file = tmp_path / "status"
     pid_file = tmp_path / "pid"
     session = f"tuiprof-test-{time.monotonic_ns()}"
-    command = (f"cd {shlex.quote(str(tmp_path))} && (echo $BASHPID > {shlex.quote(str(pid_file))}; "
-               f"exec {shlex.quote(exe)} --output out); "
-               f"echo $? > {shlex.quote(str(status_file))}")
+    command = (
+        f"cd {shlex.quote(str(tmp_path))} && (echo $BASHPID > {shlex.quote(str(pid_file))}; "
+        f"exec {shlex.quote(exe)} --output out); "
+        f"echo $? > {shlex.quote(str(status_file))}"
+    )
     _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", command)
     try:
         _wait_for(session, "Presets", 60)

@@ -28,7 +28,9 @@ class SessionStarted:
 class CellStarted:
     cell_index: int
     n_cells: int
-    cell: dict[str, Any]  # plan.Cell as a dict: cpus, memory_gb, gpus, input_scale, token_len, concurrency, ...
+    cell: dict[
+        str, Any
+    ]  # plan.Cell as a dict: cpus, memory_gb, gpus, input_scale, token_len, concurrency, ...
     eta_s: float | None = None  # estimate of the remaining session time, when one exists
 
 
@@ -88,7 +90,9 @@ class ResourceSample:
 @dataclass(frozen=True, slots=True)
 class CellFinished:
     cell_index: int
-    status: str  # "ok" | "failed" | "oom" | "timeout" | "crashed" | "build_failed" | "skipped" | "interrupted"
+    status: (
+        str  # "ok" | "failed" | "oom" | "timeout" | "crashed" | "build_failed" | "skipped" | "interrupted"
+    )
     reason: str
     summary: dict[str, Any]  # the cells.csv row
 

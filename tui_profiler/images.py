@@ -55,8 +55,10 @@ def server_tag() -> str:
 def servers_dir() -> Path:
     d = PACKAGE_ROOT / "servers"
     if not (d / "Dockerfile").exists():
-        raise ImageBuildError(f"servers/Dockerfile not found under {PACKAGE_ROOT}: install tui-profiler from "
-                              "its repository (pip install -e .) so the server sources are at hand")
+        raise ImageBuildError(
+            f"servers/Dockerfile not found under {PACKAGE_ROOT}: install tui-profiler from "
+            "its repository (pip install -e .) so the server sources are at hand"
+        )
     return d
 
 
@@ -106,7 +108,8 @@ def choose_base_image(client: Any, progress: Progress = None) -> str:
         raise ImageBuildError(
             f"neither {PUBLIC_BASE} nor {LOCAL_BASE} is a local image, and scripts/base-image.sh (which makes "
             f"{LOCAL_BASE}) was not found under {PACKAGE_ROOT}; run it from the repository, or `docker pull "
-            f"{PUBLIC_BASE}` where a registry is reachable")
+            f"{PUBLIC_BASE}` where a registry is reachable"
+        )
     _say(progress, f"base image: neither {PUBLIC_BASE} nor {LOCAL_BASE} is local; running {script} (1-2 min)")
     _run_streaming(["bash", str(script)], progress, what="scripts/base-image.sh")
     if not _image_exists(client, LOCAL_BASE):
@@ -133,9 +136,23 @@ def ensure_wheelhouse(progress: Progress = None) -> Path:
         return WHEELHOUSE
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     _say(progress, f"wheelhouse: downloading {' '.join(SERVER_PACKAGES)} into {WHEELHOUSE} (~3 GB, minutes)")
-    _run_streaming([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar",
-                    "off", "--only-binary=:all:", "-d", str(WHEELHOUSE), *SERVER_PACKAGES], progress,
-                   what="pip download of the server wheels")
+    _run_streaming(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            "--only-binary=:all:",
+            "-d",
+            str(WHEELHOUSE),
+            *SERVER_PACKAGES,
+        ],
+        progress,
+        what="pip download of the server wheels",
+    )
     return WHEELHOUSE
 
 
@@ -189,7 +206,9 @@ def ensure_server_image(progress: Progress = None, rebuild: bool = False, *, pre
 def _build_lock(progress: Progress) -> Iterator[None]:
     """One build at a time per machine: concurrent callers (parallel test runs, several profilers) wait
     for the first build and then find the image up to date, instead of each installing torch again."""
-    lock_dir = CACHE_DIR if CACHE_DIR.is_dir() and os.access(CACHE_DIR, os.W_OK) else Path(tempfile.gettempdir())
+    lock_dir = (
+        CACHE_DIR if CACHE_DIR.is_dir() and os.access(CACHE_DIR, os.W_OK) else Path(tempfile.gettempdir())
+    )
     with open(lock_dir / "server-image.lock", "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -225,17 +244,29 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
     common = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TORCH_SPEC": TORCH_SPEC}
 
     # 1. the dependencies (torch & co.), built once per base image + wheel set, with the wheels in the context
-    deps_digest = hashlib.sha256((base_id + TORCH_SPEC + "\n".join(sorted(wheel_names))).encode()).hexdigest()[:16]
+    deps_digest = hashlib.sha256(
+        (base_id + TORCH_SPEC + "\n".join(sorted(wheel_names))).encode()
+    ).hexdigest()[:16]
     deps_tag = f"{DEPS_REPO}:{deps_digest}"
     if _image_exists(client, deps_tag) is None:
-        _say(progress, f"building the dependency layer {deps_tag} from {base} (torch; minutes the first time, "
-                       "from the layer cache after that)")
+        _say(
+            progress,
+            f"building the dependency layer {deps_tag} from {base} (torch; minutes the first time, "
+            "from the layer cache after that)",
+        )
         ctx = _make_context(wheels)
         try:
             size_gb = sum(f.stat().st_size for f in (ctx / "wheels").iterdir()) / 1e9
             _say(progress, f"sending the build context ({size_gb:.1f} GB of wheels, hard-linked)")
-            _build(client, str(ctx), deps_tag, {**common, "SKIP_DEPS": ""},
-                   {IMAGE_LABEL: "deps", "tui-profiler.version": __version__}, progress, target="deps")
+            _build(
+                client,
+                str(ctx),
+                deps_tag,
+                {**common, "SKIP_DEPS": ""},
+                {IMAGE_LABEL: "deps", "tui-profiler.version": __version__},
+                progress,
+                target="deps",
+            )
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
 
@@ -269,12 +300,30 @@ def _remove_if_untagged(client: Any, image_id: str, progress: Progress) -> None:
         pass
 
 
-def _build(client: Any, ctx: str, tag: str, buildargs: dict[str, str], labels: dict[str, str],
-           progress: Progress, target: str | None = None, dockerfile: str = "servers/Dockerfile") -> str:
+def _build(
+    client: Any,
+    ctx: str,
+    tag: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    progress: Progress,
+    target: str | None = None,
+    dockerfile: str = "servers/Dockerfile",
+) -> str:
     tail: list[str] = []
     image_id = ""
-    stream = client.api.build(path=ctx, dockerfile=dockerfile, tag=tag, buildargs=buildargs,
-                              labels=labels, rm=True, forcerm=True, pull=False, decode=True, target=target)
+    stream = client.api.build(
+        path=ctx,
+        dockerfile=dockerfile,
+        tag=tag,
+        buildargs=buildargs,
+        labels=labels,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+        target=target,
+    )
     for chunk in stream:
         if "error" in chunk:
             detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
@@ -294,8 +343,12 @@ def _build(client: Any, ctx: str, tag: str, buildargs: dict[str, str], labels: d
     return image_id
 
 
-def build_image_from_dockerfile(dockerfile: str | os.PathLike[str], context: str | os.PathLike[str] | None = None,
-                                build_args: dict[str, str] | None = None, progress: Progress = None) -> str:
+def build_image_from_dockerfile(
+    dockerfile: str | os.PathLike[str],
+    context: str | os.PathLike[str] | None = None,
+    build_args: dict[str, str] | None = None,
+    progress: Progress = None,
+) -> str:
     """Build a preset's own serving image (`[target] dockerfile`) and return its tag.
 
     The context defaults to the Dockerfile's folder. The tag names the Dockerfile's path, so a rebuild
@@ -315,8 +368,15 @@ def build_image_from_dockerfile(dockerfile: str | os.PathLike[str], context: str
     client = _client()
     try:
         _say(progress, f"building {tag} from {path} (context {ctx})")
-        _build(client, str(ctx), tag, dict(build_args or {}), {IMAGE_LABEL: "target"}, progress,
-               dockerfile=str(rel))
+        _build(
+            client,
+            str(ctx),
+            tag,
+            dict(build_args or {}),
+            {IMAGE_LABEL: "target"},
+            progress,
+            dockerfile=str(rel),
+        )
     finally:
         client.close()
     return tag
@@ -336,9 +396,15 @@ def list_images() -> list[dict[str, Any]]:
         rows = []
         for img in seen.values():
             for tag in img.tags:  # untagged ones are replaced builds still used by a container
-                rows.append({"tag": tag, "id": img.short_id.split(":")[-1], "size_bytes": img.attrs.get("Size"),
-                             "created": img.attrs.get("Created", "")[:19].replace("T", " "),
-                             "kind": img.labels.get(IMAGE_LABEL, "base")})
+                rows.append(
+                    {
+                        "tag": tag,
+                        "id": img.short_id.split(":")[-1],
+                        "size_bytes": img.attrs.get("Size"),
+                        "created": img.attrs.get("Created", "")[:19].replace("T", " "),
+                        "kind": img.labels.get(IMAGE_LABEL, "base"),
+                    }
+                )
         return sorted(rows, key=lambda r: r["tag"])
     finally:
         client.close()

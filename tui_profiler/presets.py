@@ -173,8 +173,16 @@ class _Field:
     help: str = ""
 
 
-def _num(kind: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-         is_list: bool = False, default: Any = None, help: str = "") -> _Field:
+def _num(
+    kind: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    is_list: bool = False,
+    default: Any = None,
+    help: str = "",
+) -> _Field:
     return _Field(kind, default=default, is_list=is_list, lo=lo, hi=hi, lo_open=lo_open, help=help)
 
 
@@ -202,11 +210,19 @@ _TARGET: dict[str, _Field] = {
 
 _INPUT: dict[str, _Field] = {
     "kind": _Field("enum", "image", choices=("image", "tokens", "tensor", "text")),
-    "base_size": _num("int", 1, 16384, is_list=True, default=None,
-                      help="[height, width] for images; the shape without batch for tensors"),
+    "base_size": _num(
+        "int",
+        1,
+        16384,
+        is_list=True,
+        default=None,
+        help="[height, width] for images; the shape without batch for tensors",
+    ),
     "scales": _num("float", 0, 16, lo_open=True, is_list=True, default=None),
     "token_lens": _num("int", 1, 1_000_000, is_list=True, default=None),
-    "encoding": _Field("enum", "raw", choices=("raw", "png", "jpeg", "json", "base64", "json-instances", "text")),
+    "encoding": _Field(
+        "enum", "raw", choices=("raw", "png", "jpeg", "json", "base64", "json-instances", "text")
+    ),
     "dtype": _Field("enum", "float32", choices=("float32", "float16", "float64", "uint8", "int64", "int32")),
     "layout": _Field("enum", "chw", choices=("chw", "hwc")),
     "channels": _num("int", 1, 64, default=3),
@@ -226,8 +242,14 @@ _RESOURCES: dict[str, _Field] = {
 }
 
 _STABLE_CI: dict[str, _Field] = {
-    "rel_halfwidth": _num("float", 0, 1, lo_open=True, default=0.05,
-                          help="stop when the 95% CI half-width / mean falls below this"),
+    "rel_halfwidth": _num(
+        "float",
+        0,
+        1,
+        lo_open=True,
+        default=0.05,
+        help="stop when the 95% CI half-width / mean falls below this",
+    ),
     "min_requests": _num("int", 2, None, default=10),
 }
 
@@ -304,7 +326,9 @@ def _check_scalar(source: str, path: str, f: _Field, value: Any) -> Any:
         if f.help.startswith("a number of threads"):
             if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
                 return str(value)
-            if isinstance(value, str) and (value in ("auto", "host") or (value.isdigit() and int(value) >= 1)):
+            if isinstance(value, str) and (
+                value in ("auto", "host") or (value.isdigit() and int(value) >= 1)
+            ):
                 return value
             raise PresetError(source, path, value, allowed)
         if not isinstance(value, str):
@@ -341,14 +365,17 @@ def _check_scalar(source: str, path: str, f: _Field, value: Any) -> Any:
 def _check_value(source: str, path: str, f: _Field, value: Any) -> Any:
     if f.kind == "strtable":
         if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
-            raise PresetError(source, path, value, "a table of NAME = \"value\" strings")
+            raise PresetError(source, path, value, 'a table of NAME = "value" strings')
         return {str(k): str(v) for k, v in value.items()}
     if f.is_list:
         if not isinstance(value, list):
             value = [value]  # a single value is a list of one
         if not value:
             raise PresetError(source, path, value, _describe(f) + ", not empty")
-        return [_check_scalar(source, f"{path}[{i}]" if len(value) > 1 else path, f, v) for i, v in enumerate(value)]
+        return [
+            _check_scalar(source, f"{path}[{i}]" if len(value) > 1 else path, f, v)
+            for i, v in enumerate(value)
+        ]
     if isinstance(value, list):
         raise PresetError(source, path, value, _describe(f) + " (one value, not a list)")
     return _check_scalar(source, path, f, value)
@@ -488,9 +515,16 @@ def preset_from_dict(d: dict[str, Any], source: str, *, check_host: bool = True)
     target = t.get("target")
     model = t.get("model", "")
     if not model and not (target and (target.get("image") or target.get("dockerfile"))):
-        raise PresetError(source, "model", model, "a catalog model name, or a [target] with image or dockerfile")
+        raise PresetError(
+            source, "model", model, "a catalog model name, or a [target] with image or dockerfile"
+        )
     if target is not None and target.get("image") and target.get("dockerfile"):
-        raise PresetError(source, "target.dockerfile", target["dockerfile"], "give target.image or target.dockerfile, not both")
+        raise PresetError(
+            source,
+            "target.dockerfile",
+            target["dockerfile"],
+            "give target.image or target.dockerfile, not both",
+        )
     if target is not None:
         for i, m in enumerate(target.get("mounts") or []):
             if m.count(":") < 1 or not m.split(":", 1)[0] or not m.split(":", 1)[1].startswith("/"):
@@ -500,13 +534,23 @@ def preset_from_dict(d: dict[str, Any], source: str, *, check_host: bool = True)
     inp = InputSection(**dict(inp_t.items()))
     if not inp.sized_by_tokens:
         if "token_lens" in inp_t:
-            raise PresetError(source, "input.token_lens", inp_t["token_lens"], f"only for input.kind 'tokens' or 'text' (use input.scales for '{inp.kind}')")
+            raise PresetError(
+                source,
+                "input.token_lens",
+                inp_t["token_lens"],
+                f"only for input.kind 'tokens' or 'text' (use input.scales for '{inp.kind}')",
+            )
         if inp.kind == "image" and len(inp.base_size) != 2:
             raise PresetError(source, "input.base_size", inp.base_size, "[height, width] (two integers)")
         inp.token_lens = []
     else:
         if "scales" in inp_t:
-            raise PresetError(source, "input.scales", inp_t["scales"], f"only for input.kind 'image' or 'tensor' (use input.token_lens for '{inp.kind}')")
+            raise PresetError(
+                source,
+                "input.scales",
+                inp_t["scales"],
+                f"only for input.kind 'image' or 'tensor' (use input.token_lens for '{inp.kind}')",
+            )
         inp.scales = []
         if "base_size" not in inp_t:
             inp.base_size = [inp.token_lens[0]]
@@ -514,24 +558,43 @@ def preset_from_dict(d: dict[str, Any], source: str, *, check_host: bool = True)
 
     res_t = t.get("resources", {})
     res = ResourcesSection(**res_t)
-    if res.pairing == "zip" and len(res.cpus) != len(res.memory_gb) and 1 not in (len(res.cpus), len(res.memory_gb)):
-        raise PresetError(source, "resources.memory_gb", res.memory_gb,
-                          f"pairing 'zip' needs as many values as resources.cpus ({len(res.cpus)}) or one")
+    if (
+        res.pairing == "zip"
+        and len(res.cpus) != len(res.memory_gb)
+        and 1 not in (len(res.cpus), len(res.memory_gb))
+    ):
+        raise PresetError(
+            source,
+            "resources.memory_gb",
+            res.memory_gb,
+            f"pairing 'zip' needs as many values as resources.cpus ({len(res.cpus)}) or one",
+        )
     if check_host:
         host = host_limits()
         for c in res.cpus:
             if c is not None and c > host.cpus + 1e-9:
-                raise PresetError(source, "resources.cpus", c, f"at most {_fmt(host.cpus)} (this host's usable cores)")
+                raise PresetError(
+                    source, "resources.cpus", c, f"at most {_fmt(host.cpus)} (this host's usable cores)"
+                )
         for m in res.memory_gb:
             if m is not None and m > host.memory_gb:
-                raise PresetError(source, "resources.memory_gb", m, f"at most {_fmt(host.memory_gb)} (this host's memory, GiB)")
+                raise PresetError(
+                    source,
+                    "resources.memory_gb",
+                    m,
+                    f"at most {_fmt(host.memory_gb)} (this host's memory, GiB)",
+                )
         for g in res.gpus:
             if g > host.gpus:
-                raise PresetError(source, "resources.gpus", g, f"at most {host.gpus} (this host's GPUs: {host.gpu_reason})")
+                raise PresetError(
+                    source, "resources.gpus", g, f"at most {host.gpus} (this host's GPUs: {host.gpu_reason})"
+                )
 
     load_t = dict(t.get("load", {}))
     if load_t.get("requests") is not None and load_t.get("duration_s") is not None:
-        raise PresetError(source, "load.duration_s", load_t["duration_s"], "give load.requests or load.duration_s, not both")
+        raise PresetError(
+            source, "load.duration_s", load_t["duration_s"], "give load.requests or load.duration_s, not both"
+        )
     stable = load_t.pop("stable_ci", None)
     load = LoadSection(**load_t)
     if "requests" not in load_t and "duration_s" in load_t:
@@ -539,20 +602,39 @@ def preset_from_dict(d: dict[str, Any], source: str, *, check_host: bool = True)
     load.stable_ci = StableCI(**stable) if stable is not None else None
     if load.mode == "open":
         if not load.rates:
-            raise PresetError(source, "load.rates", None, "load.mode = 'open' needs arrival rates (requests/s)")
+            raise PresetError(
+                source, "load.rates", None, "load.mode = 'open' needs arrival rates (requests/s)"
+            )
         if "concurrency" in load_t:
-            raise PresetError(source, "load.concurrency", load_t["concurrency"], "only for load.mode = 'closed' (use load.rates)")
+            raise PresetError(
+                source,
+                "load.concurrency",
+                load_t["concurrency"],
+                "only for load.mode = 'closed' (use load.rates)",
+            )
     elif "rates" in load_t:
-        raise PresetError(source, "load.rates", load_t["rates"], "only for load.mode = 'open' (use load.concurrency)")
+        raise PresetError(
+            source, "load.rates", load_t["rates"], "only for load.mode = 'open' (use load.concurrency)"
+        )
 
     request = _parse_request(t["request"], source, model) if "request" in t else None
     raw = dict(t)
     raw["name"] = name
     return Preset(
-        name=name, description=t.get("description", ""), path=Path(source) if _looks_like_path(source) else None,
-        model=model, weights=t.get("weights", "random"), image=t.get("image", ""),
-        server_args=list(t.get("server_args") or []), target=target,
-        input=inp, request=request, resources=res, load=load, repetitions=t.get("repetitions", 1), raw=raw,
+        name=name,
+        description=t.get("description", ""),
+        path=Path(source) if _looks_like_path(source) else None,
+        model=model,
+        weights=t.get("weights", "random"),
+        image=t.get("image", ""),
+        server_args=list(t.get("server_args") or []),
+        target=target,
+        input=inp,
+        request=request,
+        resources=res,
+        load=load,
+        repetitions=t.get("repetitions", 1),
+        raw=raw,
     )
 
 
@@ -561,9 +643,17 @@ def input_spec(inp: InputSection, *, scale: float | None = None, token_len: int 
     from tui_profiler.load.inputs import InputSpec
 
     return InputSpec(
-        kind=inp.kind, base_size=tuple(inp.base_size), scale=scale if scale is not None else 1.0,
-        token_len=token_len, channels=inp.channels, dtype=inp.dtype, encoding=inp.encoding,
-        batch=inp.batch_size, seed=inp.seed, jpeg_quality=inp.jpeg_quality, vocab_size=inp.vocab_size,
+        kind=inp.kind,
+        base_size=tuple(inp.base_size),
+        scale=scale if scale is not None else 1.0,
+        token_len=token_len,
+        channels=inp.channels,
+        dtype=inp.dtype,
+        encoding=inp.encoding,
+        batch=inp.batch_size,
+        seed=inp.seed,
+        jpeg_quality=inp.jpeg_quality,
+        vocab_size=inp.vocab_size,
         layout=inp.layout,
     )
 
@@ -600,6 +690,7 @@ def _field_for(path: list[str]) -> _Field | None:
 
 def _coerce(text: str, f: _Field | None) -> Any:
     """Turn an override's text into the field's type; validation proper happens afterwards."""
+
     def one(s: str) -> Any:
         s = s.strip()
         kind = f.kind if f else "any"
@@ -646,7 +737,12 @@ def apply_overrides(d: dict[str, Any], overrides: Iterable[str]) -> dict[str, An
             if schema is None:
                 close = difflib.get_close_matches(section, [s for s in _SECTIONS if s], n=1, cutoff=0.5)
                 hint = f"did you mean '{close[0]}'? " if close else ""
-                raise PresetError("--set", key, "unknown section", f"{hint}sections: target, input, request, resources, load")
+                raise PresetError(
+                    "--set",
+                    key,
+                    "unknown section",
+                    f"{hint}sections: target, input, request, resources, load",
+                )
             close = difflib.get_close_matches(parts[-1], list(schema), n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise PresetError("--set", key, "unknown key", f"{hint}allowed: {', '.join(schema)}")
@@ -748,7 +844,9 @@ def resolve_preset(name_or_path: str) -> Path:
     names = [i.name for i in discover_presets()]
     close = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    raise PresetError(name_or_path, "preset", name_or_path, f"{hint}known presets: {', '.join(names) or '(none)'}")
+    raise PresetError(
+        name_or_path, "preset", name_or_path, f"{hint}known presets: {', '.join(names) or '(none)'}"
+    )
 
 
 def load_preset(name_or_path: str, overrides: Iterable[str] = (), *, check_host: bool = True) -> Preset:

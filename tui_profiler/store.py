@@ -32,37 +32,126 @@ from typing import Any
 
 REQUEST_COLUMNS = [
     # the AC-Prof long format, in its order (avg_power_w / peak_power_w / energy_j are not measured here)
-    "timestamp_ms", "model_name", "cpu_cores", "gpu_mode", "mem_cap_gb", "batch_size", "token_len",
-    "repeat_idx", "warmup", "latency_s", "cold_start_s", "status", "error",
+    "timestamp_ms",
+    "model_name",
+    "cpu_cores",
+    "gpu_mode",
+    "mem_cap_gb",
+    "batch_size",
+    "token_len",
+    "repeat_idx",
+    "warmup",
+    "latency_s",
+    "cold_start_s",
+    "status",
+    "error",
     # tui-profiler's additions
-    "cell_index", "container_idx", "input_scale", "pixels", "height", "width", "concurrency", "rate",
-    "http_status", "decode_ms", "preprocess_ms", "infer_ms", "encode_ms", "server_total_ms", "overhead_ms",
-    "bytes_sent", "bytes_received", "t_send_s", "t_recv_s", "scheduled_delay_s", "worker",
-    "gpus", "cpus_enforced", "mem_enforced", "gpus_enforced", "cpuset",
+    "cell_index",
+    "container_idx",
+    "input_scale",
+    "pixels",
+    "height",
+    "width",
+    "concurrency",
+    "rate",
+    "http_status",
+    "decode_ms",
+    "preprocess_ms",
+    "infer_ms",
+    "encode_ms",
+    "server_total_ms",
+    "overhead_ms",
+    "bytes_sent",
+    "bytes_received",
+    "t_send_s",
+    "t_recv_s",
+    "scheduled_delay_s",
+    "worker",
+    "gpus",
+    "cpus_enforced",
+    "mem_enforced",
+    "gpus_enforced",
+    "cpuset",
 ]
 
 COLD_START_PHASES = ["image_pull", "create", "start", "server_boot", "model_load", "ready", "first_request"]
 
 CELL_COLUMNS = [
-    "cell_index", "container_idx", "model_name", "cpu_cores", "mem_cap_gb", "gpu_mode", "gpus",
-    "input_scale", "pixels", "token_len", "batch_size", "concurrency", "rate", "repeat_idx",
-    "n", "errors", "warmup_n", "mean_s", "std_s", "p50_s", "p90_s", "p95_s", "p99_s", "max_s",
-    "throughput_rps", "ci95_low_s", "ci95_high_s", "load_wall_s",
-    "server_total_ms_mean", "overhead_ms_mean", "overhead_ms_p50", "overhead_ms_max",
+    "cell_index",
+    "container_idx",
+    "model_name",
+    "cpu_cores",
+    "mem_cap_gb",
+    "gpu_mode",
+    "gpus",
+    "input_scale",
+    "pixels",
+    "token_len",
+    "batch_size",
+    "concurrency",
+    "rate",
+    "repeat_idx",
+    "n",
+    "errors",
+    "warmup_n",
+    "mean_s",
+    "std_s",
+    "p50_s",
+    "p90_s",
+    "p95_s",
+    "p99_s",
+    "max_s",
+    "throughput_rps",
+    "ci95_low_s",
+    "ci95_high_s",
+    "load_wall_s",
+    "server_total_ms_mean",
+    "overhead_ms_mean",
+    "overhead_ms_p50",
+    "overhead_ms_max",
     # cold start of the container serving this cell (measured once per container: cold_start_cell = 1 on
     # the cell that paid it; the container's later cells repeat the values with cold_start_cell = 0)
-    "cold_start_cell", "cold_start_s", "cold_start_wall_s",
-    *[f"{p}_s" for p in COLD_START_PHASES], "image_pull_detail", "image_pull_bytes", "image_size_bytes", "weight_bytes",
+    "cold_start_cell",
+    "cold_start_s",
+    "cold_start_wall_s",
+    *[f"{p}_s" for p in COLD_START_PHASES],
+    "image_pull_detail",
+    "image_pull_bytes",
+    "image_size_bytes",
+    "weight_bytes",
     # resources during the cell's load
-    "peak_cpu_cores", "mean_cpu_cores", "peak_mem_bytes", "throttled_periods", "throttled_s", "oom_kills",
-    "peak_vram_bytes", "gpu_util_max_pct", "sample_source", "sample_rate_hz",
-    "cpus_enforced", "mem_enforced", "gpus_enforced", "cpuset",
-    "status", "reason",
+    "peak_cpu_cores",
+    "mean_cpu_cores",
+    "peak_mem_bytes",
+    "throttled_periods",
+    "throttled_s",
+    "oom_kills",
+    "peak_vram_bytes",
+    "gpu_util_max_pct",
+    "sample_source",
+    "sample_rate_hz",
+    "cpus_enforced",
+    "mem_enforced",
+    "gpus_enforced",
+    "cpuset",
+    "status",
+    "reason",
 ]
 
 SAMPLE_COLUMNS = [
-    "cell_index", "container_idx", "t_s", "cpu_cores", "cpu_cap", "mem_bytes", "mem_cap_bytes",
-    "mem_peak_bytes", "throttled_periods", "throttled_s", "gpu_util_pct", "vram_bytes", "source",
+    "cell_index",
+    "container_idx",
+    "t_s",
+    "cpu_cores",
+    "cpu_cap",
+    "mem_bytes",
+    "mem_cap_bytes",
+    "mem_peak_bytes",
+    "throttled_periods",
+    "throttled_s",
+    "gpu_util_pct",
+    "vram_bytes",
+    "source",
 ]
 
 
@@ -220,9 +309,15 @@ class SessionStore:
         self.samples = AppendCsv(session_dir / "samples.csv", SAMPLE_COLUMNS)
 
     @classmethod
-    def create(cls, output_dir: str | os.PathLike[str], preset_name: str, meta: dict[str, Any]) -> SessionStore:
+    def create(
+        cls, output_dir: str | os.PathLike[str], preset_name: str, meta: dict[str, Any]
+    ) -> SessionStore:
         session_dir = new_session_dir(output_dir, preset_name)
-        meta = {"session_id": f"{session_dir.name}-{secrets.token_hex(3)}", "created_utc": datetime.now(UTC).isoformat(), **meta}
+        meta = {
+            "session_id": f"{session_dir.name}-{secrets.token_hex(3)}",
+            "created_utc": datetime.now(UTC).isoformat(),
+            **meta,
+        }
         _write_json_atomic(session_dir / "meta.json", meta)
         return cls(session_dir, meta, set())
 
@@ -333,8 +428,21 @@ def package_version(name: str) -> str | None:
 
 
 def package_versions() -> dict[str, str | None]:
-    return {name: package_version(name) for name in ("tui-profiler", "docker", "aiohttp", "numpy", "scipy", "pandas",
-                                                     "rich", "nvidia-ml-py", "torch", "torchvision")}
+    return {
+        name: package_version(name)
+        for name in (
+            "tui-profiler",
+            "docker",
+            "aiohttp",
+            "numpy",
+            "scipy",
+            "pandas",
+            "rich",
+            "nvidia-ml-py",
+            "torch",
+            "torchvision",
+        )
+    }
 
 
 def host_facts() -> dict[str, Any]:
@@ -359,7 +467,10 @@ def host_facts() -> dict[str, Any]:
             "gpu": limits.gpu_reason,
         },
         "packages": package_versions(),
-        "time": {"clock": "time.perf_counter (intervals); epoch ms for timestamp_ms", "started_epoch_s": time.time()},
+        "time": {
+            "clock": "time.perf_counter (intervals); epoch ms for timestamp_ms",
+            "started_epoch_s": time.time(),
+        },
     }
 
 

@@ -213,7 +213,10 @@ class SweepRunner:
         uses_docker = self.runtime is not None and self.runtime.name == "docker"
         facts, engine_version = await asyncio.gather(  # both wait on other processes: at once
             asyncio.to_thread(host_facts),
-            asyncio.to_thread(docker_engine_version) if uses_docker and not self.resume else asyncio.sleep(0, "not used"))
+            asyncio.to_thread(docker_engine_version)
+            if uses_docker and not self.resume
+            else asyncio.sleep(0, "not used"),
+        )
         if self.resume:
             self._check_resume_plan()
             self.store = await asyncio.to_thread(SessionStore.resume, self.resume)
@@ -229,7 +232,7 @@ class SweepRunner:
                 "engine_version": engine_version,
                 "readiness_poll_interval_s": ReadinessProbe().interval_s,
                 "cold_start": "measured once per container (resource config and repetition); the container "
-                              "is reused across that config's input sizes and load levels",
+                "is reused across that config's input sizes and load levels",
                 "status": "running",
             }
             self.store = await asyncio.to_thread(SessionStore.create, self.output_dir, self.preset.name, meta)
@@ -237,14 +240,23 @@ class SweepRunner:
         store.update_meta(owner=_owner_id(), status="running")
         done = set(store.finished_cells)
         todo = [c for c in self.plan if c.index not in done]
-        self._emit_safe(SessionStarted(
-            session_id=store.session_id, session_dir=str(store.dir), preset_name=self.preset.name,
-            runtime=self.runtime.name if self.runtime else "url", runtime_reason=self.runtime_reason,
-            n_cells=len(self.plan), resumed_cells=len(done),
-        ))
+        self._emit_safe(
+            SessionStarted(
+                session_id=store.session_id,
+                session_dir=str(store.dir),
+                preset_name=self.preset.name,
+                runtime=self.runtime.name if self.runtime else "url",
+                runtime_reason=self.runtime_reason,
+                n_cells=len(self.plan),
+                resumed_cells=len(done),
+            )
+        )
         if done:
-            self._log("info", f"resuming: {len(done)} of {len(self.plan)} cells already finished; "
-                              f"{len(todo)} to run (rows of a cell cut short were moved to *.partial.csv)")
+            self._log(
+                "info",
+                f"resuming: {len(done)} of {len(self.plan)} cells already finished; "
+                f"{len(todo)} to run (rows of a cell cut short were moved to *.partial.csv)",
+            )
         await self._clean_orphans()
         try:
             if self.preset.request is not None and not isinstance(self.preset.request, dict):
@@ -266,7 +278,10 @@ class SweepRunner:
             raise
         except OSError as exc:  # e.g. the output disk is full: stop with a clear error
             status = "failed"
-            self._log("error", f"session stopped: {exc.strerror or exc} ({getattr(exc, 'filename', '') or store.dir})")
+            self._log(
+                "error",
+                f"session stopped: {exc.strerror or exc} ({getattr(exc, 'filename', '') or store.dir})",
+            )
         finally:
             remaining = [c.index for c in self.plan if c.index not in store.finished_cells]
             if status == "ok" and n_failed:
@@ -274,15 +289,24 @@ class SweepRunner:
             wall = time.perf_counter() - wall0
             await asyncio.shield(self._remove_leftovers(store.session_id))
             with contextlib.suppress(OSError):
-                store.update_meta(status=status, cells_finished=len(store.finished_cells),
-                                  cells_remaining=remaining, last_wall_s=wall)
+                store.update_meta(
+                    status=status,
+                    cells_finished=len(store.finished_cells),
+                    cells_remaining=remaining,
+                    last_wall_s=wall,
+                )
             store.close()
         rows = session_summary(store.dir)  # the whole session, resumed parts included
         n_failed_total = sum(1 for r in rows if r.get("status") != "ok")
         if status == "ok" and n_failed_total:
             status = "failed"
-        finished = SessionFinished(session_dir=str(store.dir), status=status, n_cells=len(self.plan),
-                                   n_failed=n_failed_total, wall_s=time.perf_counter() - wall0)
+        finished = SessionFinished(
+            session_dir=str(store.dir),
+            status=status,
+            n_cells=len(self.plan),
+            n_failed=n_failed_total,
+            wall_s=time.perf_counter() - wall0,
+        )
         self._emit_safe(finished)
         return finished
 
@@ -294,8 +318,10 @@ class SweepRunner:
         except (OSError, ValueError) as exc:
             raise ValueError(f"--resume {self.resume}: not a readable session ({exc})") from None
         if saved is not None and saved != [c.as_dict() for c in self.plan]:
-            raise ValueError(f"--resume {self.resume}: the preset's plan differs from the session's "
-                             f"({len(self.plan)} cells vs {len(saved)}); resume without a preset or --set")
+            raise ValueError(
+                f"--resume {self.resume}: the preset's plan differs from the session's "
+                f"({len(self.plan)} cells vs {len(saved)}); resume without a preset or --set"
+            )
 
     async def _choose_runtime(self) -> None:
         if self.url:
@@ -320,8 +346,11 @@ class SweepRunner:
                 break
             except Exception as exc:
                 if attempt == 4 or self._stop_requested:
-                    self._log("warning", f"could not check for this session's leftover targets ({exc}); the next "
-                                         "run or `tui-profiler clean` removes them")
+                    self._log(
+                        "warning",
+                        f"could not check for this session's leftover targets ({exc}); the next "
+                        "run or `tui-profiler clean` removes them",
+                    )
                     return
                 await asyncio.sleep(2)
         if n:
@@ -336,7 +365,9 @@ class SweepRunner:
             self._log("warning", f"could not look for leftover containers: {exc}")
             return
         if removed:
-            self._log("warning", f"removed {len(removed)} container(s) left by a killed run: {', '.join(removed)}")
+            self._log(
+                "warning", f"removed {len(removed)} container(s) left by a killed run: {', '.join(removed)}"
+            )
 
     def _emit_safe(self, event: Event) -> None:
         try:
@@ -367,14 +398,21 @@ class SweepRunner:
                 dockerfile = here / target["dockerfile"]
                 context = here / target["context"] if target.get("context") else None
                 self._log("info", f"building the target image from {dockerfile}")
-                self._image = await self._interruptible(_in_daemon_thread(
-                    lambda: images.build_image_from_dockerfile(dockerfile, context, target.get("build_args"))))
+                self._image = await self._interruptible(
+                    _in_daemon_thread(
+                        lambda: images.build_image_from_dockerfile(
+                            dockerfile, context, target.get("build_args")
+                        )
+                    )
+                )
             elif self.preset.image:
                 self._image = self.preset.image
             else:
                 from tui_profiler.images import ensure_server_image
 
-                self._log("info", "checking the model-server image (built once; the layer cache makes it quick)")
+                self._log(
+                    "info", "checking the model-server image (built once; the layer cache makes it quick)"
+                )
                 self._image = await self._interruptible(_in_daemon_thread(ensure_server_image))
         except _Stopped:
             raise
@@ -382,7 +420,9 @@ class SweepRunner:
             self._image_error = exc
             raise
         except Exception as exc:
-            self._image_error = TargetFailed("build_failed", f"image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            self._image_error = TargetFailed(
+                "build_failed", f"image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            )
             raise self._image_error from exc
         return self._image
 
@@ -392,16 +432,32 @@ class SweepRunner:
         readiness = ReadinessProbe(**(t.get("readiness") or {}))
         command = t.get("command")
         if command is None and not t and self.preset.model:
-            command = ["--model", self.preset.model, "--weights", self.preset.weights, *self.preset.server_args]
+            command = [
+                "--model",
+                self.preset.model,
+                "--weights",
+                self.preset.weights,
+                *self.preset.server_args,
+            ]
         env = dict(t.get("env") or {})
         if cell.gpus and t.get("gpu_env"):
             env.update(t["gpu_env"])
         mounts = [tuple(m.split(":", 1)) for m in (t.get("mounts") or [])]
         return TargetSpec(
-            session_id=self.store.session_id, image=image, model=self.preset.model,
-            weights=self.preset.weights, port=int(t.get("port", 8000)), command=command, env=env,
-            mounts=mounts, cpus=cell.cpus, memory_gb=cell.memory_gb, gpus=cell.gpus,
-            cpuset=self.preset.resources.cpuset, threads=self.preset.resources.threads, readiness=readiness,
+            session_id=self.store.session_id,
+            image=image,
+            model=self.preset.model,
+            weights=self.preset.weights,
+            port=int(t.get("port", 8000)),
+            command=command,
+            env=env,
+            mounts=mounts,
+            cpus=cell.cpus,
+            memory_gb=cell.memory_gb,
+            gpus=cell.gpus,
+            cpuset=self.preset.resources.cpuset,
+            threads=self.preset.resources.threads,
+            readiness=readiness,
             labels={OWNER_LABEL: _owner_id()},
         )
 
@@ -429,10 +485,23 @@ class SweepRunner:
                         cold = {"phases": dict(getattr(exc, "phases", {}) or {})}
                 if start_failure is not None:
                     first_cell = cells[0].index if cell is not cells[0] else None
-                    reason = start_failure.reason if first_cell is None else \
-                        f"{start_failure.reason} (container did not start, see cell {first_cell})"
-                    self._finish_cell(cell, [], None, cold, EnforcedCaps(), start_failure.status, reason,
-                                      fresh=cell is cells[0], container_idx=container_idx, load_wall=None)
+                    reason = (
+                        start_failure.reason
+                        if first_cell is None
+                        else f"{start_failure.reason} (container did not start, see cell {first_cell})"
+                    )
+                    self._finish_cell(
+                        cell,
+                        [],
+                        None,
+                        cold,
+                        EnforcedCaps(),
+                        start_failure.status,
+                        reason,
+                        fresh=cell is cells[0],
+                        container_idx=container_idx,
+                        load_wall=None,
+                    )
                     failed += 1
                     continue
                 assert target is not None and cold is not None
@@ -489,7 +558,9 @@ class SweepRunner:
             raise
         except (_Stopped, asyncio.CancelledError):
             raise
-        except Exception as exc:  # e.g. the engine unreachable (restarting): this group's status, not the session's end
+        except (
+            Exception
+        ) as exc:  # e.g. the engine unreachable (restarting): this group's status, not the session's end
             text = str(exc).strip().splitlines()
             failed = TargetFailed("start_failed", f"{type(exc).__name__}: {text[0][:200] if text else ''}")
             failed.phases = phases  # type: ignore[attr-defined]
@@ -526,9 +597,13 @@ class SweepRunner:
 
     # ------------------------------------------------------------------------------------ one cell
 
-    def _base_row(self, cell: Cell, payload_row: dict[str, Any], enforced: EnforcedCaps, container_idx: int) -> dict[str, Any]:
+    def _base_row(
+        self, cell: Cell, payload_row: dict[str, Any], enforced: EnforcedCaps, container_idx: int
+    ) -> dict[str, Any]:
         inp = self.preset.input
-        model_name = self._model_facts.get("model") or self.preset.model or (self.preset.target or {}).get("image", "")
+        model_name = (
+            self._model_facts.get("model") or self.preset.model or (self.preset.target or {}).get("image", "")
+        )
         return {
             "model_name": model_name,
             "cpu_cores": cell.cpus,
@@ -559,13 +634,20 @@ class SweepRunner:
         stable = asdict(load.stable_ci) if load.stable_ci else None
         conc = cell.concurrency if load.mode == "closed" else load.connections
         return patterns.pattern_for(
-            mode=load.mode, concurrency=conc, rate=cell.rate, arrival=load.arrival,
-            requests=load.requests, duration_s=load.duration_s, warmup=load.warmup, timeout_s=load.timeout_s,
+            mode=load.mode,
+            concurrency=conc,
+            rate=cell.rate,
+            arrival=load.arrival,
+            requests=load.requests,
+            duration_s=load.duration_s,
+            warmup=load.warmup,
+            timeout_s=load.timeout_s,
             stable_ci=stable,
         )
 
-    async def _run_cell(self, cell: Cell, target: RunningTarget, cold: dict[str, Any], fresh: bool,
-                        container_idx: int) -> tuple[str, str, bool]:
+    async def _run_cell(
+        self, cell: Cell, target: RunningTarget, cold: dict[str, Any], fresh: bool, container_idx: int
+    ) -> tuple[str, str, bool]:
         """Run one cell's load on a ready target; returns (status, reason, target_dead)."""
         assert self.store is not None
         store = self.store
@@ -583,14 +665,19 @@ class SweepRunner:
             phases = dict(cold["phases"])
             first = phases.get("first_request")
             cold["wall_s"] = cold.get("start_wall_s", 0.0) + (first or 0.0)
-            self._emit_safe(ColdStartDone(cell.index, phases, _cold_total(phases) or 0.0, target.enforced.as_row()))
+            self._emit_safe(
+                ColdStartDone(cell.index, phases, _cold_total(phases) or 0.0, target.enforced.as_row())
+            )
 
         def on_result(res: Any) -> None:
             if fresh and not first_seen[0]:
                 first_seen[0] = True
                 cold["phases"]["first_request"] = res.latency_s
-                self._emit_safe(ColdStartPhase(cell.index, "first_request", res.latency_s,
-                                               "" if res.ok else f"failed: {res.error}"))
+                self._emit_safe(
+                    ColdStartPhase(
+                        cell.index, "first_request", res.latency_s, "" if res.ok else f"failed: {res.error}"
+                    )
+                )
                 if not self.url:
                     cold_start_done()
             varying = res.as_row()
@@ -599,11 +686,20 @@ class SweepRunner:
                 rows.append(store.request_rows({k: v for k, v in base.items() if k not in varying}))
             rows[0].write(varying)
             row = {**base, **varying}
-            self._emit_safe(RequestDone(
-                cell_index=cell.index, t_s=res.t_recv_s, latency_s=res.latency_s, ok=res.ok, warmup=res.warmup,
-                status=res.status, error=res.error or "", server_total_ms=res.server_total_ms,
-                overhead_ms=res.overhead_ms, row=row,
-            ))
+            self._emit_safe(
+                RequestDone(
+                    cell_index=cell.index,
+                    t_s=res.t_recv_s,
+                    latency_s=res.latency_s,
+                    ok=res.ok,
+                    warmup=res.warmup,
+                    status=res.status,
+                    error=res.error or "",
+                    server_total_ms=res.server_total_ms,
+                    overhead_ms=res.overhead_ms,
+                    row=row,
+                )
+            )
 
         def on_sample(sample: ResourceSample) -> None:
             sample = replace(sample, cell_index=cell.index)
@@ -621,7 +717,8 @@ class SweepRunner:
         t0 = time.perf_counter()
         try:
             results = await self._interruptible(
-                run_load(target.base_url, self._template, payload, self._pattern(cell), on_result))
+                run_load(target.base_url, self._template, payload, self._pattern(cell), on_result)
+            )
         except _Stopped:
             if sampler is not None:
                 with contextlib.suppress(Exception):
@@ -653,13 +750,24 @@ class SweepRunner:
                 dead = True
                 facts = await self._stop_target(target)
                 if facts.get("oom_killed") or (oom or 0) > 0:
-                    status, reason = "oom", f"the target was OOM-killed during the cell (memory cap {cell.memory_gb} GiB)"
+                    status, reason = (
+                        "oom",
+                        f"the target was OOM-killed during the cell (memory cap {cell.memory_gb} GiB)",
+                    )
                 elif errors and all(getattr(r, "outcome", "") == "timeout" for r in errors):
                     # hung, not dead (e.g. frozen): its requests timed out and /healthz did not answer
-                    status, reason = "timeout", (f"the target stopped answering: {len(errors)} of {len(timed)} requests "
-                                                 f"timed out and /healthz did not answer; replaced for the next cell")
+                    status, reason = (
+                        "timeout",
+                        (
+                            f"the target stopped answering: {len(errors)} of {len(timed)} requests "
+                            f"timed out and /healthz did not answer; replaced for the next cell"
+                        ),
+                    )
                 else:
-                    status, reason = "crashed", f"the target died during the cell (exit code {facts.get('exit_code')})"
+                    status, reason = (
+                        "crashed",
+                        f"the target died during the cell (exit code {facts.get('exit_code')})",
+                    )
                     logs = (facts.get("last_logs") or "").strip().splitlines()
                     if logs:
                         reason += f": {logs[-1][:200]}"
@@ -672,19 +780,42 @@ class SweepRunner:
                 reason = f"{len(errors)} of {len(timed)} requests failed: {'; '.join(kinds[:3])}"
         if not timed and status == "ok":
             status, reason = "failed", "no timed request finished"
-        self._finish_cell(cell, results, sampled, cold, target.enforced, status, reason, fresh=fresh,
-                          container_idx=container_idx, load_wall=load_wall, payload_row=payload_row,
-                          model_facts=target.facts)
+        self._finish_cell(
+            cell,
+            results,
+            sampled,
+            cold,
+            target.enforced,
+            status,
+            reason,
+            fresh=fresh,
+            container_idx=container_idx,
+            load_wall=load_wall,
+            payload_row=payload_row,
+            model_facts=target.facts,
+        )
         return status, reason, dead
 
     def _template_model(self) -> str:
         name = getattr(self._template, "model_name", "") or self.preset.model
         return name
 
-    def _finish_cell(self, cell: Cell, results: list[Any], sampled: dict[str, Any] | None,
-                     cold: dict[str, Any] | None, enforced: EnforcedCaps, status: str, reason: str, *,
-                     fresh: bool, container_idx: int, load_wall: float | None,
-                     payload_row: dict[str, Any] | None = None, model_facts: dict[str, Any] | None = None) -> None:
+    def _finish_cell(
+        self,
+        cell: Cell,
+        results: list[Any],
+        sampled: dict[str, Any] | None,
+        cold: dict[str, Any] | None,
+        enforced: EnforcedCaps,
+        status: str,
+        reason: str,
+        *,
+        fresh: bool,
+        container_idx: int,
+        load_wall: float | None,
+        payload_row: dict[str, Any] | None = None,
+        model_facts: dict[str, Any] | None = None,
+    ) -> None:
         assert self.store is not None
         timed = [r for r in results if not r.warmup]
         ok_lat = [r.latency_s for r in timed if r.ok and r.latency_s is not None]
@@ -696,13 +827,24 @@ class SweepRunner:
         facts = model_facts or {}
         row: dict[str, Any] = {
             **self._base_row(cell, payload_row or {}, enforced, container_idx),
-            "n": s.n, "errors": len(timed) - len(ok_lat), "warmup_n": len(results) - len(timed),
-            "mean_s": s.mean, "std_s": s.std, "p50_s": s.p50, "p90_s": s.p90, "p95_s": s.p95, "p99_s": s.p99,
-            "max_s": s.max, "ci95_low_s": s.ci95_low, "ci95_high_s": s.ci95_high, "load_wall_s": load_wall,
+            "n": s.n,
+            "errors": len(timed) - len(ok_lat),
+            "warmup_n": len(results) - len(timed),
+            "mean_s": s.mean,
+            "std_s": s.std,
+            "p50_s": s.p50,
+            "p90_s": s.p90,
+            "p95_s": s.p95,
+            "p99_s": s.p99,
+            "max_s": s.max,
+            "ci95_low_s": s.ci95_low,
+            "ci95_high_s": s.ci95_high,
+            "load_wall_s": load_wall,
             "throughput_rps": _throughput(timed),
             "server_total_ms_mean": sum(server) / len(server) if server else None,
             "overhead_ms_mean": sum(overheads) / len(overheads) if overheads else None,
-            "overhead_ms_p50": percentile(overheads, 50), "overhead_ms_max": max(overheads) if overheads else None,
+            "overhead_ms_p50": percentile(overheads, 50),
+            "overhead_ms_max": max(overheads) if overheads else None,
             "cold_start_cell": fresh if not self.url else None,
             "cold_start_s": _cold_total(phases) if not self.url and phases else None,
             "cold_start_wall_s": (cold or {}).get("wall_s"),
@@ -712,7 +854,8 @@ class SweepRunner:
             "weight_bytes": self._model_facts.get("weight_bytes"),
             **{f"{p}_s": phases.get(p) for p in COLD_START_PHASES},
             **(sampled or {}),
-            "status": status, "reason": reason,
+            "status": status,
+            "reason": reason,
         }
         if not self.url and not fresh:  # later cells of a container: same container, its cold start
             row["cold_start_cell"] = False

@@ -25,8 +25,12 @@ OWNER_LABEL = "tui-profiler.owner"
 # The smallest useful sweep of `smoke`: one container (1 CPU, 2 GiB), two cells (scales 0.5 and 1), enough
 # warm-up and timed requests that each phase lasts long enough to be hit on purpose.
 TINY = [
-    "resources.cpus=1", "resources.memory_gb=2", "input.scales=0.5,1", "load.concurrency=1",
-    "load.warmup=15", "load.requests=25",
+    "resources.cpus=1",
+    "resources.memory_gb=2",
+    "input.scales=0.5,1",
+    "load.concurrency=1",
+    "load.warmup=15",
+    "load.requests=25",
 ]
 # A developer override: run against an existing server image instead of `ensure_server_image` (useful
 # while the image is being rebuilt on a shared engine). Unset in CI, where scripts/test.sh builds it first.
@@ -55,8 +59,9 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 class CliRun:
     """One `python -m tui_profiler ...` subprocess with its output in a file."""
 
-    def __init__(self, args: list[str], out_dir: Path, *, env: dict[str, str] | None = None,
-                 log_name: str = "cli.log") -> None:
+    def __init__(
+        self, args: list[str], out_dir: Path, *, env: dict[str, str] | None = None, log_name: str = "cli.log"
+    ) -> None:
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = out_dir.parent / f"{out_dir.name}-{log_name}"
@@ -64,8 +69,13 @@ class CliRun:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tui_profiler", *args], cwd=str(REPO), stdout=self._log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, start_new_session=True,
+            [sys.executable, "-m", "tui_profiler", *args],
+            cwd=str(REPO),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            start_new_session=True,
         )
         self.owner_prefix = f"{os.uname().nodename}:{self.proc.pid}:"
         self.rc: int | None = None
@@ -76,7 +86,9 @@ class CliRun:
         return self.log_path.read_text(errors="replace")
 
     def session_dir(self) -> Path | None:
-        dirs = [p for p in self.out_dir.iterdir() if (p / "meta.json").exists()] if self.out_dir.exists() else []
+        dirs = (
+            [p for p in self.out_dir.iterdir() if (p / "meta.json").exists()] if self.out_dir.exists() else []
+        )
         return max(dirs, key=lambda p: p.stat().st_mtime) if dirs else None
 
     def requests(self) -> list[dict[str, str]]:
@@ -104,14 +116,18 @@ class CliRun:
 
     # ---------------------------------------------------------------- control
 
-    def wait_for(self, predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.02) -> Any:
+    def wait_for(
+        self, predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.02
+    ) -> Any:
         deadline = time.perf_counter() + timeout_s
         while time.perf_counter() < deadline:
             value = predicate()
             if value:
                 return value
             if self.proc.poll() is not None:
-                raise AssertionError(f"the run exited (rc {self.proc.returncode}) before {what}:\n{self.tail()}")
+                raise AssertionError(
+                    f"the run exited (rc {self.proc.returncode}) before {what}:\n{self.tail()}"
+                )
             time.sleep(poll_s)
         raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}:\n{self.tail()}")
 
@@ -141,11 +157,19 @@ class CliRun:
         return int(m.group(1)) if m else None
 
 
-def run_cli(args: list[str], timeout_s: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], timeout_s: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion (stdout and stderr captured as text)."""
-    return subprocess.run([sys.executable, "-m", "tui_profiler", *args], cwd=str(REPO), capture_output=True,
-                          text=True, timeout=timeout_s, env={**os.environ, "COLUMNS": "200", **(env or {})},
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "tui_profiler", *args],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def remove_containers(containers: list[Any]) -> None:

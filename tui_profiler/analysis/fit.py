@@ -89,11 +89,15 @@ class LogLinear(Form):
         names = ["a"] + (["b_log_size"] if use_s else []) + (["c_log_cpus"] if use_c else [])
         if self.interaction and use_s and use_c:
             names.append("d_log_size_x_log_cpus")
-        params = dict.fromkeys(["a", "b_log_size", "c_log_cpus"], 0.0) | dict(zip(names, map(float, beta), strict=True))
+        params = dict.fromkeys(["a", "b_log_size", "c_log_cpus"], 0.0) | dict(
+            zip(names, map(float, beta), strict=True)
+        )
         interaction = self.interaction
 
         def predict(s2: np.ndarray, c2: np.ndarray) -> np.ndarray:
-            return np.exp(_log_design(np.asarray(s2, float), np.asarray(c2, float), interaction, use_s, use_c) @ beta)
+            return np.exp(
+                _log_design(np.asarray(s2, float), np.asarray(c2, float), interaction, use_s, use_c) @ beta
+            )
 
         return Fitted(self.name, params, predict)
 
@@ -133,7 +137,9 @@ class _Separable(Form):
     def work_columns(self, s: np.ndarray, extra: dict[str, float]) -> list[np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
-    def _design(self, s: np.ndarray, c: np.ndarray, f: float, knee: float, extra: dict[str, float]) -> np.ndarray:
+    def _design(
+        self, s: np.ndarray, c: np.ndarray, f: float, knee: float, extra: dict[str, float]
+    ) -> np.ndarray:
         g = _amdahl(c, f, knee)
         return np.column_stack([np.ones_like(s)] + [w * g for w in self.work_columns(s, extra)])
 
@@ -165,8 +171,17 @@ class _Separable(Form):
         )
         return float(res.x)
 
-    def _finish(self, s: np.ndarray, c: np.ndarray, y: np.ndarray, extra: dict[str, float], f: float, knee: float,
-                scale: float, names: Sequence[str]) -> Fitted:
+    def _finish(
+        self,
+        s: np.ndarray,
+        c: np.ndarray,
+        y: np.ndarray,
+        extra: dict[str, float],
+        f: float,
+        knee: float,
+        scale: float,
+        names: Sequence[str],
+    ) -> Fitted:
         beta, _ = _solve(self._design(s, c, f, knee, extra), y)
         params = {"t0": float(beta[0])}
         for name, b in zip(names, beta[1:], strict=True):
@@ -233,10 +248,14 @@ class PiecewiseLinear(_Separable):
         extra = {"breakpoint": best[1]}
         _, f, knee = self._best_cpu_law(ss, c, y, extra, _F_GRID)
         f = self._polish_f(ss, c, y, extra, f, knee)
-        return self._finish(ss, c, y, extra, f, knee, scale, ["w0", "w1_per_size_below_B", "w2_per_size_above_B"])
+        return self._finish(
+            ss, c, y, extra, f, knee, scale, ["w0", "w1_per_size_below_B", "w2_per_size_above_B"]
+        )
 
 
-FORMS: dict[str, Form] = {f.name: f for f in (LogLinear(), LogLogInteraction(), WorkParallel(), PiecewiseLinear())}
+FORMS: dict[str, Form] = {
+    f.name: f for f in (LogLinear(), LogLogInteraction(), WorkParallel(), PiecewiseLinear())
+}
 
 
 _CPU_PARAMS = {"loglinear": 1, "loglog-interaction": 2, "work-parallel": 3, "piecewise-linear": 3}
@@ -279,8 +298,9 @@ def _config_ids(cells: pd.DataFrame) -> np.ndarray:
     return np.array([f"{c:g}/{m:g}" for c, m in zip(cells["cpu_cores"], cells["mem_cap_gb"], strict=True)])
 
 
-def split_folds(cells: pd.DataFrame, split: str, *, seed: int = 0, max_folds: int | None = None
-                ) -> list[tuple[np.ndarray, np.ndarray]]:
+def split_folds(
+    cells: pd.DataFrame, split: str, *, seed: int = 0, max_folds: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_index, test_index) pairs of one group's cells for a split kind; [] when impossible."""
     n = len(cells)
     idx = np.arange(n)
@@ -443,8 +463,12 @@ def json_safe(obj: Any) -> Any:
 
 
 def predicted_column(target: str) -> str:
-    return {"latency_s": "predicted_latency_s", "p50": "predicted_p50_s", "p99": "predicted_p99_s",
-            "throughput": "predicted_throughput_rps"}[target]
+    return {
+        "latency_s": "predicted_latency_s",
+        "p50": "predicted_p50_s",
+        "p99": "predicted_p99_s",
+        "throughput": "predicted_throughput_rps",
+    }[target]
 
 
 @dataclass
@@ -456,13 +480,15 @@ class FitReport:
     has_requests: bool  # per-request rows were available (p50/p99 come from real distributions)
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({
-            "target": self.target,
-            "split": self.split,
-            "sources": self.sources,
-            "has_requests": self.has_requests,
-            "groups": [g.to_dict() for g in self.groups],
-        })
+        return json_safe(
+            {
+                "target": self.target,
+                "split": self.split,
+                "sources": self.sources,
+                "has_requests": self.has_requests,
+                "groups": [g.to_dict() for g in self.groups],
+            }
+        )
 
     def summary_lines(self) -> list[str]:
         lines = [f"target {self.target}, split {self.split}, {len(self.groups)} group(s)"]
@@ -472,12 +498,15 @@ class FitReport:
             lines.append(f"  form {g.fitted.form}: {params}")
             cv = ", ".join(f"{k} {_pct(v)}" for k, v in g.cv_scores.items())
             lines.append(f"  CV MAPE (selection): {cv}")
-            lines.append(f"  train: R² {_fmt(g.train['r2'])}, MAE {_fmt(g.train['mae'])}, MAPE {_pct(g.train['mape_pct'])}")
+            lines.append(
+                f"  train: R² {_fmt(g.train['r2'])}, MAE {_fmt(g.train['mae'])}, MAPE {_pct(g.train['mape_pct'])}"
+            )
             if g.test["n"]:
                 lines.append(
                     f"  test ({g.split}, n={g.test['n']}): R² {_fmt(g.test['r2'])}, MAE {_fmt(g.test['mae'])}, "
                     f"MAPE {_pct(g.test['mape_pct'])}   [each form alone: "
-                    + ", ".join(f"{k} {_pct(v)}" for k, v in g.test_by_form.items()) + "]"
+                    + ", ".join(f"{k} {_pct(v)}" for k, v in g.test_by_form.items())
+                    + "]"
                 )
             else:
                 lines.append(f"  test ({g.split}): not possible for this group")
@@ -502,8 +531,10 @@ class FitReport:
             if point.get(load) is not None and not pd.isna(point[load]):
                 cands = [g for g in cands if g.key.get(load) in (None, float(point[load]))]
         if not cands:
-            raise ValueError(f"gpu_mode: no fitted group for gpu_mode={gpu}"
-                             + (f", model={point.get('model')}" if point.get("model") else ""))
+            raise ValueError(
+                f"gpu_mode: no fitted group for gpu_mode={gpu}"
+                + (f", model={point.get('model')}" if point.get("model") else "")
+            )
         models = sorted({g.label for g in cands})
         if len(cands) > 1:
             raise ValueError(f"model: several fitted groups match ({'; '.join(models)}): name the model")
@@ -548,7 +579,9 @@ def predict_point(g: GroupFit, point: dict[str, Any]) -> tuple[float, str]:
     if g.size_column:
         raw = point.get(g.size_column)
         if raw is None or pd.isna(raw):
-            raise ValueError(f"{g.size_column}: missing — the {g.label} model is a function of {g.size_column}")
+            raise ValueError(
+                f"{g.size_column}: missing — the {g.label} model is a function of {g.size_column}"
+            )
         size = float(raw)
         if not size > 0:
             raise ValueError(f"{g.size_column}: {size:g} — must be > 0")
@@ -617,7 +650,9 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
             y = lat.mean() / np.maximum(conc, 1.0)
         parts.append(pd.DataFrame({"y": y, "n_rows": lat.size()}))
     if not is_request.all():
-        col = {"latency_s": "latency_s", "p50": "p50_s", "p99": "p99_s", "throughput": "throughput_rps"}[target]
+        col = {"latency_s": "latency_s", "p50": "p50_s", "p99": "p99_s", "throughput": "throughput_rps"}[
+            target
+        ]
         agg = rows[~is_request].copy()
         vals = agg[col].astype(float)
         agg["_v"] = 1.0 / vals if target == "throughput" else vals
@@ -633,8 +668,9 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
     return cells, has_requests
 
 
-def _held_out_mape(form: Form, s: np.ndarray, c: np.ndarray, y: np.ndarray,
-                   folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def _held_out_mape(
+    form: Form, s: np.ndarray, c: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+) -> float:
     """One form's pooled held-out MAPE over the outer folds, without selection (NaN if it cannot fit)."""
     ys, ps = [], []
     for tr, te in folds:
@@ -654,7 +690,8 @@ def fit_group(cells: pd.DataFrame, target: str, split: str) -> GroupFit:
     size_column = str(cells["size_column"].iloc[0]) or None
     first = cells.iloc[0]
     key = {k: first[k] for k in ("model", "task", "gpu_mode")} | {
-        k: (None if pd.isna(first[k]) else float(first[k])) for k in ("concurrency", "rate")}
+        k: (None if pd.isna(first[k]) else float(first[k])) for k in ("concurrency", "rate")
+    }
     ranges = {"cpu_cores": (float(c.min()), float(c.max()))}
     if size_column:
         ranges[size_column] = (float(s.min()), float(s.max()))
@@ -687,23 +724,53 @@ def fit_group(cells: pd.DataFrame, target: str, split: str) -> GroupFit:
         test = metrics(np.array([]), np.array([]))
         train = metrics(y, train_pred)
         test_by_form = dict.fromkeys(FORMS, math.nan)
-        caveats.append(f"no held-out test for split {split} (too few configs or input sizes); residuals are training residuals")
+        caveats.append(
+            f"no held-out test for split {split} (too few configs or input sizes); residuals are training residuals"
+        )
     rel = (pred - y[idx]) / y[idx] * 100.0
     mem = cells["mem_cap_gb"].to_numpy(float)
     worst = [
-        {"cpu_cores": float(c[idx[i]]), "mem_cap_gb": float(mem[idx[i]]), "size": float(s[idx[i]]),
-         "actual": float(y[idx[i]]), "predicted": float(pred[i]), "error_pct": float(rel[i])}
+        {
+            "cpu_cores": float(c[idx[i]]),
+            "mem_cap_gb": float(mem[idx[i]]),
+            "size": float(s[idx[i]]),
+            "actual": float(y[idx[i]]),
+            "predicted": float(pred[i]),
+            "error_pct": float(rel[i]),
+        }
         for i in np.argsort(-np.abs(rel))[:5]
     ]
     residuals = [(float(s[j]), float(r)) for j, r in zip(idx, rel, strict=True)]
     if target == "p99" and int(cells["n_rows"].min()) < 100:
-        caveats.append(f"p99 from as few as {int(cells['n_rows'].min())} requests per cell: it is close to the maximum")
-    return GroupFit(key, size_column, target, split, len(cells), int(cells["n_rows"].sum()), ranges, fitted,
-                    scores, train, test, test_by_form, chosen, worst, residuals, caveats)
+        caveats.append(
+            f"p99 from as few as {int(cells['n_rows'].min())} requests per cell: it is close to the maximum"
+        )
+    return GroupFit(
+        key,
+        size_column,
+        target,
+        split,
+        len(cells),
+        int(cells["n_rows"].sum()),
+        ranges,
+        fitted,
+        scores,
+        train,
+        test,
+        test_by_form,
+        chosen,
+        worst,
+        residuals,
+        caveats,
+    )
 
 
-def fit_frame(tidy: pd.DataFrame, target: str = "latency_s", split: str = "leave-config-out",
-              sources: Sequence[str] = ()) -> FitReport:
+def fit_frame(
+    tidy: pd.DataFrame,
+    target: str = "latency_s",
+    split: str = "leave-config-out",
+    sources: Sequence[str] = (),
+) -> FitReport:
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} — allowed: {', '.join(SPLITS)}")
     rows = fit_rows(tidy)
@@ -712,11 +779,15 @@ def fit_frame(tidy: pd.DataFrame, target: str = "latency_s", split: str = "leave
     cells, has_requests = build_cells(rows, target)
     if cells.empty:
         raise ValueError(f"target: no cells carry a value for {target}")
-    groups = [fit_group(part, target, split) for _, part in cells.groupby(list(GROUP_KEYS), sort=True, dropna=False)]
+    groups = [
+        fit_group(part, target, split) for _, part in cells.groupby(list(GROUP_KEYS), sort=True, dropna=False)
+    ]
     return FitReport(target, split, groups, list(sources), has_requests)
 
 
-def fit_paths(paths: Sequence[str | Path], target: str = "latency_s", split: str = "leave-config-out") -> FitReport:
+def fit_paths(
+    paths: Sequence[str | Path], target: str = "latency_s", split: str = "leave-config-out"
+) -> FitReport:
     """Read every path (AC-Prof wide/long CSV, requests.csv, cells.csv, session folder) and fit per group."""
     tidy = read_paths(paths)
     return fit_frame(tidy, target=target, split=split, sources=[str(p) for p in paths])

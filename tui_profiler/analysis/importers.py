@@ -43,10 +43,19 @@ TIDY_COLUMNS = [
 
 SIZE_COLUMNS = ("pixels", "token_len")  # the named input sizes; a wide file may bring another (see above)
 # AC-Prof wide column names: `CPU4+Mem8`, `GPU+CPU8+Mem16`, `CPU8` (parts in any order, case-insensitive).
-_CONFIG_PART = re.compile(r"^(?:(?P<gpu>GPU)|CPU(?P<cpu>\d+(?:\.\d+)?)|MEM(?P<mem>\d+(?:\.\d+)?))$", re.IGNORECASE)
+_CONFIG_PART = re.compile(
+    r"^(?:(?P<gpu>GPU)|CPU(?P<cpu>\d+(?:\.\d+)?)|MEM(?P<mem>\d+(?:\.\d+)?))$", re.IGNORECASE
+)
 _SIZE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*$")
-_WIDE_SIZE_NAMES = {"pixels": "pixels", "pixel": "pixels", "tokens": "token_len", "token_len": "token_len",
-                    "token": "token_len", "seq_len": "token_len", "sequence_length": "token_len"}
+_WIDE_SIZE_NAMES = {
+    "pixels": "pixels",
+    "pixel": "pixels",
+    "tokens": "token_len",
+    "token_len": "token_len",
+    "token": "token_len",
+    "seq_len": "token_len",
+    "sequence_length": "token_len",
+}
 # Long-format columns that identify a per-request file (AC-Prof long and our requests.csv).
 _LONG_REQUIRED = {"cpu_cores", "latency_s"}
 # cells.csv: accepted spellings for each tidy field, first match wins.
@@ -123,14 +132,20 @@ def read_path(path: str | Path) -> pd.DataFrame:
 def detect_format(df: pd.DataFrame) -> str:
     """'wide' | 'long' | 'cells' | 'unknown'."""
     cols = [str(c).strip() for c in df.columns]
-    if (len(cols) >= 2 and _SIZE_NAME_RE.match(cols[0]) and parse_config(cols[0]) is None
-            and all(parse_config(c) for c in cols[1:])):
+    if (
+        len(cols) >= 2
+        and _SIZE_NAME_RE.match(cols[0])
+        and parse_config(cols[0]) is None
+        and all(parse_config(c) for c in cols[1:])
+    ):
         return "wide"
     lower = {c.lower() for c in cols}
     if _LONG_REQUIRED <= lower and ("warmup" in lower or "repeat_idx" in lower or "timestamp_ms" in lower):
         return "long"
-    if "cell_index" in lower and any(a in lower for a in _CELL_ALIASES["cpu_cores"]) and any(
-        a in lower for a in _CELL_ALIASES["latency_s"] + _CELL_ALIASES["p50_s"]
+    if (
+        "cell_index" in lower
+        and any(a in lower for a in _CELL_ALIASES["cpu_cores"])
+        and any(a in lower for a in _CELL_ALIASES["latency_s"] + _CELL_ALIASES["p50_s"])
     ):
         return "cells"
     return "unknown"
@@ -237,7 +252,9 @@ def _from_long(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
     out["status"] = status.replace({"200": "ok", "nan": "ok"})
     out["row_kind"] = "request"
     if not out["task"].astype(str).str.len().any():
-        out["task"] = np.where(out["pixels"].notna(), "pixels", np.where(out["token_len"].notna(), "token_len", ""))
+        out["task"] = np.where(
+            out["pixels"].notna(), "pixels", np.where(out["token_len"].notna(), "token_len", "")
+        )
     return out
 
 
@@ -252,7 +269,11 @@ def _pick(df: pd.DataFrame, field: str) -> pd.Series | None:
 def _from_cells(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     model = _pick(df, "model")
-    out["model"] = model.astype(str) if model is not None else (_meta_str(meta, "model", "model_name") or path.parent.name)
+    out["model"] = (
+        model.astype(str)
+        if model is not None
+        else (_meta_str(meta, "model", "model_name") or path.parent.name)
+    )
     out["task"] = df["task"].astype(str) if "task" in df else _meta_str(meta, "task")
     gpu = _pick(df, "gpu_mode")
     out["gpu_mode"] = _gpu_mode(gpu) if gpu is not None else "off"
@@ -267,7 +288,9 @@ def _from_cells(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
     out["status"] = df["status"].astype(str).str.strip().str.lower() if "status" in df else "ok"
     out["row_kind"] = "aggregate"
     if not out["task"].astype(str).str.len().any():
-        out["task"] = np.where(out["pixels"].notna(), "pixels", np.where(out["token_len"].notna(), "token_len", ""))
+        out["task"] = np.where(
+            out["pixels"].notna(), "pixels", np.where(out["token_len"].notna(), "token_len", "")
+        )
     return out
 
 

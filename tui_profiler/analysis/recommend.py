@@ -80,8 +80,11 @@ class Recommendation:
         else:
             lines.append(f"  cheapest: {_describe(self.best)}")
             allowed = self.best.extrapolated  # extrapolated runners-up only when the best is one already
-            runners = [c for c in self.candidates
-                       if c.meets_slo and c is not self.best and (allowed or not c.extrapolated)][:3]
+            runners = [
+                c
+                for c in self.candidates
+                if c.meets_slo and c is not self.best and (allowed or not c.extrapolated)
+            ][:3]
             for c in runners:
                 lines.append(f"  next:     {_describe(c)}")
         lines += [f"  note: {c}" for c in self.caveats]
@@ -126,14 +129,18 @@ def recommend(
         raise ValueError(f"slo-p99: {slo_s:g} — must be > 0 seconds")
     groups = [g for g in report.groups if model is None or str(g.key["model"]) == model]
     if not groups:
-        raise ValueError(f"model: {model!r} — fitted models: {', '.join(sorted({str(g.key['model']) for g in report.groups}))}")
+        raise ValueError(
+            f"model: {model!r} — fitted models: {', '.join(sorted({str(g.key['model']) for g in report.groups}))}"
+        )
     models = sorted({str(g.key["model"]) for g in groups})
     if len(models) > 1:
         raise ValueError(f"model: several models fitted ({', '.join(models)}): choose one with --model")
     fitted_size = groups[0].size_column
     if size_column and fitted_size and size_column != fitted_size:
         flag = fitted_size.replace("_", "-")
-        raise ValueError(f"{size_column}: the {models[0]} model is a function of {fitted_size}; give --{flag}")
+        raise ValueError(
+            f"{size_column}: the {models[0]} model is a function of {fitted_size}; give --{flag}"
+        )
     host = float(host_cpus or os.cpu_count() or 1)
     caveats: list[str] = []
     size_column = groups[0].size_column or "size"
@@ -144,16 +151,25 @@ def recommend(
     eligible = [c for c in candidates if c.meets_slo and (allow_extrapolation or not c.extrapolated)]
     best = eligible[0] if eligible else None
     if report.target != "p99":
-        caveats.append("no per-request rows: the SLO is compared with the predicted MEAN latency, which "
-                       "understates p99")
+        caveats.append(
+            "no per-request rows: the SLO is compared with the predicted MEAN latency, which understates p99"
+        )
     caveats += sorted({c for g in groups for c in g.caveats if c.startswith("p99 from")})
     if best is not None and best.warning:
         caveats.append(f"the recommended point lies outside the measured range: {best.warning}")
     return Recommendation(slo_s, report.target, size_column, size, best, candidates, caveats)
 
 
-def _group_candidates(g: GroupFit, rows: pd.DataFrame, slo_s: float, size: float, host: float,
-                      cost_cpu: float, cost_gb: float, cost_gpu: float) -> list[Candidate]:
+def _group_candidates(
+    g: GroupFit,
+    rows: pd.DataFrame,
+    slo_s: float,
+    size: float,
+    host: float,
+    cost_cpu: float,
+    cost_gb: float,
+    cost_gpu: float,
+) -> list[Candidate]:
     lo, hi = g.ranges["cpu_cores"]
     top = max(host, hi)
     cpus_grid = np.arange(0.5, top + 1e-9, 0.5)
@@ -168,8 +184,16 @@ def _group_candidates(g: GroupFit, rows: pd.DataFrame, slo_s: float, size: float
         gpus = 1.0 if g.key["gpu_mode"] == "on" else 0.0
         cost = cpus * cost_cpu + (mem or 0.0) * cost_gb + gpus * cost_gpu
         out.append(
-            Candidate(g.key["gpu_mode"], float(cpus), mem, value, float(cost), value <= slo_s,
-                      extrapolated=bool(cpus < lo - 1e-9 or cpus > hi + 1e-9), warning=warning)
+            Candidate(
+                g.key["gpu_mode"],
+                float(cpus),
+                mem,
+                value,
+                float(cost),
+                value <= slo_s,
+                extrapolated=bool(cpus < lo - 1e-9 or cpus > hi + 1e-9),
+                warning=warning,
+            )
         )
     return out
 

@@ -75,7 +75,9 @@ def t_ci95(values: Sequence[float]) -> tuple[float, float] | None:
     return mean - half, mean + half
 
 
-def bootstrap_ci95(values: Sequence[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_ci95(
+    values: Sequence[float], *, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
     """95% percentile-bootstrap CI of the mean; None with fewer than two values."""
     if len(values) < 2:
         return None
@@ -103,7 +105,15 @@ def summarise(values: Sequence[float]) -> Summary:
     p50, p90, p95, p99 = (float(x) for x in np.percentile(arr, [50, 90, 95, 99]))
     ci = t_ci95(vals)
     return Summary(
-        n=n, mean=float(arr.mean()), std=float(arr.std(ddof=1)) if n > 1 else None,
-        p50=p50, p90=p90, p95=p95, p99=p99, min=float(arr.min()), max=float(arr.max()),
-        ci95_low=ci[0] if ci else None, ci95_high=ci[1] if ci else None,
+        n=n,
+        mean=float(arr.mean()),
+        std=float(arr.std(ddof=1)) if n > 1 else None,
+        p50=p50,
+        p90=p90,
+        p95=p95,
+        p99=p99,
+        min=float(arr.min()),
+        max=float(arr.max()),
+        ci95_low=ci[0] if ci else None,
+        ci95_high=ci[1] if ci else None,
     )

@@ -36,7 +36,9 @@ from typing import Any
 
 from tui_profiler.bench.core import BenchReport, Measure, judge, measured, median
 
-SETUP_HINT = "install them with `apt-get install -y wrk hey nginx-light` (or `tui-profiler bench --install-tools`)"
+SETUP_HINT = (
+    "install them with `apt-get install -y wrk hey nginx-light` (or `tui-profiler bench --install-tools`)"
+)
 CLIENTS = ("wrk", "hey", "ours (library)", "ours (run --url)", "plain aiohttp", "reference style")
 OURS = ("ours (library)", "ours (run --url)")
 BASE_RPS = "plain aiohttp"
@@ -80,7 +82,11 @@ def pick_cores() -> tuple[int | None, int | None, str]:
     except (AttributeError, OSError):
         cores = list(range(os.cpu_count() or 1))
     if len(cores) >= 2 and shutil.which("taskset"):
-        return cores[0], cores[1], f"nginx pinned to core {cores[0]}, every client to core {cores[1]} (taskset)"
+        return (
+            cores[0],
+            cores[1],
+            f"nginx pinned to core {cores[0]}, every client to core {cores[1]} (taskset)",
+        )
     return None, None, "not pinned (one usable core or no taskset): server and clients share the CPU"
 
 
@@ -135,13 +141,19 @@ def nginx_server(core: int | None) -> Iterator[str]:
     conf = workdir / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=workdir, port=port), encoding="utf-8")
     log = (workdir / "stderr.log").open("w")
-    proc = subprocess.Popen(pinned(core, ["nginx", "-c", str(conf), "-p", str(workdir)]), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        pinned(core, ["nginx", "-c", str(conf), "-p", str(workdir)]),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.perf_counter() + 10
         while True:
             if proc.poll() is not None:
-                raise BenchUnavailable(f"nginx exited at start: {(workdir / 'stderr.log').read_text()[-300:]}")
+                raise BenchUnavailable(
+                    f"nginx exited at start: {(workdir / 'stderr.log').read_text()[-300:]}"
+                )
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 break
             if time.perf_counter() > deadline:
@@ -183,8 +195,13 @@ def parse_wrk(out: str) -> dict[str, Any]:
     errors = int(bad.group(1)) if bad else 0
     if sock:
         errors += sum(int(g) for g in sock.groups())
-    return {"rps": float(rps.group(1)), "p50_us": _wrk_time_us(p50.group(1)),
-            "p99_us": _wrk_time_us(p99.group(1)), "n": int(n.group(1)), "errors": errors}
+    return {
+        "rps": float(rps.group(1)),
+        "p50_us": _wrk_time_us(p50.group(1)),
+        "p99_us": _wrk_time_us(p99.group(1)),
+        "n": int(n.group(1)),
+        "errors": errors,
+    }
 
 
 def parse_hey(out: str) -> dict[str, Any]:
@@ -196,8 +213,13 @@ def parse_hey(out: str) -> dict[str, Any]:
     errs = sum(int(k) for k in re.findall(r"^\s+\[(\d+)\]\s+[A-Za-z]+ \"", out, re.M))
     if not (rps and p50 and p99):
         raise ValueError(f"unexpected hey output: {out[-300:]!r}")
-    return {"rps": float(rps.group(1)), "p50_us": float(p50.group(1)) * 1e6, "p99_us": float(p99.group(1)) * 1e6,
-            "n": sum(codes.values()), "errors": sum(k for c, k in codes.items() if c != 200) + errs}
+    return {
+        "rps": float(rps.group(1)),
+        "p50_us": float(p50.group(1)) * 1e6,
+        "p99_us": float(p99.group(1)) * 1e6,
+        "n": sum(codes.values()),
+        "errors": sum(k for c, k in codes.items() if c != 200) + errs,
+    }
 
 
 class ClientRunner:
@@ -213,16 +235,20 @@ class ClientRunner:
         self.body_file = workdir / "body.bin"
         self.body_file.write_bytes(payload.body)
         self.lua = workdir / "post.lua"
-        lines = [f'wrk.method = "{payload.method}"',
-                 f'wrk.headers["Content-Type"] = "{payload.content_type}"',
-                 *(f'wrk.headers["{k}"] = "{v}"' for k, v in payload.headers.items()),
-                 f'local f = io.open("{self.body_file}", "rb"); wrk.body = f:read("*a"); f:close()']
+        lines = [
+            f'wrk.method = "{payload.method}"',
+            f'wrk.headers["Content-Type"] = "{payload.content_type}"',
+            *(f'wrk.headers["{k}"] = "{v}"' for k, v in payload.headers.items()),
+            f'local f = io.open("{self.body_file}", "rb"); wrk.body = f:read("*a"); f:close()',
+        ]
         self.lua.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _run(self, cmd: list[str], timeout: float) -> str:
         out = subprocess.run(pinned(self.core, cmd), capture_output=True, text=True, timeout=timeout)
         if out.returncode != 0:
-            raise RuntimeError(f"{cmd[0]} exited {out.returncode}: {(out.stderr or out.stdout).strip()[-300:]}")
+            raise RuntimeError(
+                f"{cmd[0]} exited {out.returncode}: {(out.stderr or out.stdout).strip()[-300:]}"
+            )
         return out.stdout
 
     def run(self, client: str, c: int) -> dict[str, Any]:
@@ -231,28 +257,79 @@ class ClientRunner:
         limit = d * 3 + 60
         if client == "wrk":
             secs = max(1, round(d))
-            return parse_wrk(self._run(["wrk", "-t1", f"-c{c}", f"-d{secs}s", "--latency", "-s", str(self.lua),
-                                        target], limit))
+            return parse_wrk(
+                self._run(
+                    ["wrk", "-t1", f"-c{c}", f"-d{secs}s", "--latency", "-s", str(self.lua), target], limit
+                )
+            )
         if client == "hey":
             headers = [a for k, v in self.payload.headers.items() for a in ("-H", f"{k}: {v}")]
-            return parse_hey(self._run(["hey", "-z", f"{d:g}s", "-c", str(c), "-m", self.payload.method, "-T",
-                                        str(self.payload.content_type), *headers, "-D", str(self.body_file),
-                                        target], limit))
+            return parse_hey(
+                self._run(
+                    [
+                        "hey",
+                        "-z",
+                        f"{d:g}s",
+                        "-c",
+                        str(c),
+                        "-m",
+                        self.payload.method,
+                        "-T",
+                        str(self.payload.content_type),
+                        *headers,
+                        "-D",
+                        str(self.body_file),
+                        target,
+                    ],
+                    limit,
+                )
+            )
         if client == "ours (run --url)":
             return self._run_url(c, limit)
         kind = {"ours (library)": "ours", "plain aiohttp": "aiohttp", "reference style": "reference"}[client]
-        out = self._run([sys.executable, "-m", "tui_profiler.bench.workers", kind, self.url,
-                         "--concurrency", str(c), "--duration", f"{d:g}"], limit)
+        out = self._run(
+            [
+                sys.executable,
+                "-m",
+                "tui_profiler.bench.workers",
+                kind,
+                self.url,
+                "--concurrency",
+                str(c),
+                "--duration",
+                f"{d:g}",
+            ],
+            limit,
+        )
         return json.loads(out.strip().splitlines()[-1])
 
     def _run_url(self, c: int, limit: float) -> dict[str, Any]:
         from tui_profiler.store import read_rows
 
         out_dir = Path(tempfile.mkdtemp(prefix="run-url-", dir=self.workdir))
-        cmd = [sys.executable, "-m", "tui_profiler.cli", "run", "--url", self.url, "--headless",
-               "--output", str(out_dir), "--concurrency", str(c),
-               "--set", "input.kind=tensor", "--set", "input.base_size=16", "--set", "input.encoding=raw",
-               "--set", f"load.duration_s={self.duration:g}", "--set", "load.warmup=50"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tui_profiler.cli",
+            "run",
+            "--url",
+            self.url,
+            "--headless",
+            "--output",
+            str(out_dir),
+            "--concurrency",
+            str(c),
+            "--set",
+            "input.kind=tensor",
+            "--set",
+            "input.base_size=16",
+            "--set",
+            "input.encoding=raw",
+            "--set",
+            f"load.duration_s={self.duration:g}",
+            "--set",
+            "load.warmup=50",
+        ]
         self._run(cmd, limit)
         sessions = sorted(p for p in out_dir.iterdir() if (p / "cells.csv").is_file())
         if not sessions:
@@ -264,8 +341,14 @@ class ClientRunner:
         def f(key: str, scale: float = 1.0) -> float | None:
             return float(row[key]) * scale if row.get(key) not in (None, "") else None
 
-        return {"rps": f("throughput_rps"), "p50_us": f("p50_s", 1e6), "p99_us": f("p99_s", 1e6),
-                "n": int(row.get("n") or 0), "errors": int(row.get("errors") or 0), "loop": _run_loop()}
+        return {
+            "rps": f("throughput_rps"),
+            "p50_us": f("p50_s", 1e6),
+            "p99_us": f("p99_s", 1e6),
+            "n": int(row.get("n") or 0),
+            "errors": int(row.get("errors") or 0),
+            "loop": _run_loop(),
+        }
 
 
 def _run_loop() -> str:
@@ -285,9 +368,16 @@ def _run_loop() -> str:
 # -------------------------------------------------------------------------------------------- the bench
 
 
-def run_client_bench(report: BenchReport, *, quick: bool, say: Callable[[str], None],
-                     clients: tuple[str, ...] = CLIENTS, concurrencies: tuple[int, ...] = (1, 8, 64),
-                     rounds: int | None = None, duration: float | None = None) -> None:
+def run_client_bench(
+    report: BenchReport,
+    *,
+    quick: bool,
+    say: Callable[[str], None],
+    clients: tuple[str, ...] = CLIENTS,
+    concurrencies: tuple[int, ...] = (1, 8, 64),
+    rounds: int | None = None,
+    duration: float | None = None,
+) -> None:
     """Measure `clients` (a subset of CLIENTS, wrk and plain aiohttp always included: they are the
     baselines) at each concurrency; add the rows to `report`."""
     check_tools()
@@ -296,7 +386,9 @@ def run_client_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
     duration = duration or (1.0 if quick else 3.0)
     clients = tuple(c for c in CLIENTS if c in clients or c in ("wrk", BASE_RPS))
     # results[client][c] = list over rounds of the client's figures (None when a run failed)
-    results: dict[str, dict[int, list[dict[str, Any] | None]]] = {k: {c: [] for c in concurrencies} for k in clients}
+    results: dict[str, dict[int, list[dict[str, Any] | None]]] = {
+        k: {c: [] for c in concurrencies} for k in clients
+    }
     failures: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="tui-profiler-bench-client-"))
     try:
@@ -305,7 +397,7 @@ def run_client_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
             total = rounds * len(concurrencies) * len(clients)
             k = 0
             for r in range(rounds):
-                order = clients[r % len(clients):] + clients[: r % len(clients)]
+                order = clients[r % len(clients) :] + clients[: r % len(clients)]
                 for c in concurrencies:
                     for client in order:
                         k += 1
@@ -322,7 +414,9 @@ def run_client_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
     def vals(client: str, c: int, key: str) -> list[float | None]:
         return [None if x is None else x.get(key) for x in results[client][c]]
 
-    def per_round(client: str, base: str, c: int, key: str, fn: Callable[[float, float], float]) -> list[float | None]:
+    def per_round(
+        client: str, base: str, c: int, key: str, fn: Callable[[float, float], float]
+    ) -> list[float | None]:
         out: list[float | None] = []
         for a, b in zip(vals(client, c, key), vals(base, c, key), strict=True):
             out.append(None if a is None or b is None else fn(a, b))
@@ -333,8 +427,15 @@ def run_client_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
         for client in clients:
             rps = vals(client, c, "rps")
             rel = per_round(client, BASE_RPS, c, "rps", lambda a, b: a / b if b else float("nan"))
-            m = measured("client", f"requests/s c={c}", client, rps, "req/s", ratio=median(rel),
-                         baseline="plain aiohttp (same round)")
+            m = measured(
+                "client",
+                f"requests/s c={c}",
+                client,
+                rps,
+                "req/s",
+                ratio=median(rel),
+                baseline="plain aiohttp (same round)",
+            )
             if client in OURS:
                 m.target = "≥ 2× plain aiohttp"
                 m.met = judge(m.ratio, at_least=2.0)
@@ -349,19 +450,43 @@ def run_client_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
     for client in clients_c1:
         for key, label in (("p50_us", "p50 c=1"), ("p99_us", "p99 c=1")):
             rel = per_round(client, "wrk", 1, key, lambda a, b: a / b if b else float("nan"))
-            add(measured("client", label, client, vals(client, 1, key), "µs", ratio=median(rel),
-                         baseline="wrk (same round)",
-                         note="hey prints times to 0.1 ms" if client == "hey" else ""))
+            add(
+                measured(
+                    "client",
+                    label,
+                    client,
+                    vals(client, 1, key),
+                    "µs",
+                    ratio=median(rel),
+                    baseline="wrk (same round)",
+                    note="hey prints times to 0.1 ms" if client == "hey" else "",
+                )
+            )
     for client in clients_c1:
         if client == "wrk":
             continue
         added = per_round(client, "wrk", 1, "p50_us", lambda a, b: a - b)
-        m = measured("client", "p50 added over wrk c=1", client, added, "µs", baseline="wrk p50 (same round)",
-                     note="hey's 0.1 ms resolution" if client == "hey" else "")
+        m = measured(
+            "client",
+            "p50 added over wrk c=1",
+            client,
+            added,
+            "µs",
+            baseline="wrk p50 (same round)",
+            note="hey's 0.1 ms resolution" if client == "hey" else "",
+        )
         # The mean time per request (1/rps at c=1) is exact for every client, hey included.
-        cyc = per_round(client, "wrk", 1, "rps", lambda a, b: (1 / a - 1 / b) * 1e6 if a and b else float("nan"))
-        m2 = measured("client", "time/request added over wrk c=1 (1/rps)", client, cyc, "µs",
-                      baseline="wrk (same round)")
+        cyc = per_round(
+            client, "wrk", 1, "rps", lambda a, b: (1 / a - 1 / b) * 1e6 if a and b else float("nan")
+        )
+        m2 = measured(
+            "client",
+            "time/request added over wrk c=1 (1/rps)",
+            client,
+            cyc,
+            "µs",
+            baseline="wrk (same round)",
+        )
         if client in OURS:
             m.target = "≤ +100 µs"
             m.met = judge(m.value, at_most=100.0)
@@ -370,19 +495,34 @@ def run_client_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
         add(m)
         add(m2)
 
-    loops = {k: next((x.get("loop") for cc in concurrencies for x in results[k][cc] if x and x.get("loop")), None)
-             for k in clients}
+    loops = {
+        k: next((x.get("loop") for cc in concurrencies for x in results[k][cc] if x and x.get("loop")), None)
+        for k in clients
+    }
     prio = f"nginx and clients at nice {NICE}" if nice_prefix() else "normal priority (not root)"
-    report.note("client", f"{rounds} round(s) of {duration:g} s per client and concurrency, clients interleaved "
-                          f"(order rotated each round); {how}; {prio}.")
-    report.note("client", f"every client POSTs the same {len(bench_payload().body)}-byte raw float32 body with "
-                          "our template's headers to nginx (1 worker, fixed 11-byte JSON answer) on loopback; "
-                          "the reference style posts the same 16 numbers as JSON with `Connection: close`.")
-    report.note("client", "event loops: " + ", ".join(f"{k}: {v}" for k, v in loops.items() if v) +
-                          ". `ours (run --url)` is the whole CLI path (requests.csv row and progress event per "
-                          "request) read back from its cells.csv; `ours (library)` is `run_load` alone.")
-    report.note("client", "Issue reference (same kind of machine, idle): wrk c=1 p50 39 µs at 21.8k req/s; "
-                          "hey +61 µs; plain aiohttp +291 µs at 2.6k req/s; reference +1,247 µs at 683 req/s.")
+    report.note(
+        "client",
+        f"{rounds} round(s) of {duration:g} s per client and concurrency, clients interleaved "
+        f"(order rotated each round); {how}; {prio}.",
+    )
+    report.note(
+        "client",
+        f"every client POSTs the same {len(bench_payload().body)}-byte raw float32 body with "
+        "our template's headers to nginx (1 worker, fixed 11-byte JSON answer) on loopback; "
+        "the reference style posts the same 16 numbers as JSON with `Connection: close`.",
+    )
+    report.note(
+        "client",
+        "event loops: "
+        + ", ".join(f"{k}: {v}" for k, v in loops.items() if v)
+        + ". `ours (run --url)` is the whole CLI path (requests.csv row and progress event per "
+        "request) read back from its cells.csv; `ours (library)` is `run_load` alone.",
+    )
+    report.note(
+        "client",
+        "Issue reference (same kind of machine, idle): wrk c=1 p50 39 µs at 21.8k req/s; "
+        "hey +61 µs; plain aiohttp +291 µs at 2.6k req/s; reference +1,247 µs at 683 req/s.",
+    )
     if failures:
         report.note("client", "failed runs (counted as missing): " + "; ".join(failures[:6]))
 

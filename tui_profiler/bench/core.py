@@ -58,8 +58,9 @@ def spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
     return (min(vals), max(vals)) if vals else (None, None)
 
 
-def measured(bench: str, measure: str, subject: str, values: Sequence[float | None], unit: str,
-             **kw: Any) -> Measure:
+def measured(
+    bench: str, measure: str, subject: str, values: Sequence[float | None], unit: str, **kw: Any
+) -> Measure:
     """A Measure holding the median (and range) of repeated runs."""
     lo, hi = spread(values)
     return Measure(bench, measure, subject, median(values), unit, runs=len(values), min=lo, max=hi, **kw)
@@ -99,8 +100,9 @@ def _deb_version(package: str) -> str | None:
     if shutil.which("dpkg-query") is None:
         return None
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -118,8 +120,10 @@ def machine_facts() -> dict[str, Any]:
     versions = {
         "tui-profiler": __version__,
         "python": platform.python_version(),
-        **{p: package_version(p) for p in ("aiohttp", "uvloop", "requests", "numpy", "torch", "torchvision",
-                                           "textual", "docker")},
+        **{
+            p: package_version(p)
+            for p in ("aiohttp", "uvloop", "requests", "numpy", "torch", "torchvision", "textual", "docker")
+        },
         "wrk": _deb_version("wrk") or _tool_version(["wrk", "-v"]),
         "hey": _deb_version("hey"),
         "nginx": _deb_version("nginx-light") or _deb_version("nginx") or _tool_version(["nginx", "-v"]),
@@ -179,10 +183,17 @@ class BenchReport:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> BenchReport:
         """A report read back from its bench.json (to re-render the tables)."""
-        r = cls(list(doc["benches"]), bool(doc["quick"]), machine=doc["machine"],
-                measures=[Measure(**m) for m in doc["measures"]], notes=dict(doc.get("notes") or {}),
-                errors=dict(doc.get("errors") or {}), wall_s=float(doc.get("wall_s") or 0.0),
-                load_avg_end=list(doc.get("load_avg_end") or []), command=doc.get("command", ""))
+        r = cls(
+            list(doc["benches"]),
+            bool(doc["quick"]),
+            machine=doc["machine"],
+            measures=[Measure(**m) for m in doc["measures"]],
+            notes=dict(doc.get("notes") or {}),
+            errors=dict(doc.get("errors") or {}),
+            wall_s=float(doc.get("wall_s") or 0.0),
+            load_avg_end=list(doc.get("load_avg_end") or []),
+            command=doc.get("command", ""),
+        )
         r.started = time.mktime(time.strptime(doc["started_utc"], "%Y-%m-%d %H:%M:%S")) - time.timezone
         return r
 
@@ -196,8 +207,11 @@ class BenchReport:
                 d = {k: ("" if v is None else v) for k, v in row.row().items()}
                 if isinstance(row.met, bool):
                     d["met"] = "yes" if row.met else "no"
-                d.update(machine=machine_line(m), load_avg_start=" ".join(map(str, m["load_avg"])),
-                         versions=versions_line(m))
+                d.update(
+                    machine=machine_line(m),
+                    load_avg_start=" ".join(map(str, m["load_avg"])),
+                    versions=versions_line(m),
+                )
                 w.writerow(d)
 
     def markdown(self) -> str:
@@ -224,13 +238,17 @@ class BenchReport:
                 lines.append("| measure | subject | median | runs [min–max] | ratio | vs | target | met |")
                 lines.append("|---|---|---:|---|---:|---|---|---|")
                 for r in rows:
-                    rng = f"{r.runs}" + (f" [{_fmt(r.min)}–{_fmt(r.max)}]" if r.runs > 1 and r.min is not None else "")
+                    rng = f"{r.runs}" + (
+                        f" [{_fmt(r.min)}–{_fmt(r.max)}]" if r.runs > 1 and r.min is not None else ""
+                    )
                     met = "" if r.met is None else ("**yes**" if r.met else "**NO**")
                     if r.target and r.met is None:
                         met = "n/a"
                     value = f"{_fmt(r.value)} {r.unit}" if r.value is not None else "—"
-                    lines.append(f"| {r.measure} | {r.subject} | {value} | {rng} | "
-                                 f"{_fmt(r.ratio, ratio=True)} | {r.baseline} | {r.target} | {met} |")
+                    lines.append(
+                        f"| {r.measure} | {r.subject} | {value} | {rng} | "
+                        f"{_fmt(r.ratio, ratio=True)} | {r.baseline} | {r.target} | {met} |"
+                    )
                 lines.append("")
             for n in self.notes.get(bench, []):
                 lines.append(f"- {n}")
@@ -240,7 +258,11 @@ class BenchReport:
 
     def write(self, out_dir: Path, json_path: Path | None = None) -> dict[str, Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {"markdown": out_dir / "bench.md", "csv": out_dir / "bench.csv", "json": out_dir / "bench.json"}
+        paths = {
+            "markdown": out_dir / "bench.md",
+            "csv": out_dir / "bench.csv",
+            "json": out_dir / "bench.json",
+        }
         paths["markdown"].write_text(self.markdown(), encoding="utf-8")
         self.write_csv(paths["csv"])
         doc = json.dumps(self.as_dict(), indent=2, default=str)

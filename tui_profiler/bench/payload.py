@@ -45,8 +45,14 @@ def _state(model: str, warmup: int = 1) -> Any:
     from servers.catalog import get_entry
     from servers.model_server import ModelState
 
-    state = ModelState(entry=get_entry(model), weights="random", device_request="cpu", hub_repo=None,
-                       hub_model=None, warmup_runs=warmup)
+    state = ModelState(
+        entry=get_entry(model),
+        weights="random",
+        device_request="cpu",
+        hub_repo=None,
+        hub_model=None,
+        warmup_runs=warmup,
+    )
     before = os.environ.get("TUI_PROFILER_THREADS")
     os.environ["TUI_PROFILER_THREADS"] = THREADS
     try:
@@ -60,7 +66,10 @@ def _state(model: str, warmup: int = 1) -> Any:
 
 
 def _raw_request(array: Any) -> tuple[bytes, dict[str, str]]:
-    return array.tobytes(), {"x-tensor-shape": ",".join(map(str, array.shape)), "x-tensor-dtype": array.dtype.name}
+    return array.tobytes(), {
+        "x-tensor-shape": ",".join(map(str, array.shape)),
+        "x-tensor-dtype": array.dtype.name,
+    }
 
 
 def _one_scale(fcn: Any, s: float, quick: bool) -> list[Any]:
@@ -102,7 +111,10 @@ def _one_scale(fcn: Any, s: float, quick: bool) -> list[Any]:
     gc.collect()
     # the model at this scale, through the server's own request path (decode, preprocess, infer, encode)
     n_inf = 1 if (big or quick) else 2
-    runs = [fcn.handle(raw_body, "application/octet-stream", headers, time.perf_counter())[1] for _ in range(n_inf)]
+    runs = [
+        fcn.handle(raw_body, "application/octet-stream", headers, time.perf_counter())[1]
+        for _ in range(n_inf)
+    ]
     server_enc = [r["encode"] for r in runs]
     inf_ms = float(median(r["infer"] for r in runs) or 0.0) * 1e3
     enc_ms = float(median(server_enc) or 0.0) * 1e3
@@ -111,18 +123,38 @@ def _one_scale(fcn: Any, s: float, quick: bool) -> list[Any]:
     h, w = spec.scaled_hw()
     label = f"×{s:g} ({h}×{w})"
     out = []
-    m_ours = measured("payload", f"{label} client encode + server decode", "ours (raw)", ours, "ms",
-                      note=f"{mb_raw:.1f} MB; client part paid once per cell, counted anyway")
-    m_json = measured("payload", f"{label} client encode + server decode", "JSON list", theirs, "ms",
-                      note=f"{mb_json:.1f} MB")
+    m_ours = measured(
+        "payload",
+        f"{label} client encode + server decode",
+        "ours (raw)",
+        ours,
+        "ms",
+        note=f"{mb_raw:.1f} MB; client part paid once per cell, counted anyway",
+    )
+    m_json = measured(
+        "payload",
+        f"{label} client encode + server decode",
+        "JSON list",
+        theirs,
+        "ms",
+        note=f"{mb_json:.1f} MB",
+    )
     m_json.ratio = (m_json.value / m_ours.value) if m_ours.value and m_json.value else None
     m_json.baseline = "ours (raw)"
     out += [m_ours, m_json]
-    out.append(measured("payload", f"{label} server encode (answer)", "server", [e * 1e3 for e in server_enc], "ms"))
+    out.append(
+        measured("payload", f"{label} server encode (answer)", "server", [e * 1e3 for e in server_enc], "ms")
+    )
     for subject, per_req in (("ours (raw)", ours), ("JSON list", theirs)):
         shares = [100.0 * (x + enc_ms) / inf_ms for x in per_req] if inf_ms > 0 else []
-        m = measured("payload", f"{label} encode+decode share of inference", subject, shares, "%",
-                     baseline=f"FCN-ResNet50 infer {inf_ms:,.0f} ms ({n_inf} run{'s' if n_inf > 1 else ''})")
+        m = measured(
+            "payload",
+            f"{label} encode+decode share of inference",
+            subject,
+            shares,
+            "%",
+            baseline=f"FCN-ResNet50 infer {inf_ms:,.0f} ms ({n_inf} run{'s' if n_inf > 1 else ''})",
+        )
         if subject == "ours (raw)":
             m.target = SHARE_TARGET
             m.met = judge(m.value, at_most=1.0)
@@ -168,24 +200,45 @@ def run_payload_bench(report: BenchReport, *, quick: bool, say: Callable[[str], 
             shares.append(100.0 * (t["decode"] + t["encode"]) / t["infer"])
             infers.append(t["infer"] * 1e3)
             client_enc.append(t_enc * 1e3)
-        m = measured("payload", "server decode+encode share of inference (default size)", name, shares, "%",
-                     baseline=f"its inference {median(infers):,.1f} ms", target=SHARE_TARGET,
-                     note=f"input {'×'.join(map(str, entry.default_size))}, torch threads {torch.get_num_threads()}")
+        m = measured(
+            "payload",
+            "server decode+encode share of inference (default size)",
+            name,
+            shares,
+            "%",
+            baseline=f"its inference {median(infers):,.1f} ms",
+            target=SHARE_TARGET,
+            note=f"input {'×'.join(map(str, entry.default_size))}, torch threads {torch.get_num_threads()}",
+        )
         m.met = judge(m.value, at_most=1.0)
         add(m)
-        add(measured("payload", "client encode, once per cell (default size)", name, client_enc, "ms",
-                     note="the load generator encodes the body once per cell and sends the same bytes every request"))
+        add(
+            measured(
+                "payload",
+                "client encode, once per cell (default size)",
+                name,
+                client_enc,
+                "ms",
+                note="the load generator encodes the body once per cell and sends the same bytes every request",
+            )
+        )
         del state
         gc.collect()
 
-    report.note("payload", "In-process: the model server's own decode/encode/infer code "
-                           "(`servers.model_server.ModelState`), random weights, CPU, one torch thread (TUI_PROFILER_THREADS=1, steadier on a shared machine); every "
-                           "time is perf_counter. "
-                           "Per scale, shares count client encode + server decode + server encode; per catalog "
-                           "model, the server's decode + encode (what the target names: the load generator encodes "
-                           "once per cell, shown beside it). Both are timed as in a request, right after an "
-                           "inference: with cold caches each torch op then costs several times its warm cost. "
-                           "Targets are judged on the median (the range shows the worst run).")
-    report.note("payload", f"Scale repeats: encode/decode 5 runs (2 above 2 M values; quick 3/1), FCN inference "
-                           f"{'1 run' if quick else '2 runs (1 above 2 M values)'} per scale; catalog models 5 "
-                           f"requests (2 for {', '.join(BIG_MODELS)}, which --quick skips; quick 2).")
+    report.note(
+        "payload",
+        "In-process: the model server's own decode/encode/infer code "
+        "(`servers.model_server.ModelState`), random weights, CPU, one torch thread (TUI_PROFILER_THREADS=1, steadier on a shared machine); every "
+        "time is perf_counter. "
+        "Per scale, shares count client encode + server decode + server encode; per catalog "
+        "model, the server's decode + encode (what the target names: the load generator encodes "
+        "once per cell, shown beside it). Both are timed as in a request, right after an "
+        "inference: with cold caches each torch op then costs several times its warm cost. "
+        "Targets are judged on the median (the range shows the worst run).",
+    )
+    report.note(
+        "payload",
+        f"Scale repeats: encode/decode 5 runs (2 above 2 M values; quick 3/1), FCN inference "
+        f"{'1 run' if quick else '2 runs (1 above 2 M values)'} per scale; catalog models 5 "
+        f"requests (2 for {', '.join(BIG_MODELS)}, which --quick skips; quick 2).",
+    )

@@ -59,21 +59,31 @@ async def _sample(target: Any, seconds: float) -> dict[str, Any]:
         "delivered": len(got),
         "thread_cpu_us_per_sample": summary.sampler_cpu_per_sample_us,
         "thread_core_pct": 100.0 * summary.sampler_cpu_s / summary.duration_s
-        if summary.sampler_cpu_s is not None and summary.duration_s else None,
+        if summary.sampler_cpu_s is not None and summary.duration_s
+        else None,
         "process_cpu_us_per_sample": cpu / n * 1e6 if n else None,
         "process_core_pct": 100.0 * cpu / wall,
         "idle_core_pct": idle,
     }
 
 
-async def _bench(quick: bool, say: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+async def _bench(
+    quick: bool, say: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     from tui_profiler.runtime.base import ReadinessProbe, TargetSpec
     from tui_profiler.runtime.docker import DockerRuntime
 
     rt = DockerRuntime()
     sid = f"bench-sampler-{secrets.token_hex(3)}"
-    spec = TargetSpec(session_id=sid, image=BASE_IMAGE, model="", command=["python3", "-c", IDLE_SERVER],
-                      cpus=0.5, memory_gb=0.25, readiness=ReadinessProbe(path="/", timeout_s=60))
+    spec = TargetSpec(
+        session_id=sid,
+        image=BASE_IMAGE,
+        model="",
+        command=["python3", "-c", IDLE_SERVER],
+        cpus=0.5,
+        memory_gb=0.25,
+        readiness=ReadinessProbe(path="/", timeout_s=60),
+    )
     say("sampler: starting a container (base image, http.server, 0.5 CPU)")
     target = await rt.start(spec)
     rounds, secs = (1, 3.0) if quick else (3, 10.0)
@@ -101,14 +111,34 @@ def run_sampler_bench(report: BenchReport, *, quick: bool, say: Callable[[str], 
     for label, runs in (("cgroup sampler", cg), ("docker-stats fallback", ds)):
         subject = f"{label} ({runs[0]['source']})" if runs else label
         rate = measured("sampler", "samples/s achieved", subject, [x["rate_hz"] for x in runs], "Hz")
-        core = measured("sampler", "CPU, whole process (above idle)", subject,
-                        [x["process_core_pct"] for x in runs], "% of a core")
-        per = measured("sampler", "CPU per sample, whole process (above idle)", subject,
-                       [x["process_cpu_us_per_sample"] for x in runs], "µs")
-        thread_core = measured("sampler", "CPU, sampler thread (self-reported)", subject,
-                               [x["thread_core_pct"] for x in runs], "% of a core")
-        thread = measured("sampler", "CPU per sample, sampler thread (self-reported)", subject,
-                          [x["thread_cpu_us_per_sample"] for x in runs], "µs")
+        core = measured(
+            "sampler",
+            "CPU, whole process (above idle)",
+            subject,
+            [x["process_core_pct"] for x in runs],
+            "% of a core",
+        )
+        per = measured(
+            "sampler",
+            "CPU per sample, whole process (above idle)",
+            subject,
+            [x["process_cpu_us_per_sample"] for x in runs],
+            "µs",
+        )
+        thread_core = measured(
+            "sampler",
+            "CPU, sampler thread (self-reported)",
+            subject,
+            [x["thread_core_pct"] for x in runs],
+            "% of a core",
+        )
+        thread = measured(
+            "sampler",
+            "CPU per sample, sampler thread (self-reported)",
+            subject,
+            [x["thread_cpu_us_per_sample"] for x in runs],
+            "µs",
+        )
         if label == "cgroup sampler":
             rate.target, rate.met = "≥ 20 Hz", judge(rate.value, at_least=20.0 * 0.95)
             core.target, core.met = "≤ 0.5% of a core", judge(core.value, at_most=0.5)
@@ -119,13 +149,16 @@ def run_sampler_bench(report: BenchReport, *, quick: bool, say: Callable[[str], 
         add(per)
         add(thread_core)
         add(thread)
-    report.note("sampler", f"A {BASE_IMAGE} container running http.server under a 0.5-CPU cap; the sampler at "
-                           f"its default 0.05 s interval with a consumer attached, {how} (cgroup), then the Docker "
-                           "stats fallback (the same target with its cgroup paths withheld). Whole-process CPU is "
-                           "getrusage over the steady-state window (after start(), before stop()) with the event "
-                           "loop otherwise idle, minus the same process's CPU over an idle window with no sampler "
-                           f"(median {median(x['idle_core_pct'] for x in cg + ds) or 0:.3f}% of a core); targets are judged on "
-                           "the median round (rate ≥ 95% of 20 Hz allows for the start and stop ticks). The "
-                           "sampler thread's self-reported CPU is its whole life's thread time, its wake-ups included (on a VM a wake-up alone costs "
-                           "~60-150 µs); it reads CPU usage and memory every tick, every counter once a second, "
-                           f"and hands samples to the loop every {ResourceSampler.DELIVER_EVERY_S:g} s.")
+    report.note(
+        "sampler",
+        f"A {BASE_IMAGE} container running http.server under a 0.5-CPU cap; the sampler at "
+        f"its default 0.05 s interval with a consumer attached, {how} (cgroup), then the Docker "
+        "stats fallback (the same target with its cgroup paths withheld). Whole-process CPU is "
+        "getrusage over the steady-state window (after start(), before stop()) with the event "
+        "loop otherwise idle, minus the same process's CPU over an idle window with no sampler "
+        f"(median {median(x['idle_core_pct'] for x in cg + ds) or 0:.3f}% of a core); targets are judged on "
+        "the median round (rate ≥ 95% of 20 Hz allows for the start and stop ticks). The "
+        "sampler thread's self-reported CPU is its whole life's thread time, its wake-ups included (on a VM a wake-up alone costs "
+        "~60-150 µs); it reads CPU usage and memory every tick, every counter once a second, "
+        f"and hands samples to the loop every {ResourceSampler.DELIVER_EVERY_S:g} s.",
+    )

@@ -92,13 +92,22 @@ def run_sweep_bench(report: BenchReport, *, quick: bool, say: Callable[[str], No
     add(measured("sweep", "wall time", subject, [wall], "s", note=f"status {finished.status}"))
     add(measured("sweep", "cold starts (sum of phases)", subject, [cold], "s"))
     add(measured("sweep", "request time (sum of cells' load wall)", subject, [load], "s"))
-    m = measured("sweep", "wall / (cold starts + request time)", subject,
-                 [wall / needed] if needed > 0 else [], "×", target="≤ 1.1×",
-                 note=f"harness's own time {wall - needed:.1f} s")
+    m = measured(
+        "sweep",
+        "wall / (cold starts + request time)",
+        subject,
+        [wall / needed] if needed > 0 else [],
+        "×",
+        target="≤ 1.1×",
+        note=f"harness's own time {wall - needed:.1f} s",
+    )
     m.met = judge(m.value, at_most=1.1)
     add(m)
-    report.note("sweep", "One real sweep on the Docker engine (one run: it takes minutes). Wall time is the "
-                         "whole `SweepRunner.run` call; cold starts are each container's measured phases "
-                         "(create … ready), the first request counted once, in its cell's load time; "
-                         f"image: {image_note}. "
-                         + ("--quick: " + " ".join(f"--set {o}" for o in QUICK_OVERRIDES) + "." if quick else ""))
+    report.note(
+        "sweep",
+        "One real sweep on the Docker engine (one run: it takes minutes). Wall time is the "
+        "whole `SweepRunner.run` call; cold starts are each container's measured phases "
+        "(create … ready), the first request counted once, in its cell's load time; "
+        f"image: {image_note}. "
+        + ("--quick: " + " ".join(f"--set {o}" for o in QUICK_OVERRIDES) + "." if quick else ""),
+    )

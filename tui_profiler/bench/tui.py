@@ -14,13 +14,16 @@ from tui_profiler.bench.core import BenchReport, judge, measured
 EVENTS_FULL = 1_000_000
 EVENTS_QUICK = 50_000
 
-SCRIPT = "import json, sys; from tui_profiler.tui.ingest_bench import measure_ingest; " \
-         "print(json.dumps(measure_ingest(int(sys.argv[1]))))"
+SCRIPT = (
+    "import json, sys; from tui_profiler.tui.ingest_bench import measure_ingest; "
+    "print(json.dumps(measure_ingest(int(sys.argv[1]))))"
+)
 
 
 def ingest(n_events: int, timeout_s: float) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(n_events)], capture_output=True, text=True,
-                         timeout=timeout_s)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(n_events)], capture_output=True, text=True, timeout=timeout_s
+    )
     if out.returncode != 0:
         raise RuntimeError(f"measure_ingest failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -32,23 +35,53 @@ def run_tui_bench(report: BenchReport, *, quick: bool, say: Callable[[str], None
     r = ingest(n, timeout_s=1800)
     add = report.measures.append
     subject = f"live screen, {r.get('terminal', '?')} terminal"
-    rate = measured("tui", "events/s absorbed", subject, [r["events_per_s"]], "events/s",
-                    target="≥ 5,000 events/s", note=f"{r['events']:,} events in {r['seconds']:.1f} s")
+    rate = measured(
+        "tui",
+        "events/s absorbed",
+        subject,
+        [r["events_per_s"]],
+        "events/s",
+        target="≥ 5,000 events/s",
+        note=f"{r['events']:,} events in {r['seconds']:.1f} s",
+    )
     rate.met = judge(rate.value, at_least=5000.0)
-    redraws = measured("tui", "redraws/s meanwhile", subject, [r["redraws_per_s"]], "redraws/s",
-                       target="≥ 4 redraws/s", note=f"longest gap {r.get('max_redraw_gap_s')} s")
+    redraws = measured(
+        "tui",
+        "redraws/s meanwhile",
+        subject,
+        [r["redraws_per_s"]],
+        "redraws/s",
+        target="≥ 4 redraws/s",
+        note=f"longest gap {r.get('max_redraw_gap_s')} s",
+    )
     redraws.met = judge(redraws.value, at_least=4.0)
-    rss = measured("tui", f"app memory (RSS) after {r['events']:,} requests", subject, [r["rss_mb_after"]], "MiB",
-                   target="≤ 200 MB" + (" (at 1,000,000)" if quick else ""),
-                   note=f"{r['rss_mb_before']} MiB before the events")
+    rss = measured(
+        "tui",
+        f"app memory (RSS) after {r['events']:,} requests",
+        subject,
+        [r["rss_mb_after"]],
+        "MiB",
+        target="≤ 200 MB" + (" (at 1,000,000)" if quick else ""),
+        note=f"{r['rss_mb_before']} MiB before the events",
+    )
     rss.met = judge(rss.value, at_most=200.0 / 1.048576) if not quick else None
     add(rate)
     add(redraws)
     add(rss)
-    add(measured("tui", "redraw: prepare + plot render", subject,
-                 [r["redraw_prepare_ms"] + r["plot_render_ms_per_redraw"]], "ms/redraw"))
-    report.note("tui", "`tui_profiler.tui.ingest_bench.measure_ingest` (the TUI's own benchmark) in a fresh "
-                       "process: the app runs headless (Textual's test driver) on the live screen while "
-                       f"{n:,} synthetic RequestDone events (a requests.csv-sized row each) are pushed through "
-                       "the engine's emit path as fast as the loop allows; one run (a long average)."
-                       + (" --quick: the memory target (at 1,000,000 requests) is not judged." if quick else ""))
+    add(
+        measured(
+            "tui",
+            "redraw: prepare + plot render",
+            subject,
+            [r["redraw_prepare_ms"] + r["plot_render_ms_per_redraw"]],
+            "ms/redraw",
+        )
+    )
+    report.note(
+        "tui",
+        "`tui_profiler.tui.ingest_bench.measure_ingest` (the TUI's own benchmark) in a fresh "
+        "process: the app runs headless (Textual's test driver) on the live screen while "
+        f"{n:,} synthetic RequestDone events (a requests.csv-sized row each) are pushed through "
+        "the engine's emit path as fast as the loop allows; one run (a long average)."
+        + (" --quick: the memory target (at 1,000,000 requests) is not judged." if quick else ""),
+    )

@@ -44,8 +44,9 @@ def run_ours(url: str, concurrency: int, duration: float, warmup: int) -> dict[s
     from tui_profiler.load.template import default_template
 
     payload = bench_payload()
-    pattern = LoadPattern(concurrency=concurrency, requests=None, duration_s=duration, warmup=warmup,
-                          timeout_s=10.0)
+    pattern = LoadPattern(
+        concurrency=concurrency, requests=None, duration_s=duration, warmup=warmup, timeout_s=10.0
+    )
     loop_kind: list[bool] = []
 
     async def go() -> Any:

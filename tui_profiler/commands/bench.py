@@ -23,14 +23,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "ingest rate and memory; a sweep's wall time vs its cold starts and requests. Writes bench.md, "
         "bench.csv and bench.json.",
     )
-    p.add_argument("which", nargs="*", default=["all"], metavar="BENCH",
-                   help=f"one or more of {', '.join(CHOICES)} (default: all)")
+    p.add_argument(
+        "which",
+        nargs="*",
+        default=["all"],
+        metavar="BENCH",
+        help=f"one or more of {', '.join(CHOICES)} (default: all)",
+    )
     p.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs, smaller inputs")
-    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the results as JSON here")
-    p.add_argument("--out-dir", default=None, metavar="DIR",
-                   help="folder for bench.md, bench.csv, bench.json (default: output/bench-<time>)")
-    p.add_argument("--install-tools", action="store_true",
-                   help="apt-get install the client benchmark's tools (wrk, hey, nginx-light) and exit")
+    p.add_argument(
+        "--json", dest="json_out", default=None, metavar="OUT", help="also write the results as JSON here"
+    )
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        metavar="DIR",
+        help="folder for bench.md, bench.csv, bench.json (default: output/bench-<time>)",
+    )
+    p.add_argument(
+        "--install-tools",
+        action="store_true",
+        help="apt-get install the client benchmark's tools (wrk, hey, nginx-light) and exit",
+    )
     p.set_defaults(func=_run)
 
 
@@ -53,24 +67,31 @@ def _run(args: argparse.Namespace) -> int:
                 return _err(f"{part!r}: allowed {', '.join(CHOICES)}")
             which.extend(BENCHES if part == "all" else [part])
     benches = [b for b in BENCHES if b in which]
-    out_dir = Path(args.out_dir) if args.out_dir else \
-        Path("output") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}"
+    out_dir = (
+        Path(args.out_dir)
+        if args.out_dir
+        else Path("output") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}"
+    )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return _err(f"--out-dir {out_dir}: {exc.strerror or exc}")
 
     report = BenchReport(benches, args.quick)
-    report.command = "tui-profiler bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "bench" else "tui-profiler bench " + " ".join(benches) + \
-        (" --quick" if args.quick else "")
+    report.command = (
+        "tui-profiler bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "bench"
+        else "tui-profiler bench " + " ".join(benches) + (" --quick" if args.quick else "")
+    )
     t_all = time.perf_counter()
 
     def say(text: str) -> None:
         print(f"[{time.perf_counter() - t_all:7.1f}s] {text}", file=sys.stderr, flush=True)
 
-    say(f"benches: {', '.join(benches)}{' (quick)' if args.quick else ''}; load average "
-        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}; results -> {out_dir}")
+    say(
+        f"benches: {', '.join(benches)}{' (quick)' if args.quick else ''}; load average "
+        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}; results -> {out_dir}"
+    )
     failed = 0
     for bench in benches:
         module = __import__(f"tui_profiler.bench.{bench}", fromlist=["_"])
@@ -89,7 +110,9 @@ def _run(args: argparse.Namespace) -> int:
             failed += 1
             break
         except Exception as exc:  # one benchmark's failure must not lose the others' results
-            report.errors[bench] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            report.errors[bench] = (
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            )
             print(f"tui-profiler bench {bench}: failed: {report.errors[bench]}", file=sys.stderr)
             failed += 1
         report.note(bench, f"took {time.perf_counter() - t0:.0f} s; load average at its start {load}.")

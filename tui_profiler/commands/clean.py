@@ -34,8 +34,10 @@ def _run(args: argparse.Namespace) -> int:
     if engine_error:
         print(f"docker: engine not reachable ({engine_error}); no containers checked")
     else:
-        print(f"{verb} {len(containers)} container(s) labelled tui-profiler.session"
-              + (":" if containers else ""))
+        print(
+            f"{verb} {len(containers)} container(s) labelled tui-profiler.session"
+            + (":" if containers else "")
+        )
         for name in containers:
             print(f"  {name}")
     if processes:

@@ -59,10 +59,13 @@ def collect(output_dir: str = "output") -> tuple[list[Row], bool]:
     host_v = cgroup_version()
     rows.append(("cgroup (host)", "info", f"v{host_v}"))
     if docker_ok:
-        rows.append((
-            "cgroup (engine)", "info",
-            f"v{info.get('CgroupVersion', '?')}, driver {info.get('CgroupDriver', '?')}",
-        ))
+        rows.append(
+            (
+                "cgroup (engine)",
+                "info",
+                f"v{info.get('CgroupVersion', '?')}, driver {info.get('CgroupDriver', '?')}",
+            )
+        )
         caps = {
             "cpus (CFS quota)": info.get("CpuCfsQuota"),
             "cpuset": info.get("CPUSet"),
@@ -71,11 +74,29 @@ def collect(output_dir: str = "output") -> tuple[list[Row], bool]:
             "pids limit": info.get("PidsLimit"),
         }
         for cap, ok in caps.items():
-            rows.append((f"docker cap: {cap}", "ok" if ok else "warn", "can be enforced" if ok else "cannot be enforced by this engine"))
+            rows.append(
+                (
+                    f"docker cap: {cap}",
+                    "ok" if ok else "warn",
+                    "can be enforced" if ok else "cannot be enforced by this engine",
+                )
+            )
         runtimes = sorted((info.get("Runtimes") or {}).keys())
-        gpu_rt = "nvidia" in runtimes or any("nvidia" in str(v) for v in (info.get("Runtimes") or {}).values())
-        rows.append(("docker cap: gpus", "info", f"runtimes: {', '.join(runtimes) or '?'}"
-                     + ("" if gpu_rt else " (no nvidia runtime: GPU requests depend on the NVIDIA container toolkit)")))
+        gpu_rt = "nvidia" in runtimes or any(
+            "nvidia" in str(v) for v in (info.get("Runtimes") or {}).values()
+        )
+        rows.append(
+            (
+                "docker cap: gpus",
+                "info",
+                f"runtimes: {', '.join(runtimes) or '?'}"
+                + (
+                    ""
+                    if gpu_rt
+                    else " (no nvidia runtime: GPU requests depend on the NVIDIA container toolkit)"
+                ),
+            )
+        )
 
     missing = _process_runtime_missing()
     can_cg, cg_detail = cgroup_writable()
@@ -83,8 +104,13 @@ def collect(output_dir: str = "output") -> tuple[list[Row], bool]:
         rows.append(("process runtime", "warn", f"not usable: {missing}"))
     else:
         rows.append(("process runtime", "ok", "usable"))
-    rows.append(("process caps: cpus, memory", "ok" if can_cg else "warn",
-                 cg_detail if can_cg else f"NOT enforced: {cg_detail}"))
+    rows.append(
+        (
+            "process caps: cpus, memory",
+            "ok" if can_cg else "warn",
+            cg_detail if can_cg else f"NOT enforced: {cg_detail}",
+        )
+    )
 
     nv = nvml_status()
     if nv.available:

@@ -19,28 +19,60 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Fit latency models per model × task × GPU mode from session folders, requests.csv / "
         "cells.csv, or AC-Prof CSVs (wide or long), report held-out error, predict and recommend.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="session folder, requests.csv, cells.csv, or AC-Prof CSV")
-    p.add_argument("--target", choices=TARGET_CHOICES, default="latency_s", help="quantity to model (default: latency_s)")
-    p.add_argument("--split", choices=SPLIT_CHOICES, default="leave-config-out",
-                   help="held-out split used for the test error and for model selection (default: leave-config-out)")
-    p.add_argument("--json", metavar="OUT", help="write the full report (and predictions/recommendation) as JSON")
-    p.add_argument("--predict", metavar="POINT", action="append", default=[],
-                   help="predict one point, e.g. 'cpu_cores=3,mem_cap_gb=6,gpu_mode=off,pixels=40000' (repeatable)")
-    p.add_argument("--predict-csv", metavar="POINTS.csv", help="predict every row (cpu_cores, mem_cap_gb, gpu_mode, pixels|token_len)")
-    p.add_argument("--out", metavar="PRED.csv", help="where --predict-csv writes POINTS plus the prediction column")
-    p.add_argument("--recommend", action="store_true", help="the cheapest configuration predicted to meet --slo-p99")
-    p.add_argument("--slo-p99", type=float, metavar="SECONDS", help="latency SLO for --recommend (p99, seconds)")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="session folder, requests.csv, cells.csv, or AC-Prof CSV"
+    )
+    p.add_argument(
+        "--target", choices=TARGET_CHOICES, default="latency_s", help="quantity to model (default: latency_s)"
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLIT_CHOICES,
+        default="leave-config-out",
+        help="held-out split used for the test error and for model selection (default: leave-config-out)",
+    )
+    p.add_argument(
+        "--json", metavar="OUT", help="write the full report (and predictions/recommendation) as JSON"
+    )
+    p.add_argument(
+        "--predict",
+        metavar="POINT",
+        action="append",
+        default=[],
+        help="predict one point, e.g. 'cpu_cores=3,mem_cap_gb=6,gpu_mode=off,pixels=40000' (repeatable)",
+    )
+    p.add_argument(
+        "--predict-csv",
+        metavar="POINTS.csv",
+        help="predict every row (cpu_cores, mem_cap_gb, gpu_mode, pixels|token_len)",
+    )
+    p.add_argument(
+        "--out", metavar="PRED.csv", help="where --predict-csv writes POINTS plus the prediction column"
+    )
+    p.add_argument(
+        "--recommend", action="store_true", help="the cheapest configuration predicted to meet --slo-p99"
+    )
+    p.add_argument(
+        "--slo-p99", type=float, metavar="SECONDS", help="latency SLO for --recommend (p99, seconds)"
+    )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--pixels", type=float, metavar="N", help="input size for --recommend (image models)")
     size.add_argument("--token-len", type=float, metavar="N", help="input size for --recommend (text models)")
-    size.add_argument("--size", type=float, metavar="N",
-                      help="input size for --recommend in the data's own unit (e.g. a wide file's text_chars)")
+    size.add_argument(
+        "--size",
+        type=float,
+        metavar="N",
+        help="input size for --recommend in the data's own unit (e.g. a wide file's text_chars)",
+    )
     p.add_argument("--model", help="which model to predict / recommend for, when several are fitted")
     p.add_argument("--cost-cpu", type=float, default=None, help="cost weight per CPU core (default 1.0)")
     p.add_argument("--cost-gb", type=float, default=None, help="cost weight per GB of memory (default 0.125)")
     p.add_argument("--cost-gpu", type=float, default=None, help="cost weight per GPU (default 20)")
-    p.add_argument("--allow-extrapolation", action="store_true",
-                   help="let --recommend pick CPU counts outside the measured range")
+    p.add_argument(
+        "--allow-extrapolation",
+        action="store_true",
+        help="let --recommend pick CPU counts outside the measured range",
+    )
     p.add_argument("--no-plot", action="store_true", help="omit the residual plots")
     p.set_defaults(func=_run)
 
@@ -65,7 +97,9 @@ def parse_point(text: str, size_fields: tuple[str, ...] = ()) -> dict[str, objec
         elif key in ("gpu_mode", "model", "task"):
             point[key] = value
         else:
-            raise ValueError(f"{key}: unknown field — allowed: {', '.join((*numeric, 'gpu_mode', 'model', 'task'))}")
+            raise ValueError(
+                f"{key}: unknown field — allowed: {', '.join((*numeric, 'gpu_mode', 'model', 'task'))}"
+            )
     if "cpu_cores" not in point:
         raise ValueError("cpu_cores: missing from --predict")
     return point
@@ -89,7 +123,9 @@ def _check_args(args: argparse.Namespace) -> None:
         if args.slo_p99 is None:
             raise ValueError("--slo-p99: required with --recommend")
         if args.pixels is None and args.token_len is None and args.size is None:
-            raise ValueError("--pixels: --recommend needs the input size (--pixels N, --token-len N or --size N)")
+            raise ValueError(
+                "--pixels: --recommend needs the input size (--pixels N, --token-len N or --size N)"
+            )
     for name in ("cost_cpu", "cost_gb", "cost_gpu"):
         v = getattr(args, name)
         if v is not None and v < 0:
@@ -147,8 +183,11 @@ def _main(args: argparse.Namespace) -> int:
         pred = report.predict(pd.DataFrame(points))
         payload["predictions"] = json.loads(pred.to_json(orient="records"))
         for _, row in pred.iterrows():
-            given = ", ".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
-                              for k in points[0] if k in row and not pd.isna(row[k]))
+            given = ", ".join(
+                f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                for k in points[0]
+                if k in row and not pd.isna(row[k])
+            )
             warn = f"   WARNING: {row['warning']}" if row["warning"] else ""
             print(f"predict {given}: {col} = {row[col]:.4g}{warn}")
     if points_df is not None:
@@ -167,7 +206,9 @@ def _main(args: argparse.Namespace) -> int:
             rec_report = fit_frame(tidy, target="p99", split=args.split, sources=paths)
         elif not has_p99 and args.target != "latency_s":
             rec_report = fit_frame(tidy, target="latency_s", split=args.split, sources=paths)
-        size_column = "pixels" if args.pixels is not None else "token_len" if args.token_len is not None else None
+        size_column = (
+            "pixels" if args.pixels is not None else "token_len" if args.token_len is not None else None
+        )
         size_value = next(v for v in (args.pixels, args.token_len, args.size) if v is not None)
         rec = recommend(
             rec_report,

@@ -12,8 +12,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     isub = p.add_subparsers(dest="images_command", metavar="ACTION")
     b = isub.add_parser("build", help="build the server image (from the layer cache when possible)")
     b.add_argument("--rebuild", action="store_true", help="build even when the image is up to date")
-    b.add_argument("--pretrained", default="", metavar="NAMES",
-                   help="bake these catalog models' pretrained weights into the image (needs network)")
+    b.add_argument(
+        "--pretrained",
+        default="",
+        metavar="NAMES",
+        help="bake these catalog models' pretrained weights into the image (needs network)",
+    )
     b.set_defaults(func=_build)
     ls = isub.add_parser("list", help="list tui-profiler's images (tag, size, created)")
     ls.set_defaults(func=_list)

@@ -11,12 +11,22 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="write a session's latency-vs-input figure and cold-start breakdown as an image",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("session_dir", metavar="SESSION_DIR", help="a session folder (output/<timestamp>-<preset>)")
+    p = sub.add_parser(
+        "plot",
+        help="write a session's latency-vs-input figure and cold-start breakdown as an image",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "session_dir", metavar="SESSION_DIR", help="a session folder (output/<timestamp>-<preset>)"
+    )
     p.add_argument("--out", default=None, help="image file, .png or .svg (default: SESSION_DIR/figure.png)")
-    p.add_argument("--percentile", choices=("p50", "p90", "p95", "p99", "mean"), default="p50",
-                   help="which latency statistic to plot (default p50)")
+    p.add_argument(
+        "--percentile",
+        choices=("p50", "p90", "p95", "p99", "mean"),
+        default="p50",
+        help="which latency statistic to plot (default p50)",
+    )
     p.set_defaults(func=_run)
 
 

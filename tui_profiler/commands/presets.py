@@ -8,9 +8,12 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("presets", help="list, show and validate presets",
-                       description="Built-in presets and the user folder ($TUI_PROFILER_PRESETS or "
-                                   "~/.config/tui-profiler/presets; a user preset shadows a built-in one).")
+    p = sub.add_parser(
+        "presets",
+        help="list, show and validate presets",
+        description="Built-in presets and the user folder ($TUI_PROFILER_PRESETS or "
+        "~/.config/tui-profiler/presets; a user preset shadows a built-in one).",
+    )
     psub = p.add_subparsers(dest="presets_command", metavar="ACTION")
     psub.add_parser("list", help="list the presets")
     show = psub.add_parser("show", help="show a preset (validated, with its plan size)")
@@ -67,8 +70,10 @@ def _show(name: str, overrides: list[str], as_json: bool) -> int:
     print(tomli_w.dumps(preset.to_dict()).rstrip())
     cells = build_plan(preset)
     configs = resource_configs(preset)
-    print(f"\n# plan: {len(cells)} cells, {len(configs) * preset.repetitions} containers "
-          f"(one cold start each; a container serves its config's sizes and load levels)")
+    print(
+        f"\n# plan: {len(cells)} cells, {len(configs) * preset.repetitions} containers "
+        f"(one cold start each; a container serves its config's sizes and load levels)"
+    )
     return 0
 
 

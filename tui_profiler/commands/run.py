@@ -26,16 +26,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "start, send timed requests per input size and load level, and write the session folder.",
     )
     p.add_argument("preset", nargs="?", help="preset name (see `tui-profiler presets list`) or a .toml path")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a preset field, lists by comma (e.g. resources.cpus=0.5,2); repeatable")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a preset field, lists by comma (e.g. resources.cpus=0.5,2); repeatable",
+    )
     p.add_argument("--headless", action="store_true", help="no TUI: a progress display and a summary table")
-    p.add_argument("--runtime", choices=["docker", "process"], default=None,
-                   help="how to start targets (default: docker when an engine is reachable, else process)")
+    p.add_argument(
+        "--runtime",
+        choices=["docker", "process"],
+        default=None,
+        help="how to start targets (default: docker when an engine is reachable, else process)",
+    )
     p.add_argument("--output", default="output", help="folder for session folders (default: ./output)")
-    p.add_argument("--resume", metavar="SESSION_DIR", default=None,
-                   help="continue an interrupted session: finished cells are kept, the rest are run")
+    p.add_argument(
+        "--resume",
+        metavar="SESSION_DIR",
+        default=None,
+        help="continue an interrupted session: finished cells are kept, the rest are run",
+    )
     p.add_argument("--url", default=None, help="profile a server that is already running (no container)")
-    p.add_argument("--concurrency", type=int, default=None, help="with --url: concurrent clients (closed loop)")
+    p.add_argument(
+        "--concurrency", type=int, default=None, help="with --url: concurrent clients (closed loop)"
+    )
     p.add_argument("--requests", type=int, default=None, help="with --url: timed requests per level")
     p.set_defaults(func=_run)
 
@@ -74,7 +90,9 @@ def _run(args: argparse.Namespace) -> int:
     from tui_profiler.presets import PresetError
 
     if not args.preset and not args.url and not args.resume:
-        return _err("give a preset name or path (see `tui-profiler presets list`), --url URL, or --resume DIR")
+        return _err(
+            "give a preset name or path (see `tui-profiler presets list`), --url URL, or --resume DIR"
+        )
     if (args.concurrency is not None or args.requests is not None) and not args.url and not args.preset:
         return _err("--concurrency / --requests go with --url (or use --set load.concurrency=N)")
     try:
@@ -99,8 +117,13 @@ def _run(args: argparse.Namespace) -> int:
             if args.url or args.resume:
                 print("note: --url and --resume run headless", file=sys.stderr)
             else:
-                app = make_app(output_dir=args.output, preset=args.preset, start_live=True,
-                               overrides=args.overrides, runtime=args.runtime)
+                app = make_app(
+                    output_dir=args.output,
+                    preset=args.preset,
+                    start_live=True,
+                    overrides=args.overrides,
+                    runtime=args.runtime,
+                )
                 app.run()
                 return int(app.return_code or 0)
     # uvloop when installed: about half the load generator's own per-request cost
@@ -138,7 +161,9 @@ class _Progress:
         self.latencies: deque[float] = deque(maxlen=2000)
         self.n_req = 0
         self.n_err = 0
-        self.n_finished = 0  # every request of this run that finished (warm-up included): each is a row on disk
+        self.n_finished = (
+            0  # every request of this run that finished (warm-up included): each is a row on disk
+        )
         self.logs: deque[str] = deque(maxlen=4)
         self.t0 = time.perf_counter()
         self.stopping = ""
@@ -182,8 +207,10 @@ class _Progress:
             label = _cell_label(self.cell or {})
             mark = "[green]ok[/]" if event.status == "ok" else f"[red]{event.status}[/]"
             extra = f" — {event.reason}" if event.reason else ""
-            self._print(f"cell {event.cell_index + 1}/{self.n_cells} {label}: {mark} n={s.get('n')} "
-                        f"p50 {p50} p99 {p99}{extra}")
+            self._print(
+                f"cell {event.cell_index + 1}/{self.n_cells} {label}: {mark} n={s.get('n')} "
+                f"p50 {p50} p99 {p99}{extra}"
+            )
         elif isinstance(event, ev.LogMessage):
             style = {"error": "red", "warning": "yellow"}.get(event.level, "dim")
             self._print(f"[{style}]{event.text}[/]")
@@ -202,9 +229,15 @@ class _Progress:
         cell = _cell_label(self.cell or {}) if self.cell else "starting…"
         idx = f"{(self.cell_index or 0) + 1}/{self.n_cells}" if self.cell else f"0/{self.n_cells}"
         eta = f"ETA {_dur(self.eta)}" if self.eta is not None else "ETA —"
-        grid.add_row(f"[bold]cell {idx}[/]", cell, f"[dim]{eta}  elapsed {_dur(time.perf_counter() - self.t0)}[/]")
-        grid.add_row("", f"requests {self.n_req} (errors {self.n_err})  p50 {_ms(percentile(lat, 50))}  "
-                         f"p99 {_ms(percentile(lat, 99))}", f"[dim]{self.phase}[/]")
+        grid.add_row(
+            f"[bold]cell {idx}[/]", cell, f"[dim]{eta}  elapsed {_dur(time.perf_counter() - self.t0)}[/]"
+        )
+        grid.add_row(
+            "",
+            f"requests {self.n_req} (errors {self.n_err})  p50 {_ms(percentile(lat, 50))}  "
+            f"p99 {_ms(percentile(lat, 99))}",
+            f"[dim]{self.phase}[/]",
+        )
         if self.stopping:
             grid.add_row("", f"[yellow]{self.stopping}[/]", "")
         return grid
@@ -228,9 +261,19 @@ def _cell_label(cell: dict[str, Any]) -> str:
     def g(v: Any) -> str:
         return "—" if v is None else f"{v:g}"
 
-    size = f"scale {g(cell.get('input_scale'))}" if cell.get("input_scale") is not None else f"tokens {cell.get('token_len')}"
-    load = f"conc {cell.get('concurrency')}" if cell.get("concurrency") is not None else f"rate {g(cell.get('rate'))}/s"
-    return f"cpu {g(cell.get('cpus'))} mem {g(cell.get('memory_gb'))}G gpu {cell.get('gpus', 0)} {size} {load}"
+    size = (
+        f"scale {g(cell.get('input_scale'))}"
+        if cell.get("input_scale") is not None
+        else f"tokens {cell.get('token_len')}"
+    )
+    load = (
+        f"conc {cell.get('concurrency')}"
+        if cell.get("concurrency") is not None
+        else f"rate {g(cell.get('rate'))}/s"
+    )
+    return (
+        f"cpu {g(cell.get('cpus'))} mem {g(cell.get('memory_gb'))}G gpu {cell.get('gpus', 0)} {size} {load}"
+    )
 
 
 async def _headless(preset: Any, args: argparse.Namespace) -> int:
@@ -244,7 +287,9 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
     if not console.is_terminal:  # a log file or a pipe: wide lines rather than wrapped ones
         console = Console(width=160)
     progress = _Progress(console)
-    runner = SweepRunner(preset, runtime=args.runtime, output_dir=args.output, resume=args.resume, url=args.url)
+    runner = SweepRunner(
+        preset, runtime=args.runtime, output_dir=args.output, resume=args.resume, url=args.url
+    )
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     signals_seen = 0
@@ -253,7 +298,9 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
-            progress.stopping = f"{signame}: stopping — removing the target, flushing files (Ctrl-C again to force)"
+            progress.stopping = (
+                f"{signame}: stopping — removing the target, flushing files (Ctrl-C again to force)"
+            )
             progress._print(f"[yellow]{progress.stopping}[/]")
             runner.request_stop()
         elif main is not None:
@@ -265,8 +312,15 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
             installed.append(sig)
-    live = Live(progress.render(), console=console, refresh_per_second=4, transient=True,
-                get_renderable=progress.render, redirect_stdout=False, redirect_stderr=False)
+    live = Live(
+        progress.render(),
+        console=console,
+        refresh_per_second=4,
+        transient=True,
+        get_renderable=progress.render,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
     finished = None
     try:
         with contextlib.suppress(OSError):
@@ -278,7 +332,10 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         except (ValueError, RuntimeUnavailable) as exc:  # a resume that does not fit, no runtime: one line
             with contextlib.suppress(Exception):
                 live.stop()
-            print(f"tui-profiler run: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+            print(
+                f"tui-profiler run: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                file=sys.stderr,
+            )
             return 2
     finally:
         with contextlib.suppress(Exception):
@@ -290,11 +347,15 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         _summary_table(console, session_summary(session_dir))
     if finished is None or finished.status == "interrupted":
         if session_dir:
-            progress._print(f"[yellow]interrupted[/]: this run's {progress.n_finished} finished requests kept "
-                            f"in requests.csv; resume with `tui-profiler run --resume {session_dir}`")
+            progress._print(
+                f"[yellow]interrupted[/]: this run's {progress.n_finished} finished requests kept "
+                f"in requests.csv; resume with `tui-profiler run --resume {session_dir}`"
+            )
         return 130
-    progress._print(f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed, "
-                    f"{finished.wall_s:.1f}s — {session_dir}")
+    progress._print(
+        f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed, "
+        f"{finished.wall_s:.1f}s — {session_dir}"
+    )
     return 0 if finished.status == "ok" else 1
 
 
@@ -304,8 +365,21 @@ def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
     if not rows:
         return
     table = Table(title="cells", show_lines=False)
-    for col in ("#", "cpus", "mem GiB", "size", "load", "n", "err", "p50", "p99", "rps", "cold start",
-                "peak mem", "status"):
+    for col in (
+        "#",
+        "cpus",
+        "mem GiB",
+        "size",
+        "load",
+        "n",
+        "err",
+        "p50",
+        "p99",
+        "rps",
+        "cold start",
+        "peak mem",
+        "status",
+    ):
         table.add_column(col, justify="right" if col not in ("size", "load", "status") else "left")
 
     def mb(v: str) -> str:
@@ -317,13 +391,26 @@ def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
     for r in rows:
         size = f"×{r['input_scale']}" if r.get("input_scale") else f"{r.get('token_len')} tok"
         load = f"c{r['concurrency']}" if r.get("concurrency") else f"{r.get('rate')}/s"
-        cold = f"{float(r['cold_start_s']):.2f}s" if r.get("cold_start_s") and r.get("cold_start_cell") == "1" else ""
+        cold = (
+            f"{float(r['cold_start_s']):.2f}s"
+            if r.get("cold_start_s") and r.get("cold_start_cell") == "1"
+            else ""
+        )
         status = r.get("status", "")
         table.add_row(
-            r.get("cell_index", ""), r.get("cpu_cores") or "—", r.get("mem_cap_gb") or "—", size, load,
-            r.get("n", ""), r.get("errors", ""), _ms(r.get("p50_s") or None), _ms(r.get("p99_s") or None),
-            f"{float(r['throughput_rps']):.1f}" if r.get("throughput_rps") else "—", cold,
-            mb(r.get("peak_mem_bytes") or ""), status if status == "ok" else f"[red]{status}[/]",
+            r.get("cell_index", ""),
+            r.get("cpu_cores") or "—",
+            r.get("mem_cap_gb") or "—",
+            size,
+            load,
+            r.get("n", ""),
+            r.get("errors", ""),
+            _ms(r.get("p50_s") or None),
+            _ms(r.get("p99_s") or None),
+            f"{float(r['throughput_rps']):.1f}" if r.get("throughput_rps") else "—",
+            cold,
+            mb(r.get("peak_mem_bytes") or ""),
+            status if status == "ok" else f"[red]{status}[/]",
         )
     with contextlib.suppress(OSError, ValueError):
         console.print(table)

@@ -25,6 +25,7 @@ MODES = ("closed", "open")
 ARRIVALS = ("constant", "poisson")
 TRANSPORTS = ("auto", "raw", "aiohttp")
 
+
 @dataclass(frozen=True, slots=True)
 class StopWhenStable:
     """Stop once the 95% confidence interval's half-width of the mean latency is below `rel_halfwidth` of

@@ -60,7 +60,9 @@ def choose_runtime(name: str | None = None) -> tuple[Runtime, str]:
             raise RuntimeUnavailable(f"--runtime docker: no Docker engine is reachable ({detail})")
         missing = _process_runtime_missing()
         if missing:
-            raise RuntimeUnavailable(f"no Docker engine is reachable ({detail}), and the process runtime cannot run: {missing}")
+            raise RuntimeUnavailable(
+                f"no Docker engine is reachable ({detail}), and the process runtime cannot run: {missing}"
+            )
         from tui_profiler.runtime.process import ProcessRuntime, cgroup_writable
 
         ok, caps = cgroup_writable()
@@ -74,4 +76,6 @@ def choose_runtime(name: str | None = None) -> tuple[Runtime, str]:
     from tui_profiler.runtime.process import ProcessRuntime, cgroup_writable
 
     ok, caps = cgroup_writable()
-    return ProcessRuntime(), "process: asked for; " + ("caps through " + caps if ok else f"caps NOT enforced ({caps})")
+    return ProcessRuntime(), "process: asked for; " + (
+        "caps through " + caps if ok else f"caps NOT enforced ({caps})"
+    )

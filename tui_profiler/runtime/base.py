@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-SESSION_LABEL = "tui-profiler.session"  # every container the tool starts carries it (see `tui-profiler clean`)
+SESSION_LABEL = (
+    "tui-profiler.session"  # every container the tool starts carries it (see `tui-profiler clean`)
+)
 
 
 @dataclass(slots=True)

@@ -26,7 +26,9 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(s.getsockname()[1])
 
 
-async def report_phase(on_phase: PhaseCallback | None, phase: str, seconds: float | None, detail: str = "") -> None:
+async def report_phase(
+    on_phase: PhaseCallback | None, phase: str, seconds: float | None, detail: str = ""
+) -> None:
     if on_phase is None:
         return
     result = on_phase(phase, seconds, detail)
@@ -178,7 +180,11 @@ def timeline_phases(
 
     imports_done, model_loaded, warmup_done = num("imports_done"), num("model_loaded"), num("warmup_done")
     boot = max(0.0, imports_done - started_epoch) if imports_done is not None else None
-    load = max(0.0, model_loaded - imports_done) if model_loaded is not None and imports_done is not None else None
+    load = (
+        max(0.0, model_loaded - imports_done)
+        if model_loaded is not None and imports_done is not None
+        else None
+    )
     if warmup_done is not None and model_loaded is not None:
         facts["warmup_s"] = max(0.0, warmup_done - model_loaded)
     rest = ready_wait_s - (boot or 0.0) - (load or 0.0)

@@ -111,12 +111,19 @@ class DockerRuntime:
     name = "docker"
 
     def __init__(
-        self, client: Any | None = None, *, pids_limit: int = 1024, tmpfs_size: str = "512m", use_init: bool = True
+        self,
+        client: Any | None = None,
+        *,
+        pids_limit: int = 1024,
+        tmpfs_size: str = "512m",
+        use_init: bool = True,
     ) -> None:
         self._client = client
         self.pids_limit = pids_limit
         self.tmpfs_size = tmpfs_size
-        self.use_init = use_init  # a tiny init as PID 1 forwards SIGTERM, so a stop takes ms, not the 3 s grace
+        self.use_init = (
+            use_init  # a tiny init as PID 1 forwards SIGTERM, so a stop takes ms, not the 3 s grace
+        )
 
     @property
     def client(self) -> Any:
@@ -178,9 +185,13 @@ class DockerRuntime:
                         facts.setdefault("port_retries", []).append(f"{host_port}: {reason}")
                         continue
                     if PORT_CONFLICT.search(reason):
-                        raise TargetFailed("port_conflict", f"no free port on {LOOPBACK} after 5 tries: {reason}") from exc
+                        raise TargetFailed(
+                            "port_conflict", f"no free port on {LOOPBACK} after 5 tries: {reason}"
+                        ) from exc
                     if spec.gpus and re.search(r"device driver|gpu|nvidia", reason, re.I):
-                        raise TargetFailed("gpu_unavailable", f"the engine refused the GPU request: {reason}") from exc
+                        raise TargetFailed(
+                            "gpu_unavailable", f"the engine refused the GPU request: {reason}"
+                        ) from exc
                     raise TargetFailed("start_failed", f"docker start: {reason}") from exc
                 started_epoch = time.time()
                 t_start = time.perf_counter() - t0
@@ -191,7 +202,10 @@ class DockerRuntime:
             facts.update(container_id=container.id, container_name=name, host_port=host_port)
 
             probe = await wait_ready(
-                LOOPBACK, host_port, spec.readiness, lambda: self._dead_reason(container),
+                LOOPBACK,
+                host_port,
+                spec.readiness,
+                lambda: self._dead_reason(container),
                 log_lines=lambda: self._logs(container, tail=200),
             )
             split, tl_facts = timeline_phases(probe.body, started_epoch, probe.ready_epoch, probe.elapsed_s)
@@ -199,7 +213,9 @@ class DockerRuntime:
             facts["ready_polls"] = probe.polls
             for key in ("server_boot", "model_load", "ready"):
                 phases[key] = split[key]
-                await report_phase(on_phase, key, split[key], "" if split[key] is not None else "not reported")
+                await report_phase(
+                    on_phase, key, split[key], "" if split[key] is not None else "not reported"
+                )
             if probe.body and isinstance(probe.body.get("runtime"), dict):
                 facts["server_runtime"] = probe.body["runtime"]
 
@@ -207,7 +223,9 @@ class DockerRuntime:
             state = container.attrs.get("State") or {}
             pid = int(state.get("Pid") or 0)
             paths = await asyncio.to_thread(find_container_cgroup, container.id, pid)
-            await asyncio.to_thread(self._confirm_caps, container.attrs.get("HostConfig") or {}, paths, spec, enforced)
+            await asyncio.to_thread(
+                self._confirm_caps, container.attrs.get("HostConfig") or {}, paths, spec, enforced
+            )
             pids = await asyncio.to_thread(_cgroup_pids, paths) or ([pid] if pid else [])
             return RunningTarget(
                 base_url=f"http://{LOOPBACK}:{host_port}",
@@ -313,7 +331,9 @@ class DockerRuntime:
 
     # ---------------------------------------------------------------- caps
 
-    def _confirm_caps(self, host_config: dict[str, Any], paths: CgroupPaths, spec: TargetSpec, enforced: EnforcedCaps) -> None:
+    def _confirm_caps(
+        self, host_config: dict[str, Any], paths: CgroupPaths, spec: TargetSpec, enforced: EnforcedCaps
+    ) -> None:
         """Record a cap as enforced only when the engine's HostConfig says so and, where the cgroup files
         are readable, the kernel agrees."""
         if spec.cpus:
@@ -443,7 +463,9 @@ def _gpu_visible() -> bool:
     return nvml_status().available
 
 
-def remove_labelled(label_filter: str = SESSION_LABEL, client: Any | None = None, dry_run: bool = False) -> list[str]:
+def remove_labelled(
+    label_filter: str = SESSION_LABEL, client: Any | None = None, dry_run: bool = False
+) -> list[str]:
     """Remove (force) every container matching the label filter; returns their names."""
     own = client is None
     client = client or docker_client(timeout=60)
@@ -451,8 +473,10 @@ def remove_labelled(label_filter: str = SESSION_LABEL, client: Any | None = None
         # the plain list, no inspect per container: on a shared engine another session may remove one of
         # its containers meanwhile (an inspect would then fail the whole clean with 404)
         found = client.api.containers(all=True, filters={"label": label_filter})
-        names = [f"{(c.get('Names') or ['?'])[0].lstrip('/')} ({(c.get('Labels') or {}).get(SESSION_LABEL, '')})"
-                 for c in found]
+        names = [
+            f"{(c.get('Names') or ['?'])[0].lstrip('/')} ({(c.get('Labels') or {}).get(SESSION_LABEL, '')})"
+            for c in found
+        ]
         if not dry_run:
             for c in found:
                 with contextlib.suppress(Exception):

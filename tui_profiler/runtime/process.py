@@ -68,7 +68,9 @@ class CgroupSetupError(Exception):
     pass
 
 
-def make_cgroup(name: str, spec: TargetSpec, root: Path = CGROUP_ROOT) -> tuple[CgroupPaths, list[Path], list[str]]:
+def make_cgroup(
+    name: str, spec: TargetSpec, root: Path = CGROUP_ROOT
+) -> tuple[CgroupPaths, list[Path], list[str]]:
     """Create the target's cgroup and write its caps. Returns (paths, dirs created (innermost last),
     procs files to join). Raises CgroupSetupError with the reason when it cannot."""
     created: list[Path] = []
@@ -89,7 +91,9 @@ def _mkdir(d: Path, created: list[Path]) -> None:
         created.append(d)
 
 
-def _make_v1(name: str, spec: TargetSpec, root: Path, created: list[Path]) -> tuple[CgroupPaths, list[Path], list[str]]:
+def _make_v1(
+    name: str, spec: TargetSpec, root: Path, created: list[Path]
+) -> tuple[CgroupPaths, list[Path], list[str]]:
     controllers = ["cpu", "cpuacct", "memory"] + (["cpuset"] if spec.cpuset and spec.cpus else [])
     dirs: dict[str, str] = {}
     procs: list[str] = []
@@ -126,7 +130,9 @@ def _make_v1(name: str, spec: TargetSpec, root: Path, created: list[Path]) -> tu
     return CgroupPaths(1, v1_dirs=dirs), created, procs
 
 
-def _make_v2(name: str, spec: TargetSpec, root: Path, created: list[Path]) -> tuple[CgroupPaths, list[Path], list[str]]:
+def _make_v2(
+    name: str, spec: TargetSpec, root: Path, created: list[Path]
+) -> tuple[CgroupPaths, list[Path], list[str]]:
     wanted = ["cpu", "memory"] + (["cpuset"] if spec.cpuset and spec.cpus else [])
     available = (read_text(root / "cgroup.controllers") or "").split()
     missing = [c for c in wanted if c not in available]
@@ -237,24 +243,49 @@ class ProcessRuntime:
         await report_phase(on_phase, "create", phases["create"], "cgroup" if cgroup else "no cgroup")
 
         env = dict(os.environ)
-        env.update({"TUI_PROFILER_THREADS": spec.threads, SESSION_ENV: spec.session_id,
-                    OWNER_ENV: _owner_token(os.getpid()) or "", **spec.env})
+        env.update(
+            {
+                "TUI_PROFILER_THREADS": spec.threads,
+                SESSION_ENV: spec.session_id,
+                OWNER_ENV: _owner_token(os.getpid()) or "",
+                **spec.env,
+            }
+        )
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env["TUI_PROFILER_CGROUP_PROCS"] = " ".join(procs_files)
         self._assign_gpus(spec, env, enforced, facts)
-        server_args = spec.command if spec.command is not None else ["--model", spec.model, "--weights", spec.weights]
+        server_args = (
+            spec.command if spec.command is not None else ["--model", spec.model, "--weights", spec.weights]
+        )
         fd, log_path = tempfile.mkstemp(prefix="tui-profiler-process-", suffix=".log")
         child: _Child | None = None
         try:
             for attempt in range(1, 4):
                 port = free_port()
-                argv = [self.python, "-m", "servers.model_server", *server_args, "--host", LOOPBACK, "--port", str(port)]
+                argv = [
+                    self.python,
+                    "-m",
+                    "servers.model_server",
+                    *server_args,
+                    "--host",
+                    LOOPBACK,
+                    "--port",
+                    str(port),
+                ]
                 t0 = time.perf_counter()
                 proc = await settle(
                     asyncio.create_subprocess_exec(
-                        "/bin/sh", "-c", JOIN_SCRIPT, "tui-profiler-join", *argv,
-                        stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=asyncio.subprocess.STDOUT,
-                        start_new_session=True, cwd=str(REPO_ROOT), env=env,
+                        "/bin/sh",
+                        "-c",
+                        JOIN_SCRIPT,
+                        "tui-profiler-join",
+                        *argv,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=fd,
+                        stderr=asyncio.subprocess.STDOUT,
+                        start_new_session=True,
+                        cwd=str(REPO_ROOT),
+                        env=env,
                     )
                 )
                 started_epoch = time.time()
@@ -264,11 +295,18 @@ class ProcessRuntime:
                 await report_phase(on_phase, "start", phases["start"], f"pid {proc.pid}")
                 try:
                     probe = await wait_ready(
-                        LOOPBACK, port, spec.readiness, lambda c=child: self._dead_reason(c),
+                        LOOPBACK,
+                        port,
+                        spec.readiness,
+                        lambda c=child: self._dead_reason(c),
                         log_lines=lambda: asyncio.to_thread(_tail, log_path, 200),
                     )
                 except TargetFailed as exc:
-                    if exc.status == "crashed" and "address already in use" in _tail(log_path).lower() and attempt < 3:
+                    if (
+                        exc.status == "crashed"
+                        and "address already in use" in _tail(log_path).lower()
+                        and attempt < 3
+                    ):
                         await self._kill(child)
                         self._children.pop(str(proc.pid), None)
                         child = None
@@ -281,7 +319,9 @@ class ProcessRuntime:
             facts["ready_polls"] = probe.polls
             for key in ("server_boot", "model_load", "ready"):
                 phases[key] = split[key]
-                await report_phase(on_phase, key, split[key], "" if split[key] is not None else "not reported")
+                await report_phase(
+                    on_phase, key, split[key], "" if split[key] is not None else "not reported"
+                )
             runtime_facts = (probe.body or {}).get("runtime")
             if isinstance(runtime_facts, dict):
                 facts["server_runtime"] = runtime_facts
@@ -289,7 +329,9 @@ class ProcessRuntime:
                 device = str((runtime_facts or {}).get("device", ""))
                 if not device.startswith("cuda"):
                     enforced.gpus_enforced = False
-                    enforced.notes.append(f"gpus: assigned, but the server reports device {device or 'unknown'!r}")
+                    enforced.notes.append(
+                        f"gpus: assigned, but the server reports device {device or 'unknown'!r}"
+                    )
             if cgroup is not None:
                 await asyncio.to_thread(self._confirm_caps, cgroup, spec, enforced)
             pid = child.proc.pid
@@ -318,7 +360,9 @@ class ProcessRuntime:
         finally:
             os.close(fd)
 
-    def _assign_gpus(self, spec: TargetSpec, env: dict[str, str], enforced: EnforcedCaps, facts: dict[str, Any]) -> None:
+    def _assign_gpus(
+        self, spec: TargetSpec, env: dict[str, str], enforced: EnforcedCaps, facts: dict[str, Any]
+    ) -> None:
         from tui_profiler.sample.nvml import nvml_status
 
         status = nvml_status()
@@ -396,7 +440,13 @@ class ProcessRuntime:
     async def stop(self, target: RunningTarget) -> dict[str, Any]:
         child = self._children.get(target.ident)
         if child is None:
-            return {"exit_code": None, "oom_killed": None, "last_logs": "", "removed": True, "note": "already gone"}
+            return {
+                "exit_code": None,
+                "oom_killed": None,
+                "last_logs": "",
+                "removed": True,
+                "note": "already gone",
+            }
         return await asyncio.shield(self._finish(child))
 
     async def cleanup_session(self, session_id: str) -> int:
@@ -478,7 +528,11 @@ def kill_orphans(dry_run: bool = False, only_dead_owners: bool = False) -> list[
 
 
 def _remove_stale_cgroups(root: Path = CGROUP_ROOT) -> None:
-    parents = [root / GROUP] if cgroup_version(root) == 2 else [root / c / GROUP for c in ("cpu", "cpuacct", "memory", "cpuset")]
+    parents = (
+        [root / GROUP]
+        if cgroup_version(root) == 2
+        else [root / c / GROUP for c in ("cpu", "cpuacct", "memory", "cpuset")]
+    )
     for parent in parents:
         if not parent.is_dir():
             continue

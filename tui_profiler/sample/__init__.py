@@ -196,7 +196,11 @@ class ResourceSampler:
         fast = self._reader.usage_reader() if self._reader is not None else None
         nvml = self._nvml
         raw: list[Any] = []
-        tick, batch_ticks, full_every = 0, self._ticks(self.DELIVER_EVERY_S), self._ticks(self.FULL_READ_EVERY_S)
+        tick, batch_ticks, full_every = (
+            0,
+            self._ticks(self.DELIVER_EVERY_S),
+            self._ticks(self.FULL_READ_EVERY_S),
+        )
         next_t = perf()
         while not self._stop.is_set():
             tick += 1
@@ -250,20 +254,51 @@ class ResourceSampler:
             assert self._reader is not None
             cpu_ns, mem = self._reader.parse_usage(raw[1])
             return self._record(
-                raw[0], cpu_ns, mem, None, None, None, None, self._reader.cpu_limit_cores,
-                self._reader.mem_limit_bytes, raw[2] or _NO_GPU, self.source, False,
+                raw[0],
+                cpu_ns,
+                mem,
+                None,
+                None,
+                None,
+                None,
+                self._reader.cpu_limit_cores,
+                self._reader.mem_limit_bytes,
+                raw[2] or _NO_GPU,
+                self.source,
+                False,
             )
         now, final, gpu = raw.t, raw.final, raw.gpu or _NO_GPU
         if self._reader is not None:
             r = raw.reading
             return self._record(
-                now, r.cpu_usage_ns, r.mem_bytes, r.mem_peak_bytes, r.nr_throttled, r.throttled_ns,
-                r.oom_kills, self._reader.cpu_limit_cores, self._reader.mem_limit_bytes, gpu, self.source, final,
+                now,
+                r.cpu_usage_ns,
+                r.mem_bytes,
+                r.mem_peak_bytes,
+                r.nr_throttled,
+                r.throttled_ns,
+                r.oom_kills,
+                self._reader.cpu_limit_cores,
+                self._reader.mem_limit_bytes,
+                gpu,
+                self.source,
+                final,
             )
         if self._proc is not None and raw.reading is not None:
             p = raw.reading
             return self._record(
-                now, p.cpu_usage_ns, p.mem_bytes, None, None, None, None, None, None, gpu, self.source, final,
+                now,
+                p.cpu_usage_ns,
+                p.mem_bytes,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                gpu,
+                self.source,
+                final,
                 hwm=p.mem_peak_bytes,
             )
         if self.source == "docker-stats":  # GPU only: the stats thread delivers the rest
@@ -274,9 +309,19 @@ class ResourceSampler:
 
     def _on_stats(self, s: Any) -> None:  # from the docker-stats thread
         sample = self._record(
-            s.t, s.cpu_usage_ns, s.mem_bytes, s.mem_peak_bytes, s.nr_throttled, s.throttled_ns, None,
+            s.t,
+            s.cpu_usage_ns,
+            s.mem_bytes,
+            s.mem_peak_bytes,
+            s.nr_throttled,
+            s.throttled_ns,
+            None,
             self.target.enforced.cpus_requested if self.target.enforced.cpus_enforced else None,
-            s.mem_limit_bytes, GpuReading(), "docker-stats", False, cpu_cores=s.cpu_cores,
+            s.mem_limit_bytes,
+            GpuReading(),
+            "docker-stats",
+            False,
+            cpu_cores=s.cpu_cores,
         )
         self._deliver([sample])
 
@@ -308,7 +353,12 @@ class ResourceSampler:
                 while len(self._window) > 2 and self._window[1].t <= now - self.cpu_window_s:
                     self._window.popleft()
                 oldest = self._window[0]
-                if cpu_cores is None and now - oldest.t > 0 and oldest.cpu_ns is not None and oldest is not point:
+                if (
+                    cpu_cores is None
+                    and now - oldest.t > 0
+                    and oldest.cpu_ns is not None
+                    and oldest is not point
+                ):
                     cpu_cores = (cpu_ns - oldest.cpu_ns) / 1e9 / (now - oldest.t)
             # The peak is over full windows only: in a shorter one (the first samples) a quota'd container's
             # legitimate burst across all cores within one CFS period would read as a peak far above its cap.
@@ -330,9 +380,13 @@ class ResourceSampler:
                     self._base_oom = oom
                 self._last_oom = oom
             if gpu.vram_bytes is not None:
-                self._peak_vram = gpu.vram_bytes if self._peak_vram is None else max(self._peak_vram, gpu.vram_bytes)
+                self._peak_vram = (
+                    gpu.vram_bytes if self._peak_vram is None else max(self._peak_vram, gpu.vram_bytes)
+                )
             if gpu.gpu_util_pct is not None:
-                self._max_util = gpu.gpu_util_pct if self._max_util is None else max(self._max_util, gpu.gpu_util_pct)
+                self._max_util = (
+                    gpu.gpu_util_pct if self._max_util is None else max(self._max_util, gpu.gpu_util_pct)
+                )
             if not final:
                 self._n += 1
             self._t_end = now
@@ -346,7 +400,9 @@ class ResourceSampler:
                 mem_cap_bytes=mem_cap,
                 mem_peak_bytes=peak_counter if peak_counter is not None else self._peak_counter,
                 throttled_periods=last_n - base_n if last_n is not None and base_n is not None else None,
-                throttled_s=(last_ns - base_ns) / 1e9 if last_ns is not None and base_ns is not None else None,
+                throttled_s=(last_ns - base_ns) / 1e9
+                if last_ns is not None and base_ns is not None
+                else None,
                 gpu_util_pct=gpu.gpu_util_pct,
                 vram_bytes=gpu.vram_bytes,
                 source=source,
@@ -405,7 +461,9 @@ class ResourceSampler:
             s.peak_cpu_cores = s.mean_cpu_cores
         if self._peak_counter is not None:
             s.peak_mem_bytes = self._peak_counter
-            s.peak_mem_source = "docker-stats-max-usage" if self.source == "docker-stats" else "cgroup-peak-counter"
+            s.peak_mem_source = (
+                "docker-stats-max-usage" if self.source == "docker-stats" else "cgroup-peak-counter"
+            )
         elif self._hwm is not None:
             s.peak_mem_bytes = self._hwm
             s.peak_mem_source = "procfs-vmhwm-sum"

@@ -255,8 +255,10 @@ class CgroupReader:
 
         def read_usage_raw() -> tuple[bytes, bytes]:
             try:
-                return (pread(cpu_fd, cpu_size, 0) if cpu_fd is not None else b"",
-                        pread(mem_fd, 64, 0) if mem_fd is not None else b"")
+                return (
+                    pread(cpu_fd, cpu_size, 0) if cpu_fd is not None else b"",
+                    pread(mem_fd, 64, 0) if mem_fd is not None else b"",
+                )
             except OSError:
                 return b"", b""  # the cgroup went away (target exited)
 

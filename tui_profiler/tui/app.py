@@ -39,9 +39,17 @@ class ProfilerApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, *, output_dir: str | None = None, preset: str | None = None, start_live: bool = False,
-                 overrides: Iterable[str] = (), runtime: str | None = None,
-                 host_limits: Callable[[], Any] | None = None, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        output_dir: str | None = None,
+        preset: str | None = None,
+        start_live: bool = False,
+        overrides: Iterable[str] = (),
+        runtime: str | None = None,
+        host_limits: Callable[[], Any] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         super().__init__()
         self.output_dir = str(output_dir or "output")
         self.initial_preset = preset
@@ -117,8 +125,10 @@ class ProfilerApp(App[int]):
     # ---------------------------------------------------------------- the run
 
     def is_running_sweep(self) -> bool:
-        return self.sweep_worker is not None and self.sweep_worker.state in (WorkerState.PENDING,
-                                                                              WorkerState.RUNNING)
+        return self.sweep_worker is not None and self.sweep_worker.state in (
+            WorkerState.PENDING,
+            WorkerState.RUNNING,
+        )
 
     def start_run(self, preset: Any, resume: str | None = None) -> bool:
         """Start a sweep of `preset` as a worker and show the live screen."""
@@ -130,13 +140,15 @@ class ProfilerApp(App[int]):
         try:
             runner = SweepRunner(preset, runtime=self.runtime_name, output_dir=self.output_dir, resume=resume)
         except (ValueError, OSError) as exc:  # e.g. a PresetError or an unwritable output folder
-            self.notify(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, severity="error",
-                        timeout=15)
+            self.notify(
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__, severity="error", timeout=15
+            )
             return False
         self.live_state = self.new_live_state()
         self.runner = runner
-        self.sweep_worker = self.run_worker(self._run_sweep(self.runner), name="sweep", group="sweep",
-                                            exit_on_error=False)
+        self.sweep_worker = self.run_worker(
+            self._run_sweep(self.runner), name="sweep", group="sweep", exit_on_error=False
+        )
         self.switch_mode("live")
         return True
 
@@ -153,8 +165,11 @@ class ProfilerApp(App[int]):
             return
         if finished is not None:
             self.last_session_dir = finished.session_dir
-            self.notify(f"sweep {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed "
-                        "— F4 shows the results", timeout=10)
+            self.notify(
+                f"sweep {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed "
+                "— F4 shows the results",
+                timeout=10,
+            )
 
     async def stop_run(self) -> None:
         """Graceful stop: the runner removes its container and flushes its files; then wait for it."""
@@ -188,20 +203,38 @@ class ProfilerApp(App[int]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Setup", "Choose a preset and resources (F2)", lambda: self.switch_mode("setup"))
         yield SystemCommand("Live", "Watch the running sweep (F3)", lambda: self.switch_mode("live"))
-        yield SystemCommand("Results", "Browse sessions, figures and export (F4)",
-                            lambda: self.switch_mode("results"))
+        yield SystemCommand(
+            "Results", "Browse sessions, figures and export (F4)", lambda: self.switch_mode("results")
+        )
         yield SystemCommand("Light/dark theme", "Toggle the colour theme (Ctrl+T)", self.action_toggle_theme)
         if self.is_running_sweep():
-            yield SystemCommand("Stop sweep", "Stop the running sweep and clean up",
-                                lambda: self.run_worker(self.stop_run(), group="stop"))
+            yield SystemCommand(
+                "Stop sweep",
+                "Stop the running sweep and clean up",
+                lambda: self.run_worker(self.stop_run(), group="stop"),
+            )
 
 
-def make_app(output_dir: str | None = None, preset: str | None = None, start_live: bool = False,
-             overrides: Iterable[str] = (), runtime: str | None = None, *,
-             host_limits: Callable[[], Any] | None = None, clock: Callable[[], float] | None = None) -> ProfilerApp:
+def make_app(
+    output_dir: str | None = None,
+    preset: str | None = None,
+    start_live: bool = False,
+    overrides: Iterable[str] = (),
+    runtime: str | None = None,
+    *,
+    host_limits: Callable[[], Any] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> ProfilerApp:
     """Build the app. `preset` preselects a preset (name or path); with `start_live` the sweep starts at
     once. `host_limits` and `clock` exist for deterministic tests and screenshots."""
     if output_dir is not None:
         output_dir = str(Path(output_dir))
-    return ProfilerApp(output_dir=output_dir, preset=preset, start_live=start_live, overrides=overrides,
-                       runtime=runtime, host_limits=host_limits, clock=clock)
+    return ProfilerApp(
+        output_dir=output_dir,
+        preset=preset,
+        start_live=start_live,
+        overrides=overrides,
+        runtime=runtime,
+        host_limits=host_limits,
+        clock=clock,
+    )

@@ -33,13 +33,37 @@ def rss_mb() -> float:
 
 def _row(i: int) -> dict[str, Any]:
     # A requests.csv-sized row: the engine attaches one to every event.
-    return {"timestamp_ms": 1735689600000 + i, "model_name": "synthetic", "cpu_cores": 2.0, "gpu_mode": "off",
-            "mem_cap_gb": 4.0, "batch_size": 1, "token_len": None, "repeat_idx": 0, "warmup": False,
-            "latency_s": 0.001, "cold_start_s": 3.0, "status": "ok", "error": "", "cell_index": 0,
-            "input_scale": 1.0, "pixels": 50176, "concurrency": 64, "rate": None, "http_status": 200,
-            "decode_ms": 0.01, "preprocess_ms": 0.1, "infer_ms": 0.8, "encode_ms": 0.01,
-            "server_total_ms": 0.92, "overhead_ms": 0.08, "bytes_sent": 602112, "bytes_received": 80,
-            "t_send_s": i * 1e-4, "t_recv_s": i * 1e-4 + 0.001}
+    return {
+        "timestamp_ms": 1735689600000 + i,
+        "model_name": "synthetic",
+        "cpu_cores": 2.0,
+        "gpu_mode": "off",
+        "mem_cap_gb": 4.0,
+        "batch_size": 1,
+        "token_len": None,
+        "repeat_idx": 0,
+        "warmup": False,
+        "latency_s": 0.001,
+        "cold_start_s": 3.0,
+        "status": "ok",
+        "error": "",
+        "cell_index": 0,
+        "input_scale": 1.0,
+        "pixels": 50176,
+        "concurrency": 64,
+        "rate": None,
+        "http_status": 200,
+        "decode_ms": 0.01,
+        "preprocess_ms": 0.1,
+        "infer_ms": 0.8,
+        "encode_ms": 0.01,
+        "server_total_ms": 0.92,
+        "overhead_ms": 0.08,
+        "bytes_sent": 602112,
+        "bytes_received": 80,
+        "t_send_s": i * 1e-4,
+        "t_recv_s": i * 1e-4 + 0.001,
+    }
 
 
 async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float | None) -> dict[str, Any]:
@@ -55,7 +79,14 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
             screen = app.screen
             assert isinstance(screen, LiveScreen)
             state = app.live_state
-            cell = {"index": 0, "cpus": 2.0, "memory_gb": 4.0, "gpus": 0, "input_scale": 1.0, "concurrency": 64}
+            cell = {
+                "index": 0,
+                "cpus": 2.0,
+                "memory_gb": 4.0,
+                "gpus": 0,
+                "input_scale": 1.0,
+                "concurrency": 64,
+            }
             state.ingest(SessionStarted("bench", tmp, "bench", "docker", "synthetic events", 1))
             state.ingest(CellStarted(0, 1, cell))
             state.ingest(ColdStartDone(0, {"create": 0.1, "start": 0.3, "ready": 1.0}, 1.4))
@@ -74,11 +105,31 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
                 for i in range(emitted, end):
                     t = i * 1e-4
                     # A fresh row per event, as the engine sends: memory must not grow with them.
-                    state.ingest(RequestDone(0, t, 0.001 + (i % 97) * 1e-5, True, False, 200,
-                                             server_total_ms=0.92, overhead_ms=0.08, row=_row(i)))
+                    state.ingest(
+                        RequestDone(
+                            0,
+                            t,
+                            0.001 + (i % 97) * 1e-5,
+                            True,
+                            False,
+                            200,
+                            server_total_ms=0.92,
+                            overhead_ms=0.08,
+                            row=_row(i),
+                        )
+                    )
                     if i % 500 == 0:  # samples arrive at ~20 Hz against thousands of requests
-                        state.ingest(ResourceSample(0, t, cpu_cores=1.8, cpu_cap=2.0, mem_bytes=400 << 20,
-                                                    mem_cap_bytes=4 << 30, source="synthetic"))
+                        state.ingest(
+                            ResourceSample(
+                                0,
+                                t,
+                                cpu_cores=1.8,
+                                cpu_cap=2.0,
+                                mem_bytes=400 << 20,
+                                mem_cap_bytes=4 << 30,
+                                source="synthetic",
+                            )
+                        )
                 emitted = end
                 if rate:
                     ahead = emitted / rate - (time.perf_counter() - t0)
@@ -105,7 +156,8 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
                 "max_redraw_gap_s": round(max(gaps), 3) if gaps else None,
                 "redraw_prepare_ms": round(1e3 * (screen.redraw_cpu_s - prep_before) / max(redraws, 1), 2),
                 "plot_render_ms_per_redraw": round(
-                    1e3 * (sum(p.render_s for p in plots) - render_before) / max(redraws, 1), 2),
+                    1e3 * (sum(p.render_s for p in plots) - render_before) / max(redraws, 1), 2
+                ),
                 "rss_mb_before": round(rss_before, 1),
                 "rss_mb_after": round(rss_mb(), 1),
                 "latency_points_kept": len(state.latencies),
@@ -116,8 +168,9 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
     return result
 
 
-def measure_ingest(n_events: int = 100_000, *, batch: int = 200, size: tuple[int, int] = (120, 40),
-                   rate: float | None = None) -> dict[str, Any]:
+def measure_ingest(
+    n_events: int = 100_000, *, batch: int = 200, size: tuple[int, int] = (120, 40), rate: float | None = None
+) -> dict[str, Any]:
     """Push `n_events` RequestDone events through the live screen headless; report events/s, redraws/s
     and resident memory. `rate` paces the producer (events/s); None pushes as fast as the loop allows."""
     return asyncio.run(_measure(n_events, batch, size, rate))

@@ -115,8 +115,11 @@ class LiveState:
             self.resumed_cells = event.resumed_cells
             self.cells_done = event.resumed_cells
             self.started_at = self.clock()
-            self.log("info", f"session {event.session_id}: {event.n_cells} cells on {event.runtime} "
-                     f"({event.runtime_reason})")
+            self.log(
+                "info",
+                f"session {event.session_id}: {event.n_cells} cells on {event.runtime} "
+                f"({event.runtime_reason})",
+            )
         elif isinstance(event, CellStarted):
             self.current_index = event.cell_index
             self.current_cell = dict(event.cell)
@@ -163,8 +166,11 @@ class LiveState:
         elif isinstance(event, SessionFinished):
             self.finished = event
             self.eta_s = 0.0
-            self.log("info", f"session {event.status}: {event.n_cells} cells, {event.n_failed} failed, "
-                     f"{event.wall_s:.1f} s")
+            self.log(
+                "info",
+                f"session {event.status}: {event.n_cells} cells, {event.n_failed} failed, "
+                f"{event.wall_s:.1f} s",
+            )
 
     def log(self, level: str, text: str) -> None:
         self.log_seq += 1

@@ -13,7 +13,9 @@ from tui_profiler.tui.app import make_app
 from tui_profiler.tui.testing import Patcher, deterministic_env
 
 
-async def _shoot(out: Path, output_dir: str, host, size: tuple[int, int], suffix: str, light: bool = False) -> None:
+async def _shoot(
+    out: Path, output_dir: str, host, size: tuple[int, int], suffix: str, light: bool = False
+) -> None:
     app = make_app(output_dir=output_dir, host_limits=host, clock=lambda: 0.0)
     async with app.run_test(size=size) as pilot:
         if light:

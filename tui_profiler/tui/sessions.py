@@ -33,8 +33,9 @@ class SessionInfo:
 
 
 def is_session_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "meta.json").exists() or (path / "cells.csv").exists()
-                              or (path / "requests.csv").exists())
+    return path.is_dir() and (
+        (path / "meta.json").exists() or (path / "cells.csv").exists() or (path / "requests.csv").exists()
+    )
 
 
 def list_sessions(output_dir: str | Path) -> list[SessionInfo]:
@@ -122,8 +123,9 @@ def summarize_requests(requests: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     keys = [c for c in ("cell_index", *CONFIG_COLUMNS, *X_COLUMNS, "concurrency") if c in timed]
     grouped = timed.groupby(keys, dropna=False)["latency_s"]
-    out = grouped.agg(n="count", mean_s="mean", p50_s="median",
-                      p99_s=lambda s: s.quantile(0.99), max_s="max").reset_index()
+    out = grouped.agg(
+        n="count", mean_s="mean", p50_s="median", p99_s=lambda s: s.quantile(0.99), max_s="max"
+    ).reset_index()
     out["status"] = "ok"
     return out
 

@@ -28,8 +28,15 @@ from tui_profiler.events import (
 
 CONFIGS = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0))
 SCALES = (0.5, 1.0, 2.0)
-PHASES = {"image_pull": None, "create": 0.08, "start": 0.35, "server_boot": 1.9, "model_load": 0.6,
-          "ready": 0.02, "first_request": 0.15}
+PHASES = {
+    "image_pull": None,
+    "create": 0.08,
+    "start": 0.35,
+    "server_boot": 1.9,
+    "model_load": 0.6,
+    "ready": 0.02,
+    "first_request": 0.15,
+}
 
 
 def model_latency(cpus: float, scale: float) -> float:
@@ -41,8 +48,19 @@ def cell_dicts() -> list[dict[str, Any]]:
     cells = []
     for cpus, mem in CONFIGS:
         for scale in SCALES:
-            cells.append({"index": len(cells), "cpus": cpus, "memory_gb": mem, "gpus": 0, "input_scale": scale,
-                          "token_len": None, "concurrency": 1, "rate": None, "repeat_idx": 0})
+            cells.append(
+                {
+                    "index": len(cells),
+                    "cpus": cpus,
+                    "memory_gb": mem,
+                    "gpus": 0,
+                    "input_scale": scale,
+                    "token_len": None,
+                    "concurrency": 1,
+                    "rate": None,
+                    "repeat_idx": 0,
+                }
+            )
     return cells
 
 
@@ -57,16 +75,32 @@ def cell_summary(cell: dict[str, Any], latencies: list[float]) -> dict[str, Any]
 
     mean = sum(ordered) / len(ordered)
     return {
-        "cell_index": cell["index"], "model_name": "mobilenet_v3_small", "cpu_cores": cell["cpus"],
-        "mem_cap_gb": cell["memory_gb"], "gpu_mode": "off", "input_scale": cell["input_scale"],
-        "pixels": int(224 * cell["input_scale"]) ** 2, "concurrency": 1, "n": len(ordered), "errors": 0,
-        "mean_s": round(mean, 6), "p50_s": round(q(0.5), 6), "p90_s": round(q(0.9), 6),
-        "p95_s": round(q(0.95), 6), "p99_s": round(q(0.99), 6), "max_s": round(ordered[-1], 6),
-        "throughput_rps": round(1 / mean, 3), "peak_cpu_cores": round(min(cell["cpus"], 1.6) * 0.97, 3),
-        "peak_mem_bytes": int((0.35 + 0.1 * cell["input_scale"]) * 1024**3), "throttled_periods": 12,
-        "throttled_s": 0.42 if cell["cpus"] < 1 else 0.0, "oom_kills": 0,
-        **{f"{k}_s": v for k, v in PHASES.items()}, "cold_start_s": round(sum(v or 0 for v in PHASES.values()), 3),
-        "wall_s": round(3.1 + sum(ordered), 3), "status": "ok",
+        "cell_index": cell["index"],
+        "model_name": "mobilenet_v3_small",
+        "cpu_cores": cell["cpus"],
+        "mem_cap_gb": cell["memory_gb"],
+        "gpu_mode": "off",
+        "input_scale": cell["input_scale"],
+        "pixels": int(224 * cell["input_scale"]) ** 2,
+        "concurrency": 1,
+        "n": len(ordered),
+        "errors": 0,
+        "mean_s": round(mean, 6),
+        "p50_s": round(q(0.5), 6),
+        "p90_s": round(q(0.9), 6),
+        "p95_s": round(q(0.95), 6),
+        "p99_s": round(q(0.99), 6),
+        "max_s": round(ordered[-1], 6),
+        "throughput_rps": round(1 / mean, 3),
+        "peak_cpu_cores": round(min(cell["cpus"], 1.6) * 0.97, 3),
+        "peak_mem_bytes": int((0.35 + 0.1 * cell["input_scale"]) * 1024**3),
+        "throttled_periods": 12,
+        "throttled_s": 0.42 if cell["cpus"] < 1 else 0.0,
+        "oom_kills": 0,
+        **{f"{k}_s": v for k, v in PHASES.items()},
+        "cold_start_s": round(sum(v or 0 for v in PHASES.values()), 3),
+        "wall_s": round(3.1 + sum(ordered), 3),
+        "status": "ok",
     }
 
 
@@ -74,15 +108,25 @@ def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = 
     """A whole small session: 9 cells (3 configs × 3 scales), cold starts, requests, samples, finishes."""
     rng = random.Random(seed)
     cells = cell_dicts()
-    yield SessionStarted("20250101-000000-synthetic", "output/20250101-000000-synthetic", "synthetic", "docker",
-                         "Docker engine reachable (synthetic data)", len(cells))
+    yield SessionStarted(
+        "20250101-000000-synthetic",
+        "output/20250101-000000-synthetic",
+        "synthetic",
+        "docker",
+        "Docker engine reachable (synthetic data)",
+        len(cells),
+    )
     for cell in cells:
         i = cell["index"]
         yield CellStarted(i, len(cells), cell, eta_s=30.0 * (len(cells) - i))
         for phase, seconds in PHASES.items():
             yield ColdStartPhase(i, phase, seconds, "cached" if seconds is None else "")
-        yield ColdStartDone(i, dict(PHASES), sum(v or 0 for v in PHASES.values()),
-                            {"cpus_enforced": True, "mem_enforced": True})
+        yield ColdStartDone(
+            i,
+            dict(PHASES),
+            sum(v or 0 for v in PHASES.values()),
+            {"cpus_enforced": True, "mem_enforced": True},
+        )
         base = model_latency(cell["cpus"], cell["input_scale"])
         latencies = []
         t = 0.0
@@ -92,25 +136,36 @@ def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = 
             warm = k < 2
             if not warm:
                 latencies.append(latency)
-            yield RequestDone(i, t, latency, True, warm, 200, server_total_ms=latency * 900,
-                              overhead_ms=latency * 100)
+            yield RequestDone(
+                i, t, latency, True, warm, 200, server_total_ms=latency * 900, overhead_ms=latency * 100
+            )
             if k % 4 == 0:
                 cpu = min(cell["cpus"], 1.6) * (0.85 + 0.1 * rng.random())
-                yield ResourceSample(i, t, cpu_cores=cpu, cpu_cap=cell["cpus"],
-                                     mem_bytes=int((0.3 + 0.1 * cell["input_scale"]) * 1024**3),
-                                     mem_cap_bytes=int(cell["memory_gb"] * 1024**3),
-                                     mem_peak_bytes=int((0.35 + 0.1 * cell["input_scale"]) * 1024**3),
-                                     throttled_periods=k, throttled_s=0.01 * k, source="cgroup-v1")
+                yield ResourceSample(
+                    i,
+                    t,
+                    cpu_cores=cpu,
+                    cpu_cap=cell["cpus"],
+                    mem_bytes=int((0.3 + 0.1 * cell["input_scale"]) * 1024**3),
+                    mem_cap_bytes=int(cell["memory_gb"] * 1024**3),
+                    mem_peak_bytes=int((0.35 + 0.1 * cell["input_scale"]) * 1024**3),
+                    throttled_periods=k,
+                    throttled_s=0.01 * k,
+                    source="cgroup-v1",
+                )
         if failed_cell == i:
             yield LogMessage("error", f"cell {i + 1}: server exited (OOM kill)", i)
-            yield CellFinished(i, "oom", "OOM kill at 1.0 GiB", {**cell_summary(cell, latencies), "status": "oom"})
+            yield CellFinished(
+                i, "oom", "OOM kill at 1.0 GiB", {**cell_summary(cell, latencies), "status": "oom"}
+            )
         else:
             yield CellFinished(i, "ok", "", cell_summary(cell, latencies))
     yield SessionFinished("output/20250101-000000-synthetic", "ok", len(cells), 0, 120.0)
 
 
-def write_session(root: Path, name: str = "20250101-000000-synthetic", n_requests: int = 30,
-                  seed: int = 7) -> Path:
+def write_session(
+    root: Path, name: str = "20250101-000000-synthetic", n_requests: int = 30, seed: int = 7
+) -> Path:
     """A complete session folder in the store's format (requests/cells/samples CSV, meta.json)."""
     import csv
 
@@ -129,26 +184,64 @@ def write_session(root: Path, name: str = "20250101-000000-synthetic", n_request
             warm = k < 2
             if not warm:
                 latencies.append(latency)
-            request_rows.append({
-                "timestamp_ms": 1735689600000 + int(t * 1000), "model_name": "mobilenet_v3_small",
-                "cpu_cores": cell["cpus"], "gpu_mode": "off", "mem_cap_gb": cell["memory_gb"], "batch_size": 1,
-                "token_len": "", "repeat_idx": 0, "warmup": warm, "latency_s": round(latency, 6),
-                "cold_start_s": 3.1, "status": "ok", "error": "", "cell_index": cell["index"],
-                "input_scale": cell["input_scale"], "pixels": int(224 * cell["input_scale"]) ** 2,
-                "concurrency": 1, "rate": "", "http_status": 200, "server_total_ms": round(latency * 900, 3),
-                "overhead_ms": round(latency * 100, 3), "t_send_s": round(t - latency, 6), "t_recv_s": round(t, 6),
-            })
-            sample_rows.append({"cell_index": cell["index"], "t_s": round(t, 6),
-                                "cpu_cores": round(min(cell["cpus"], 1.6) * 0.9, 3), "cpu_cap": cell["cpus"],
-                                "mem_bytes": int(0.3 * 1024**3), "mem_cap_bytes": int(cell["memory_gb"] * 1024**3),
-                                "vram_bytes": "", "gpu_util_pct": "", "source": "cgroup-v1"})
+            request_rows.append(
+                {
+                    "timestamp_ms": 1735689600000 + int(t * 1000),
+                    "model_name": "mobilenet_v3_small",
+                    "cpu_cores": cell["cpus"],
+                    "gpu_mode": "off",
+                    "mem_cap_gb": cell["memory_gb"],
+                    "batch_size": 1,
+                    "token_len": "",
+                    "repeat_idx": 0,
+                    "warmup": warm,
+                    "latency_s": round(latency, 6),
+                    "cold_start_s": 3.1,
+                    "status": "ok",
+                    "error": "",
+                    "cell_index": cell["index"],
+                    "input_scale": cell["input_scale"],
+                    "pixels": int(224 * cell["input_scale"]) ** 2,
+                    "concurrency": 1,
+                    "rate": "",
+                    "http_status": 200,
+                    "server_total_ms": round(latency * 900, 3),
+                    "overhead_ms": round(latency * 100, 3),
+                    "t_send_s": round(t - latency, 6),
+                    "t_recv_s": round(t, 6),
+                }
+            )
+            sample_rows.append(
+                {
+                    "cell_index": cell["index"],
+                    "t_s": round(t, 6),
+                    "cpu_cores": round(min(cell["cpus"], 1.6) * 0.9, 3),
+                    "cpu_cap": cell["cpus"],
+                    "mem_bytes": int(0.3 * 1024**3),
+                    "mem_cap_bytes": int(cell["memory_gb"] * 1024**3),
+                    "vram_bytes": "",
+                    "gpu_util_pct": "",
+                    "source": "cgroup-v1",
+                }
+            )
         cell_rows.append(cell_summary(cell, latencies))
-    for filename, rows in (("requests.csv", request_rows), ("cells.csv", cell_rows), ("samples.csv", sample_rows)):
+    for filename, rows in (
+        ("requests.csv", request_rows),
+        ("cells.csv", cell_rows),
+        ("samples.csv", sample_rows),
+    ):
         with (session / filename).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    meta = {"session_id": name, "preset_name": "synthetic", "runtime": "docker", "status": "ok",
-            "n_cells": len(cells), "wall_s": 120.0, "note": "synthetic data for TUI tests"}
+    meta = {
+        "session_id": name,
+        "preset_name": "synthetic",
+        "runtime": "docker",
+        "status": "ok",
+        "n_cells": len(cells),
+        "wall_s": 120.0,
+        "note": "synthetic data for TUI tests",
+    }
     (session / "meta.json").write_text(json.dumps(meta, indent=2))
     return session

@@ -96,7 +96,9 @@ class Patcher:
         import os
 
         old = os.environ.get(name)
-        self._undo.append(lambda: os.environ.pop(name, None) if old is None else os.environ.__setitem__(name, old))
+        self._undo.append(
+            lambda: os.environ.pop(name, None) if old is None else os.environ.__setitem__(name, old)
+        )
         os.environ[name] = value
 
     def undo(self) -> None:

@@ -29,8 +29,19 @@ REDRAW_HZ = 6  # independent of the event rate: 4-10 Hz keeps plots fluid and th
 # the screen, so the event loop keeps absorbing events and keys.
 PLOT_BUDGET = 0.35
 MIB = 1024 * 1024
-CELL_COLUMNS = ("#", "config", "input", "load", "p50", "p99", "req/s", "peak CPU", "peak mem", "throttled",
-                "status")
+CELL_COLUMNS = (
+    "#",
+    "config",
+    "input",
+    "load",
+    "p50",
+    "p99",
+    "req/s",
+    "peak CPU",
+    "peak mem",
+    "throttled",
+    "status",
+)
 LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
 
 
@@ -61,7 +72,9 @@ class LiveScreen(Screen):
             with Horizontal(id="progress-row"):
                 yield ProgressBar(total=1, show_eta=False, id="cells-progress")
                 yield Static("", id="progress-label")
-            yield Static("no sweep running — F2 opens Setup, choose a preset and press Ctrl+R", id="cell-label")
+            yield Static(
+                "no sweep running — F2 opens Setup, choose a preset and press Ctrl+R", id="cell-label"
+            )
             yield ColdStartBar(id="cold-bar")
         with Grid(id="plots"):
             yield LinePlot("latency per request", xlabel="s", ylabel="ms", id="plot-latency")
@@ -108,8 +121,13 @@ class LiveScreen(Screen):
                 self.app.run_worker(self.app.stop_run(), group="stop")  # type: ignore[attr-defined]
 
         self.app.push_screen(
-            ConfirmScreen("Stop the sweep?", "The container is removed and finished cells are kept; "
-                          "the session can be resumed later.", yes="Stop"), answered)
+            ConfirmScreen(
+                "Stop the sweep?",
+                "The container is removed and finished cells are kept; the session can be resumed later.",
+                yes="Stop",
+            ),
+            answered,
+        )
 
     def redraw(self, force: bool = False) -> None:
         """One timer tick. `force` redraws everything now (tests and screenshots: no timing involved)."""
@@ -161,13 +179,15 @@ class LiveScreen(Screen):
         failed = f", {state.cells_failed} failed" if state.cells_failed else ""
         status = state.finished.status if state.finished else ("running" if state.n_cells else "idle")
         self.query_one("#progress-label", Static).update(
-            f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {fmt_duration(state.eta())} · {status}")
+            f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {fmt_duration(state.eta())} · {status}"
+        )
         if state.current_index is not None:
             p50, p99 = state.latency_stats()
             err = f" · {state.cell_errors} errors" if state.cell_errors else ""
             self.query_one("#cell-label", Static).update(
                 f"cell {state.current_index + 1}: {describe_cell(state.current_cell)} · "
-                f"{state.cell_requests} requests{err} · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}")
+                f"{state.cell_requests} requests{err} · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"
+            )
         elif state.preset_name:
             self.query_one("#cell-label", Static).update(f"{state.preset_name}: starting on {state.runtime}")
 
@@ -177,27 +197,48 @@ class LiveScreen(Screen):
         if points:
             p50, p99 = state.latency_stats()
             latency.show_lines(
-                [Line("latency", [p[0] for p in points], [p[1] * 1e3 for p in points], color="cyan",
-                      marker="dot")],
+                [
+                    Line(
+                        "latency",
+                        [p[0] for p in points],
+                        [p[1] * 1e3 for p in points],
+                        color="cyan",
+                        marker="dot",
+                    )
+                ],
                 hlines=[(p50 * 1e3, "green"), (p99 * 1e3, "red")],
                 # plotext drops a title wider than the plot: keep it short on narrow terminals
-                title=(f"latency (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"
-                       if latency.size.width >= 48 else f"p50 {fmt_seconds(p50)} p99 {fmt_seconds(p99)}"),
+                title=(
+                    f"latency (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"
+                    if latency.size.width >= 48
+                    else f"p50 {fmt_seconds(p50)} p99 {fmt_seconds(p99)}"
+                ),
             )
         else:
             latency.show_unavailable("waiting for requests", title="latency per request")
         sample = state.last_sample
         cpu_cap = sample.cpu_cap if sample and sample.cpu_cap else state.current_cell.get("cpus")
-        self._series_plot("#plot-cpu", state.cpu, 1.0, "CPU cores used",
-                          f" · cap {fmt_num(cpu_cap)}" if cpu_cap else " · uncapped", cpu_cap)
+        self._series_plot(
+            "#plot-cpu",
+            state.cpu,
+            1.0,
+            "CPU cores used",
+            f" · cap {fmt_num(cpu_cap)}" if cpu_cap else " · uncapped",
+            cpu_cap,
+        )
         mem_cap = sample.mem_cap_bytes if sample and sample.mem_cap_bytes else None
         if mem_cap is None and state.current_cell.get("memory_gb"):
             mem_cap = float(state.current_cell["memory_gb"]) * 1024**3
         peak = sample.mem_peak_bytes if sample else None
-        self._series_plot("#plot-mem", state.mem, 1 / MIB, "memory (MiB)",
-                          (f" · peak {fmt_bytes(peak)}" if peak else "")
-                          + (f" · cap {fmt_bytes(mem_cap)}" if mem_cap else " · uncapped"),
-                          mem_cap / MIB if mem_cap else None)
+        self._series_plot(
+            "#plot-mem",
+            state.mem,
+            1 / MIB,
+            "memory (MiB)",
+            (f" · peak {fmt_bytes(peak)}" if peak else "")
+            + (f" · cap {fmt_bytes(mem_cap)}" if mem_cap else " · uncapped"),
+            mem_cap / MIB if mem_cap else None,
+        )
         gpu = self.query_one("#plot-gpu", LinePlot)
         vram = [(t, v / MIB) for t, v in state.vram if v is not None]
         util = [(t, v) for t, v in state.gpu_util if v is not None]
@@ -209,16 +250,21 @@ class LiveScreen(Screen):
                 lines.append(Line("util %", [p[0] for p in util], [p[1] for p in util], color="orange"))
             gpu.show_lines(lines, title="GPU: VRAM (MiB) and utilisation (%)")
         else:
-            gpu.show_unavailable("VRAM and GPU utilisation: not available" if state.cpu else
-                                 "waiting for samples", title="GPU")
+            gpu.show_unavailable(
+                "VRAM and GPU utilisation: not available" if state.cpu else "waiting for samples", title="GPU"
+            )
 
-    def _series_plot(self, selector: str, series, scale: float, title: str, suffix: str,
-                     cap: float | None) -> None:
+    def _series_plot(
+        self, selector: str, series, scale: float, title: str, suffix: str, cap: float | None
+    ) -> None:
         plot = self.query_one(selector, LinePlot)
         points = [(t, v * scale) for t, v in series if v is not None]
         if points:
-            plot.show_lines([Line(title, [p[0] for p in points], [p[1] for p in points], color="cyan")],
-                            hlines=[(float(cap), "red")] if cap else [], title=title + suffix)
+            plot.show_lines(
+                [Line(title, [p[0] for p in points], [p[1] for p in points], color="cyan")],
+                hlines=[(float(cap), "red")] if cap else [],
+                title=title + suffix,
+            )
         elif series:
             plot.show_unavailable("not available", title=title)
         else:
@@ -228,8 +274,11 @@ class LiveScreen(Screen):
         new = state.cells_seq - self._seen_cells
         if new <= 0:
             return
-        rows = list(state.finished_cells)[-new:] if new <= len(state.finished_cells) else list(
-            state.finished_cells)
+        rows = (
+            list(state.finished_cells)[-new:]
+            if new <= len(state.finished_cells)
+            else list(state.finished_cells)
+        )
         self._seen_cells = state.cells_seq
         table = self.query_one("#cells-table", DataTable)
         for row in rows:
@@ -255,17 +304,23 @@ def _get(row: dict, *keys: str):
 def cell_row(row: dict) -> list:
     """A finished-cells table row from a cells.csv row (live summary or read from disk)."""
     index = _get(row, "cell_index")
-    config = describe_cell({
-        "cpus": _get(row, "cpu_cores", "cpus"),
-        "memory_gb": _get(row, "mem_cap_gb", "memory_gb"),
-        "gpus": 1 if str(_get(row, "gpu_mode", "gpus") or "off") not in ("off", "0", "none", "False") else 0,
-    })
+    config = describe_cell(
+        {
+            "cpus": _get(row, "cpu_cores", "cpus"),
+            "memory_gb": _get(row, "mem_cap_gb", "memory_gb"),
+            "gpus": 1
+            if str(_get(row, "gpu_mode", "gpus") or "off") not in ("off", "0", "none", "False")
+            else 0,
+        }
+    )
     inputs = _get(row, "input_scale")
     inputs = f"×{fmt_num(inputs)}" if inputs is not None else fmt_num(_get(row, "token_len", "pixels"))
     rate = _get(row, "rate")
     load = f"{fmt_num(rate)}/s" if rate is not None else f"c={fmt_num(_get(row, 'concurrency'))}"
     throttled = _get(row, "throttled_s")
-    throttled = f"{float(throttled):.2f} s" if throttled is not None else fmt_num(_get(row, "throttled_periods"))
+    throttled = (
+        f"{float(throttled):.2f} s" if throttled is not None else fmt_num(_get(row, "throttled_periods"))
+    )
     status = str(_get(row, "status") or "")
     style = "green" if status == "ok" else "bold red"
     return [

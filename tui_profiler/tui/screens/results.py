@@ -69,8 +69,11 @@ class ResultsScreen(Screen):
                     with VerticalScroll():
                         yield Static("", id="fit-text")
                 with TabPane("Export", id="tab-export"):
-                    yield Static("Press e to write one merged CSV (and Parquet when pyarrow is installed) "
-                                 "into the session's export/ folder.", id="export-text")
+                    yield Static(
+                        "Press e to write one merged CSV (and Parquet when pyarrow is installed) "
+                        "into the session's export/ folder.",
+                        id="export-text",
+                    )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -96,7 +99,8 @@ class ResultsScreen(Screen):
         if not self.session_infos:
             self.session = None
             self.query_one("#session-meta", Static).update(
-                f"no sessions in {output_dir}/ yet — run a preset from Setup (F2)")
+                f"no sessions in {output_dir}/ yet — run a preset from Setup (F2)"
+            )
             return
         names = [i.name for i in self.session_infos]
         index = names.index(keep) if keep in names else 0
@@ -134,7 +138,8 @@ class ResultsScreen(Screen):
         self.draw_histogram()
         self.query_one("#export-text", Static).update(
             "Press e to write one merged CSV (and Parquet when pyarrow is installed) into "
-            f"{info.name}/export/.")
+            f"{info.name}/export/."
+        )
         self.draw_fit()
 
     # ---------------------------------------------------------------- figure, histogram, fit
@@ -147,9 +152,11 @@ class ResultsScreen(Screen):
             plot.show_unavailable("no finished cells with latency and input size", title="latency vs input")
             return
         plot.xlabel = X_LABELS.get(x_col, x_col)
-        plot.show_lines([Line(s.label, s.x, s.y, marker="braille") for s in series],
-                        title=f"{name} latency (s) vs {X_LABELS.get(x_col, x_col)}, one line per config "
-                              "(p toggles p50/p99)")
+        plot.show_lines(
+            [Line(s.label, s.x, s.y, marker="braille") for s in series],
+            title=f"{name} latency (s) vs {X_LABELS.get(x_col, x_col)}, one line per config "
+            "(p toggles p50/p99)",
+        )
 
     def action_toggle_percentile(self) -> None:
         self.y_column = "p99_s" if self.y_column == "p50_s" else "p50_s"
@@ -173,8 +180,11 @@ class ResultsScreen(Screen):
         index = record.get("cell_index", row)
         values = sessions.cell_latencies(self._requests_frame(), int(index))
         label = " ".join(str(x) for x in cell_row(record)[1:4])
-        plot.show_values(values, title=f"cell {int(index) + 1}: {label} · {len(values)} timed requests "
-                                       "(↑/↓ in Cells picks the cell)")
+        plot.show_values(
+            values,
+            title=f"cell {int(index) + 1}: {label} · {len(values)} timed requests "
+            "(↑/↓ in Cells picks the cell)",
+        )
 
     def draw_fit(self) -> None:
         widget = self.query_one("#fit-text", Static)
@@ -216,13 +226,16 @@ def fit_summary(session_dir: Path) -> Text | str:
     try:
         from tui_profiler.analysis import fit
     except ImportError:
-        return Text("Latency-model fitting is not available in this build (tui_profiler.analysis.fit).",
-                    style="dim italic")
+        return Text(
+            "Latency-model fitting is not available in this build (tui_profiler.analysis.fit).",
+            style="dim italic",
+        )
     try:
         report = fit.fit_paths([session_dir])
     except Exception as exc:  # too few cells, no latency...: say why, the screen lives on
-        return Text(f"no model fitted: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                    style="yellow")
+        return Text(
+            f"no model fitted: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", style="yellow"
+        )
     text = Text()
     text.append("Latency model (tui-profiler fit)\n", style="bold")
     text.append("\n".join(report.summary_lines()) + "\n")

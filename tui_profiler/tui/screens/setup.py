@@ -44,8 +44,12 @@ SELECT_FIELDS = {
 STEPPER_FIELDS = {"f-cpus": "resources.cpus", "f-memory": "resources.memory_gb", "f-gpus": "resources.gpus"}
 
 
-SELECT_DEFAULTS = {"weights": "random", "resources.threads": "auto", "resources.pairing": "grid",
-                   "load.mode": "closed"}
+SELECT_DEFAULTS = {
+    "weights": "random",
+    "resources.threads": "auto",
+    "resources.pairing": "grid",
+    "load.mode": "closed",
+}
 
 
 def _get_path(data: dict[str, Any], key: str) -> Any:
@@ -96,29 +100,63 @@ class SetupScreen(Screen):
                     yield Input(compact=True, id="f-model", placeholder="catalog model name")
                 with Horizontal(classes="row"):
                     yield Label("weights", classes="field-label")
-                    yield Select(compact=True, options=[("random", "random"), ("pretrained", "pretrained")], id="f-weights",
-                                 allow_blank=False, value="random")
+                    yield Select(
+                        compact=True,
+                        options=[("random", "random"), ("pretrained", "pretrained")],
+                        id="f-weights",
+                        allow_blank=False,
+                        value="random",
+                    )
                 with Horizontal(classes="row"):
                     yield Label("image", classes="field-label")
                     yield Input(compact=True, id="f-image", placeholder="built-in model-server image")
-                yield Label(f"Resources (host: {host.cpus:g} cores, {host.memory_gb:.1f} GiB, "
-                            f"{host.gpus} GPU)", classes="section-title")
-                yield ValueSetStepper("CPUs", minimum=0.5, maximum=host.cpus, step=0.5, id="f-cpus",
-                                      empty_label="uncapped")
-                yield ValueSetStepper("memory", minimum=0.5, maximum=max(0.5, host.memory_gb // 0.5 * 0.5),
-                                      step=0.5, unit=" G", id="f-memory", empty_label="uncapped")
-                yield ValueSetStepper("GPUs", minimum=0, maximum=max(host.gpus, 0), step=1, values=[0],
-                                      id="f-gpus", disabled=host.gpus == 0,
-                                      note=str(host.gpu_reason))
+                yield Label(
+                    f"Resources (host: {host.cpus:g} cores, {host.memory_gb:.1f} GiB, {host.gpus} GPU)",
+                    classes="section-title",
+                )
+                yield ValueSetStepper(
+                    "CPUs", minimum=0.5, maximum=host.cpus, step=0.5, id="f-cpus", empty_label="uncapped"
+                )
+                yield ValueSetStepper(
+                    "memory",
+                    minimum=0.5,
+                    maximum=max(0.5, host.memory_gb // 0.5 * 0.5),
+                    step=0.5,
+                    unit=" G",
+                    id="f-memory",
+                    empty_label="uncapped",
+                )
+                yield ValueSetStepper(
+                    "GPUs",
+                    minimum=0,
+                    maximum=max(host.gpus, 0),
+                    step=1,
+                    values=[0],
+                    id="f-gpus",
+                    disabled=host.gpus == 0,
+                    note=str(host.gpu_reason),
+                )
                 with Horizontal(classes="row"):
                     yield Label("threads", classes="field-label")
-                    yield Select(compact=True, options=[("auto (the CPU quota)", "auto"), ("host cores", "host")], id="f-threads",
-                                 allow_blank=False, value="auto")
+                    yield Select(
+                        compact=True,
+                        options=[("auto (the CPU quota)", "auto"), ("host cores", "host")],
+                        id="f-threads",
+                        allow_blank=False,
+                        value="auto",
+                    )
                 with Horizontal(classes="row"):
                     yield Label("pairing", classes="field-label")
-                    yield Select(compact=True, options=[("grid (every CPU × every memory)", "grid"),
-                                  ("zip (pairs in order)", "zip")], id="f-pairing",
-                                 allow_blank=False, value="grid")
+                    yield Select(
+                        compact=True,
+                        options=[
+                            ("grid (every CPU × every memory)", "grid"),
+                            ("zip (pairs in order)", "zip"),
+                        ],
+                        id="f-pairing",
+                        allow_blank=False,
+                        value="grid",
+                    )
                 yield Label("Input", classes="section-title")
                 with Horizontal(classes="row", id="row-scales"):
                     yield Label("scales", classes="field-label")
@@ -129,8 +167,13 @@ class SetupScreen(Screen):
                 yield Label("Load", classes="section-title")
                 with Horizontal(classes="row"):
                     yield Label("mode", classes="field-label")
-                    yield Select(compact=True, options=[("closed loop (N workers)", "closed"), ("open loop (arrival rate)", "open")],
-                                 id="f-mode", allow_blank=False, value="closed")
+                    yield Select(
+                        compact=True,
+                        options=[("closed loop (N workers)", "closed"), ("open loop (arrival rate)", "open")],
+                        id="f-mode",
+                        allow_blank=False,
+                        value="closed",
+                    )
                 with Horizontal(classes="row", id="row-concurrency"):
                     yield Label("concurrency", classes="field-label")
                     yield Input(compact=True, id="f-concurrency", placeholder="1 (default); e.g. 1,4")
@@ -168,11 +211,15 @@ class SetupScreen(Screen):
         olist.clear_options()
         olist.add_options(options)
         names = [i.name for i in self.infos]
-        wanted = select if select in names else ("smoke" if "smoke" in names else (names[0] if names else None))
+        wanted = (
+            select if select in names else ("smoke" if "smoke" in names else (names[0] if names else None))
+        )
         if wanted is not None:
             olist.highlighted = names.index(wanted)
-            self.select_preset(self.infos[names.index(wanted)],
-                               overrides=getattr(self.app, "overrides", []) if wanted == select else [])
+            self.select_preset(
+                self.infos[names.index(wanted)],
+                overrides=getattr(self.app, "overrides", []) if wanted == select else [],
+            )
         olist.focus()
 
     @on(OptionList.OptionHighlighted, "#preset-list")
@@ -186,8 +233,9 @@ class SetupScreen(Screen):
 
         self.current = info
         self.query_one("#preset-description", Static).update(
-            Text(info.description or "(no description)") + Text(
-                "\nbuilt-in" if info.builtin else "\nuser preset", style="dim"))
+            Text(info.description or "(no description)")
+            + Text("\nbuilt-in" if info.builtin else "\nuser preset", style="dim")
+        )
         try:
             data = _read_toml(Path(info.path))
             if overrides:
@@ -209,9 +257,11 @@ class SetupScreen(Screen):
             self._set_select("#f-weights", d.get("weights", "random"))
             self.query_one("#f-image", Input).value = str(d.get("image", ""))
             self.query_one("#f-cpus", ValueSetStepper).set_values(
-                [v for v in res.get("cpus", []) if v is not None])
+                [v for v in res.get("cpus", []) if v is not None]
+            )
             self.query_one("#f-memory", ValueSetStepper).set_values(
-                [v for v in res.get("memory_gb", []) if v is not None])
+                [v for v in res.get("memory_gb", []) if v is not None]
+            )
             self.query_one("#f-gpus", ValueSetStepper).set_values(list(res.get("gpus", [0])))
             self._set_select("#f-threads", str(res.get("threads", "auto")))
             self._set_select("#f-pairing", res.get("pairing", "grid"))
@@ -370,8 +420,11 @@ class SetupScreen(Screen):
         self.app.start_run(preset)  # type: ignore[attr-defined]
 
     def action_save(self) -> None:
-        default = self.current.name if self.current is not None and not self.current.builtin else (
-            f"my_{self.current.name}" if self.current is not None else "my_preset")
+        default = (
+            self.current.name
+            if self.current is not None and not self.current.builtin
+            else (f"my_{self.current.name}" if self.current is not None else "my_preset")
+        )
         default = default.replace("/", "_")
 
         def save(name: str | None) -> None:
@@ -433,7 +486,9 @@ class NameScreen(ModalScreen[str | None]):
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(self.query_one("#name-input", Input).value.strip() if event.button.id == "save" else None)
+        self.dismiss(
+            self.query_one("#name-input", Input).value.strip() if event.button.id == "save" else None
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -44,7 +44,8 @@ class ColdStartBar(Widget):
             return Text("cold start: waiting for the container", style="dim italic")
         total = sum(known.values()) or 1.0
         order = [p for p in COLD_START_ORDER if p in self.phases] + [
-            p for p in self.phases if p not in COLD_START_ORDER]
+            p for p in self.phases if p not in COLD_START_ORDER
+        ]
         used = 0
         for phase in order:
             seconds = known.get(phase)

@@ -30,8 +30,15 @@ class LinePlot(PlotextPlot):
     LinePlot { width: 1fr; height: 1fr; min-height: 6; }
     """
 
-    def __init__(self, title: str, *, xlabel: str = "", ylabel: str = "", id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self,
+        title: str,
+        *,
+        xlabel: str = "",
+        ylabel: str = "",
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(id=id, classes=classes)
         self.title = title
         self.xlabel = xlabel
@@ -43,8 +50,14 @@ class LinePlot(PlotextPlot):
         self.redraws = 0
         self.render_s = 0.0  # time spent building the plot (plotext), for the ingest benchmark
 
-    def show_lines(self, lines: list[Line], *, hlines: Sequence[tuple[float, str]] = (),
-                   title: str | None = None, xlog: bool = False) -> None:
+    def show_lines(
+        self,
+        lines: list[Line],
+        *,
+        hlines: Sequence[tuple[float, str]] = (),
+        title: str | None = None,
+        xlog: bool = False,
+    ) -> None:
         self._lines = [ln for ln in lines if len(ln.x)]
         self._hlines = list(hlines)
         self._xlog = xlog
@@ -81,8 +94,13 @@ class LinePlot(PlotextPlot):
         width = max(self.size.width, 10)
         for i, line in enumerate(self._lines):
             xs, ys = _thin(line.x, line.y, width * 2)
-            plt.plot(xs, ys, label=line.label if len(self._lines) > 1 else None,
-                     color=line.color or PALETTE[i % len(PALETTE)], marker=line.marker)
+            plt.plot(
+                xs,
+                ys,
+                label=line.label if len(self._lines) > 1 else None,
+                color=line.color or PALETTE[i % len(PALETTE)],
+                marker=line.marker,
+            )
         for value, color in self._hlines:
             plt.horizontal_line(value, color=color)
         if self._xlog:

@@ -47,10 +47,21 @@ class ValueSetStepper(Widget, can_focus=True):
         def control(self) -> ValueSetStepper:
             return self.stepper
 
-    def __init__(self, label: str, *, minimum: float, maximum: float, step: float,
-                 values: list[float] | None = None, unit: str = "", multi: bool = True,
-                 id: str | None = None, disabled: bool = False, note: str = "",
-                 empty_label: str = "") -> None:
+    def __init__(
+        self,
+        label: str,
+        *,
+        minimum: float,
+        maximum: float,
+        step: float,
+        values: list[float] | None = None,
+        unit: str = "",
+        multi: bool = True,
+        id: str | None = None,
+        disabled: bool = False,
+        note: str = "",
+        empty_label: str = "",
+    ) -> None:
         super().__init__(id=id, disabled=disabled)
         self.label = label
         self.minimum = minimum
