@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.doubles import FakeNvml
+from tui_profiler import host
 from tui_profiler.events import ResourceSample
 from tui_profiler.runtime.base import ReadinessProbe, RunningTarget, TargetSpec
 from tui_profiler.runtime.docker import DockerRuntime
@@ -135,12 +136,11 @@ async def test_every_tick_carries_the_gpu_reading(
     busy_target: RunningTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a GPU, the cheap ticks (CPU usage and memory only) still read it, not just the full ones."""
-    from tui_profiler.sample import nvml
 
     # TEST DOUBLE of pynvml (no GPU can exist here): the target's pid holds 300 MiB on one GPU at 40%
     fake = FakeNvml({0: [(busy_target.pids[0], 300 * MIB)]}, util=[40])
-    monkeypatch.setattr(nvml, "_nvml", lambda: fake)
-    monkeypatch.setattr(nvml, "_init_state", None)
+    monkeypatch.setattr(host, "nvml_module", lambda: fake)
+    monkeypatch.setattr(host, "_nvml_state", None)
     got: list[ResourceSample] = []
     sampler = ResourceSampler(busy_target, on_sample=got.append)
     await sampler.start()

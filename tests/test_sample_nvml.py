@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from tests.doubles import FakeNvml
-from tui_profiler.sample import nvml
-from tui_profiler.sample.nvml import GpuProcess, NvmlReader, attribute_to_target, nvml_status
+from tui_profiler import host
+from tui_profiler.host import nvml_status
+from tui_profiler.sample.nvml import GpuProcess, NvmlReader, attribute_to_target
 
 
 def test_nvml_absent_is_not_available() -> None:
@@ -39,8 +40,8 @@ def test_attribution_keeps_only_the_targets_processes() -> None:
 
 def test_pid_mapping_with_nvml_double(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeNvml({0: [(4242, 512 * 2**20), (7, 2**30)], 1: [(4243, None)]}, util=[55, 90])
-    monkeypatch.setattr(nvml, "_nvml", lambda: fake)
-    monkeypatch.setattr(nvml, "_init_state", None)
+    monkeypatch.setattr(host, "nvml_module", lambda: fake)
+    monkeypatch.setattr(host, "_nvml_state", None)
     reader = NvmlReader()
     assert reader.available
     r = reader.read([4242, 4243])  # the target's host pids (from its cgroup.procs)

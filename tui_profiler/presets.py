@@ -11,7 +11,6 @@ Every validation error is ONE line: `<file>: <field>: <value> — <what is allow
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import os
 import re
@@ -20,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tui_profiler.host import host_limits
 
 USER_PRESETS_ENV = "TUI_PROFILER_PRESETS"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -61,101 +62,6 @@ def _show(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     text = text.replace("\n", "\\n")
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-# --------------------------------------------------------------------------------------------- host limits
-
-
-@dataclass(frozen=True, slots=True)
-class HostLimits:
-    cpus: float  # usable cores (affinity, lowered by a cgroup CPU quota)
-    memory_gb: float  # GiB (total memory, lowered by a cgroup memory limit)
-    gpus: int
-    gpu_reason: str  # why gpus is what it is ("2 GPUs via NVML, driver 550.54", or why 0)
-
-
-def _cgroup_cpu_quota() -> float | None:
-    try:  # cgroup v2
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v1
-        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if quota_us > 0 and period_us > 0:
-            return quota_us / period_us
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _cgroup_memory_limit() -> int | None:
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text == "max":
-            return None
-        try:
-            value = int(text)
-        except ValueError:
-            continue
-        if value < (1 << 60):  # v1 reports "unlimited" as a huge number
-            return value
-    return None
-
-
-def _mem_total() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _gpus() -> tuple[int, str]:
-    try:
-        import pynvml  # nvidia-ml-py
-
-        pynvml.nvmlInit()
-    except Exception as exc:  # no driver, no library: the machine has no usable GPU
-        return 0, f"not available (NVML: {type(exc).__name__}: {exc})"
-    try:
-        count = int(pynvml.nvmlDeviceGetCount())
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        driver = driver.decode() if isinstance(driver, bytes) else str(driver)
-        return count, f"{count} GPU(s) via NVML, driver {driver}"
-    except Exception as exc:
-        return 0, f"not available (NVML: {type(exc).__name__}: {exc})"
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
-
-
-@functools.lru_cache(maxsize=1)
-def host_limits() -> HostLimits:
-    """What this host can give a target: cores (affinity and cgroup quota), memory (GiB), GPUs (NVML)."""
-    try:
-        cores = float(len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        cores = float(os.cpu_count() or 1)
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        cores = min(cores, quota)
-    mem = _mem_total()
-    limit = _cgroup_memory_limit()
-    if limit is not None:
-        mem = min(mem, limit) if mem else limit
-    gpus, reason = _gpus()
-    return HostLimits(cpus=cores, memory_gb=round((mem or 0) / 2**30, 2), gpus=gpus, gpu_reason=reason)
 
 
 # ------------------------------------------------------------------------------------------------- schema

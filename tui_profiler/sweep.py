@@ -42,6 +42,7 @@ from tui_profiler.events import (
     SessionFinished,
     SessionStarted,
 )
+from tui_profiler.host import host_facts
 from tui_profiler.plan import Cell, build_plan
 from tui_profiler.presets import Preset, input_spec, preset_summary
 from tui_profiler.runtime.base import (
@@ -53,7 +54,8 @@ from tui_profiler.runtime.base import (
     TargetFailed,
     TargetSpec,
 )
-from tui_profiler.store import COLD_START_PHASES, SessionStore, docker_engine_version, host_facts
+from tui_profiler.runtime.docker import docker_engine_version
+from tui_profiler.store import COLD_START_PHASES, SessionStore
 
 OWNER_LABEL = "tui-profiler.owner"  # "<hostname>:<pid>:<process start ticks>" of the profiler that started it
 Emit = Callable[[Event], None]

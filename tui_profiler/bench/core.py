@@ -111,7 +111,7 @@ def _deb_version(package: str) -> str | None:
 def machine_facts() -> dict[str, Any]:
     """CPU model, cores, kernel, load average and the versions of what the benchmarks run."""
     from tui_profiler import __version__
-    from tui_profiler.store import cpu_model, package_version
+    from tui_profiler.host import cpu_model, package_version
 
     try:
         usable = len(os.sched_getaffinity(0))

@@ -36,10 +36,9 @@ def _disk(path: Path) -> str:
 
 def collect(output_dir: str = "output") -> tuple[list[Row], bool]:
     """The checks as rows, and whether the machine is usable (some runtime works)."""
+    from tui_profiler.host import cgroup_label, nvml_status
     from tui_profiler.runtime import _process_runtime_missing
     from tui_profiler.runtime.process import cgroup_writable
-    from tui_profiler.sample.cgroup import cgroup_version
-    from tui_profiler.sample.nvml import nvml_status
 
     rows: list[Row] = []
     docker_ok = False
@@ -56,8 +55,7 @@ def collect(output_dir: str = "output") -> tuple[list[Row], bool]:
     except Exception as exc:
         rows.append(("docker engine", "fail", f"not reachable: {str(exc).splitlines()[0][:200]}"))
 
-    host_v = cgroup_version()
-    rows.append(("cgroup (host)", "info", f"v{host_v}"))
+    rows.append(("cgroup (host)", "info", cgroup_label()))
     if docker_ok:
         rows.append(
             (

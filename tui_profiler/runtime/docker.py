@@ -458,7 +458,7 @@ def _cgroup_pids(paths: CgroupPaths) -> list[int]:
 
 
 def _gpu_visible() -> bool:
-    from tui_profiler.sample.nvml import nvml_status
+    from tui_profiler.host import nvml_status
 
     return nvml_status().available
 
@@ -490,3 +490,16 @@ def remove_labelled(
 def cleanup_all(dry_run: bool = False) -> list[str]:
     """Every container labelled `tui-profiler.session` (orphans after a SIGKILL): removed, names returned."""
     return remove_labelled(SESSION_LABEL, dry_run=dry_run)
+
+
+def docker_engine_version() -> str:
+    """The Docker engine's version, or why it is not available (blocking)."""
+    try:
+        client = docker_client(timeout=10)
+        try:
+            v = client.version()
+            return f"{v.get('Version')} (API {v.get('ApiVersion')})"
+        finally:
+            client.close()
+    except Exception as exc:
+        return f"not available ({type(exc).__name__})"

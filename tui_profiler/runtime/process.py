@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_profiler.host import CGROUP_ROOT, cgroup_version
 from tui_profiler.runtime.base import EnforcedCaps, PhaseCallback, RunningTarget, TargetFailed, TargetSpec
 from tui_profiler.runtime.common import (
     LOOPBACK,
@@ -36,7 +37,7 @@ from tui_profiler.runtime.common import (
     timeline_phases,
     wait_ready,
 )
-from tui_profiler.sample.cgroup import CGROUP_ROOT, CgroupPaths, cgroup_version, read_text
+from tui_profiler.sample.cgroup import CgroupPaths, read_text
 
 GROUP = "tui-profiler"
 SESSION_ENV = "TUI_PROFILER_SESSION"
@@ -363,7 +364,7 @@ class ProcessRuntime:
     def _assign_gpus(
         self, spec: TargetSpec, env: dict[str, str], enforced: EnforcedCaps, facts: dict[str, Any]
     ) -> None:
-        from tui_profiler.sample.nvml import nvml_status
+        from tui_profiler.host import nvml_status
 
         status = nvml_status()
         if not spec.gpus:

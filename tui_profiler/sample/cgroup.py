@@ -17,14 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from tui_profiler.host import CGROUP_ROOT, cgroup_version
+
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "cpuset", "pids")
 UNLIMITED_V1 = 1 << 62  # v1 reports 'no limit' as a huge page-aligned number (9223372036854771712)
-
-
-def cgroup_version(root: Path = CGROUP_ROOT) -> int:
-    """2 for the unified hierarchy mounted at /sys/fs/cgroup, 1 otherwise (v1 or hybrid)."""
-    return 2 if (root / "cgroup.controllers").exists() else 1
 
 
 @dataclass(slots=True)

@@ -8,63 +8,11 @@ GPU field is None ('not available') with the reason, never 0 and never an except
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(slots=True)
-class NvmlStatus:
-    available: bool
-    reason: str = ""  # why not, in plain words
-    driver: str | None = None
-    gpus: list[str] = field(default_factory=list)  # "0: NVIDIA H100 80GB HBM3 (81559 MiB)"
-
-
-_lock = threading.Lock()
-_init_state: tuple[bool, str] | None = None
-
-
-def _nvml() -> Any:
-    import pynvml
-
-    return pynvml
-
-
-def _ensure_init() -> tuple[bool, str]:
-    """nvmlInit once per process; remembers a failure (with its reason) instead of retrying each sample."""
-    global _init_state
-    with _lock:
-        if _init_state is None:
-            try:
-                nv = _nvml()
-                nv.nvmlInit()
-                count = nv.nvmlDeviceGetCount()
-                _init_state = (True, "") if count > 0 else (False, "NVML reports no GPU")
-            except ImportError:
-                _init_state = (False, "nvidia-ml-py is not installed")
-            except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-                _init_state = (False, f"NVML unavailable: {exc}")
-        return _init_state
-
-
-def nvml_status() -> NvmlStatus:
-    ok, reason = _ensure_init()
-    if not ok:
-        return NvmlStatus(False, reason)
-    nv = _nvml()
-    try:
-        driver = nv.nvmlSystemGetDriverVersion()
-        gpus = []
-        for i in range(nv.nvmlDeviceGetCount()):
-            h = nv.nvmlDeviceGetHandleByIndex(i)
-            name = nv.nvmlDeviceGetName(h)
-            mem = nv.nvmlDeviceGetMemoryInfo(h).total // 2**20
-            gpus.append(f"{i}: {name if isinstance(name, str) else name.decode()} ({mem} MiB)")
-        return NvmlStatus(True, "", driver if isinstance(driver, str) else driver.decode(), gpus)
-    except Exception as exc:
-        return NvmlStatus(False, f"NVML query failed: {exc}")
+from tui_profiler.host import nvml_init, nvml_module
 
 
 @dataclass(slots=True)
@@ -102,19 +50,19 @@ class NvmlReader:
     """Reads GPU processes and utilisation each sample. `available` False -> read() returns all None."""
 
     def __init__(self) -> None:
-        ok, reason = _ensure_init()
+        ok, reason = nvml_init()
         self.available = ok
         self.reason = reason
         self._handles: list[Any] = []
         if ok:
-            nv = _nvml()
+            nv = nvml_module()
             try:
                 self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
             except Exception as exc:
                 self.available, self.reason = False, f"NVML query failed: {exc}"
 
     def processes(self) -> tuple[list[GpuProcess], dict[int, float | None]]:
-        nv = _nvml()
+        nv = nvml_module()
         procs: list[GpuProcess] = []
         util: dict[int, float | None] = {}
         for i, h in enumerate(self._handles):

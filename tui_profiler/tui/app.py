@@ -83,7 +83,7 @@ class ProfilerApp(App[int]):
         """The host's limits (cores, memory, GPUs and why), from the engine."""
         if self._host_limits is not None:
             return self._host_limits()
-        from tui_profiler.presets import host_limits
+        from tui_profiler.host import host_limits
 
         return host_limits()
 

@@ -57,7 +57,7 @@ warmup = 2
 
 
 def fixed_host() -> Any:
-    from tui_profiler.presets import HostLimits
+    from tui_profiler.host import HostLimits
 
     return HostLimits(cpus=8.0, memory_gb=16.0, gpus=0, gpu_reason="no GPU (fixed for tests)")
 

@@ -1,0 +1,260 @@
+"""This machine, in one place: usable cores (affinity and CPU quota), memory (and a cgroup limit), the cgroup
+version, GPUs through NVML, the CPU model and package versions.
+
+Every other module asks here; none reads /proc or /sys for a host fact, or probes NVML, on its own.
+A fact that cannot be read is None or says why ('not available: ...'), never 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_V1_UNLIMITED = 1 << 60  # cgroup v1 reports "no limit" as a huge page-aligned number
+
+
+# ------------------------------------------------------------------------------------------------ cgroups
+
+
+def cgroup_version(root: Path = CGROUP_ROOT) -> int:
+    """2 for the unified hierarchy mounted at `root`, 1 otherwise (v1 or hybrid)."""
+    return 2 if (root / "cgroup.controllers").exists() else 1
+
+
+def cgroup_label(root: Path = CGROUP_ROOT) -> str:
+    """'v1' / 'v2' as meta.json and `doctor` write it, or 'not available' without a cgroup file system."""
+    if (root / "cgroup.controllers").exists():
+        return "v2"
+    if (root / "memory").is_dir() or (root / "cpu").is_dir():
+        return "v1"
+    return "not available"
+
+
+def cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
+    """This process's cgroup CPU quota in cores, None when not capped (or not readable)."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if quota_us > 0 and period_us > 0:
+            return quota_us / period_us
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def memory_limit(root: Path = CGROUP_ROOT) -> int | None:
+    """This process's cgroup memory limit in bytes, None when not capped (or not readable)."""
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            continue
+        if value < _V1_UNLIMITED:
+            return value
+    return None
+
+
+def memory_total() -> int | None:
+    """MemTotal from /proc/meminfo, in bytes."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def affinity_cores() -> list[int]:
+    """The CPUs this process may run on."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+# ------------------------------------------------------------------------------------------------- NVML
+
+
+@dataclass(frozen=True, slots=True)
+class NvmlStatus:
+    available: bool
+    reason: str = ""  # why not, in plain words
+    driver: str | None = None
+    gpus: tuple[str, ...] = field(default_factory=tuple)  # "0: NVIDIA H100 80GB HBM3 (81559 MiB)"
+
+
+_nvml_lock = threading.Lock()
+_nvml_state: tuple[bool, str] | None = None
+
+
+def nvml_module() -> Any:
+    """The pynvml module (nvidia-ml-py). Tests replace it with a double here."""
+    import pynvml
+
+    return pynvml
+
+
+def nvml_init() -> tuple[bool, str]:
+    """nvmlInit once per process: (usable, why not). A failure is remembered, not retried each sample."""
+    global _nvml_state
+    with _nvml_lock:
+        if _nvml_state is None:
+            try:
+                nv = nvml_module()
+                nv.nvmlInit()
+                count = nv.nvmlDeviceGetCount()
+                _nvml_state = (True, "") if count > 0 else (False, "NVML reports no GPU")
+            except ImportError:
+                _nvml_state = (False, "nvidia-ml-py is not installed")
+            except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+                _nvml_state = (False, f"NVML unavailable: {exc}")
+        return _nvml_state
+
+
+def reset_nvml() -> None:
+    """Forget the remembered NVML probe (for tests that swap the module)."""
+    global _nvml_state
+    with _nvml_lock:
+        _nvml_state = None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def nvml_status() -> NvmlStatus:
+    """Whether NVML answers here, the driver version and one line per GPU."""
+    ok, reason = nvml_init()
+    if not ok:
+        return NvmlStatus(False, reason)
+    nv = nvml_module()
+    try:
+        gpus = []
+        for i in range(nv.nvmlDeviceGetCount()):
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            mem = nv.nvmlDeviceGetMemoryInfo(h).total // 2**20
+            gpus.append(f"{i}: {_text(nv.nvmlDeviceGetName(h))} ({mem} MiB)")
+        return NvmlStatus(True, "", _text(nv.nvmlSystemGetDriverVersion()), tuple(gpus))
+    except Exception as exc:
+        return NvmlStatus(False, f"NVML query failed: {exc}")
+
+
+# ------------------------------------------------------------------------------------------ host limits
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimits:
+    """What this host can give a target."""
+
+    cpus: float  # usable cores (affinity, lowered by a cgroup CPU quota)
+    memory_gb: float  # GiB (total memory, lowered by a cgroup memory limit)
+    gpus: int
+    gpu_reason: str  # why gpus is what it is ("2 GPU(s) via NVML, driver 550.54", or why 0)
+
+
+@functools.lru_cache(maxsize=1)
+def host_limits() -> HostLimits:
+    """Cores (affinity and cgroup quota), memory (GiB), GPUs (NVML). Cached: the host does not change."""
+    cores = float(len(affinity_cores()))
+    quota = cpu_quota()
+    if quota is not None:
+        cores = min(cores, quota)
+    mem = memory_total()
+    limit = memory_limit()
+    if limit is not None:
+        mem = min(mem, limit) if mem else limit
+    nv = nvml_status()
+    if nv.available:
+        gpus, reason = len(nv.gpus), f"{len(nv.gpus)} GPU(s) via NVML, driver {nv.driver}"
+    else:
+        gpus, reason = 0, f"not available ({nv.reason})"
+    return HostLimits(cpus=cores, memory_gb=round((mem or 0) / 2**30, 2), gpus=gpus, gpu_reason=reason)
+
+
+# --------------------------------------------------------------------------------------- software facts
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (or what platform knows), None when neither says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+RECORDED_PACKAGES = (
+    "tui-profiler",
+    "docker",
+    "aiohttp",
+    "numpy",
+    "scipy",
+    "pandas",
+    "rich",
+    "nvidia-ml-py",
+    "torch",
+    "torchvision",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    return {name: package_version(name) for name in RECORDED_PACKAGES}
+
+
+def host_facts() -> dict[str, Any]:
+    """What meta.json says about the machine (blocking: call it in a thread from async code)."""
+    from tui_profiler import __version__
+
+    limits = host_limits()
+    return {
+        "tool_version": __version__,
+        "host": {
+            "hostname": platform.node(),
+            "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "usable_cores": limits.cpus,
+            "memory_gb": limits.memory_gb,
+            "kernel": platform.release(),
+            "os": platform.platform(),
+            "python": platform.python_version(),
+            "cgroup_version": cgroup_label(),
+            "gpus": limits.gpus,
+            "gpu": limits.gpu_reason,
+        },
+        "packages": package_versions(),
+        "time": {
+            "clock": "time.perf_counter (intervals); epoch ms for timestamp_ms",
+            "started_epoch_s": time.time(),
+        },
+    }

@@ -1,0 +1,1 @@
+"""The session folder: its schema (columns, phases, statuses), the writer and the reader."""

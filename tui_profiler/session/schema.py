@@ -1,0 +1,176 @@
+"""The session's schema, declared once: the column lists of requests.csv, cells.csv and samples.csv, the
+cold-start phases, and the statuses a cell and a session end with.
+
+The writer (`session.store`), the reader, the TUI, `plot`, `fit` and the importers all read these names
+from here. Nothing here imports the rest of the package.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CellStatus(StrEnum):
+    """How a cell ended (cells.csv `status`). Every one but OK is a failure that is recorded, not raised."""
+
+    OK = "ok"
+    FAILED = "failed"  # requests failed, or none finished
+    OOM = "oom"  # the target was OOM-killed (memory cap)
+    TIMEOUT = "timeout"  # the target stopped answering, or readiness timed out
+    CRASHED = "crashed"  # the target died
+    START_FAILED = "start_failed"  # the runtime could not start it (engine unreachable, ...)
+    BUILD_FAILED = "build_failed"  # the target image could not be built
+    PULL_FAILED = "pull_failed"  # the target image could not be pulled
+    CREATE_FAILED = "create_failed"  # the engine refused to create the container
+    PORT_CONFLICT = "port_conflict"  # no free loopback port after retries
+    GPU_UNAVAILABLE = "gpu_unavailable"  # a GPU was asked for and the engine or driver refused it
+    REFUSED = "refused"  # the spec asks for something never done (e.g. mounting the Docker socket)
+    SKIPPED = "skipped"  # not run (its container could not start)
+    INTERRUPTED = "interrupted"  # stopped by the user (no cells.csv row)
+
+
+class SessionStatus(StrEnum):
+    """How a session ended (meta.json `status`, `SessionFinished.status`)."""
+
+    RUNNING = "running"
+    OK = "ok"  # every cell ok
+    FAILED = "failed"  # some cell did not end ok
+    INTERRUPTED = "interrupted"  # stopped; resumable
+
+
+REQUEST_COLUMNS = [
+    # the AC-Prof long format, in its order (avg_power_w / peak_power_w / energy_j are not measured here)
+    "timestamp_ms",
+    "model_name",
+    "cpu_cores",
+    "gpu_mode",
+    "mem_cap_gb",
+    "batch_size",
+    "token_len",
+    "repeat_idx",
+    "warmup",
+    "latency_s",
+    "cold_start_s",
+    "status",
+    "error",
+    # tui-profiler's additions
+    "cell_index",
+    "container_idx",
+    "input_scale",
+    "pixels",
+    "height",
+    "width",
+    "concurrency",
+    "rate",
+    "http_status",
+    "decode_ms",
+    "preprocess_ms",
+    "infer_ms",
+    "encode_ms",
+    "server_total_ms",
+    "overhead_ms",
+    "bytes_sent",
+    "bytes_received",
+    "t_send_s",
+    "t_recv_s",
+    "scheduled_delay_s",
+    "worker",
+    "gpus",
+    "cpus_enforced",
+    "mem_enforced",
+    "gpus_enforced",
+    "cpuset",
+]
+
+
+class ColdStartPhaseName(StrEnum):
+    """The phases of a container's cold start, in the order they happen. `cold_start_s` is their sum."""
+
+    IMAGE_PULL = "image_pull"
+    CREATE = "create"
+    START = "start"
+    SERVER_BOOT = "server_boot"  # process start -> imports done (from the server's /healthz timeline)
+    MODEL_LOAD = "model_load"  # imports done -> model loaded
+    READY = "ready"  # until the readiness probe passed
+    FIRST_REQUEST = "first_request"  # the first request's latency (cold caches, lazy init)
+
+
+COLD_START_PHASES: tuple[str, ...] = tuple(p.value for p in ColdStartPhaseName)
+
+CELL_COLUMNS = [
+    "cell_index",
+    "container_idx",
+    "model_name",
+    "cpu_cores",
+    "mem_cap_gb",
+    "gpu_mode",
+    "gpus",
+    "input_scale",
+    "pixels",
+    "token_len",
+    "batch_size",
+    "concurrency",
+    "rate",
+    "repeat_idx",
+    "n",
+    "errors",
+    "warmup_n",
+    "mean_s",
+    "std_s",
+    "p50_s",
+    "p90_s",
+    "p95_s",
+    "p99_s",
+    "max_s",
+    "throughput_rps",
+    "ci95_low_s",
+    "ci95_high_s",
+    "load_wall_s",
+    "server_total_ms_mean",
+    "overhead_ms_mean",
+    "overhead_ms_p50",
+    "overhead_ms_max",
+    # cold start of the container serving this cell (measured once per container: cold_start_cell = 1 on
+    # the cell that paid it; the container's later cells repeat the values with cold_start_cell = 0)
+    "cold_start_cell",
+    "cold_start_s",
+    "cold_start_wall_s",
+    *[f"{p}_s" for p in COLD_START_PHASES],
+    "image_pull_detail",
+    "image_pull_bytes",
+    "image_size_bytes",
+    "weight_bytes",
+    # resources during the cell's load
+    "peak_cpu_cores",
+    "mean_cpu_cores",
+    "peak_mem_bytes",
+    "throttled_periods",
+    "throttled_s",
+    "oom_kills",
+    "peak_vram_bytes",
+    "gpu_util_max_pct",
+    "sample_source",
+    "sample_rate_hz",
+    "cpus_enforced",
+    "mem_enforced",
+    "gpus_enforced",
+    "cpuset",
+    "status",
+    "reason",
+]
+
+SAMPLE_COLUMNS = [
+    "cell_index",
+    "container_idx",
+    "t_s",
+    "cpu_cores",
+    "cpu_cap",
+    "mem_bytes",
+    "mem_cap_bytes",
+    "mem_peak_bytes",
+    "throttled_periods",
+    "throttled_s",
+    "gpu_util_pct",
+    "vram_bytes",
+    "source",
+]
