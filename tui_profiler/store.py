@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.session.schema import CELL_COLUMNS, COLD_START_PHASES, REQUEST_COLUMNS, SAMPLE_COLUMNS
+from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS, SAMPLE_COLUMNS
 
 
 def fmt(value: Any) -> str:

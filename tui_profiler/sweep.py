@@ -55,7 +55,8 @@ from tui_profiler.runtime.base import (
     TargetSpec,
 )
 from tui_profiler.runtime.docker import docker_engine_version
-from tui_profiler.store import COLD_START_PHASES, SessionStore
+from tui_profiler.session.schema import COLD_START_PHASES
+from tui_profiler.store import SessionStore
 
 OWNER_LABEL = "tui-profiler.owner"  # "<hostname>:<pid>:<process start ticks>" of the profiler that started it
 Emit = Callable[[Event], None]
