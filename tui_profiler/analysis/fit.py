@@ -506,7 +506,7 @@ def _matches(key: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
             return False
     for load in ("concurrency", "rate"):
         want = point.get(load)
-        if _given(want) and key.get(load) not in (None, float(want)):
+        if want is not None and _given(want) and key.get(load) not in (None, float(want)):
             return False
     return True
 
@@ -514,7 +514,7 @@ def _matches(key: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
 def _query_size(point: Mapping[str, Any], size_column: str) -> float | None:
     for name in (size_column, "size"):
         raw = point.get(name)
-        if _given(raw):
+        if raw is not None and _given(raw):
             try:
                 return float(raw)
             except (TypeError, ValueError):
