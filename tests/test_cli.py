@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tui_profiler.store import read_rows
+from tui_profiler.session.store import read_rows
 
 
 def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess[str]:
@@ -148,7 +148,8 @@ def test_run_url_writes_the_same_files(local_server: str, tmp_path: Path) -> Non
 def test_orphan_owner_label_tells_live_runs_from_dead_ones() -> None:
     """After a SIGKILL the next run removes only containers whose owning tui-profiler process is gone;
     containers of runs still alive (another session on the same box) are left alone."""
-    from tui_profiler.sweep import _owner_alive, _owner_id
+    from tui_profiler.runtime.common import owner_alive as _owner_alive
+    from tui_profiler.runtime.common import owner_id as _owner_id
 
     me = _owner_id()
     assert _owner_alive(me)

@@ -68,7 +68,7 @@ async def test_process_runtime_caps_follow_cgroup_writability() -> None:
             assert int(quota) / int(period) == pytest.approx(0.5)
             assert pid in [int(x) for x in _read(d["memory"], "cgroup.procs").split()]
             assert target.facts["server_runtime"]["threads"] == 1  # 'auto' read our quota
-            sampler = ResourceSampler(target)
+            sampler = ResourceSampler(target.sample_target())
             await sampler.start()
             await asyncio.sleep(0.5)
             summary = await sampler.stop()
@@ -101,7 +101,7 @@ async def test_uncapped_when_no_cgroup_can_be_made(tmp_path: Path) -> None:
         assert any(n.startswith("cpus: not enforced") for n in e.notes)
         assert any(n.startswith("memory: not enforced") for n in e.notes)
         assert target.cgroup_dir is None and not target.cgroup_v1_dirs
-        sampler = ResourceSampler(target)
+        sampler = ResourceSampler(target.sample_target())
         await sampler.start()
         await asyncio.sleep(0.5)
         summary = await sampler.stop()

@@ -304,7 +304,7 @@ class ClientRunner:
         return json.loads(out.strip().splitlines()[-1])
 
     def _run_url(self, c: int, limit: float) -> dict[str, Any]:
-        from tui_profiler.store import read_rows
+        from tui_profiler.session.store import read_rows
 
         out_dir = Path(tempfile.mkdtemp(prefix="run-url-", dir=self.workdir))
         cmd = [

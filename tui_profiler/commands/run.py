@@ -281,7 +281,8 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from tui_profiler.runtime import RuntimeUnavailable
-    from tui_profiler.sweep import SweepRunner, session_summary
+    from tui_profiler.session.reader import session_summary
+    from tui_profiler.sweep import SweepRunner
 
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: wide lines rather than wrapped ones

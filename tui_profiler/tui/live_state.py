@@ -34,8 +34,6 @@ SAMPLE_POINTS = 1_200
 LOG_LINES = 500
 CELL_ROWS = 10_000  # cells.csv rows are small; a sweep of 10,000 cells is already extreme
 
-COLD_START_ORDER = ("image_pull", "create", "start", "server_boot", "model_load", "ready", "first_request")
-
 
 @dataclass(slots=True)
 class LiveState:
