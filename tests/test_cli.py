@@ -4,7 +4,6 @@ a real model server running as a local process (no container: the same files, re
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tui_profiler.runtime.common import free_port
 from tui_profiler.session.store import read_rows
 
 
@@ -61,16 +61,10 @@ def test_run_with_a_bad_preset_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert out.returncode == 2 and "give a preset" in out.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def local_server():  # type: ignore[no-untyped-def]
     pytest.importorskip("torch")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -18,9 +18,8 @@ import pytest
 
 from tests.conftest import REPO
 from tui_profiler.analysis.stats import bootstrap_ci95, percentile, summarise, t_ci95, t_quantile_975
+from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS
 from tui_profiler.session.store import (
-    CELL_COLUMNS,
-    REQUEST_COLUMNS,
     AppendCsv,
     SessionStore,
     csv_field,

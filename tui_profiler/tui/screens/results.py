@@ -25,8 +25,9 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 
 from tui_profiler.session import reader
+from tui_profiler.session.schema import SessionStatus
 from tui_profiler.tui.live_state import fmt_duration
-from tui_profiler.tui.screens.live import CELL_COLUMNS, cell_row
+from tui_profiler.tui.screens.live import CELLS_TABLE_HEADERS, cell_row
 from tui_profiler.tui.widgets.plots import HistogramPlot, Line, LinePlot
 
 X_LABELS = {"input_scale": "input scale", "pixels": "pixels", "token_len": "tokens"}
@@ -77,7 +78,7 @@ class ResultsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#result-cells", DataTable).add_columns(*CELL_COLUMNS)
+        self.query_one("#result-cells", DataTable).add_columns(*CELLS_TABLE_HEADERS)
         self.action_reload()
 
     def on_screen_resume(self) -> None:
@@ -93,7 +94,7 @@ class ResultsScreen(Screen):
         olist.clear_options()
         for info in self.session_infos:
             label = Text(info.name, style="bold")
-            if info.status and info.status != "ok":
+            if info.status and info.status != SessionStatus.OK:
                 label.append(f" {info.status}", style="yellow")
             olist.add_option(Option(label, id=info.name))
         if not self.session_infos:
