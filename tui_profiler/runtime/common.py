@@ -42,15 +42,20 @@ def owner_id(pid: int | None = None) -> str:
 
 
 def owner_alive(owner: str) -> bool:
-    """Whether the profiler process an `owner_id` names still runs. Another host's, or a token that is not
-    an owner id, counts as alive: not ours to judge."""
+    """Whether the profiler process an `owner_id` names still runs (a zombie does not). Another host's, or
+    a token that is not an owner id, counts as alive: not ours to judge."""
     try:
-        host, pid, _start = owner.rsplit(":", 2)
-        if host != os.uname().nodename:
-            return True
-        return owner_id(int(pid)) == owner
+        host, pid, start = owner.rsplit(":", 2)
+        pid_number = int(pid)
     except ValueError:
         return True
+    if host != os.uname().nodename:
+        return True
+    try:
+        fields = Path(f"/proc/{pid_number}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return len(fields) > 19 and fields[0] != "Z" and fields[19] == start
 
 
 async def report_phase(

@@ -528,7 +528,7 @@ def kill_orphans(
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         sessions = None if not only_dead_owners else {session for _, session in found}
-        _remove_stale_cgroups(cgroup_root, sessions, wait_for=[pid for pid, _ in found])
+        _remove_stale_cgroups(cgroup_root, sessions, killed={pid for pid, _ in found})
     return [f"pid {pid} ({session})" for pid, session in found]
 
 
@@ -537,37 +537,45 @@ def _cgroup_name_prefix(session_id: str) -> str:
 
 
 def _remove_stale_cgroups(
-    root: Path = CGROUP_ROOT, sessions: set[str] | None = None, wait_for: list[int] | None = None
+    root: Path = CGROUP_ROOT,
+    sessions: set[str] | None = None,
+    killed: set[int] | frozenset[int] = frozenset(),
 ) -> None:
     """rmdir the empty cgroups under tui-profiler/ (only those of `sessions`, when given). A killed task
-    leaves its cgroup when it has exited: wait up to 2 s for the pids in `wait_for` to be gone."""
+    stays listed until it has exited: a cgroup that still lists one of the `killed` pids is retried for
+    up to 5 s."""
     if sessions is not None and not sessions:
         return
-    deadline = time.monotonic() + 2.0
-    for pid in wait_for or []:
-        while _is_running(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
     prefixes = tuple(_cgroup_name_prefix(s) for s in sessions) if sessions is not None else ("",)
     parents = (
         [root / GROUP]
         if cgroup_version(root) == 2
         else [root / c / GROUP for c in ("cpu", "cpuacct", "memory", "cpuset")]
     )
-    for parent in parents:
-        if not parent.is_dir():
-            continue
-        for d in parent.iterdir():
-            if not d.is_dir() or not d.name.startswith(prefixes):
-                continue
-            if not (read_text(d / "cgroup.procs") or "").strip():
-                with contextlib.suppress(OSError):
+    pending = [
+        d
+        for parent in parents
+        if parent.is_dir()
+        for d in parent.iterdir()
+        if d.is_dir() and d.name.startswith(prefixes)
+    ]
+    deadline = time.monotonic() + 5.0
+    while pending:
+        waiting = []
+        for d in pending:
+            procs = read_text(d / "cgroup.procs")
+            if procs is None:
+                continue  # gone already
+            listed = {int(p) for p in procs.split() if p.isdigit()}
+            if not listed:
+                try:
                     d.rmdir()
-
-
-def _is_running(pid: int) -> bool:
-    """Whether the pid is a live process (not gone, not a zombie waiting for its parent)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+                    continue
+                except OSError:
+                    pass  # the kernel refuses while a killed task is still leaving
+            if killed and (not listed or listed & killed):
+                waiting.append(d)  # a killed server's (or was): wait for it to leave
+        if not waiting or time.monotonic() >= deadline:
+            return
+        pending = waiting
+        time.sleep(0.02)
