@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tui_profiler.session.schema import CellStatus
+from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS, CellStatus
 
 TIDY_COLUMNS = [
     "source",
@@ -143,6 +143,10 @@ def detect_format(df: pd.DataFrame) -> str:
     ):
         return "wide"
     lower = {c.lower() for c in cols}
+    if set(REQUEST_COLUMNS) <= lower:  # a session's requests.csv
+        return "long"
+    if set(CELL_COLUMNS) <= lower:  # a session's cells.csv
+        return "cells"
     if _LONG_REQUIRED <= lower and ("warmup" in lower or "repeat_idx" in lower or "timestamp_ms" in lower):
         return "long"
     if (

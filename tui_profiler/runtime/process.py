@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -304,7 +305,7 @@ class ProcessRuntime:
                         LOOPBACK,
                         port,
                         spec.readiness,
-                        lambda c=child: self._death(c),
+                        functools.partial(self._death, child),
                         log_lines=lambda: asyncio.to_thread(_tail, log_path, 200),
                     )
                 except TargetFailed as exc:

@@ -20,11 +20,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui_profiler.events import ResourceSample
 from tui_profiler.sample.cgroup import CgroupPaths, CgroupReader
 from tui_profiler.sample.nvml import GpuReading, NvmlReader
+
+if TYPE_CHECKING:
+    from tui_profiler.sample.docker_stats import DockerStatsStream
+    from tui_profiler.sample.procfs import ProcGroupReader
 
 __all__ = ["ResourceSampler", "SampleTarget", "SamplerSummary"]
 
@@ -109,8 +113,8 @@ class ResourceSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: CgroupReader | None = None
-        self._proc = None
-        self._stats = None
+        self._proc: ProcGroupReader | None = None
+        self._stats: DockerStatsStream | None = None
         self._nvml: NvmlReader | None = None
         self._lock = threading.Lock()
         self.source = "none"

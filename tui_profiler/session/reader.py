@@ -207,8 +207,8 @@ def scaling_series(cells: pd.DataFrame, y_column: str = "p50_s") -> tuple[str, l
     return x_col, series
 
 
-def _config_sort_key(label: str) -> tuple:
-    nums = []
+def _config_sort_key(label: str) -> tuple[bool | float, ...]:
+    nums: list[float] = []
     for part in label.split("+"):
         digits = "".join(ch for ch in part if ch.isdigit() or ch == ".")
         nums.append(float(digits) if digits else 0.0)
@@ -219,7 +219,7 @@ def cell_latencies(requests: pd.DataFrame, cell_index: int) -> list[float]:
     timed = timed_ok(requests)
     if timed.empty or "cell_index" not in timed:
         return []
-    return timed.loc[timed["cell_index"] == cell_index, "latency_s"].astype(float).tolist()
+    return [float(v) for v in timed.loc[timed["cell_index"] == cell_index, "latency_s"]]
 
 
 def cold_start_breakdown(cells: pd.DataFrame) -> tuple[list[str], dict[str, list[float]]]:
