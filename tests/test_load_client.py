@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from tui_profiler.load.client import RequestResult, parse_server_timing, run_load
-from tui_profiler.load.inputs import InputSpec, build_payload
+from tui_profiler.load.inputs import InputSpec
 from tui_profiler.load.patterns import LoadPattern, StopWhenStable, arrival_offsets
-from tui_profiler.load.template import default_template, parse_template
+from tui_profiler.load.template import build_payload, default_template, parse_template
 
 SERVER = Path(__file__).parent / "foreign" / "protocol_server.py"
 
