@@ -21,10 +21,17 @@ import pytest
 
 from tui_profiler.load.client import RequestResult, parse_server_timing, run_load
 from tui_profiler.load.inputs import InputSpec
-from tui_profiler.load.patterns import LoadPattern, StopWhenStable, arrival_offsets
+from tui_profiler.load.patterns import LoadPattern as _Pattern
+from tui_profiler.load.patterns import StopWhenStable, arrival_offsets
 from tui_profiler.load.template import build_payload, default_template, parse_template
 
 SERVER = Path(__file__).parent / "foreign" / "protocol_server.py"
+
+
+def LoadPattern(**given: object) -> _Pattern:  # noqa: N802
+    """These tests count requests exactly and time arrivals: no warm-up and constant spacing unless a test
+    says otherwise (a preset's defaults are 2 warm-ups and Poisson arrivals)."""
+    return _Pattern(**{"warmup": 0, "arrival": "constant", **given})  # type: ignore[arg-type]
 
 
 def free_port() -> int:
