@@ -28,7 +28,7 @@ from tui_profiler.load.template import build_payload, default_template, parse_te
 SERVER = Path(__file__).parent / "foreign" / "protocol_server.py"
 
 
-def LoadPattern(**given: object) -> _Pattern:  # noqa: N802
+def LoadPattern(**given: object) -> _Pattern:
     """These tests count requests exactly and time arrivals: no warm-up and constant spacing unless a test
     says otherwise (a preset's defaults are 2 warm-ups and Poisson arrivals)."""
     return _Pattern(**{"warmup": 0, "arrival": "constant", **given})  # type: ignore[arg-type]

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 
 from tui_profiler.config.request import RequestConfig
-from tui_profiler.config.types import Int, ListOf, Num, Section, StringTable, Threads, rule
+from tui_profiler.config.types import Integral, OneOrMany, Section, StringTable, Threads, rule
 
 # -------------------------------------------------------------------------------------------- vocabulary
 
@@ -59,10 +59,12 @@ class ReadinessConfig(Section):
 
     kind: Literal["http", "log", "tcp"] = "http"
     path: str = "/healthz"
-    status: Int(100, 599) = 200
+    status: Annotated[int, Integral, Field(ge=100, le=599)] = 200
     log_pattern: str = ""
-    timeout_s: Num(gt=0, le=86400) = 600.0
-    interval_s: Num(gt=0, le=0.01) = Field(0.01, description="polling resolution (<= 10 ms)")
+    timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 600.0
+    interval_s: Annotated[float, Field(gt=0, le=0.01, allow_inf_nan=False)] = Field(
+        default=0.01, description="polling resolution (<= 10 ms)"
+    )
 
 
 class TargetConfig(Section):
@@ -72,10 +74,12 @@ class TargetConfig(Section):
     dockerfile: str = ""
     context: str = ""
     build_args: StringTable = Field(default_factory=dict)
-    port: Int(1, 65535) = 8000
-    command: ListOf(str) | None = None  # None: the image's own command
+    port: Annotated[int, Integral, Field(ge=1, le=65535)] = 8000
+    command: Annotated[list[str], OneOrMany, Field(min_length=1)] | None = (
+        None  # None: the image's own command
+    )
     env: StringTable = Field(default_factory=dict)
-    mounts: ListOf(str) = Field(
+    mounts: Annotated[list[str], OneOrMany, Field(min_length=1)] = Field(
         default_factory=list, description="'HOST_PATH:CONTAINER_PATH' (mounted read-only)"
     )
     gpu_env: StringTable = Field(default_factory=dict)
@@ -113,20 +117,26 @@ class InputConfig(Section):
     text by `token_lens`."""
 
     kind: InputKind = "image"
-    base_size: ListOf(Int(1, 16384)) = Field(
+    base_size: Annotated[
+        list[Annotated[int, Integral, Field(ge=1, le=16384)]], OneOrMany, Field(min_length=1)
+    ] = Field(
         default_factory=_default_base_size,
         description="[height, width] for images; the shape without batch for tensors",
     )
-    scales: ListOf(Num(gt=0, le=16)) = Field(default_factory=_default_scales)
-    token_lens: ListOf(Int(1, 1_000_000)) = Field(default_factory=_default_token_lens)
+    scales: Annotated[
+        list[Annotated[float, Field(gt=0, le=16, allow_inf_nan=False)]], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=_default_scales)
+    token_lens: Annotated[
+        list[Annotated[int, Integral, Field(ge=1, le=1_000_000)]], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=_default_token_lens)
     encoding: Encoding = "raw"
     dtype: DType = "float32"
     layout: Literal["chw", "hwc"] = "chw"
-    channels: Int(1, 64) = 3
-    batch_size: Int(1, 4096) = 1
-    seed: Int(0, 2**32 - 1) = 0
-    jpeg_quality: Int(1, 100) = 90
-    vocab_size: Int(1001, 10_000_000) = 30522
+    channels: Annotated[int, Integral, Field(ge=1, le=64)] = 3
+    batch_size: Annotated[int, Integral, Field(ge=1, le=4096)] = 1
+    seed: Annotated[int, Integral, Field(ge=0, le=2**32 - 1)] = 0
+    jpeg_quality: Annotated[int, Integral, Field(ge=1, le=100)] = 90
+    vocab_size: Annotated[int, Integral, Field(ge=1001, le=10_000_000)] = 30522
 
     @property
     def sized_by_tokens(self) -> bool:
@@ -140,7 +150,7 @@ class InputConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _base_length_is_the_first_token_len(cls, data: Any) -> Any:
-        if isinstance(data, dict) and sized_by_tokens(data.get("kind")) and "base_size" not in data:
+        if isinstance(data, dict) and sized_by_tokens(str(data.get("kind"))) and "base_size" not in data:
             lens = data.get("token_lens")
             first = lens[0] if isinstance(lens, list) and lens else lens
             if isinstance(first, int) and not isinstance(first, bool) and first >= 1:
@@ -174,14 +184,26 @@ class InputConfig(Section):
         return self
 
 
+def _uncapped() -> list[float | None]:
+    return [None]
+
+
 class ResourcesConfig(Section):
     """The caps of each container: CPU quota, memory, GPUs; how CPU and memory values pair up."""
 
-    cpus: ListOf(Num(gt=0) | None) = Field(default_factory=lambda: [None])  # None: not capped
-    memory_gb: ListOf(Num(gt=0) | None) = Field(default_factory=lambda: [None])
-    gpus: ListOf(Int(0)) = Field(default_factory=lambda: [0])
+    cpus: Annotated[
+        list[Annotated[float, Field(gt=0, allow_inf_nan=False)] | None], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=_uncapped)  # None: not capped
+    memory_gb: Annotated[
+        list[Annotated[float, Field(gt=0, allow_inf_nan=False)] | None], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=_uncapped)
+    gpus: Annotated[list[Annotated[int, Integral, Field(ge=0)]], OneOrMany, Field(min_length=1)] = Field(
+        default_factory=lambda: [0]
+    )
     cpuset: bool = False
-    threads: Threads = Field("auto", description="a number of threads, 'auto' (the CPU quota) or 'host'")
+    threads: Threads = Field(
+        default="auto", description="a number of threads, 'auto' (the CPU quota) or 'host'"
+    )
     pairing: Literal["grid", "zip"] = "grid"
 
     @model_validator(mode="after")
@@ -200,33 +222,45 @@ class StableCI(Section):
     """Stop a cell early once the 95% confidence interval's half-width of the mean latency is below
     `rel_halfwidth` of the mean, after at least `min_requests` timed successes."""
 
-    rel_halfwidth: Num(gt=0, lt=1) = Field(
-        0.05, description="stop when the 95% CI half-width / mean falls below this"
+    rel_halfwidth: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=0.05, description="stop when the 95% CI half-width / mean falls below this"
     )
-    min_requests: Int(2) = 10
+    min_requests: Annotated[int, Integral, Field(ge=2)] = 10
 
 
 class LoadConfig(Section):
     """The load of each cell: closed loop (N workers back to back) or open loop (arrivals at a rate)."""
 
     mode: LoadMode = "closed"
-    concurrency: ListOf(Int(1, 4096)) = Field(default_factory=lambda: [1])
-    rates: ListOf(Num(gt=0, le=100_000)) = Field(default_factory=list, description="requests per second")
+    concurrency: Annotated[
+        list[Annotated[int, Integral, Field(ge=1, le=4096)]], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=lambda: [1])
+    rates: Annotated[
+        list[Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=list, description="requests per second")
     arrival: Arrival = "poisson"
-    connections: Int(1, 4096) = Field(32, description="open loop: most requests in flight")
-    requests: Int(1, 10_000_000) | None = 20  # None: as many as fit in duration_s
-    duration_s: Num(gt=0, le=7 * 86400) | None = None
-    warmup: Int(0, 100_000) = 2
-    timeout_s: Num(gt=0, le=86400) = 60.0
+    connections: Annotated[int, Integral, Field(ge=1, le=4096)] = Field(
+        default=32, description="open loop: most requests in flight"
+    )
+    requests: Annotated[int, Integral, Field(ge=1, le=10_000_000)] | None = (
+        20  # None: as many as fit in duration_s
+    )
+    duration_s: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)] | None = None
+    warmup: Annotated[int, Integral, Field(ge=0, le=100_000)] = 2
+    timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 60.0
     stable_ci: StableCI | None = None
     transport: Transport = Field(
-        "auto", description="'auto': the lean HTTP/1.1 client for http://, aiohttp for https://"
+        default="auto", description="'auto': the lean HTTP/1.1 client for http://, aiohttp for https://"
     )
-    processes: Int(1, 256) = Field(1, description="closed loop: client processes sharing the workers")
-    drain_s: Num(gt=0, le=86400) | None = Field(
-        None, description="open loop: how long queued arrivals may still be sent after the schedule"
+    processes: Annotated[int, Integral, Field(ge=1, le=256)] = Field(
+        default=1, description="closed loop: client processes sharing the workers"
     )
-    seed: Int(0, 2**32 - 1) = Field(0, description="open loop: the seed of the Poisson arrivals")
+    drain_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = Field(
+        default=None, description="open loop: how long queued arrivals may still be sent after the schedule"
+    )
+    seed: Annotated[int, Integral, Field(ge=0, le=2**32 - 1)] = Field(
+        default=0, description="open loop: the seed of the Poisson arrivals"
+    )
 
     @property
     def levels(self) -> list[int] | list[float]:
@@ -270,10 +304,10 @@ class Preset(BaseModel):
     model: str = ""
     weights: Literal["random", "pretrained"] = "random"
     image: str = ""  # server image tag; "" = the built-in model-server image
-    server_args: ListOf(str) = Field(
+    server_args: Annotated[list[str], OneOrMany, Field(min_length=1)] = Field(
         default_factory=list, description="extra model-server flags, e.g. the hub entry's"
     )
-    repetitions: Int(1, 10_000) = 1
+    repetitions: Annotated[int, Integral, Field(ge=1, le=10_000)] = 1
     target: TargetConfig | None = None
     input: InputConfig = Field(default_factory=InputConfig)
     request: RequestConfig = Field(default_factory=RequestConfig)

@@ -46,7 +46,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
 
-from tui_profiler.config.types import Int, ListOf, Section, rule
+from tui_profiler.config.types import Integral, OneOrMany, Section, rule
 
 BODY_KINDS = ("input", "json", "none")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -157,10 +157,10 @@ BUILTIN_TEMPLATES: dict[str, TemplateSpec] = {
         ),
     )
 }
-DEFAULT_TEMPLATE = "tui-profiler"
 BuiltinName = Literal[
     "tui-profiler", "tfserving", "torchserve", "kserve-v2", "tei", "tgi", "openai-embeddings"
 ]
+DEFAULT_TEMPLATE: BuiltinName = "tui-profiler"
 _BUILTIN_LIST = ", ".join(BUILTIN_TEMPLATES)
 
 
@@ -230,14 +230,17 @@ def _upper(value: Any) -> Any:
 class CheckConfig(Section):
     """Changes to the template's response check (a field not given keeps the template's)."""
 
-    status: ListOf(Int(100, 599)) | None = Field(
-        None,
+    status: (
+        Annotated[list[Annotated[int, Integral, Field(ge=100, le=599)]], OneOrMany, Field(min_length=1)]
+        | None
+    ) = Field(
+        default=None,
         json_schema_extra={"allowed": "an HTTP status 100–599 or a list of them (a check that can match)"},
     )
     json_field: str | None = Field(
-        None, json_schema_extra={"allowed": "a dotted path such as 'predictions' or 'outputs.0.data'"}
+        default=None, json_schema_extra={"allowed": "a dotted path such as 'predictions' or 'outputs.0.data'"}
     )
-    every: Int(1) | None = None
+    every: Annotated[int, Integral, Field(ge=1)] | None = None
 
     @field_validator("json_field")
     @classmethod
@@ -259,17 +262,21 @@ class TemplateFields(Section):
     """The fields of a template that a preset may set (not given: the base template's)."""
 
     method: Annotated[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], BeforeValidator(_upper)] | None = None
-    path: str | None = Field(None, pattern=r"^/", json_schema_extra={"allowed": "a path starting with '/'"})
+    path: str | None = Field(
+        default=None, pattern=r"^/", json_schema_extra={"allowed": "a path starting with '/'"}
+    )
     headers: dict[str, str] | None = Field(
-        None, json_schema_extra={"allowed": "a table of header name = string value"}
+        default=None, json_schema_extra={"allowed": "a table of header name = string value"}
     )
     content_type: str | None = Field(
-        None, pattern="/", json_schema_extra={"allowed": "a media type such as 'application/json'"}
+        default=None, pattern="/", json_schema_extra={"allowed": "a media type such as 'application/json'"}
     )
     body: Literal["input", "json", "none"] | None = None
-    json_doc: Any = Field(None, alias="json")
+    json_doc: Any = Field(default=None, alias="json")
     server_timing: bool | None = None
-    vars: dict[str, Any] | None = Field(None, json_schema_extra={"allowed": "a table of name = value"})
+    vars: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"allowed": "a table of name = value"}
+    )
     check: CheckConfig | None = None
 
     @field_validator("headers")
@@ -313,7 +320,7 @@ class TemplateTable(TemplateFields):
     """`template = { base = "...", ... }`: a built-in with changes, or a whole definition."""
 
     base: BuiltinName = Field(
-        DEFAULT_TEMPLATE, json_schema_extra={"allowed": f"a built-in template: {_BUILTIN_LIST}"}
+        default=DEFAULT_TEMPLATE, json_schema_extra={"allowed": f"a built-in template: {_BUILTIN_LIST}"}
     )
 
 
@@ -336,7 +343,7 @@ class RequestConfig(TemplateFields):
     """The `[request]` section (see the module docstring)."""
 
     template: TemplateChoice = Field(
-        DEFAULT_TEMPLATE,
+        default=DEFAULT_TEMPLATE,
         json_schema_extra={"allowed": f"a built-in template: {_BUILTIN_LIST}, or a table"},
     )
     model_name: str = ""

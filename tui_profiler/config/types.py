@@ -48,19 +48,9 @@ def _threads(value: Any) -> Any:
     raise ValueError("threads")
 
 
-def Int(ge: int | None = None, le: int | None = None) -> Any:
-    return Annotated[int, BeforeValidator(_integral), Field(ge=ge, le=le)]
-
-
-def Num(
-    *, gt: float | None = None, ge: float | None = None, le: float | None = None, lt: float | None = None
-) -> Any:
-    return Annotated[float, Field(gt=gt, ge=ge, le=le, lt=lt, allow_inf_nan=False)]
-
-
-def ListOf(item: Any) -> Any:
-    """A list of at least one item; one value alone is a list of one."""
-    return Annotated[list[item], BeforeValidator(_one_or_many), Field(min_length=1)]
+# Markers for `Annotated[...]` fields: an integral float is an int; one value alone is a list of one.
+Integral = BeforeValidator(_integral)
+OneOrMany = BeforeValidator(_one_or_many)
 
 
 StringTable = Annotated[
