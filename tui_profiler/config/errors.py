@@ -284,11 +284,22 @@ def _problem(err: Any, data: Any, root: type[BaseModel], prefix: tuple[str, ...]
         value = float(value)  # shown as the number it was read as
     elif _bare_of(fi) is int and isinstance(value, float) and value.is_integer():
         value = int(value)
+    choices = _choices(fi.annotation)
+    if isinstance(value, str) and choices and value not in choices:
+        allowed = suggest(value, choices) + allowed
     if kind == "too_short" and list_item(fi.annotation) is not None:
         allowed += ", not empty"
     elif isinstance(value, list) and list_item(fi.annotation) is None and model_in(fi.annotation) is None:
         allowed += " (one value, not a list)"
     return where, value, allowed
+
+
+def _choices(tp: Any) -> list[str]:
+    """The string choices of a Literal anywhere in this annotation (for a did-you-mean)."""
+    bare, _ = strip_annotation(tp)
+    if get_origin(bare) is Literal:
+        return [c for c in get_args(bare) if isinstance(c, str)]
+    return [c for arg in get_args(bare) for c in _choices(arg)]
 
 
 def _union_tags(fi: FieldInfo | None) -> set[str]:
