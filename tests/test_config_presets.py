@@ -108,8 +108,11 @@ def test_documented_load_and_request_fields_through_set() -> None:
     tpl = template_for(p)
     assert tpl.check.json_field == "top5" and tpl.server_timing is False
     with pytest.raises(PresetError) as info:
-        load_preset("smoke", ["load.transport=http2"], check_host=False)
-    assert "smoke.toml: load.transport: 'http2' — one of 'auto', 'raw', 'aiohttp'" in str(info.value)
+        load_preset("smoke", ["load.transport=h2"], check_host=False)
+    assert "smoke.toml: load.transport: 'h2' — one of 'auto', 'raw', 'aiohttp'" in str(info.value)
+    with pytest.raises(PresetError) as info:
+        load_preset("smoke", ["load.arrival=poison"], check_host=False)
+    assert "load.arrival: 'poison' — did you mean 'poisson'? one of 'constant', 'poisson'" in str(info.value)
     with pytest.raises(PresetError) as info:
         load_preset("smoke", ["load.transprot=raw"])
     assert str(info.value).startswith("--set: load.transprot: unknown key — did you mean 'transport'?")
