@@ -34,7 +34,7 @@ def test_engine_imports_no_textual() -> None:
     count_line, bad_line = out.stdout.strip().splitlines()[-2:]
     names = count_line.split(" ", 1)[1].split(",")
     for must in (
-        "tui_profiler.presets",
+        "tui_profiler.config",
         "tui_profiler.plan",
         "tui_profiler.sweep",
         "tui_profiler.session.store",

@@ -31,7 +31,7 @@ from tests.faults.harness import (
     remove_containers,
     sets,
 )
-from tui_profiler.presets import load_preset
+from tui_profiler.config import load_preset
 from tui_profiler.runtime.base import SESSION_LABEL
 from tui_profiler.sweep import SweepRunner
 

@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 
 from tui_profiler.load.client import run_load
 from tui_profiler.load.http1 import AnswerReader
-from tui_profiler.load.inputs import InputSpec, build_payload
+from tui_profiler.load.inputs import InputSpec
 from tui_profiler.load.patterns import LoadPattern
-from tui_profiler.load.template import default_template
+from tui_profiler.load.template import build_payload, default_template
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -348,7 +348,7 @@ async def load(base: str, path: str, requests: int = 3):  # type: ignore[no-unty
         base,
         default_template(),
         payload_for(path),
-        LoadPattern(requests=requests, transport="raw", timeout_s=10),
+        LoadPattern(requests=requests, warmup=0, transport="raw", timeout_s=10),
     )
 
 

@@ -19,12 +19,19 @@ from pathlib import Path
 import pytest
 
 from tui_profiler.load.client import RequestResult, parse_server_timing, run_load
-from tui_profiler.load.inputs import InputSpec, build_payload
-from tui_profiler.load.patterns import LoadPattern, StopWhenStable, arrival_offsets
-from tui_profiler.load.template import default_template, parse_template
+from tui_profiler.load.inputs import InputSpec
+from tui_profiler.load.patterns import LoadPattern as _Pattern
+from tui_profiler.load.patterns import StopWhenStable, arrival_offsets
+from tui_profiler.load.template import build_payload, default_template, parse_template
 from tui_profiler.runtime.common import free_port
 
 SERVER = Path(__file__).parent / "foreign" / "protocol_server.py"
+
+
+def LoadPattern(**given: object) -> _Pattern:
+    """These tests count requests exactly and time arrivals: no warm-up and constant spacing unless a test
+    says otherwise (a preset's defaults are 2 warm-ups and Poisson arrivals)."""
+    return _Pattern(**{"warmup": 0, "arrival": "constant", **given})  # type: ignore[arg-type]
 
 
 def wait_http(url: str, timeout_s: float = 20.0) -> None:

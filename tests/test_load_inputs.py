@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tui_profiler.load.inputs import InputSpec, build_payload, encode_input
+from tui_profiler.load.inputs import InputSpec, encode_input
+from tui_profiler.load.template import build_payload
 
 
 @pytest.mark.parametrize(

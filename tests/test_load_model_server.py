@@ -17,9 +17,14 @@ from pathlib import Path
 import pytest
 
 from tui_profiler.load.client import run_load
-from tui_profiler.load.inputs import InputSpec, build_payload
+from tui_profiler.load.inputs import InputSpec
 from tui_profiler.load.patterns import LoadPattern
-from tui_profiler.load.template import builtin_template, default_template, parse_request_section
+from tui_profiler.load.template import (
+    build_payload,
+    builtin_template,
+    default_template,
+    parse_request_section,
+)
 from tui_profiler.runtime.common import free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
+from tui_profiler.config import preset_from_dict
 from tui_profiler.plan import build_plan, resource_configs
-from tui_profiler.presets import preset_from_dict
 
 
 def preset(**sections: dict) -> object:
@@ -98,7 +98,7 @@ def test_cell_as_dict_has_the_interface_fields() -> None:
 
 @pytest.mark.parametrize("name", ["smoke", "fcn_resnet50"])
 def test_builtin_plans(name: str) -> None:
-    from tui_profiler.presets import load_preset
+    from tui_profiler.config import load_preset
 
     cells = build_plan(load_preset(name))
     assert cells and len({c.group for c in cells}) == len(resource_configs(load_preset(name)))

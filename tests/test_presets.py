@@ -10,15 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tui_profiler.presets import (
+from tui_profiler.config import (
     PresetError,
     apply_overrides,
     discover_presets,
-    host_limits,
     load_preset,
     preset_from_dict,
     save_user_preset,
 )
+from tui_profiler.host import host_limits
 
 GOOD = """
 description = "test preset"

@@ -185,8 +185,8 @@ async def test_sweep_start_removes_the_server_of_a_killed_run(tmp_path: Path) ->
     import sys
 
     from tests.conftest import REPO
+    from tui_profiler.config import load_preset
     from tui_profiler.events import LogMessage, SessionStarted
-    from tui_profiler.presets import load_preset
     from tui_profiler.session.schema import SessionStatus
     from tui_profiler.sweep import SweepRunner
 

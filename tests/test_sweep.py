@@ -40,7 +40,7 @@ def _num(v: str) -> float | None:
 
 @pytest.fixture(scope="module")
 def smoke_session(docker_client, server_image, tmp_path_factory):  # type: ignore[no-untyped-def]
-    from tui_profiler.presets import load_preset
+    from tui_profiler.config import load_preset
     from tui_profiler.sweep import SweepRunner
 
     out = tmp_path_factory.mktemp("sweep")

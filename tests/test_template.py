@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tui_profiler.load.inputs import InputSpec, build_payload, encode_input
+from tui_profiler.load.inputs import InputSpec, encode_input
 from tui_profiler.load.template import (
     BUILTIN_TEMPLATES,
+    build_payload,
     builtin_template,
     default_template,
     parse_request_section,

@@ -16,7 +16,8 @@ import itertools
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tui_profiler.presets import Preset
+from tui_profiler.config.errors import PresetError
+from tui_profiler.config.model import Preset
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +65,33 @@ def resource_configs(preset: Preset) -> list[tuple[float | None, float | None, i
 
 def build_plan(preset: Preset) -> list[Cell]:
     """Every cell of the sweep, in run order: repetition, resource config (one container), input size,
-    load level."""
-    if preset.input.kind == "tokens":
-        sizes: list[tuple[float | None, int | None]] = [(None, t) for t in preset.input.token_lens]
+    load level. A plan with no cell is a PresetError that says which axis is empty."""
+    inp, load = preset.input, preset.load
+    if inp.sized_by_tokens:
+        sizes: list[tuple[float | None, int | None]] = [(None, t) for t in inp.token_lens]
     else:
-        sizes = [(s, None) for s in preset.input.scales]
-    if preset.load.mode == "open":
-        levels: list[tuple[int | None, float | None]] = [(None, r) for r in preset.load.rates]
+        sizes = [(s, None) for s in inp.scales]
+    if load.mode == "open":
+        levels: list[tuple[int | None, float | None]] = [(None, r) for r in load.rates]
     else:
-        levels = [(c, None) for c in preset.load.concurrency]
+        levels = [(c, None) for c in load.concurrency]
+    configs = resource_configs(preset)
+    empty = [
+        (name, value, why)
+        for name, value, why in (
+            ("input.token_lens" if inp.sized_by_tokens else "input.scales", inp.sizes, "no input sizes"),
+            ("load.rates" if load.mode == "open" else "load.concurrency", load.levels, "no load levels"),
+            ("resources", [c[:2] for c in configs], "no resource configs"),
+        )
+        if not value
+    ]
+    if empty:
+        name, value, why = empty[0]
+        raise PresetError(preset.source, name, value, f"{why}: the plan has 0 cells (give at least one)")
     cells: list[Cell] = []
     group = 0
     for rep in range(preset.repetitions):
-        for cpus, mem, gpus in resource_configs(preset):
+        for cpus, mem, gpus in configs:
             for (scale, tokens), (conc, rate) in itertools.product(sizes, levels):
                 cells.append(Cell(len(cells), cpus, mem, gpus, scale, tokens, conc, rate, rep, group))
             group += 1

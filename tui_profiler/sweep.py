@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from tui_profiler.analysis.stats import percentile, summarise
+from tui_profiler.config.files import preset_summary
+from tui_profiler.config.model import Preset, TargetConfig
 from tui_profiler.events import (
     CellFinished,
     CellStarted,
@@ -43,7 +45,6 @@ from tui_profiler.events import (
 )
 from tui_profiler.host import host_facts
 from tui_profiler.plan import Cell, build_plan
-from tui_profiler.presets import Preset, input_spec, preset_summary
 from tui_profiler.runtime.base import (
     EnforcedCaps,
     ReadinessProbe,
@@ -127,8 +128,12 @@ class SweepRunner:
 
     @staticmethod
     def _url_preset(preset: Preset) -> Preset:
-        res = replace(preset.resources, cpus=[None], memory_gb=[None], gpus=[0], pairing="grid")
-        return replace(preset, resources=res, repetitions=preset.repetitions)
+        res = preset.resources.model_copy(
+            update={"cpus": [None], "memory_gb": [None], "gpus": [0], "pairing": "grid"}
+        )
+        url_preset = preset.model_copy(update={"resources": res})
+        url_preset.path = preset.path
+        return url_preset
 
     @property
     def session_dir(self) -> Path | None:
@@ -215,12 +220,9 @@ class SweepRunner:
             )
         await self._clean_orphans()
         try:
-            if self.preset.request is not None and not isinstance(self.preset.request, dict):
-                self._template = self.preset.request
-            else:  # our own server: the default template (one request path for every target)
-                from tui_profiler.load.template import default_template
+            from tui_profiler.load.template import template_for
 
-                self._template = replace(default_template(), model_name=self.preset.model)
+            self._template = template_for(self.preset)  # the preset's [request], or our own server's
             for _, group in itertools.groupby(todo, key=lambda c: c.group):
                 if self._stop_requested:
                     break
@@ -342,22 +344,22 @@ class SweepRunner:
             return self._image
         if self._image_error is not None:
             raise self._image_error
-        target = self.preset.target or {}
+        target = self.preset.target or TargetConfig()
         try:
-            if target.get("image"):
-                self._image = target["image"]
-            elif target.get("dockerfile"):
+            if target.image:
+                self._image = target.image
+            elif target.dockerfile:
                 from tui_profiler import images
 
                 # Relative paths are relative to the preset file, like everything else it names.
                 here = self.preset.path.parent if self.preset.path else Path.cwd()
-                dockerfile = here / target["dockerfile"]
-                context = here / target["context"] if target.get("context") else None
+                dockerfile = here / target.dockerfile
+                context = here / target.context if target.context else None
                 self._log("info", f"building the target image from {dockerfile}")
                 self._image = await self._interruptible(
                     _in_daemon_thread(
                         lambda: images.build_image_from_dockerfile(
-                            dockerfile, context, target.get("build_args")
+                            dockerfile, context, dict(target.build_args) or None
                         )
                     )
                 )
@@ -385,10 +387,9 @@ class SweepRunner:
 
     def _spec(self, cell: Cell, image: str) -> TargetSpec:
         assert self.store is not None
-        t = self.preset.target or {}
-        readiness = ReadinessProbe(**(t.get("readiness") or {}))
-        command = t.get("command")
-        if command is None and not t and self.preset.model:
+        t = self.preset.target
+        command = t.command if t is not None else None
+        if command is None and (t is None or not t.model_fields_set) and self.preset.model:
             command = [
                 "--model",
                 self.preset.model,
@@ -396,17 +397,17 @@ class SweepRunner:
                 self.preset.weights,
                 *self.preset.server_args,
             ]
-        env = dict(t.get("env") or {})
-        if cell.gpus and t.get("gpu_env"):
-            env.update(t["gpu_env"])
-        mounts = [tuple(m.split(":", 1)) for m in (t.get("mounts") or [])]
+        env = dict(t.env) if t is not None else {}
+        if cell.gpus and t is not None:
+            env.update(t.gpu_env)
+        mounts = t.mount_pairs() if t is not None else []
         return TargetSpec(
             session_id=self.store.session_id,
             image=image,
             model=self.preset.model,
             weights=self.preset.weights,
-            port=int(t.get("port", 8000)),
-            command=command,
+            port=(t or TargetConfig()).port,
+            command=list(command) if command is not None else None,
             env=env,
             mounts=mounts,
             cpus=cell.cpus,
@@ -414,7 +415,7 @@ class SweepRunner:
             gpus=cell.gpus,
             cpuset=self.preset.resources.cpuset,
             threads=self.preset.resources.threads,
-            readiness=readiness,
+            readiness=(t or TargetConfig()).readiness,
         )
 
     async def _run_group(self, cells: list[Cell]) -> int:
@@ -547,7 +548,7 @@ class SweepRunner:
 
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
-                path = ((self.preset.target or {}).get("readiness") or {}).get("path", "/healthz")
+                path = (self.preset.target or TargetConfig()).readiness.path
                 async with s.get(f"{base_url}{path}") as r:
                     return r.status < 500
         except Exception:
@@ -560,7 +561,9 @@ class SweepRunner:
     ) -> dict[str, Any]:
         inp = self.preset.input
         model_name = (
-            self._model_facts.get("model") or self.preset.model or (self.preset.target or {}).get("image", "")
+            self._model_facts.get("model")
+            or self.preset.model
+            or (self.preset.target or TargetConfig()).image
         )
         return {
             "model_name": model_name,
@@ -588,20 +591,7 @@ class SweepRunner:
     def _pattern(self, cell: Cell) -> Any:
         from tui_profiler.load import patterns
 
-        load = self.preset.load
-        stable = asdict(load.stable_ci) if load.stable_ci else None
-        conc = cell.concurrency if load.mode == "closed" else load.connections
-        return patterns.pattern_for(
-            mode=load.mode,
-            concurrency=conc,
-            rate=cell.rate,
-            arrival=load.arrival,
-            requests=load.requests,
-            duration_s=load.duration_s,
-            warmup=load.warmup,
-            timeout_s=load.timeout_s,
-            stable_ci=stable,
-        )
+        return patterns.pattern_for(self.preset.load, concurrency=cell.concurrency, rate=cell.rate)
 
     async def _run_cell(
         self, cell: Cell, target: RunningTarget, cold: dict[str, Any], fresh: bool, container_idx: int
@@ -610,9 +600,10 @@ class SweepRunner:
         assert self.store is not None
         store = self.store
         from tui_profiler.load.client import run_load
-        from tui_profiler.load.inputs import build_payload
+        from tui_profiler.load.inputs import InputSpec
+        from tui_profiler.load.template import build_payload
 
-        spec_in = input_spec(self.preset.input, scale=cell.input_scale, token_len=cell.token_len)
+        spec_in = InputSpec.for_cell(self.preset.input, scale=cell.input_scale, token_len=cell.token_len)
         payload = await asyncio.to_thread(build_payload, spec_in, self._template, self._template_model())
         payload_row = payload.as_row() if hasattr(payload, "as_row") else {}
         base = {**self._base_row(cell, payload_row, target.enforced, container_idx), **payload_row}

@@ -51,7 +51,8 @@ class BenchUnavailable(RuntimeError):
 
 def bench_payload() -> Any:
     """The request every client sends: 16 float32 values, raw, through our default template."""
-    from tui_profiler.load.inputs import InputSpec, build_payload
+    from tui_profiler.load.inputs import InputSpec
+    from tui_profiler.load.template import build_payload
 
     return build_payload(InputSpec(kind="tensor", base_size=(16,), encoding="raw"))
 

@@ -38,7 +38,7 @@ def _list() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tui_profiler.presets import discover_presets, user_presets_dir
+    from tui_profiler.config import discover_presets, user_presets_dir
 
     infos = discover_presets()
     table = Table(title=f"presets (user folder: {user_presets_dir()})")
@@ -52,11 +52,12 @@ def _list() -> int:
 
 
 def _show(name: str, overrides: list[str], as_json: bool) -> int:
+    from tui_profiler.config import PresetError, load_preset, preset_summary
     from tui_profiler.plan import build_plan, resource_configs
-    from tui_profiler.presets import PresetError, load_preset, preset_summary
 
     try:
         preset = load_preset(name, overrides)
+        cells = build_plan(preset)
     except PresetError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -68,7 +69,6 @@ def _show(name: str, overrides: list[str], as_json: bool) -> int:
 
     print(f"# {preset.path}")
     print(tomli_w.dumps(preset.to_dict()).rstrip())
-    cells = build_plan(preset)
     configs = resource_configs(preset)
     print(
         f"\n# plan: {len(cells)} cells, {len(configs) * preset.repetitions} containers "
@@ -78,7 +78,7 @@ def _show(name: str, overrides: list[str], as_json: bool) -> int:
 
 
 def _validate(paths: list[str]) -> int:
-    from tui_profiler.presets import validate_files
+    from tui_profiler.config import validate_files
 
     bad = validate_files(paths, on_error=lambda msg: print(msg, file=sys.stderr))
     ok = len(paths) - bad

@@ -68,7 +68,7 @@ def _load(args: argparse.Namespace) -> Any:
     import json
     from pathlib import Path
 
-    from tui_profiler.presets import apply_overrides, load_preset, preset_from_dict
+    from tui_profiler.config import apply_overrides, load_preset, preset_from_dict
 
     overrides = list(args.overrides)
     if args.concurrency is not None:
@@ -89,7 +89,8 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tui_profiler.presets import PresetError
+    from tui_profiler.config import PresetError
+    from tui_profiler.plan import build_plan
 
     if not args.preset and not args.url and not args.resume:
         return _err(
@@ -99,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         return _err("--concurrency / --requests go with --url (or use --set load.concurrency=N)")
     try:
         preset = _load(args)
+        build_plan(preset)  # a plan with no cell is refused here, not run to an "ok" end
     except PresetError as exc:
         print(str(exc), file=sys.stderr)
         return 2

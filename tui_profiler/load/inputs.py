@@ -26,23 +26,13 @@ import io
 import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from tui_profiler.load.template import RequestTemplate
+from tui_profiler.config.model import ALLOWED_ENCODINGS, DTYPES, ENCODINGS, INPUT_DEFAULTS, KINDS, InputConfig
 
-KINDS = ("image", "tokens", "tensor", "text")
-ENCODINGS = ("raw", "png", "jpeg", "json", "base64", "json-instances", "text")
-DTYPES = ("float32", "float16", "float64", "uint8", "int64", "int32")
-# Which encodings each kind can travel in (an image can be any; text only as text or JSON).
-ALLOWED_ENCODINGS: dict[str, tuple[str, ...]] = {
-    "image": ("raw", "png", "jpeg", "json", "base64", "json-instances"),
-    "tensor": ("raw", "json", "base64", "json-instances"),
-    "tokens": ("raw", "json", "base64", "json-instances", "text"),
-    "text": ("text", "json"),
-}
+_D = INPUT_DEFAULTS  # the defaults are the preset's (config.model.InputConfig)
 # Short, common English words: each is one token in the usual WordPiece / BPE vocabularies, so N words is
 # close to N tokens whatever the server's tokenizer.
 _WORDS = (
@@ -58,18 +48,38 @@ class InputSpec:
     """What to send. `base_size` is [H, W] for images, the shape without the batch axis for tensors (the
     scale applies to its last two axes), or [T] (the base token length) for tokens and text."""
 
-    kind: str = "image"
-    base_size: tuple[int, ...] = (224, 224)
+    kind: str = _D.kind
+    base_size: tuple[int, ...] = tuple(_D.base_size)
     scale: float = 1.0
     token_len: int | None = None  # tokens / text: overrides base length × scale
-    channels: int = 3
-    dtype: str = "float32"
-    encoding: str = "raw"
-    batch: int = 1
-    seed: int = 0
-    jpeg_quality: int = 90
-    vocab_size: int = 30522  # token ids are drawn from [1000, vocab_size) to avoid special tokens
-    layout: str = "chw"  # images as tensors: "chw" (PyTorch) or "hwc" (TensorFlow)
+    channels: int = _D.channels
+    dtype: str = _D.dtype
+    encoding: str = _D.encoding
+    batch: int = _D.batch_size
+    seed: int = _D.seed
+    jpeg_quality: int = _D.jpeg_quality
+    vocab_size: int = _D.vocab_size  # token ids are drawn from [1000, vocab_size) to avoid special tokens
+    layout: str = _D.layout  # images as tensors: "chw" (PyTorch) or "hwc" (TensorFlow)
+
+    @classmethod
+    def for_cell(
+        cls, inp: InputConfig, *, scale: float | None = None, token_len: int | None = None
+    ) -> InputSpec:
+        """The input of one cell of a preset: its input section at this scale or token length."""
+        return cls(
+            kind=inp.kind,
+            base_size=tuple(inp.base_size),
+            scale=scale if scale is not None else 1.0,
+            token_len=token_len,
+            channels=inp.channels,
+            dtype=inp.dtype,
+            encoding=inp.encoding,
+            batch=inp.batch_size,
+            seed=inp.seed,
+            jpeg_quality=inp.jpeg_quality,
+            vocab_size=inp.vocab_size,
+            layout=inp.layout,
+        )
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -349,11 +359,3 @@ def encode_input(spec: InputSpec) -> EncodedInput:
         _json_value=json_value,
         _text=text,
     )
-
-
-def build_payload(spec: InputSpec, template: RequestTemplate | None = None, model_name: str = "") -> Payload:
-    """Generate, encode and render one cell's request once. `template` defaults to our own server's."""
-    from tui_profiler.load.template import default_template
-
-    encoded = encode_input(spec)
-    return (template or default_template()).prepare(encoded, model_name=model_name)

@@ -16,9 +16,9 @@ import time
 from typing import Any
 
 from tui_profiler.load.client import run, run_load, uvloop_active
-from tui_profiler.load.inputs import InputSpec, build_payload
+from tui_profiler.load.inputs import InputSpec
 from tui_profiler.load.patterns import LoadPattern
-from tui_profiler.load.template import parse_template
+from tui_profiler.load.template import build_payload, parse_template
 
 
 def _summary(

@@ -16,48 +16,40 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 
 from tui_profiler.analysis.stats import t_quantile_975
+from tui_profiler.config.model import LOAD_DEFAULTS, Arrival, LoadConfig, LoadMode, StableCI, Transport
 
-MODES = ("closed", "open")
-ARRIVALS = ("constant", "poisson")
-TRANSPORTS = ("auto", "raw", "aiohttp")
+MODES: tuple[str, ...] = get_args(LoadMode)
+ARRIVALS: tuple[str, ...] = get_args(Arrival)
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
 
 
-@dataclass(frozen=True, slots=True)
-class StopWhenStable:
-    """Stop once the 95% confidence interval's half-width of the mean latency is below `rel_halfwidth` of
-    the mean, after at least `min_requests` timed successes."""
-
-    rel_halfwidth: float = 0.05
-    min_requests: int = 30
-
-    def __post_init__(self) -> None:
-        if not (0 < self.rel_halfwidth < 1):
-            raise ValueError(
-                f"load.stop_when_stable.rel_halfwidth: {self.rel_halfwidth!r} — a number in (0, 1)"
-            )
-        if self.min_requests < 2:
-            raise ValueError(f"load.stop_when_stable.min_requests: {self.min_requests!r} — an integer >= 2")
+# The rule to stop a cell early is the preset's `load.stable_ci` (config.model.StableCI).
+StopWhenStable = StableCI
+_D = LOAD_DEFAULTS  # every default is the preset's (config.model.LoadConfig)
 
 
 @dataclass(frozen=True, slots=True)
 class LoadPattern:
-    mode: str = "closed"
+    mode: str = _D.mode
     concurrency: int = 1  # closed: workers; open: connections (most requests in flight)
     rate: float | None = None  # open loop: arrivals per second
-    arrival: str = "constant"
-    requests: int | None = 100  # timed requests (None: until duration_s)
-    duration_s: float | None = None  # timed phase length (with requests: whichever comes first)
-    warmup: int = 0
-    timeout_s: float = 30.0
-    stop_when_stable: StopWhenStable | None = None
-    seed: int = 0
-    transport: str = "auto"  # "auto": the lean HTTP/1.1 client for http://, aiohttp for https://
-    drain_s: float | None = None  # open loop: how long queued arrivals may still be sent after the schedule
-    processes: int = 1  # closed loop: split the workers over this many client processes (high concurrency)
+    arrival: str = _D.arrival
+    requests: int | None = _D.requests  # timed requests (None: until duration_s)
+    duration_s: float | None = _D.duration_s  # timed phase length (with requests: whichever comes first)
+    warmup: int = _D.warmup
+    timeout_s: float = _D.timeout_s
+    stop_when_stable: StableCI | None = _D.stable_ci
+    seed: int = _D.seed
+    transport: str = _D.transport  # "auto": the lean HTTP/1.1 client for http://, aiohttp for https://
+    drain_s: float | None = (
+        _D.drain_s
+    )  # open loop: how long queued arrivals may still be sent after the schedule
+    processes: int = _D.processes  # closed loop: split the workers over this many client processes
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -140,30 +132,21 @@ class StabilityTracker:
         return self.halfwidth() / self.mean < self.rule.rel_halfwidth
 
 
-def pattern_for(
-    *,
-    mode: str = "closed",
-    concurrency: int = 1,
-    rate: float | None = None,
-    arrival: str = "constant",
-    requests: int | None = 100,
-    duration_s: float | None = None,
-    warmup: int = 0,
-    timeout_s: float = 30.0,
-    stable_ci: dict | None = None,
-    **extra: object,
-) -> LoadPattern:
-    """A LoadPattern from a preset's load section for one cell (`stable_ci`: rel_halfwidth, min_requests)."""
-    stable = StopWhenStable(**stable_ci) if stable_ci else None
+def pattern_for(load: LoadConfig, *, concurrency: int | None, rate: float | None) -> LoadPattern:
+    """The LoadPattern of one cell: the preset's load section at this concurrency level or rate (an open
+    loop's connections are `load.connections`)."""
     return LoadPattern(
-        mode=mode,
-        concurrency=int(concurrency or 1),
+        mode=load.mode,
+        concurrency=int(concurrency or 1) if load.mode == "closed" else load.connections,
         rate=rate,
-        arrival=arrival,
-        requests=requests,
-        duration_s=duration_s,
-        warmup=warmup,
-        timeout_s=timeout_s,
-        stop_when_stable=stable,
-        **extra,  # type: ignore[arg-type]
+        arrival=load.arrival,
+        requests=load.requests,
+        duration_s=load.duration_s,
+        warmup=load.warmup,
+        timeout_s=load.timeout_s,
+        stop_when_stable=load.stable_ci,
+        seed=load.seed,
+        transport=load.transport,
+        drain_s=load.drain_s,
+        processes=load.processes,
     )

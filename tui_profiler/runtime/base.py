@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tui_profiler.config.model import ReadinessConfig
 from tui_profiler.sample import SampleTarget
 from tui_profiler.sample.cgroup import CgroupPaths
 from tui_profiler.session.schema import CellStatus
@@ -19,16 +20,8 @@ SESSION_LABEL = (
 )
 
 
-@dataclass(slots=True)
-class ReadinessProbe:
-    """How to tell the server is ready: an HTTP path answering `status`, a log line, or a TCP connect."""
-
-    kind: str = "http"  # "http" | "log" | "tcp"
-    path: str = "/healthz"
-    status: int = 200
-    log_pattern: str = ""
-    timeout_s: float = 600.0
-    interval_s: float = 0.01  # polling resolution (<= 10 ms), stated in meta.json
+# How to tell the server is ready (HTTP path, log line or TCP connect): the preset's `target.readiness`.
+ReadinessProbe = ReadinessConfig
 
 
 @dataclass(slots=True)

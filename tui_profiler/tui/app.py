@@ -96,7 +96,7 @@ class ProfilerApp(App[int]):
             self.call_after_refresh(self._start_initial)
 
     def _start_initial(self) -> None:
-        from tui_profiler.presets import PresetError, load_preset
+        from tui_profiler.config import PresetError, load_preset
 
         try:
             preset = load_preset(self.initial_preset, self.overrides)

@@ -63,7 +63,7 @@ def fixed_host() -> Any:
 
 
 def deterministic_env(monkeypatch: Any, tmp_path: Path, with_session: bool = True) -> tuple[str, Any]:
-    import tui_profiler.presets as presets
+    import tui_profiler.config.files as presets
 
     builtin = tmp_path / "presets"
     builtin.mkdir(exist_ok=True)

@@ -20,6 +20,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
+from tui_profiler.config.model import LOAD_DEFAULTS, Preset, ResourcesConfig, sized_by_tokens
 from tui_profiler.tui.live_state import fmt_duration
 from tui_profiler.tui.widgets.stepper import ValueSetStepper
 
@@ -44,11 +45,12 @@ SELECT_FIELDS = {
 STEPPER_FIELDS = {"f-cpus": "resources.cpus", "f-memory": "resources.memory_gb", "f-gpus": "resources.gpus"}
 
 
+_RESOURCES = ResourcesConfig.model_fields
 SELECT_DEFAULTS = {
-    "weights": "random",
-    "resources.threads": "auto",
-    "resources.pairing": "grid",
-    "load.mode": "closed",
+    "weights": Preset.model_fields["weights"].default,
+    "resources.threads": _RESOURCES["threads"].default,
+    "resources.pairing": _RESOURCES["pairing"].default,
+    "load.mode": LOAD_DEFAULTS.mode,
 }
 
 
@@ -182,13 +184,28 @@ class SetupScreen(Screen):
                     yield Input(compact=True, id="f-rates", placeholder="e.g. 0.5,2")
                 with Horizontal(classes="row"):
                     yield Label("requests", classes="field-label")
-                    yield Input(compact=True, id="f-requests", type="integer", placeholder="20 (default)")
+                    yield Input(
+                        compact=True,
+                        id="f-requests",
+                        type="integer",
+                        placeholder=f"{LOAD_DEFAULTS.requests} (default)",
+                    )
                 with Horizontal(classes="row"):
                     yield Label("warm-up", classes="field-label")
-                    yield Input(compact=True, id="f-warmup", type="integer", placeholder="2 (default)")
+                    yield Input(
+                        compact=True,
+                        id="f-warmup",
+                        type="integer",
+                        placeholder=f"{LOAD_DEFAULTS.warmup} (default)",
+                    )
                 with Horizontal(classes="row"):
                     yield Label("repetitions", classes="field-label")
-                    yield Input(compact=True, id="f-repetitions", type="integer", placeholder="1 (default)")
+                    yield Input(
+                        compact=True,
+                        id="f-repetitions",
+                        type="integer",
+                        placeholder=f"{Preset.model_fields['repetitions'].default} (default)",
+                    )
         yield Static("", id="matrix")
         yield Footer()
 
@@ -198,7 +215,7 @@ class SetupScreen(Screen):
         self.reload_presets(select=getattr(self.app, "initial_preset", None))
 
     def reload_presets(self, select: str | None = None) -> None:
-        from tui_profiler.presets import discover_presets
+        from tui_profiler.config import discover_presets
 
         self.infos = discover_presets()
         options = []
@@ -229,7 +246,7 @@ class SetupScreen(Screen):
             self.select_preset(info)
 
     def select_preset(self, info: Any, overrides: list[str] | None = None) -> None:
-        from tui_profiler.presets import PresetError, _read_toml, apply_overrides
+        from tui_profiler.config import PresetError, apply_overrides, read_toml
 
         self.current = info
         self.query_one("#preset-description", Static).update(
@@ -237,7 +254,7 @@ class SetupScreen(Screen):
             + Text("\nbuilt-in" if info.builtin else "\nuser preset", style="dim")
         )
         try:
-            data = _read_toml(Path(info.path))
+            data = read_toml(Path(info.path))
             if overrides:
                 data = apply_overrides(data, overrides)
         except PresetError as exc:
@@ -254,7 +271,7 @@ class SetupScreen(Screen):
         self._loading = True
         try:
             self.query_one("#f-model", Input).value = str(d.get("model", ""))
-            self._set_select("#f-weights", d.get("weights", "random"))
+            self._set_select("#f-weights", d.get("weights", SELECT_DEFAULTS["weights"]))
             self.query_one("#f-image", Input).value = str(d.get("image", ""))
             self.query_one("#f-cpus", ValueSetStepper).set_values(
                 [v for v in res.get("cpus", []) if v is not None]
@@ -263,11 +280,11 @@ class SetupScreen(Screen):
                 [v for v in res.get("memory_gb", []) if v is not None]
             )
             self.query_one("#f-gpus", ValueSetStepper).set_values(list(res.get("gpus", [0])))
-            self._set_select("#f-threads", str(res.get("threads", "auto")))
-            self._set_select("#f-pairing", res.get("pairing", "grid"))
+            self._set_select("#f-threads", str(res.get("threads", SELECT_DEFAULTS["resources.threads"])))
+            self._set_select("#f-pairing", res.get("pairing", SELECT_DEFAULTS["resources.pairing"]))
             self.query_one("#f-scales", Input).value = _join(inp.get("scales"))
             self.query_one("#f-tokens", Input).value = _join(inp.get("token_lens"))
-            self._set_select("#f-mode", load.get("mode", "closed"))
+            self._set_select("#f-mode", load.get("mode", SELECT_DEFAULTS["load.mode"]))
             self.query_one("#f-concurrency", Input).value = _join(load.get("concurrency"))
             self.query_one("#f-rates", Input).value = _join(load.get("rates"))
             self.query_one("#f-requests", Input).value = _join(load.get("requests"))
@@ -288,7 +305,7 @@ class SetupScreen(Screen):
         select.value = value
 
     def _show_relevant_rows(self) -> None:
-        tokens = self.data.get("input", {}).get("kind") == "tokens"
+        tokens = sized_by_tokens(self.data.get("input", {}).get("kind", ""))
         self.query_one("#row-scales").display = not tokens
         self.query_one("#row-tokens").display = tokens
         open_loop = self.data.get("load", {}).get("mode") == "open"
@@ -298,7 +315,7 @@ class SetupScreen(Screen):
     # ---------------------------------------------------------------- edits
 
     def _set_field(self, key: str, text: str) -> None:
-        from tui_profiler.presets import PresetError, apply_overrides
+        from tui_profiler.config import PresetError, apply_overrides
 
         try:
             if text.strip() == "":
@@ -359,7 +376,7 @@ class SetupScreen(Screen):
 
     def build_preset(self) -> Any:
         """The edited preset, validated by the engine (raises PresetError)."""
-        from tui_profiler.presets import preset_from_dict
+        from tui_profiler.config import preset_from_dict
 
         source = str(self.current.path) if self.current is not None else "<setup>"
         preset = preset_from_dict(copy.deepcopy(self.data), source)
@@ -368,15 +385,15 @@ class SetupScreen(Screen):
         return preset
 
     def validate(self) -> None:
+        from tui_profiler.config import PresetError
         from tui_profiler.plan import build_plan
-        from tui_profiler.presets import PresetError
 
         try:
             preset = self.build_preset()
+            cells = build_plan(preset)  # a plan with no cell is a PresetError too
         except PresetError as exc:
             self.show_matrix(str(exc))
             return
-        cells = build_plan(preset)
         self.n_cells = len(cells)
         containers = len({c.group for c in cells})
         text = Text()
@@ -409,10 +426,12 @@ class SetupScreen(Screen):
         self.query_one("#preset-list", OptionList).focus()
 
     def action_run(self) -> None:
-        from tui_profiler.presets import PresetError
+        from tui_profiler.config import PresetError
+        from tui_profiler.plan import build_plan
 
         try:
             preset = self.build_preset()
+            build_plan(preset)
         except PresetError as exc:
             self.show_matrix(str(exc))
             self.notify(str(exc), severity="error")
@@ -430,7 +449,7 @@ class SetupScreen(Screen):
         def save(name: str | None) -> None:
             if not name:
                 return
-            from tui_profiler.presets import PresetError, save_user_preset
+            from tui_profiler.config import PresetError, save_user_preset
 
             data = copy.deepcopy(self.data)
             data.pop("name", None)
@@ -448,12 +467,11 @@ class SetupScreen(Screen):
 
 def _axes(preset: Any) -> str:
     res, load = preset.resources, preset.load
-    sizes = preset.input.token_lens if preset.input.kind == "tokens" else preset.input.scales
-    levels = load.rates if load.mode == "open" else load.concurrency
+    sizes, levels = preset.input.sizes, load.levels
     parts = [f"{len(res.cpus)} CPU × {len(res.memory_gb)} mem ({res.pairing})"]
     if len(res.gpus) > 1 or any(res.gpus):
         parts.append(f"{len(res.gpus)} GPU")
-    parts.append(f"{len(sizes)} {'token lengths' if preset.input.kind == 'tokens' else 'scales'}")
+    parts.append(f"{len(sizes)} {'token lengths' if preset.input.sized_by_tokens else 'scales'}")
     parts.append(f"{len(levels)} {'rates' if load.mode == 'open' else 'concurrency'}")
     if preset.repetitions > 1:
         parts.append(f"{preset.repetitions} reps")

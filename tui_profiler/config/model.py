@@ -1,0 +1,358 @@
+"""The typed declaration of a preset: every section, every field, every default, declared once.
+
+A preset file is validated by `Preset.model_validate(table, context={"source": path})` (see `files.py`):
+unknown keys are refused (`extra="forbid"`), types are strict (no `"2"` for a number, no `true` for an
+integer), a single value stands for a list of one, and the rules that tie fields together (open loop needs
+rates, an image is [height, width], ...) raise `rule(...)` errors that `errors.PresetError` turns into one
+line. Every other module (the plan, the load generator, the runtimes, the Setup screen, `--set`) reads the
+defaults from here and declares none of its own.
+
+A field's `description` is its help, shown after what is allowed; `json_schema_extra={"allowed": ...}`
+replaces the generated "what is allowed" text where the type alone cannot say it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
+
+from tui_profiler.config.request import RequestConfig
+from tui_profiler.config.types import Integral, OneOrMany, Section, StringTable, Threads, rule
+
+# -------------------------------------------------------------------------------------------- vocabulary
+
+InputKind = Literal["image", "tokens", "tensor", "text"]
+Encoding = Literal["raw", "png", "jpeg", "json", "base64", "json-instances", "text"]
+DType = Literal["float32", "float16", "float64", "uint8", "int64", "int32"]
+KINDS: tuple[str, ...] = ("image", "tokens", "tensor", "text")
+ENCODINGS: tuple[str, ...] = ("raw", "png", "jpeg", "json", "base64", "json-instances", "text")
+DTYPES: tuple[str, ...] = ("float32", "float16", "float64", "uint8", "int64", "int32")
+# Inputs sized by a token count (token_lens); the others are sized by a scale of base_size.
+TOKEN_KINDS: tuple[str, ...] = ("tokens", "text")
+# Which encodings each kind can travel in (an image can be any; text only as text or JSON).
+ALLOWED_ENCODINGS: dict[str, tuple[str, ...]] = {
+    "image": ("raw", "png", "jpeg", "json", "base64", "json-instances"),
+    "tensor": ("raw", "json", "base64", "json-instances"),
+    "tokens": ("raw", "json", "base64", "json-instances", "text"),
+    "text": ("text", "json"),
+}
+LoadMode = Literal["closed", "open"]
+Arrival = Literal["constant", "poisson"]
+Transport = Literal["auto", "raw", "aiohttp"]
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_ALLOWED = "letters, digits, '_', '-', '.'"
+
+
+def sized_by_tokens(kind: str) -> bool:
+    """The one answer to "is this input sized by token lengths?" (else by scales)."""
+    return kind in TOKEN_KINDS
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+
+class ReadinessConfig(Section):
+    """How to tell the server is ready: an HTTP path answering `status`, a log line, or a TCP connect."""
+
+    kind: Literal["http", "log", "tcp"] = "http"
+    path: str = "/healthz"
+    status: Annotated[int, Integral, Field(ge=100, le=599)] = 200
+    log_pattern: str = ""
+    timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 600.0
+    interval_s: Annotated[float, Field(gt=0, le=0.01, allow_inf_nan=False)] = Field(
+        default=0.01, description="polling resolution (<= 10 ms)"
+    )
+
+
+class TargetConfig(Section):
+    """A serving container that is not our model server: a prebuilt image or one built from a Dockerfile."""
+
+    image: str = ""
+    dockerfile: str = ""
+    context: str = ""
+    build_args: StringTable = Field(default_factory=dict)
+    port: Annotated[int, Integral, Field(ge=1, le=65535)] = 8000
+    command: Annotated[list[str], OneOrMany, Field(min_length=1)] | None = (
+        None  # None: the image's own command
+    )
+    env: StringTable = Field(default_factory=dict)
+    mounts: Annotated[list[str], OneOrMany, Field(min_length=1)] = Field(
+        default_factory=list, description="'HOST_PATH:CONTAINER_PATH' (mounted read-only)"
+    )
+    gpu_env: StringTable = Field(default_factory=dict)
+    readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
+
+    @model_validator(mode="after")
+    def _rules(self) -> TargetConfig:
+        if self.image and self.dockerfile:
+            raise rule("dockerfile", self.dockerfile, "give target.image or target.dockerfile, not both")
+        for i, m in enumerate(self.mounts):
+            host, sep, inside = m.partition(":")
+            if not sep or not host or not inside.startswith("/"):
+                raise rule(f"mounts[{i}]", m, "'HOST_PATH:/container/path'")
+        return self
+
+    def mount_pairs(self) -> list[tuple[str, str]]:
+        return [(host, inside) for host, _, inside in (m.partition(":") for m in self.mounts)]
+
+
+def _default_scales(data: dict[str, Any]) -> list[float]:
+    return [] if sized_by_tokens(data.get("kind", "image")) else [1.0]
+
+
+def _default_token_lens(data: dict[str, Any]) -> list[int]:
+    return [16] if sized_by_tokens(data.get("kind", "image")) else []
+
+
+def _default_base_size(data: dict[str, Any]) -> list[int]:
+    # for tokens and text, `_base_length_is_the_first_token_len` fills it in before validation
+    return [16] if sized_by_tokens(data.get("kind", "image")) else [224, 224]
+
+
+class InputConfig(Section):
+    """What each request sends. Image and tensor inputs are sized by `scales` of `base_size`; tokens and
+    text by `token_lens`."""
+
+    kind: InputKind = "image"
+    base_size: Annotated[
+        list[Annotated[int, Integral, Field(ge=1, le=16384)]], OneOrMany, Field(min_length=1)
+    ] = Field(
+        default_factory=_default_base_size,
+        description="[height, width] for images; the shape without batch for tensors",
+    )
+    scales: Annotated[
+        list[Annotated[float, Field(gt=0, le=16, allow_inf_nan=False)]], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=_default_scales)
+    token_lens: Annotated[
+        list[Annotated[int, Integral, Field(ge=1, le=1_000_000)]], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=_default_token_lens)
+    encoding: Encoding = "raw"
+    dtype: DType = "float32"
+    layout: Literal["chw", "hwc"] = "chw"
+    channels: Annotated[int, Integral, Field(ge=1, le=64)] = 3
+    batch_size: Annotated[int, Integral, Field(ge=1, le=4096)] = 1
+    seed: Annotated[int, Integral, Field(ge=0, le=2**32 - 1)] = 0
+    jpeg_quality: Annotated[int, Integral, Field(ge=1, le=100)] = 90
+    vocab_size: Annotated[int, Integral, Field(ge=1001, le=10_000_000)] = 30522
+
+    @property
+    def sized_by_tokens(self) -> bool:
+        return sized_by_tokens(self.kind)
+
+    @property
+    def sizes(self) -> list[float] | list[int]:
+        """The input sizes of the plan: token lengths or scales."""
+        return self.token_lens if self.sized_by_tokens else self.scales
+
+    @model_validator(mode="before")
+    @classmethod
+    def _base_length_is_the_first_token_len(cls, data: Any) -> Any:
+        if isinstance(data, dict) and sized_by_tokens(str(data.get("kind"))) and "base_size" not in data:
+            lens = data.get("token_lens")
+            first = lens[0] if isinstance(lens, list) and lens else lens
+            if isinstance(first, int) and not isinstance(first, bool) and first >= 1:
+                return {**data, "base_size": [first]}
+        return data
+
+    @model_validator(mode="after")
+    def _rules(self) -> InputConfig:
+        given = self.model_fields_set
+        if not self.sized_by_tokens:
+            if "token_lens" in given:
+                raise rule(
+                    "token_lens",
+                    self.token_lens,
+                    f"only for input.kind 'tokens' or 'text' (use input.scales for '{self.kind}')",
+                )
+            if self.kind == "image" and len(self.base_size) != 2:
+                raise rule("base_size", self.base_size, "[height, width] (two integers)")
+        elif "scales" in given:
+            raise rule(
+                "scales",
+                self.scales,
+                f"only for input.kind 'image' or 'tensor' (use input.token_lens for '{self.kind}')",
+            )
+        if self.encoding not in ALLOWED_ENCODINGS[self.kind]:
+            raise rule(
+                "encoding",
+                self.encoding,
+                f"a {self.kind} input allows: {', '.join(ALLOWED_ENCODINGS[self.kind])}",
+            )
+        return self
+
+
+def _uncapped() -> list[float | None]:
+    return [None]
+
+
+class ResourcesConfig(Section):
+    """The caps of each container: CPU quota, memory, GPUs; how CPU and memory values pair up."""
+
+    cpus: Annotated[
+        list[Annotated[float, Field(gt=0, allow_inf_nan=False)] | None], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=_uncapped)  # None: not capped
+    memory_gb: Annotated[
+        list[Annotated[float, Field(gt=0, allow_inf_nan=False)] | None], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=_uncapped)
+    gpus: Annotated[list[Annotated[int, Integral, Field(ge=0)]], OneOrMany, Field(min_length=1)] = Field(
+        default_factory=lambda: [0]
+    )
+    cpuset: bool = False
+    threads: Threads = Field(
+        default="auto", description="a number of threads, 'auto' (the CPU quota) or 'host'"
+    )
+    pairing: Literal["grid", "zip"] = "grid"
+
+    @model_validator(mode="after")
+    def _rules(self) -> ResourcesConfig:
+        n_cpus, n_mem = len(self.cpus), len(self.memory_gb)
+        if self.pairing == "zip" and n_cpus != n_mem and 1 not in (n_cpus, n_mem):
+            raise rule(
+                "memory_gb",
+                self.memory_gb,
+                f"pairing 'zip' needs as many values as resources.cpus ({n_cpus}) or one",
+            )
+        return self
+
+
+class StableCI(Section):
+    """Stop a cell early once the 95% confidence interval's half-width of the mean latency is below
+    `rel_halfwidth` of the mean, after at least `min_requests` timed successes."""
+
+    rel_halfwidth: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=0.05, description="stop when the 95% CI half-width / mean falls below this"
+    )
+    min_requests: Annotated[int, Integral, Field(ge=2)] = 10
+
+
+class LoadConfig(Section):
+    """The load of each cell: closed loop (N workers back to back) or open loop (arrivals at a rate)."""
+
+    mode: LoadMode = "closed"
+    concurrency: Annotated[
+        list[Annotated[int, Integral, Field(ge=1, le=4096)]], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=lambda: [1])
+    rates: Annotated[
+        list[Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]], OneOrMany, Field(min_length=1)
+    ] = Field(default_factory=list, description="requests per second")
+    arrival: Arrival = "poisson"
+    connections: Annotated[int, Integral, Field(ge=1, le=4096)] = Field(
+        default=32, description="open loop: most requests in flight"
+    )
+    requests: Annotated[int, Integral, Field(ge=1, le=10_000_000)] | None = (
+        20  # None: as many as fit in duration_s
+    )
+    duration_s: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)] | None = None
+    warmup: Annotated[int, Integral, Field(ge=0, le=100_000)] = 2
+    timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 60.0
+    stable_ci: StableCI | None = None
+    transport: Transport = Field(
+        default="auto", description="'auto': the lean HTTP/1.1 client for http://, aiohttp for https://"
+    )
+    processes: Annotated[int, Integral, Field(ge=1, le=256)] = Field(
+        default=1, description="closed loop: client processes sharing the workers"
+    )
+    drain_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = Field(
+        default=None, description="open loop: how long queued arrivals may still be sent after the schedule"
+    )
+    seed: Annotated[int, Integral, Field(ge=0, le=2**32 - 1)] = Field(
+        default=0, description="open loop: the seed of the Poisson arrivals"
+    )
+
+    @property
+    def levels(self) -> list[int] | list[float]:
+        """The load levels of the plan: rates (open loop) or concurrency levels (closed loop)."""
+        return self.rates if self.mode == "open" else self.concurrency
+
+    @model_validator(mode="before")
+    @classmethod
+    def _duration_alone_means_no_count(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "duration_s" in data and "requests" not in data:
+            return {**data, "requests": None}
+        return data
+
+    @model_validator(mode="after")
+    def _rules(self) -> LoadConfig:
+        given = self.model_fields_set
+        if self.requests is not None and self.duration_s is not None:
+            raise rule("duration_s", self.duration_s, "give load.requests or load.duration_s, not both")
+        if self.mode == "open":
+            if not self.rates:
+                raise rule("rates", None, "load.mode = 'open' needs arrival rates (requests/s)")
+            if "concurrency" in given:
+                raise rule("concurrency", self.concurrency, "only for load.mode = 'closed' (use load.rates)")
+            if self.processes > 1:
+                raise rule("processes", self.processes, "several client processes serve the closed loop only")
+        elif "rates" in given:
+            raise rule("rates", self.rates, "only for load.mode = 'open' (use load.concurrency)")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------- preset
+
+
+class Preset(BaseModel):
+    """A whole preset file. `name` defaults to the file's stem; `path` is where it was read from."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+
+    name: str = ""
+    description: str = ""
+    model: str = ""
+    weights: Literal["random", "pretrained"] = "random"
+    image: str = ""  # server image tag; "" = the built-in model-server image
+    server_args: Annotated[list[str], OneOrMany, Field(min_length=1)] = Field(
+        default_factory=list, description="extra model-server flags, e.g. the hub entry's"
+    )
+    repetitions: Annotated[int, Integral, Field(ge=1, le=10_000)] = 1
+    target: TargetConfig | None = None
+    input: InputConfig = Field(default_factory=InputConfig)
+    request: RequestConfig = Field(default_factory=RequestConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    load: LoadConfig = Field(default_factory=LoadConfig)
+
+    _path: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> Preset:
+        source = str((info.context or {}).get("source", ""))
+        if not self.name:
+            self.name = Path(source).stem if source else ""
+        if not NAME_RE.match(self.name):
+            raise rule("name", self.name, NAME_ALLOWED)
+        target = self.target
+        if not self.model and not (target and (target.image or target.dockerfile)):
+            raise rule("model", self.model, "a catalog model name, or a [target] with image or dockerfile")
+        problem = self.request.model_name_problem(self.model)
+        if problem is not None:
+            raise rule(*problem)
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @path.setter
+    def path(self, value: Path | None) -> None:
+        self._path = value
+
+    @property
+    def source(self) -> str:
+        return str(self._path) if self._path else self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The preset as the user wrote it (defaults left out, name included): TOML-able, for meta.json and
+        `save_user_preset`; validating it again gives the same preset."""
+        data = self.model_dump(exclude_unset=True, exclude_none=True, by_alias=True)
+        data["name"] = self.name
+        return data
+
+
+# The defaults, for modules that need one without a preset (e.g. a load pattern built by hand).
+LOAD_DEFAULTS = LoadConfig()
+STABLE_CI_DEFAULTS = StableCI()
+READINESS_DEFAULTS = ReadinessConfig()
+INPUT_DEFAULTS = InputConfig()
