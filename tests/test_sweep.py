@@ -5,7 +5,7 @@ configs: first one whose memory cap is far below what the server needs (it must 
 sweep must go on), then the preset's own 0.5 CPU / 1 GiB and 2 CPU / 4 GiB. Then a headless run interrupted
 by SIGINT during its load, resumed to completion.
 
-Performance checks are ratios with margin, never absolute times.
+Caps are proven by what the kernel counted (throttling, CPU time against the quota), never by latencies.
 """
 
 from __future__ import annotations
@@ -98,40 +98,77 @@ def test_oom_cell_is_recorded_and_the_sweep_goes_on(smoke_session) -> None:  # t
     assert [e.status for e in finished].count("oom") == 3
 
 
-def _require_a_host_that_is_not_oversubscribed(s: dict) -> None:
-    """Latency ratios mean something only when the caps, not other processes, limit the target. On a host
-    whose run queue is several times its cores (a shared development box), a 2-thread server is starved
-    and spins, so the ratios measure the neighbours: say so and skip, rather than assert noise."""
-    cores = os.cpu_count() or 1
-    if s["load_1min"] > 2.5 * cores:
-        pytest.skip(
-            f"host oversubscribed during the sweep (load average {s['load_1min']:.1f} on {cores} cores)"
-        )
+CFS_PERIOD_S = 0.1  # Docker's cpu.cfs_period_us (100 ms): the quota is granted per period
 
 
-def _p50(s: dict, cpus: str, scale: str) -> float:
+def _cell(s: dict, cpus: str, scale: str) -> dict:
     (c,) = [c for c in _ok_cells(s) if c["cpu_cores"] == cpus and c["input_scale"] == scale]
-    return float(c["p50_s"])
+    return c
 
 
-def test_latency_grows_with_scale(smoke_session) -> None:  # type: ignore[no-untyped-def]
-    _require_a_host_that_is_not_oversubscribed(smoke_session)
-    for cpus in ("0.5", "2.0"):
-        small, big = _p50(smoke_session, cpus, "0.5"), _p50(smoke_session, cpus, "2.0")
-        assert big > 1.5 * small, (
-            f"cpus {cpus}: p50 at scale 2 ({big:.4f}s) vs 0.5 ({small:.4f}s)"
-        )  # 16x pixels
+def _cpu_s_per_request(c: dict) -> float:
+    """CPU time the kernel charged to the container during the cell's load (warm-up included), per request."""
+    return float(c["mean_cpu_cores"]) * float(c["load_wall_s"]) / (int(c["n"]) + int(c["warmup_n"]))
 
 
-def test_half_a_cpu_is_slower_than_two(smoke_session) -> None:  # type: ignore[no-untyped-def]
-    _require_a_host_that_is_not_oversubscribed(smoke_session)
-    """Asserted at the largest scale, where a request needs more CPU time than the quota grants per CFS
-    period (0.5 x 100 ms): small requests fit inside one period's budget and are not slowed by a quota at
-    all (measured here: ratios ~0.9-1.0 at scales 0.5 and 1.0, ~2.3 at 2.0) - a real effect the profiler
-    shows, not noise."""
-    ratios = [_p50(smoke_session, "0.5", sc) / _p50(smoke_session, "2.0", sc) for sc in ("0.5", "1.0", "2.0")]
-    print(f"p50 ratio 0.5 CPU / 2 CPU per scale: {[round(r, 2) for r in ratios]}")
-    assert ratios[-1] > 1.3, ratios
+def _quota_ceiling(cap: float, span_s: float) -> float:
+    """The most CPU (in cores) a CFS quota of `cap` can grant over `span_s` seconds: the span touches at most
+    one period more than it covers, and each period grants `cap` x period."""
+    return cap * (1 + CFS_PERIOD_S / span_s)
+
+
+def test_input_bytes_and_cpu_work_grow_with_scale(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    """Scale 2 sends 16x the pixels of scale 0.5: every request's raw float32 body is exactly 12 bytes a pixel,
+    and at 0.5 CPU the CPU time the kernel charged the container per request grows with it. (This replaces
+    a p50 ratio: the quota stretches or hides a latency, not a CPU count.) At 2 CPUs the CPU count is not
+    asserted: torch's second thread spin-waits, and on a busy host that spinning is most of what is charged
+    (ratio 0.78-6.5 there), so it measures the neighbours, not the work.
+
+    Measured 2026-12-01, 12 runs of this sweep on the shared 2-core VM (load average 1.9-3.5, other agents
+    building and testing): CPU seconds per request at 0.5 CPU, scale 2 / scale 0.5, min/median/max
+    2.60/3.85/4.23; asserted > 1.5."""
+    s = smoke_session
+    for r in s["requests"]:
+        body = 3 * 4 * int(r["pixels"])  # raw float32, 3 channels
+        assert body <= int(r["bytes_sent"]) <= body + 512, r  # + the request line and headers
+    small, big = _cell(s, "0.5", "0.5"), _cell(s, "0.5", "2.0")
+    work = _cpu_s_per_request(big) / _cpu_s_per_request(small)
+    assert work > 1.5, f"CPU s/request at scale 2 vs 0.5: {work:.2f} (load average {s['load_1min']:.1f})"
+
+
+def test_half_a_cpu_cap_is_enforced_and_binds(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    """The 0.5 CPU cap, proven by the kernel's counters rather than by latencies (under a CFS quota a request
+    that fits one period's 50 ms budget runs at full speed, so a p50 hides the cap):
+    - enforced: every sample of the 0.5 container reads a 0.5 quota, and no 0.5 cell was granted more CPU
+      than the quota allows over its span (a short cell can read above 0.5 cores: up to 1.19x here, since
+      its span touches one period more than it covers);
+    - binds: the kernel throttled the container (the server, one thread at concurrency 1, wants a whole
+      core), most at scale 2, where it also used at least half of its quota: CPU-bound, not idle.
+    Not asserted: that the 2 CPU config used more than half a CPU. It does on an idle host, but on this
+    shared one its mean fell to 0.6 cores (1.17x the 0.5 ceiling); the throttling already says the 0.5
+    container wanted more than its quota.
+
+    Measured 2026-12-01, 12 runs of this sweep on the shared 2-core VM (load average 1.9-3.5),
+    min/median/max: mean usage / quota ceiling, the largest of the three 0.5 cells, 0.81/0.92/0.95
+    (asserted <= 1.1); throttled periods over the three 0.5 cells 8/14/20 (asserted >= 3) and at scale 2
+    2/8.5/13 (asserted >= 1); throttled time over the three 0.083/0.56/0.90 s (asserted > 0); at scale 2
+    mean usage / quota 0.88/1.01/1.04 (asserted >= 0.5). The p50 ratios the old check used, 0.5 CPU over
+    2 CPUs, ranged 0.07-2.8 over the same runs."""
+    s = smoke_session
+    load = f"load average {s['load_1min']:.1f}"
+    half = [c for c in _ok_cells(s) if c["cpu_cores"] == "0.5"]
+    assert len(half) == 3
+    indices = {c["cell_index"] for c in half}
+    caps = {r["cpu_cap"] for r in s["samples"] if r["cell_index"] in indices}
+    assert {float(v) for v in caps} == {0.5}, caps
+    for c in half:
+        ceiling = _quota_ceiling(0.5, float(c["load_wall_s"]))
+        assert float(c["mean_cpu_cores"]) <= 1.1 * ceiling, (c["input_scale"], c["mean_cpu_cores"], ceiling)
+    assert sum(int(c["throttled_periods"]) for c in half) >= 3, ([c["throttled_periods"] for c in half], load)
+    assert sum(float(c["throttled_s"]) for c in half) > 0, [c["throttled_s"] for c in half]
+    bound = _cell(s, "0.5", "2.0")
+    assert int(bound["throttled_periods"]) >= 1, (bound["throttled_periods"], load)
+    assert float(bound["mean_cpu_cores"]) >= 0.5 * 0.5, (bound["mean_cpu_cores"], load)
 
 
 def test_caps_enforced_and_peak_memory_within_the_cap(smoke_session) -> None:  # type: ignore[no-untyped-def]
