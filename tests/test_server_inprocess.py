@@ -199,23 +199,29 @@ async def test_json_tensor_as_the_reference_scripts_send_it(mobilenet: ms.ModelS
 
 
 async def test_text_encoder_encodings_and_cost_scales_with_tokens(text_encoder: ms.ModelState) -> None:
+    """Cost is CPU time the kernel counts for this process (server and client both live in it), per
+    request, not the server's infer latency: on a shared host a preempted request's wall time measures
+    the neighbours.
+
+    Measured 2026-12-01, 12 runs on the shared 2-core VM (load average 2.8-2.9): CPU seconds per request,
+    384 / 8 tokens, min/median/max 6.47/8.35/9.21; asserted > 3."""
     client = await client_for(text_encoder)
     try:
         info = await (await client.get("/info")).json()
         assert info["input_kind"] == "tokens" and info["default_size"] == [1, 128]
         assert info["vocab_size"] == 30522 and 20_000_000 < info["params"] < 25_000_000  # MiniLM-L6-sized
 
-        async def infer_ms(t: int) -> float:
+        async def cpu_s_per_request(t: int) -> float:
             ids = np.random.default_rng(t).integers(1000, 30000, (1, t), dtype=np.int64)
-            best = float("inf")
+            before = time.process_time()
             for _ in range(3):
                 r = await client.post("/predict", data=ids.tobytes(), headers=raw_headers(ids.shape, "int64"))
                 assert r.status == 200, await r.text()
                 assert (await r.json())["output_shape"] == [1, 384]
-                best = min(best, parse_server_timing(r.headers["Server-Timing"])["infer"])
-            return best
+                assert parse_server_timing(r.headers["Server-Timing"])["infer"] > 0
+            return (time.process_time() - before) / 3
 
-        short, long = await infer_ms(8), await infer_ms(384)
+        short, long = await cpu_s_per_request(8), await cpu_s_per_request(384)
         assert long > 3 * short, (short, long)
 
         r = await client.post("/predict", json={"tokens": [101, 2023, 2003, 102]})

@@ -25,7 +25,8 @@ import pytest
 
 from tests.conftest import REPO, SESSION_LABEL
 from tui_profiler import events as ev
-from tui_profiler.store import COLD_START_PHASES, read_rows
+from tui_profiler.session.schema import COLD_START_PHASES
+from tui_profiler.store import read_rows
 
 pytestmark = pytest.mark.docker
 
