@@ -38,6 +38,16 @@ def _num(v: str) -> float | None:
     return float(v) if v not in ("", None) else None
 
 
+def _cpu_pressure_us() -> int | None:
+    """The kernel's running total (us) of time in which some runnable task waited for a CPU (PSI), or None
+    on a kernel without /proc/pressure."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return int(f.readline().split()[-1].removeprefix("total="))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @pytest.fixture(scope="module")
 def smoke_session(docker_client, server_image, tmp_path_factory):  # type: ignore[no-untyped-def]
     from tui_profiler.presets import load_preset
@@ -47,15 +57,31 @@ def smoke_session(docker_client, server_image, tmp_path_factory):  # type: ignor
     preset = load_preset("smoke", OVERRIDES)
     runner = SweepRunner(preset, runtime="docker", output_dir=out)
     events: list[object] = []
+    marks: dict[int, list[tuple[float, int | None]]] = {}  # cell -> (time, PSI) at its first answer, its end
+
+    def on_event(e: object) -> None:
+        events.append(e)
+        if (isinstance(e, ev.RequestDone) and e.cell_index not in marks) or isinstance(e, ev.CellFinished):
+            marks.setdefault(e.cell_index, []).append((time.perf_counter(), _cpu_pressure_us()))
+
     t0 = time.perf_counter()
     load_before = os.getloadavg()[0]
-    finished = asyncio.run(runner.run(events.append))
+    finished = asyncio.run(runner.run(on_event))
     wall = time.perf_counter() - t0
     load_1min = max(load_before, os.getloadavg()[0])
+    # per cell: the share of its load time in which some task on the host waited for a CPU
+    pressure: dict[int, float] = {}
+    for i, m in marks.items():
+        if len(m) == 2 and m[0][1] is not None and m[1][1] is not None and m[1][0] > m[0][0]:
+            pressure[i] = (m[1][1] - m[0][1]) / 1e6 / (m[1][0] - m[0][0])
     session = Path(finished.session_dir)
-    print(f"\nsmoke sweep: {wall:.1f}s wall, session {session}, load average {load_1min:.1f}")
+    print(
+        f"\nsmoke sweep: {wall:.1f}s wall, session {session}, load average {load_1min:.1f}, "
+        f"CPU pressure per cell {[(i, round(v, 2)) for i, v in sorted(pressure.items())]}"
+    )
     return {
         "load_1min": load_1min,
+        "cpu_pressure": pressure,
         "finished": finished,
         "events": events,
         "dir": session,
@@ -143,21 +169,20 @@ def test_half_a_cpu_cap_is_enforced_and_binds(smoke_session) -> None:  # type: i
     - enforced: every sample of the 0.5 container reads a 0.5 quota from its cgroup, and no 0.5 cell was
       granted more CPU than the quota allows over its span (a short cell can read above 0.5 cores, up to
       1.19x here: its span touches one period more than it covers);
-    - binds: the server (one thread, concurrency 1) wants a whole core, and at scale 2 it was CPU-bound at
-      its quota; the kernel throttled the container (periods and time). If it never did, the neighbours
-      left that thread less than half a core in every period, so the cap could not bind: skipped, with the
-      counters, rather than asserted (not seen in the 12 runs below; 1 period once, in a test run at load
-      3.2 where the 2 CPU config got 0.5-0.9 cores).
-    Not asserted: that the 2 CPU config used more than half a CPU. It does on an idle host, but here its
-    mean fell to 0.38 cores under the neighbours; the throttling already says the 0.5 container wanted
-    more than its quota.
+    - binds: the server (one thread, concurrency 1) wants a whole core, so wherever the host lets it run the
+      kernel throttles it (throttled periods, or throttled time: cgroup v1 counts a period in which the
+      container is still throttled before it adds that period's time). If the kernel never did, the
+      neighbours left that one thread less than half a core in every period and the cap could not bind:
+      that is a skip with the counters, not a pass or a failure. Seen here when two sweeps ran at once
+      with other agents' work (the 0.5 container got 0.23 cores, 0 throttled periods), not in the 12 runs.
+    Not asserted, because they measure the neighbours: that the 2 CPU config used more than half a CPU
+    (idle host ~1.8 cores; 0.3-0.6 cores here at load 3-5), and usage near the quota at scale 2.
 
     Measured 2026-12-01, 12 runs of this sweep on the shared 2-core VM (load average 1.9-3.5, other agents
     building and testing), min/median/max: mean usage / quota ceiling, the largest of the three 0.5 cells,
-    0.81/0.92/0.95 (asserted <= 1.1); throttled periods over the three 0.5 cells 8/14/20 (asserted >= 1)
-    and throttled time 0.083/0.56/0.90 s (asserted > 0); at scale 2 mean usage / quota 0.88/1.01/1.04
-    (asserted >= 0.5; 0.83 in a run at load 5). The p50 ratios the old check used, 0.5 CPU over 2 CPUs,
-    ranged 0.07-2.8 over the same runs."""
+    0.81/0.92/0.95 (asserted <= 1.1); throttled periods over the three 0.5 cells 8/14/20 and throttled time
+    0.083/0.56/0.90 s (asserted: either > 0); at scale 2 mean usage / quota 0.88/1.01/1.04 (informative).
+    The p50 ratios the old check used, 0.5 CPU over 2 CPUs, ranged 0.07-2.8 over the same runs."""
     s = smoke_session
     load = f"load average {s['load_1min']:.1f}"
     half = [c for c in _ok_cells(s) if c["cpu_cores"] == "0.5"]
@@ -168,17 +193,17 @@ def test_half_a_cpu_cap_is_enforced_and_binds(smoke_session) -> None:  # type: i
     for c in half:
         ceiling = _quota_ceiling(0.5, float(c["load_wall_s"]))
         assert float(c["mean_cpu_cores"]) <= 1.1 * ceiling, (c["input_scale"], c["mean_cpu_cores"], ceiling)
-    bound = _cell(s, "0.5", "2.0")
-    assert float(bound["mean_cpu_cores"]) >= 0.5 * 0.5, (bound["mean_cpu_cores"], load)
 
-    periods = sum(int(c["throttled_periods"]) for c in half)
+    periods = sum(int(c["throttled_periods"]) for c in half)  # int(''): a counter not read fails here
     throttled_s = sum(float(c["throttled_s"]) for c in half)
-    if periods == 0:
-        pytest.skip(
-            "the 0.5 CPU cap could not bind: the kernel never throttled the container, its one thread got "
-            f"less than half a core in every period (mean cores {[c['mean_cpu_cores'] for c in half]}, {load})"
+    if periods == 0 and throttled_s == 0:
+        waited = [s["cpu_pressure"].get(int(c["cell_index"])) for c in half]
+        counters = f"mean cores {[c['mean_cpu_cores'] for c in half]}, CPU pressure {waited}, {load}"
+        # on a host where tasks waited for a CPU less than half the time, the thread got its core
+        assert None in waited or max(waited) >= 0.5, (
+            f"the 0.5 CPU cap never bound on a quiet host: {counters}"
         )
-    assert throttled_s > 0, [(c["throttled_periods"], c["throttled_s"]) for c in half]
+        pytest.skip(f"the 0.5 CPU cap could not bind: the kernel never throttled the container ({counters})")
 
 
 def test_caps_enforced_and_peak_memory_within_the_cap(smoke_session) -> None:  # type: ignore[no-untyped-def]
