@@ -325,20 +325,28 @@ async def test_concurrent_requests_queue_fifo_and_none_is_dropped(mobilenet: ms.
         await client.close()
 
 
-async def test_raw_decode_plus_encode_is_under_5_percent_of_inference() -> None:
+def test_raw_decode_plus_encode_is_under_5_percent_of_inference() -> None:
+    """The raw path's own cost, as CPU time the kernel counts for this process (all threads, torch's pool
+    too), not as a ratio of the server's wall-clock timings: a preempted decode would read as slow.
+
+    Measured 2026-12-01, 12 runs on the shared 2-core VM (load average 4.0-4.6): (decode + encode) /
+    inference CPU time for ResNet-50 at 224x224, min/median/max 0.00005/0.00017/0.0008; asserted < 0.05."""
     state = loaded_state("resnet50")
-    client = await client_for(state)
-    try:
-        x = np.random.default_rng(5).standard_normal((1, 3, 224, 224), dtype=np.float32)
-        shares = []
-        for _ in range(5):
-            r = await client.post("/predict", data=x.tobytes(), headers=raw_headers(x.shape))
-            assert r.status == 200
-            t = parse_server_timing(r.headers["Server-Timing"])
-            shares.append((t["decode"] + t["encode"]) / t["infer"])
-        assert float(np.median(shares)) < 0.05, shares
-    finally:
-        await client.close()
+    x = np.random.default_rng(5).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    body, headers = x.tobytes(), {k.lower(): v for k, v in raw_headers(x.shape).items()}
+
+    def cpu_s(fn, n: int):  # type: ignore[no-untyped-def]
+        before = time.process_time()
+        for _ in range(n):
+            out = fn()
+        return (time.process_time() - before) / n, out
+
+    with state.torch.inference_mode():
+        decode, (tensor, scale_to_unit) = cpu_s(lambda: state.decode(body, RAW, headers), 20)
+        tensor = state.preprocess(tensor, scale_to_unit)
+        infer, out = cpu_s(lambda: state.infer(tensor), 3)
+        encode, _ = cpu_s(lambda: state.encode(out, tensor), 20)
+    assert (decode + encode) / infer < 0.05, (decode, encode, infer)
 
 
 def test_threads_setting() -> None:
