@@ -162,9 +162,9 @@ def _compute_grows_and_the_half_cpu_cap_holds(cells: list[dict[str, str]]) -> No
       its work, whatever the neighbours do;
     - the 0.5 CPU cap holds: at scale 2 the container was granted no more than the quota allows over the
       cell's span (one period's budget more than the span covers).
-    That the cap binds is not asserted here: this one-thread server stops being throttled as soon as the
-    host gives a thread less than half a core (seen on this shared VM); test_sweep proves binding with a
-    workload sized for it.
+    That the cap binds is not asserted here: a one-thread server stops being throttled as soon as the host
+    gives a thread less than half a core (seen with the smoke sweep on this shared VM); test_sweep proves
+    binding, and says when a host cannot show it.
 
     Measured 2026-12-01 over 10 runs of this preset on the shared 2-core VM (load average 4.1-5.2),
     min/median/max: CPU s/request ratio 10.1/13.0/14.6 at 0.5 CPU and 10.7/13.0/21.1 at 1 CPU (asserted > 4);
