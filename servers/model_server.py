@@ -9,7 +9,7 @@ arrival order (FIFO) and none is dropped; the time a request waited for the work
 `queue;dur=` beside decode/preprocess/infer/encode in the Server-Timing header. torch's own intra-op
 threads (TUI_PROFILER_THREADS) parallelise each inference.
 
-Protocol: see README section "server".
+Protocol: see docs/server.md.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ a real model server running as a local process (no container: the same files, re
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tui_profiler.store import read_rows
+from tui_profiler.runtime.common import free_port
+from tui_profiler.session.store import read_rows
 
 
 def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,16 +61,10 @@ def test_run_with_a_bad_preset_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert out.returncode == 2 and "give a preset" in out.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def local_server():  # type: ignore[no-untyped-def]
     pytest.importorskip("torch")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -148,7 +142,8 @@ def test_run_url_writes_the_same_files(local_server: str, tmp_path: Path) -> Non
 def test_orphan_owner_label_tells_live_runs_from_dead_ones() -> None:
     """After a SIGKILL the next run removes only containers whose owning tui-profiler process is gone;
     containers of runs still alive (another session on the same box) are left alone."""
-    from tui_profiler.sweep import _owner_alive, _owner_id
+    from tui_profiler.runtime.common import owner_alive as _owner_alive
+    from tui_profiler.runtime.common import owner_id as _owner_id
 
     me = _owner_id()
     assert _owner_alive(me)

@@ -37,7 +37,7 @@ def test_engine_imports_no_textual() -> None:
         "tui_profiler.presets",
         "tui_profiler.plan",
         "tui_profiler.sweep",
-        "tui_profiler.store",
+        "tui_profiler.session.store",
         "tui_profiler.analysis.stats",
         "tui_profiler.events",
     ):

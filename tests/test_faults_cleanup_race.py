@@ -4,6 +4,7 @@ A thread creates and removes labelled containers as fast as the engine allows wh
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -11,8 +12,7 @@ import pytest
 
 from tests.conftest import session_label_value
 from tui_profiler.runtime.base import SESSION_LABEL
-from tui_profiler.runtime.docker import remove_labelled
-from tui_profiler.sweep import OWNER_LABEL, find_orphans
+from tui_profiler.runtime.docker import OWNER_LABEL, DockerRuntime, remove_labelled
 
 pytestmark = pytest.mark.docker
 BASE_IMAGE = "tui-profiler-base:bookworm"
@@ -20,7 +20,7 @@ BASE_IMAGE = "tui-profiler-base:bookworm"
 
 def test_listings_survive_containers_vanishing(docker_client: Any) -> None:
     sid = session_label_value("faults-race")
-    # a live owner (this process): find_orphans must leave these alone; they only exist to vanish
+    # another host's owner: remove_orphans must leave these alone; they only exist to vanish
     labels = {SESSION_LABEL: sid, OWNER_LABEL: "another-host:1:1"}
     stop = threading.Event()
     churned = [0]
@@ -38,7 +38,7 @@ def test_listings_survive_containers_vanishing(docker_client: Any) -> None:
     try:
         while churned[0] < 60:
             remove_labelled(f"{SESSION_LABEL}={sid}", dry_run=True)
-            find_orphans(remove=False)
+            asyncio.run(DockerRuntime().remove_orphans(dry_run=True))
             listings += 2
     finally:
         stop.set()

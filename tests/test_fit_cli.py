@@ -100,7 +100,18 @@ def test_cli_predict_csv_and_recommend(wide_csv, tmp_path):
     )
     assert p.returncode == 0, p.stderr
     pred = pd.read_csv(pred_path)
-    assert list(pred.columns) == ["cpu_cores", "mem_cap_gb", "gpu_mode", "pixels", "predicted_latency_s"]
+    assert list(pred.columns) == [
+        "cpu_cores",
+        "mem_cap_gb",
+        "gpu_mode",
+        "pixels",
+        "predicted_latency_s",
+        "form",
+        "form_chosen_by",
+        "form_chosen_because",
+    ]
+    assert set(pred["form_chosen_by"]) == {"extrapolate-input"}
+    assert set(pred["form_chosen_because"]) == {"--split extrapolate-input, as given"}
     expected = [
         float(law_work_parallel(s, c)) for s, c in zip(pred["pixels"], pred["cpu_cores"], strict=True)
     ]
@@ -139,3 +150,71 @@ def test_cli_error_exit_in_a_subprocess(tmp_path):
         p.stderr.strip() == f"tui-profiler fit: {bad}: unknown format (columns a, b…): expected AC-Prof wide "
         "(Pixels,CPU4+Mem8,…), a per-request CSV (cpu_cores, latency_s, …) or a cells.csv"
     )
+
+
+def _fit_in_process(capsys, *args) -> str:
+    parser = argparse.ArgumentParser(prog="tui-profiler")
+    fit_command.add_parser(parser.add_subparsers(dest="command"))
+    ns = parser.parse_args(["fit", *map(str, args)])
+    assert ns.func(ns) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def _points(path, pixels):
+    pd.DataFrame({"cpu_cores": [1, 2, 3, 4, 6][: len(pixels)], "gpu_mode": "off", "pixels": pixels}).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def test_cli_extrapolating_prediction_is_chosen_by_forward_validation(wide_csv, tmp_path, capsys):
+    points = _points(tmp_path / "points.csv", [50000, 300000, 400000, 600000, 100000])
+    pred_path, report = tmp_path / "pred.csv", tmp_path / "report.json"
+    out = _fit_in_process(
+        capsys, wide_csv, "--no-plot", "--predict-csv", points, "--out", pred_path, "--json", report
+    )
+    why = "3 of 5 prediction rows lie beyond the largest trained input (pixels 200000)"
+    assert f"form chosen by forward validation: {why}" in out
+    assert "test (extrapolate-input, n=" in out  # the held-out test measures the same generalisation
+    pred = pd.read_csv(pred_path)
+    assert set(pred["form_chosen_by"]) == {"extrapolate-input"}
+    assert set(pred["form_chosen_because"]) == {why}
+    (group,) = json.loads(report.read_text())["groups"]
+    assert group["form_selection"]["chosen_by"] == "extrapolate-input"
+    assert group["form_selection"]["split_requested"] is None
+    assert group["form_selection"]["reason"] == why
+
+
+def test_cli_in_range_prediction_keeps_the_default_split(wide_csv, tmp_path, capsys):
+    points = _points(tmp_path / "points.csv", [5000, 50000, 150000])
+    out = _fit_in_process(capsys, wide_csv, "--no-plot", "--predict-csv", points, "--out", tmp_path / "p.csv")
+    assert (
+        "form chosen by leave-config-out validation: the default; "
+        "all 3 prediction rows lie inside the trained input range (pixels 1000..200000)"
+    ) in out
+    assert "test (leave-config-out, n=" in out
+    assert set(pd.read_csv(tmp_path / "p.csv")["form_chosen_by"]) == {"leave-config-out"}
+
+
+def test_cli_explicit_split_is_honoured_and_stated(wide_csv, tmp_path, capsys):
+    slo = float(law_work_parallel(400000, 4.0)) * 1.05
+    out = _fit_in_process(
+        capsys,
+        wide_csv,
+        "--no-plot",
+        "--split",
+        "leave-config-out",
+        "--recommend",
+        "--slo-p99",
+        slo,
+        "--pixels",
+        400000,
+    )
+    stated = (
+        "form chosen by leave-config-out validation: --split leave-config-out, as given; note the "
+        "recommendation (pixels 400000) lies beyond the largest trained input (pixels 200000): "
+        "without --split, forward validation would choose the form"
+    )
+    assert f"  {stated}" in out  # in the fit report
+    assert f"synthnet × pixels × gpu=off: {stated}" in out  # and under the recommendation
+    assert "test (leave-config-out, n=" in out

@@ -13,9 +13,14 @@ import pytest
 
 from tui_profiler.analysis.fit import (
     FORMS,
+    Query,
     build_cells,
+    cv_scores,
     fit_frame,
     fit_paths,
+    fit_selected,
+    prediction_queries,
+    recommendation_query,
     split_folds,
 )
 from tui_profiler.analysis.importers import TIDY_COLUMNS, fit_rows
@@ -212,6 +217,109 @@ def test_recommend_cheapest_meeting_slo():
     assert "no candidate" in "\n".join(none.summary_lines())
     # a GPU priced at zero cost does not make a CPU-only data set recommend a GPU it never measured
     assert all(c.gpu_mode == "off" for c in none.candidates)
+
+
+def law_concave(s, c):
+    """Work growing as the square root of the input: within the measured range a hinge of two lines
+    fits it as well as a power law, beyond it only the power law keeps bending the right way."""
+    return 0.02 + 3e-3 * np.sqrt(s) * (0.3 + 0.7 / c)
+
+
+def _rows(pixels, cpus=3.0):
+    return pd.DataFrame({"cpu_cores": cpus, "gpu_mode": "off", "pixels": np.asarray(pixels, float)})
+
+
+def test_extrapolating_prediction_selects_by_forward_validation():
+    tidy = synthetic(law_concave, noise=0.01, seed=1)
+    points = _rows([40000, 250000, 300000, 400000, 120000])
+    report = fit_frame(tidy, queries=prediction_queries(points))
+    (g,) = report.groups
+    assert report.split == "auto"
+    assert (g.selection.split, g.selection.validated_by, g.selection.requested) == (
+        "extrapolate-input",
+        "extrapolate-input",
+        None,
+    )
+    why = "3 of 5 prediction rows lie beyond the largest trained input (pixels 201600)"
+    assert g.selection.reason == why
+    assert g.selection.line == f"form chosen by forward validation: {why}"
+    assert f"  {g.selection.line}" in report.summary_lines()
+    assert (g.selection.n_queries, g.selection.n_outside) == (5, 3)
+    # the scores that chose the form are forward validation's, and so is the nested held-out test
+    cells = _cells(tidy)
+    assert g.cv_scores == pytest.approx(cv_scores(cells, "extrapolate-input"), nan_ok=True)
+    assert g.fitted.form == fit_selected(cells, "extrapolate-input")[0].form
+    assert g.split == "extrapolate-input"
+    # on this known law the two validations disagree, and the forward-chosen form extrapolates better
+    lco = fit_frame(tidy, split="leave-config-out", queries=prediction_queries(points)).groups[0]
+    assert lco.fitted.form != g.fitted.form
+    beyond = _rows([250000, 300000, 400000])
+    truth = law_concave(beyond["pixels"].to_numpy(), 3.0)
+
+    def err(gf):
+        return np.mean(np.abs(gf.fitted.predict(beyond["pixels"].to_numpy(), np.full(3, 3.0)) / truth - 1))
+
+    assert err(g) < err(lco)
+    pred = report.predict(points)
+    assert set(pred["form_chosen_by"]) == {"extrapolate-input"} and set(pred["form_chosen_because"]) == {why}
+
+
+def test_in_range_prediction_keeps_the_default_split():
+    tidy = synthetic(law_concave, noise=0.01, seed=1)
+    (g,) = fit_frame(tidy, queries=prediction_queries(_rows([496, 40000, 201600]))).groups
+    assert (g.selection.split, g.selection.validated_by, g.selection.requested) == (
+        "leave-config-out",
+        "leave-config-out",
+        None,
+    )
+    assert g.selection.line == (
+        "form chosen by leave-config-out validation: the default; "
+        "all 3 prediction rows lie inside the trained input range (pixels 496..201600)"
+    )
+    assert g.cv_scores == pytest.approx(cv_scores(_cells(tidy), "leave-config-out"), nan_ok=True)
+    # nothing asked: the default, and it says so
+    (bare,) = fit_frame(tidy).groups
+    assert bare.selection.split == "leave-config-out"
+    assert bare.selection.reason == "the default; no prediction or recommendation asked of this group"
+    # a query for another group does not move this one
+    other = [Query("prediction row", {"model": "other", "gpu_mode": "off", "pixels": 9e6})]
+    assert fit_frame(tidy, queries=other).groups[0].selection.split == "leave-config-out"
+
+
+def test_explicit_split_is_honoured_and_stated():
+    tidy = synthetic(law_concave, noise=0.01, seed=1)
+    queries = prediction_queries(_rows([300000, 400000]))
+    (g,) = fit_frame(tidy, split="leave-config-out", queries=queries).groups
+    assert (g.selection.split, g.selection.requested) == ("leave-config-out", "leave-config-out")
+    assert g.selection.reason == (
+        "--split leave-config-out, as given; note all 2 prediction rows lie beyond the largest trained "
+        "input (pixels 201600): without --split, forward validation would choose the form"
+    )
+    (r,) = fit_frame(tidy, split="random", queries=prediction_queries(_rows([1000]))).groups
+    assert r.selection.line == "form chosen by random 5-fold validation: --split random, as given"
+
+
+def test_forward_validation_impossible_falls_back_and_says_why():
+    tidy = synthetic(law_concave, noise=0.01, seed=1, sizes=SIZES[[0, 9, 19]])
+    (g,) = fit_frame(tidy, queries=prediction_queries(_rows([400000]))).groups
+    assert g.selection.split == "leave-config-out"
+    assert g.selection.reason == (
+        "the default; the prediction row (pixels 400000) lies beyond the largest trained input "
+        "(pixels 201600), but forward validation needs at least 4 distinct input sizes, this group has 3"
+    )
+
+
+def test_recommendation_beyond_the_trained_input_is_chosen_by_forward_validation():
+    tidy = synthetic(law_concave, noise=0.01, seed=1)
+    report = fit_frame(tidy, queries=[recommendation_query(300000.0, "pixels")])
+    (g,) = report.groups
+    assert g.selection.split == "extrapolate-input"
+    assert g.selection.reason == (
+        "the recommendation (pixels 300000) lies beyond the largest trained input (pixels 201600)"
+    )
+    rec = recommend(report, fit_rows(tidy), slo_s=1.0, size=300000.0, size_column="pixels", host_cpus=8)
+    assert f"  {g.label}: {g.selection.line}" in rec.summary_lines()
+    assert rec.to_dict()["form_selection"][g.label]["chosen_by"] == "extrapolate-input"
 
 
 def test_reference_vgg11_beats_loglinear(reference_data):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,14 +22,9 @@ from tui_profiler.load.client import RequestResult, parse_server_timing, run_loa
 from tui_profiler.load.inputs import InputSpec, build_payload
 from tui_profiler.load.patterns import LoadPattern, StopWhenStable, arrival_offsets
 from tui_profiler.load.template import default_template, parse_template
+from tui_profiler.runtime.common import free_port
 
 SERVER = Path(__file__).parent / "foreign" / "protocol_server.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout_s: float = 20.0) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ from tui_profiler.load.client import run_load
 from tui_profiler.load.inputs import InputSpec, build_payload
 from tui_profiler.load.patterns import LoadPattern
 from tui_profiler.load.template import builtin_template, default_template, parse_request_section
+from tui_profiler.runtime.common import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(model: str) -> tuple[subprocess.Popen, str]:

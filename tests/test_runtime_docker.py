@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tui_profiler.runtime.base import SESSION_LABEL, ReadinessProbe, TargetFailed, TargetSpec
-from tui_profiler.runtime.docker import DockerRuntime, cleanup_all, remove_labelled
+from tui_profiler.runtime.docker import DockerRuntime, remove_labelled
 
 pytestmark = pytest.mark.docker
 
@@ -205,14 +205,15 @@ async def test_cleanup_session_and_clean_listing(docker_client) -> None:  # type
     for _ in range(2):
         docker_client.containers.create(BASE_IMAGE, ["sleep", "60"], labels={SESSION_LABEL: sid})
     try:
-        listed = cleanup_all(dry_run=True)  # lists every labelled container, removes nothing
+        # every labelled container (`clean`), whatever its owner; removes nothing
+        listed = await DockerRuntime().remove_orphans(include_live=True, dry_run=True)
         assert sum(sid in name for name in listed) == 2
         assert len(_labelled(docker_client, sid)) == 2
         import argparse
 
         from tui_profiler.commands.clean import _run
 
-        assert _run(argparse.Namespace(dry_run=True)) == 0
+        assert await asyncio.to_thread(_run, argparse.Namespace(dry_run=True)) == 0
         assert await DockerRuntime().cleanup_session(sid) == 2
         assert not _labelled(docker_client, sid)
     finally:

@@ -68,7 +68,7 @@ async def test_process_runtime_caps_follow_cgroup_writability() -> None:
             assert int(quota) / int(period) == pytest.approx(0.5)
             assert pid in [int(x) for x in _read(d["memory"], "cgroup.procs").split()]
             assert target.facts["server_runtime"]["threads"] == 1  # 'auto' read our quota
-            sampler = ResourceSampler(target)
+            sampler = ResourceSampler(target.sample_target())
             await sampler.start()
             await asyncio.sleep(0.5)
             summary = await sampler.stop()
@@ -101,7 +101,7 @@ async def test_uncapped_when_no_cgroup_can_be_made(tmp_path: Path) -> None:
         assert any(n.startswith("cpus: not enforced") for n in e.notes)
         assert any(n.startswith("memory: not enforced") for n in e.notes)
         assert target.cgroup_dir is None and not target.cgroup_v1_dirs
-        sampler = ResourceSampler(target)
+        sampler = ResourceSampler(target.sample_target())
         await sampler.start()
         await asyncio.sleep(0.5)
         summary = await sampler.stop()
@@ -157,3 +157,84 @@ async def test_cancel_mid_start_kills_the_server() -> None:
         await task
     assert sid not in {s for _, s in find_orphan_processes()}
     assert not rt._children
+
+
+# A profiler that starts a server and is then SIGKILLed: it prints the server's pid and cgroup, then waits.
+KILLED_PROFILER = r"""
+import asyncio, json, sys
+from tui_profiler.runtime.base import TargetSpec
+from tui_profiler.runtime.process import ProcessRuntime
+
+async def main() -> None:
+    spec = TargetSpec(session_id=sys.argv[1], image="", model=sys.argv[2], cpus=1.0, memory_gb=2.0)
+    target = await ProcessRuntime().start(spec)
+    dirs = [target.cgroup_dir] if target.cgroup_dir else list(target.cgroup_v1_dirs.values())
+    print(json.dumps({"pid": int(target.ident), "cgroups": dirs}), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_sweep_start_removes_the_server_of_a_killed_run(tmp_path: Path) -> None:
+    """SIGKILL gives the profiler no chance to stop its server: the server (its own process group) keeps
+    running. The next sweep's start (`Runtime.remove_orphans`) kills it because its owner is dead, removes
+    its cgroup and names it in the log; the sweep here stops right after that start-up."""
+    import json
+    import signal
+    import sys
+
+    from tests.conftest import REPO
+    from tui_profiler.events import LogMessage, SessionStarted
+    from tui_profiler.presets import load_preset
+    from tui_profiler.session.schema import SessionStatus
+    from tui_profiler.sweep import SweepRunner
+
+    sid = f"test-proc-orphan-{secrets.token_hex(3)}"
+    profiler = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        KILLED_PROFILER,
+        sid,
+        MODEL,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    server_pid = None
+    try:
+        assert profiler.stdout is not None
+        line = await asyncio.wait_for(profiler.stdout.readline(), 300)
+        assert line, f"the profiler exited before its server was ready (code {profiler.returncode})"
+        started = json.loads(line)
+        server_pid = started["pid"]
+        profiler.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(profiler.wait(), 30)  # reaped, as a shell reaps a killed command
+        await asyncio.sleep(0.5)
+        assert _alive(server_pid), "the server died with its profiler: there is no orphan to remove"
+        assert (server_pid, sid) in find_orphan_processes(only_dead_owners=True)
+
+        runner = SweepRunner(load_preset("smoke"), runtime=ProcessRuntime(), output_dir=tmp_path)
+        logs: list[str] = []
+
+        def emit(event: object) -> None:
+            if isinstance(event, SessionStarted):
+                runner.request_stop()  # the orphan check runs at start whatever follows
+            elif isinstance(event, LogMessage):
+                logs.append(event.text)
+
+        finished = await runner.run(emit)
+        assert finished.status == SessionStatus.INTERRUPTED
+        for _ in range(100):
+            if not _alive(server_pid):
+                break
+            await asyncio.sleep(0.02)
+        assert not _alive(server_pid)
+        assert any("left by a killed run" in t and f"pid {server_pid} ({sid})" in t for t in logs), logs
+        assert not any(_exists(d) for d in started["cgroups"]), started["cgroups"]
+    finally:
+        if profiler.returncode is None:
+            profiler.kill()
+            await profiler.wait()
+        if server_pid is not None and _alive(server_pid):
+            os.killpg(server_pid, signal.SIGKILL)

@@ -69,7 +69,7 @@ async def busy_target(docker_client):  # type: ignore[no-untyped-def]
 async def test_sampler_shorter_than_one_cpu_window_still_reports_a_peak(busy_target: RunningTarget) -> None:
     """Peak CPU is taken over full 0.2 s windows (a shorter one would read a quota'd burst as a peak far above
     the cap); a sampling shorter than one window reports its whole span instead of 'not available'."""
-    sampler = ResourceSampler(busy_target, interval_s=0.02)
+    sampler = ResourceSampler(busy_target.sample_target(), interval_s=0.02)
     await sampler.start()
     await asyncio.sleep(0.08)
     summary = await sampler.stop()
@@ -86,7 +86,7 @@ async def test_cgroup_sampler_on_busy_container(busy_target: RunningTarget) -> N
         got.append(s)
         threads.add(threading.get_ident())
 
-    sampler = ResourceSampler(busy_target, on_sample=on_sample, cell_index=7)
+    sampler = ResourceSampler(busy_target.sample_target(), on_sample=on_sample, cell_index=7)
     cpu0, t0 = _procfs_cpu_s(busy_target.pids), time.perf_counter()
     await sampler.start()
     await asyncio.sleep(3.0)
@@ -142,7 +142,7 @@ async def test_every_tick_carries_the_gpu_reading(
     monkeypatch.setattr(host, "nvml_module", lambda: fake)
     monkeypatch.setattr(host, "_nvml_state", None)
     got: list[ResourceSample] = []
-    sampler = ResourceSampler(busy_target, on_sample=got.append)
+    sampler = ResourceSampler(busy_target.sample_target(), on_sample=got.append)
     await sampler.start()
     await asyncio.sleep(1.5)
     summary = await sampler.stop()
@@ -157,7 +157,7 @@ async def test_docker_stats_fallback(busy_target: RunningTarget) -> None:
     """Without readable cgroup files the sampler uses the Docker stats API, at the API's own rate."""
     blind = dataclasses.replace(busy_target, cgroup_dir=None, cgroup_v1_dirs={})
     got: list[ResourceSample] = []
-    sampler = ResourceSampler(blind, on_sample=got.append)
+    sampler = ResourceSampler(blind.sample_target(), on_sample=got.append)
     await sampler.start()
     await asyncio.sleep(3.5)
     summary = await sampler.stop()

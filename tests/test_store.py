@@ -18,9 +18,8 @@ import pytest
 
 from tests.conftest import REPO
 from tui_profiler.analysis.stats import bootstrap_ci95, percentile, summarise, t_ci95, t_quantile_975
-from tui_profiler.store import (
-    CELL_COLUMNS,
-    REQUEST_COLUMNS,
+from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS
+from tui_profiler.session.store import (
     AppendCsv,
     SessionStore,
     csv_field,
@@ -140,7 +139,7 @@ def test_rows_with_constant_columns_match_whole_rows(tmp_path: Path) -> None:
 
 WRITER = r"""
 import sys, time
-from tui_profiler.store import SessionStore
+from tui_profiler.session.store import SessionStore
 store = SessionStore.create(sys.argv[1], "killme", {"preset": {}})
 print(store.dir, flush=True)
 i = 0

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import REPO, SESSION_LABEL
 from tui_profiler import events as ev
 from tui_profiler.session.schema import COLD_START_PHASES
-from tui_profiler.store import read_rows
+from tui_profiler.session.store import read_rows
 
 pytestmark = pytest.mark.docker
 
@@ -363,9 +363,9 @@ def test_sigint_mid_load_then_resume_runs_each_cell_once(docker_client, server_i
 def test_sigkill_leaves_an_orphan_that_the_next_start_removes(
     docker_client, server_image, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    """SIGKILL gives no chance to clean up: the container stays. The next run's start-up (find_orphans)
+    """SIGKILL gives no chance to clean up: the container stays. The next run's start-up (remove_orphans)
     removes it because its owner process is gone, and names it; live runs' containers are not touched."""
-    from tui_profiler.sweep import OWNER_LABEL, find_orphans
+    from tui_profiler.runtime.docker import OWNER_LABEL, DockerRuntime
 
     sets = [
         "--set",
@@ -404,6 +404,6 @@ def test_sigkill_leaves_an_orphan_that_the_next_start_removes(
     (container,) = found
     assert container.labels[OWNER_LABEL].split(":")[1] == str(proc.pid)
     container.reload()  # still there: nobody cleaned up
-    removed = find_orphans()
+    removed = asyncio.run(DockerRuntime().remove_orphans())
     assert any(container.name in r for r in removed), removed
     assert docker_client.containers.list(all=True, filters={"id": container.id}) == []

@@ -6,7 +6,8 @@ import csv
 import sys
 
 from tui_profiler.events import CellStarted, RequestDone, ResourceSample, SessionStarted
-from tui_profiler.tui import sessions, synthetic
+from tui_profiler.session import reader
+from tui_profiler.tui import synthetic
 from tui_profiler.tui.live_state import LATENCY_POINTS, SAMPLE_POINTS, LiveState
 
 
@@ -58,33 +59,33 @@ def test_eta_extrapolates_when_the_engine_gives_none():
 
 def test_session_reader_builds_the_acprof_series(tmp_path):
     session = synthetic.write_session(tmp_path)
-    infos = sessions.list_sessions(tmp_path)
+    infos = reader.list_sessions(tmp_path)
     assert [i.name for i in infos] == [session.name]
-    cells = sessions.read_cells(session)
-    x, series = sessions.scaling_series(cells)
+    cells = reader.read_cells(session)
+    x, series = reader.scaling_series(cells)
     assert x == "input_scale"
     assert [s.label for s in series] == ["CPU0.5+Mem1", "CPU1+Mem2", "CPU2+Mem4"]
     for s in series:
         assert s.x == [0.5, 1.0, 2.0] and s.y == sorted(s.y)  # latency grows with input
     # fewer CPUs are slower at every scale
     assert all(a > b for a, b in zip(series[0].y, series[2].y, strict=True))
-    labels, phases = sessions.cold_start_breakdown(cells)
+    labels, phases = reader.cold_start_breakdown(cells)
     assert labels and "server_boot" in phases and "image_pull" not in phases  # 'cached' pull: no value
-    lat = sessions.cell_latencies(sessions.read_requests(session), 0)
+    lat = reader.cell_latencies(reader.read_requests(session), 0)
     assert len(lat) == 28  # 30 requests, 2 warm-up
 
 
 def test_cells_fall_back_to_requests_when_cells_csv_is_missing(tmp_path):
     session = synthetic.write_session(tmp_path)
     (session / "cells.csv").unlink()
-    cells = sessions.read_cells(session)
+    cells = reader.read_cells(session)
     assert len(cells) == 9 and cells["n"].eq(28).all()
 
 
 def test_export_writes_one_merged_csv(tmp_path, monkeypatch):
     session = synthetic.write_session(tmp_path)
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # Parquet is optional: without pyarrow, CSV only
-    paths = sessions.export_session(session)
+    paths = reader.export_session(session)
     assert len(paths) == 1 and paths[0].suffix == ".csv"
     with paths[0].open() as fh:
         rows = list(csv.DictReader(fh))
@@ -94,9 +95,9 @@ def test_export_writes_one_merged_csv(tmp_path, monkeypatch):
 
 def test_eta_from_past_sessions(tmp_path):
     synthetic.write_session(tmp_path)
-    per_cell = sessions.seconds_per_cell(tmp_path, "synthetic")
+    per_cell = reader.seconds_per_cell(tmp_path, "synthetic")
     assert per_cell is not None and abs(per_cell - 120.0 / 9) < 1e-9
-    assert sessions.seconds_per_cell(tmp_path / "none") is None
+    assert reader.seconds_per_cell(tmp_path / "none") is None
 
 
 def test_cold_start_stays_for_cells_sharing_a_container():

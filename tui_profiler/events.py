@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tui_profiler.session.schema import CellStatus, SessionStatus
+
 Level = Literal["debug", "info", "warning", "error"]
 
 
@@ -90,9 +92,7 @@ class ResourceSample:
 @dataclass(frozen=True, slots=True)
 class CellFinished:
     cell_index: int
-    status: (
-        str  # "ok" | "failed" | "oom" | "timeout" | "crashed" | "build_failed" | "skipped" | "interrupted"
-    )
+    status: CellStatus
     reason: str
     summary: dict[str, Any]  # the cells.csv row
 
@@ -107,7 +107,7 @@ class LogMessage:
 @dataclass(frozen=True, slots=True)
 class SessionFinished:
     session_dir: str
-    status: str  # "ok" | "failed" (some cell failed) | "interrupted"
+    status: SessionStatus
     n_cells: int
     n_failed: int
     wall_s: float

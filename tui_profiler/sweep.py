@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import time
 from collections.abc import Callable
@@ -46,7 +45,6 @@ from tui_profiler.host import host_facts
 from tui_profiler.plan import Cell, build_plan
 from tui_profiler.presets import Preset, input_spec, preset_summary
 from tui_profiler.runtime.base import (
-    SESSION_LABEL,
     EnforcedCaps,
     ReadinessProbe,
     RunningTarget,
@@ -54,62 +52,17 @@ from tui_profiler.runtime.base import (
     TargetFailed,
     TargetSpec,
 )
+from tui_profiler.runtime.common import owner_id
 from tui_profiler.runtime.docker import docker_engine_version
-from tui_profiler.session.schema import COLD_START_PHASES
-from tui_profiler.store import SessionStore
+from tui_profiler.session.reader import load_meta, session_summary
+from tui_profiler.session.schema import COLD_START_PHASES, CellStatus, SessionStatus
+from tui_profiler.session.store import SessionStore
 
-OWNER_LABEL = "tui-profiler.owner"  # "<hostname>:<pid>:<process start ticks>" of the profiler that started it
 Emit = Callable[[Event], None]
 
 
 class _Stopped(Exception):
     """The user asked to stop (request_stop)."""
-
-
-def _owner_id(pid: int | None = None) -> str:
-    pid = pid or os.getpid()
-    try:
-        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        start = "?"
-    return f"{os.uname().nodename}:{pid}:{start}"
-
-
-def _owner_alive(owner: str) -> bool:
-    """Whether the profiler process that labelled a container still runs (same host, same pid start)."""
-    try:
-        host, pid, _start = owner.rsplit(":", 2)
-        if host != os.uname().nodename:
-            return True  # another host's container: not ours to judge
-        return _owner_id(int(pid)) == owner
-    except ValueError:
-        return True
-
-
-def find_orphans(remove: bool = True) -> list[str]:
-    """Containers labelled by a tui-profiler process on this host that no longer runs (a SIGKILLed run):
-    removed (when `remove`), names returned. Containers of live runs (other sessions) are left alone.
-    Blocking: call in a thread."""
-    import docker
-
-    client = docker.from_env(timeout=30)
-    try:
-        found = []
-        # the plain list, no inspect per container: on a shared engine another session may remove one of
-        # its containers meanwhile (an inspect would then fail the whole look-up with 404)
-        for c in client.api.containers(all=True, filters={"label": SESSION_LABEL}):
-            labels = c.get("Labels") or {}
-            owner = labels.get(OWNER_LABEL)
-            if owner is None or _owner_alive(owner):
-                continue
-            name = (c.get("Names") or ["?"])[0].lstrip("/")
-            found.append(f"{name} (session {labels.get(SESSION_LABEL, '?')})")
-            if remove:
-                with contextlib.suppress(Exception):
-                    client.api.remove_container(c["Id"], force=True, v=True)
-        return found
-    finally:
-        client.close()
 
 
 async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
@@ -210,7 +163,7 @@ class SweepRunner:
     async def run(self, emit: Emit) -> SessionFinished:
         wall0 = time.perf_counter()
         self._emit = emit
-        status = "ok"
+        status = SessionStatus.OK
         n_failed = 0
         await self._choose_runtime()
         uses_docker = self.runtime is not None and self.runtime.name == "docker"
@@ -236,11 +189,11 @@ class SweepRunner:
                 "readiness_poll_interval_s": ReadinessProbe().interval_s,
                 "cold_start": "measured once per container (resource config and repetition); the container "
                 "is reused across that config's input sizes and load levels",
-                "status": "running",
+                "status": SessionStatus.RUNNING,
             }
             self.store = await asyncio.to_thread(SessionStore.create, self.output_dir, self.preset.name, meta)
         store = self.store
-        store.update_meta(owner=_owner_id(), status="running")
+        store.update_meta(owner=owner_id(), status=SessionStatus.RUNNING)
         done = set(store.finished_cells)
         todo = [c for c in self.plan if c.index not in done]
         self._emit_safe(
@@ -273,22 +226,22 @@ class SweepRunner:
                     break
                 n_failed += await self._run_group(list(group))
             if self._stop_requested:
-                status = "interrupted"
+                status = SessionStatus.INTERRUPTED
         except _Stopped:
-            status = "interrupted"
+            status = SessionStatus.INTERRUPTED
         except asyncio.CancelledError:
-            status = "interrupted"
+            status = SessionStatus.INTERRUPTED
             raise
         except OSError as exc:  # e.g. the output disk is full: stop with a clear error
-            status = "failed"
+            status = SessionStatus.FAILED
             self._log(
                 "error",
                 f"session stopped: {exc.strerror or exc} ({getattr(exc, 'filename', '') or store.dir})",
             )
         finally:
             remaining = [c.index for c in self.plan if c.index not in store.finished_cells]
-            if status == "ok" and n_failed:
-                status = "failed"
+            if status == SessionStatus.OK and n_failed:
+                status = SessionStatus.FAILED
             wall = time.perf_counter() - wall0
             await asyncio.shield(self._remove_leftovers(store.session_id))
             with contextlib.suppress(OSError):
@@ -300,9 +253,9 @@ class SweepRunner:
                 )
             store.close()
         rows = session_summary(store.dir)  # the whole session, resumed parts included
-        n_failed_total = sum(1 for r in rows if r.get("status") != "ok")
-        if status == "ok" and n_failed_total:
-            status = "failed"
+        n_failed_total = sum(1 for r in rows if r.get("status") != CellStatus.OK)
+        if status == SessionStatus.OK and n_failed_total:
+            status = SessionStatus.FAILED
         finished = SessionFinished(
             session_dir=str(store.dir),
             status=status,
@@ -360,16 +313,16 @@ class SweepRunner:
             self._log("warning", f"removed {n} target(s) of this session that could not be stopped earlier")
 
     async def _clean_orphans(self) -> None:
-        if not self.runtime or self.runtime.name != "docker":
+        if self.runtime is None:
             return
         try:
-            removed = await asyncio.to_thread(find_orphans)
+            removed = await self.runtime.remove_orphans()
         except Exception as exc:
-            self._log("warning", f"could not look for leftover containers: {exc}")
+            self._log("warning", f"could not look for targets left by a killed run: {exc}")
             return
         if removed:
             self._log(
-                "warning", f"removed {len(removed)} container(s) left by a killed run: {', '.join(removed)}"
+                "warning", f"removed {len(removed)} target(s) left by a killed run: {', '.join(removed)}"
             )
 
     def _emit_safe(self, event: Event) -> None:
@@ -424,7 +377,8 @@ class SweepRunner:
             raise
         except Exception as exc:
             self._image_error = TargetFailed(
-                "build_failed", f"image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                CellStatus.BUILD_FAILED,
+                f"image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
             )
             raise self._image_error from exc
         return self._image
@@ -461,7 +415,6 @@ class SweepRunner:
             cpuset=self.preset.resources.cpuset,
             threads=self.preset.resources.threads,
             readiness=readiness,
-            labels={OWNER_LABEL: _owner_id()},
         )
 
     async def _run_group(self, cells: list[Cell]) -> int:
@@ -509,7 +462,7 @@ class SweepRunner:
                     continue
                 assert target is not None and cold is not None
                 status, reason, target_dead = await self._run_cell(cell, target, cold, fresh, container_idx)
-                if status != "ok":
+                if status != CellStatus.OK:
                     failed += 1
                 if target_dead:  # the next cell gets a fresh container (and its own cold start)
                     await self._stop_target(target)
@@ -557,7 +510,7 @@ class SweepRunner:
         try:
             target = await self._interruptible(self.runtime.start(spec, on_phase))
         except TargetFailed as exc:
-            exc.phases = phases  # type: ignore[attr-defined]
+            exc.phases = phases
             raise
         except (_Stopped, asyncio.CancelledError):
             raise
@@ -565,8 +518,10 @@ class SweepRunner:
             Exception
         ) as exc:  # e.g. the engine unreachable (restarting): this group's status, not the session's end
             text = str(exc).strip().splitlines()
-            failed = TargetFailed("start_failed", f"{type(exc).__name__}: {text[0][:200] if text else ''}")
-            failed.phases = phases  # type: ignore[attr-defined]
+            failed = TargetFailed(
+                CellStatus.START_FAILED, f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+            )
+            failed.phases = phases
             raise failed from exc
         start_wall = time.perf_counter() - t0
         for k, v in (target.phases or {}).items():
@@ -650,7 +605,7 @@ class SweepRunner:
 
     async def _run_cell(
         self, cell: Cell, target: RunningTarget, cold: dict[str, Any], fresh: bool, container_idx: int
-    ) -> tuple[str, str, bool]:
+    ) -> tuple[CellStatus, str, bool]:
         """Run one cell's load on a ready target; returns (status, reason, target_dead)."""
         assert self.store is not None
         store = self.store
@@ -713,7 +668,7 @@ class SweepRunner:
         if not self.url:
             from tui_profiler.sample import ResourceSampler
 
-            sampler = ResourceSampler(target, interval_s=0.05, on_sample=on_sample)
+            sampler = ResourceSampler(target.sample_target(), interval_s=0.05, on_sample=on_sample)
             await sampler.start()
         results: list[Any] = []
         load_error = ""
@@ -726,7 +681,7 @@ class SweepRunner:
             if sampler is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(sampler.stop())
-            self._emit_safe(CellFinished(cell.index, "interrupted", "stopped by the user", {}))
+            self._emit_safe(CellFinished(cell.index, CellStatus.INTERRUPTED, "stopped by the user", {}))
             raise
         except Exception as exc:
             load_error = f"load generator: {type(exc).__name__}: {exc}"
@@ -743,10 +698,10 @@ class SweepRunner:
 
         timed = [r for r in results if not r.warmup]
         errors = [r for r in timed if not r.ok]
-        status, reason, dead = "ok", "", False
+        status, reason, dead = CellStatus.OK, "", False
         oom = sampled.get("oom_kills")
         if load_error:
-            status, reason = "failed", load_error
+            status, reason = CellStatus.FAILED, load_error
         if errors or load_error or (oom or 0) > 0:
             alive = await self._alive(target.base_url) if not self.url else True
             if not alive:
@@ -754,13 +709,13 @@ class SweepRunner:
                 facts = await self._stop_target(target)
                 if facts.get("oom_killed") or (oom or 0) > 0:
                     status, reason = (
-                        "oom",
+                        CellStatus.OOM,
                         f"the target was OOM-killed during the cell (memory cap {cell.memory_gb} GiB)",
                     )
                 elif errors and all(getattr(r, "outcome", "") == "timeout" for r in errors):
                     # hung, not dead (e.g. frozen): its requests timed out and /healthz did not answer
                     status, reason = (
-                        "timeout",
+                        CellStatus.TIMEOUT,
                         (
                             f"the target stopped answering: {len(errors)} of {len(timed)} requests "
                             f"timed out and /healthz did not answer; replaced for the next cell"
@@ -768,7 +723,7 @@ class SweepRunner:
                     )
                 else:
                     status, reason = (
-                        "crashed",
+                        CellStatus.CRASHED,
                         f"the target died during the cell (exit code {facts.get('exit_code')})",
                     )
                     logs = (facts.get("last_logs") or "").strip().splitlines()
@@ -777,12 +732,12 @@ class SweepRunner:
             elif errors and not load_error:
                 kinds = sorted({(r.error or str(r.status))[:60] for r in errors})
                 if all(getattr(r, "outcome", "") == "timeout" for r in errors):
-                    status = "timeout"
+                    status = CellStatus.TIMEOUT
                 else:
-                    status = "failed" if len(errors) == len(timed) else "ok"
+                    status = CellStatus.FAILED if len(errors) == len(timed) else CellStatus.OK
                 reason = f"{len(errors)} of {len(timed)} requests failed: {'; '.join(kinds[:3])}"
-        if not timed and status == "ok":
-            status, reason = "failed", "no timed request finished"
+        if not timed and status == CellStatus.OK:
+            status, reason = CellStatus.FAILED, "no timed request finished"
         self._finish_cell(
             cell,
             results,
@@ -810,7 +765,7 @@ class SweepRunner:
         sampled: dict[str, Any] | None,
         cold: dict[str, Any] | None,
         enforced: EnforcedCaps,
-        status: str,
+        status: CellStatus,
         reason: str,
         *,
         fresh: bool,
@@ -879,14 +834,3 @@ def _throughput(timed: list[Any]) -> float | None:
     t0 = min(r.t_send_s for r in timed)
     t1 = max(r.t_recv_s for r in ok)
     return len(ok) / (t1 - t0) if t1 > t0 else None
-
-
-def session_summary(session_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The cells.csv rows of a session (for summary tables)."""
-    from tui_profiler.store import read_rows
-
-    return read_rows(Path(session_dir) / "cells.csv")[1]
-
-
-def load_meta(session_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    return json.loads((Path(session_dir) / "meta.json").read_text(encoding="utf-8"))

@@ -22,12 +22,18 @@ Selection uses held-out error inside the training data only (cross-validation of
 outer split), with a parsimony rule: among forms within 2% of the best CV error, the one with the fewest
 parameters wins. The reported test error is nested: the whole procedure (select + fit) runs on each
 outer training split and is scored on data it never saw.
+
+Which split validates is chosen per group by what the model will be asked (`choose_selection`): a form
+that interpolates well between CPU configurations can bend away beyond the largest input it was fitted
+on, so when a prediction or recommendation lies outside the trained input range, forward validation
+(fit the smaller inputs, validate on the larger) chooses the form; otherwise leave-config-out does. An
+explicit split is always honoured. Every group records which validation chose its form and why.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,13 @@ from tui_profiler.analysis.importers import fit_rows, read_paths, size_columns
 
 TARGETS = ("latency_s", "p50", "p99", "throughput")
 SPLITS = ("leave-config-out", "extrapolate-input", "random")
+DEFAULT_SPLIT = "leave-config-out"  # interpolation between CPU configurations: what most questions are
+FORWARD_SPLIT = "extrapolate-input"  # forward validation: fit the smaller inputs, validate on the larger
+VALIDATION_NAMES = {
+    "leave-config-out": "leave-config-out validation",
+    "extrapolate-input": "forward validation",
+    "random": "random 5-fold validation",
+}
 GROUP_KEYS = ("model", "task", "gpu_mode", "concurrency", "rate")
 PARSIMONY = 0.02  # forms within 2% (relative) of the best CV error count as ties; the simplest wins
 _EPS = 1e-12
@@ -331,11 +344,15 @@ def split_folds(
     raise ValueError(f"split: {split!r} — allowed: {', '.join(SPLITS)}")
 
 
-def _inner_folds(cells: pd.DataFrame, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Validation folds inside a training set, of the same kind as the outer split."""
-    if split == "leave-config-out" and cells["cpu_cores"].nunique() >= 3:
-        # (with two CPU values, every inner training part would hold one: no CPU law could be tested)
-        return split_folds(cells, split, max_folds=6)
+def inner_validation(cells: pd.DataFrame, split: str) -> tuple[str, str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Validation folds inside a training set, of the same kind as the outer split where the data allows:
+    (the split kind actually used, why the asked-for kind was impossible or "", folds)."""
+    if split == "leave-config-out":
+        if cells["cpu_cores"].nunique() >= 3:
+            return split, "", split_folds(cells, split, max_folds=6)
+        # with two CPU values, every inner training part would hold one: no CPU law could be tested
+        why = f"leave-config-out needs at least 3 CPU counts, this group has {cells['cpu_cores'].nunique()}"
+        return "random", why, split_folds(cells, "random")
     if split == "extrapolate-input":
         # Forward validation from two origins: fit the smaller sizes, validate on the larger ones.
         size = cells["size"].to_numpy()
@@ -348,8 +365,14 @@ def _inner_folds(cells: pd.DataFrame, split: str) -> list[tuple[np.ndarray, np.n
                 cut = sizes[n_train - 1]
                 folds.append((idx[size <= cut], idx[size > cut]))
         if folds:
-            return folds
-    return split_folds(cells, "random")
+            return split, "", folds
+        why = f"forward validation needs at least 4 distinct input sizes, this group has {len(sizes)}"
+        return "random", why, split_folds(cells, "random")
+    return "random", "", split_folds(cells, "random")
+
+
+def _inner_folds(cells: pd.DataFrame, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    return inner_validation(cells, split)[2]
 
 
 # --------------------------------------------------------------------------------------- selection
@@ -401,6 +424,170 @@ def fit_selected(cells: pd.DataFrame, split: str) -> tuple[Fitted, dict[str, flo
     return form.fit(s, c, y), scores
 
 
+# ------------------------------------------------------------------------- which validation selects
+
+
+@dataclass(frozen=True)
+class Query:
+    """A point the fitted model will be asked about, known before fitting so that the validation can be
+    matched to it. `point` names the group fields it gives (model, task, gpu_mode, concurrency, rate;
+    absent ones match every group) and its input size under the size column's name, or as `size` in
+    whatever unit the group's data uses."""
+
+    origin: str  # "prediction row" or "recommendation"
+    point: Mapping[str, Any]
+
+
+def prediction_queries(points: pd.DataFrame) -> list[Query]:
+    """The rows of a prediction table as queries (GPU mode 'off' where not given, as `predict` reads it)."""
+    out = []
+    for _, row in points.iterrows():
+        point = row.to_dict()
+        if not _given(point.get("gpu_mode")):
+            point["gpu_mode"] = "off"
+        out.append(Query("prediction row", point))
+    return out
+
+
+def recommendation_query(size: float, size_column: str | None = None, model: str | None = None) -> Query:
+    """A recommendation's input size; it is asked of every GPU mode of the model."""
+    point: dict[str, Any] = {size_column or "size": size}
+    if model:
+        point["model"] = model
+    return Query("recommendation", point)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which validation chose a group's form and why.
+
+    `split` is the split of the selection and of the nested held-out test; `validated_by` the kind the
+    inner validation could actually use (it differs when the data cannot support `split`, e.g. fewer than
+    4 input sizes for forward validation)."""
+
+    split: str
+    validated_by: str
+    requested: str | None  # the split the user gave, None when chosen from the queries
+    reason: str
+    n_queries: int = 0  # queries that belong to this group
+    n_outside: int = 0  # of those, how many lie outside the trained input range
+
+    @property
+    def line(self) -> str:
+        return f"form chosen by {VALIDATION_NAMES[self.validated_by]}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen_by": self.validated_by,
+            "chosen_by_name": VALIDATION_NAMES[self.validated_by],
+            "split": self.split,
+            "split_requested": self.requested,
+            "reason": self.reason,
+            "queries": self.n_queries,
+            "queries_outside_trained_input": self.n_outside,
+        }
+
+
+def _given(v: Any) -> bool:
+    return v is not None and str(v) != "" and not (isinstance(v, float) and math.isnan(v))
+
+
+def _matches(key: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
+    """Whether a point belongs to the group with this key (fields the point does not give match)."""
+    if _given(point.get("gpu_mode")):
+        try:
+            if _gpu_word(point["gpu_mode"]) != key["gpu_mode"]:
+                return False
+        except ValueError:
+            return False
+    for field_name in ("model", "task"):
+        want = point.get(field_name)
+        if _given(want) and str(want) != str(key[field_name]):
+            return False
+    for load in ("concurrency", "rate"):
+        want = point.get(load)
+        if want is not None and _given(want) and key.get(load) not in (None, float(want)):
+            return False
+    return True
+
+
+def _query_size(point: Mapping[str, Any], size_column: str) -> float | None:
+    for name in (size_column, "size"):
+        raw = point.get(name)
+        if raw is not None and _given(raw):
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _counted(n: int, total: int, queries: Sequence[Query], only: str = "") -> str:
+    """'3 of 5 prediction rows', 'the recommendation (pixels 9e5)', '2 of 4 points asked (3 prediction
+    rows, 1 recommendation)'; `only`: what to say of a single query."""
+    by_origin = {o: sum(q.origin == o for q in queries) for o in dict.fromkeys(q.origin for q in queries)}
+    if total == 1:
+        return f"the {next(iter(by_origin))}" + (f" ({only})" if only else "")
+    if len(by_origin) == 1:
+        noun = f"{next(iter(by_origin))}s"
+    else:
+        noun = "points asked (" + ", ".join(f"{k} {o}{'s' * (k > 1)}" for o, k in by_origin.items()) + ")"
+    return f"all {total} {noun}" if n == total else f"{n} of {total} {noun}"
+
+
+def choose_selection(cells: pd.DataFrame, split: str | None, queries: Sequence[Query] = ()) -> Selection:
+    """The split that chooses one group's form: `split` when the user gave one; otherwise forward
+    validation when a query lies outside the group's trained input range (and the data has enough input
+    sizes for it), else the default leave-config-out. The reason says which queries decided."""
+    key = _group_key(cells)
+    size_column = str(cells["size_column"].iloc[0]) or None
+    mine = [q for q in queries if _matches(key, q.point)]
+    outside_note = ""
+    above: list[float] = []
+    below: list[float] = []
+    lo = hi = math.nan
+    if size_column:
+        lo, hi = float(cells["size"].min()), float(cells["size"].max())
+        sizes = [v for v in (_query_size(q.point, size_column) for q in mine) if v is not None]
+        above = [v for v in sizes if v > hi * (1 + 1e-9)]
+        below = [v for v in sizes if v < lo * (1 - 1e-9)]
+        verb = "lies" if len(mine) == 1 else "lie"
+        parts = []
+        if above:
+            who = _counted(len(above), len(mine), mine, f"{size_column} {above[0]:g}")
+            parts.append(f"{who} {verb} beyond the largest trained input ({size_column} {hi:g})")
+        if below:
+            who = _counted(len(below), len(mine), mine, f"{size_column} {below[0]:g}")
+            parts.append(f"{who} {verb} below the smallest trained input ({size_column} {lo:g})")
+            if not above:  # say what forward validation does and does not check
+                parts[-1] += " (the nearest check there is: forward validation tests extrapolation upward)"
+        outside_note = "; ".join(parts)
+    n_outside = len(above) + len(below)
+
+    def made(chosen: str, requested: str | None, reason: str) -> Selection:
+        used, why_not, _ = inner_validation(cells, chosen)
+        if why_not:
+            reason += f" ({why_not}: {VALIDATION_NAMES[used]} instead)"
+        return Selection(chosen, used, requested, reason, len(mine), n_outside)
+
+    if split is not None:
+        reason = f"--split {split}, as given"
+        if n_outside and split != FORWARD_SPLIT:
+            reason += f"; note {outside_note}: without --split, forward validation would choose the form"
+        return made(split, split, reason)
+    if n_outside:
+        forward, why_not, _ = inner_validation(cells, FORWARD_SPLIT)
+        if forward == FORWARD_SPLIT:
+            return made(FORWARD_SPLIT, None, outside_note)
+        return made(DEFAULT_SPLIT, None, f"the default; {outside_note}, but {why_not}")
+    if mine:
+        inside = f" ({size_column} {lo:g}..{hi:g})" if size_column else ""
+        noun = _counted(len(mine), len(mine), mine)
+        verb = "lies" if len(mine) == 1 else "lie"
+        return made(DEFAULT_SPLIT, None, f"the default; {noun} {verb} inside the trained input range{inside}")
+    return made(DEFAULT_SPLIT, None, "the default; no prediction or recommendation asked of this group")
+
+
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -421,6 +608,7 @@ class GroupFit:
     chosen_per_fold: list[str]
     worst: list[dict[str, Any]]
     residuals: list[tuple[float, float]]  # (input size, relative residual %) on held-out cells
+    selection: Selection
     caveats: list[str] = field(default_factory=list)
 
     @property
@@ -439,6 +627,7 @@ class GroupFit:
             "n_rows": self.n_rows,
             "ranges": {k: list(v) for k, v in self.ranges.items()},
             "form": self.fitted.form,
+            "form_selection": self.selection.to_dict(),
             "params": self.fitted.params,
             "cv_mape_pct": self.cv_scores,
             "train": self.train,
@@ -474,7 +663,7 @@ def predicted_column(target: str) -> str:
 @dataclass
 class FitReport:
     target: str
-    split: str
+    split: str  # the split the user gave, or "auto": chosen per group from what is predicted
     groups: list[GroupFit]
     sources: list[str]
     has_requests: bool  # per-request rows were available (p50/p99 come from real distributions)
@@ -491,11 +680,17 @@ class FitReport:
         )
 
     def summary_lines(self) -> list[str]:
-        lines = [f"target {self.target}, split {self.split}, {len(self.groups)} group(s)"]
+        how = (
+            f"split {self.split}"
+            if self.split != "auto"
+            else "validation chosen per group from what is predicted (no --split)"
+        )
+        lines = [f"target {self.target}, {how}, {len(self.groups)} group(s)"]
         for g in self.groups:
             lines.append(f"{g.label}: {g.n_cells} cells from {g.n_rows} rows, size={g.size_column or '-'}")
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in g.fitted.params.items())
             lines.append(f"  form {g.fitted.form}: {params}")
+            lines.append(f"  {g.selection.line}")
             cv = ", ".join(f"{k} {_pct(v)}" for k, v in g.cv_scores.items())
             lines.append(f"  CV MAPE (selection): {cv}")
             lines.append(
@@ -522,14 +717,7 @@ class FitReport:
     def group_for(self, point: dict[str, Any]) -> GroupFit:
         """The group a prediction point belongs to (model/task given or unambiguous; GPU mode must match)."""
         gpu = _gpu_word(point.get("gpu_mode", "off"))
-        cands = [g for g in self.groups if g.key["gpu_mode"] == gpu]
-        for field_name in ("model", "task"):
-            want = point.get(field_name)
-            if want is not None and str(want) != "" and not (isinstance(want, float) and math.isnan(want)):
-                cands = [g for g in cands if str(g.key[field_name]) == str(want)]
-        for load in ("concurrency", "rate"):
-            if point.get(load) is not None and not pd.isna(point[load]):
-                cands = [g for g in cands if g.key.get(load) in (None, float(point[load]))]
+        cands = [g for g in self.groups if _matches(g.key, {**point, "gpu_mode": gpu})]
         if not cands:
             raise ValueError(
                 f"gpu_mode: no fitted group for gpu_mode={gpu}"
@@ -544,14 +732,20 @@ class FitReport:
         """points (cpu_cores, gpu_mode, pixels or token_len, optional mem_cap_gb/model/task) plus the prediction
         column and a `warning` column (empty, or why the point lies outside the trained range)."""
         out = points.copy()
-        preds, warns = [], []
+        preds, warns, forms, chosen_by, because = [], [], [], [], []
         for _, row in points.iterrows():
             point = row.to_dict()
             g = self.group_for(point)
             value, warning = predict_point(g, point)
             preds.append(value)
             warns.append(warning)
+            forms.append(g.fitted.form)
+            chosen_by.append(g.selection.validated_by)
+            because.append(g.selection.reason)
         out[predicted_column(self.target)] = preds
+        out["form"] = forms
+        out["form_chosen_by"] = chosen_by  # the split whose validation chose the form
+        out["form_chosen_because"] = because
         out["warning"] = warns
         return out
 
@@ -684,14 +878,22 @@ def _held_out_mape(
     return _mape(np.concatenate(ys), np.concatenate(ps))
 
 
-def fit_group(cells: pd.DataFrame, target: str, split: str) -> GroupFit:
-    cells = cells.reset_index(drop=True)
-    s, c, y = _xy(cells)
-    size_column = str(cells["size_column"].iloc[0]) or None
+def _group_key(cells: pd.DataFrame) -> dict[str, Any]:
     first = cells.iloc[0]
-    key = {k: first[k] for k in ("model", "task", "gpu_mode")} | {
+    return {k: first[k] for k in ("model", "task", "gpu_mode")} | {
         k: (None if pd.isna(first[k]) else float(first[k])) for k in ("concurrency", "rate")
     }
+
+
+def fit_group(cells: pd.DataFrame, target: str, selection: Selection | str) -> GroupFit:
+    """Fit one group; `selection` says which split chooses the form (a bare split name: as if given)."""
+    cells = cells.reset_index(drop=True)
+    if isinstance(selection, str):
+        selection = choose_selection(cells, selection)
+    split = selection.split
+    s, c, y = _xy(cells)
+    size_column = str(cells["size_column"].iloc[0]) or None
+    key = _group_key(cells)
     ranges = {"cpu_cores": (float(c.min()), float(c.max()))}
     if size_column:
         ranges[size_column] = (float(s.min()), float(s.max()))
@@ -761,6 +963,7 @@ def fit_group(cells: pd.DataFrame, target: str, split: str) -> GroupFit:
         chosen,
         worst,
         residuals,
+        selection,
         caveats,
     )
 
@@ -768,10 +971,13 @@ def fit_group(cells: pd.DataFrame, target: str, split: str) -> GroupFit:
 def fit_frame(
     tidy: pd.DataFrame,
     target: str = "latency_s",
-    split: str = "leave-config-out",
+    split: str | None = None,
     sources: Sequence[str] = (),
+    queries: Sequence[Query] = (),
 ) -> FitReport:
-    if split not in SPLITS:
+    """Fit every group. `split` None: each group's validation is chosen from `queries`, the points it
+    will be asked about (`choose_selection`); a split given is used for every group."""
+    if split is not None and split not in SPLITS:
         raise ValueError(f"split: {split!r} — allowed: {', '.join(SPLITS)}")
     rows = fit_rows(tidy)
     if rows.empty:
@@ -779,15 +985,19 @@ def fit_frame(
     cells, has_requests = build_cells(rows, target)
     if cells.empty:
         raise ValueError(f"target: no cells carry a value for {target}")
-    groups = [
-        fit_group(part, target, split) for _, part in cells.groupby(list(GROUP_KEYS), sort=True, dropna=False)
-    ]
-    return FitReport(target, split, groups, list(sources), has_requests)
+    groups = []
+    for _, part in cells.groupby(list(GROUP_KEYS), sort=True, dropna=False):
+        part = part.reset_index(drop=True)
+        groups.append(fit_group(part, target, choose_selection(part, split, queries)))
+    return FitReport(target, split or "auto", groups, list(sources), has_requests)
 
 
 def fit_paths(
-    paths: Sequence[str | Path], target: str = "latency_s", split: str = "leave-config-out"
+    paths: Sequence[str | Path],
+    target: str = "latency_s",
+    split: str | None = None,
+    queries: Sequence[Query] = (),
 ) -> FitReport:
     """Read every path (AC-Prof wide/long CSV, requests.csv, cells.csv, session folder) and fit per group."""
     tidy = read_paths(paths)
-    return fit_frame(tidy, target=target, split=split, sources=[str(p) for p in paths])
+    return fit_frame(tidy, target=target, split=split, sources=[str(p) for p in paths], queries=queries)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS, CellStatus
+
 TIDY_COLUMNS = [
     "source",
     "model",
@@ -41,6 +43,7 @@ TIDY_COLUMNS = [
     "row_kind",
 ]
 
+OK = CellStatus.OK.value  # the tidy frame's status of a usable row, as a session writes it
 SIZE_COLUMNS = ("pixels", "token_len")  # the named input sizes; a wide file may bring another (see above)
 # AC-Prof wide column names: `CPU4+Mem8`, `GPU+CPU8+Mem16`, `CPU8` (parts in any order, case-insensitive).
 _CONFIG_PART = re.compile(
@@ -140,6 +143,10 @@ def detect_format(df: pd.DataFrame) -> str:
     ):
         return "wide"
     lower = {c.lower() for c in cols}
+    if set(REQUEST_COLUMNS) <= lower:  # a session's requests.csv
+        return "long"
+    if set(CELL_COLUMNS) <= lower:  # a session's cells.csv
+        return "cells"
     if _LONG_REQUIRED <= lower and ("warmup" in lower or "repeat_idx" in lower or "timestamp_ms" in lower):
         return "long"
     if (
@@ -210,7 +217,7 @@ def _from_wide(df: pd.DataFrame, path: Path) -> pd.DataFrame:
                     size_name: size,
                     "latency_s": value,
                     "warmup": False,
-                    "status": "ok" if np.isfinite(value) and np.isfinite(size) else "missing",
+                    "status": OK if np.isfinite(value) and np.isfinite(size) else "missing",
                     "row_kind": "aggregate",
                 }
             )
@@ -246,10 +253,10 @@ def _from_long(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
         out["token_len"] = np.nan
     out["latency_s"] = pd.to_numeric(df["latency_s"], errors="coerce")
     out["warmup"] = _truthy(df["warmup"]) if "warmup" in df else False
-    status = df["status"].astype(str).str.strip().str.lower() if "status" in df else pd.Series("ok", df.index)
+    status = df["status"].astype(str).str.strip().str.lower() if "status" in df else pd.Series(OK, df.index)
     if "ok" in df:  # our requests.csv may carry an explicit ok flag
-        status = status.where(_truthy(df["ok"]), "failed")
-    out["status"] = status.replace({"200": "ok", "nan": "ok"})
+        status = status.where(_truthy(df["ok"]), CellStatus.FAILED.value)
+    out["status"] = status.replace({"200": OK, "nan": OK})
     out["row_kind"] = "request"
     if not out["task"].astype(str).str.len().any():
         out["task"] = np.where(
@@ -285,7 +292,7 @@ def _from_cells(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
     if out["pixels"].notna().any():
         out["token_len"] = np.nan
     out["warmup"] = False
-    out["status"] = df["status"].astype(str).str.strip().str.lower() if "status" in df else "ok"
+    out["status"] = df["status"].astype(str).str.strip().str.lower() if "status" in df else OK
     out["row_kind"] = "aggregate"
     if not out["task"].astype(str).str.len().any():
         out["task"] = np.where(
@@ -303,12 +310,12 @@ def _tidy(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     df["task"] = df["task"].fillna("").astype(str)
     df["model"] = df["model"].fillna("").astype(str)
     df["warmup"] = df["warmup"].fillna(False).astype(bool)
-    df["status"] = df["status"].fillna("ok").astype(str)
+    df["status"] = df["status"].fillna(OK).astype(str)
     return df[TIDY_COLUMNS + [c for c in df.columns if c not in TIDY_COLUMNS]].reset_index(drop=True)
 
 
 def fit_rows(tidy: pd.DataFrame) -> pd.DataFrame:
     """The rows a fit may use: not warm-up, status ok, a finite positive latency and CPU count."""
     lat = tidy["latency_s"].where(tidy["latency_s"].notna(), tidy["p50_s"])
-    keep = (~tidy["warmup"]) & (tidy["status"].str.lower() == "ok") & (lat > 0) & (tidy["cpu_cores"] > 0)
+    keep = (~tidy["warmup"]) & (tidy["status"].str.lower() == OK) & (lat > 0) & (tidy["cpu_cores"] > 0)
     return tidy[keep.fillna(False)].reset_index(drop=True)

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tui_profiler.analysis.fit import FitReport, GroupFit, fit_frame, predict_point
+from tui_profiler.analysis.fit import (
+    FitReport,
+    GroupFit,
+    Selection,
+    fit_frame,
+    predict_point,
+    recommendation_query,
+)
 from tui_profiler.analysis.importers import fit_rows, read_paths
 
 DEFAULT_COST_CPU = 1.0
@@ -58,6 +65,7 @@ class Recommendation:
     best: Candidate | None
     candidates: list[Candidate]
     caveats: list[str] = field(default_factory=list)
+    selections: dict[str, Selection] = field(default_factory=dict)  # group label -> how its form was chosen
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +75,7 @@ class Recommendation:
             "best": self.best.as_dict() if self.best else None,
             "candidates": [c.as_dict() for c in self.candidates],
             "caveats": self.caveats,
+            "form_selection": {label: s.to_dict() for label, s in self.selections.items()},
         }
 
     def summary_lines(self) -> list[str]:
@@ -87,6 +96,7 @@ class Recommendation:
             ][:3]
             for c in runners:
                 lines.append(f"  next:     {_describe(c)}")
+        lines += [f"  {label}: {s.line}" for label, s in self.selections.items()]
         lines += [f"  note: {c}" for c in self.caveats]
         return lines
 
@@ -157,7 +167,8 @@ def recommend(
     caveats += sorted({c for g in groups for c in g.caveats if c.startswith("p99 from")})
     if best is not None and best.warning:
         caveats.append(f"the recommended point lies outside the measured range: {best.warning}")
-    return Recommendation(slo_s, report.target, size_column, size, best, candidates, caveats)
+    selections = {g.label: g.selection for g in groups}
+    return Recommendation(slo_s, report.target, size_column, size, best, candidates, caveats, selections)
 
 
 def _group_candidates(
@@ -205,7 +216,8 @@ def recommend_paths(paths: list[str], *, slo_s: float, size: float, **kwargs: An
     has_requests = bool((rows["row_kind"] == "request").any())
     has_p99 = has_requests or bool(rows["p99_s"].notna().any())
     target = "p99" if has_p99 else "latency_s"
-    report = fit_frame(tidy, target=target, split=kwargs.pop("split", "leave-config-out"), sources=paths)
+    query = recommendation_query(size, kwargs.get("size_column"), kwargs.get("model"))
+    report = fit_frame(tidy, target=target, split=kwargs.pop("split", None), sources=paths, queries=[query])
     if not math.isfinite(size) or size <= 0:
         raise ValueError(f"{report.groups[0].size_column or 'size'}: {size:g} — must be > 0")
     return recommend(report, rows, slo_s=slo_s, size=size, **kwargs)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_profiler.bench.core import BenchReport, Measure, judge, measured, median
+from tui_profiler.runtime.common import free_port
 
 SETUP_HINT = (
     "install them with `apt-get install -y wrk hey nginx-light` (or `tui-profiler bench --install-tools`)"
@@ -101,12 +102,6 @@ def nice_prefix() -> list[str]:
 
 def pinned(core: int | None, cmd: list[str]) -> list[str]:
     return [*nice_prefix(), *(["taskset", "-c", str(core)] if core is not None else []), *cmd]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 NGINX_CONF = """\
@@ -304,7 +299,7 @@ class ClientRunner:
         return json.loads(out.strip().splitlines()[-1])
 
     def _run_url(self, c: int, limit: float) -> dict[str, Any]:
-        from tui_profiler.store import read_rows
+        from tui_profiler.session.store import read_rows
 
         out_dir = Path(tempfile.mkdtemp(prefix="run-url-", dir=self.workdir))
         cmd = [

@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from tui_profiler.bench.core import BenchReport, judge, measured, median
-from tui_profiler.sample import ResourceSampler
+from tui_profiler.sample import ResourceSampler, SampleTarget
 
 BASE_IMAGE = "tui-profiler-base:bookworm"
 IDLE_SERVER = "import http.server; http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=8000, bind='0.0.0.0')"
@@ -37,7 +37,7 @@ async def _idle_cpu_pct(seconds: float) -> float:
     return 100.0 * (_process_cpu_s() - cpu0) / (time.perf_counter() - t0)
 
 
-async def _sample(target: Any, seconds: float) -> dict[str, Any]:
+async def _sample(target: SampleTarget, seconds: float) -> dict[str, Any]:
     from tui_profiler.sample import ResourceSampler
 
     got: list[Any] = []
@@ -92,8 +92,8 @@ async def _bench(
     try:
         for r in range(rounds):
             say(f"sampler: cgroup sampler, round {r + 1}/{rounds}, {secs:g} s")
-            cg.append(await _sample(target, secs))
-        blind = replace(target, cgroup_dir=None, cgroup_v1_dirs={})
+            cg.append(await _sample(target.sample_target(), secs))
+        blind = replace(target.sample_target(), cgroup=None)
         for r in range(1 if quick else 2):
             say(f"sampler: docker-stats fallback, round {r + 1}, {secs:g} s")
             ds.append(await _sample(blind, secs))

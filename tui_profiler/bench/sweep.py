@@ -52,7 +52,7 @@ def _server_image(ensure: Callable[[], str], say: Callable[[str], None]) -> str:
 def run_sweep_bench(report: BenchReport, *, quick: bool, say: Callable[[str], None]) -> None:
     from tui_profiler.images import ensure_server_image, server_tag
     from tui_profiler.presets import load_preset
-    from tui_profiler.store import read_rows
+    from tui_profiler.session.store import read_rows
     from tui_profiler.sweep import SweepRunner
 
     overrides = QUICK_OVERRIDES if quick else []

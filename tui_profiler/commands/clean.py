@@ -4,6 +4,7 @@ process-runtime server), saying how many and which. `--dry-run` only lists them.
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,18 +14,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def clean(dry_run: bool = False) -> tuple[list[str], list[str], str | None]:
-    """(containers, processes, engine error or None)."""
-    from tui_profiler.runtime.process import kill_orphans
+    """(containers, processes, engine error or None): what both runtimes' `remove_orphans` find when the
+    targets of live runs are included. Runs its own event loop: call it where none is running."""
+    return asyncio.run(_clean(dry_run))
+
+
+async def _clean(dry_run: bool) -> tuple[list[str], list[str], str | None]:
+    from tui_profiler.runtime.docker import DockerRuntime
+    from tui_profiler.runtime.process import ProcessRuntime
 
     containers: list[str] = []
     engine_error = None
     try:
-        from tui_profiler.runtime.docker import cleanup_all
-
-        containers = cleanup_all(dry_run=dry_run)
+        containers = await DockerRuntime().remove_orphans(include_live=True, dry_run=dry_run)
     except Exception as exc:
         engine_error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    processes = kill_orphans(dry_run=dry_run)
+    processes = await ProcessRuntime().remove_orphans(include_live=True, dry_run=dry_run)
     return containers, processes, engine_error
 
 

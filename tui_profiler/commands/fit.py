@@ -28,8 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split",
         choices=SPLIT_CHOICES,
-        default="leave-config-out",
-        help="held-out split used for the test error and for model selection (default: leave-config-out)",
+        default=None,
+        help="held-out split used for the test error and for model selection (default: forward validation, "
+        "i.e. extrapolate-input, for a group asked to predict or recommend outside its trained input range; "
+        "leave-config-out otherwise)",
     )
     p.add_argument(
         "--json", metavar="OUT", help="write the full report (and predictions/recommendation) as JSON"
@@ -145,7 +147,13 @@ def _main(args: argparse.Namespace) -> int:
     _check_args(args)
     import pandas as pd
 
-    from tui_profiler.analysis.fit import fit_frame, json_safe, predicted_column
+    from tui_profiler.analysis.fit import (
+        fit_frame,
+        json_safe,
+        predicted_column,
+        prediction_queries,
+        recommendation_query,
+    )
     from tui_profiler.analysis.importers import fit_rows, read_paths, size_columns
     from tui_profiler.analysis.recommend import (
         DEFAULT_COST_CPU,
@@ -174,7 +182,18 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.recommend and args.size is None:
         _check_size_flag(args, tidy)
-    report = fit_frame(tidy, target=args.target, split=args.split, sources=paths)
+    # What will be asked decides which validation chooses each group's form (unless --split is given).
+    queries = prediction_queries(pd.DataFrame(points)) if points else []
+    if points_df is not None:
+        queries += prediction_queries(points_df)
+    size_column = "pixels" if args.pixels is not None else "token_len" if args.token_len is not None else None
+    rec_queries = []
+    if args.recommend:
+        size_value = next(v for v in (args.pixels, args.token_len, args.size) if v is not None)
+        rec_queries = [recommendation_query(size_value, size_column, args.model)]
+    report = fit_frame(
+        tidy, target=args.target, split=args.split, sources=paths, queries=[*queries, *rec_queries]
+    )
     print(render(report, plots=not args.no_plot, color=sys.stdout.isatty()))
     payload = report.to_dict()
     col = predicted_column(args.target)
@@ -203,13 +222,11 @@ def _main(args: argparse.Namespace) -> int:
         has_p99 = bool((rows["row_kind"] == "request").any() or rows["p99_s"].notna().any())
         rec_report = report
         if has_p99 and args.target != "p99":
-            rec_report = fit_frame(tidy, target="p99", split=args.split, sources=paths)
+            rec_report = fit_frame(tidy, target="p99", split=args.split, sources=paths, queries=rec_queries)
         elif not has_p99 and args.target != "latency_s":
-            rec_report = fit_frame(tidy, target="latency_s", split=args.split, sources=paths)
-        size_column = (
-            "pixels" if args.pixels is not None else "token_len" if args.token_len is not None else None
-        )
-        size_value = next(v for v in (args.pixels, args.token_len, args.size) if v is not None)
+            rec_report = fit_frame(
+                tidy, target="latency_s", split=args.split, sources=paths, queries=rec_queries
+            )
         rec = recommend(
             rec_report,
             rows,

@@ -48,11 +48,11 @@ class PlotError(Exception):
 
 def write_figure(session: Path, out: Path, stat: str = "p50") -> Path:
     """Draw the figure for `session` into `out` (.png or .svg); returns the path."""
-    from tui_profiler.tui import sessions  # textual-free reader shared with the results screen
+    from tui_profiler.session import reader
 
     if out.suffix.lower() not in (".png", ".svg"):
         raise PlotError(f"--out: {out.name} — a .png or .svg file name")
-    if not sessions.is_session_dir(session):
+    if not reader.is_session_dir(session):
         raise PlotError(f"{session}: not a session folder (no meta.json, cells.csv or requests.csv)")
     try:
         import matplotlib
@@ -62,13 +62,13 @@ def write_figure(session: Path, out: Path, stat: str = "p50") -> Path:
     except ImportError:
         raise PlotError("needs matplotlib — install it with: pip install 'tui-profiler[plot]'") from None
 
-    cells = sessions.read_cells(session)
+    cells = reader.read_cells(session)
     y_col = "mean_s" if stat == "mean" else f"{stat}_s"
-    x_col, series = sessions.scaling_series(cells, y_col)
-    labels, phases = sessions.cold_start_breakdown(cells)
+    x_col, series = reader.scaling_series(cells, y_col)
+    labels, phases = reader.cold_start_breakdown(cells)
     if not series and not labels:
         raise PlotError(f"{session}: no finished cells with latency and input size to plot")
-    info = sessions.read_session_info(session)
+    info = reader.read_session_info(session)
 
     ncols = 2 if labels else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.6), squeeze=False)

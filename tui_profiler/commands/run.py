@@ -17,6 +17,8 @@ import time
 from collections import deque
 from typing import Any
 
+from tui_profiler.session.schema import CellStatus, SessionStatus
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -196,16 +198,16 @@ class _Progress:
             parts = ", ".join(f"{k} {v:.2f}s" for k, v in event.phases.items() if v is not None)
             self._print(f"  cold start {event.total_s:.2f}s ({parts})")
         elif isinstance(event, ev.CellFinished):
-            if event.status == "interrupted":
+            if event.status == CellStatus.INTERRUPTED:
                 return
             self.done += 1
-            if event.status != "ok":
+            if event.status != CellStatus.OK:
                 self.failed += 1
             s = event.summary
             p50 = _ms(s.get("p50_s"))
             p99 = _ms(s.get("p99_s"))
             label = _cell_label(self.cell or {})
-            mark = "[green]ok[/]" if event.status == "ok" else f"[red]{event.status}[/]"
+            mark = "[green]ok[/]" if event.status == CellStatus.OK else f"[red]{event.status}[/]"
             extra = f" — {event.reason}" if event.reason else ""
             self._print(
                 f"cell {event.cell_index + 1}/{self.n_cells} {label}: {mark} n={s.get('n')} "
@@ -281,7 +283,8 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from tui_profiler.runtime import RuntimeUnavailable
-    from tui_profiler.sweep import SweepRunner, session_summary
+    from tui_profiler.session.reader import session_summary
+    from tui_profiler.sweep import SweepRunner
 
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: wide lines rather than wrapped ones
@@ -345,7 +348,7 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
     session_dir = str(runner.session_dir) if runner.session_dir else None
     if session_dir:
         _summary_table(console, session_summary(session_dir))
-    if finished is None or finished.status == "interrupted":
+    if finished is None or finished.status == SessionStatus.INTERRUPTED:
         if session_dir:
             progress._print(
                 f"[yellow]interrupted[/]: this run's {progress.n_finished} finished requests kept "
@@ -356,7 +359,7 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed, "
         f"{finished.wall_s:.1f}s — {session_dir}"
     )
-    return 0 if finished.status == "ok" else 1
+    return 0 if finished.status == SessionStatus.OK else 1
 
 
 def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
@@ -410,7 +413,7 @@ def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
             f"{float(r['throughput_rps']):.1f}" if r.get("throughput_rps") else "—",
             cold,
             mb(r.get("peak_mem_bytes") or ""),
-            status if status == "ok" else f"[red]{status}[/]",
+            status if status == CellStatus.OK else f"[red]{status}[/]",
         )
     with contextlib.suppress(OSError, ValueError):
         console.print(table)

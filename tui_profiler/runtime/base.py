@@ -10,6 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tui_profiler.sample import SampleTarget
+from tui_profiler.sample.cgroup import CgroupPaths
+from tui_profiler.session.schema import CellStatus
+
 SESSION_LABEL = (
     "tui-profiler.session"  # every container the tool starts carries it (see `tui-profiler clean`)
 )
@@ -90,6 +94,30 @@ class RunningTarget:
     pids: list[int] = field(default_factory=list)  # host pids of the target (for NVML VRAM mapping)
     facts: dict[str, Any] = field(default_factory=dict)  # image size, /healthz runtime facts, ...
 
+    def sample_target(self) -> SampleTarget:
+        """What the resource sampler reads for this target: its cgroup, its processes and, for a
+        container, the id the Docker stats fallback streams."""
+        cgroup = None
+        if self.cgroup_dir or self.cgroup_v1_dirs:
+            version = 2 if self.cgroup_dir else 1
+            cgroup = CgroupPaths(version, v2_dir=self.cgroup_dir, v1_dirs=dict(self.cgroup_v1_dirs))
+        in_docker = self.facts.get("runtime") == "docker"
+        pgid = self.facts.get("pgid")
+        return SampleTarget(
+            cgroup=cgroup,
+            pids=tuple(self.pids),
+            pgid=int(pgid) if isinstance(pgid, int) else None,
+            container_id=self.ident if in_docker else None,
+            docker_client=_docker_stats_client if in_docker else None,
+            cpu_cap=self.enforced.cpus_requested if self.enforced.cpus_enforced else None,
+        )
+
+
+def _docker_stats_client() -> Any:
+    from tui_profiler.runtime.docker import docker_client
+
+    return docker_client(timeout=30)
+
 
 PhaseCallback = Callable[[str, float | None, str], Awaitable[None] | None]
 
@@ -99,7 +127,7 @@ class Runtime(Protocol):
 
     async def start(self, spec: TargetSpec, on_phase: PhaseCallback | None = None) -> RunningTarget:
         """Start the target, wait until ready, report each cold-start phase as it ends.
-        Raises `TargetFailed` with a status ('oom', 'crashed', 'timeout', 'build_failed', ...) and a reason."""
+        Raises `TargetFailed` with a `CellStatus` (OOM, CRASHED, TIMEOUT, BUILD_FAILED, ...) and a reason."""
         ...
 
     async def stop(self, target: RunningTarget) -> dict[str, Any]:
@@ -111,9 +139,24 @@ class Runtime(Protocol):
         """Remove everything labelled with this session; returns how many were removed."""
         ...
 
+    async def remove_orphans(self, *, include_live: bool = False, dry_run: bool = False) -> list[str]:
+        """Find and remove the targets (and their cgroups) that profiler runs on this host left behind when
+        they were killed: those whose starting profiler process no longer runs. Returns one line per
+        target found. `include_live`: also the targets of runs still going (`tui-profiler clean`);
+        `dry_run`: list them, remove nothing."""
+        ...
+
 
 class TargetFailed(Exception):
-    def __init__(self, status: str, reason: str) -> None:
+    """A target that could not start or died: the cell's status and a one-line reason."""
+
+    def __init__(self, status: CellStatus, reason: str) -> None:
         super().__init__(f"{status}: {reason}")
         self.status = status
         self.reason = reason
+        self.phases: dict[str, float | None] = {}  # the cold-start phases measured before it failed
+
+    def add_detail(self, detail: str) -> None:
+        """Append to the reason (the target's last log lines, ...)."""
+        self.reason = f"{self.reason}; {detail}"
+        self.args = (f"{self.status}: {self.reason}",)

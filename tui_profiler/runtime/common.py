@@ -1,19 +1,22 @@
-"""What both runtimes share: free ports on 127.0.0.1, the readiness probe, and turning the server's
-/healthz timeline into cold-start phases."""
+"""What both runtimes share: free ports on 127.0.0.1, the owner token that tells a killed run's leftovers
+from a live run's, the readiness probe, and turning the server's /healthz timeline into cold-start phases."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tui_profiler.runtime.base import PhaseCallback, ReadinessProbe, TargetFailed
+from tui_profiler.session.schema import CellStatus
 
 LOOPBACK = "127.0.0.1"
 MAX_POLL_INTERVAL_S = 0.01  # the readiness probe's polling resolution, stated in meta.json
@@ -24,6 +27,35 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def owner_id(pid: int | None = None) -> str:
+    """'<hostname>:<pid>:<process start ticks>' of a profiler process (this one by default): every target
+    carries its starter's, so a target whose starter no longer runs is known to be a leftover. The start
+    ticks tell a reused pid from the original."""
+    pid = pid or os.getpid()
+    try:
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "?"
+    return f"{os.uname().nodename}:{pid}:{start}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the profiler process an `owner_id` names still runs (a zombie does not). Another host's, or
+    a token that is not an owner id, counts as alive: not ours to judge."""
+    try:
+        host, pid, start = owner.rsplit(":", 2)
+        pid_number = int(pid)
+    except ValueError:
+        return True
+    if host != os.uname().nodename:
+        return True
+    try:
+        fields = Path(f"/proc/{pid_number}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return len(fields) > 19 and fields[0] != "Z" and fields[19] == start
 
 
 async def report_phase(
@@ -56,7 +88,7 @@ class ProbeResult:
     polls: int
 
 
-DeadCheck = Callable[[], Awaitable[str | None]]  # returns a reason when the target is gone, else None
+DeadCheck = Callable[[], Awaitable[TargetFailed | None]]  # the failure when the target is gone, else None
 
 
 async def wait_ready(
@@ -68,17 +100,17 @@ async def wait_ready(
     log_lines: Callable[[], Awaitable[str]] | None = None,
     dead_check_every_s: float = 0.2,
 ) -> ProbeResult:
-    """Poll until the probe succeeds. Raises TargetFailed('timeout') after probe.timeout_s, or the
-    status `is_dead` reports (checked every `dead_check_every_s` without slowing the poll)."""
+    """Poll until the probe succeeds. Raises TargetFailed(TIMEOUT) after probe.timeout_s, or the failure
+    `is_dead` returns (checked every `dead_check_every_s` without slowing the poll)."""
     interval = min(max(probe.interval_s, 0.001), MAX_POLL_INTERVAL_S)
     t0 = time.perf_counter()
     deadline = t0 + probe.timeout_s
     polls = 0
     last_dead_check = t0
-    check_task: asyncio.Task[str | None] | None = None
+    check_task: asyncio.Task[TargetFailed | None] | None = None
     compiled = re.compile(probe.log_pattern) if probe.kind == "log" and probe.log_pattern else None
     if probe.kind == "log" and (compiled is None or log_lines is None):
-        raise TargetFailed("failed", "readiness probe 'log' needs log_pattern and a log source")
+        raise TargetFailed(CellStatus.FAILED, "readiness probe 'log' needs log_pattern and a log source")
     session = None
     if probe.kind == "http":
         import aiohttp
@@ -110,20 +142,24 @@ async def wait_ready(
                 assert log_lines is not None and compiled is not None
                 ok = bool(compiled.search(await log_lines()))
             else:
-                raise TargetFailed("failed", f"unknown readiness probe kind {probe.kind!r} (http, tcp, log)")
+                raise TargetFailed(
+                    CellStatus.FAILED, f"unknown readiness probe kind {probe.kind!r} (http, tcp, log)"
+                )
             now = time.perf_counter()
             if ok:
                 return ProbeResult(now - t0, time.time(), body, polls)
             if check_task is not None and check_task.done():
-                reason = check_task.result()
+                death = check_task.result()
                 check_task = None
-                if reason is not None:
-                    raise TargetFailed(*_split_reason(reason))
+                if death is not None:
+                    raise death
             if check_task is None and now - last_dead_check >= dead_check_every_s:
                 last_dead_check = now
                 check_task = asyncio.ensure_future(is_dead())
             if now >= deadline:
-                raise TargetFailed("timeout", f"not ready after {probe.timeout_s:g} s ({probe.kind} probe)")
+                raise TargetFailed(
+                    CellStatus.TIMEOUT, f"not ready after {probe.timeout_s:g} s ({probe.kind} probe)"
+                )
             await asyncio.sleep(interval)
     finally:
         if check_task is not None and not check_task.done():
@@ -132,12 +168,6 @@ async def wait_ready(
                 await check_task
         if session is not None:
             await session.close()
-
-
-def _split_reason(reason: str) -> tuple[str, str]:
-    """is_dead returns 'status: reason'."""
-    status, sep, rest = reason.partition(": ")
-    return (status, rest) if sep else ("crashed", reason)
 
 
 async def _tcp_alive(host: str, port: int) -> bool:

@@ -1,8 +1,10 @@
 """The `docker` runtime: the model server in a container under real caps, through the docker SDK.
 
 Every SDK call is blocking, so each runs in `asyncio.to_thread`; the event loop never waits on the engine.
-Every container carries the label `tui-profiler.session=<session id>` and is removed on stop, on a failed
-start, and on cancellation (a Ctrl-C mid-start), so `tui-profiler clean` should normally find nothing.
+Every container carries the label `tui-profiler.session=<session id>` and `tui-profiler.owner=<owner id>`
+of the profiler that started it, and is removed on stop, on a failed start, and on cancellation (a Ctrl-C
+mid-start). A SIGKILLed profiler cannot remove its container: `remove_orphans` (the next sweep's start, and
+`tui-profiler clean`) finds it by its dead owner.
 
 Hardening (issue 7): no-new-privileges, all capabilities dropped, a read-only root filesystem with a
 tmpfs at /tmp, a pids limit, the image's non-root user (or nobody when the image would run as root),
@@ -18,6 +20,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ from tui_profiler.runtime.common import (
     LOOPBACK,
     MAX_POLL_INTERVAL_S,
     free_port,
+    owner_alive,
+    owner_id,
     report_phase,
     settle,
     timeline_phases,
@@ -46,7 +51,9 @@ from tui_profiler.sample.cgroup import (
     read_cpuset,
     read_memory_limit,
 )
+from tui_profiler.session.schema import CellStatus
 
+OWNER_LABEL = "tui-profiler.owner"  # the `owner_id` ("<hostname>:<pid>:<start ticks>") of the starter
 NOBODY = "65534:65534"
 LOG_TAIL = 20
 PORT_CONFLICT = re.compile(r"port is already allocated|address already in use", re.I)
@@ -95,7 +102,9 @@ def _check_mounts(mounts: list[tuple[str, str]]) -> None:
     for host, _ in mounts:
         resolved = os.path.realpath(host)
         if resolved in DOCKER_SOCKETS or host in DOCKER_SOCKETS or resolved.endswith("/docker.sock"):
-            raise TargetFailed("refused", f"mount {host}: the Docker socket is never mounted into a target")
+            raise TargetFailed(
+                CellStatus.REFUSED, f"mount {host}: the Docker socket is never mounted into a target"
+            )
 
 
 @dataclass(slots=True)
@@ -170,7 +179,9 @@ class DockerRuntime:
                 try:
                     container = await settle(asyncio.to_thread(self.client.containers.create, **kwargs))
                 except Exception as exc:
-                    raise TargetFailed("create_failed", f"docker create: {_api_reason(exc)}") from exc
+                    raise TargetFailed(
+                        CellStatus.CREATE_FAILED, f"docker create: {_api_reason(exc)}"
+                    ) from exc
                 t_create = time.perf_counter() - t0
                 phases["create"] = t_create
                 await report_phase(on_phase, "create", t_create, name)
@@ -186,13 +197,13 @@ class DockerRuntime:
                         continue
                     if PORT_CONFLICT.search(reason):
                         raise TargetFailed(
-                            "port_conflict", f"no free port on {LOOPBACK} after 5 tries: {reason}"
+                            CellStatus.PORT_CONFLICT, f"no free port on {LOOPBACK} after 5 tries: {reason}"
                         ) from exc
                     if spec.gpus and re.search(r"device driver|gpu|nvidia", reason, re.I):
                         raise TargetFailed(
-                            "gpu_unavailable", f"the engine refused the GPU request: {reason}"
+                            CellStatus.GPU_UNAVAILABLE, f"the engine refused the GPU request: {reason}"
                         ) from exc
-                    raise TargetFailed("start_failed", f"docker start: {reason}") from exc
+                    raise TargetFailed(CellStatus.START_FAILED, f"docker start: {reason}") from exc
                 started_epoch = time.time()
                 t_start = time.perf_counter() - t0
                 break
@@ -205,7 +216,7 @@ class DockerRuntime:
                 LOOPBACK,
                 host_port,
                 spec.readiness,
-                lambda: self._dead_reason(container),
+                lambda: self._death(container),
                 log_lines=lambda: self._logs(container, tail=200),
             )
             split, tl_facts = timeline_phases(probe.body, started_epoch, probe.ready_epoch, probe.elapsed_s)
@@ -239,8 +250,9 @@ class DockerRuntime:
             )
         except TargetFailed as exc:
             if container is not None:
-                exc.reason = await self._failure_reason(container, exc.status, exc.reason)
-                exc.args = (f"{exc.status}: {exc.reason}",)
+                tail = await self._log_tail(container)
+                if tail:
+                    exc.add_detail(f"last log lines: {tail}")
                 await self._remove_quietly(container)
             raise
         except BaseException:
@@ -261,7 +273,7 @@ class DockerRuntime:
             image=spec.image,
             command=command,
             environment=env,
-            labels={**spec.labels, SESSION_LABEL: spec.session_id},
+            labels={OWNER_LABEL: owner_id(), **spec.labels, SESSION_LABEL: spec.session_id},
             detach=True,
             user=user,
             security_opt=["no-new-privileges"],
@@ -319,14 +331,14 @@ class DockerRuntime:
         try:
             for event in self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
                 if "error" in event:
-                    raise TargetFailed("pull_failed", f"pull {ref}: {event['error']}")
+                    raise TargetFailed(CellStatus.PULL_FAILED, f"pull {ref}: {event['error']}")
                 detail = event.get("progressDetail") or {}
                 if event.get("status") == "Downloading" and detail.get("total"):
                     layer_bytes[event.get("id", "")] = int(detail["total"])
         except TargetFailed:
             raise
         except Exception as exc:
-            raise TargetFailed("pull_failed", f"pull {ref}: {_api_reason(exc)}") from exc
+            raise TargetFailed(CellStatus.PULL_FAILED, f"pull {ref}: {_api_reason(exc)}") from exc
         return sum(layer_bytes.values())
 
     # ---------------------------------------------------------------- caps
@@ -376,26 +388,28 @@ class DockerRuntime:
 
     # ---------------------------------------------------------------- failure, logs, stop
 
-    async def _dead_reason(self, container: Any) -> str | None:
+    async def _death(self, container: Any) -> TargetFailed | None:
+        """How the container died while starting, or None while it runs."""
         import docker.errors
 
         try:
             await asyncio.to_thread(container.reload)
         except docker.errors.NotFound:
-            return "crashed: the container disappeared"
+            return TargetFailed(CellStatus.CRASHED, "the container disappeared")
         except Exception:
             return None  # a hiccup talking to the engine is not the target's death
         state = container.attrs.get("State") or {}
         if state.get("Status") in ("exited", "dead"):
+            code = state.get("ExitCode")
             if state.get("OOMKilled"):
-                return f"oom: OOM-killed during start (exit code {state.get('ExitCode')})"
-            return f"crashed: exited during start with code {state.get('ExitCode')}"
+                return TargetFailed(CellStatus.OOM, f"OOM-killed during start (exit code {code})")
+            return TargetFailed(CellStatus.CRASHED, f"exited during start with code {code}")
         return None
 
-    async def _failure_reason(self, container: Any, status: str, reason: str) -> str:
+    async def _log_tail(self, container: Any) -> str:
+        """The last five log lines, joined with ' | '."""
         logs = await self._logs(container, tail=LOG_TAIL)
-        tail = " | ".join(line for line in logs.strip().splitlines()[-5:])
-        return f"{reason}; last log lines: {tail}" if tail else reason
+        return " | ".join(line for line in logs.strip().splitlines()[-5:])
 
     async def _logs(self, container: Any, tail: int = LOG_TAIL) -> str:
         try:
@@ -443,6 +457,16 @@ class DockerRuntime:
     async def cleanup_session(self, session_id: str) -> int:
         return len(await asyncio.to_thread(remove_labelled, f"{SESSION_LABEL}={session_id}", self._client))
 
+    async def remove_orphans(self, *, include_live: bool = False, dry_run: bool = False) -> list[str]:
+        """Containers whose profiler no longer runs (or, `include_live`, every labelled one): removed
+        unless `dry_run`; one line each, 'name (session id)'."""
+
+        def is_orphan(labels: dict[str, str]) -> bool:
+            owner = labels.get(OWNER_LABEL)
+            return include_live or (owner is not None and not owner_alive(owner))
+
+        return await asyncio.to_thread(remove_labelled, SESSION_LABEL, self._client, dry_run, is_orphan)
+
 
 def _api_reason(exc: BaseException) -> str:
     explanation = getattr(exc, "explanation", None)
@@ -464,32 +488,32 @@ def _gpu_visible() -> bool:
 
 
 def remove_labelled(
-    label_filter: str = SESSION_LABEL, client: Any | None = None, dry_run: bool = False
+    label_filter: str = SESSION_LABEL,
+    client: Any | None = None,
+    dry_run: bool = False,
+    select: Callable[[dict[str, str]], bool] | None = None,
 ) -> list[str]:
-    """Remove (force) every container matching the label filter; returns their names."""
+    """Remove (force) every container matching the label filter whose labels `select` accepts (all, by
+    default); returns 'name (session id)' for each. Blocking: call in a thread."""
     own = client is None
     client = client or docker_client(timeout=60)
     try:
         # the plain list, no inspect per container: on a shared engine another session may remove one of
-        # its containers meanwhile (an inspect would then fail the whole clean with 404)
-        found = client.api.containers(all=True, filters={"label": label_filter})
-        names = [
-            f"{(c.get('Names') or ['?'])[0].lstrip('/')} ({(c.get('Labels') or {}).get(SESSION_LABEL, '')})"
-            for c in found
-        ]
+        # its containers meanwhile (an inspect would then fail the whole look-up with 404)
+        found = []
+        for c in client.api.containers(all=True, filters={"label": label_filter}):
+            labels = c.get("Labels") or {}
+            if select is None or select(labels):
+                name = (c.get("Names") or ["?"])[0].lstrip("/")
+                found.append((c["Id"], f"{name} ({labels.get(SESSION_LABEL, '')})"))
         if not dry_run:
-            for c in found:
+            for ident, _ in found:
                 with contextlib.suppress(Exception):
-                    client.api.remove_container(c["Id"], force=True, v=True)
-        return names
+                    client.api.remove_container(ident, force=True, v=True)
+        return [name for _, name in found]
     finally:
         if own:
             client.close()
-
-
-def cleanup_all(dry_run: bool = False) -> list[str]:
-    """Every container labelled `tui-profiler.session` (orphans after a SIGKILL): removed, names returned."""
-    return remove_labelled(SESSION_LABEL, dry_run=dry_run)
 
 
 def docker_engine_version() -> str:

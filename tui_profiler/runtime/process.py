@@ -7,14 +7,15 @@ memory.max and memory.swap.max=0). The child joins the cgroup BEFORE the server 
 wrapper writes its own pid into cgroup.procs and then execs Python, so model loading already runs
 under the caps. Where the cgroup cannot be made, each cap is recorded as not enforced with the reason.
 
-Each child carries TUI_PROFILER_SESSION=<session id> in its environment, so orphans left by a SIGKILLed
-profiler can be found (`find_orphan_processes`) even without cgroups.
+Each child carries TUI_PROFILER_SESSION=<session id> and TUI_PROFILER_OWNER=<owner id> in its environment,
+so the servers a SIGKILLed profiler left behind are found (`remove_orphans`) even without cgroups.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -32,16 +33,19 @@ from tui_profiler.runtime.common import (
     LOOPBACK,
     MAX_POLL_INTERVAL_S,
     free_port,
+    owner_alive,
+    owner_id,
     report_phase,
     settle,
     timeline_phases,
     wait_ready,
 )
 from tui_profiler.sample.cgroup import CgroupPaths, read_text
+from tui_profiler.session.schema import CellStatus
 
 GROUP = "tui-profiler"
 SESSION_ENV = "TUI_PROFILER_SESSION"
-OWNER_ENV = "TUI_PROFILER_OWNER"  # "<pid>:<start ticks>" of the profiler that started the server
+OWNER_ENV = "TUI_PROFILER_OWNER"  # the `owner_id` of the profiler that started the server
 JOIN_EXIT = 97  # the wrapper's exit status when it could not join the cgroup
 JOIN_SCRIPT = 'for f in $TUI_PROFILER_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; exec "$@"'
 REPO_ROOT = Path(__file__).resolve().parents[2]  # where `servers/` lives in a source checkout
@@ -217,7 +221,9 @@ class ProcessRuntime:
 
     async def start(self, spec: TargetSpec, on_phase: PhaseCallback | None = None) -> RunningTarget:
         if spec.mounts:
-            raise TargetFailed("failed", "mounts are a docker runtime feature; the process runtime has none")
+            raise TargetFailed(
+                CellStatus.FAILED, "mounts are a docker runtime feature; the process runtime has none"
+            )
         phases: dict[str, float | None] = {"image_pull": None}
         facts: dict[str, Any] = {"runtime": "process", "ready_poll_interval_s": MAX_POLL_INTERVAL_S}
         await report_phase(on_phase, "image_pull", None, "no image (process runtime)")
@@ -248,7 +254,7 @@ class ProcessRuntime:
             {
                 "TUI_PROFILER_THREADS": spec.threads,
                 SESSION_ENV: spec.session_id,
-                OWNER_ENV: _owner_token(os.getpid()) or "",
+                OWNER_ENV: owner_id(),
                 **spec.env,
             }
         )
@@ -299,12 +305,12 @@ class ProcessRuntime:
                         LOOPBACK,
                         port,
                         spec.readiness,
-                        lambda c=child: self._dead_reason(c),
+                        functools.partial(self._death, child),
                         log_lines=lambda: asyncio.to_thread(_tail, log_path, 200),
                     )
                 except TargetFailed as exc:
                     if (
-                        exc.status == "crashed"
+                        exc.status == CellStatus.CRASHED
                         and "address already in use" in _tail(log_path).lower()
                         and attempt < 3
                     ):
@@ -352,8 +358,7 @@ class ProcessRuntime:
                 if isinstance(exc, TargetFailed):
                     tail = " | ".join(_tail(log_path, 5).splitlines())
                     if tail:
-                        exc.reason = f"{exc.reason}; last log lines: {tail}"
-                        exc.args = (f"{exc.status}: {exc.reason}",)
+                        exc.add_detail(f"last log lines: {tail}")
                 await asyncio.shield(self._finish(child))
             else:
                 await asyncio.shield(asyncio.to_thread(_remove_dirs, created))
@@ -398,16 +403,19 @@ class ProcessRuntime:
             if not enforced.memory_enforced:
                 enforced.notes.append(f"memory: cgroup limit reads {got_mem}, asked {asked}")
 
-    async def _dead_reason(self, child: _Child) -> str | None:
+    async def _death(self, child: _Child) -> TargetFailed | None:
+        """How the server died while starting, or None while it runs."""
         rc = child.proc.returncode
         if rc is None:
             return None
         if rc == JOIN_EXIT:
-            return "failed: the server could not join its cgroup"
+            return TargetFailed(CellStatus.FAILED, "the server could not join its cgroup")
         oom = _oom_kills(child.cgroup)
         if oom:
-            return f"oom: OOM-killed during start (exit code {rc}, {oom} OOM kill(s) in its cgroup)"
-        return f"crashed: exited during start with code {rc}"
+            return TargetFailed(
+                CellStatus.OOM, f"OOM-killed during start (exit code {rc}, {oom} OOM kill(s) in its cgroup)"
+            )
+        return TargetFailed(CellStatus.CRASHED, f"exited during start with code {rc}")
 
     async def _kill(self, child: _Child, grace_s: float = 3.0) -> None:
         pid = child.proc.pid
@@ -456,6 +464,14 @@ class ProcessRuntime:
             await self._finish(child)
         return len(mine)
 
+    async def remove_orphans(self, *, include_live: bool = False, dry_run: bool = False) -> list[str]:
+        """Servers whose profiler no longer runs (or, `include_live`, every one a process runtime started):
+        their process groups killed and the empty tui-profiler cgroups removed, unless `dry_run`; one line
+        each, 'pid N (session id)'."""
+        return await asyncio.to_thread(
+            kill_orphans, dry_run=dry_run, only_dead_owners=not include_live, cgroup_root=self.cgroup_root
+        )
+
 
 def _remove_dirs(created: list[Path], cgroup: CgroupPaths | None = None) -> None:
     """rmdir the target's own cgroup dirs (never the shared `tui-profiler` parent while others use it).
@@ -472,20 +488,6 @@ def _remove_dirs(created: list[Path], cgroup: CgroupPaths | None = None) -> None
                 break
             except OSError:
                 time.sleep(0.02)
-
-
-def _owner_token(pid: int) -> str | None:
-    """'<pid>:<start ticks>': a pid alone could be reused by an unrelated process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
-
-
-def _owner_alive(token: str) -> bool:
-    pid, _, _ = token.partition(":")
-    return bool(pid.isdigit()) and _owner_token(int(pid)) == token
 
 
 def find_orphan_processes(only_dead_owners: bool = False) -> list[tuple[int, str]]:
@@ -506,38 +508,75 @@ def find_orphan_processes(only_dead_owners: bool = False) -> list[tuple[int, str
         if session is None:
             continue
         owner = next((i[len(owner_marker) :].decode() for i in env if i.startswith(owner_marker)), "")
-        if only_dead_owners and owner and _owner_alive(owner):
+        if only_dead_owners and owner and owner_alive(owner):
             continue
         found.append((int(entry), session))
     return found
 
 
-def kill_orphans(dry_run: bool = False, only_dead_owners: bool = False) -> list[str]:
-    """Kill orphaned process-runtime servers (their process groups) and remove empty tui-profiler cgroups.
-    `tui-profiler clean` kills them all; a starting sweep passes only_dead_owners=True."""
-    out = []
-    for pid, session in find_orphan_processes(only_dead_owners):
-        out.append(f"pid {pid} ({session})")
-        if not dry_run:
+def kill_orphans(
+    dry_run: bool = False, only_dead_owners: bool = False, cgroup_root: Path = CGROUP_ROOT
+) -> list[str]:
+    """Kill orphaned process-runtime servers (their process groups) and remove their empty cgroups.
+    `tui-profiler clean` kills them all and removes every empty tui-profiler cgroup; a starting sweep
+    passes only_dead_owners=True and removes only the killed servers' cgroups (an empty cgroup may be a
+    live run's, made a moment before its server joins it). Blocking."""
+    found = find_orphan_processes(only_dead_owners)
+    if not dry_run:
+        for pid, _ in found:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-    if not dry_run:
-        _remove_stale_cgroups()
-    return out
+        sessions = None if not only_dead_owners else {session for _, session in found}
+        _remove_stale_cgroups(cgroup_root, sessions, killed={pid for pid, _ in found})
+    return [f"pid {pid} ({session})" for pid, session in found]
 
 
-def _remove_stale_cgroups(root: Path = CGROUP_ROOT) -> None:
+def _cgroup_name_prefix(session_id: str) -> str:
+    return f"{session_id}-".replace("/", "-")  # as `ProcessRuntime.start` names a target's cgroup
+
+
+def _remove_stale_cgroups(
+    root: Path = CGROUP_ROOT,
+    sessions: set[str] | None = None,
+    killed: set[int] | frozenset[int] = frozenset(),
+) -> None:
+    """rmdir the empty cgroups under tui-profiler/ (only those of `sessions`, when given). A killed task
+    stays listed until it has exited: a cgroup that still lists one of the `killed` pids is retried for
+    up to 5 s."""
+    if sessions is not None and not sessions:
+        return
+    prefixes = tuple(_cgroup_name_prefix(s) for s in sessions) if sessions is not None else ("",)
     parents = (
         [root / GROUP]
         if cgroup_version(root) == 2
         else [root / c / GROUP for c in ("cpu", "cpuacct", "memory", "cpuset")]
     )
-    for parent in parents:
-        if not parent.is_dir():
-            continue
-        for d in parent.iterdir():
-            if d.is_dir() and not (read_text(d / "cgroup.procs") or "").strip():
-                with contextlib.suppress(OSError):
+    pending = [
+        d
+        for parent in parents
+        if parent.is_dir()
+        for d in parent.iterdir()
+        if d.is_dir() and d.name.startswith(prefixes)
+    ]
+    deadline = time.monotonic() + 5.0
+    while pending:
+        waiting = []
+        for d in pending:
+            procs = read_text(d / "cgroup.procs")
+            if procs is None:
+                continue  # gone already
+            listed = {int(p) for p in procs.split() if p.isdigit()}
+            if not listed:
+                try:
                     d.rmdir()
+                    continue
+                except OSError:
+                    pass  # the kernel refuses while a killed task is still leaving
+            if killed and (not listed or listed & killed):
+                waiting.append(d)  # a killed server's (or was): wait for it to leave
+        if not waiting or time.monotonic() >= deadline:
+            return
+        pending = waiting
+        time.sleep(0.02)

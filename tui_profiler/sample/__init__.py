@@ -20,14 +20,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui_profiler.events import ResourceSample
-from tui_profiler.runtime.base import RunningTarget
 from tui_profiler.sample.cgroup import CgroupPaths, CgroupReader
 from tui_profiler.sample.nvml import GpuReading, NvmlReader
 
-__all__ = ["ResourceSampler", "SamplerSummary"]
+if TYPE_CHECKING:
+    from tui_profiler.sample.docker_stats import DockerStatsStream
+    from tui_profiler.sample.procfs import ProcGroupReader
+
+__all__ = ["ResourceSampler", "SampleTarget", "SamplerSummary"]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleTarget:
+    """What the sampler reads: the target's cgroup, its processes, and for a container the id and a Docker
+    client factory for the stats fallback. The runtime that started the target fills it in
+    (`RunningTarget.sample_target()`)."""
+
+    cgroup: CgroupPaths | None = None  # read when its files are readable from here
+    pids: tuple[int, ...] = ()  # host pids (NVML VRAM attribution; /proc fallback)
+    pgid: int | None = None  # the process group the /proc fallback sums (default: the first pid)
+    container_id: str | None = None  # a container: the Docker stats API is the fallback
+    docker_client: Callable[[], Any] | None = None  # makes the Docker SDK client for that fallback
+    cpu_cap: float | None = None  # the enforced CPU cap in cores (None: not capped or not enforced)
 
 
 @dataclass(slots=True)
@@ -75,7 +92,7 @@ _NO_GPU = GpuReading()
 class ResourceSampler:
     def __init__(
         self,
-        target: RunningTarget,
+        target: SampleTarget,
         *,
         interval_s: float = 0.05,
         on_sample: Callable[[ResourceSample], None] | None = None,
@@ -96,8 +113,8 @@ class ResourceSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: CgroupReader | None = None
-        self._proc = None
-        self._stats = None
+        self._proc: ProcGroupReader | None = None
+        self._stats: DockerStatsStream | None = None
         self._nvml: NvmlReader | None = None
         self._lock = threading.Lock()
         self.source = "none"
@@ -137,7 +154,8 @@ class ResourceSampler:
         if self.source == "docker-stats":
             from tui_profiler.sample.docker_stats import DockerStatsStream
 
-            self._stats = DockerStatsStream(self._docker_client, self.target.ident, self._on_stats)
+            assert self.target.container_id is not None
+            self._stats = DockerStatsStream(self._docker_client, self.target.container_id, self._on_stats)
             self._stats.start()
         if self.source != "docker-stats" or self._nvml is not None:
             self._thread = threading.Thread(target=self._run, name="resource-sampler", daemon=True)
@@ -145,24 +163,26 @@ class ResourceSampler:
 
     def _open_sources(self) -> None:
         t = self.target
-        if t.cgroup_dir or t.cgroup_v1_dirs:
-            version = 2 if t.cgroup_dir else 1
-            reader = CgroupReader(CgroupPaths(version, v2_dir=t.cgroup_dir, v1_dirs=dict(t.cgroup_v1_dirs)))
+        if t.cgroup is not None:
+            reader = CgroupReader(t.cgroup)
             if reader.readable:
                 self._reader = reader
-                self.source = f"cgroup-v{version}"
+                self.source = f"cgroup-v{t.cgroup.version}"
             else:
                 reader.close()
-        if self._reader is None and t.facts.get("runtime") == "docker":
+        if (
+            self._reader is None
+            and t.container_id is not None
+            and (self._docker_client is not None or t.docker_client is not None)
+        ):
             if self._docker_client is None:
-                from tui_profiler.runtime.docker import docker_client
-
-                self._docker_client = docker_client(timeout=30)
+                assert t.docker_client is not None
+                self._docker_client = t.docker_client()
             self.source = "docker-stats"
         elif self._reader is None and t.pids:
             from tui_profiler.sample.procfs import ProcGroupReader
 
-            self._proc = ProcGroupReader(int(t.facts.get("pgid") or t.pids[0]))
+            self._proc = ProcGroupReader(t.pgid or t.pids[0])
             self.source = "procfs"
         nv = NvmlReader()
         self._nvml = nv if nv.available else None
@@ -316,7 +336,7 @@ class ResourceSampler:
             s.nr_throttled,
             s.throttled_ns,
             None,
-            self.target.enforced.cpus_requested if self.target.enforced.cpus_enforced else None,
+            self.target.cpu_cap,
             s.mem_limit_bytes,
             GpuReading(),
             "docker-stats",

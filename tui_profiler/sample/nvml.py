@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tui_profiler.host import nvml_init, nvml_module
+from tui_profiler import host
 
 
 @dataclass(slots=True)
@@ -50,19 +50,19 @@ class NvmlReader:
     """Reads GPU processes and utilisation each sample. `available` False -> read() returns all None."""
 
     def __init__(self) -> None:
-        ok, reason = nvml_init()
+        ok, reason = host.nvml_init()
         self.available = ok
         self.reason = reason
         self._handles: list[Any] = []
         if ok:
-            nv = nvml_module()
+            nv = host.nvml_module()  # through the module: a test double replaces it there
             try:
                 self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
             except Exception as exc:
                 self.available, self.reason = False, f"NVML query failed: {exc}"
 
     def processes(self) -> tuple[list[GpuProcess], dict[int, float | None]]:
-        nv = nvml_module()
+        nv = host.nvml_module()  # through the module: a test double replaces it there
         procs: list[GpuProcess] = []
         util: dict[int, float | None] = {}
         for i, h in enumerate(self._handles):

@@ -26,6 +26,7 @@ from tui_profiler.events import (
     SessionFinished,
     SessionStarted,
 )
+from tui_profiler.session.schema import CellStatus
 
 # History bounds: enough for a readable plot at 200 columns, small enough that 1,000,000 requests cost
 # nothing more than 1,000.
@@ -33,8 +34,6 @@ LATENCY_POINTS = 4_000
 SAMPLE_POINTS = 1_200
 LOG_LINES = 500
 CELL_ROWS = 10_000  # cells.csv rows are small; a sweep of 10,000 cells is already extreme
-
-COLD_START_ORDER = ("image_pull", "create", "start", "server_boot", "model_load", "ready", "first_request")
 
 
 @dataclass(slots=True)
@@ -150,7 +149,7 @@ class LiveState:
             self._cold_done = True
         elif isinstance(event, CellFinished):
             self.cells_done += 1
-            if event.status != "ok":
+            if event.status != CellStatus.OK:
                 self.cells_failed += 1
             row = dict(event.summary)
             row.setdefault("cell_index", event.cell_index)
@@ -158,7 +157,7 @@ class LiveState:
             row["reason"] = event.reason
             self.finished_cells.append(row)
             self.cells_seq += 1
-            level = "info" if event.status == "ok" else "warning"
+            level = "info" if event.status == CellStatus.OK else "warning"
             tail = f": {event.reason}" if event.reason else ""
             self.log(level, f"cell {event.cell_index + 1} {event.status}{tail}")
         elif isinstance(event, LogMessage):

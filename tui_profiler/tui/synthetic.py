@@ -25,17 +25,18 @@ from tui_profiler.events import (
     SessionFinished,
     SessionStarted,
 )
+from tui_profiler.session.schema import CellStatus, ColdStartPhaseName, SessionStatus
 
 CONFIGS = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0))
 SCALES = (0.5, 1.0, 2.0)
-PHASES = {
-    "image_pull": None,
-    "create": 0.08,
-    "start": 0.35,
-    "server_boot": 1.9,
-    "model_load": 0.6,
-    "ready": 0.02,
-    "first_request": 0.15,
+PHASES: dict[str, float | None] = {  # seconds per cold-start phase; image_pull None: 'cached'
+    ColdStartPhaseName.IMAGE_PULL.value: None,
+    ColdStartPhaseName.CREATE.value: 0.08,
+    ColdStartPhaseName.START.value: 0.35,
+    ColdStartPhaseName.SERVER_BOOT.value: 1.9,
+    ColdStartPhaseName.MODEL_LOAD.value: 0.6,
+    ColdStartPhaseName.READY.value: 0.02,
+    ColdStartPhaseName.FIRST_REQUEST.value: 0.15,
 }
 
 
@@ -156,11 +157,14 @@ def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = 
         if failed_cell == i:
             yield LogMessage("error", f"cell {i + 1}: server exited (OOM kill)", i)
             yield CellFinished(
-                i, "oom", "OOM kill at 1.0 GiB", {**cell_summary(cell, latencies), "status": "oom"}
+                i,
+                CellStatus.OOM,
+                "OOM kill at 1.0 GiB",
+                {**cell_summary(cell, latencies), "status": CellStatus.OOM.value},
             )
         else:
-            yield CellFinished(i, "ok", "", cell_summary(cell, latencies))
-    yield SessionFinished("output/20250101-000000-synthetic", "ok", len(cells), 0, 120.0)
+            yield CellFinished(i, CellStatus.OK, "", cell_summary(cell, latencies))
+    yield SessionFinished("output/20250101-000000-synthetic", SessionStatus.OK, len(cells), 0, 120.0)
 
 
 def write_session(

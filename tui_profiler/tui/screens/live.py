@@ -12,6 +12,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
 
+from tui_profiler.session.schema import CellStatus, SessionStatus
 from tui_profiler.tui.live_state import (
     LiveState,
     describe_cell,
@@ -29,7 +30,7 @@ REDRAW_HZ = 6  # independent of the event rate: 4-10 Hz keeps plots fluid and th
 # the screen, so the event loop keeps absorbing events and keys.
 PLOT_BUDGET = 0.35
 MIB = 1024 * 1024
-CELL_COLUMNS = (
+CELLS_TABLE_HEADERS = (
     "#",
     "config",
     "input",
@@ -88,7 +89,7 @@ class LiveScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#cells-table", DataTable)
-        table.add_columns(*CELL_COLUMNS)
+        table.add_columns(*CELLS_TABLE_HEADERS)
         self._apply_size_class()
         self.set_interval(1 / REDRAW_HZ, self.redraw)
         self.redraw()
@@ -177,7 +178,9 @@ class LiveScreen(Screen):
         bar = self.query_one("#cells-progress", ProgressBar)
         bar.update(total=max(state.n_cells, 1), progress=state.cells_done)
         failed = f", {state.cells_failed} failed" if state.cells_failed else ""
-        status = state.finished.status if state.finished else ("running" if state.n_cells else "idle")
+        status = (
+            state.finished.status if state.finished else (SessionStatus.RUNNING if state.n_cells else "idle")
+        )
         self.query_one("#progress-label", Static).update(
             f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {fmt_duration(state.eta())} · {status}"
         )
@@ -322,7 +325,7 @@ def cell_row(row: dict) -> list:
         f"{float(throttled):.2f} s" if throttled is not None else fmt_num(_get(row, "throttled_periods"))
     )
     status = str(_get(row, "status") or "")
-    style = "green" if status == "ok" else "bold red"
+    style = "green" if status == CellStatus.OK else "bold red"
     return [
         "—" if index is None else str(int(float(index)) + 1),
         config,

@@ -24,9 +24,10 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
-from tui_profiler.tui import sessions
+from tui_profiler.session import reader
+from tui_profiler.session.schema import SessionStatus
 from tui_profiler.tui.live_state import fmt_duration
-from tui_profiler.tui.screens.live import CELL_COLUMNS, cell_row
+from tui_profiler.tui.screens.live import CELLS_TABLE_HEADERS, cell_row
 from tui_profiler.tui.widgets.plots import HistogramPlot, Line, LinePlot
 
 X_LABELS = {"input_scale": "input scale", "pixels": "pixels", "token_len": "tokens"}
@@ -45,8 +46,8 @@ class ResultsScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.session_infos: list[sessions.SessionInfo] = []
-        self.session: sessions.SessionInfo | None = None
+        self.session_infos: list[reader.SessionInfo] = []
+        self.session: reader.SessionInfo | None = None
         self.cells: Any = None
         self._requests: Any = None
         self.y_column = "p50_s"
@@ -77,7 +78,7 @@ class ResultsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#result-cells", DataTable).add_columns(*CELL_COLUMNS)
+        self.query_one("#result-cells", DataTable).add_columns(*CELLS_TABLE_HEADERS)
         self.action_reload()
 
     def on_screen_resume(self) -> None:
@@ -87,13 +88,13 @@ class ResultsScreen(Screen):
 
     def action_reload(self) -> None:
         output_dir = self.app.output_dir  # type: ignore[attr-defined]
-        self.session_infos = sessions.list_sessions(output_dir)
+        self.session_infos = reader.list_sessions(output_dir)
         olist = self.query_one("#session-list", OptionList)
         keep = self.session.name if self.session else None
         olist.clear_options()
         for info in self.session_infos:
             label = Text(info.name, style="bold")
-            if info.status and info.status != "ok":
+            if info.status and info.status != SessionStatus.OK:
                 label.append(f" {info.status}", style="yellow")
             olist.add_option(Option(label, id=info.name))
         if not self.session_infos:
@@ -114,10 +115,10 @@ class ResultsScreen(Screen):
             if self.session is None or info.name != self.session.name:
                 self.show_session(info)
 
-    def show_session(self, info: sessions.SessionInfo) -> None:
+    def show_session(self, info: reader.SessionInfo) -> None:
         self.session = info
         self._requests = None
-        self.cells = sessions.read_cells(info.path)
+        self.cells = reader.read_cells(info.path)
         meta = Text()
         meta.append(f"{info.preset or '?'}\n", style="bold")
         runtime = info.meta.get("runtime")
@@ -146,7 +147,7 @@ class ResultsScreen(Screen):
 
     def draw_figure(self) -> None:
         plot = self.query_one("#scaling-plot", LinePlot)
-        x_col, series = sessions.scaling_series(self.cells, self.y_column)
+        x_col, series = reader.scaling_series(self.cells, self.y_column)
         name = "p50" if self.y_column == "p50_s" else "p99"
         if not series:
             plot.show_unavailable("no finished cells with latency and input size", title="latency vs input")
@@ -164,7 +165,7 @@ class ResultsScreen(Screen):
 
     def _requests_frame(self) -> Any:
         if self._requests is None and self.session is not None:
-            self._requests = sessions.read_requests(self.session.path)
+            self._requests = reader.read_requests(self.session.path)
         return self._requests
 
     @on(DataTable.RowHighlighted, "#result-cells")
@@ -178,7 +179,7 @@ class ResultsScreen(Screen):
             return
         record = self.cells.iloc[row].to_dict()
         index = record.get("cell_index", row)
-        values = sessions.cell_latencies(self._requests_frame(), int(index))
+        values = reader.cell_latencies(self._requests_frame(), int(index))
         label = " ".join(str(x) for x in cell_row(record)[1:4])
         plot.show_values(
             values,
@@ -206,7 +207,7 @@ class ResultsScreen(Screen):
             self.notify("no session selected", severity="warning")
             return
         try:
-            paths = sessions.export_session(self.session.path)
+            paths = reader.export_session(self.session.path)
         except OSError as exc:
             self.notify(f"export failed: {exc}", severity="error")
             return

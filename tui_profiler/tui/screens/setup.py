@@ -390,7 +390,7 @@ class SetupScreen(Screen):
         self.query_one("#matrix").remove_class("-error")
 
     def _eta_text(self, preset_name: str, n_cells: int) -> str:
-        from tui_profiler.tui.sessions import seconds_per_cell
+        from tui_profiler.session.reader import seconds_per_cell
 
         per_cell = seconds_per_cell(self.app.output_dir, preset_name)  # type: ignore[attr-defined]
         if per_cell is None:

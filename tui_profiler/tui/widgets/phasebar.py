@@ -5,18 +5,23 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from tui_profiler.tui.live_state import COLD_START_ORDER
+from tui_profiler.session.schema import COLD_START_PHASES, ColdStartPhaseName
 
 PHASE_STYLES = {
-    "image_pull": "on blue",
-    "create": "on magenta",
-    "start": "on cyan",
-    "server_boot": "on green",
-    "model_load": "on yellow",
-    "ready": "on red",
-    "first_request": "on bright_black",
+    ColdStartPhaseName.IMAGE_PULL: "on blue",
+    ColdStartPhaseName.CREATE: "on magenta",
+    ColdStartPhaseName.START: "on cyan",
+    ColdStartPhaseName.SERVER_BOOT: "on green",
+    ColdStartPhaseName.MODEL_LOAD: "on yellow",
+    ColdStartPhaseName.READY: "on red",
+    ColdStartPhaseName.FIRST_REQUEST: "on bright_black",
 }
-SHORT = {"image_pull": "pull", "server_boot": "boot", "model_load": "load", "first_request": "1st req"}
+SHORT = {
+    ColdStartPhaseName.IMAGE_PULL: "pull",
+    ColdStartPhaseName.SERVER_BOOT: "boot",
+    ColdStartPhaseName.MODEL_LOAD: "load",
+    ColdStartPhaseName.FIRST_REQUEST: "1st req",
+}
 
 
 class ColdStartBar(Widget):
@@ -43,8 +48,8 @@ class ColdStartBar(Widget):
         if not self.phases:
             return Text("cold start: waiting for the container", style="dim italic")
         total = sum(known.values()) or 1.0
-        order = [p for p in COLD_START_ORDER if p in self.phases] + [
-            p for p in self.phases if p not in COLD_START_ORDER
+        order = [p for p in COLD_START_PHASES if p in self.phases] + [
+            p for p in self.phases if p not in COLD_START_PHASES
         ]
         used = 0
         for phase in order:

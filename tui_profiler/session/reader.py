@@ -1,19 +1,28 @@
-"""Read session folders for the results screen and `tui-profiler plot` (no Textual here).
+"""Read session folders: list them, their meta.json and cells.csv rows (the sweep, `run`, the Setup
+screen), and their CSVs as frames with the figure's series and the cold-start breakdown (the results
+screen, `tui-profiler plot`).
 
-A session folder holds requests.csv, cells.csv, samples.csv and meta.json (see `tui_profiler.store`).
-Everything here reads defensively: a column that is missing or empty is 'not available', never 0.
+A session folder holds requests.csv, cells.csv, samples.csv and meta.json (written by
+`tui_profiler.session.store`; columns in `tui_profiler.session.schema`). Everything here reads
+defensively: a column that is missing or empty is 'not available', never 0. pandas is imported only by
+the functions that return frames, so the sweep can read a session without paying for it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from tui_profiler.session.schema import COLD_START_PHASES, CellStatus
+from tui_profiler.session.store import read_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Columns that identify a resource configuration (one line per config in the AC-Prof-style figure).
 CONFIG_COLUMNS = ("cpu_cores", "mem_cap_gb", "gpu_mode")
@@ -69,12 +78,24 @@ def read_session_info(path: Path) -> SessionInfo:
     )
 
 
+def load_meta(session_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """meta.json of a session; raises OSError / ValueError when it is missing or not JSON."""
+    data = json.loads((Path(session_dir) / "meta.json").read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{session_dir}: meta.json is not a JSON object")
+    return data
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads((path / "meta.json").read_text())
+        return load_meta(path)
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+
+
+def session_summary(session_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The cells.csv rows of a session (for summary tables)."""
+    return read_rows(Path(session_dir) / "cells.csv")[1]
 
 
 def _nested(d: dict[str, Any], *keys: str) -> Any:
@@ -87,6 +108,8 @@ def _nested(d: dict[str, Any], *keys: str) -> Any:
 
 def read_csv(path: Path) -> pd.DataFrame:
     """A session CSV, or an empty frame when the file is missing or empty."""
+    import pandas as pd
+
     try:
         return pd.read_csv(path, low_memory=False)
     except (OSError, pd.errors.EmptyDataError):
@@ -113,11 +136,13 @@ def timed_ok(requests: pd.DataFrame) -> pd.DataFrame:
     if "warmup" in requests:
         mask &= ~requests["warmup"].astype(str).str.lower().isin(("true", "1", "yes"))
     if "status" in requests:
-        mask &= requests["status"].astype(str).str.lower().isin(("ok", "200", "true", "nan"))
+        mask &= requests["status"].astype(str).str.lower().isin((CellStatus.OK.value, "200", "true", "nan"))
     return requests[mask]
 
 
 def summarize_requests(requests: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     timed = timed_ok(requests)
     if timed.empty or "cell_index" not in timed:
         return pd.DataFrame()
@@ -126,7 +151,7 @@ def summarize_requests(requests: pd.DataFrame) -> pd.DataFrame:
     out = grouped.agg(
         n="count", mean_s="mean", p50_s="median", p99_s=lambda s: s.quantile(0.99), max_s="max"
     ).reset_index()
-    out["status"] = "ok"
+    out["status"] = CellStatus.OK.value
     return out
 
 
@@ -168,7 +193,7 @@ def scaling_series(cells: pd.DataFrame, y_column: str = "p50_s") -> tuple[str, l
         return "", []
     frame = cells
     if "status" in frame:
-        frame = frame[frame["status"].astype(str).isin(("ok", "nan"))]
+        frame = frame[frame["status"].astype(str).isin((CellStatus.OK.value, "nan"))]
     frame = frame[frame[x_col].notna() & frame[y_column].notna()]
     config_cols = [c for c in CONFIG_COLUMNS if c in frame]
     groups: dict[str, dict[float, list[float]]] = {}
@@ -182,8 +207,8 @@ def scaling_series(cells: pd.DataFrame, y_column: str = "p50_s") -> tuple[str, l
     return x_col, series
 
 
-def _config_sort_key(label: str) -> tuple:
-    nums = []
+def _config_sort_key(label: str) -> tuple[bool | float, ...]:
+    nums: list[float] = []
     for part in label.split("+"):
         digits = "".join(ch for ch in part if ch.isdigit() or ch == ".")
         nums.append(float(digits) if digits else 0.0)
@@ -194,10 +219,7 @@ def cell_latencies(requests: pd.DataFrame, cell_index: int) -> list[float]:
     timed = timed_ok(requests)
     if timed.empty or "cell_index" not in timed:
         return []
-    return timed.loc[timed["cell_index"] == cell_index, "latency_s"].astype(float).tolist()
-
-
-COLD_START_PHASES = ("image_pull", "create", "start", "server_boot", "model_load", "ready", "first_request")
+    return [float(v) for v in timed.loc[timed["cell_index"] == cell_index, "latency_s"]]
 
 
 def cold_start_breakdown(cells: pd.DataFrame) -> tuple[list[str], dict[str, list[float]]]:
@@ -205,6 +227,8 @@ def cold_start_breakdown(cells: pd.DataFrame) -> tuple[list[str], dict[str, list
 
     Columns may be named `<phase>_s` or `cold_<phase>_s`; a phase with no data is left out.
     """
+    import pandas as pd
+
     if cells.empty:
         return [], {}
     found: dict[str, str] = {}
