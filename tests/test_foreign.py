@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -132,11 +131,6 @@ def test_foreign_tfserving_image_profiled_end_to_end(
     # TF Serving sends no Server-Timing: server-side columns are 'not available' (empty), never 0
     for col in ("decode_ms", "infer_ms", "server_total_ms", "overhead_ms"):
         assert all(r[col] == "" for r in rows), col
-    by_scale: dict[str, list[float]] = {}
-    for r in rows:
-        if r["warmup"] == "0" and r["cpu_cores"] == "1.0":
-            by_scale.setdefault(r["input_scale"], []).append(float(r["latency_s"]))
-    assert statistics.median(by_scale["2.0"]) > 2 * statistics.median(by_scale["0.5"])  # 16x the values
     sent = {r["input_scale"]: int(r["bytes_sent"]) for r in rows}
     assert sent["2.0"] > 8 * sent["0.5"]
     assert {r["pixels"] for r in rows} == {str(24 * 24), str(96 * 96)}
@@ -151,9 +145,42 @@ def test_foreign_tfserving_image_profiled_end_to_end(
     for c in cells:
         assert c["cpus_enforced"] == "1" and c["mem_enforced"] == "1"
         assert int(c["peak_mem_bytes"]) <= float(c["mem_cap_gb"]) * 2**30
+    _compute_grows_and_the_half_cpu_cap_holds(cells)
     meta = json.loads((session / "meta.json").read_text())
     assert meta["preset"]["request"]["template"] == "tfserving"
     assert not session_containers(docker_client, session)
+
+
+CFS_PERIOD_S = 0.1  # Docker's cpu.cfs_period_us: the quota is granted per 100 ms period
+
+
+def _compute_grows_and_the_half_cpu_cap_holds(cells: list[dict[str, str]]) -> None:
+    """What the kernel counted for the foreign container, not latencies (its latency at scale 0.5 is mostly
+    the stdlib server's delayed-ACK wait, and a p50 hides a CFS quota that a short request fits in):
+    - the compute grows with the input: CPU seconds charged per request (mean cores x load wall / requests),
+      scale 2 (16x the values) over scale 0.5, in both resource configs. A one-thread server's CPU time is
+      its work, whatever the neighbours do;
+    - the 0.5 CPU cap holds: at scale 2 the container was granted no more than the quota allows over the
+      cell's span (one period's budget more than the span covers).
+    That the cap binds is not asserted here: a one-thread server stops being throttled as soon as the host
+    gives a thread less than half a core (seen with the smoke sweep on this shared VM); test_sweep proves
+    binding, and says when a host cannot show it.
+
+    Measured 2026-12-01 over 10 runs of this preset on the shared 2-core VM (load average 4.1-5.2),
+    min/median/max: CPU s/request ratio 10.1/13.0/14.6 at 0.5 CPU and 10.7/13.0/21.1 at 1 CPU (asserted > 4);
+    at 0.5 CPU and scale 2 mean usage / quota ceiling 0.76/0.81/0.85 (asserted <= 1.1), throttled periods
+    2/3.5/6 and mean usage / quota 0.88/0.94/1.02 (informative)."""
+    by = {(c["cpu_cores"], c["input_scale"]): c for c in cells}
+
+    def cpu_s_per_request(c: dict[str, str]) -> float:
+        return float(c["mean_cpu_cores"]) * float(c["load_wall_s"]) / (int(c["n"]) + int(c["warmup_n"]))
+
+    for cpus in ("0.5", "1.0"):
+        work = cpu_s_per_request(by[(cpus, "2.0")]) / cpu_s_per_request(by[(cpus, "0.5")])
+        assert work > 4, (cpus, work)
+    bound = by[("0.5", "2.0")]
+    mean, wall = float(bound["mean_cpu_cores"]), float(bound["load_wall_s"])
+    assert mean <= 1.1 * 0.5 * (1 + CFS_PERIOD_S / wall), (mean, wall)
 
 
 def test_foreign_image_built_from_a_preset_dockerfile(docker_client, model_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

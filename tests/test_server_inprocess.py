@@ -199,23 +199,29 @@ async def test_json_tensor_as_the_reference_scripts_send_it(mobilenet: ms.ModelS
 
 
 async def test_text_encoder_encodings_and_cost_scales_with_tokens(text_encoder: ms.ModelState) -> None:
+    """Cost is CPU time the kernel counts for this process (server and client both live in it), per
+    request, not the server's infer latency: on a shared host a preempted request's wall time measures
+    the neighbours.
+
+    Measured 2026-12-01, 12 runs on the shared 2-core VM (load average 2.8-2.9): CPU seconds per request,
+    384 / 8 tokens, min/median/max 6.47/8.35/9.21; asserted > 3."""
     client = await client_for(text_encoder)
     try:
         info = await (await client.get("/info")).json()
         assert info["input_kind"] == "tokens" and info["default_size"] == [1, 128]
         assert info["vocab_size"] == 30522 and 20_000_000 < info["params"] < 25_000_000  # MiniLM-L6-sized
 
-        async def infer_ms(t: int) -> float:
+        async def cpu_s_per_request(t: int) -> float:
             ids = np.random.default_rng(t).integers(1000, 30000, (1, t), dtype=np.int64)
-            best = float("inf")
+            before = time.process_time()
             for _ in range(3):
                 r = await client.post("/predict", data=ids.tobytes(), headers=raw_headers(ids.shape, "int64"))
                 assert r.status == 200, await r.text()
                 assert (await r.json())["output_shape"] == [1, 384]
-                best = min(best, parse_server_timing(r.headers["Server-Timing"])["infer"])
-            return best
+                assert parse_server_timing(r.headers["Server-Timing"])["infer"] > 0
+            return (time.process_time() - before) / 3
 
-        short, long = await infer_ms(8), await infer_ms(384)
+        short, long = await cpu_s_per_request(8), await cpu_s_per_request(384)
         assert long > 3 * short, (short, long)
 
         r = await client.post("/predict", json={"tokens": [101, 2023, 2003, 102]})
@@ -319,20 +325,28 @@ async def test_concurrent_requests_queue_fifo_and_none_is_dropped(mobilenet: ms.
         await client.close()
 
 
-async def test_raw_decode_plus_encode_is_under_5_percent_of_inference() -> None:
+def test_raw_decode_plus_encode_is_under_5_percent_of_inference() -> None:
+    """The raw path's own cost, as CPU time the kernel counts for this process (all threads, torch's pool
+    too), not as a ratio of the server's wall-clock timings: a preempted decode would read as slow.
+
+    Measured 2026-12-01, 12 runs on the shared 2-core VM (load average 4.0-4.6): (decode + encode) /
+    inference CPU time for ResNet-50 at 224x224, min/median/max 0.00005/0.00017/0.0008; asserted < 0.05."""
     state = loaded_state("resnet50")
-    client = await client_for(state)
-    try:
-        x = np.random.default_rng(5).standard_normal((1, 3, 224, 224), dtype=np.float32)
-        shares = []
-        for _ in range(5):
-            r = await client.post("/predict", data=x.tobytes(), headers=raw_headers(x.shape))
-            assert r.status == 200
-            t = parse_server_timing(r.headers["Server-Timing"])
-            shares.append((t["decode"] + t["encode"]) / t["infer"])
-        assert float(np.median(shares)) < 0.05, shares
-    finally:
-        await client.close()
+    x = np.random.default_rng(5).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    body, headers = x.tobytes(), {k.lower(): v for k, v in raw_headers(x.shape).items()}
+
+    def cpu_s(fn, n: int):  # type: ignore[no-untyped-def]
+        before = time.process_time()
+        for _ in range(n):
+            out = fn()
+        return (time.process_time() - before) / n, out
+
+    with state.torch.inference_mode():
+        decode, (tensor, scale_to_unit) = cpu_s(lambda: state.decode(body, RAW, headers), 20)
+        tensor = state.preprocess(tensor, scale_to_unit)
+        infer, out = cpu_s(lambda: state.infer(tensor), 3)
+        encode, _ = cpu_s(lambda: state.encode(out, tensor), 20)
+    assert (decode + encode) / infer < 0.05, (decode, encode, infer)
 
 
 def test_threads_setting() -> None:

@@ -5,7 +5,7 @@ configs: first one whose memory cap is far below what the server needs (it must 
 sweep must go on), then the preset's own 0.5 CPU / 1 GiB and 2 CPU / 4 GiB. Then a headless run interrupted
 by SIGINT during its load, resumed to completion.
 
-Performance checks are ratios with margin, never absolute times.
+Caps are proven by what the kernel counted (throttling, CPU time against the quota), never by latencies.
 """
 
 from __future__ import annotations
@@ -38,6 +38,16 @@ def _num(v: str) -> float | None:
     return float(v) if v not in ("", None) else None
 
 
+def _cpu_pressure_us() -> int | None:
+    """The kernel's running total (us) of time in which some runnable task waited for a CPU (PSI), or None
+    on a kernel without /proc/pressure."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return int(f.readline().split()[-1].removeprefix("total="))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @pytest.fixture(scope="module")
 def smoke_session(docker_client, server_image, tmp_path_factory):  # type: ignore[no-untyped-def]
     from tui_profiler.config import load_preset
@@ -47,15 +57,31 @@ def smoke_session(docker_client, server_image, tmp_path_factory):  # type: ignor
     preset = load_preset("smoke", OVERRIDES)
     runner = SweepRunner(preset, runtime="docker", output_dir=out)
     events: list[object] = []
+    marks: dict[int, list[tuple[float, int | None]]] = {}  # cell -> (time, PSI) at its first answer, its end
+
+    def on_event(e: object) -> None:
+        events.append(e)
+        if (isinstance(e, ev.RequestDone) and e.cell_index not in marks) or isinstance(e, ev.CellFinished):
+            marks.setdefault(e.cell_index, []).append((time.perf_counter(), _cpu_pressure_us()))
+
     t0 = time.perf_counter()
     load_before = os.getloadavg()[0]
-    finished = asyncio.run(runner.run(events.append))
+    finished = asyncio.run(runner.run(on_event))
     wall = time.perf_counter() - t0
     load_1min = max(load_before, os.getloadavg()[0])
+    # per cell: the share of its load time in which some task on the host waited for a CPU
+    pressure: dict[int, float] = {}
+    for i, m in marks.items():
+        if len(m) == 2 and m[0][1] is not None and m[1][1] is not None and m[1][0] > m[0][0]:
+            pressure[i] = (m[1][1] - m[0][1]) / 1e6 / (m[1][0] - m[0][0])
     session = Path(finished.session_dir)
-    print(f"\nsmoke sweep: {wall:.1f}s wall, session {session}, load average {load_1min:.1f}")
+    print(
+        f"\nsmoke sweep: {wall:.1f}s wall, session {session}, load average {load_1min:.1f}, "
+        f"CPU pressure per cell {[(i, round(v, 2)) for i, v in sorted(pressure.items())]}"
+    )
     return {
         "load_1min": load_1min,
+        "cpu_pressure": pressure,
         "finished": finished,
         "events": events,
         "dir": session,
@@ -99,40 +125,88 @@ def test_oom_cell_is_recorded_and_the_sweep_goes_on(smoke_session) -> None:  # t
     assert [e.status for e in finished].count("oom") == 3
 
 
-def _require_a_host_that_is_not_oversubscribed(s: dict) -> None:
-    """Latency ratios mean something only when the caps, not other processes, limit the target. On a host
-    whose run queue is several times its cores (a shared development box), a 2-thread server is starved
-    and spins, so the ratios measure the neighbours: say so and skip, rather than assert noise."""
-    cores = os.cpu_count() or 1
-    if s["load_1min"] > 2.5 * cores:
-        pytest.skip(
-            f"host oversubscribed during the sweep (load average {s['load_1min']:.1f} on {cores} cores)"
-        )
+CFS_PERIOD_S = 0.1  # Docker's cpu.cfs_period_us (100 ms): the quota is granted per period
 
 
-def _p50(s: dict, cpus: str, scale: str) -> float:
+def _cell(s: dict, cpus: str, scale: str) -> dict:
     (c,) = [c for c in _ok_cells(s) if c["cpu_cores"] == cpus and c["input_scale"] == scale]
-    return float(c["p50_s"])
+    return c
 
 
-def test_latency_grows_with_scale(smoke_session) -> None:  # type: ignore[no-untyped-def]
-    _require_a_host_that_is_not_oversubscribed(smoke_session)
-    for cpus in ("0.5", "2.0"):
-        small, big = _p50(smoke_session, cpus, "0.5"), _p50(smoke_session, cpus, "2.0")
-        assert big > 1.5 * small, (
-            f"cpus {cpus}: p50 at scale 2 ({big:.4f}s) vs 0.5 ({small:.4f}s)"
-        )  # 16x pixels
+def _cpu_s_per_request(c: dict) -> float:
+    """CPU time the kernel charged to the container during the cell's load (warm-up included), per request."""
+    return float(c["mean_cpu_cores"]) * float(c["load_wall_s"]) / (int(c["n"]) + int(c["warmup_n"]))
 
 
-def test_half_a_cpu_is_slower_than_two(smoke_session) -> None:  # type: ignore[no-untyped-def]
-    _require_a_host_that_is_not_oversubscribed(smoke_session)
-    """Asserted at the largest scale, where a request needs more CPU time than the quota grants per CFS
-    period (0.5 x 100 ms): small requests fit inside one period's budget and are not slowed by a quota at
-    all (measured here: ratios ~0.9-1.0 at scales 0.5 and 1.0, ~2.3 at 2.0) - a real effect the profiler
-    shows, not noise."""
-    ratios = [_p50(smoke_session, "0.5", sc) / _p50(smoke_session, "2.0", sc) for sc in ("0.5", "1.0", "2.0")]
-    print(f"p50 ratio 0.5 CPU / 2 CPU per scale: {[round(r, 2) for r in ratios]}")
-    assert ratios[-1] > 1.3, ratios
+def _quota_ceiling(cap: float, span_s: float) -> float:
+    """The most CPU (in cores) a CFS quota of `cap` can grant over `span_s` seconds: the span touches at most
+    one period more than it covers, and each period grants `cap` x period."""
+    return cap * (1 + CFS_PERIOD_S / span_s)
+
+
+def test_input_bytes_and_cpu_work_grow_with_scale(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    """Scale 2 sends 16x the pixels of scale 0.5: every request's raw float32 body is exactly 12 bytes a pixel,
+    and at 0.5 CPU the CPU time the kernel charged the container per request grows with it. (This replaces
+    a p50 ratio: the quota stretches or hides a latency, not a CPU count.) At 2 CPUs the CPU count is not
+    asserted: torch's second thread spin-waits, and on a busy host that spinning is most of what is charged
+    (ratio 0.78-9.3 there over the runs below), so it measures the neighbours, not the work.
+
+    Measured 2026-12-01 07:49-08:09, 22 runs of this sweep on the shared 2-core VM (load average 1.9-5.5,
+    other agents building and testing): CPU seconds per request at 0.5 CPU, scale 2 / scale 0.5,
+    min/median/max 2.60/3.74/4.23; asserted > 1.5."""
+    s = smoke_session
+    for r in s["requests"]:
+        body = 3 * 4 * int(r["pixels"])  # raw float32, 3 channels
+        assert body <= int(r["bytes_sent"]) <= body + 512, r  # + the request line and headers
+    small, big = _cell(s, "0.5", "0.5"), _cell(s, "0.5", "2.0")
+    work = _cpu_s_per_request(big) / _cpu_s_per_request(small)
+    assert work > 1.5, f"CPU s/request at scale 2 vs 0.5: {work:.2f} (load average {s['load_1min']:.1f})"
+
+
+def test_half_a_cpu_cap_is_enforced_and_binds(smoke_session) -> None:  # type: ignore[no-untyped-def]
+    """The 0.5 CPU cap, proven by the kernel's counters rather than by latencies (under a CFS quota a request
+    that fits one period's 50 ms budget runs at full speed, so a p50 hides the cap):
+    - enforced: every sample of the 0.5 container reads a 0.5 quota from its cgroup, and no 0.5 cell was
+      granted more CPU than the quota allows over its span (a short cell can read above 0.5 cores, up to
+      1.19x here: its span touches one period more than it covers);
+    - binds: the server (one thread, concurrency 1) wants a whole core, so wherever the host lets it run
+      the kernel throttles it (throttled periods, or throttled time: cgroup v1 counts a period in which the
+      container is still throttled before it adds that period's time). If the kernel never did, the
+      neighbours left that one thread less than half a core in every period and the cap could not bind:
+      a skip with the counters. But where the kernel's CPU pressure (PSI: the share of time in which some
+      task waited for a CPU) stayed below 0.5 through all three 0.5 cells, the thread had its core and an
+      unthrottled container is a failure.
+    Not asserted, because they measure the neighbours: that the 2 CPU config used more than half a CPU
+    (idle host ~1.8 cores; 0.35-0.96 cores at load 3.6-5.5 here), and usage near the quota at scale 2.
+
+    Measured 2026-12-01 07:49-08:09, 22 runs of this sweep on the shared 2-core VM (load average 1.9-5.5,
+    other agents building and testing), min/median/max: mean usage / quota ceiling, the largest of the
+    three 0.5 cells, 0.72/0.88/0.95 (asserted <= 1.1); throttled periods over the three 0.5 cells 1/12/20
+    and throttled time 0.009/0.27/0.90 s (asserted: either > 0, else skip); CPU pressure during the 0.5
+    cells 0.25-0.99 (10 runs), all of them throttled; at scale 2 mean usage / quota 0.79/0.98/1.04
+    (informative). Two further runs beside a second sweep: 2 periods, and 0 (0.23 cores: a skip). The
+    p50 ratio the old check asserted > 1.3, 0.5 CPU over 2 CPUs at scale 2, was 0.06/0.41/2.8."""
+    s = smoke_session
+    load = f"load average {s['load_1min']:.1f}"
+    half = [c for c in _ok_cells(s) if c["cpu_cores"] == "0.5"]
+    assert len(half) == 3
+    indices = {c["cell_index"] for c in half}
+    caps = {r["cpu_cap"] for r in s["samples"] if r["cell_index"] in indices}
+    assert {float(v) for v in caps} == {0.5}, caps
+    for c in half:
+        ceiling = _quota_ceiling(0.5, float(c["load_wall_s"]))
+        assert float(c["mean_cpu_cores"]) <= 1.1 * ceiling, (c["input_scale"], c["mean_cpu_cores"], ceiling)
+
+    periods = sum(int(c["throttled_periods"]) for c in half)  # int(''): a counter not read fails here
+    throttled_s = sum(float(c["throttled_s"]) for c in half)
+    if periods == 0 and throttled_s == 0:
+        waited = [s["cpu_pressure"].get(int(c["cell_index"])) for c in half]
+        counters = f"mean cores {[c['mean_cpu_cores'] for c in half]}, CPU pressure {waited}, {load}"
+        # on a host where tasks waited for a CPU less than half the time, the thread got its core
+        assert None in waited or max(waited) >= 0.5, (
+            f"the 0.5 CPU cap never bound on a quiet host: {counters}"
+        )
+        pytest.skip(f"the 0.5 CPU cap could not bind: the kernel never throttled the container ({counters})")
 
 
 def test_caps_enforced_and_peak_memory_within_the_cap(smoke_session) -> None:  # type: ignore[no-untyped-def]
