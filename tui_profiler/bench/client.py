@@ -348,17 +348,15 @@ class ClientRunner:
 
 
 def _run_loop() -> str:
-    """The event loop `tui-profiler run` uses (read from its source: uvloop since it runs on load.client.run)."""
-    import inspect
+    """The event loop `tui-profiler run` runs on: `load.client.run`'s, uvloop when it is installed."""
+    from tui_profiler.load.client import new_event_loop
 
-    from tui_profiler.commands import run as run_cmd
-
-    uses_fast = "load.client import run" in inspect.getsource(run_cmd)
+    loop = new_event_loop()
     try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio (run)"
-    return "uvloop (run)" if uses_fast else "asyncio (run)"
+        kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+    finally:
+        loop.close()
+    return f"{kind} (run)"
 
 
 # -------------------------------------------------------------------------------------------- the bench

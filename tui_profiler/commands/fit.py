@@ -161,7 +161,7 @@ def _main(args: argparse.Namespace) -> int:
         DEFAULT_COST_GPU,
         recommend,
     )
-    from tui_profiler.analysis.report import render
+    from tui_profiler.commands.fit_report import render
 
     paths = [str(p) for p in args.paths]
     tidy = read_paths(paths)

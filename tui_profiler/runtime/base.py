@@ -86,6 +86,8 @@ class RunningTarget:
     cgroup_v1_dirs: dict[str, str] = field(default_factory=dict)  # controller -> host path
     pids: list[int] = field(default_factory=list)  # host pids of the target (for NVML VRAM mapping)
     facts: dict[str, Any] = field(default_factory=dict)  # image size, /healthz runtime facts, ...
+    # Opens a Docker client for the sampler's `docker stats` fallback; only a container has one.
+    stats_client: Callable[[], Any] | None = None
 
     def sample_target(self) -> SampleTarget:
         """What the resource sampler reads for this target: its cgroup, its processes and, for a
@@ -94,22 +96,15 @@ class RunningTarget:
         if self.cgroup_dir or self.cgroup_v1_dirs:
             version = 2 if self.cgroup_dir else 1
             cgroup = CgroupPaths(version, v2_dir=self.cgroup_dir, v1_dirs=dict(self.cgroup_v1_dirs))
-        in_docker = self.facts.get("runtime") == "docker"
         pgid = self.facts.get("pgid")
         return SampleTarget(
             cgroup=cgroup,
             pids=tuple(self.pids),
             pgid=int(pgid) if isinstance(pgid, int) else None,
-            container_id=self.ident if in_docker else None,
-            docker_client=_docker_stats_client if in_docker else None,
+            container_id=self.ident if self.stats_client is not None else None,
+            docker_client=self.stats_client,
             cpu_cap=self.enforced.cpus_requested if self.enforced.cpus_enforced else None,
         )
-
-
-def _docker_stats_client() -> Any:
-    from tui_profiler.runtime.docker import docker_client
-
-    return docker_client(timeout=30)
 
 
 PhaseCallback = Callable[[str, float | None, str], Awaitable[None] | None]

@@ -66,6 +66,10 @@ def docker_client(timeout: int = 120) -> Any:
     return docker.from_env(timeout=timeout)
 
 
+def _stats_client() -> Any:
+    return docker_client(timeout=30)
+
+
 def engine_status(timeout: int = 5) -> tuple[bool, str]:
     """(reachable, a plain-words description: version and API, or why not)."""
     try:
@@ -247,6 +251,7 @@ class DockerRuntime:
                 cgroup_v1_dirs=dict(paths.v1_dirs),
                 pids=pids,
                 facts=facts,
+                stats_client=_stats_client,
             )
         except TargetFailed as exc:
             if container is not None:

@@ -1,7 +1,5 @@
-"""Terminal rendering of a FitReport: the summary and a residual-vs-input plot per group.
-
-plotext is imported lazily, inside the function that draws, so the analysis engine never imports plotting.
-"""
+"""Terminal rendering of a FitReport for `tui-profiler fit`: the summary and a residual-vs-input plot per
+group. It lives with the command, not in `analysis`, because the engine never imports plotting."""
 
 from __future__ import annotations
 
@@ -14,7 +12,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def residual_plot(group: GroupFit, width: int = 72, height: int = 14, color: bool = False) -> str:
     """A plotext scatter of held-out relative residuals (%) against the input size, as text."""
-    import plotext as plt  # lazy: plotting stays out of the engine's import graph
+    import plotext as plt  # lazy: `fit --no-plot` and the other commands do not pay for it
 
     if not group.residuals:
         return ""
