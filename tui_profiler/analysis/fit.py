@@ -108,9 +108,10 @@ class LogLinear(Form):
         interaction = self.interaction
 
         def predict(s2: np.ndarray, c2: np.ndarray) -> np.ndarray:
-            return np.exp(
+            y: np.ndarray = np.exp(
                 _log_design(np.asarray(s2, float), np.asarray(c2, float), interaction, use_s, use_c) @ beta
             )
+            return y
 
         return Fitted(self.name, params, predict)
 
@@ -122,7 +123,8 @@ class LogLogInteraction(LogLinear):
 
 
 def _amdahl(c: np.ndarray, f: float, knee: float) -> np.ndarray:
-    return (1.0 - f) + f / np.minimum(c, knee)
+    speedup: np.ndarray = (1.0 - f) + f / np.minimum(c, knee)
+    return speedup
 
 
 def _solve(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -206,7 +208,8 @@ class _Separable(Form):
 
         def predict(s2: np.ndarray, c2: np.ndarray) -> np.ndarray:
             x = design(np.asarray(s2, float) / scale, np.asarray(c2, float), f, knee, extra)
-            return np.maximum(x @ beta, _EPS)
+            y: np.ndarray = np.maximum(x @ beta, _EPS)
+            return y
 
         return Fitted(self.name, params, predict)
 
@@ -669,7 +672,7 @@ class FitReport:
     has_requests: bool  # per-request rows were available (p50/p99 come from real distributions)
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe(
+        out: dict[str, Any] = json_safe(
             {
                 "target": self.target,
                 "split": self.split,
@@ -678,6 +681,7 @@ class FitReport:
                 "groups": [g.to_dict() for g in self.groups],
             }
         )
+        return out
 
     def summary_lines(self) -> list[str]:
         how = (

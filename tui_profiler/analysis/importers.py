@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,7 +170,7 @@ def read_session(folder: Path) -> pd.DataFrame:
     raise DataFormatError(f"{folder}: no requests.csv or cells.csv with rows in this session folder")
 
 
-def _session_meta(folder: Path) -> dict:
+def _session_meta(folder: Path) -> dict[str, Any]:
     meta = folder / "meta.json"
     if not meta.exists():
         return {}
@@ -180,7 +181,7 @@ def _session_meta(folder: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _meta_str(meta: dict, *keys: str) -> str:
+def _meta_str(meta: dict[str, Any], *keys: str) -> str:
     """The first non-empty string among meta[key] and meta["preset"][key] (a {"name": …} table counts)."""
     preset = meta.get("preset")
     for k in keys:
@@ -237,7 +238,7 @@ def _gpu_mode(series: pd.Series) -> pd.Series:
     return on.map({True: "on", False: "off"})
 
 
-def _from_long(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
+def _from_long(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFrame:
     df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
     out = pd.DataFrame(index=df.index)
     model_default = _meta_str(meta, "model", "model_name") or path.parent.name
@@ -273,7 +274,7 @@ def _pick(df: pd.DataFrame, field: str) -> pd.Series | None:
     return None
 
 
-def _from_cells(df: pd.DataFrame, path: Path, meta: dict) -> pd.DataFrame:
+def _from_cells(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     model = _pick(df, "model")
     out["model"] = (

@@ -61,7 +61,8 @@ def bench_values() -> list[float]:
     """The same 16 values as a JSON-able list (what the reference style posts)."""
     import numpy as np
 
-    return np.frombuffer(bench_payload().body, dtype=np.float32).tolist()
+    values: list[float] = np.frombuffer(bench_payload().body, dtype=np.float32).tolist()
+    return values
 
 
 def check_tools() -> None:
@@ -297,7 +298,8 @@ class ClientRunner:
             ],
             limit,
         )
-        return json.loads(out.strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return result
 
     def _run_url(self, c: int, limit: float) -> dict[str, Any]:
         from tui_profiler.session.store import read_rows

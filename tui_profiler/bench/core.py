@@ -113,6 +113,7 @@ def machine_facts() -> dict[str, Any]:
     from tui_profiler import __version__
     from tui_profiler.host import cpu_model, package_version
 
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

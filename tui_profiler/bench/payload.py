@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import time
@@ -195,7 +196,7 @@ def run_payload_bench(report: BenchReport, *, quick: bool, say: Callable[[str], 
         infers: list[float] = []
         client_enc: list[float] = []
         for _ in range(n):
-            t_enc, (body, headers) = _timed(lambda x=x: _raw_request(x))
+            t_enc, (body, headers) = _timed(functools.partial(_raw_request, x))
             _, t = state.handle(body, "application/octet-stream", headers, time.perf_counter())
             shares.append(100.0 * (t["decode"] + t["encode"]) / t["infer"])
             infers.append(t["infer"] * 1e3)

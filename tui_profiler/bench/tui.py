@@ -26,7 +26,8 @@ def ingest(n_events: int, timeout_s: float) -> dict[str, Any]:
     )
     if out.returncode != 0:
         raise RuntimeError(f"measure_ingest failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def run_tui_bench(report: BenchReport, *, quick: bool, say: Callable[[str], None]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 CHOICES = ("client", "payload", "sampler", "tui", "sweep", "all")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
         help="benchmark the harness: client vs wrk/hey, payload cost, sampler, TUI ingest, sweep overhead",

@@ -16,7 +16,7 @@ from typing import Any
 Row = tuple[str, str, str]  # (check, status: ok|warn|fail|info, detail)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check the engine, cgroups, caps, GPUs and disk; exit 0 when usable")
     p.add_argument("--output", default="output", help="the session folder root to check for free disk")
     p.set_defaults(func=_run)
@@ -43,7 +43,7 @@ def collect(output_dir: str = "output") -> tuple[list[Row], bool]:
     rows: list[Row] = []
     docker_ok = False
     info: dict[str, Any] = {}
-    client = None
+    client: Any = None
     try:
         from tui_profiler.runtime.docker import docker_client
 

@@ -12,7 +12,7 @@ SPLIT_CHOICES = ("leave-config-out", "extrapolate-input", "random")
 _NUMERIC_FIELDS = ("cpu_cores", "mem_cap_gb", "pixels", "token_len", "concurrency", "rate")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "fit",
         help="fit latency models of resources and input size; predict; recommend a configuration",

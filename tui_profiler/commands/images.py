@@ -7,7 +7,7 @@ import sys
 import time
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("images", help="build or list the model-server image")
     isub = p.add_subparsers(dest="images_command", metavar="ACTION")
     b = isub.add_parser("build", help="build the server image (from the layer cache when possible)")
@@ -21,7 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_build)
     ls = isub.add_parser("list", help="list tui-profiler's images (tag, size, created)")
     ls.set_defaults(func=_list)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=usage)
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from tui_profiler.session.schema import CellStatus, SessionStatus
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="run a preset's sweep (headless or in the TUI), or profile a running server with --url",

@@ -255,7 +255,8 @@ def _image_uint8(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
     bottom = low[y0 + 1][:, x0] * (1 - fx) + low[y0 + 1][:, x0 + 1] * fx
     img = top * (1 - fy) + bottom * fy
     img += rng.normal(0.0, 6.0, size=img.shape).astype(np.float32)
-    return img.clip(0, 255).astype(np.uint8)
+    image: np.ndarray = img.clip(0, 255).astype(np.uint8)
+    return image
 
 
 def _words(n: int, rng: np.random.Generator) -> str:

@@ -421,7 +421,8 @@ class DockerRuntime:
             raw = await asyncio.to_thread(container.logs, tail=tail)
         except Exception:
             return ""
-        return raw.decode(errors="replace")
+        text: str = raw.decode(errors="replace")
+        return text
 
     async def _remove_quietly(self, container: Any) -> None:
         with contextlib.suppress(Exception):

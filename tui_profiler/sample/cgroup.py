@@ -140,10 +140,10 @@ def read_cpu_limit(paths: CgroupPaths) -> float | None:
     d = paths.controller_dir("cpu")
     if not d:
         return None
-    quota, period = read_text(Path(d) / "cpu.cfs_quota_us"), read_text(Path(d) / "cpu.cfs_period_us")
-    if quota is None or period is None or int(quota) <= 0:
+    quota_us, period_us = read_text(Path(d) / "cpu.cfs_quota_us"), read_text(Path(d) / "cpu.cfs_period_us")
+    if quota_us is None or period_us is None or int(quota_us) <= 0:
         return None
-    return int(quota) / int(period)
+    return int(quota_us) / int(period_us)
 
 
 def read_memory_limit(paths: CgroupPaths) -> int | None:

@@ -33,7 +33,14 @@ def parse_stats(stat: dict[str, Any], t: float) -> StatsReading:
     system, pre_system = cpu.get("system_cpu_usage"), pre.get("system_cpu_usage")
     online = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or None
     cores = None
-    if None not in (usage, pre_usage, system, pre_system, online) and system > pre_system:
+    if (
+        usage is not None
+        and pre_usage is not None
+        and system is not None
+        and pre_system is not None
+        and online is not None
+        and system > pre_system
+    ):
         cores = (usage - pre_usage) / (system - pre_system) * online
     mem = stat.get("memory_stats") or {}
     throttling = cpu.get("throttling_data") or {}

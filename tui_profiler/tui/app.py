@@ -60,7 +60,7 @@ class ProfilerApp(App[int]):
         self._clock = clock
         self.live_state = self.new_live_state()
         self.runner: Any = None
-        self.sweep_worker: Worker | None = None
+        self.sweep_worker: Worker[None] | None = None
         self.last_session_dir: str | None = None
         self.theme = "textual-dark"
 
@@ -98,6 +98,8 @@ class ProfilerApp(App[int]):
     def _start_initial(self) -> None:
         from tui_profiler.config import PresetError, load_preset
 
+        if self.initial_preset is None:
+            return
         try:
             preset = load_preset(self.initial_preset, self.overrides)
         except PresetError as exc:
@@ -199,7 +201,7 @@ class ProfilerApp(App[int]):
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Setup", "Choose a preset and resources (F2)", lambda: self.switch_mode("setup"))
         yield SystemCommand("Live", "Watch the running sweep (F3)", lambda: self.switch_mode("live"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ CELL_ROWS = 10_000  # cells.csv rows are small; a sweep of 10,000 cells is alrea
 class LiveState:
     """The bounded, consumer-side view of one sweep."""
 
-    clock: Any = time.perf_counter
+    clock: Callable[[], float] = time.perf_counter
     session_id: str = ""
     session_dir: str = ""
     preset_name: str = ""
@@ -60,20 +61,20 @@ class LiveState:
     cold_total_s: float | None = None
     enforced: dict[str, Any] = field(default_factory=dict)
     # Requests of the current cell: (t_s, latency_s), warm-up excluded from the statistics.
-    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_POINTS))
+    latencies: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LATENCY_POINTS))
     n_requests: int = 0  # whole session, timed + warm-up
     n_errors: int = 0
     cell_requests: int = 0
     cell_errors: int = 0
     last_error: str = ""
     # Resource samples of the current cell: (t_s, value); a None value means 'not available'.
-    cpu: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
-    mem: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
-    vram: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
-    gpu_util: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    cpu: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    mem: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    vram: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    gpu_util: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
     last_sample: ResourceSample | None = None
-    finished_cells: deque = field(default_factory=lambda: deque(maxlen=CELL_ROWS))
-    logs: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    finished_cells: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CELL_ROWS))
+    logs: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     # Monotonic counters so a consumer can tell what changed since its last look.
     version: int = 0
     _cold_done: bool = False

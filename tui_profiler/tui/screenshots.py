@@ -7,14 +7,16 @@ import asyncio
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tui_profiler.tui import synthetic
 from tui_profiler.tui.app import make_app
+from tui_profiler.tui.screens.live import LiveScreen
 from tui_profiler.tui.testing import Patcher, deterministic_env
 
 
 async def _shoot(
-    out: Path, output_dir: str, host, size: tuple[int, int], suffix: str, light: bool = False
+    out: Path, output_dir: str, host: Any, size: tuple[int, int], suffix: str, light: bool = False
 ) -> None:
     app = make_app(output_dir=output_dir, host_limits=host, clock=lambda: 0.0)
     async with app.run_test(size=size) as pilot:
@@ -28,7 +30,9 @@ async def _shoot(
         starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
         for event in events[: starts[4] + 40]:
             app.live_state.ingest(event)
-        app.screen.redraw(force=True)
+        live = app.screen
+        assert isinstance(live, LiveScreen)
+        live.redraw(force=True)
         await pilot.pause(0.5)
         app.save_screenshot(str(out / f"live{suffix}.svg"))
         await pilot.press("f4")

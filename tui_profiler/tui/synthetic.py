@@ -42,11 +42,12 @@ PHASES: dict[str, float | None] = {  # seconds per cold-start phase; image_pull 
 
 def model_latency(cpus: float, scale: float) -> float:
     """A plausible latency law: fixed cost + work growing with pixels, divided by the CPU share."""
-    return 0.004 + 0.05 * scale**2 / min(cpus, 1.6) ** 0.9
+    latency: float = 0.004 + 0.05 * scale**2 / min(cpus, 1.6) ** 0.9
+    return latency
 
 
 def cell_dicts() -> list[dict[str, Any]]:
-    cells = []
+    cells: list[dict[str, Any]] = []
     for cpus, mem in CONFIGS:
         for scale in SCALES:
             cells.append(

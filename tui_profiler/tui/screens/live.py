@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -46,7 +47,7 @@ CELLS_TABLE_HEADERS = (
 LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
 
 
-class LiveScreen(Screen):
+class LiveScreen(Screen[None]):
     BINDINGS: ClassVar = [
         Binding("s", "stop", "Stop"),
         Binding("v", "toggle_view", "Plots/tables"),
@@ -103,7 +104,8 @@ class LiveScreen(Screen):
 
     @property
     def state(self) -> LiveState:
-        return self.app.live_state  # type: ignore[attr-defined]
+        state: LiveState = self.app.live_state  # type: ignore[attr-defined]
+        return state
 
     def action_toggle_view(self) -> None:
         self.toggle_class("-tables")
@@ -197,8 +199,8 @@ class LiveScreen(Screen):
     def _draw_plots(self, state: LiveState) -> None:
         latency = self.query_one("#plot-latency", LinePlot)
         points = list(state.latencies)
-        if points:
-            p50, p99 = state.latency_stats()
+        p50, p99 = state.latency_stats()
+        if points and p50 is not None and p99 is not None:
             latency.show_lines(
                 [
                     Line(
@@ -229,7 +231,7 @@ class LiveScreen(Screen):
             f" · cap {fmt_num(cpu_cap)}" if cpu_cap else " · uncapped",
             cpu_cap,
         )
-        mem_cap = sample.mem_cap_bytes if sample and sample.mem_cap_bytes else None
+        mem_cap: float | None = sample.mem_cap_bytes if sample and sample.mem_cap_bytes else None
         if mem_cap is None and state.current_cell.get("memory_gb"):
             mem_cap = float(state.current_cell["memory_gb"]) * 1024**3
         peak = sample.mem_peak_bytes if sample else None
@@ -258,7 +260,13 @@ class LiveScreen(Screen):
             )
 
     def _series_plot(
-        self, selector: str, series, scale: float, title: str, suffix: str, cap: float | None
+        self,
+        selector: str,
+        series: Sequence[tuple[float, float | None]],
+        scale: float,
+        title: str,
+        suffix: str,
+        cap: float | None,
     ) -> None:
         plot = self.query_one(selector, LinePlot)
         points = [(t, v * scale) for t, v in series if v is not None]
@@ -296,7 +304,7 @@ class LiveScreen(Screen):
         self._seen_log = state.log_seq
 
 
-def _get(row: dict, *keys: str):
+def _get(row: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         value = row.get(key)
         if value is not None and value == value and value != "":
@@ -304,7 +312,7 @@ def _get(row: dict, *keys: str):
     return None
 
 
-def cell_row(row: dict) -> list:
+def cell_row(row: dict[str, Any]) -> list[str | Text]:
     """A finished-cells table row from a cells.csv row (live summary or read from disk)."""
     index = _get(row, "cell_index")
     config = describe_cell(
@@ -341,13 +349,13 @@ def cell_row(row: dict) -> list:
     ]
 
 
-def _float(value) -> float | None:
+def _float(value: Any) -> float | None:
     try:
         return None if value is None else float(value)
     except (TypeError, ValueError):
         return None
 
 
-def _round(value):
+def _round(value: Any) -> float | None:
     f = _float(value)
     return None if f is None else round(f, 2)

@@ -33,7 +33,7 @@ from tui_profiler.tui.widgets.plots import HistogramPlot, Line, LinePlot
 X_LABELS = {"input_scale": "input scale", "pixels": "pixels", "token_len": "tokens"}
 
 
-class ResultsScreen(Screen):
+class ResultsScreen(Screen[None]):
     BINDINGS: ClassVar = [
         Binding("r", "reload", "Reload"),
         Binding("e", "export", "Export CSV"),
@@ -243,7 +243,7 @@ def fit_summary(session_dir: Path) -> Text | str:
     for group in report.groups:
         text.append(f"\nPredictions: {group.label}\n", style="bold")
         cpu_lo, cpu_hi = group.ranges.get("cpu_cores", (None, None))
-        if cpu_lo is None:
+        if cpu_lo is None or cpu_hi is None:
             continue
         size = group.ranges.get(group.size_column, (None, None))[1] if group.size_column else None
         candidates = sorted({cpu_lo, (cpu_lo + cpu_hi) / 2, cpu_hi, cpu_hi * 2})

@@ -71,7 +71,7 @@ def _join(values: Any) -> str:
     return str(values)
 
 
-class SetupScreen(Screen):
+class SetupScreen(Screen[None]):
     BINDINGS: ClassVar = [
         Binding("ctrl+r", "run", "Run"),
         Binding("ctrl+s", "save", "Save preset"),
@@ -299,9 +299,9 @@ class SetupScreen(Screen):
 
     def _set_select(self, selector: str, value: str) -> None:
         select = self.query_one(selector, Select)
-        values = [v for _, v in select._options]  # type: ignore[attr-defined]
+        values = [v for _, v in select._options]
         if value not in values:  # e.g. threads = "3": keep what the preset says
-            select.set_options([*select._options, (value, value)])  # type: ignore[attr-defined]
+            select.set_options([*select._options, (value, value)])
         select.value = value
 
     def _show_relevant_rows(self) -> None:

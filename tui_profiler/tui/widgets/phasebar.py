@@ -7,7 +7,7 @@ from textual.widget import Widget
 
 from tui_profiler.session.schema import COLD_START_PHASES, ColdStartPhaseName
 
-PHASE_STYLES = {
+PHASE_STYLES: dict[str, str] = {
     ColdStartPhaseName.IMAGE_PULL: "on blue",
     ColdStartPhaseName.CREATE: "on magenta",
     ColdStartPhaseName.START: "on cyan",
@@ -16,7 +16,7 @@ PHASE_STYLES = {
     ColdStartPhaseName.READY: "on red",
     ColdStartPhaseName.FIRST_REQUEST: "on bright_black",
 }
-SHORT = {
+SHORT: dict[str, str] = {
     ColdStartPhaseName.IMAGE_PULL: "pull",
     ColdStartPhaseName.SERVER_BOOT: "boot",
     ColdStartPhaseName.MODEL_LOAD: "load",

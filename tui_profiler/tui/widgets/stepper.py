@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
@@ -31,7 +32,7 @@ class ValueSetStepper(Widget, can_focus=True):
     BINDINGS: ClassVar = [
         Binding("left,minus", "step(-1)", "−step", show=False),
         Binding("right,plus,equals_sign", "step(1)", "+step", show=False),
-        Binding("space,enter", "toggle", "Toggle value", show=False),
+        Binding("space,enter", "toggle_value", "Toggle value", show=False),
         Binding("home", "edge(0)", show=False),
         Binding("end", "edge(1)", show=False),
     ]
@@ -97,7 +98,7 @@ class ValueSetStepper(Widget, can_focus=True):
             self.values = [self.cursor]
             self.post_message(self.Changed(self))
 
-    def action_toggle(self) -> None:
+    def action_toggle_value(self) -> None:
         if not self.multi:
             return
         value = self._snap(self.cursor)
@@ -112,7 +113,7 @@ class ValueSetStepper(Widget, can_focus=True):
     def watch_cursor(self) -> None:
         self.refresh()
 
-    def on_click(self, event) -> None:
+    def on_click(self, event: events.Click) -> None:
         # The arrows step (label is 10 wide, then " ◂ ", the value, " ▸ "); elsewhere toggles.
         x = event.x
         value_end = 13 + 5 + len(self.unit)
@@ -121,7 +122,7 @@ class ValueSetStepper(Widget, can_focus=True):
         elif value_end <= x < value_end + 3:
             self.action_step(1)
         elif x >= 13:
-            self.action_toggle()
+            self.action_toggle_value()
 
     def render(self) -> Text:
         text = Text()
