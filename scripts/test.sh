@@ -33,9 +33,15 @@ tui-profiler images build
 
 step "lint"
 python3 -m ruff check .
+step "format"
+python3 -m ruff format --check .
+step "import contracts"
+lint-imports
+step "types"
+python3 -m mypy
 
 step "tests"
-# The default run leaves out the opt-in fault-injection and benchmark suites (see README).
+# The default run leaves out the opt-in fault-injection and benchmark suites (see docs/development.md).
 [ $# -gt 0 ] || set -- -m "not faults and not bench"
 set +e
 python3 -m pytest "$@"
