@@ -130,13 +130,6 @@ def nvml_init() -> tuple[bool, str]:
         return _nvml_state
 
 
-def reset_nvml() -> None:
-    """Forget the remembered NVML probe (for tests that swap the module)."""
-    global _nvml_state
-    with _nvml_lock:
-        _nvml_state = None
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

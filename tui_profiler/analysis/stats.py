@@ -87,15 +87,6 @@ def bootstrap_ci95(
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def relative_ci_halfwidth(values: Sequence[float]) -> float | None:
-    """Half-width of the t CI over the mean (the stop-when-stable criterion); None when undefined."""
-    ci = t_ci95(values)
-    if ci is None:
-        return None
-    mean = (ci[0] + ci[1]) / 2
-    return (ci[1] - ci[0]) / 2 / mean if mean > 0 else None
-
-
 def summarise(values: Sequence[float]) -> Summary:
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     n = len(vals)

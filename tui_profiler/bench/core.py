@@ -181,23 +181,6 @@ class BenchReport:
             "measures": [m.row() for m in self.measures],
         }
 
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> BenchReport:
-        """A report read back from its bench.json (to re-render the tables)."""
-        r = cls(
-            list(doc["benches"]),
-            bool(doc["quick"]),
-            machine=doc["machine"],
-            measures=[Measure(**m) for m in doc["measures"]],
-            notes=dict(doc.get("notes") or {}),
-            errors=dict(doc.get("errors") or {}),
-            wall_s=float(doc.get("wall_s") or 0.0),
-            load_avg_end=list(doc.get("load_avg_end") or []),
-            command=doc.get("command", ""),
-        )
-        r.started = time.mktime(time.strptime(doc["started_utc"], "%Y-%m-%d %H:%M:%S")) - time.timezone
-        return r
-
     # -- files
     def write_csv(self, path: Path) -> None:
         m = self.machine
