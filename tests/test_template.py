@@ -36,7 +36,7 @@ def test_default_template_is_our_server_raw_protocol() -> None:
     assert p.headers == {"X-Tensor-Shape": "1,2,3", "X-Tensor-Dtype": "float32"}
     arr = np.frombuffer(p.body, dtype=np.float32).reshape(1, 2, 3)
     assert np.array_equal(arr, encode_input(TENSOR)._array)
-    # JSON encodings are wrapped in the seed's document; token ids and text in theirs
+    # a JSON tensor goes in {"tensor": ...}; token ids in {"tokens": ...} and text in {"text": ...}
     j = build_payload(InputSpec(kind="tensor", base_size=(2, 3), encoding="json", seed=3))
     assert j.content_type == "application/json" and np.allclose(body_json(j)["tensor"], arr)  # type: ignore[index]
     t = build_payload(InputSpec(kind="tokens", base_size=(5,), encoding="json"))

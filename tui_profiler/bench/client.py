@@ -516,7 +516,7 @@ def run_client_bench(
     )
     report.note(
         "client",
-        "Issue reference (same kind of machine, idle): wrk c=1 p50 39 µs at 21.8k req/s; "
+        "Reference figures (same kind of machine, idle): wrk c=1 p50 39 µs at 21.8k req/s; "
         "hey +61 µs; plain aiohttp +291 µs at 2.6k req/s; reference +1,247 µs at 683 req/s.",
     )
     if failures:

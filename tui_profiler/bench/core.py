@@ -1,7 +1,7 @@
 """What every benchmark shares: one measured row (`Measure`), the machine it ran on, and the report files.
 
 A benchmark returns `Measure` rows. Each holds the MEDIAN of `runs` repeated runs (min and max beside it),
-and, where the issue asks for one, a RATIO to a baseline measured in the same run (interleaved with it, so
+and, where a target asks for one, a RATIO to a baseline measured in the same run (interleaved with it, so
 a busy machine slows both alike) and the target that ratio is judged against. `met` is None when there is
 no target, or when the value could not be measured (never a pass by default).
 """
@@ -34,7 +34,7 @@ class Measure:
     unit: str
     ratio: float | None = None  # value relative to `baseline` (same run)
     baseline: str = ""  # what the ratio is taken against
-    target: str = ""  # the issue's target, in words
+    target: str = ""  # what the value or ratio must reach, in words
     met: bool | None = None
     runs: int = 1
     min: float | None = None

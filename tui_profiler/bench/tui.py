@@ -1,4 +1,4 @@
-"""TUI ingest benchmark: the TUI helper's `measure_ingest`, in a fresh process so its memory figure is the
+"""TUI ingest benchmark: `tui.ingest_bench.measure_ingest`, in a fresh process so its memory figure is the
 app's own (not this process's torch or earlier benchmarks)."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ of the profiler that started it, and is removed on stop, on a failed start, and 
 mid-start). A SIGKILLed profiler cannot remove its container: `remove_orphans` (the next sweep's start, and
 `tui-profiler clean`) finds it by its dead owner.
 
-Hardening (issue 7): no-new-privileges, all capabilities dropped, a read-only root filesystem with a
+Hardening: no-new-privileges, all capabilities dropped, a read-only root filesystem with a
 tmpfs at /tmp, a pids limit, the image's non-root user (or nobody when the image would run as root),
 the published port bound to 127.0.0.1 only, and the Docker socket never mounted.
 """

@@ -4,7 +4,7 @@
 pushes synthetic `RequestDone` events through the same `emit` path the engine uses (`LiveState.ingest`),
 yielding to the event loop between batches as the engine does between network reads. It reports the
 absorbed rate, the redraws that happened meanwhile and the process's resident memory. `tui-profiler
-bench tui` (the BENCH helper) can call it; it asserts nothing itself.
+bench tui` calls it; it asserts nothing itself.
 """
 
 from __future__ import annotations

@@ -222,15 +222,10 @@ class ResultsScreen(Screen[None]):
 
 
 def fit_summary(session_dir: Path) -> Text | str:
-    """The fitted latency model (FIT helper's `tui_profiler.analysis.fit`) and a few predictions: the
-    measured CPU values, the midpoints between them and one step beyond, at the largest measured input."""
-    try:
-        from tui_profiler.analysis import fit
-    except ImportError:
-        return Text(
-            "Latency-model fitting is not available in this build (tui_profiler.analysis.fit).",
-            style="dim italic",
-        )
+    """The fitted latency model (`tui_profiler.analysis.fit`) and a few predictions: the measured CPU
+    values, the midpoints between them and one step beyond, at the largest measured input."""
+    from tui_profiler.analysis import fit  # lazy: scipy and pandas load when a model is asked for
+
     try:
         report = fit.fit_paths([session_dir])
     except Exception as exc:  # too few cells, no latency...: say why, the screen lives on
