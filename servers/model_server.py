@@ -123,13 +123,13 @@ def cgroup_cpu_quota(
                 for d in _ancestors(mount, path):
                     try:
                         with open(os.path.join(d, "cpu.cfs_quota_us")) as f:
-                            q = int(f.read())
+                            quota_us = int(f.read())
                         with open(os.path.join(d, "cpu.cfs_period_us")) as f:
-                            p = int(f.read())
+                            period_us = int(f.read())
                     except (OSError, ValueError):
                         continue
-                    if q > 0 and p > 0:
-                        quotas.append((q / p, f"cgroup v1 {d}/cpu.cfs_quota_us"))
+                    if quota_us > 0 and period_us > 0:
+                        quotas.append((quota_us / period_us, f"cgroup v1 {d}/cpu.cfs_quota_us"))
                 break
     if not quotas:
         return None, "no CPU quota set"
@@ -300,13 +300,13 @@ class ModelState:
         torch = self.torch
         ctype = content_type.split(";")[0].strip().lower()
         if ctype in ("application/octet-stream", "application/x-tensor", ""):
-            key = (headers.get("x-tensor-shape"), headers.get("x-tensor-dtype"), len(body))
-            layout = self._raw_layouts.get(key)
+            layout_key = (headers.get("x-tensor-shape"), headers.get("x-tensor-dtype"), len(body))
+            layout = self._raw_layouts.get(layout_key)
             if layout is None:
-                layout = self._raw_layout(*key)
+                layout = self._raw_layout(*layout_key)
                 if len(self._raw_layouts) >= 64:  # a client cycling through sizes: start over
                     self._raw_layouts.clear()
-                self._raw_layouts[key] = layout
+                self._raw_layouts[layout_key] = layout
             shape, dtype, is_uint8 = layout
             # zero-copy: the tensor views the request's bytes (never written to: inputs are read-only)
             return torch.from_numpy(np.ndarray(shape, dtype, buffer=body)), is_uint8
@@ -321,12 +321,12 @@ class ModelState:
                 img = Image.open(io.BytesIO(body))
                 # the header's size is checked before decoding: a tiny file may declare billions of pixels
                 self.check_shape((1, 3, img.size[1], img.size[0]), "uint8")
-                img = img.convert("RGB")
+                rgb = img.convert("RGB")
             except Image.DecompressionBombError as exc:
                 raise BadInput(413, f"{ctype} declares too many pixels: {exc}") from exc
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 raise BadInput(400, f"{ctype} body is not a decodable image: {exc}") from exc
-            arr = np.asarray(img)  # H,W,3 uint8
+            arr = np.asarray(rgb)  # H,W,3 uint8
             t = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
             self.check_shape(tuple(t.shape), "uint8")
             return t, True
