@@ -348,17 +348,10 @@ class ClientRunner:
 
 
 def _run_loop() -> str:
-    """The event loop `tui-profiler run` uses (read from its source: uvloop since it runs on load.client.run)."""
-    import inspect
+    """The event loop `tui-profiler run` uses: the one `load.client.run` runs on."""
+    from tui_profiler.load.client import run_loop_name
 
-    from tui_profiler.commands import run as run_cmd
-
-    uses_fast = "load.client import run" in inspect.getsource(run_cmd)
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio (run)"
-    return "uvloop (run)" if uses_fast else "asyncio (run)"
+    return f"{run_loop_name()} (run)"
 
 
 # -------------------------------------------------------------------------------------------- the bench

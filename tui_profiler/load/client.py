@@ -875,19 +875,30 @@ def _with_path(payload: Payload, path: str) -> Payload:
 # -- event loop ------------------------------------------------------------------------------------------------
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when installed (about half the per-request client cost), else asyncio's."""
+def _uvloop() -> Any:
+    """The uvloop module, or None when it is not installed."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+        return None
+    return uvloop
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed (about half the per-request client cost), else asyncio's."""
+    uvloop = _uvloop()
+    return asyncio.new_event_loop() if uvloop is None else uvloop.new_event_loop()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run on the fastest loop available. Use it for headless runs and client benchmarks."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(coro)
+
+
+def run_loop_name() -> str:
+    """The event loop `run` runs on (and so `tui-profiler run`): "uvloop" or "asyncio"."""
+    return "asyncio" if _uvloop() is None else "uvloop"
 
 
 def uvloop_active() -> bool:
