@@ -1,14 +1,15 @@
 """The load generator: sends one cell's prepared request under a load pattern and times every answer.
 
 One request path for every server: the template (ours by default) and the payload are rendered once per
-cell (`tui_profiler.load.inputs.build_payload`); here the same request bytes are written again and again
+cell (`tui_profiler.load.template.build_payload`); here the same request bytes are written again and again
 over keep-alive connections, one per worker, and every timing is `time.perf_counter()`.
 
-Two transports share that path:
+Two transports share that path (`LoadPattern.transport`, a preset's `load.transport`):
 - `raw` (the default for `http://`): a lean HTTP/1.1 client on asyncio's Protocol API. The request is one
   prebuilt bytes object; llhttp (httptools) reads the answer (`tui_profiler.load.http1.AnswerReader`:
-  framing, keep-alive, Server-Timing, arrival times of first byte, head and body). Measured on the 2-core dev box against nginx on loopback at concurrency 1 (uvloop):
-  p50 ~70 µs vs wrk's ~38 µs, and ~4-5x the requests/s of plain aiohttp (see the README's templates section).
+  framing, keep-alive, Server-Timing, arrival times of first byte, head and body). What it costs against
+  wrk and plain aiohttp is measured in docs/load-generator.md ("What it costs") and by
+  `tui-profiler bench client`.
 - `aiohttp` (for `https://`, or when asked): one ClientSession, TCPConnector(limit=concurrency), no cookie
   jar, no auto-decompression, no automatic headers.
 
