@@ -70,6 +70,14 @@ def test_a_plan_with_no_cell_is_a_preset_error_that_says_why() -> None:
         build_plan(no_levels)
 
 
+def test_setting_rates_or_concurrency_switches_the_loop() -> None:
+    """smoke says mode = "closed": --set load.rates still means an open loop at those rates, and back."""
+    smoke = load_preset("smoke", ["load.rates=2,8"], check_host=False)
+    assert smoke.load.mode == "open" and smoke.load.rates == [2.0, 8.0]
+    back = load_preset("smoke", ["load.rates=2", "load.concurrency=4"], check_host=False)
+    assert back.load.mode == "closed" and back.load.concurrency == [4] and not back.load.rates
+
+
 def test_every_field_is_settable_with_set() -> None:
     """Each key of each section is known to --set (a wrong value is the field's own one-line error, never
     'unknown key')."""

@@ -1,4 +1,5 @@
-"""docs/sessions.md names every column the session files have, in code spans, per file."""
+"""docs/sessions.md names every column the session files have, in code spans, per file, and every status a
+cell and a session end with."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS, SAMPLE_COLUMNS
+from tui_profiler.session.schema import (
+    CELL_COLUMNS,
+    REQUEST_COLUMNS,
+    SAMPLE_COLUMNS,
+    CellStatus,
+    SessionStatus,
+)
 
 SESSIONS = Path(__file__).resolve().parent.parent / "docs" / "sessions.md"
 
@@ -31,3 +38,16 @@ def _code_words(text: str) -> set[str]:
 def test_every_column_is_documented(file: str, columns: list[str]) -> None:
     documented = _code_words(_section(file))
     assert [c for c in columns if c not in documented] == []
+
+
+@pytest.mark.parametrize(
+    ("heading", "statuses"), [("Cell statuses", CellStatus), ("Session statuses", SessionStatus)]
+)
+def test_every_status_is_documented(heading: str, statuses: type[CellStatus] | type[SessionStatus]) -> None:
+    """Each status is a row of its table: `| `status` | meaning |`."""
+    text = SESSIONS.read_text(encoding="utf-8")
+    m = re.search(rf"^### {heading}\s*$(.*?)(?=^#)", text, re.S | re.M)
+    assert m, f"docs/sessions.md has no '### {heading}' heading"
+    rows = set(re.findall(r"^\| `(\w+)` \| \S", m.group(1), re.M))
+    assert [s.value for s in statuses if s.value not in rows] == []
+    assert rows - {s.value for s in statuses} == set()

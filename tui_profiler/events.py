@@ -60,7 +60,7 @@ class RequestDone:
     """One timed request finished (warm-up requests too, marked). High rate: consumers must not block."""
 
     cell_index: int
-    t_s: float  # seconds since the cell's load phase began (perf_counter based)
+    t_s: float | None  # when the answer arrived, seconds since the cell's load phase began (None: no answer)
     latency_s: float | None
     ok: bool
     warmup: bool

@@ -350,15 +350,10 @@ class ClientRunner:
 
 
 def _run_loop() -> str:
-    """The event loop `tui-profiler run` runs on: `load.client.run`'s, uvloop when it is installed."""
-    from tui_profiler.load.client import new_event_loop
+    """The event loop `tui-profiler run` uses: the one `load.client.run` runs on."""
+    from tui_profiler.load.client import run_loop_name
 
-    loop = new_event_loop()
-    try:
-        kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
-    finally:
-        loop.close()
-    return f"{kind} (run)"
+    return f"{run_loop_name()} (run)"
 
 
 # -------------------------------------------------------------------------------------------- the bench

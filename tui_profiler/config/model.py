@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 
@@ -27,9 +27,9 @@ from tui_profiler.config.types import Integral, OneOrMany, Section, StringTable,
 InputKind = Literal["image", "tokens", "tensor", "text"]
 Encoding = Literal["raw", "png", "jpeg", "json", "base64", "json-instances", "text"]
 DType = Literal["float32", "float16", "float64", "uint8", "int64", "int32"]
-KINDS: tuple[str, ...] = ("image", "tokens", "tensor", "text")
-ENCODINGS: tuple[str, ...] = ("raw", "png", "jpeg", "json", "base64", "json-instances", "text")
-DTYPES: tuple[str, ...] = ("float32", "float16", "float64", "uint8", "int64", "int32")
+KINDS: tuple[str, ...] = get_args(InputKind)
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
+DTYPES: tuple[str, ...] = get_args(DType)
 # Inputs sized by a token count (token_lens); the others are sized by a scale of base_size.
 TOKEN_KINDS: tuple[str, ...] = ("tokens", "text")
 # Which encodings each kind can travel in (an image can be any; text only as text or JSON).

@@ -142,9 +142,10 @@ def apply_overrides(d: dict[str, Any], overrides: Iterable[str]) -> dict[str, An
             # requests and duration_s are alternatives: setting one drops the other
             if parts[-1] in ("requests", "duration_s"):
                 node.pop("duration_s" if parts[-1] == "requests" else "requests", None)
+            # rates and concurrency name the loop: setting one switches the mode (a later --set wins)
             if parts[-1] == "rates":
                 node.pop("concurrency", None)
-                node.setdefault("mode", "open")
+                node["mode"] = "open"
             if parts[-1] == "concurrency":
                 node.pop("rates", None)
                 node["mode"] = "closed"

@@ -1,14 +1,15 @@
 """The load generator: sends one cell's prepared request under a load pattern and times every answer.
 
 One request path for every server: the template (ours by default) and the payload are rendered once per
-cell (`tui_profiler.load.inputs.build_payload`); here the same request bytes are written again and again
+cell (`tui_profiler.load.template.build_payload`); here the same request bytes are written again and again
 over keep-alive connections, one per worker, and every timing is `time.perf_counter()`.
 
-Two transports share that path:
+Two transports share that path (`LoadPattern.transport`, a preset's `load.transport`):
 - `raw` (the default for `http://`): a lean HTTP/1.1 client on asyncio's Protocol API. The request is one
   prebuilt bytes object; llhttp (httptools) reads the answer (`tui_profiler.load.http1.AnswerReader`:
-  framing, keep-alive, Server-Timing, arrival times of first byte, head and body). Measured on the 2-core dev box against nginx on loopback at concurrency 1 (uvloop):
-  p50 ~70 µs vs wrk's ~38 µs, and ~4-5x the requests/s of plain aiohttp (see the README's templates section).
+  framing, keep-alive, Server-Timing, arrival times of first byte, head and body). What it costs against
+  wrk and plain aiohttp is measured in docs/load-generator.md ("What it costs") and by
+  `tui-profiler bench client`.
 - `aiohttp` (for `https://`, or when asked): one ClientSession, TCPConnector(limit=concurrency), no cookie
   jar, no auto-decompression, no automatic headers.
 
@@ -875,19 +876,30 @@ def _with_path(payload: Payload, path: str) -> Payload:
 # -- event loop ------------------------------------------------------------------------------------------------
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when installed (about half the per-request client cost), else asyncio's."""
+def _uvloop() -> Any:
+    """The uvloop module, or None when it is not installed."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+        return None
+    return uvloop
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed (about half the per-request client cost), else asyncio's."""
+    uvloop = _uvloop()
+    return asyncio.new_event_loop() if uvloop is None else uvloop.new_event_loop()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run on the fastest loop available. Use it for headless runs and client benchmarks."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(coro)
+
+
+def run_loop_name() -> str:
+    """The event loop `run` runs on (and so `tui-profiler run`): "uvloop" or "asyncio"."""
+    return "asyncio" if _uvloop() is None else "uvloop"
 
 
 def uvloop_active() -> bool:

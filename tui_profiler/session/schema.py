@@ -25,7 +25,6 @@ class CellStatus(StrEnum):
     PORT_CONFLICT = "port_conflict"  # no free loopback port after retries
     GPU_UNAVAILABLE = "gpu_unavailable"  # a GPU was asked for and the engine or driver refused it
     REFUSED = "refused"  # the spec asks for something never done (e.g. mounting the Docker socket)
-    SKIPPED = "skipped"  # not run (its container could not start)
     INTERRUPTED = "interrupted"  # stopped by the user (no cells.csv row)
 
 

@@ -22,21 +22,22 @@ import asyncio
 import contextlib
 import itertools
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tui_profiler.analysis.stats import percentile, summarise
 from tui_profiler.config.files import preset_summary
-from tui_profiler.config.model import Preset, TargetConfig
+from tui_profiler.config.model import Preset
 from tui_profiler.events import (
     CellFinished,
     CellStarted,
     ColdStartDone,
     ColdStartPhase,
     Event,
+    Level,
     LogMessage,
     RequestDone,
     ResourceSample,
@@ -51,47 +52,64 @@ from tui_profiler.runtime.base import (
     RunningTarget,
     Runtime,
     TargetFailed,
-    TargetSpec,
 )
 from tui_profiler.runtime.common import owner_id
 from tui_profiler.runtime.docker import docker_engine_version
 from tui_profiler.session.reader import load_meta, session_summary
-from tui_profiler.session.schema import COLD_START_PHASES, CellStatus, SessionStatus
-from tui_profiler.session.store import SessionStore
+from tui_profiler.session.schema import CellStatus, SessionStatus
+from tui_profiler.session.store import BoundRows, SessionStore
+from tui_profiler.sweep import targets
+from tui_profiler.sweep.outcome import (
+    CellSetting,
+    ColdStart,
+    cell_row,
+    classify_cell,
+    cold_total,
+    model_name,
+    needs_liveness_check,
+    request_constants,
+)
+
+if TYPE_CHECKING:
+    from tui_profiler.load.client import RequestResult
+    from tui_profiler.load.patterns import LoadPattern
+    from tui_profiler.load.template import RequestTemplate
+    from tui_profiler.sample import SamplerSummary
 
 Emit = Callable[[Event], None]
+T = TypeVar("T")
 
 
 class _Stopped(Exception):
     """The user asked to stop (request_stop)."""
 
 
-async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
+async def _in_daemon_thread(fn: Callable[[], T]) -> T:
     """Run a long blocking call (an image build) in a daemon thread. Unlike asyncio.to_thread, a stop
     request does not have to wait for it: the interpreter's exit does not join a daemon thread."""
-    import threading
-
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
+    future: asyncio.Future[T] = loop.create_future()
 
-    def settle(ok: bool, value: Any) -> None:
+    def succeed(value: T) -> None:
         if not future.done():
-            future.set_result(value) if ok else future.set_exception(value)
+            future.set_result(value)
+
+    def fail(exc: BaseException) -> None:
+        if not future.done():
+            future.set_exception(exc)
 
     def work() -> None:
         try:
-            outcome = (True, fn())
+            value = fn()
         except BaseException as exc:
-            outcome = (False, exc)
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-            loop.call_soon_threadsafe(settle, *outcome)
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(fail, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(succeed, value)
 
     threading.Thread(target=work, name="tui-profiler-image", daemon=True).start()
     return await future
-
-
-def _gpu_mode(gpus: int) -> str:
-    return "on" if gpus else "off"
 
 
 class SweepRunner:
@@ -116,24 +134,15 @@ class SweepRunner:
         self.resume = Path(resume) if resume else None
         self.url = url.rstrip("/") if url else None
         self.store: SessionStore | None = None
-        self.plan: list[Cell] = build_plan(self._url_preset(preset) if url else preset)
+        self.plan: list[Cell] = build_plan(targets.url_preset(preset) if url else preset)
         self._stop_requested = False
-        self._current: asyncio.Task[Any] | None = None
+        self._current: asyncio.Future[Any] | None = None
         self._emit: Emit = lambda e: None
         self._image: str | None = None
         self._image_error: TargetFailed | None = None
-        self._model_facts: dict[str, Any] = {}
-        self._template: Any = None
+        self._model_facts: dict[str, Any] = {}  # the server's /info (our own model server only)
+        self._template: RequestTemplate | None = None
         self._cell_walls: list[float] = []
-
-    @staticmethod
-    def _url_preset(preset: Preset) -> Preset:
-        res = preset.resources.model_copy(
-            update={"cpus": [None], "memory_gb": [None], "gpus": [0], "pairing": "grid"}
-        )
-        url_preset = preset.model_copy(update={"resources": res})
-        url_preset.path = preset.path
-        return url_preset
 
     @property
     def session_dir(self) -> Path | None:
@@ -148,7 +157,7 @@ class SweepRunner:
         if self._current is not None and not self._current.done():
             self._current.cancel()
 
-    async def _interruptible(self, coro: Any) -> Any:
+    async def _interruptible(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._stop_requested:
             coro.close()
             raise _Stopped()
@@ -334,96 +343,41 @@ class SweepRunner:
             with contextlib.suppress(Exception):
                 self._emit(LogMessage("error", f"event consumer failed on {type(event).__name__}: {exc}"))
 
-    def _log(self, level: str, text: str, cell_index: int | None = None) -> None:
-        self._emit_safe(LogMessage(level, text, cell_index))  # type: ignore[arg-type]
+    def _log(self, level: Level, text: str, cell_index: int | None = None) -> None:
+        self._emit_safe(LogMessage(level, text, cell_index))
 
     # ------------------------------------------------------------------------------------ groups
 
     async def _resolve_image(self) -> str:
+        """The docker runtime's image, resolved (or built) once per session; a failure is kept and fails
+        every later group the same way."""
         if self._image is not None:
             return self._image
         if self._image_error is not None:
             raise self._image_error
-        target = self.preset.target or TargetConfig()
         try:
-            if target.image:
-                self._image = target.image
-            elif target.dockerfile:
-                from tui_profiler import images
-
-                # Relative paths are relative to the preset file, like everything else it names.
-                here = self.preset.path.parent if self.preset.path else Path.cwd()
-                dockerfile = here / target.dockerfile
-                context = here / target.context if target.context else None
-                self._log("info", f"building the target image from {dockerfile}")
-                self._image = await self._interruptible(
-                    _in_daemon_thread(
-                        lambda: images.build_image_from_dockerfile(
-                            dockerfile, context, dict(target.build_args) or None
-                        )
-                    )
-                )
-            elif self.preset.image:
-                self._image = self.preset.image
+            source = targets.image_source(self.preset)
+            if isinstance(source, targets.GivenImage):
+                self._image = source.name
             else:
-                from tui_profiler.images import ensure_server_image
-
-                self._log(
-                    "info", "checking the model-server image (built once; the layer cache makes it quick)"
-                )
-                self._image = await self._interruptible(_in_daemon_thread(ensure_server_image))
+                self._log("info", source.note)
+                self._image = await self._interruptible(_in_daemon_thread(source.build))
         except _Stopped:
             raise
         except TargetFailed as exc:
             self._image_error = exc
             raise
         except Exception as exc:
-            self._image_error = TargetFailed(
-                CellStatus.BUILD_FAILED,
-                f"image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-            )
+            self._image_error = targets.image_failure(exc)
             raise self._image_error from exc
         return self._image
-
-    def _spec(self, cell: Cell, image: str) -> TargetSpec:
-        assert self.store is not None
-        t = self.preset.target
-        command = t.command if t is not None else None
-        if command is None and (t is None or not t.model_fields_set) and self.preset.model:
-            command = [
-                "--model",
-                self.preset.model,
-                "--weights",
-                self.preset.weights,
-                *self.preset.server_args,
-            ]
-        env = dict(t.env) if t is not None else {}
-        if cell.gpus and t is not None:
-            env.update(t.gpu_env)
-        mounts = t.mount_pairs() if t is not None else []
-        return TargetSpec(
-            session_id=self.store.session_id,
-            image=image,
-            model=self.preset.model,
-            weights=self.preset.weights,
-            port=(t or TargetConfig()).port,
-            command=list(command) if command is not None else None,
-            env=env,
-            mounts=mounts,
-            cpus=cell.cpus,
-            memory_gb=cell.memory_gb,
-            gpus=cell.gpus,
-            cpuset=self.preset.resources.cpuset,
-            threads=self.preset.resources.threads,
-            readiness=(t or TargetConfig()).readiness,
-        )
 
     async def _run_group(self, cells: list[Cell]) -> int:
         """Run one container group; returns the number of failed cells."""
         assert self.store is not None
         failed = 0
         target: RunningTarget | None = None
-        cold: dict[str, Any] | None = None  # the cold start of the current container
+        cold: ColdStart | None = None  # the cold start of the current container
         start_failure: TargetFailed | None = None
         container_idx = cells[0].group
         try:
@@ -439,7 +393,7 @@ class SweepRunner:
                         fresh = True
                     except TargetFailed as exc:
                         start_failure = exc
-                        cold = {"phases": dict(getattr(exc, "phases", {}) or {})}
+                        cold = ColdStart(phases=dict(exc.phases))
                 if start_failure is not None:
                     first_cell = cells[0].index if cell is not cells[0] else None
                     reason = (
@@ -448,21 +402,19 @@ class SweepRunner:
                         else f"{start_failure.reason} (container did not start, see cell {first_cell})"
                     )
                     self._finish_cell(
-                        cell,
+                        self._setting(cell, EnforcedCaps(), container_idx),
                         [],
-                        None,
-                        cold,
-                        EnforcedCaps(),
-                        start_failure.status,
-                        reason,
+                        status=start_failure.status,
+                        reason=reason,
+                        sampled=None,
+                        cold=cold,
                         fresh=cell is cells[0],
-                        container_idx=container_idx,
-                        load_wall=None,
+                        load_wall_s=None,
                     )
                     failed += 1
                     continue
                 assert target is not None and cold is not None
-                status, reason, target_dead = await self._run_cell(cell, target, cold, fresh, container_idx)
+                status, target_dead = await self._run_cell(cell, target, cold, fresh, container_idx)
                 if status != CellStatus.OK:
                     failed += 1
                 if target_dead:  # the next cell gets a fresh container (and its own cold start)
@@ -489,29 +441,28 @@ class SweepRunner:
             self._log("error", f"could not stop the target {target.ident[:12]}: {exc}")
             return {}
 
-    async def _start_target(self, cell: Cell) -> tuple[RunningTarget, dict[str, Any]]:
-        """Start the container for a group; returns it and its cold-start record (phases so far)."""
+    async def _start_target(self, cell: Cell) -> tuple[RunningTarget, ColdStart]:
+        """Start the container for a group; returns it and its cold start (the phases so far)."""
         if self.url:
             if not self.preset.target:
                 self._model_facts = await self._server_info(self.url)
-            return RunningTarget(base_url=self.url, ident="url", enforced=EnforcedCaps()), {"phases": {}}
-        assert self.runtime is not None
-        phases: dict[str, float | None] = {}
-        details: dict[str, str] = {}
+            return RunningTarget(base_url=self.url, ident="url", enforced=EnforcedCaps()), ColdStart()
+        assert self.runtime is not None and self.store is not None
+        cold = ColdStart()
 
         async def on_phase(name: str, seconds: float | None, detail: str = "") -> None:
-            phases[name] = seconds
-            details[name] = detail
+            cold.phases[name] = seconds
+            cold.details[name] = detail
             self._emit_safe(ColdStartPhase(cell.index, name, seconds, detail))
 
         # the process runtime runs the server from this installation: no image to build
         image = await self._resolve_image() if self.runtime.name == "docker" else self.preset.image
-        spec = self._spec(cell, image)
+        spec = targets.target_spec(self.preset, cell, image=image, session_id=self.store.session_id)
         t0 = time.perf_counter()
         try:
             target = await self._interruptible(self.runtime.start(spec, on_phase))
         except TargetFailed as exc:
-            exc.phases = phases
+            exc.phases = cold.phases
             raise
         except (_Stopped, asyncio.CancelledError):
             raise
@@ -522,14 +473,14 @@ class SweepRunner:
             failed = TargetFailed(
                 CellStatus.START_FAILED, f"{type(exc).__name__}: {text[0][:200] if text else ''}"
             )
-            failed.phases = phases
+            failed.phases = cold.phases
             raise failed from exc
-        start_wall = time.perf_counter() - t0
+        cold.start_wall_s = time.perf_counter() - t0
         for k, v in (target.phases or {}).items():
-            phases.setdefault(k, v)
+            cold.phases.setdefault(k, v)
         if not self.preset.target:
             self._model_facts = await self._server_info(target.base_url)
-        return target, {"phases": phases, "details": details, "start_wall_s": start_wall}
+        return target, cold
 
     async def _server_info(self, base_url: str) -> dict[str, Any]:
         import aiohttp
@@ -548,80 +499,68 @@ class SweepRunner:
 
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
-                path = (self.preset.target or TargetConfig()).readiness.path
-                async with s.get(f"{base_url}{path}") as r:
+                async with s.get(f"{base_url}{targets.readiness(self.preset).path}") as r:
                     return r.status < 500
         except Exception:
             return False
 
     # ------------------------------------------------------------------------------------ one cell
 
-    def _base_row(
-        self, cell: Cell, payload_row: dict[str, Any], enforced: EnforcedCaps, container_idx: int
-    ) -> dict[str, Any]:
-        inp = self.preset.input
-        model_name = (
-            self._model_facts.get("model")
-            or self.preset.model
-            or (self.preset.target or TargetConfig()).image
+    def _setting(
+        self,
+        cell: Cell,
+        enforced: EnforcedCaps,
+        container_idx: int,
+        payload_row: dict[str, Any] | None = None,
+    ) -> CellSetting:
+        return CellSetting(
+            cell=cell,
+            model_name=model_name(
+                self._model_facts.get("model"), self.preset.model, targets.target_config(self.preset).image
+            ),
+            batch_size=self.preset.input.batch_size,
+            enforced=enforced,
+            container_idx=container_idx,
+            payload_row=payload_row or {},
         )
-        return {
-            "model_name": model_name,
-            "cpu_cores": cell.cpus,
-            "gpu_mode": _gpu_mode(cell.gpus),
-            "mem_cap_gb": cell.memory_gb,
-            "batch_size": inp.batch_size,
-            "token_len": cell.token_len,
-            "repeat_idx": cell.repeat_idx,
-            "cell_index": cell.index,
-            "container_idx": container_idx,
-            "input_scale": cell.input_scale,
-            "pixels": payload_row.get("pixels"),
-            "height": payload_row.get("height"),
-            "width": payload_row.get("width"),
-            "concurrency": cell.concurrency,
-            "rate": cell.rate,
-            "gpus": cell.gpus,
-            "cpus_enforced": enforced.cpus_enforced if cell.cpus is not None else None,
-            "mem_enforced": enforced.memory_enforced if cell.memory_gb is not None else None,
-            "gpus_enforced": enforced.gpus_enforced if cell.gpus else None,
-            "cpuset": enforced.cpuset,
-        }
 
-    def _pattern(self, cell: Cell) -> Any:
+    def _pattern(self, cell: Cell) -> LoadPattern:
         from tui_profiler.load import patterns
 
         return patterns.pattern_for(self.preset.load, concurrency=cell.concurrency, rate=cell.rate)
 
     async def _run_cell(
-        self, cell: Cell, target: RunningTarget, cold: dict[str, Any], fresh: bool, container_idx: int
-    ) -> tuple[CellStatus, str, bool]:
-        """Run one cell's load on a ready target; returns (status, reason, target_dead)."""
-        assert self.store is not None
+        self, cell: Cell, target: RunningTarget, cold: ColdStart, fresh: bool, container_idx: int
+    ) -> tuple[CellStatus, bool]:
+        """Run one cell's load on a ready target; returns (status, target_dead)."""
+        assert self.store is not None and self._template is not None
         store = self.store
+        template = self._template
         from tui_profiler.load.client import run_load
         from tui_profiler.load.inputs import InputSpec
         from tui_profiler.load.template import build_payload
 
         spec_in = InputSpec.for_cell(self.preset.input, scale=cell.input_scale, token_len=cell.token_len)
-        payload = await asyncio.to_thread(build_payload, spec_in, self._template, self._template_model())
-        payload_row = payload.as_row() if hasattr(payload, "as_row") else {}
-        base = {**self._base_row(cell, payload_row, target.enforced, container_idx), **payload_row}
-        first_seen = [False]
-        rows: list[Any] = []  # requests.csv rows with this cell's constant columns (made on the first result)
+        payload = await asyncio.to_thread(build_payload, spec_in, template, self._template_model())
+        setting = self._setting(cell, target.enforced, container_idx, payload.as_row())
+        base = request_constants(setting)
+        first_seen = False
+        rows: BoundRows | None = (
+            None  # requests.csv rows with this cell's constant columns (made on the first result)
+        )
 
         def cold_start_done() -> None:  # the container's cold start is complete with its first answer
-            phases = dict(cold["phases"])
-            first = phases.get("first_request")
-            cold["wall_s"] = cold.get("start_wall_s", 0.0) + (first or 0.0)
+            cold.finish()
+            phases = dict(cold.phases)
             self._emit_safe(
-                ColdStartDone(cell.index, phases, _cold_total(phases) or 0.0, target.enforced.as_row())
+                ColdStartDone(cell.index, phases, cold_total(phases) or 0.0, target.enforced.as_row())
             )
 
-        def on_result(res: Any) -> None:
-            if fresh and not first_seen[0]:
-                first_seen[0] = True
-                cold["phases"]["first_request"] = res.latency_s
+        def on_result(res: RequestResult) -> None:
+            nonlocal first_seen, rows
+            if fresh and not first_seen:
+                first_seen = True
+                cold.phases["first_request"] = res.latency_s
                 self._emit_safe(
                     ColdStartPhase(
                         cell.index, "first_request", res.latency_s, "" if res.ok else f"failed: {res.error}"
@@ -630,10 +569,12 @@ class SweepRunner:
                 if not self.url:
                     cold_start_done()
             varying = res.as_row()
-            varying["cold_start_s"] = _cold_total(cold["phases"]) if not self.url else None
-            if not rows:  # the cell's settings are formatted once; each request writes only its own fields
-                rows.append(store.request_rows({k: v for k, v in base.items() if k not in varying}))
-            rows[0].write(varying)
+            varying["cold_start_s"] = cold.total_s() if not self.url else None
+            if (
+                rows is None
+            ):  # the cell's settings are formatted once; each request writes only its own fields
+                rows = store.request_rows({k: v for k, v in base.items() if k not in varying})
+            rows.write(varying)
             row = {**base, **varying}
             self._emit_safe(
                 RequestDone(
@@ -661,12 +602,12 @@ class SweepRunner:
 
             sampler = ResourceSampler(target.sample_target(), interval_s=0.05, on_sample=on_sample)
             await sampler.start()
-        results: list[Any] = []
+        results: list[RequestResult] = []
         load_error = ""
         t0 = time.perf_counter()
         try:
             results = await self._interruptible(
-                run_load(target.base_url, self._template, payload, self._pattern(cell), on_result)
+                run_load(target.base_url, template, payload, self._pattern(cell), on_result)
             )
         except _Stopped:
             if sampler is not None:
@@ -677,151 +618,72 @@ class SweepRunner:
         except Exception as exc:
             load_error = f"load generator: {type(exc).__name__}: {exc}"
         load_wall = time.perf_counter() - t0
-        sampled: dict[str, Any] = {}
+        sampled: SamplerSummary | None = None
         if sampler is not None:
             try:
-                summary = await sampler.stop()
-                sampled = summary.as_row()
+                sampled = await sampler.stop()
             except Exception as exc:
                 self._log("warning", f"sampler: {exc}", cell.index)
-        if fresh and not self.url and not first_seen[0]:  # no request ever answered
+        if fresh and not self.url and not first_seen:  # no request ever answered
             cold_start_done()
 
         timed = [r for r in results if not r.warmup]
-        errors = [r for r in timed if not r.ok]
-        status, reason, dead = CellStatus.OK, "", False
-        oom = sampled.get("oom_kills")
-        if load_error:
-            status, reason = CellStatus.FAILED, load_error
-        if errors or load_error or (oom or 0) > 0:
-            alive = await self._alive(target.base_url) if not self.url else True
+        oom_kills = sampled.oom_kills if sampled is not None else None
+        alive, exit_facts = True, None
+        if needs_liveness_check(timed, load_error, oom_kills) and not self.url:
+            alive = await self._alive(target.base_url)
             if not alive:
-                dead = True
-                facts = await self._stop_target(target)
-                if facts.get("oom_killed") or (oom or 0) > 0:
-                    status, reason = (
-                        CellStatus.OOM,
-                        f"the target was OOM-killed during the cell (memory cap {cell.memory_gb} GiB)",
-                    )
-                elif errors and all(getattr(r, "outcome", "") == "timeout" for r in errors):
-                    # hung, not dead (e.g. frozen): its requests timed out and /healthz did not answer
-                    status, reason = (
-                        CellStatus.TIMEOUT,
-                        (
-                            f"the target stopped answering: {len(errors)} of {len(timed)} requests "
-                            f"timed out and /healthz did not answer; replaced for the next cell"
-                        ),
-                    )
-                else:
-                    status, reason = (
-                        CellStatus.CRASHED,
-                        f"the target died during the cell (exit code {facts.get('exit_code')})",
-                    )
-                    logs = (facts.get("last_logs") or "").strip().splitlines()
-                    if logs:
-                        reason += f": {logs[-1][:200]}"
-            elif errors and not load_error:
-                kinds = sorted({(r.error or str(r.status))[:60] for r in errors})
-                if all(getattr(r, "outcome", "") == "timeout" for r in errors):
-                    status = CellStatus.TIMEOUT
-                else:
-                    status = CellStatus.FAILED if len(errors) == len(timed) else CellStatus.OK
-                reason = f"{len(errors)} of {len(timed)} requests failed: {'; '.join(kinds[:3])}"
-        if not timed and status == CellStatus.OK:
-            status, reason = CellStatus.FAILED, "no timed request finished"
-        self._finish_cell(
-            cell,
-            results,
-            sampled,
-            cold,
-            target.enforced,
-            status,
-            reason,
-            fresh=fresh,
-            container_idx=container_idx,
-            load_wall=load_wall,
-            payload_row=payload_row,
-            model_facts=target.facts,
+                exit_facts = await self._stop_target(target)
+        status, reason = classify_cell(
+            timed,
+            load_error=load_error,
+            oom_kills=oom_kills,
+            alive=alive,
+            exit_facts=exit_facts,
+            memory_gb=cell.memory_gb,
         )
-        return status, reason, dead
+        self._finish_cell(
+            setting,
+            results,
+            status=status,
+            reason=reason,
+            sampled=sampled,
+            cold=cold,
+            fresh=fresh,
+            load_wall_s=load_wall,
+            target_facts=target.facts,
+        )
+        return status, not alive
 
     def _template_model(self) -> str:
-        name = getattr(self._template, "model_name", "") or self.preset.model
-        return name
+        return (self._template.model_name if self._template else "") or self.preset.model
 
     def _finish_cell(
         self,
-        cell: Cell,
-        results: list[Any],
-        sampled: dict[str, Any] | None,
-        cold: dict[str, Any] | None,
-        enforced: EnforcedCaps,
+        setting: CellSetting,
+        results: list[RequestResult],
+        *,
         status: CellStatus,
         reason: str,
-        *,
+        sampled: SamplerSummary | None,
+        cold: ColdStart | None,
         fresh: bool,
-        container_idx: int,
-        load_wall: float | None,
-        payload_row: dict[str, Any] | None = None,
-        model_facts: dict[str, Any] | None = None,
+        load_wall_s: float | None,
+        target_facts: dict[str, Any] | None = None,
     ) -> None:
         assert self.store is not None
-        timed = [r for r in results if not r.warmup]
-        ok_lat = [r.latency_s for r in timed if r.ok and r.latency_s is not None]
-        s = summarise(ok_lat)
-        overheads = [r.overhead_ms for r in timed if r.ok and r.overhead_ms is not None]
-        server = [r.server_total_ms for r in timed if r.ok and r.server_total_ms is not None]
-        phases = dict((cold or {}).get("phases") or {})
-        details = (cold or {}).get("details") or {}
-        facts = model_facts or {}
-        row: dict[str, Any] = {
-            **self._base_row(cell, payload_row or {}, enforced, container_idx),
-            "n": s.n,
-            "errors": len(timed) - len(ok_lat),
-            "warmup_n": len(results) - len(timed),
-            "mean_s": s.mean,
-            "std_s": s.std,
-            "p50_s": s.p50,
-            "p90_s": s.p90,
-            "p95_s": s.p95,
-            "p99_s": s.p99,
-            "max_s": s.max,
-            "ci95_low_s": s.ci95_low,
-            "ci95_high_s": s.ci95_high,
-            "load_wall_s": load_wall,
-            "throughput_rps": _throughput(timed),
-            "server_total_ms_mean": sum(server) / len(server) if server else None,
-            "overhead_ms_mean": sum(overheads) / len(overheads) if overheads else None,
-            "overhead_ms_p50": percentile(overheads, 50),
-            "overhead_ms_max": max(overheads) if overheads else None,
-            "cold_start_cell": fresh if not self.url else None,
-            "cold_start_s": _cold_total(phases) if not self.url and phases else None,
-            "cold_start_wall_s": (cold or {}).get("wall_s"),
-            "image_pull_detail": details.get("image_pull", ""),
-            "image_pull_bytes": facts.get("image_pull_bytes"),
-            "image_size_bytes": facts.get("image_size_bytes"),
-            "weight_bytes": self._model_facts.get("weight_bytes"),
-            **{f"{p}_s": phases.get(p) for p in COLD_START_PHASES},
-            **(sampled or {}),
-            "status": status,
-            "reason": reason,
-        }
-        if not self.url and not fresh:  # later cells of a container: same container, its cold start
-            row["cold_start_cell"] = False
+        row = cell_row(
+            setting,
+            results,
+            status=status,
+            reason=reason,
+            sampled=sampled,
+            cold=cold,
+            fresh=fresh,
+            profiling_url=self.url is not None,
+            load_wall_s=load_wall_s,
+            target_facts=target_facts,
+            weight_bytes=self._model_facts.get("weight_bytes"),
+        )
         self.store.write_cell(row)
-        self._emit_safe(CellFinished(cell.index, status, reason, row))
-
-
-def _cold_total(phases: dict[str, float | None]) -> float | None:
-    vals = [phases.get(p) for p in COLD_START_PHASES]
-    present = [v for v in vals if v is not None]
-    return sum(present) if present else None
-
-
-def _throughput(timed: list[Any]) -> float | None:
-    ok = [r for r in timed if r.ok]
-    if len(ok) < 2:
-        return None
-    t0 = min(r.t_send_s for r in timed)
-    t1 = max(r.t_recv_s for r in ok)
-    return len(ok) / (t1 - t0) if t1 > t0 else None
+        self._emit_safe(CellFinished(setting.cell.index, status, reason, row))

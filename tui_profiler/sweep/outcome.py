@@ -1,0 +1,224 @@
+"""What a finished cell amounts to: its status and reason, its cells.csv row and the columns its requests.csv
+rows share. Pure functions of typed inputs (no I/O, no event loop), so every path is testable by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tui_profiler.analysis.stats import percentile, summarise
+from tui_profiler.session.schema import COLD_START_PHASES, CellStatus
+
+if TYPE_CHECKING:  # the load generator and sampler are imported when a cell runs, not with the sweep
+    from tui_profiler.load.client import RequestResult
+    from tui_profiler.plan import Cell
+    from tui_profiler.runtime.base import EnforcedCaps
+    from tui_profiler.sample import SamplerSummary
+
+# The load generator's outcome for a request that got no answer in time (load.client.TIMEOUT).
+_TIMEOUT = "timeout"
+
+
+@dataclass(slots=True)
+class ColdStart:
+    """One container's cold start. `phases`: seconds per phase of COLD_START_PHASES (None where not
+    available), `first_request` added when the group's first request answers; `details`: a phase's note
+    (e.g. the image pull's); `start_wall_s`: the runtime's start call end to end; `wall_s`: start plus the
+    first request, set once that request is in (None until then, and for a target that never started)."""
+
+    phases: dict[str, float | None] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+    start_wall_s: float = 0.0
+    wall_s: float | None = None
+
+    def total_s(self) -> float | None:
+        return cold_total(self.phases)
+
+    def finish(self) -> None:
+        """The cold start is complete: the start's wall time plus the first request's latency."""
+        self.wall_s = self.start_wall_s + (self.phases.get("first_request") or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class CellSetting:
+    """What every row of one cell shares: the cell, the model, the caps it ran under, its container and its
+    payload's columns (`Payload.as_row()`; empty for a cell whose target never started)."""
+
+    cell: Cell
+    model_name: str
+    batch_size: int
+    enforced: EnforcedCaps
+    container_idx: int
+    payload_row: Mapping[str, Any] = field(default_factory=dict)
+
+
+def cold_total(phases: Mapping[str, float | None]) -> float | None:
+    """The cold start in seconds: the sum of the phases that were measured; None when none was."""
+    present = [v for v in (phases.get(p) for p in COLD_START_PHASES) if v is not None]
+    return sum(present) if present else None
+
+
+def throughput(timed: Sequence[RequestResult]) -> float | None:
+    """Answered requests per second, from the first send to the last answer; None below two answers."""
+    ok = [r for r in timed if r.ok]
+    if len(ok) < 2:
+        return None
+    t0 = min(r.t_send_s for r in timed)
+    t1 = max((r.t_recv_s for r in ok if r.t_recv_s is not None), default=t0)
+    return len(ok) / (t1 - t0) if t1 > t0 else None
+
+
+def model_name(server_model: str | None, preset_model: str, target_image: str) -> str:
+    """The model_name column: what the server says it runs, else the preset's model, else the image."""
+    return server_model or preset_model or target_image
+
+
+def gpu_mode(gpus: int) -> str:
+    return "on" if gpus else "off"
+
+
+def needs_liveness_check(timed: Sequence[RequestResult], load_error: str, oom_kills: int | None) -> bool:
+    """Whether the cell went wrong enough that the target may be dead (and must be asked)."""
+    return bool(load_error) or any(not r.ok for r in timed) or (oom_kills or 0) > 0
+
+
+def classify_cell(
+    timed: Sequence[RequestResult],
+    *,
+    load_error: str = "",
+    oom_kills: int | None = None,
+    alive: bool = True,
+    exit_facts: Mapping[str, Any] | None = None,
+    memory_gb: float | None = None,
+) -> tuple[CellStatus, str]:
+    """A finished cell's status and one-line reason. `timed`: its results after warm-up; `load_error`: why
+    the load generator itself failed ("" when it did not); `oom_kills`: the sampler's count over the cell
+    (None: not read); `alive`: whether the target still answered its readiness path afterwards (only asked
+    when `needs_liveness_check`); `exit_facts`: what stopping a dead target reported (exit_code,
+    oom_killed, last_logs); `memory_gb`: the cell's memory cap, for the OOM reason."""
+    errors = [r for r in timed if not r.ok]
+    status, reason = CellStatus.OK, ""
+    if load_error:
+        status, reason = CellStatus.FAILED, load_error
+    oomed = (oom_kills or 0) > 0
+    if not alive:
+        facts = exit_facts or {}
+        if facts.get("oom_killed") or oomed:
+            status = CellStatus.OOM
+            reason = f"the target was OOM-killed during the cell (memory cap {memory_gb} GiB)"
+        elif errors and all(r.outcome == _TIMEOUT for r in errors):
+            # hung, not dead (e.g. frozen): its requests timed out and /healthz did not answer
+            status = CellStatus.TIMEOUT
+            reason = (
+                f"the target stopped answering: {len(errors)} of {len(timed)} requests "
+                f"timed out and /healthz did not answer; replaced for the next cell"
+            )
+        else:
+            status = CellStatus.CRASHED
+            reason = f"the target died during the cell (exit code {facts.get('exit_code')})"
+            logs = str(facts.get("last_logs") or "").strip().splitlines()
+            if logs:
+                reason += f": {logs[-1][:200]}"
+    elif errors and not load_error:
+        kinds = sorted({(r.error or str(r.status))[:60] for r in errors})
+        if all(r.outcome == _TIMEOUT for r in errors):
+            status = CellStatus.TIMEOUT
+        else:
+            status = CellStatus.FAILED if len(errors) == len(timed) else CellStatus.OK
+        reason = f"{len(errors)} of {len(timed)} requests failed: {'; '.join(kinds[:3])}"
+    if not timed and status == CellStatus.OK:
+        status, reason = CellStatus.FAILED, "no timed request finished"
+    return status, reason
+
+
+def setting_columns(setting: CellSetting) -> dict[str, Any]:
+    """The cell's settings, the leading columns of both its cells.csv row and its requests.csv rows."""
+    cell, enforced, payload = setting.cell, setting.enforced, setting.payload_row
+    return {
+        "model_name": setting.model_name,
+        "cpu_cores": cell.cpus,
+        "gpu_mode": gpu_mode(cell.gpus),
+        "mem_cap_gb": cell.memory_gb,
+        "batch_size": setting.batch_size,
+        "token_len": cell.token_len,
+        "repeat_idx": cell.repeat_idx,
+        "cell_index": cell.index,
+        "container_idx": setting.container_idx,
+        "input_scale": cell.input_scale,
+        "pixels": payload.get("pixels"),
+        "height": payload.get("height"),
+        "width": payload.get("width"),
+        "concurrency": cell.concurrency,
+        "rate": cell.rate,
+        "gpus": cell.gpus,
+        "cpus_enforced": enforced.cpus_enforced if cell.cpus is not None else None,
+        "mem_enforced": enforced.memory_enforced if cell.memory_gb is not None else None,
+        "gpus_enforced": enforced.gpus_enforced if cell.gpus else None,
+        "cpuset": enforced.cpuset,
+    }
+
+
+def request_constants(setting: CellSetting) -> dict[str, Any]:
+    """The columns every requests.csv row of the cell shares: its settings and its payload's columns."""
+    return {**setting_columns(setting), **setting.payload_row}
+
+
+def cell_row(
+    setting: CellSetting,
+    results: Sequence[RequestResult],
+    *,
+    status: CellStatus,
+    reason: str,
+    sampled: SamplerSummary | None,
+    cold: ColdStart | None,
+    fresh: bool,
+    profiling_url: bool,
+    load_wall_s: float | None,
+    target_facts: Mapping[str, Any] | None = None,
+    weight_bytes: int | None = None,
+) -> dict[str, Any]:
+    """The cell's cells.csv row. `results`: all of them, warm-up included; `sampled`: the resource sampler's
+    summary (None: no sampler, or it failed); `cold`: its container's cold start (None: not measured);
+    `fresh`: this cell started the container; `profiling_url`: a running server, no container;
+    `target_facts`: the runtime's facts about the target (image sizes)."""
+    timed = [r for r in results if not r.warmup]
+    ok_lat = [r.latency_s for r in timed if r.ok and r.latency_s is not None]
+    s = summarise(ok_lat)
+    overheads = [r.overhead_ms for r in timed if r.ok and r.overhead_ms is not None]
+    server = [r.server_total_ms for r in timed if r.ok and r.server_total_ms is not None]
+    phases = dict(cold.phases) if cold else {}
+    details = cold.details if cold else {}
+    facts = target_facts or {}
+    return {
+        **setting_columns(setting),
+        "n": s.n,
+        "errors": len(timed) - len(ok_lat),
+        "warmup_n": len(results) - len(timed),
+        "mean_s": s.mean,
+        "std_s": s.std,
+        "p50_s": s.p50,
+        "p90_s": s.p90,
+        "p95_s": s.p95,
+        "p99_s": s.p99,
+        "max_s": s.max,
+        "ci95_low_s": s.ci95_low,
+        "ci95_high_s": s.ci95_high,
+        "load_wall_s": load_wall_s,
+        "throughput_rps": throughput(timed),
+        "server_total_ms_mean": sum(server) / len(server) if server else None,
+        "overhead_ms_mean": sum(overheads) / len(overheads) if overheads else None,
+        "overhead_ms_p50": percentile(overheads, 50),
+        "overhead_ms_max": max(overheads) if overheads else None,
+        "cold_start_cell": fresh if not profiling_url else None,
+        "cold_start_s": cold_total(phases) if not profiling_url and phases else None,
+        "cold_start_wall_s": cold.wall_s if cold else None,
+        "image_pull_detail": details.get("image_pull", ""),
+        "image_pull_bytes": facts.get("image_pull_bytes"),
+        "image_size_bytes": facts.get("image_size_bytes"),
+        "weight_bytes": weight_bytes,
+        **{f"{p}_s": phases.get(p) for p in COLD_START_PHASES},
+        **(sampled.as_row() if sampled is not None else {}),
+        "status": status,
+        "reason": reason,
+    }

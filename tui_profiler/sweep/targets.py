@@ -1,0 +1,126 @@
+"""What the sweep starts for a cell: the `TargetSpec` (image, model-server command line, caps, mounts,
+readiness) built from the preset and the cell, where the image comes from, and the preset a `--url` run
+plans with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui_profiler.config.model import Preset, ReadinessConfig, TargetConfig
+from tui_profiler.plan import Cell
+from tui_profiler.runtime.base import TargetFailed, TargetSpec
+from tui_profiler.session.schema import CellStatus
+
+
+@dataclass(frozen=True, slots=True)
+class GivenImage:
+    """An image the preset names: nothing to build."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageBuild:
+    """An image to build first. `build` blocks (minutes, the first time) and returns the image's tag;
+    `note` says what it builds, for the log."""
+
+    build: Callable[[], str]
+    note: str
+
+
+ImageSource = GivenImage | ImageBuild
+
+
+def target_config(preset: Preset) -> TargetConfig:
+    """The preset's [target], or the defaults (our own model server) when it has none."""
+    return preset.target or TargetConfig()
+
+
+def readiness(preset: Preset) -> ReadinessConfig:
+    return target_config(preset).readiness
+
+
+def image_source(preset: Preset) -> ImageSource:
+    """Where the docker runtime's image comes from: `target.image`, a build of `target.dockerfile`, the
+    preset's `image`, or our model-server image (built once; the layer cache makes it quick)."""
+    target = target_config(preset)
+    if target.image:
+        return GivenImage(target.image)
+    if target.dockerfile:
+        # Relative paths are relative to the preset file, like everything else it names.
+        here = preset.path.parent if preset.path else Path.cwd()
+        dockerfile = here / target.dockerfile
+        context = here / target.context if target.context else None
+        build_args = dict(target.build_args) or None
+
+        def build_from_dockerfile() -> str:
+            from tui_profiler import images
+
+            return images.build_image_from_dockerfile(dockerfile, context, build_args)
+
+        return ImageBuild(build_from_dockerfile, f"building the target image from {dockerfile}")
+    if preset.image:
+        return GivenImage(preset.image)
+
+    def ensure_server_image() -> str:
+        from tui_profiler import images
+
+        return images.ensure_server_image()
+
+    return ImageBuild(
+        ensure_server_image, "checking the model-server image (built once; the layer cache makes it quick)"
+    )
+
+
+def image_failure(exc: Exception) -> TargetFailed:
+    """An image that could not be built or found: the group's cells fail with BUILD_FAILED and its first line."""
+    text = str(exc)
+    return TargetFailed(
+        CellStatus.BUILD_FAILED, f"image: {text.splitlines()[0] if text else type(exc).__name__}"
+    )
+
+
+def server_command(preset: Preset) -> list[str] | None:
+    """The target's command line: the [target]'s own, or our model server's arguments for the preset's model
+    when the preset sets no [target] field; None: the image's default command."""
+    t = preset.target
+    command = t.command if t is not None else None
+    if command is None and (t is None or not t.model_fields_set) and preset.model:
+        command = ["--model", preset.model, "--weights", preset.weights, *preset.server_args]
+    return list(command) if command is not None else None
+
+
+def target_spec(preset: Preset, cell: Cell, *, image: str, session_id: str) -> TargetSpec:
+    """What to start for `cell`'s container group, under the cell's caps."""
+    t = preset.target
+    env = dict(t.env) if t is not None else {}
+    if cell.gpus and t is not None:
+        env.update(t.gpu_env)
+    return TargetSpec(
+        session_id=session_id,
+        image=image,
+        model=preset.model,
+        weights=preset.weights,
+        port=target_config(preset).port,
+        command=server_command(preset),
+        env=env,
+        mounts=t.mount_pairs() if t is not None else [],
+        cpus=cell.cpus,
+        memory_gb=cell.memory_gb,
+        gpus=cell.gpus,
+        cpuset=preset.resources.cpuset,
+        threads=preset.resources.threads,
+        readiness=readiness(preset),
+    )
+
+
+def url_preset(preset: Preset) -> Preset:
+    """The preset a `--url` run plans with: one uncapped resource config (a running server has its own)."""
+    resources = preset.resources.model_copy(
+        update={"cpus": [None], "memory_gb": [None], "gpus": [0], "pairing": "grid"}
+    )
+    planned = preset.model_copy(update={"resources": resources})
+    planned.path = preset.path
+    return planned
