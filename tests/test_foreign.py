@@ -1,4 +1,4 @@
-"""Bring your own serving container (issue 8), end to end on the real engine.
+"""Bring your own serving container, end to end on the real engine.
 
 A small foreign image is built here from the local base image (no registry is reachable): a stdlib HTTP
 server speaking the TensorFlow Serving REST shape (tests/foreign/tfserving_like), with a model directory

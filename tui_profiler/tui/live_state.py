@@ -95,7 +95,7 @@ class LiveState:
                 self.n_errors += 1
                 self.cell_errors += 1
                 self.last_error = event.error
-            if event.latency_s is not None and event.ok:
+            if event.ok and event.latency_s is not None and event.t_s is not None:
                 self.latencies.append((event.t_s, event.latency_s))
             return
         if type(event) is ResourceSample:
