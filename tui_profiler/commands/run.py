@@ -50,7 +50,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="continue an interrupted session: finished cells are kept, the rest are run",
     )
-    p.add_argument("--url", default=None, help="profile a server that is already running (no container)")
+    p.add_argument(
+        "--url",
+        default=None,
+        help="profile a server that is already running (no container): with a preset, its template and "
+        "inputs (the preset needs no model or [target])",
+    )
     p.add_argument(
         "--concurrency", type=int, default=None, help="with --url: concurrent clients (closed loop)"
     )
@@ -80,12 +85,13 @@ def _load(args: argparse.Namespace) -> Any:
         data = meta.get("preset_toml") or {}
         if overrides:
             data = apply_overrides(data, overrides)
-        return preset_from_dict(data, str(Path(args.resume) / "meta.json"))
+        return preset_from_dict(data, str(Path(args.resume) / "meta.json"), for_url=bool(args.url))
     if args.preset:
-        return load_preset(args.preset, overrides)
+        # with --url there is no container to start: the preset needs neither `model` nor [target]
+        return load_preset(args.preset, overrides, for_url=bool(args.url))
     # --url without a preset: a generic image request to our own server's protocol
     data = apply_overrides({"model": "external", "name": "url", "input": {"kind": "image"}}, overrides)
-    return preset_from_dict(data, "--url")
+    return preset_from_dict(data, "--url", for_url=True)
 
 
 def _run(args: argparse.Namespace) -> int:

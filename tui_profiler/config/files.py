@@ -94,10 +94,11 @@ def _looks_like_path(source: str) -> bool:
     return source.endswith(".toml") or os.sep in source
 
 
-def preset_from_dict(d: Any, source: str, *, check_host: bool = True) -> Preset:
-    """Validate a preset table. `source` names it in errors (a file path, or e.g. '<tui>')."""
+def preset_from_dict(d: Any, source: str, *, check_host: bool = True, for_url: bool = False) -> Preset:
+    """Validate a preset table. `source` names it in errors (a file path, or e.g. '<tui>'). `for_url`: the
+    preset profiles a running server (`run --url`), so it needs neither `model` nor a [target]."""
     try:
-        preset = Preset.model_validate(d, context={"source": source})
+        preset = Preset.model_validate(d, context={"source": source, "for_url": for_url})
     except ValidationError as exc:
         raise PresetError.from_validation(exc, source, d, Preset) from None
     if check_host:
@@ -150,14 +151,17 @@ def resolve_preset(name_or_path: str) -> Path:
     )
 
 
-def load_preset(name_or_path: str, overrides: Iterable[str] = (), *, check_host: bool = True) -> Preset:
-    """Load a preset by name (user folder, then built-ins) or by path, apply `--set` overrides, validate."""
+def load_preset(
+    name_or_path: str, overrides: Iterable[str] = (), *, check_host: bool = True, for_url: bool = False
+) -> Preset:
+    """Load a preset by name (user folder, then built-ins) or by path, apply `--set` overrides, validate.
+    `for_url`: for `run --url` (see `preset_from_dict`)."""
     path = resolve_preset(name_or_path)
     data = read_toml(path)
     overrides = list(overrides)
     if overrides:
         data = apply_overrides(data, overrides)
-    preset = preset_from_dict(data, str(path), check_host=check_host)
+    preset = preset_from_dict(data, str(path), check_host=check_host, for_url=for_url)
     preset.path = path
     return preset
 

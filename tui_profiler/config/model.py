@@ -17,9 +17,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
 
-from tui_profiler.config.request import RequestConfig
+from tui_profiler.config.request import FIELD_PATH, RequestConfig
 from tui_profiler.config.types import Integral, OneOrMany, Section, StringTable, Threads, rule
 
 # -------------------------------------------------------------------------------------------- vocabulary
@@ -54,17 +62,70 @@ def sized_by_tokens(kind: str) -> bool:
 # ------------------------------------------------------------------------------------------ sections
 
 
-class ReadinessConfig(Section):
-    """How to tell the server is ready: an HTTP path answering `status`, a log line, or a TCP connect."""
+ReadinessKind = Literal["http", "request", "log", "tcp"]
+READINESS_KINDS: tuple[str, ...] = get_args(ReadinessKind)
+JsonScalar = str | int | float | bool
 
-    kind: Literal["http", "log", "tcp"] = "http"
+
+def _json_scalar(value: Any) -> Any:
+    if value is not None and not isinstance(value, str | int | float | bool):
+        raise ValueError("json_value")  # refused before the union, so the error names the field alone
+    return value
+
+
+class ReadinessConfig(Section):
+    """How to tell the server is ready: an HTTP path answering `status` (and, optionally, a JSON field with
+    a value), the preset's own request passing its template's check, a log line, or a TCP connect."""
+
+    kind: ReadinessKind = Field(
+        default="http",
+        description="'request': ready when the preset's own request (its smallest input) passes the "
+        "template's check — for servers whose health answers before the model is loaded",
+    )
     path: str = "/healthz"
     status: Annotated[int, Integral, Field(ge=100, le=599)] = 200
+    # Servers whose health endpoint answers at once but says in its JSON whether the model is loaded.
+    json_field: str | None = Field(
+        default=None,
+        pattern=FIELD_PATH.pattern,
+        description="http: a dotted path that must be in the JSON answer (e.g. 'model_state')",
+        json_schema_extra={"allowed": "a dotted path such as 'model_state' or 'models.0.state'"},
+    )
+    json_value: Annotated[JsonScalar | None, BeforeValidator(_json_scalar)] = Field(
+        default=None,
+        description="http: the value json_field must have (e.g. 'READY'); any value if not given",
+        json_schema_extra={"allowed": "a string, number or boolean"},
+    )
     log_pattern: str = ""
     timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 600.0
     interval_s: Annotated[float, Field(gt=0, le=0.01, allow_inf_nan=False)] = Field(
         default=0.01, description="polling resolution (<= 10 ms)"
     )
+
+    @model_validator(mode="after")
+    def _rules(self) -> ReadinessConfig:
+        if self.json_value is not None and not self.json_field:
+            raise rule("json_value", self.json_value, "json_value needs json_field (the field to compare)")
+        if self.json_field and self.kind != "http":
+            raise rule(
+                "json_field",
+                self.json_field,
+                "only for kind 'http' (kind 'request' checks the answer with request.check)",
+            )
+        if self.kind == "log" and not self.log_pattern:
+            raise rule("log_pattern", self.log_pattern, "kind 'log' needs a regular expression to wait for")
+        return self
+
+    def json_matches(self, value: Any) -> bool:
+        """Whether a JSON value found at json_field is the one asked for (true is not 1, 1 is 1.0)."""
+        wanted = self.json_value
+        if wanted is None:
+            return True
+        if isinstance(wanted, bool) or isinstance(value, bool):
+            return isinstance(wanted, bool) and isinstance(value, bool) and wanted == value
+        return bool(type(wanted) is type(value) or {type(wanted), type(value)} <= {int, float}) and (
+            wanted == value
+        )
 
 
 class TargetConfig(Section):
@@ -324,7 +385,9 @@ class Preset(BaseModel):
         if not NAME_RE.match(self.name):
             raise rule("name", self.name, NAME_ALLOWED)
         target = self.target
-        if not self.model and not (target and (target.image or target.dockerfile)):
+        # `run --url`: a running server, no container to start, so neither a model nor a [target] is needed
+        for_url = bool((info.context or {}).get("for_url"))
+        if not for_url and not self.model and not (target and (target.image or target.dockerfile)):
             raise rule("model", self.model, "a catalog model name, or a [target] with image or dockerfile")
         problem = self.request.model_name_problem(self.model)
         if problem is not None:

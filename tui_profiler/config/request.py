@@ -39,6 +39,7 @@ placeholders are allowed.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import string
 from dataclasses import dataclass, field, replace
@@ -57,11 +58,33 @@ SCALAR_PLACEHOLDERS = frozenset(
 )
 BUILTIN_PLACEHOLDERS = VALUE_PLACEHOLDERS | SCALAR_PLACEHOLDERS
 RESERVED_HEADERS = ("content-length", "host", "transfer-encoding", "connection")
-_FIELD_PATH = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+FIELD_PATH = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")  # a dotted JSON field path
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # ------------------------------------------------------------------------------------ resolved templates
+
+
+def dotted_path(text: str | None) -> tuple[str | int, ...]:
+    """'outputs.0.data' -> ('outputs', 0, 'data'): the parts of a JSON field path; integer parts index lists."""
+    if not text:
+        return ()
+    return tuple(int(p) if p.isdigit() else p for p in text.split("."))
+
+
+class NoSuchField(LookupError):
+    """A dotted JSON path that the document does not have."""
+
+
+def json_at(doc: Any, path: tuple[str | int, ...]) -> Any:
+    """The value at `path` in a parsed JSON document; raises NoSuchField when any part is missing."""
+    node = doc
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            raise NoSuchField(".".join(map(str, path))) from None
+    return node
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +94,20 @@ class ResponseCheck:
     every: int = 1
 
     def field_path(self) -> tuple[str | int, ...]:
-        if not self.json_field:
-            return ()
-        return tuple(int(p) if p.isdigit() else p for p in self.json_field.split("."))
+        return dotted_path(self.json_field)
+
+    def failure(self, status: int, body: bytes) -> str | None:
+        """Why one answer fails this check (status, then the JSON field), or None when it passes."""
+        if status not in self.status:
+            return f"HTTP {status} (expected {'/'.join(map(str, sorted(self.status)))})"
+        if self.json_field:
+            try:
+                json_at(json.loads(body), self.field_path())
+            except ValueError:
+                return "check: the answer is not JSON"
+            except NoSuchField:
+                return f"check: no field {self.json_field!r} in the answer"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +279,7 @@ class CheckConfig(Section):
     @field_validator("json_field")
     @classmethod
     def _dotted(cls, value: str | None) -> str | None:
-        if value and not _FIELD_PATH.match(value):
+        if value and not FIELD_PATH.match(value):
             raise ValueError("json_field")
         return value
 

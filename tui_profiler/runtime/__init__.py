@@ -7,6 +7,7 @@ import importlib.util
 from tui_profiler.runtime.base import (
     SESSION_LABEL,
     EnforcedCaps,
+    ProbeRequest,
     ReadinessProbe,
     RunningTarget,
     Runtime,
@@ -18,6 +19,7 @@ __all__ = [
     "RUNTIME_NAMES",
     "SESSION_LABEL",
     "EnforcedCaps",
+    "ProbeRequest",
     "ReadinessProbe",
     "RunningTarget",
     "Runtime",

@@ -6,11 +6,12 @@ as a local subprocess, capped through cgroups where writable). The sweep only ta
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tui_profiler.config.model import ReadinessConfig
+from tui_profiler.config.request import ResponseCheck
 from tui_profiler.sample import SampleTarget
 from tui_profiler.sample.cgroup import CgroupPaths
 from tui_profiler.session.schema import CellStatus
@@ -20,8 +21,23 @@ SESSION_LABEL = (
 )
 
 
-# How to tell the server is ready (HTTP path, log line or TCP connect): the preset's `target.readiness`.
+# How to tell the server is ready (HTTP path, the preset's request, log line or TCP connect): the
+# preset's `target.readiness`.
 ReadinessProbe = ReadinessConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """The preset's own request, rendered (its smallest input, through its template), that a `request`
+    readiness probe sends until an answer passes `check`. Built by the sweep, which knows the template;
+    the runtime only sends bytes and judges the answer."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]  # the content type included
+    body: bytes
+    check: ResponseCheck  # the template's: the statuses allowed and the JSON field the answer must have
+    timeout_s: float = 60.0  # one try's limit: the preset's per-request timeout
 
 
 @dataclass(slots=True)
@@ -42,6 +58,7 @@ class TargetSpec:
     cpuset: bool = False  # also pin to ceil(cpus) cores
     threads: str = "auto"  # torch intra-op threads: a number, "auto" (the quota) or "host"
     readiness: ReadinessProbe = field(default_factory=ReadinessProbe)
+    probe_request: ProbeRequest | None = None  # what a `request` readiness probe sends
     labels: dict[str, str] = field(default_factory=dict)
     user: str | None = None  # None: the image's user, or nobody (65534) when the image would run as root
 

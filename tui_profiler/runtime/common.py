@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.runtime.base import PhaseCallback, ReadinessProbe, TargetFailed
+from tui_profiler.config.request import NoSuchField, dotted_path, json_at
+from tui_profiler.runtime.base import PhaseCallback, ProbeRequest, ReadinessProbe, TargetFailed
 from tui_profiler.session.schema import CellStatus
 
 LOOPBACK = "127.0.0.1"
@@ -84,7 +85,9 @@ async def settle(coro: Awaitable[Any]) -> Any:
 class ProbeResult:
     elapsed_s: float  # from the probe's start to the first success (perf_counter)
     ready_epoch: float  # time.time() at the first success, to compare with the server's timeline
-    body: dict[str, Any] | None  # the JSON body of the first 200, when the probe is HTTP and it is JSON
+    # The server's own health document (its timeline, its runtime facts) when it is JSON: the answer of
+    # an `http` probe; for a `request` probe, one GET of `path` after the request passed.
+    body: dict[str, Any] | None
     polls: int
 
 
@@ -98,10 +101,14 @@ async def wait_ready(
     is_dead: DeadCheck,
     *,
     log_lines: Callable[[], Awaitable[str]] | None = None,
+    request: ProbeRequest | None = None,
     dead_check_every_s: float = 0.2,
 ) -> ProbeResult:
-    """Poll until the probe succeeds. Raises TargetFailed(TIMEOUT) after probe.timeout_s, or the failure
-    `is_dead` returns (checked every `dead_check_every_s` without slowing the poll)."""
+    """Poll until the probe succeeds, at most `probe.interval_s` (<= 10 ms) between tries. Kinds: `http`
+    (GET `path` answers `status`, and `json_field` has `json_value` when given), `request` (the preset's
+    own `request` passes its template's check: the model answers), `log` (a line matches `log_pattern`),
+    `tcp` (a connection stays open). Raises TargetFailed(TIMEOUT) after probe.timeout_s, naming the last
+    answer, or the failure `is_dead` returns (checked every `dead_check_every_s` without slowing the poll)."""
     interval = min(max(probe.interval_s, 0.001), MAX_POLL_INTERVAL_S)
     t0 = time.perf_counter()
     deadline = t0 + probe.timeout_s
@@ -111,14 +118,22 @@ async def wait_ready(
     compiled = re.compile(probe.log_pattern) if probe.kind == "log" and probe.log_pattern else None
     if probe.kind == "log" and (compiled is None or log_lines is None):
         raise TargetFailed(CellStatus.FAILED, "readiness probe 'log' needs log_pattern and a log source")
+    if probe.kind == "request" and request is None:
+        raise TargetFailed(CellStatus.FAILED, "readiness probe 'request' needs the preset's request")
+    if probe.kind not in ("http", "request", "log", "tcp"):
+        raise TargetFailed(
+            CellStatus.FAILED, f"unknown readiness probe kind {probe.kind!r} (http, request, tcp, log)"
+        )
     session = None
-    if probe.kind == "http":
+    if probe.kind in ("http", "request"):
         import aiohttp
 
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=2.0, sock_connect=0.5),
             connector=aiohttp.TCPConnector(limit=1),
         )
+    base_url = f"http://{host}:{port}"
+    last = "no answer yet"
     try:
         while True:
             polls += 1
@@ -126,28 +141,22 @@ async def wait_ready(
             ok = False
             if probe.kind == "http":
                 assert session is not None
-                try:
-                    async with session.get(f"http://{host}:{port}{probe.path}") as resp:
-                        raw = await resp.read()
-                        if resp.status == probe.status:
-                            ok = True
-                            with contextlib.suppress(ValueError, UnicodeDecodeError):
-                                parsed = json.loads(raw)
-                                body = parsed if isinstance(parsed, dict) else None
-                except Exception:  # not up yet: refused, reset by the proxy, timed out
-                    pass
+                ok, body, last = await _http_try(session, base_url, probe)
+            elif probe.kind == "request":
+                assert session is not None and request is not None
+                ok, last = await _request_try(session, base_url, request, deadline)
             elif probe.kind == "tcp":
                 ok = await _tcp_alive(host, port)
-            elif probe.kind == "log":
+            else:
                 assert log_lines is not None and compiled is not None
                 ok = bool(compiled.search(await log_lines()))
-            else:
-                raise TargetFailed(
-                    CellStatus.FAILED, f"unknown readiness probe kind {probe.kind!r} (http, tcp, log)"
-                )
             now = time.perf_counter()
             if ok:
-                return ProbeResult(now - t0, time.time(), body, polls)
+                ready_epoch = time.time()
+                if probe.kind == "request":  # after the success time: the server's timeline and facts
+                    assert session is not None
+                    body = await _health_document(session, base_url + probe.path)
+                return ProbeResult(now - t0, ready_epoch, body, polls)
             if check_task is not None and check_task.done():
                 death = check_task.result()
                 check_task = None
@@ -157,8 +166,9 @@ async def wait_ready(
                 last_dead_check = now
                 check_task = asyncio.ensure_future(is_dead())
             if now >= deadline:
+                told = f"; last: {last}" if probe.kind in ("http", "request") else ""
                 raise TargetFailed(
-                    CellStatus.TIMEOUT, f"not ready after {probe.timeout_s:g} s ({probe.kind} probe)"
+                    CellStatus.TIMEOUT, f"not ready after {probe.timeout_s:g} s ({probe.kind} probe{told})"
                 )
             await asyncio.sleep(interval)
     finally:
@@ -168,6 +178,73 @@ async def wait_ready(
                 await check_task
         if session is not None:
             await session.close()
+
+
+async def _http_try(
+    session: Any, base_url: str, probe: ReadinessProbe
+) -> tuple[bool, dict[str, Any] | None, str]:
+    """One GET of the probe's path: (ready, the JSON document, what the answer said)."""
+    try:
+        async with session.get(base_url + probe.path) as resp:
+            raw = await resp.read()
+            status = resp.status
+    except Exception as exc:  # not up yet: refused, reset by the proxy, timed out
+        return False, None, _no_answer(exc)
+    doc: Any = None
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        doc = json.loads(raw)
+    body = doc if isinstance(doc, dict) else None
+    if status != probe.status:
+        return False, body, f"HTTP {status} (expected {probe.status})"
+    if probe.json_field:
+        try:
+            value = json_at(doc, dotted_path(probe.json_field))
+        except NoSuchField:
+            return False, body, f"no field {probe.json_field!r} in the answer"
+        if not probe.json_matches(value):
+            return False, body, f"{probe.json_field} is {value!r} (expected {probe.json_value!r})"
+    return True, body, "ready"
+
+
+async def _request_try(
+    session: Any, base_url: str, request: ProbeRequest, deadline: float
+) -> tuple[bool, str]:
+    """One send of the preset's request: (its answer passed the template's check, what it said)."""
+    import aiohttp
+
+    remaining = max(0.05, deadline - time.perf_counter())
+    timeout = aiohttp.ClientTimeout(total=min(request.timeout_s, remaining), sock_connect=0.5)
+    try:
+        async with session.request(
+            request.method,
+            base_url + request.path,
+            data=request.body or None,
+            headers=dict(request.headers),
+            timeout=timeout,
+        ) as resp:
+            raw = await resp.read()
+            status = resp.status
+    except Exception as exc:  # not up yet, or the model still loading behind a request that timed out
+        return False, _no_answer(exc)
+    failure = request.check.failure(status, raw)
+    return failure is None, failure or "ready"
+
+
+async def _health_document(session: Any, url: str) -> dict[str, Any] | None:
+    """The JSON document a GET of `url` answers with 200, else None (a server without one)."""
+    try:
+        async with session.get(url) as resp:
+            if resp.status != 200:
+                return None
+            doc = json.loads(await resp.read())
+    except Exception:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _no_answer(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"no answer ({type(exc).__name__}{': ' + text[0][:120] if text else ''})"
 
 
 async def _tcp_alive(host: str, port: int) -> bool:

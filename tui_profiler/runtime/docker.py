@@ -222,10 +222,12 @@ class DockerRuntime:
                 spec.readiness,
                 lambda: self._death(container),
                 log_lines=lambda: self._logs(container, tail=200),
+                request=spec.probe_request,
             )
             split, tl_facts = timeline_phases(probe.body, started_epoch, probe.ready_epoch, probe.elapsed_s)
             facts.update(tl_facts)
             facts["ready_polls"] = probe.polls
+            facts["ready_probe"] = spec.readiness.kind
             for key in ("server_boot", "model_load", "ready"):
                 phases[key] = split[key]
                 await report_phase(

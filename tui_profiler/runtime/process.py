@@ -307,6 +307,7 @@ class ProcessRuntime:
                         spec.readiness,
                         functools.partial(self._death, child),
                         log_lines=lambda: asyncio.to_thread(_tail, log_path, 200),
+                        request=spec.probe_request,
                     )
                 except TargetFailed as exc:
                     if (
@@ -324,6 +325,7 @@ class ProcessRuntime:
             split, tl_facts = timeline_phases(probe.body, started_epoch, probe.ready_epoch, probe.elapsed_s)
             facts.update(tl_facts)
             facts["ready_polls"] = probe.polls
+            facts["ready_probe"] = spec.readiness.kind
             for key in ("server_boot", "model_load", "ready"):
                 phases[key] = split[key]
                 await report_phase(

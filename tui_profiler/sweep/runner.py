@@ -457,7 +457,9 @@ class SweepRunner:
 
         # the process runtime runs the server from this installation: no image to build
         image = await self._resolve_image() if self.runtime.name == "docker" else self.preset.image
-        spec = targets.target_spec(self.preset, cell, image=image, session_id=self.store.session_id)
+        spec = await asyncio.to_thread(  # a `request` readiness probe renders the preset's request
+            targets.target_spec, self.preset, cell, image=image, session_id=self.store.session_id
+        )
         t0 = time.perf_counter()
         try:
             target = await self._interruptible(self.runtime.start(spec, on_phase))

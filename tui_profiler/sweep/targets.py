@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tui_profiler.config.model import Preset, ReadinessConfig, TargetConfig
 from tui_profiler.plan import Cell
-from tui_profiler.runtime.base import TargetFailed, TargetSpec
+from tui_profiler.runtime.base import ProbeRequest, TargetFailed, TargetSpec
 from tui_profiler.session.schema import CellStatus
 
 
@@ -92,8 +92,39 @@ def server_command(preset: Preset) -> list[str] | None:
     return list(command) if command is not None else None
 
 
+def probe_request(preset: Preset) -> ProbeRequest | None:
+    """What a `request` readiness probe sends: the preset's own request at its smallest input size,
+    rendered through its template, judged by the template's check; None for the other probe kinds.
+    Generates and encodes an input (milliseconds for the smallest one): call it off the event loop."""
+    if readiness(preset).kind != "request":
+        return None
+    from tui_profiler.load.inputs import InputSpec
+    from tui_profiler.load.template import build_payload, template_for
+
+    inp = preset.input
+    smallest = min(inp.sizes)
+    if inp.sized_by_tokens:
+        spec = InputSpec.for_cell(inp, token_len=int(smallest))
+    else:
+        spec = InputSpec.for_cell(inp, scale=float(smallest))
+    template = template_for(preset)
+    payload = build_payload(spec, template, template.model_name or preset.model)
+    headers = dict(payload.headers)
+    if payload.content_type and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = payload.content_type
+    return ProbeRequest(
+        method=payload.method,
+        path=payload.path,
+        headers=headers,
+        body=payload.body,
+        check=template.check,
+        timeout_s=preset.load.timeout_s,
+    )
+
+
 def target_spec(preset: Preset, cell: Cell, *, image: str, session_id: str) -> TargetSpec:
-    """What to start for `cell`'s container group, under the cell's caps."""
+    """What to start for `cell`'s container group, under the cell's caps (with a `request` readiness
+    probe, its request is rendered here: call it off the event loop)."""
     t = preset.target
     env = dict(t.env) if t is not None else {}
     if cell.gpus and t is not None:
@@ -113,6 +144,7 @@ def target_spec(preset: Preset, cell: Cell, *, image: str, session_id: str) -> T
         cpuset=preset.resources.cpuset,
         threads=preset.resources.threads,
         readiness=readiness(preset),
+        probe_request=probe_request(preset),
     )
 
 
