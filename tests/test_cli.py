@@ -3,6 +3,7 @@ a real model server running as a local process (no container: the same files, re
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -138,6 +139,50 @@ def test_run_url_writes_the_same_files(local_server: str, tmp_path: Path) -> Non
     assert all(r["server_total_ms"] != "" and r["cpu_cores"] == "" for r in rows)
     assert rows[0]["model_name"] == "mobilenet_v3_small"  # from the server's /info
     assert "session ok" in out.stdout
+
+
+URL_PRESET = """
+description = "a running server's own template and inputs; no model, no [target]: nothing to start"
+
+[input]
+kind = "image"
+base_size = [64, 48]
+scales = [0.5, 1.0]
+encoding = "png"
+
+[request.template]
+path = "/predict"
+headers = { X-Client = "url-preset" }
+check = { status = 200, json_field = "model" }
+
+[load]
+concurrency = [1]
+requests = 5
+warmup = 1
+"""
+
+
+def test_run_url_with_a_preset_uses_its_template_and_inputs(local_server: str, tmp_path: Path) -> None:
+    preset = tmp_path / "url_only.toml"
+    preset.write_text(URL_PRESET)
+    out_dir = tmp_path / "out"
+    out = cli("run", "--url", local_server, str(preset), "--headless", "--output", str(out_dir), timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (session,) = list(out_dir.iterdir())
+    cells = read_rows(session / "cells.csv")[1]
+    assert [c["status"] for c in cells] == ["ok", "ok"] and [c["input_scale"] for c in cells] == ["0.5", "1.0"]
+    assert [c["pixels"] for c in cells] == [str(32 * 24), str(64 * 48)]  # the preset's inputs
+    rows = read_rows(session / "requests.csv")[1]
+    assert Counter(r["cell_index"] for r in rows) == {"0": 6, "1": 6}
+    assert all(r["status"] == "ok" and r["cold_start_s"] == "" for r in rows)
+    meta = json.loads((session / "meta.json").read_text())
+    assert meta["url"] == local_server
+    # without --url the same preset is refused as before: there would be nothing to start
+    out = cli("run", str(preset), "--headless", "--output", str(out_dir))
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"{preset}: model: '' — a catalog model name, or a [target] with image or dockerfile"
+    )
 
 
 def test_orphan_owner_label_tells_live_runs_from_dead_ones() -> None:

@@ -19,6 +19,7 @@ import asyncio
 import csv
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -173,6 +174,53 @@ def test_readiness_fields_are_checked_in_the_preset() -> None:
     assert "did you mean 'request'?" in error({"kind": "reqest"})
     ok = ReadinessProbe(json_field="ready", json_value=1)
     assert ok.json_matches(1) and ok.json_matches(1.0) and not ok.json_matches(True)
+
+
+def test_the_request_probe_is_the_presets_smallest_request() -> None:
+    from tui_profiler.plan import build_plan
+    from tui_profiler.sweep import targets
+
+    preset = load_preset("smoke", ["target.readiness.kind=request"], check_host=False)
+    probe = targets.probe_request(preset)
+    assert probe is not None and (probe.method, probe.path) == ("POST", "/predict")
+    assert probe.headers["X-Tensor-Shape"] == "1,3,112,112"  # scale 0.5 of 224 x 224: the smallest
+    assert len(probe.body) == 3 * 112 * 112 * 4 and probe.check.status == (200,)
+    spec = targets.target_spec(preset, build_plan(preset)[0], image="img", session_id="s")
+    assert spec.probe_request == probe and spec.readiness.kind == "request"
+    # a [target] that only sets the readiness is still our server, serving the preset's model
+    assert spec.command is not None and spec.command[:2] == ["--model", "mobilenet_v3_small"]
+    assert targets.probe_request(load_preset("smoke", check_host=False)) is None
+
+
+def test_our_server_through_the_process_runtime_with_a_request_probe() -> None:
+    """Our model server answers /healthz only once loaded, so `request` changes little for it; the
+    health document read after the request passed still splits the wait with the server's timeline."""
+    pytest.importorskip("torch")
+    from tui_profiler.plan import build_plan
+    from tui_profiler.runtime.process import ProcessRuntime
+    from tui_profiler.sweep import targets
+
+    preset = load_preset(
+        "smoke",
+        ["target.readiness.kind=request", "resources.cpus=2", "resources.memory_gb=4"],
+        check_host=False,
+    )
+    spec = targets.target_spec(
+        preset, build_plan(preset)[0], image="", session_id=f"test-ready-{secrets.token_hex(3)}"
+    )
+    phases: dict[str, float | None] = {}
+
+    async def main() -> RunningTarget:
+        runtime = ProcessRuntime()
+        target = await runtime.start(spec, on_phase=lambda p, s, d: phases.__setitem__(p, s))
+        await runtime.stop(target)
+        return target
+
+    target = asyncio.run(main())
+    assert target.facts["ready_probe"] == "request" and target.facts["ready_polls"] >= 1
+    assert isinstance(target.facts["server_runtime"], dict)  # from /healthz, read after the request
+    assert phases["server_boot"] is not None and phases["model_load"] is not None
+    assert phases["ready"] is not None and phases["ready"] >= 0
 
 
 def test_every_example_preset_says_which_probe_it_uses_and_why() -> None:

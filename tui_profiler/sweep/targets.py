@@ -84,10 +84,11 @@ def image_failure(exc: Exception) -> TargetFailed:
 
 def server_command(preset: Preset) -> list[str] | None:
     """The target's command line: the [target]'s own, or our model server's arguments for the preset's model
-    when the preset sets no [target] field; None: the image's default command."""
+    when the [target] names no image of its own (only its readiness, say); None: the image's default
+    command."""
     t = preset.target
     command = t.command if t is not None else None
-    if command is None and (t is None or not t.model_fields_set) and preset.model:
+    if command is None and not (t is not None and (t.image or t.dockerfile)) and preset.model:
         command = ["--model", preset.model, "--weights", preset.weights, *preset.server_args]
     return list(command) if command is not None else None
 
