@@ -170,7 +170,10 @@ def test_run_url_with_a_preset_uses_its_template_and_inputs(local_server: str, t
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     (session,) = list(out_dir.iterdir())
     cells = read_rows(session / "cells.csv")[1]
-    assert [c["status"] for c in cells] == ["ok", "ok"] and [c["input_scale"] for c in cells] == ["0.5", "1.0"]
+    assert [c["status"] for c in cells] == ["ok", "ok"] and [c["input_scale"] for c in cells] == [
+        "0.5",
+        "1.0",
+    ]
     assert [c["pixels"] for c in cells] == [str(32 * 24), str(64 * 48)]  # the preset's inputs
     rows = read_rows(session / "requests.csv")[1]
     assert Counter(r["cell_index"] for r in rows) == {"0": 6, "1": 6}
