@@ -240,6 +240,18 @@ def source_paths(preset: Preset) -> list[tuple[str, str, Path]]:
     return found
 
 
+def absolute_paths(preset: Preset) -> dict[str, Any]:
+    """The preset's `files` or `folder` as absolute paths (for meta.json: a resumed session reads its preset
+    from there, far from the preset file its relative paths were relative to)."""
+    inp = preset.input
+    here = preset.path.parent if preset.path else Path.cwd()
+    if inp.files:
+        return {"files": [str((here / Path(f).expanduser()).resolve()) for f in inp.files]}
+    if inp.folder:
+        return {"folder": str((here / Path(inp.folder).expanduser()).resolve())}
+    return {}
+
+
 def _read(source: str, fieldname: str, written: str, path: Path) -> bytes:
     if not path.exists():
         raise PresetError(source, fieldname, written, "not found")
@@ -292,6 +304,17 @@ def open_sources(preset: Preset) -> InputSources | None:
     if not inp.has_sources:
         return None
     source = preset.source
+    if inp.kind == "body":
+        from tui_profiler.load.template import template_for
+
+        body = template_for(preset).body
+        if body != "input":
+            raise PresetError(
+                source,
+                "input.kind",
+                "body",
+                f"a body file is sent as is: the template's body must be 'input' (not {body!r})",
+            )
     inputs: list[SourceInput] = []
     for fieldname, written, path in source_paths(preset):
         data = _read(source, fieldname, written, path)

@@ -201,7 +201,7 @@ class SweepRunner:
         else:
             meta = {
                 "preset": preset_summary(self.preset),
-                "preset_toml": self.preset.to_dict(),
+                "preset_toml": self._preset_toml(),
                 "runtime": self.runtime.name if self.runtime else "url",
                 "runtime_reason": self.runtime_reason,
                 "url": self.url,
@@ -681,6 +681,15 @@ class SweepRunner:
             target_facts=target.facts,
         )
         return status, not alive
+
+    def _preset_toml(self) -> dict[str, Any]:
+        """The preset as written, its input files made absolute (a resume reads it from meta.json)."""
+        data = self.preset.to_dict()
+        if self._sources is not None:
+            from tui_profiler.load.sources import absolute_paths
+
+            data["input"] = {**data.get("input", {}), **absolute_paths(self.preset)}
+        return data
 
     def _inputs_failed(
         self,
