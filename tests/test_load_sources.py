@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from PIL import Image
@@ -102,7 +102,7 @@ def test_a_bad_file_stops_the_sweep_before_any_container(tmp_path: Path) -> None
     from tui_profiler.sweep import SweepRunner
 
     p = preset({"files": ["missing.png"]}, tmp_path)
-    with pytest.raises(PresetError, match="input.files: 'missing.png' — not found"):
+    with pytest.raises(PresetError, match=r"input\.files: 'missing\.png' — not found"):
         SweepRunner(p, runtime="docker", output_dir=tmp_path / "out")  # raises in the constructor
     assert not (tmp_path / "out").exists()  # no session was started
 
@@ -247,7 +247,7 @@ def test_a_cell_past_the_memory_bound_is_refused(tmp_path: Path) -> None:
     p = preset({"folder": str(PHOTOS), "encoding": "raw", "max_prepared_mb": 0.5}, tmp_path)
     sources = open_sources(p)
     assert sources is not None
-    with pytest.raises(InputsTooLarge, match="input.max_prepared_mb"):
+    with pytest.raises(InputsTooLarge, match=r"input\.max_prepared_mb"):
         sources.prepare(p, template_for(p), "m", scale=1.0)  # a 451x300 float32 tensor is 1.5 MiB
     assert len(sources.prepare(p, template_for(p), "m", scale=0.25).payloads) == 3
 
@@ -318,7 +318,7 @@ def test_a_folder_of_photos_is_profiled_at_three_scales(model_server: str, tmp_p
 class _Recorder(BaseHTTPRequestHandler):
     """Answers every POST with a small JSON document and keeps what it was sent."""
 
-    received: list[tuple[str, str, bytes]] = []
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
