@@ -536,7 +536,10 @@ def _axes(preset: Any) -> str:
     parts = [f"{len(res.cpus)} CPU × {len(res.memory_gb)} mem ({res.pairing})"]
     if len(res.gpus) > 1 or any(res.gpus):
         parts.append(f"{len(res.gpus)} GPU")
-    parts.append(f"{len(sizes)} {'token lengths' if preset.input.sized_by_tokens else 'scales'}")
+    if preset.input.sized_by_plan:
+        parts.append(f"{len(sizes)} {'token lengths' if preset.input.sized_by_tokens else 'scales'}")
+    else:
+        parts.append("inputs as given")
     parts.append(f"{len(levels)} {'rates' if load.mode == 'open' else 'concurrency'}")
     if preset.repetitions > 1:
         parts.append(f"{preset.repetitions} reps")
