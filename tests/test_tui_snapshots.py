@@ -65,3 +65,17 @@ def test_results_figure(snap_compare, app):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=open_figure)
+
+
+def test_input_picker(snap_compare, app, monkeypatch):
+    from pathlib import Path
+
+    # the tree starts at the working folder: here, the repository's test data (its photos)
+    monkeypatch.chdir(Path(__file__).resolve().parent / "data")
+
+    async def open_picker(pilot):
+        await pilot.pause()
+        await pilot.press("ctrl+o")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=open_picker)

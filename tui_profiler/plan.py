@@ -41,7 +41,10 @@ class Cell:
 
     def label(self) -> str:
         caps = f"cpu={_fmt(self.cpus)} mem={_fmt(self.memory_gb)}G gpu={self.gpus}"
-        size = f"scale={self.input_scale:g}" if self.input_scale is not None else f"tokens={self.token_len}"
+        if self.input_scale is not None:
+            size = f"scale={self.input_scale:g}"
+        else:
+            size = f"tokens={self.token_len}" if self.token_len is not None else "input=as given"
         load = f"conc={self.concurrency}" if self.concurrency is not None else f"rate={self.rate:g}/s"
         rep = f" rep={self.repeat_idx}" if self.repeat_idx else ""
         return f"{caps} {size} {load}{rep}"
@@ -67,8 +70,10 @@ def build_plan(preset: Preset) -> list[Cell]:
     """Every cell of the sweep, in run order: repetition, resource config (one container), input size,
     load level. A plan with no cell is a PresetError that says which axis is empty."""
     inp, load = preset.input, preset.load
-    if inp.sized_by_tokens:
-        sizes: list[tuple[float | None, int | None]] = [(None, t) for t in inp.token_lens]
+    if not inp.sized_by_plan:  # request bodies, or text sent as written: one size, the inputs' own
+        sizes: list[tuple[float | None, int | None]] = [(None, None)]
+    elif inp.sized_by_tokens:
+        sizes = [(None, t) for t in inp.token_lens]
     else:
         sizes = [(s, None) for s in inp.scales]
     if load.mode == "open":
@@ -79,7 +84,7 @@ def build_plan(preset: Preset) -> list[Cell]:
     empty = [
         (name, value, why)
         for name, value, why in (
-            ("input.token_lens" if inp.sized_by_tokens else "input.scales", inp.sizes, "no input sizes"),
+            ("input.token_lens" if inp.sized_by_tokens else "input.scales", sizes, "no input sizes"),
             ("load.rates" if load.mode == "open" else "load.concurrency", load.levels, "no load levels"),
             ("resources", [c[:2] for c in configs], "no resource configs"),
         )

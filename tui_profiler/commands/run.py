@@ -96,6 +96,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from tui_profiler.config import PresetError
+    from tui_profiler.load.sources import open_sources
     from tui_profiler.plan import build_plan
 
     if not args.preset and not args.url and not args.resume:
@@ -107,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         preset = _load(args)
         build_plan(preset)  # a plan with no cell is refused here, not run to an "ok" end
+        open_sources(preset)  # the user's input files, checked before any container starts
     except PresetError as exc:
         print(str(exc), file=sys.stderr)
         return 2

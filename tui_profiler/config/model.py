@@ -32,7 +32,7 @@ from tui_profiler.config.types import Integral, OneOrMany, Section, StringTable,
 
 # -------------------------------------------------------------------------------------------- vocabulary
 
-InputKind = Literal["image", "tokens", "tensor", "text"]
+InputKind = Literal["image", "tokens", "tensor", "text", "body"]
 Encoding = Literal["raw", "png", "jpeg", "json", "base64", "json-instances", "text"]
 DType = Literal["float32", "float16", "float64", "uint8", "int64", "int32"]
 KINDS: tuple[str, ...] = get_args(InputKind)
@@ -46,7 +46,12 @@ ALLOWED_ENCODINGS: dict[str, tuple[str, ...]] = {
     "tensor": ("raw", "json", "base64", "json-instances"),
     "tokens": ("raw", "json", "base64", "json-instances", "text"),
     "text": ("text", "json"),
+    "body": ("raw",),  # a body file is sent byte for byte
 }
+InputOrder = Literal["sequential", "random"]
+# The kinds a user's own files can be (`input.files` / `input.folder`), and the one of them that a folder
+# cannot hold (one text file already holds many prompts).
+SOURCE_KINDS: tuple[str, ...] = ("image", "text", "body")
 LoadMode = Literal["closed", "open"]
 Arrival = Literal["constant", "poisson"]
 Transport = Literal["auto", "raw", "aiohttp"]
@@ -161,7 +166,8 @@ class TargetConfig(Section):
 
 
 def _default_scales(data: dict[str, Any]) -> list[float]:
-    return [] if sized_by_tokens(data.get("kind", "image")) else [1.0]
+    kind = data.get("kind", "image")
+    return [] if sized_by_tokens(kind) or kind == "body" else [1.0]
 
 
 def _default_token_lens(data: dict[str, Any]) -> list[int]:
@@ -170,7 +176,10 @@ def _default_token_lens(data: dict[str, Any]) -> list[int]:
 
 def _default_base_size(data: dict[str, Any]) -> list[int]:
     # for tokens and text, `_base_length_is_the_first_token_len` fills it in before validation
-    return [16] if sized_by_tokens(data.get("kind", "image")) else [224, 224]
+    kind = data.get("kind", "image")
+    if kind == "body":
+        return [1]  # unused: a body is its file
+    return [16] if sized_by_tokens(kind) else [224, 224]
 
 
 class InputConfig(Section):
@@ -198,10 +207,36 @@ class InputConfig(Section):
     seed: Annotated[int, Integral, Field(ge=0, le=2**32 - 1)] = 0
     jpeg_quality: Annotated[int, Integral, Field(ge=1, le=100)] = 90
     vocab_size: Annotated[int, Integral, Field(ge=1001, le=10_000_000)] = 30522
+    # users' own inputs (read, checked and prepared by load.sources)
+    files: Annotated[list[str], OneOrMany, Field(min_length=1)] = Field(
+        default_factory=list,
+        description="the user's own input files (images, text/JSONL, request bodies); "
+        "relative to the preset file",
+    )
+    folder: str = Field(default="", description="a folder of input files (every file in it, sorted by name)")
+    order: InputOrder = Field(
+        default="sequential", description="which input each request sends: in turn, or drawn with input.seed"
+    )
+    content_type: str = Field(
+        default="", description="kind 'body': the Content-Type sent (default: guessed from the extension)"
+    )
+    max_prepared_mb: Annotated[float, Field(gt=0, le=1_048_576, allow_inf_nan=False)] = Field(
+        default=1024.0, description="the most MiB the prepared inputs of one cell may take"
+    )
 
     @property
     def sized_by_tokens(self) -> bool:
         return sized_by_tokens(self.kind)
+
+    @property
+    def has_sources(self) -> bool:
+        """The inputs are the user's own files (else synthetic)."""
+        return bool(self.files or self.folder)
+
+    @property
+    def sized_by_plan(self) -> bool:
+        """Whether the plan has an input-size axis: not for request bodies, nor for text sent as written."""
+        return self.kind != "body" and not (self.kind == "text" and self.has_sources and not self.token_lens)
 
     @property
     def sizes(self) -> list[float] | list[int]:
@@ -221,7 +256,12 @@ class InputConfig(Section):
     @model_validator(mode="after")
     def _rules(self) -> InputConfig:
         given = self.model_fields_set
-        if not self.sized_by_tokens:
+        self._source_rules(given)
+        if self.kind == "text" and self.has_sources and "token_lens" not in given:
+            self.__dict__["token_lens"] = []  # text from files is sent as written: no length is used
+        if self.kind == "body":
+            pass  # no size axis: the rules above refused scales and token_lens
+        elif not self.sized_by_tokens:
             if "token_lens" in given:
                 raise rule(
                     "token_lens",
@@ -243,6 +283,29 @@ class InputConfig(Section):
                 f"a {self.kind} input allows: {', '.join(ALLOWED_ENCODINGS[self.kind])}",
             )
         return self
+
+    def _source_rules(self, given: set[str]) -> None:
+        if self.files and self.folder:
+            raise rule("folder", self.folder, "give input.files or input.folder, not both")
+        if self.has_sources and self.kind not in SOURCE_KINDS:
+            which = "files" if self.files else "folder"
+            raise rule(
+                which,
+                self.files or self.folder,
+                f"files hold images, text or request bodies: input.kind {', '.join(map(repr, SOURCE_KINDS))}",
+            )
+        if self.kind == "text" and self.folder:
+            raise rule(
+                "folder", self.folder, "text inputs come from files (one prompt a line): use input.files"
+            )
+        if self.kind == "body":
+            if not self.has_sources:
+                raise rule("kind", self.kind, "a body input needs input.files or input.folder")
+            for name in ("scales", "token_lens", "encoding"):
+                if name in given:
+                    raise rule(name, getattr(self, name), "a body input is sent byte for byte: leave it out")
+        elif "content_type" in given:
+            raise rule("content_type", self.content_type, "only for input.kind 'body'")
 
 
 def _uncapped() -> list[float | None]:

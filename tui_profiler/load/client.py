@@ -29,12 +29,12 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tui_profiler.load.http1 import AnswerReader
-from tui_profiler.load.inputs import Payload
+from tui_profiler.load.inputs import Payload, PayloadSet
 from tui_profiler.load.patterns import LoadPattern, StabilityTracker, arrival_offsets
 from tui_profiler.load.template import RequestTemplate
 
@@ -75,6 +75,7 @@ class RequestResult:
     bytes_sent: int = 0
     bytes_received: int | None = None
     scheduled_delay_s: float | None = None  # open loop: actual send - scheduled send
+    input_index: int | None = None  # which payload of the cell's PayloadSet it sent (None: never sent)
 
     def as_row(self) -> dict[str, Any]:
         """The load generator's columns of a requests.csv row (status = the outcome, http_status = the code)."""
@@ -292,7 +293,9 @@ class _RawConnection:
         )
         self._proto = proto
 
-    async def send(self, request: bytes, no_body: bool, limit_s: float, t_send: float) -> _Answer:
+    async def send(
+        self, request: bytes, no_body: bool, limit_s: float, t_send: float, index: int = 0
+    ) -> _Answer:
         proto = self._proto
         if proto is None or proto.closed:
             await self.connect(max(1e-3, limit_s - (time.perf_counter() - t_send)))
@@ -313,27 +316,23 @@ class _RawConnection:
 
 
 class _AiohttpConnection:
-    """aiohttp transport (https, or by request). One shared session; each worker holds one of these."""
+    """aiohttp transport (https, or by request). One shared session; each worker holds one of these.
+    `requests`: (url, headers, body) of each payload of the cell, by input index."""
 
-    __slots__ = ("_body", "_headers", "_method", "_session", "_url")
+    __slots__ = ("_method", "_requests", "_session")
 
-    def __init__(self, session: Any, method: str, url: str, headers: dict[str, str], body: bytes) -> None:
-        self._session, self._method, self._url, self._headers, self._body = (
-            session,
-            method,
-            url,
-            headers,
-            body,
-        )
+    def __init__(self, session: Any, method: str, requests: list[tuple[str, dict[str, str], bytes]]) -> None:
+        self._session, self._method, self._requests = session, method, requests
 
     async def connect(self, limit_s: float) -> None:  # the pool connects on first use
         return None
 
-    async def send(self, request: bytes, no_body: bool, limit_s: float, t_send: float) -> _Answer:
+    async def send(
+        self, request: bytes, no_body: bool, limit_s: float, t_send: float, index: int = 0
+    ) -> _Answer:
+        url, headers, body = self._requests[index]
         async with asyncio.timeout(limit_s - (time.perf_counter() - t_send)):
-            async with self._session.request(
-                self._method, self._url, data=self._body or None, headers=self._headers
-            ) as resp:
+            async with self._session.request(self._method, url, data=body or None, headers=headers) as resp:
                 t_headers = time.perf_counter()
                 body = await resp.read()
                 t_recv = time.perf_counter()
@@ -370,10 +369,17 @@ class _Run:
     """State shared by the workers of one run_load call."""
 
     def __init__(
-        self, template: RequestTemplate, payload: Payload, pattern: LoadPattern, on_result: OnResult | None
+        self,
+        template: RequestTemplate,
+        payloads: PayloadSet,
+        requests: list[bytes],
+        pattern: LoadPattern,
+        on_result: OnResult | None,
     ) -> None:
         self.template = template
-        self.payload = payload
+        self.payload = payloads.first
+        self.requests = requests  # the whole request of each payload, built once, by input index
+        self.next_input = payloads.chooser()
         self.pattern = pattern
         self.on_result = on_result
         self.results: list[RequestResult] = []
@@ -387,7 +393,7 @@ class _Run:
         self.tracker = StabilityTracker(pattern.stop_when_stable) if pattern.stop_when_stable else None
         self.t0 = 0.0
         self.epoch0_ms = 0.0
-        self.no_body = payload.method == "HEAD"
+        self.no_body = self.payload.method == "HEAD"
         self.worker_offset = 0
         # Results reach on_result in order, in a batch soon after they finish (once per loop iteration):
         # a worker sends its next request first, so a closed loop at concurrency 1 does not wait for the
@@ -407,6 +413,7 @@ class _Run:
         error: str,
         bytes_sent: int,
         scheduled_delay: float | None,
+        input_index: int | None = None,
     ) -> RequestResult:
         t0 = self.t0
         latency = None if answer is None else answer.t_recv - t_start
@@ -425,6 +432,7 @@ class _Run:
             bytes_sent=bytes_sent,
             bytes_received=None if answer is None else answer.nbytes,
             scheduled_delay_s=scheduled_delay,
+            input_index=input_index,
         )
         self.seq += 1
         if answer is not None and answer.server_timing and self.use_timing:
@@ -487,13 +495,15 @@ class _Run:
                         )
         return OK, ""
 
-    async def one(self, conn: Any, request: bytes, worker: int, warmup: bool, t_sched: float | None) -> None:
+    async def one(self, conn: Any, worker: int, warmup: bool, t_sched: float | None) -> None:
+        k = self.next_input()  # chosen before the clock starts: never part of the latency
+        request = self.requests[k]
         t_send = time.perf_counter()
         t_start = t_send if t_sched is None else t_sched
         delay = None if t_sched is None else t_send - t_sched
         timeout = self.pattern.timeout_s
         try:
-            answer = await conn.send(request, self.no_body, timeout, t_send)
+            answer = await conn.send(request, self.no_body, timeout, t_send, k)
         except TimeoutError:
             conn.close()
             self.record(
@@ -506,21 +516,24 @@ class _Run:
                 f"timeout after {timeout:g} s",
                 len(request),
                 delay,
+                k,
             )
             return
         except (OSError, ConnectionError, HttpProtocolError) as exc:
             conn.close()
-            self.record(worker, warmup, t_send, t_start, None, ERROR, _short_error(exc), len(request), delay)
+            self.record(
+                worker, warmup, t_send, t_start, None, ERROR, _short_error(exc), len(request), delay, k
+            )
             return
         except Exception as exc:  # aiohttp's own errors (ClientError, ...) without importing it here
             if exc.__class__.__module__.startswith("aiohttp"):
                 self.record(
-                    worker, warmup, t_send, t_start, None, ERROR, _short_error(exc), len(request), delay
+                    worker, warmup, t_send, t_start, None, ERROR, _short_error(exc), len(request), delay, k
                 )
                 return
             raise
         outcome, error = self.judge(answer)
-        self.record(worker, warmup, t_send, t_start, answer, outcome, error, len(request), delay)
+        self.record(worker, warmup, t_send, t_start, answer, outcome, error, len(request), delay, k)
 
 
 def _short_error(exc: BaseException) -> str:
@@ -549,14 +562,12 @@ class _Budget:
         return True
 
 
-async def _closed_worker(
-    run: _Run, conn: Any, request: bytes, worker: int, budget: _Budget, warmup: bool
-) -> None:
+async def _closed_worker(run: _Run, conn: Any, worker: int, budget: _Budget, warmup: bool) -> None:
     while budget.take():
-        await run.one(conn, request, worker, warmup, None)
+        await run.one(conn, worker, warmup, None)
 
 
-async def _open_loop(run: _Run, conns: list[Any], request: bytes) -> None:
+async def _open_loop(run: _Run, conns: list[Any]) -> None:
     pattern = run.pattern
     queue: asyncio.Queue[float | None] = asyncio.Queue()
     drain_s = pattern.drain_s if pattern.drain_s is not None else pattern.timeout_s
@@ -573,7 +584,7 @@ async def _open_loop(run: _Run, conns: list[Any], request: bytes) -> None:
                     i, False, t_sched, t_sched, None, DROPPED, "not sent: all connections busy", 0, None
                 )
                 continue
-            await run.one(conn, request, i, False, t_sched)
+            await run.one(conn, i, False, t_sched)
 
     tasks = [asyncio.create_task(worker(i, c)) for i, c in enumerate(conns)]
     try:
@@ -599,7 +610,7 @@ async def _open_loop(run: _Run, conns: list[Any], request: bytes) -> None:
 async def run_load(
     base_url: str,
     template: RequestTemplate,
-    payload: Payload,
+    payload: Payload | PayloadSet,
     pattern: LoadPattern,
     on_result: OnResult | None = None,
     *,
@@ -607,7 +618,8 @@ async def run_load(
     worker_offset: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[RequestResult]:
-    """Send `payload` to `base_url` under `pattern`; every result (warm-up first, marked) goes into the
+    """Send `payload` to `base_url` under `pattern` (a PayloadSet: each request sends the input its order
+    picks, see `PayloadSet.chooser`; every request is built once, before the clock starts); every result (warm-up first, marked) goes into the
     returned list and to `on_result`, in order, once per event-loop iteration after it finished and always
     before run_load returns (keep it cheap: it runs on the loop). Cancelling the task stops the load cleanly.
 
@@ -623,10 +635,13 @@ async def run_load(
     port = url.port or (443 if url.scheme == "https" else 80)
     host_header = url.netloc
     prefix = url.path.rstrip("/")
+    payloads = PayloadSet.of(payload)
     if prefix:
-        payload = _with_path(payload, prefix + payload.path)
-    request = build_request_bytes(host_header, payload)
-    run = _Run(template, payload, pattern, on_result)
+        payloads = replace(
+            payloads, payloads=tuple(_with_path(p, prefix + p.path) for p in payloads.payloads)
+        )
+    requests = [build_request_bytes(host_header, p) for p in payloads.payloads]
+    run = _Run(template, payloads, requests, pattern, on_result)
     keep_body = bool(template.check.json_field)
     n_conns = pattern.concurrency
     transport = pattern.transport
@@ -651,14 +666,13 @@ async def run_load(
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
                 timeout=aiohttp.ClientTimeout(total=None),
             )
-            headers = dict(payload.headers)
-            if payload.content_type:
-                headers["Content-Type"] = payload.content_type
-            full_url = f"{url.scheme}://{host_header}{payload.path}"
-            conns = [
-                _AiohttpConnection(session, payload.method, full_url, headers, payload.body)
-                for _ in range(n_conns)
-            ]
+            each = []
+            for p in payloads.payloads:
+                headers = dict(p.headers)
+                if p.content_type:
+                    headers["Content-Type"] = p.content_type
+                each.append((f"{url.scheme}://{host_header}{p.path}", headers, p.body))
+            conns = [_AiohttpConnection(session, run.payload.method, each) for _ in range(n_conns)]
         # Connect every worker before the clock starts (a warm keep-alive pool, like wrk); a connection
         # that fails here is retried by its first request, which then records the error.
         await asyncio.gather(*(c.connect(pattern.timeout_s) for c in conns), return_exceptions=True)
@@ -670,20 +684,19 @@ async def run_load(
         if should_stop is not None:
             stop_poller = asyncio.create_task(_poll_stop(run, should_stop))
         run.worker_offset = worker_offset
+        run.next_input = payloads.chooser(worker_offset)  # several processes: each its own share
 
         if pattern.warmup:
             wb = _Budget(run, pattern.warmup, None)
             k = min(n_conns, pattern.warmup)
-            await asyncio.gather(*(_closed_worker(run, conns[i], request, i, wb, True) for i in range(k)))
+            await asyncio.gather(*(_closed_worker(run, conns[i], i, wb, True) for i in range(k)))
         run.stop = run.deliver_error is not None  # a warm-up that failed to deliver ends the run
         if pattern.mode == "closed":
             deadline = None if pattern.duration_s is None else time.perf_counter() + pattern.duration_s
             budget = _Budget(run, pattern.requests, deadline)
-            await asyncio.gather(
-                *(_closed_worker(run, c, request, i, budget, False) for i, c in enumerate(conns))
-            )
+            await asyncio.gather(*(_closed_worker(run, c, i, budget, False) for i, c in enumerate(conns)))
         else:
-            await _open_loop(run, conns, request)
+            await _open_loop(run, conns)
     finally:
         with contextlib.suppress(Exception):  # interrupted or not, every finished request is delivered
             run.deliver()
@@ -785,7 +798,7 @@ async def _read_async(reader: asyncio.StreamReader) -> Any:
 async def _run_in_processes(
     base_url: str,
     template: RequestTemplate,
-    payload: Payload,
+    payload: Payload | PayloadSet,
     pattern: LoadPattern,
     on_result: OnResult | None,
 ) -> list[RequestResult]:

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,6 +226,10 @@ class Payload:
     encode_s: float  # encoding + template rendering, measured once (never paid per request)
     height: int | None = None  # image / tensor height and width after scaling
     width: int | None = None
+    # a user's own input (load.sources): its position in the preset's inputs and a short content hash of
+    # its source (the file; for text, the line); None for a synthetic input
+    input_index: int | None = None
+    input_hash: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         """The input's columns of a requests.csv row."""
@@ -234,7 +241,52 @@ class Payload:
             "token_len": self.token_len,
             "batch_size": self.shape[0] if self.shape else 1,
             "bytes_sent": len(self.body),
+            "body_bytes": len(self.body),
+            "input_index": self.input_index,
+            "input_hash": self.input_hash,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadSet:
+    """The prepared requests of one cell: one per input, and the order requests take them in.
+    `sequential`: request k sends input k mod n; `random`: drawn with `seed` (the same run sends the same
+    sequence). A cell of synthetic input has a set of one."""
+
+    payloads: tuple[Payload, ...]
+    order: str = "sequential"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.payloads:
+            raise ValueError("a payload set needs at least one payload")
+
+    @classmethod
+    def of(cls, payload: Payload | PayloadSet) -> PayloadSet:
+        return payload if isinstance(payload, PayloadSet) else cls((payload,))
+
+    @property
+    def first(self) -> Payload:
+        return self.payloads[0]
+
+    def chooser(self, start: int = 0) -> Callable[[], int]:
+        """A function giving the index of the input each next request sends (cheap: it runs per request).
+        `start` shifts the sequence (several client processes each take their own share)."""
+        n = len(self.payloads)
+        if n == 1:
+            return lambda: 0
+        if self.order == "random":
+            draw = random.Random(self.seed + start).randrange
+            return lambda: draw(n)
+        counter = itertools.count(start)
+        return lambda: next(counter) % n
+
+    def common_row(self) -> dict[str, Any]:
+        """The input columns every payload agrees on (a cells.csv row's); a column that differs between
+        inputs is None there (each request's row has its own value)."""
+        rows = [p.as_row() for p in self.payloads]
+        first = rows[0]
+        return {k: v if all(r[k] == v for r in rows[1:]) else None for k, v in first.items()}
 
 
 def _image_uint8(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
@@ -268,22 +320,12 @@ def encode_input(spec: InputSpec) -> EncodedInput:
     """Generate the cell's data deterministically and encode it once (the encode time is measured)."""
     rng = np.random.default_rng(spec.seed)
     t0 = time.perf_counter()
+    if spec.kind == "image":
+        return encode_data(spec, image=_image_uint8(spec, rng), generate_s=time.perf_counter() - t0)
     array: np.ndarray | None = None
-    image: np.ndarray | None = None
     text: str | None = None
     shape = spec.shape()
-    dtype = spec.dtype
-    if spec.kind == "image":
-        image = _image_uint8(spec, rng)
-        if spec.encoding not in ("png", "jpeg"):
-            one = image if spec.layout == "hwc" else np.ascontiguousarray(image.transpose(2, 0, 1))
-            if spec.dtype == "uint8":
-                array = np.broadcast_to(one, shape).copy()
-            else:
-                array = np.broadcast_to(
-                    one.astype(spec.dtype) / np.asarray(255.0, dtype=spec.dtype), shape
-                ).copy()
-    elif spec.kind == "tensor":
+    if spec.kind == "tensor":
         if np.issubdtype(np.dtype(spec.dtype), np.integer):
             array = rng.integers(0, 256, size=shape).astype(spec.dtype)
         else:
@@ -296,7 +338,33 @@ def encode_input(spec: InputSpec) -> EncodedInput:
             array = rng.integers(1000, max(1001, spec.vocab_size), size=shape).astype(dtype)
     else:  # text
         text = _words(spec.effective_token_len or 1, rng)
-    generate_s = time.perf_counter() - t0
+    return encode_data(spec, array=array, text=text, generate_s=time.perf_counter() - t0)
+
+
+def encode_data(
+    spec: InputSpec,
+    *,
+    image: np.ndarray | None = None,
+    array: np.ndarray | None = None,
+    text: str | None = None,
+    generate_s: float = 0.0,
+) -> EncodedInput:
+    """Encode one input's data for the wire as `spec.encoding` says (the encode time is measured): an
+    HWC uint8 `image` of `spec.scaled_hw()` (generated, or a user's photo resized), an `array` (tensors,
+    token ids) or a `text`. Synthetic and users' own inputs share this one encoder."""
+    shape = spec.shape()
+    dtype = spec.dtype
+    if spec.kind == "tokens":
+        dtype = "int64" if spec.dtype not in ("int64", "int32") else spec.dtype
+    if image is not None and spec.encoding not in ("png", "jpeg"):
+        t0 = time.perf_counter()  # the image as a tensor of the batch: part of making the data
+        one = image if spec.layout == "hwc" else np.ascontiguousarray(image.transpose(2, 0, 1))
+        if spec.dtype == "uint8":
+            array = np.broadcast_to(one, shape).copy()
+        else:
+            scaled = one.astype(spec.dtype) / np.asarray(255.0, dtype=spec.dtype)
+            array = np.broadcast_to(scaled, shape).copy()
+        generate_s += time.perf_counter() - t0
 
     t1 = time.perf_counter()
     headers: dict[str, str] = {}

@@ -79,6 +79,11 @@ REQUEST_COLUMNS = [
     "mem_enforced",
     "gpus_enforced",
     "cpuset",
+    # users' own inputs (load.sources): which input the request sent, a short hash of its source, and the
+    # request body's size (bytes_sent is the whole request: head and body)
+    "input_index",
+    "input_hash",
+    "body_bytes",
 ]
 
 

@@ -80,6 +80,10 @@ Emit = Callable[[Event], None]
 T = TypeVar("T")
 
 
+# The input columns of a request that never picked an input (an open-loop arrival dropped unsent).
+_NO_INPUT: dict[str, Any] = {"input_index": None, "input_hash": None, "body_bytes": None}
+
+
 class _Stopped(Exception):
     """The user asked to stop (request_stop)."""
 
@@ -135,6 +139,10 @@ class SweepRunner:
         self.url = url.rstrip("/") if url else None
         self.store: SessionStore | None = None
         self.plan: list[Cell] = build_plan(targets.url_preset(preset) if url else preset)
+        from tui_profiler.load.sources import open_sources
+
+        # the user's own input files, checked now: a bad one is a PresetError before any container starts
+        self._sources = open_sources(preset)
         self._stop_requested = False
         self._current: asyncio.Future[Any] | None = None
         self._emit: Emit = lambda e: None
@@ -193,7 +201,7 @@ class SweepRunner:
         else:
             meta = {
                 "preset": preset_summary(self.preset),
-                "preset_toml": self.preset.to_dict(),
+                "preset_toml": self._preset_toml(),
                 "runtime": self.runtime.name if self.runtime else "url",
                 "runtime_reason": self.runtime_reason,
                 "url": self.url,
@@ -539,12 +547,28 @@ class SweepRunner:
         store = self.store
         template = self._template
         from tui_profiler.load.client import run_load
-        from tui_profiler.load.inputs import InputSpec
+        from tui_profiler.load.inputs import InputSpec, PayloadSet
         from tui_profiler.load.template import build_payload
 
-        spec_in = InputSpec.for_cell(self.preset.input, scale=cell.input_scale, token_len=cell.token_len)
-        payload = await asyncio.to_thread(build_payload, spec_in, template, self._template_model())
-        setting = self._setting(cell, target.enforced, container_idx, payload.as_row())
+        payloads: PayloadSet
+        if self._sources is not None:  # every input of the cell prepared now, outside the timed load
+            try:
+                payloads = await asyncio.to_thread(
+                    self._sources.prepare,
+                    self.preset,
+                    template,
+                    self._template_model(),
+                    scale=cell.input_scale,
+                    token_len=cell.token_len,
+                )
+            except (ValueError, OSError) as exc:
+                return self._inputs_failed(cell, target, cold, fresh, container_idx, exc), False
+        else:
+            spec_in = InputSpec.for_cell(self.preset.input, scale=cell.input_scale, token_len=cell.token_len)
+            payload = await asyncio.to_thread(build_payload, spec_in, template, self._template_model())
+            payloads = PayloadSet((payload,))
+        input_rows = [p.as_row() for p in payloads.payloads] if len(payloads.payloads) > 1 else None
+        setting = self._setting(cell, target.enforced, container_idx, payloads.common_row())
         base = request_constants(setting)
         first_seen = False
         rows: BoundRows | None = (
@@ -571,6 +595,9 @@ class SweepRunner:
                 if not self.url:
                     cold_start_done()
             varying = res.as_row()
+            if input_rows is not None:  # several inputs: the one this request sent (none if never sent)
+                idx = res.input_index
+                varying = {**(input_rows[idx] if idx is not None else _NO_INPUT), **varying}
             varying["cold_start_s"] = cold.total_s() if not self.url else None
             if (
                 rows is None
@@ -609,7 +636,7 @@ class SweepRunner:
         t0 = time.perf_counter()
         try:
             results = await self._interruptible(
-                run_load(target.base_url, template, payload, self._pattern(cell), on_result)
+                run_load(target.base_url, template, payloads, self._pattern(cell), on_result)
             )
         except _Stopped:
             if sampler is not None:
@@ -656,6 +683,42 @@ class SweepRunner:
             target_facts=target.facts,
         )
         return status, not alive
+
+    def _preset_toml(self) -> dict[str, Any]:
+        """The preset as written, its input files made absolute (a resume reads it from meta.json)."""
+        data = self.preset.to_dict()
+        if self._sources is not None:
+            from tui_profiler.load.sources import absolute_paths
+
+            data["input"] = {**data.get("input", {}), **absolute_paths(self.preset)}
+        return data
+
+    def _inputs_failed(
+        self,
+        cell: Cell,
+        target: RunningTarget,
+        cold: ColdStart,
+        fresh: bool,
+        container_idx: int,
+        exc: BaseException,
+    ) -> CellStatus:
+        """The cell's inputs could not be prepared (too large for the memory bound, a file gone or
+        damaged since it was checked): the cell fails with that reason, and the sweep goes on."""
+        if fresh and not self.url:
+            cold.finish()
+        reason = f"inputs: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        self._finish_cell(
+            self._setting(cell, target.enforced, container_idx),
+            [],
+            status=CellStatus.FAILED,
+            reason=reason,
+            sampled=None,
+            cold=cold,
+            fresh=fresh,
+            load_wall_s=None,
+            target_facts=target.facts,
+        )
+        return CellStatus.FAILED
 
     def _template_model(self) -> str:
         return (self._template.model_name if self._template else "") or self.preset.model

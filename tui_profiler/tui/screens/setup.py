@@ -76,6 +76,7 @@ class SetupScreen(Screen[None]):
         Binding("ctrl+r", "run", "Run"),
         Binding("ctrl+s", "save", "Save preset"),
         Binding("ctrl+l", "focus_presets", "Presets"),
+        Binding("ctrl+o", "pick_inputs", "Input files", show=False),
     ]
 
     def __init__(self) -> None:
@@ -86,6 +87,7 @@ class SetupScreen(Screen[None]):
         self.error: str | None = None
         self.n_cells = 0
         self._loading = False
+        self._sources_checked: dict[str, str | None] = {}  # input section -> its files' error (or None)
 
     def compose(self) -> ComposeResult:
         host = self.app.host()  # type: ignore[attr-defined]
@@ -166,6 +168,10 @@ class SetupScreen(Screen[None]):
                 with Horizontal(classes="row", id="row-tokens"):
                     yield Label("tokens", classes="field-label")
                     yield Input(compact=True, id="f-tokens", placeholder="e.g. 16,64,256")
+                with Horizontal(classes="row", id="row-files"):  # shown for a preset's own files (ctrl+o)
+                    yield Label("files", classes="field-label")
+                    yield Input(compact=True, id="f-files", placeholder="a folder, a file or files (a,b)")
+                    yield Button("Browse", compact=True, id="browse-files")
                 yield Label("Load", classes="section-title")
                 with Horizontal(classes="row"):
                     yield Label("mode", classes="field-label")
@@ -284,6 +290,7 @@ class SetupScreen(Screen[None]):
             self._set_select("#f-pairing", res.get("pairing", SELECT_DEFAULTS["resources.pairing"]))
             self.query_one("#f-scales", Input).value = _join(inp.get("scales"))
             self.query_one("#f-tokens", Input).value = _join(inp.get("token_lens"))
+            self.query_one("#f-files", Input).value = _join(inp.get("files") or inp.get("folder"))
             self._set_select("#f-mode", load.get("mode", SELECT_DEFAULTS["load.mode"]))
             self.query_one("#f-concurrency", Input).value = _join(load.get("concurrency"))
             self.query_one("#f-rates", Input).value = _join(load.get("rates"))
@@ -308,6 +315,8 @@ class SetupScreen(Screen[None]):
         tokens = sized_by_tokens(self.data.get("input", {}).get("kind", ""))
         self.query_one("#row-scales").display = not tokens
         self.query_one("#row-tokens").display = tokens
+        inp = self.data.get("input", {})
+        self.query_one("#row-files").display = bool(inp.get("files") or inp.get("folder"))
         open_loop = self.data.get("load", {}).get("mode") == "open"
         self.query_one("#row-concurrency").display = not open_loop
         self.query_one("#row-rates").display = open_loop
@@ -336,8 +345,42 @@ class SetupScreen(Screen[None]):
         if isinstance(node, dict):
             node.pop(parts[-1], None)
 
+    def _set_inputs(self, text: str) -> None:
+        """`input.folder` for a folder, else `input.files` (comma-separated); empty: generated inputs."""
+        inp = self.data.setdefault("input", {})
+        inp.pop("files", None)
+        inp.pop("folder", None)
+        paths = [t.strip() for t in text.split(",") if t.strip()]
+        here = Path(self.current.path).parent if self.current is not None else Path.cwd()
+        if len(paths) == 1 and (here / Path(paths[0]).expanduser()).is_dir():
+            inp["folder"] = paths[0]
+        elif paths:
+            inp["files"] = paths
+        self._show_relevant_rows()
+        self.validate()
+
+    def action_pick_inputs(self) -> None:
+        from tui_profiler.tui.screens.input_picker import InputPickerScreen
+
+        def picked(path: str | None) -> None:
+            if path:
+                self.query_one("#row-files").display = True
+                self.query_one("#f-files", Input).value = path  # its Changed event sets the preset
+
+        current = self.query_one("#f-files", Input).value
+        self.app.push_screen(InputPickerScreen(Path("."), current), picked)
+
+    @on(Button.Pressed, "#browse-files")
+    def _browse(self) -> None:
+        self.action_pick_inputs()
+
     @on(Input.Changed)
     def _input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "f-files":
+            inp = self.data.get("input", {})
+            if not self._loading and event.value != _join(inp.get("files") or inp.get("folder")):
+                self._set_inputs(event.value)
+            return
         key = TEXT_FIELDS.get(event.input.id or "")
         # Only a real edit changes the preset (filling the form must not add keys it never had).
         if key and not self._loading and event.value != _join(_get_path(self.data, key)):
@@ -394,6 +437,10 @@ class SetupScreen(Screen[None]):
         except PresetError as exc:
             self.show_matrix(str(exc))
             return
+        problem = self._sources_problem(preset)
+        if problem is not None:
+            self.show_matrix(problem)
+            return
         self.n_cells = len(cells)
         containers = len({c.group for c in cells})
         text = Text()
@@ -405,6 +452,24 @@ class SetupScreen(Screen[None]):
         self.error = None
         self.query_one("#matrix", Static).update(text)
         self.query_one("#matrix").remove_class("-error")
+
+    def _sources_problem(self, preset: Any) -> str | None:
+        """The preset's own input files checked as a run would check them (once per input section)."""
+        if not preset.input.has_sources:
+            return None
+        import json
+
+        key = json.dumps(preset.input.model_dump(), sort_keys=True, default=str) + str(preset.path)
+        if key not in self._sources_checked:
+            from tui_profiler.config import PresetError
+            from tui_profiler.load.sources import open_sources
+
+            try:
+                open_sources(preset)
+                self._sources_checked[key] = None
+            except PresetError as exc:
+                self._sources_checked[key] = str(exc)
+        return self._sources_checked[key]
 
     def _eta_text(self, preset_name: str, n_cells: int) -> str:
         from tui_profiler.session.reader import seconds_per_cell
@@ -471,7 +536,10 @@ def _axes(preset: Any) -> str:
     parts = [f"{len(res.cpus)} CPU × {len(res.memory_gb)} mem ({res.pairing})"]
     if len(res.gpus) > 1 or any(res.gpus):
         parts.append(f"{len(res.gpus)} GPU")
-    parts.append(f"{len(sizes)} {'token lengths' if preset.input.sized_by_tokens else 'scales'}")
+    if preset.input.sized_by_plan:
+        parts.append(f"{len(sizes)} {'token lengths' if preset.input.sized_by_tokens else 'scales'}")
+    else:
+        parts.append("inputs as given")
     parts.append(f"{len(levels)} {'rates' if load.mode == 'open' else 'concurrency'}")
     if preset.repetitions > 1:
         parts.append(f"{preset.repetitions} reps")
