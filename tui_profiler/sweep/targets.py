@@ -4,6 +4,7 @@ plans with."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,16 +101,23 @@ def probe_request(preset: Preset) -> ProbeRequest | None:
     if readiness(preset).kind != "request":
         return None
     from tui_profiler.load.inputs import InputSpec
+    from tui_profiler.load.sources import open_sources
     from tui_profiler.load.template import build_payload, template_for
 
     inp = preset.input
-    smallest = min(inp.sizes)
-    if inp.sized_by_tokens:
-        spec = InputSpec.for_cell(inp, token_len=int(smallest))
-    else:
-        spec = InputSpec.for_cell(inp, scale=float(smallest))
+    smallest = min(inp.sizes) if inp.sized_by_plan else None
+    token_len = int(smallest) if smallest is not None and inp.sized_by_tokens else None
+    scale = float(smallest) if smallest is not None and not inp.sized_by_tokens else None
     template = template_for(preset)
-    payload = build_payload(spec, template, template.model_name or preset.model)
+    model_name = template.model_name or preset.model
+    sources = open_sources(preset)
+    if sources is not None:  # the user's own first input, at the smallest size: what the cells will send
+        first = dataclasses.replace(sources, inputs=sources.inputs[:1])
+        payload = first.prepare(preset, template, model_name, scale=scale, token_len=token_len).first
+    else:
+        payload = build_payload(
+            InputSpec.for_cell(inp, scale=scale, token_len=token_len), template, model_name
+        )
     headers = dict(payload.headers)
     if payload.content_type and not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = payload.content_type
