@@ -137,6 +137,13 @@ class InputConfig(Section):
     seed: Annotated[int, Integral, Field(ge=0, le=2**32 - 1)] = 0
     jpeg_quality: Annotated[int, Integral, Field(ge=1, le=100)] = 90
     vocab_size: Annotated[int, Integral, Field(ge=1001, le=10_000_000)] = 30522
+    # generative models: the output length axis (the template's {output_len}; not set: the server's default)
+    output_lens: Annotated[
+        list[Annotated[int, Integral, Field(ge=1, le=1_000_000)]], OneOrMany, Field(min_length=1)
+    ] = Field(
+        default_factory=list,
+        description="tokens to generate per request, one cell each (sent as {output_len}, with ignore_eos)",
+    )
 
     @property
     def sized_by_tokens(self) -> bool:
@@ -181,6 +188,27 @@ class InputConfig(Section):
                 self.encoding,
                 f"a {self.kind} input allows: {', '.join(ALLOWED_ENCODINGS[self.kind])}",
             )
+        return self
+
+
+class SloConfig(Section):
+    """Service-level objectives of a generative server: a request meets them when it is answered and each
+    one given holds. A cell's goodput is the requests per second that met every one."""
+
+    ttft_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = Field(
+        default=None, description="time to first token, at most"
+    )
+    tpot_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = Field(
+        default=None, description="time per output token after the first, at most"
+    )
+    e2e_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = Field(
+        default=None, description="end-to-end latency, at most"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> SloConfig:
+        if self.ttft_s is None and self.tpot_s is None and self.e2e_s is None:
+            raise rule("ttft_s", None, "give at least one of slo.ttft_s, slo.tpot_s, slo.e2e_s")
         return self
 
 
@@ -313,6 +341,7 @@ class Preset(BaseModel):
     request: RequestConfig = Field(default_factory=RequestConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     load: LoadConfig = Field(default_factory=LoadConfig)
+    slo: SloConfig | None = None  # generative models: goodput against these objectives
 
     _path: Path | None = PrivateAttr(default=None)
 

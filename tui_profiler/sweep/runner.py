@@ -541,7 +541,9 @@ class SweepRunner:
         from tui_profiler.load.template import build_payload
 
         spec_in = InputSpec.for_cell(self.preset.input, scale=cell.input_scale, token_len=cell.token_len)
-        payload = await asyncio.to_thread(build_payload, spec_in, template, self._template_model())
+        payload = await asyncio.to_thread(
+            build_payload, spec_in, template, self._template_model(), cell.output_len
+        )
         setting = self._setting(cell, target.enforced, container_idx, payload.as_row())
         base = request_constants(setting)
         first_seen = False
@@ -684,6 +686,7 @@ class SweepRunner:
             load_wall_s=load_wall_s,
             target_facts=target_facts,
             weight_bytes=self._model_facts.get("weight_bytes"),
+            slo=self.preset.slo,
         )
         self.store.write_cell(row)
         self._emit_safe(CellFinished(setting.cell.index, status, reason, row))
