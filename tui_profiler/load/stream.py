@@ -184,10 +184,13 @@ class AnswerStream:
             if isinstance(doc, dict):
                 self._event(doc, t_arrival, whole=True)
             return
-        pending, self._pending = self._pending.rstrip(b"\r"), b""
+        pending, self._pending = self._pending, b""
+        ended = pending.endswith(b"\r")  # a CR held back: it ended its line after all
+        if ended:
+            pending = pending[:-1]
         if fmt == NDJSON and pending.strip():  # a last line without its newline, in a complete body
             self._document(pending, t_arrival)
-        elif fmt == SSE and pending:
+        elif fmt == SSE and (pending or ended):
             self._sse_line(pending, t_arrival)
         # An SSE event not ended by an empty line when the body ends is dropped (the standard's rule).
 
