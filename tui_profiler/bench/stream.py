@@ -51,8 +51,10 @@ def _chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-def serve(port: int) -> None:
-    """The scheduled-event server: one connection at a time, keep-alive, `max_tokens` events a request."""
+def serve(port: int, lateness_file: str) -> None:
+    """The scheduled-event server: one connection at a time, keep-alive, `max_tokens` events a request.
+    Each request's lateness (actual write - scheduled time, per event) goes to `lateness_file` as a line."""
+    late_out = open(lateness_file, "a")
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
@@ -85,6 +87,7 @@ def serve(port: int) -> None:
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                 )
                 events = [_chunk(_event(i)) for i in range(n)]
+                late = []
                 for i, ev in enumerate(events):
                     due = t_recv + TTFT_S + i * GAP_S
                     ahead = due - clock() - SPIN_S
@@ -92,7 +95,10 @@ def serve(port: int) -> None:
                         time.sleep(ahead)
                     while clock() < due:  # the last stretch a busy wait: the schedule to the microsecond
                         pass
+                    late.append(clock() - due)
                     conn.sendall(ev)
+                late_out.write(json.dumps(late) + "\n")
+                late_out.flush()
                 usage = {"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": n}}
                 tail = b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n"
                 conn.sendall(_chunk(tail) + b"0\r\n\r\n")
@@ -107,11 +113,11 @@ def _cores() -> tuple[int | None, int | None]:
 
 
 @contextlib.contextmanager
-def _server(core: int | None) -> Iterator[str]:
+def _server(core: int | None, lateness_file: str) -> Iterator[str]:
     from tui_profiler.runtime.common import free_port
 
     port = free_port()
-    cmd = [sys.executable, "-m", "tui_profiler.bench.stream", str(port)]
+    cmd = [sys.executable, "-m", "tui_profiler.bench.stream", str(port), lateness_file]
     if core is not None:
         cmd = ["taskset", "-c", str(core), *cmd] if _has_taskset() else cmd
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -188,10 +194,13 @@ def run_stream_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
     before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     runs: list[dict[str, Any]] = []
     parser: list[float] = []
+    import tempfile
+
+    late_path = os.path.join(tempfile.mkdtemp(prefix="tui-profiler-bench-"), "lateness.jsonl")
     try:
         if client_core is not None:
             os.sched_setaffinity(0, {client_core})
-        with _server(server_core) as base:
+        with _server(server_core, late_path) as base:
             for i in range(rounds):
                 say(f"stream: round {i + 1}/{rounds}: {requests} requests x {n_tokens} events at 1,000/s")
                 runs.append(_one_run(base, n_tokens, requests))
@@ -232,6 +241,20 @@ def run_stream_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
                     note=f"{what}; {len(errs)} values; signed median {_fmt_us(_pct(errs, 50))}",
                 )
             )
+    with open(late_path) as f:
+        late = [x for line in f for x in json.loads(line)]
+    for q in (50, 99):
+        value = _pct(late, q)
+        add(
+            measured(
+                "stream",
+                f"the server's own lateness, p{q} (its write - the schedule)",
+                "scheduled-event server",
+                [None if value is None else value * 1e6],
+                "µs",
+                note="the part of the errors above that is the server's, not the client's",
+            )
+        )
     together = [r for r in runs for g in r["itl_err_s"] if g + GAP_S < 1e-4]
     add(
         measured(
@@ -261,4 +284,4 @@ def _fmt_us(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), sys.argv[2])
