@@ -120,17 +120,20 @@ class AnswerStream:
     )
 
     def __init__(self, mode: str = "auto", generative: bool = False, keep_text: bool = False) -> None:
+        # Cheap to make: one is made per request, and most answers are not read (see `head`).
         self._mode = mode
         self.generative = generative
         self.format: str | None = None
         self._format = ""
+        self.error = ""
+        self.texts: list[str] | None = [] if keep_text else None
+
+    def _ready(self) -> None:
         self._pending = b""
         self._data: list[bytes] = []  # the data lines of the SSE event being read
         self._whole: list[bytes] = []
         self.times = array("d")  # arrival time of each token event (perf_counter)
-        self.texts: list[str] | None = [] if keep_text else None
         self.done = False  # an end marker came ([DONE], TGI's generated_text, Ollama's done)
-        self.error = ""
         self.prompt_tokens: int | None = None
         self.server_output_tokens: int | None = None
         self.prefill_ms: float | None = None
@@ -142,7 +145,10 @@ class AnswerStream:
         """The answer's head: decides how its body is read; False when it is not read at all."""
         self.format = body_format(self._mode, content_type, self.generative)
         self._format = self.format or ""
-        return self.format is not None
+        if self.format is None:
+            return False
+        self._ready()
+        return True
 
     def feed(self, data: bytes, t_arrival: float) -> None:
         """Body bytes (de-chunked) that arrived at `t_arrival`."""
