@@ -101,6 +101,9 @@ def test_every_builtin_validates_and_has_an_example_preset() -> None:
         "tei",
         "tgi",
         "openai-embeddings",
+        "tgi-stream",
+        "openai-completions",
+        "openai-chat",
     }
     for name in BUILTIN_TEMPLATES:
         assert parse_template({"base": name}, "t").name == name

@@ -1,6 +1,7 @@
 """The plan: a preset expanded into the cells of a sweep.
 
-A cell is one (resource config, input size, load level, repetition). Cells are ordered so that all cells
+A cell is one (resource config, input size, output length, load level, repetition); the output length
+(`[input] output_lens`, generative models) is None when the preset gives none. Cells are ordered so that all cells
 of one resource config and repetition are adjacent: the sweep starts ONE container per such group and
 reuses it across the group's input sizes and load levels, so a container's cold start is measured once
 (in the group's first cell) and the later cells of the group measure a warm server.
@@ -32,6 +33,7 @@ class Cell:
     rate: float | None  # open loop, requests per second
     repeat_idx: int
     group: int  # the container group: cells of one group share one container (one cold start)
+    output_len: int | None = None  # generative: tokens asked for (None: the server's default)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +47,8 @@ class Cell:
             size = f"scale={self.input_scale:g}"
         else:
             size = f"tokens={self.token_len}" if self.token_len is not None else "input=as given"
+        if self.output_len is not None:
+            size += f" out={self.output_len}"
         load = f"conc={self.concurrency}" if self.concurrency is not None else f"rate={self.rate:g}/s"
         rep = f" rep={self.repeat_idx}" if self.repeat_idx else ""
         return f"{caps} {size} {load}{rep}"
@@ -68,7 +72,7 @@ def resource_configs(preset: Preset) -> list[tuple[float | None, float | None, i
 
 def build_plan(preset: Preset) -> list[Cell]:
     """Every cell of the sweep, in run order: repetition, resource config (one container), input size,
-    load level. A plan with no cell is a PresetError that says which axis is empty."""
+    output length, load level. A plan with no cell is a PresetError that says which axis is empty."""
     inp, load = preset.input, preset.load
     if not inp.sized_by_plan:  # request bodies, or text sent as written: one size, the inputs' own
         sizes: list[tuple[float | None, int | None]] = [(None, None)]
@@ -80,6 +84,7 @@ def build_plan(preset: Preset) -> list[Cell]:
         levels: list[tuple[int | None, float | None]] = [(None, r) for r in load.rates]
     else:
         levels = [(c, None) for c in load.concurrency]
+    output_lens: list[int | None] = list(inp.output_lens) or [None]
     configs = resource_configs(preset)
     empty = [
         (name, value, why)
@@ -97,7 +102,7 @@ def build_plan(preset: Preset) -> list[Cell]:
     group = 0
     for rep in range(preset.repetitions):
         for cpus, mem, gpus in configs:
-            for (scale, tokens), (conc, rate) in itertools.product(sizes, levels):
-                cells.append(Cell(len(cells), cpus, mem, gpus, scale, tokens, conc, rate, rep, group))
+            for (scale, tokens), out, (conc, rate) in itertools.product(sizes, output_lens, levels):
+                cells.append(Cell(len(cells), cpus, mem, gpus, scale, tokens, conc, rate, rep, group, out))
             group += 1
     return cells

@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("client", "payload", "sampler", "tui", "sweep")
+BENCHES = ("client", "payload", "sampler", "tui", "sweep", "stream")
 
 
 @dataclass(slots=True)
 class Measure:
-    bench: str  # client | payload | sampler | tui | sweep
+    bench: str  # client | payload | sampler | tui | sweep | stream
     measure: str  # what is measured, e.g. "requests/s c=1"
     subject: str  # who, e.g. "ours (run --url)"
     value: float | None  # the median of the runs; None = could not be measured

@@ -1,4 +1,4 @@
-"""`tui-profiler bench [client|payload|sampler|tui|sweep|all]`: show that the harness is negligible next to what
+"""`tui-profiler bench [client|payload|sampler|tui|sweep|stream|all]`: show that the harness is negligible next to what
 it measures, and faster than what users would pick instead. Writes bench.md (tables), bench.csv and
 bench.json into --out-dir; see `tui_profiler/bench/` for how each benchmark measures."""
 
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-CHOICES = ("client", "payload", "sampler", "tui", "sweep", "all")
+CHOICES = ("client", "payload", "sampler", "tui", "sweep", "stream", "all")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="benchmark the harness: client vs wrk/hey, payload cost, sampler, TUI ingest, sweep overhead",
         description="Benchmarks with ratios from one run: our load generator vs wrk, hey, plain aiohttp and "
         "the reference style; payload encode/decode vs inference; the sampler's rate and CPU; the TUI's "
-        "ingest rate and memory; a sweep's wall time vs its cold starts and requests. Writes bench.md, "
+        "ingest rate and memory; a sweep's wall time vs its cold starts and requests; the client's cost "
+        "per stream event and its TTFT / inter-token timing against a scheduled-event server. Writes bench.md, "
         "bench.csv and bench.json.",
     )
     p.add_argument(

@@ -223,6 +223,13 @@ class InputConfig(Section):
     max_prepared_mb: Annotated[float, Field(gt=0, le=1_048_576, allow_inf_nan=False)] = Field(
         default=1024.0, description="the most MiB the prepared inputs of one cell may take"
     )
+    # generative models: the output length axis (the template's {output_len}; not set: the server's default)
+    output_lens: Annotated[
+        list[Annotated[int, Integral, Field(ge=1, le=1_000_000)]], OneOrMany, Field(min_length=1)
+    ] = Field(
+        default_factory=list,
+        description="tokens to generate per request, one cell each (sent as {output_len}, with ignore_eos)",
+    )
 
     @property
     def sized_by_tokens(self) -> bool:
@@ -306,6 +313,27 @@ class InputConfig(Section):
                     raise rule(name, getattr(self, name), "a body input is sent byte for byte: leave it out")
         elif "content_type" in given:
             raise rule("content_type", self.content_type, "only for input.kind 'body'")
+
+
+class SloConfig(Section):
+    """Service-level objectives of a generative server: a request meets them when it is answered and each
+    one given holds. A cell's goodput is the requests per second that met every one."""
+
+    ttft_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = Field(
+        default=None, description="time to first token, at most"
+    )
+    tpot_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = Field(
+        default=None, description="time per output token after the first, at most"
+    )
+    e2e_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = Field(
+        default=None, description="end-to-end latency, at most"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> SloConfig:
+        if self.ttft_s is None and self.tpot_s is None and self.e2e_s is None:
+            raise rule("ttft_s", None, "give at least one of slo.ttft_s, slo.tpot_s, slo.e2e_s")
+        return self
 
 
 def _uncapped() -> list[float | None]:
@@ -437,6 +465,7 @@ class Preset(BaseModel):
     request: RequestConfig = Field(default_factory=RequestConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     load: LoadConfig = Field(default_factory=LoadConfig)
+    slo: SloConfig | None = None  # generative models: goodput against these objectives
 
     _path: Path | None = PrivateAttr(default=None)
 

@@ -18,6 +18,9 @@ body = "json"                 # "input": the encoded input as is (JSON-family en
                               # "json": the `json` document, placeholders filled; "none": no body
 json = { instances = "{input}" }               # the JSON document (any nesting)
 server_timing = true          # read the Server-Timing header when the server sends one
+stream = "auto"               # how answers are read: "auto" (by Content-Type: text/event-stream is SSE,
+                              # application/x-ndjson or jsonl is NDJSON), "sse", "ndjson", "none"
+generative = false            # the answer carries generated tokens (token columns for a whole JSON answer too)
 vars = { input_name = "INPUT__0" }             # your own placeholders (scalars), e.g. for kserve-v2
 
 [request.check]               # the response check, applied to every timed request
@@ -31,7 +34,9 @@ Placeholders (`{name}`; write `{{` and `}}` for literal braces): `model`, `name`
 `input` (the encoded input: a nested list, a base64 string or the text), `flat` (the data as a flat list),
 `shape` (a list of ints), `shape_csv` ("1,3,224,224"), `dtype` ("float32"), `datatype` (KServe's "FP32",
 "INT64", "UINT8", "BYTES"), `batch`, `pixels`, `token_len`, `input_field` ("tensor", "tokens" or "text":
-our server's JSON key), and every key of `vars`. A JSON string that is exactly one placeholder is replaced
+our server's JSON key), `output_len` (the cell's output length, `[input] output_lens`), `ignore_eos` (true
+when the cell asks for a fixed output length), and every key of `vars`. A JSON member whose value is exactly
+`{output_len}` or `{ignore_eos}` is left out when the cell has no output length (the server's default). A JSON string that is exactly one placeholder is replaced
 by the value itself (a list stays a list); inside longer strings, and in the path and headers, only scalar
 placeholders are allowed.
 """
@@ -53,9 +58,16 @@ BODY_KINDS = ("input", "json", "none")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # Placeholders that stand for a whole value (allowed only as an entire JSON string).
 VALUE_PLACEHOLDERS = frozenset({"input", "flat", "shape"})
-SCALAR_PLACEHOLDERS = frozenset(
-    {"model", "name", "shape_csv", "dtype", "datatype", "batch", "pixels", "token_len", "input_field"}
+# Generative requests: the cell's output length; a JSON member holding only one of these is left out
+# when the cell has none (so the server's own default applies).
+OPTIONAL_PLACEHOLDERS = frozenset({"output_len", "ignore_eos"})
+SCALAR_PLACEHOLDERS = (
+    frozenset(
+        {"model", "name", "shape_csv", "dtype", "datatype", "batch", "pixels", "token_len", "input_field"}
+    )
+    | OPTIONAL_PLACEHOLDERS
 )
+STREAM_MODES = ("auto", "sse", "ndjson", "none")
 BUILTIN_PLACEHOLDERS = VALUE_PLACEHOLDERS | SCALAR_PLACEHOLDERS
 RESERVED_HEADERS = ("content-length", "host", "transfer-encoding", "connection")
 FIELD_PATH = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")  # a dotted JSON field path
@@ -126,6 +138,8 @@ class TemplateSpec:
     check: ResponseCheck = field(default_factory=ResponseCheck)
     model_name: str = ""
     description: str = ""
+    stream: str = "auto"  # how answers are read (STREAM_MODES; see load/stream.py)
+    generative: bool = False  # answers carry generated tokens (the token columns)
 
 
 BUILTIN_TEMPLATES: dict[str, TemplateSpec] = {
@@ -180,6 +194,48 @@ BUILTIN_TEMPLATES: dict[str, TemplateSpec] = {
             json={"inputs": "{input}", "parameters": {"max_new_tokens": "{max_new_tokens}"}},
             vars={"max_new_tokens": 16},
             check=ResponseCheck(json_field="generated_text"),
+            generative=True,
+        ),
+        TemplateSpec(
+            name="tgi-stream",
+            description="Hugging Face text-generation-inference, streamed: POST /generate_stream (SSE, one token an event)",
+            path="/generate_stream",
+            body="json",
+            json={
+                "inputs": "{input}",
+                "parameters": {"max_new_tokens": "{output_len}", "details": True},
+            },
+            generative=True,
+        ),
+        TemplateSpec(
+            name="openai-completions",
+            description='OpenAI-compatible completions, streamed: POST /v1/completions {"model", "prompt", "stream": true}',
+            path="/v1/completions",
+            body="json",
+            json={
+                "model": "{model}",
+                "prompt": "{input}",
+                "max_tokens": "{output_len}",
+                "ignore_eos": "{ignore_eos}",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+            generative=True,
+        ),
+        TemplateSpec(
+            name="openai-chat",
+            description='OpenAI-compatible chat completions, streamed: POST /v1/chat/completions {"model", "messages"}',
+            path="/v1/chat/completions",
+            body="json",
+            json={
+                "model": "{model}",
+                "messages": [{"role": "user", "content": "{input}"}],
+                "max_tokens": "{output_len}",
+                "ignore_eos": "{ignore_eos}",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+            generative=True,
         ),
         TemplateSpec(
             name="openai-embeddings",
@@ -192,7 +248,17 @@ BUILTIN_TEMPLATES: dict[str, TemplateSpec] = {
     )
 }
 BuiltinName = Literal[
-    "tui-profiler", "tfserving", "torchserve", "kserve-v2", "tei", "tgi", "openai-embeddings"
+    "tui-profiler",
+    "tfserving",
+    "torchserve",
+    "kserve-v2",
+    "tei",
+    "tgi",
+    "openai-embeddings",
+    # generative, streamed answers
+    "tgi-stream",
+    "openai-completions",
+    "openai-chat",
 ]
 DEFAULT_TEMPLATE: BuiltinName = "tui-profiler"
 _BUILTIN_LIST = ", ".join(BUILTIN_TEMPLATES)
@@ -308,6 +374,8 @@ class TemplateFields(Section):
     body: Literal["input", "json", "none"] | None = None
     json_doc: Any = Field(default=None, alias="json")
     server_timing: bool | None = None
+    stream: Literal["auto", "sse", "ndjson", "none"] | None = None
+    generative: bool | None = None
     vars: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"allowed": "a table of name = value"}
     )
@@ -338,7 +406,7 @@ class TemplateFields(Section):
         """`base` with the fields given here (the response check aside: see `RequestConfig.merged`)."""
         given = self.model_fields_set
         changes: dict[str, Any] = {}
-        for name in ("method", "path", "content_type", "body", "server_timing"):
+        for name in ("method", "path", "content_type", "body", "server_timing", "stream", "generative"):
             if name in given and getattr(self, name) is not None:
                 changes[name] = getattr(self, name)
         if "headers" in given and self.headers is not None:

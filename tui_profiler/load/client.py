@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from tui_profiler.load.http1 import AnswerReader
 from tui_profiler.load.inputs import Payload, PayloadSet
 from tui_profiler.load.patterns import LoadPattern, StabilityTracker, arrival_offsets
+from tui_profiler.load.stream import AnswerStream, StreamMetrics
 from tui_profiler.load.template import RequestTemplate
 
 T = TypeVar("T")
@@ -76,6 +77,17 @@ class RequestResult:
     bytes_received: int | None = None
     scheduled_delay_s: float | None = None  # open loop: actual send - scheduled send
     input_index: int | None = None  # which payload of the cell's PayloadSet it sent (None: never sent)
+    # generative answers (load.stream): None where the answer carried no tokens, or not available
+    ttft_s: float | None = None  # send (open loop: scheduled send) -> first token event
+    tpot_s: float | None = None  # (latency - ttft) / (output_tokens - 1)
+    itl_p50_s: float | None = None
+    itl_p99_s: float | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    output_tokens_source: str | None = None  # "usage" (the server's count) | "events" (counted here)
+    server_prefill_ms: float | None = None
+    server_decode_ms: float | None = None
+    itl_s: tuple[float, ...] = ()  # every inter-token gap, for the cell's percentiles (not a column)
 
     def as_row(self) -> dict[str, Any]:
         """The load generator's columns of a requests.csv row (status = the outcome, http_status = the code)."""
@@ -99,7 +111,27 @@ class RequestResult:
             "t_recv_s": self.t_recv_s,
             "scheduled_delay_s": self.scheduled_delay_s,
             "worker": self.worker,
+            "ttft_s": self.ttft_s,
+            "tpot_s": self.tpot_s,
+            "itl_p50_s": self.itl_p50_s,
+            "itl_p99_s": self.itl_p99_s,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "output_tokens_source": self.output_tokens_source,
+            "server_prefill_ms": self.server_prefill_ms,
+            "server_decode_ms": self.server_decode_ms,
         }
+
+    def add_stream(self, m: StreamMetrics) -> None:
+        """The generative columns of this request's answer."""
+        self.ttft_s, self.tpot_s = m.ttft_s, m.tpot_s
+        self.itl_p50_s, self.itl_p99_s, self.itl_s = m.itl_p50_s, m.itl_p99_s, m.itl_s
+        self.prompt_tokens, self.output_tokens = m.prompt_tokens, m.output_tokens
+        self.output_tokens_source = m.output_tokens_source
+        if m.server_prefill_ms is not None:
+            self.server_prefill_ms = m.server_prefill_ms
+        if m.server_decode_ms is not None:
+            self.server_decode_ms = m.server_decode_ms
 
 
 # -- Server-Timing -----------------------------------------------------------------------------------------
@@ -260,8 +292,8 @@ class _RawHttpProtocol(asyncio.Protocol):
                 self.transport.close()
 
     # request side
-    def start(self, no_body: bool) -> asyncio.Future[_Answer]:
-        self._reader.start(no_body)
+    def start(self, no_body: bool, stream: AnswerStream | None) -> asyncio.Future[_Answer]:
+        self._reader.start(no_body, stream)
         self._waiter = self._loop.create_future()
         return self._waiter
 
@@ -294,14 +326,20 @@ class _RawConnection:
         self._proto = proto
 
     async def send(
-        self, request: bytes, no_body: bool, limit_s: float, t_send: float, index: int = 0
+        self,
+        request: bytes,
+        no_body: bool,
+        limit_s: float,
+        t_send: float,
+        stream: AnswerStream | None,
+        index: int = 0,
     ) -> _Answer:
         proto = self._proto
         if proto is None or proto.closed:
             await self.connect(max(1e-3, limit_s - (time.perf_counter() - t_send)))
             proto = self._proto
             assert proto is not None and proto.transport is not None
-        waiter = proto.start(no_body)
+        waiter = proto.start(no_body, stream)
         handle = self._loop.call_later(limit_s - (time.perf_counter() - t_send), proto.on_timeout)
         proto.transport.write(request)  # type: ignore[union-attr]
         try:
@@ -328,13 +366,26 @@ class _AiohttpConnection:
         return None
 
     async def send(
-        self, request: bytes, no_body: bool, limit_s: float, t_send: float, index: int = 0
+        self,
+        request: bytes,
+        no_body: bool,
+        limit_s: float,
+        t_send: float,
+        stream: AnswerStream | None,
+        index: int = 0,
     ) -> _Answer:
-        url, headers, body = self._requests[index]
+        url, headers, data = self._requests[index]
         async with asyncio.timeout(limit_s - (time.perf_counter() - t_send)):
-            async with self._session.request(self._method, url, data=body or None, headers=headers) as resp:
+            async with self._session.request(self._method, url, data=data or None, headers=headers) as resp:
                 t_headers = time.perf_counter()
-                body = await resp.read()
+                if stream is not None and stream.head(resp.status, resp.headers.get("Content-Type")):
+                    pieces = []
+                    async for piece in resp.content.iter_any():  # as each read arrives
+                        stream.feed(piece, time.perf_counter())
+                        pieces.append(piece)
+                    body = b"".join(pieces)
+                else:
+                    body = await resp.read()
                 t_recv = time.perf_counter()
         head = 12 + sum(len(k) + len(v) + 4 for k, v in resp.raw_headers) + 2
         return _Answer(
@@ -390,6 +441,8 @@ class _Run:
         self.check_path = template.check.field_path()
         self.checked = 0
         self.use_timing = template.server_timing
+        self.stream_mode = template.stream
+        self.generative = template.generative
         self.tracker = StabilityTracker(pattern.stop_when_stable) if pattern.stop_when_stable else None
         self.t0 = 0.0
         self.epoch0_ms = 0.0
@@ -414,6 +467,7 @@ class _Run:
         bytes_sent: int,
         scheduled_delay: float | None,
         input_index: int | None = None,
+        stream: AnswerStream | None = None,
     ) -> RequestResult:
         t0 = self.t0
         latency = None if answer is None else answer.t_recv - t_start
@@ -449,6 +503,11 @@ class _Run:
                 res.server_total_ms = total
                 if latency is not None:
                     res.overhead_ms = latency * 1000.0 - total
+                if self.generative:
+                    res.server_prefill_ms = timings.get("prefill")
+                    res.server_decode_ms = timings.get("decode")
+        if stream is not None and stream.format is not None:
+            res.add_stream(stream.metrics(t_start, None if answer is None else answer.t_recv))
         self.results.append(res)
         if self.tracker is not None and not warmup and res.ok and latency is not None:
             if self.tracker.add(latency):
@@ -472,13 +531,15 @@ class _Run:
                 self.stop = True
                 return
 
-    def judge(self, answer: _Answer) -> tuple[str, str]:
+    def judge(self, answer: _Answer, stream: AnswerStream | None) -> tuple[str, str]:
         if answer.status not in self.check_status:
             return (
                 HTTP_ERROR,
                 f"HTTP {answer.status} (expected {'/'.join(map(str, sorted(self.check_status)))})",
             )
-        if self.check_path:
+        if stream is not None and stream.error:
+            return ERROR, f"error event after {stream.token_events} tokens: {stream.error}"
+        if self.check_path and (stream is None or not stream.streamed):
             self.checked += 1
             if (self.checked - 1) % self.check_every == 0:
                 try:
@@ -502,8 +563,13 @@ class _Run:
         t_start = t_send if t_sched is None else t_sched
         delay = None if t_sched is None else t_send - t_sched
         timeout = self.pattern.timeout_s
+        stream = (
+            AnswerStream(self.stream_mode, self.generative)
+            if self.generative or self.stream_mode != "none"
+            else None
+        )
         try:
-            answer = await conn.send(request, self.no_body, timeout, t_send, k)
+            answer = await conn.send(request, self.no_body, timeout, t_send, stream, k)
         except TimeoutError:
             conn.close()
             self.record(
@@ -513,27 +579,39 @@ class _Run:
                 t_start,
                 None,
                 TIMEOUT,
-                f"timeout after {timeout:g} s",
+                _cut(stream) + f"timeout after {timeout:g} s",
                 len(request),
                 delay,
                 k,
+                stream,
             )
             return
         except (OSError, ConnectionError, HttpProtocolError) as exc:
             conn.close()
             self.record(
-                worker, warmup, t_send, t_start, None, ERROR, _short_error(exc), len(request), delay, k
-            )
+                worker, warmup, t_send, t_start, None, ERROR, _cut(stream) + _short_error(exc),
+                len(request), delay, k, stream,
+            )  # fmt: skip
             return
         except Exception as exc:  # aiohttp's own errors (ClientError, ...) without importing it here
             if exc.__class__.__module__.startswith("aiohttp"):
                 self.record(
-                    worker, warmup, t_send, t_start, None, ERROR, _short_error(exc), len(request), delay, k
-                )
+                    worker, warmup, t_send, t_start, None, ERROR, _cut(stream) + _short_error(exc),
+                    len(request), delay, k, stream,
+                )  # fmt: skip
                 return
             raise
-        outcome, error = self.judge(answer)
-        self.record(worker, warmup, t_send, t_start, answer, outcome, error, len(request), delay, k)
+        if stream is not None and stream.format is not None:
+            stream.close(answer.t_recv)
+        outcome, error = self.judge(answer, stream)
+        self.record(worker, warmup, t_send, t_start, answer, outcome, error, len(request), delay, k, stream)
+
+
+def _cut(stream: AnswerStream | None) -> str:
+    """A failed request's error starts by saying how much of a stream it got (its tokens are kept)."""
+    if stream is None or not stream.streamed:
+        return ""
+    return f"stream cut after {stream.token_events} token events: "
 
 
 def _short_error(exc: BaseException) -> str:

@@ -12,11 +12,28 @@ What llhttp cannot know, this reader decides, as h11 does (tests/test_http_parse
 - keep-alive only for HTTP/1.1 without a `close` token in `Connection` (`keep-alive, close` closes);
 - bytes after the end of the answer are an error of this answer and its connection, never the start of
   the next one. Empty lines (CR/LF only) after an answer are ignored, as llhttp does between messages.
+
+A `BodySink` given to `start()` gets the body as it arrives, each piece with its read's arrival time (a
+streamed answer's token events are timed from these).
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import httptools
+
+
+class BodySink(Protocol):
+    """Who reads an answer's body as it arrives (e.g. `load.stream.AnswerStream`): told the final answer's
+    status and Content-Type, then given each de-chunked body piece with the arrival time of its read."""
+
+    def head(self, status: int, content_type: str | None) -> bool:
+        """False: this answer's body is not wanted."""
+        ...
+
+    def feed(self, data: bytes, t_arrival: float) -> None: ...
+
 
 # How the answer's body ends, once its head is read.
 _LENGTH_OR_CHUNKED, _UNTIL_CLOSE, _NO_BODY = 0, 1, 2
@@ -45,6 +62,7 @@ class AnswerReader:
         "_keep_body",
         "_no_body",
         "_parser",
+        "_sink",
         "_t",
         "body",
         "done",
@@ -65,9 +83,11 @@ class AnswerReader:
         self._parser: httptools.HttpResponseParser | None = None
         self.start(no_body=False)
 
-    def start(self, no_body: bool) -> None:
-        """Expect a new answer; `no_body` for the answer to a HEAD request."""
+    def start(self, no_body: bool, sink: BodySink | None = None) -> None:
+        """Expect a new answer; `no_body` for the answer to a HEAD request; `sink` reads its body as it
+        arrives."""
         self._no_body = no_body
+        self._sink = sink
         self._body: list[bytes] = []
         self._connection: list[bytes] = []
         self._framing = _LENGTH_OR_CHUNKED
@@ -206,12 +226,19 @@ class AnswerReader:
             self._framing = _UNTIL_CLOSE
             close = True
         self.keep_alive = not close
+        sink = self._sink
+        if sink is not None:
+            content_type = next((v for k, v in self.headers if k == b"content-type"), None)
+            if not sink.head(status, None if content_type is None else content_type.decode("latin-1")):
+                self._sink = None
         self._in_trailers = True  # llhttp reports trailer fields through on_header too
         if self._no_body:
             self._finish()
             raise _HeadDone
 
     def on_body(self, body: bytes) -> None:
+        if self._sink is not None:
+            self._sink.feed(body, self._t)
         if self._keep_body:
             self._body.append(body)
 

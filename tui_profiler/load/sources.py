@@ -91,6 +91,7 @@ class InputSources:
         *,
         scale: float | None = None,
         token_len: int | None = None,
+        output_len: int | None = None,
     ) -> PayloadSet:
         """Every request of one cell, rendered by `template`: one payload per input, in index order.
         Raises InputsTooLarge past the memory bound, ValueError/OSError for a file that became unreadable."""
@@ -98,7 +99,7 @@ class InputSources:
         total = 0
         for item in self.inputs:
             encoded = self._encode(preset, item, scale, token_len)
-            payload = template.prepare(encoded, model_name=model_name)
+            payload = template.prepare(encoded, model_name=model_name, output_len=output_len)
             if self.kind == "body":  # sent byte for byte, with its own type
                 payload = replace(payload, content_type=encoded.content_type)
             payload = replace(payload, input_index=item.index, input_hash=item.digest)

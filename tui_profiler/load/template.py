@@ -22,6 +22,7 @@ from tui_profiler.config.request import (
     BUILTIN_PLACEHOLDERS,
     DEFAULT_TEMPLATE,
     METHODS,
+    OPTIONAL_PLACEHOLDERS,
     SCALAR_PLACEHOLDERS,
     VALUE_PLACEHOLDERS,
     RequestConfig,
@@ -71,9 +72,16 @@ class RequestTemplate(TemplateSpec):
     def render_path(self, model_name: str = "") -> str:
         return _render_str(self.path, self._scalars(model_name, None))
 
-    def _scalars(self, model_name: str, encoded: EncodedInput | None) -> dict[str, Any]:
+    def _scalars(
+        self, model_name: str, encoded: EncodedInput | None, output_len: int | None = None
+    ) -> dict[str, Any]:
         name = model_name or self.model_name
-        values: dict[str, Any] = {"model": name, "name": name}
+        values: dict[str, Any] = {
+            "model": name,
+            "name": name,
+            "output_len": output_len,
+            "ignore_eos": True if output_len is not None else None,
+        }
         if encoded is not None:
             spec = encoded.spec
             values.update(
@@ -92,12 +100,13 @@ class RequestTemplate(TemplateSpec):
         values.update(self.vars)
         return values
 
-    def prepare(self, encoded: EncodedInput, model_name: str = "") -> Payload:
-        """Render this template for one cell's input: body bytes, content type, headers and path, once."""
+    def prepare(self, encoded: EncodedInput, model_name: str = "", output_len: int | None = None) -> Payload:
+        """Render this template for one cell's input: body bytes, content type, headers and path, once.
+        `output_len`: the cell's output length (the `{output_len}` placeholder; None: the server's default)."""
         encode_before = encoded.encode_s  # a lazy JSON dump below happens inside this timed window
         t0 = time.perf_counter()
         name = model_name or self.model_name
-        scalars = self._scalars(name, encoded)
+        scalars = self._scalars(name, encoded, output_len)
         headers = {k: _render_str(v, scalars) for k, v in self.headers.items()}
         content_type: str | None
         if self.body == "none":
@@ -160,10 +169,22 @@ def _render_json(doc: Any, values: dict[str, Any], encoded: EncodedInput) -> Any
             return values.get(name)
         return _render_str(doc, values)
     if isinstance(doc, dict):
-        return {_render_str(k, values): _render_json(v, values, encoded) for k, v in doc.items()}
+        return {
+            _render_str(k, values): _render_json(v, values, encoded)
+            for k, v in doc.items()
+            if not _left_out(v, values)
+        }
     if isinstance(doc, list):
         return [_render_json(v, values, encoded) for v in doc]
     return doc
+
+
+def _left_out(value: Any, values: dict[str, Any]) -> bool:
+    """A member whose value is only an optional placeholder without a value (the server's default then)."""
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+        name = value[1:-1]
+        return name in OPTIONAL_PLACEHOLDERS and values.get(name) is None
+    return False
 
 
 # -- built-in templates and templates from presets ------------------------------------------------------------
@@ -221,7 +242,13 @@ def parse_template(section: Any, where: str) -> RequestTemplate:
     return parse_request_section({"template": section}, where, needs_model_name=False)
 
 
-def build_payload(spec: InputSpec, template: RequestTemplate | None = None, model_name: str = "") -> Payload:
-    """Generate, encode and render one cell's request once. `template` defaults to our own server's."""
+def build_payload(
+    spec: InputSpec,
+    template: RequestTemplate | None = None,
+    model_name: str = "",
+    output_len: int | None = None,
+) -> Payload:
+    """Generate, encode and render one cell's request once. `template` defaults to our own server's;
+    `output_len` is the cell's output length (None: the server's default)."""
     encoded = encode_input(spec)
-    return (template or default_template()).prepare(encoded, model_name=model_name)
+    return (template or default_template()).prepare(encoded, model_name=model_name, output_len=output_len)

@@ -84,6 +84,17 @@ REQUEST_COLUMNS = [
     "input_index",
     "input_hash",
     "body_bytes",
+    # generative answers (streamed or whole): tokens and their timing, measured by the load generator
+    "output_len",
+    "ttft_s",
+    "tpot_s",
+    "itl_p50_s",
+    "itl_p99_s",
+    "prompt_tokens",
+    "output_tokens",
+    "output_tokens_source",
+    "server_prefill_ms",
+    "server_decode_ms",
 ]
 
 
@@ -159,6 +170,18 @@ CELL_COLUMNS = [
     "mem_enforced",
     "gpus_enforced",
     "cpuset",
+    # generative answers: token timing over the cell's answered requests, and goodput against [slo]
+    "output_len",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "tpot_p99_s",
+    "itl_p50_s",
+    "itl_p99_s",
+    "output_tokens_mean",
+    "output_tokens_per_s",
+    "goodput_rps",
+    "slo_met_fraction",
     "status",
     "reason",
 ]

@@ -11,6 +11,7 @@ from tui_profiler.analysis.stats import percentile, summarise
 from tui_profiler.session.schema import COLD_START_PHASES, CellStatus
 
 if TYPE_CHECKING:  # the load generator and sampler are imported when a cell runs, not with the sweep
+    from tui_profiler.config.model import SloConfig
     from tui_profiler.load.client import RequestResult
     from tui_profiler.plan import Cell
     from tui_profiler.runtime.base import EnforcedCaps
@@ -67,6 +68,72 @@ def throughput(timed: Sequence[RequestResult]) -> float | None:
     t0 = min(r.t_send_s for r in timed)
     t1 = max((r.t_recv_s for r in ok if r.t_recv_s is not None), default=t0)
     return len(ok) / (t1 - t0) if t1 > t0 else None
+
+
+def _window(timed: Sequence[RequestResult]) -> float | None:
+    """Seconds from the first send to the last answer; None below two answers (no span to divide by)."""
+    ok = [r for r in timed if r.ok and r.t_recv_s is not None]
+    if len(ok) < 2:
+        return None
+    t0 = min(r.t_send_s for r in timed)
+    t1 = max(r.t_recv_s for r in ok if r.t_recv_s is not None)
+    return t1 - t0 if t1 > t0 else None
+
+
+def meets_slo(r: RequestResult, slo: SloConfig) -> bool:
+    """Whether one request met every objective given: answered, and each measured value within its bound.
+    A value that was not measured fails its objective, except TPOT of a one-token answer (no decode step)."""
+    if not r.ok:
+        return False
+    if slo.ttft_s is not None and (r.ttft_s is None or r.ttft_s > slo.ttft_s):
+        return False
+    if slo.tpot_s is not None:
+        if r.tpot_s is None:
+            if r.output_tokens != 1:
+                return False
+        elif r.tpot_s > slo.tpot_s:
+            return False
+    return not (slo.e2e_s is not None and (r.latency_s is None or r.latency_s > slo.e2e_s))
+
+
+def goodput(timed: Sequence[RequestResult], slo: SloConfig | None) -> tuple[float | None, float | None]:
+    """(goodput_rps, slo_met_fraction): the requests per second that met every objective, and their share
+    of the timed requests. None without `[slo]`, without timed requests, or when an objective could not be
+    measured on any answered request (e.g. a TTFT objective for answers without tokens)."""
+    if slo is None or not timed:
+        return None, None
+    ok = [r for r in timed if r.ok]
+    if slo.ttft_s is not None and all(r.ttft_s is None for r in ok):
+        return None, None
+    if slo.tpot_s is not None and all(r.tpot_s is None and r.output_tokens != 1 for r in ok):
+        return None, None
+    met = sum(1 for r in timed if meets_slo(r, slo))
+    window = _window(timed)
+    return (met / window if window else None), met / len(timed)
+
+
+def generative_columns(timed: Sequence[RequestResult], slo: SloConfig | None) -> dict[str, Any]:
+    """A cell's token columns over its answered timed requests: TTFT and TPOT percentiles, the true ITL
+    percentiles (every gap of every answer), output tokens, and goodput against `slo`."""
+    ok = [r for r in timed if r.ok]
+    ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
+    tpot = [r.tpot_s for r in ok if r.tpot_s is not None]
+    gaps = [g for r in ok for g in r.itl_s]
+    tokens = [r.output_tokens for r in ok if r.output_tokens is not None]
+    window = _window(timed)
+    rps, fraction = goodput(timed, slo)
+    return {
+        "ttft_p50_s": percentile(ttft, 50),
+        "ttft_p99_s": percentile(ttft, 99),
+        "tpot_p50_s": percentile(tpot, 50),
+        "tpot_p99_s": percentile(tpot, 99),
+        "itl_p50_s": percentile(gaps, 50),
+        "itl_p99_s": percentile(gaps, 99),
+        "output_tokens_mean": sum(tokens) / len(tokens) if tokens else None,
+        "output_tokens_per_s": sum(tokens) / window if tokens and window else None,
+        "goodput_rps": rps,
+        "slo_met_fraction": fraction,
+    }
 
 
 def model_name(server_model: str | None, preset_model: str, target_image: str) -> str:
@@ -156,6 +223,7 @@ def setting_columns(setting: CellSetting) -> dict[str, Any]:
         "mem_enforced": enforced.memory_enforced if cell.memory_gb is not None else None,
         "gpus_enforced": enforced.gpus_enforced if cell.gpus else None,
         "cpuset": enforced.cpuset,
+        "output_len": cell.output_len,
     }
 
 
@@ -177,11 +245,12 @@ def cell_row(
     load_wall_s: float | None,
     target_facts: Mapping[str, Any] | None = None,
     weight_bytes: int | None = None,
+    slo: SloConfig | None = None,
 ) -> dict[str, Any]:
     """The cell's cells.csv row. `results`: all of them, warm-up included; `sampled`: the resource sampler's
     summary (None: no sampler, or it failed); `cold`: its container's cold start (None: not measured);
     `fresh`: this cell started the container; `profiling_url`: a running server, no container;
-    `target_facts`: the runtime's facts about the target (image sizes)."""
+    `target_facts`: the runtime's facts about the target (image sizes); `slo`: the preset's objectives."""
     timed = [r for r in results if not r.warmup]
     ok_lat = [r.latency_s for r in timed if r.ok and r.latency_s is not None]
     s = summarise(ok_lat)
@@ -219,6 +288,7 @@ def cell_row(
         "weight_bytes": weight_bytes,
         **{f"{p}_s": phases.get(p) for p in COLD_START_PHASES},
         **(sampled.as_row() if sampled is not None else {}),
+        **generative_columns(timed, slo),
         "status": status,
         "reason": reason,
     }

@@ -560,12 +560,15 @@ class SweepRunner:
                     self._template_model(),
                     scale=cell.input_scale,
                     token_len=cell.token_len,
+                    output_len=cell.output_len,
                 )
             except (ValueError, OSError) as exc:
                 return self._inputs_failed(cell, target, cold, fresh, container_idx, exc), False
         else:
             spec_in = InputSpec.for_cell(self.preset.input, scale=cell.input_scale, token_len=cell.token_len)
-            payload = await asyncio.to_thread(build_payload, spec_in, template, self._template_model())
+            payload = await asyncio.to_thread(
+                build_payload, spec_in, template, self._template_model(), cell.output_len
+            )
             payloads = PayloadSet((payload,))
         input_rows = [p.as_row() for p in payloads.payloads] if len(payloads.payloads) > 1 else None
         setting = self._setting(cell, target.enforced, container_idx, payloads.common_row())
@@ -749,6 +752,7 @@ class SweepRunner:
             load_wall_s=load_wall_s,
             target_facts=target_facts,
             weight_bytes=self._model_facts.get("weight_bytes"),
+            slo=self.preset.slo,
         )
         self.store.write_cell(row)
         self._emit_safe(CellFinished(setting.cell.index, status, reason, row))

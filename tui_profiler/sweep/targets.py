@@ -108,12 +108,15 @@ def probe_request(preset: Preset) -> ProbeRequest | None:
     smallest = min(inp.sizes) if inp.sized_by_plan else None
     token_len = int(smallest) if smallest is not None and inp.sized_by_tokens else None
     scale = float(smallest) if smallest is not None and not inp.sized_by_tokens else None
+    output_len = min(inp.output_lens) if inp.output_lens else None  # the shortest generation answers first
     template = template_for(preset)
     model_name = template.model_name or preset.model
     sources = open_sources(preset)
     if sources is not None:  # the user's own first input, at the smallest size: what the cells will send
         first = dataclasses.replace(sources, inputs=sources.inputs[:1])
-        payload = first.prepare(preset, template, model_name, scale=scale, token_len=token_len).first
+        payload = first.prepare(
+            preset, template, model_name, scale=scale, token_len=token_len, output_len=output_len
+        ).first
     else:
         payload = build_payload(
             InputSpec.for_cell(inp, scale=scale, token_len=token_len), template, model_name
