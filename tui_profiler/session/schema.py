@@ -37,6 +37,60 @@ class SessionStatus(StrEnum):
     INTERRUPTED = "interrupted"  # stopped; resumable
 
 
+# generative (issue 13): the columns of streamed (token-generating) answers. The writer adds them to
+# REQUEST_COLUMNS / CELL_COLUMNS; readers (TUI, fit) name them through GenColumn.
+class GenColumn(StrEnum):
+    """A generative column's name, for code that reads it (the TUI, `fit`)."""
+
+    # requests.csv
+    TTFT_S = "ttft_s"  # time to first token
+    TPOT_S = "tpot_s"  # time per output token after the first
+    ITL_P50_S = "itl_p50_s"  # the request's inter-token gaps
+    ITL_P99_S = "itl_p99_s"
+    PROMPT_TOKENS = "prompt_tokens"
+    OUTPUT_TOKENS = "output_tokens"
+    OUTPUT_TOKENS_SOURCE = "output_tokens_source"  # 'usage' | 'events'
+    OUTPUT_LEN = "output_len"  # the output length asked for (requests.csv and cells.csv)
+    # cells.csv
+    TTFT_P50_S = "ttft_p50_s"
+    TTFT_P99_S = "ttft_p99_s"
+    TPOT_P50_S = "tpot_p50_s"
+    TPOT_P99_S = "tpot_p99_s"
+    OUTPUT_TOKENS_PER_S = "output_tokens_per_s"
+    GOODPUT_RPS = "goodput_rps"  # requests/s meeting every SLO
+    SLO_MET_FRACTION = "slo_met_fraction"
+
+
+GENERATIVE_REQUEST_COLUMNS: tuple[str, ...] = tuple(
+    c.value
+    for c in (
+        GenColumn.TTFT_S,
+        GenColumn.TPOT_S,
+        GenColumn.ITL_P50_S,
+        GenColumn.ITL_P99_S,
+        GenColumn.PROMPT_TOKENS,
+        GenColumn.OUTPUT_TOKENS,
+        GenColumn.OUTPUT_TOKENS_SOURCE,
+        GenColumn.OUTPUT_LEN,
+    )
+)
+GENERATIVE_CELL_COLUMNS: tuple[str, ...] = tuple(
+    c.value
+    for c in (
+        GenColumn.OUTPUT_LEN,
+        GenColumn.TTFT_P50_S,
+        GenColumn.TTFT_P99_S,
+        GenColumn.TPOT_P50_S,
+        GenColumn.TPOT_P99_S,
+        GenColumn.ITL_P50_S,
+        GenColumn.ITL_P99_S,
+        GenColumn.OUTPUT_TOKENS_PER_S,
+        GenColumn.GOODPUT_RPS,
+        GenColumn.SLO_MET_FRACTION,
+    )
+)
+
+
 REQUEST_COLUMNS = [
     # the AC-Prof long format, in its order (avg_power_w / peak_power_w / energy_j are not measured here)
     "timestamp_ms",
