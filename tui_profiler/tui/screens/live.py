@@ -302,13 +302,13 @@ class LiveScreen(Screen[None]):
         itl = self.query_one("#plot-itl", LinePlot)
         lines = []
         for label, column, color in (("p50", 1, "green"), ("p99", 2, "red")):
-            values = [(p[0], p[column]) for p in state.itls if p[column] is not None]
+            values = [(p[0], v) for p in state.itls if (v := p[column]) is not None]
             if values:
                 lines.append(
                     Line(
                         f"ITL {label}",
-                        [v[0] for v in values],
-                        [v[1] * 1e3 for v in values],
+                        [t for t, _ in values],
+                        [v * 1e3 for _, v in values],
                         color=color,
                         marker="dot",
                     )
