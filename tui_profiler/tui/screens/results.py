@@ -292,4 +292,11 @@ def fit_summary(session_dir: Path) -> Text | str:
             unit = "req/s" if group.target == "throughput" else "s"
             text.append(f"  {cpus:g} CPU{where}: {value:.4g} {unit}")
             text.append(f"  ({warning})\n" if warning else "\n", style="yellow" if warning else "")
+    for target, what in (("ttft", "Time to first token"), ("tpot", "Time per output token")):
+        try:
+            token_report = fit.fit_paths([session_dir], target=target)
+        except ValueError:  # not a generative session: nothing to add
+            continue
+        text.append(f"\n{what} model (tui-profiler fit --target {target})\n", style="bold")
+        text.append("\n".join(token_report.summary_lines()) + "\n")
     return text
