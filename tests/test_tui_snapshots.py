@@ -5,6 +5,8 @@ Update after an intended change: `python3 -m pytest tests/test_tui_snapshots.py 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tui_profiler.tui import synthetic
@@ -79,3 +81,41 @@ def test_input_picker(snap_compare, app, monkeypatch):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=open_picker)
+
+
+@pytest.fixture
+def generative_app(monkeypatch, tmp_path):
+    output, host = deterministic_env(monkeypatch, tmp_path, with_session=False)
+    synthetic.write_generative_session(Path(output))
+    return make_app(output_dir=output, host_limits=host, clock=lambda: 0.0)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_live_screen_generative(snap_compare, generative_app, size):
+    """A generative cell adds the TTFT and inter-token latency plots beside the latency plot."""
+    app = generative_app
+    events = list(synthetic.generative_event_stream(n_requests=24))
+    starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
+    events = events[: starts[4] + 30]  # the middle of cell 5 (2 CPUs, 256 prompt tokens)
+
+    async def feed(pilot):
+        await pilot.press("f3")
+        await pilot.pause()
+        for event in events:
+            app.live_state.ingest(event)
+        app.screen.redraw(force=True)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=feed)
+
+
+def test_results_tokens_generative(snap_compare, generative_app):
+    """Results' Tokens tab: TTFT and TPOT against prompt length, one line per resource config."""
+
+    async def open_tokens(pilot):
+        await pilot.press("f4")
+        await pilot.pause()
+        await pilot.press("t")
+        await pilot.pause(0.3)
+
+    assert snap_compare(generative_app, terminal_size=(120, 40), run_before=open_tokens)

@@ -111,3 +111,23 @@ def test_cold_start_stays_for_cells_sharing_a_container():
     assert state.cold_phases == {"create": 0.1, "ready": 2.0} and state.cold_total_s == 2.1
     state.ingest(ColdStartPhase(1, "create", 0.2))  # the next container starts
     assert state.cold_phases == {"create": 0.2} and state.cold_total_s is None
+
+
+def test_generative_requests_feed_bounded_ttft_and_itl_series():
+    state = LiveState()
+    state.ingest(SessionStarted("s", "d", "p", "docker", "why", 2))
+    state.ingest(CellStarted(0, 2, {"cpus": 1.0, "token_len": 256, "output_len": 32}))
+    state.ingest(RequestDone(0, 0.5, 0.5, True, False, 200, row={"i": 0}))  # no ttft_s: not generative
+    assert not state.generative and state.ttft_stats() == (None, None)
+    n = LATENCY_POINTS * 2
+    for i in range(n):
+        row = {"ttft_s": 0.1 if i % 2 else 0.3, "itl_p50_s": 0.01, "itl_p99_s": None if i % 3 else 0.05}
+        state.ingest(RequestDone(0, 1.0 + i, 0.5, True, False, 200, row=row))
+    state.ingest(RequestDone(0, 9e9, 0.5, True, True, 200, row={"ttft_s": 99.0}))  # warm-up: left out
+    assert state.generative
+    assert len(state.ttfts) == LATENCY_POINTS and len(state.itls) == LATENCY_POINTS
+    p50, p99 = state.ttft_stats()
+    assert 0.1 <= p50 <= 0.3 and p99 == 0.3
+    assert state.itl_stats() == (0.01, 0.05)  # a missing per-request p99 is left out, not read as 0
+    state.ingest(CellStarted(1, 2, {"cpus": 2.0}))
+    assert not state.ttfts and not state.itls and state.generative  # the layout stays for the session

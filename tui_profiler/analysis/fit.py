@@ -23,6 +23,10 @@ outer split), with a parsimony rule: among forms within 2% of the best CV error,
 parameters wins. The reported test error is nested: the whole procedure (select + fit) runs on each
 outer training split and is scored on data it never saw.
 
+Generative targets model a streamed answer's timing from its token counts: `ttft` / `ttft_p99` (the
+cell's median / p99 time to first token) with S = prompt tokens, `tpot` / `tpot_p99` (time per output
+token) with S = context tokens (prompt + output). The same forms, selection and validation apply.
+
 Which split validates is chosen per group by what the model will be asked (`choose_selection`): a form
 that interpolates well between CPU configurations can bend away beyond the largest input it was fitted
 on, so when a prediction or recommendation lies outside the trained input range, forward validation
@@ -42,9 +46,30 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar, nnls
 
-from tui_profiler.analysis.importers import fit_rows, read_paths, size_columns
+from tui_profiler.analysis.importers import TOKEN_COLUMNS, fit_rows, read_paths, size_columns
+from tui_profiler.session.schema import GenColumn
 
-TARGETS = ("latency_s", "p50", "p99", "throughput")
+
+@dataclass(frozen=True)
+class TokenTarget:
+    """A generative target: which per-request value, its per-cell statistic, and its input size."""
+
+    request_column: str  # the per-request value in requests.csv
+    quantile: float  # the per-cell statistic of it
+    cell_column: str  # the same statistic as cells.csv records it
+    size_column: str  # PROMPT_SIZE or CONTEXT_SIZE
+
+
+PROMPT_SIZE = GenColumn.PROMPT_TOKENS.value
+CONTEXT_SIZE = "context_tokens"  # prompt + output tokens: what a decode step attends over
+TOKEN_TARGETS: dict[str, TokenTarget] = {
+    "ttft": TokenTarget(GenColumn.TTFT_S, 0.5, GenColumn.TTFT_P50_S, PROMPT_SIZE),
+    "ttft_p99": TokenTarget(GenColumn.TTFT_S, 0.99, GenColumn.TTFT_P99_S, PROMPT_SIZE),
+    "tpot": TokenTarget(GenColumn.TPOT_S, 0.5, GenColumn.TPOT_P50_S, CONTEXT_SIZE),
+    "tpot_p99": TokenTarget(GenColumn.TPOT_S, 0.99, GenColumn.TPOT_P99_S, CONTEXT_SIZE),
+}
+TARGETS = ("latency_s", "p50", "p99", "throughput", *TOKEN_TARGETS)
+P99_TARGETS = ("p99", "ttft_p99", "tpot_p99")
 SPLITS = ("leave-config-out", "extrapolate-input", "random")
 DEFAULT_SPLIT = "leave-config-out"  # interpolation between CPU configurations: what most questions are
 FORWARD_SPLIT = "extrapolate-input"  # forward validation: fit the smaller inputs, validate on the larger
@@ -515,6 +540,8 @@ def _matches(key: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
 
 
 def _query_size(point: Mapping[str, Any], size_column: str) -> float | None:
+    if size_column in (PROMPT_SIZE, CONTEXT_SIZE):
+        return token_size(size_column, point)
     for name in (size_column, "size"):
         raw = point.get(name)
         if raw is not None and _given(raw):
@@ -655,12 +682,40 @@ def json_safe(obj: Any) -> Any:
 
 
 def predicted_column(target: str) -> str:
+    if target in TOKEN_TARGETS:
+        return f"predicted_{target}_s"
     return {
         "latency_s": "predicted_latency_s",
         "p50": "predicted_p50_s",
         "p99": "predicted_p99_s",
         "throughput": "predicted_throughput_rps",
     }[target]
+
+
+def token_size(size_column: str, point: Mapping[str, Any]) -> float | None:
+    """A point's prompt or context tokens, from what it gives: `prompt_tokens` (or the prompt length
+    asked, `token_len`), plus `output_tokens` (or `output_len`) for the context. None when missing."""
+
+    def first(*names: str) -> float | None:
+        for name in names:
+            raw = point.get(name)
+            if raw is not None and _given(raw):
+                try:
+                    return float(raw)
+                except (TypeError, ValueError):
+                    return None
+        return None
+
+    if size_column == PROMPT_SIZE:
+        return first(PROMPT_SIZE, "token_len", "size")
+    if size_column == CONTEXT_SIZE:
+        context = first(CONTEXT_SIZE, "size")
+        if context is not None:
+            return context
+        prompt = first(PROMPT_SIZE, "token_len")
+        output = first(GenColumn.OUTPUT_TOKENS, GenColumn.OUTPUT_LEN)
+        return None if prompt is None or output is None else prompt + output
+    return None
 
 
 @dataclass
@@ -776,9 +831,12 @@ def predict_point(g: GroupFit, point: dict[str, Any]) -> tuple[float, str]:
     size = 1.0
     if g.size_column:
         raw = point.get(g.size_column)
+        if g.size_column in (PROMPT_SIZE, CONTEXT_SIZE):
+            raw = token_size(g.size_column, point)
         if raw is None or pd.isna(raw):
+            hint = " (or token_len and output_len)" if g.size_column == CONTEXT_SIZE else ""
             raise ValueError(
-                f"{g.size_column}: missing — the {g.label} model is a function of {g.size_column}"
+                f"{g.size_column}: missing — the {g.label} model is a function of {g.size_column}{hint}"
             )
         size = float(raw)
         if not size > 0:
@@ -820,6 +878,8 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
     request, inverted back on prediction). Returns the cells and whether per-request rows were used."""
     if target not in TARGETS:
         raise ValueError(f"target: {target!r} — allowed: {', '.join(TARGETS)}")
+    if target in TOKEN_TARGETS:
+        return _token_cells(rows, TOKEN_TARGETS[target])
     rows = rows.copy()
     named_sizes = size_columns(rows)
     rows["size_column"] = ""
@@ -864,6 +924,65 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
     for col in ("mem_cap_gb", "concurrency", "rate"):
         cells[col] = cells[col].replace(-1.0, np.nan)
     return cells, has_requests
+
+
+def _token_cells(rows: pd.DataFrame, spec: TokenTarget) -> tuple[pd.DataFrame, bool]:
+    """Cells of a generative target: one per (group, config, prompt length asked, output length asked),
+    y the per-cell statistic of the per-request value (or cells.csv's), size the cell's median prompt
+    (or context) tokens as counted per request, else as asked."""
+    rows = rows.copy()
+    for col in TOKEN_COLUMNS:
+        rows[col] = pd.to_numeric(rows[col], errors="coerce")
+    output_len = GenColumn.OUTPUT_LEN.value
+    for col in ("mem_cap_gb", "concurrency", "rate", "token_len", output_len):  # -1: not recorded
+        rows[col] = rows[col].astype(float).fillna(-1.0)
+    asked_prompt = rows["token_len"].where(rows["token_len"] > 0)
+    prompt = rows[GenColumn.PROMPT_TOKENS].where(rows[GenColumn.PROMPT_TOKENS] > 0, asked_prompt)
+    if spec.size_column == CONTEXT_SIZE:
+        asked_output = rows[output_len].where(rows[output_len] > 0)
+        output = rows[GenColumn.OUTPUT_TOKENS].where(rows[GenColumn.OUTPUT_TOKENS] > 0, asked_output)
+        rows["_size"] = prompt + output
+    else:
+        rows["_size"] = prompt
+    keys = [*GROUP_KEYS, "cpu_cores", "mem_cap_gb", "token_len", output_len]
+    usable = np.isfinite(rows["_size"]) & (rows["_size"] > 0)
+    is_request = rows["row_kind"] == "request"
+    parts = []
+    req = rows[is_request & usable & (rows[spec.request_column] > 0)]
+    if not req.empty:
+        grouped = req.groupby(keys, sort=True)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "y": grouped[spec.request_column].quantile(spec.quantile),
+                    "size": grouped["_size"].median(),
+                    "n_rows": grouped.size(),
+                }
+            )
+        )
+    agg = rows[~is_request & usable & (rows[spec.cell_column] > 0)]
+    if not agg.empty:
+        grouped = agg.groupby(keys, sort=True)
+        part = pd.DataFrame(
+            {
+                "y": grouped[spec.cell_column].mean(),
+                "size": grouped["_size"].median(),
+                "n_rows": grouped.size(),
+            }
+        )
+        if parts:  # a cell with per-request rows is measured from them, not from a summary of them
+            part = part[~part.index.isin(parts[0].index)]
+        parts.append(part)
+    if not parts:
+        raise ValueError(
+            f"target: no cells carry {spec.request_column} or {spec.cell_column} (not a streamed, generative "
+            "session?)"
+        )
+    cells = pd.concat(parts).reset_index()
+    cells["size_column"] = spec.size_column
+    for col in ("mem_cap_gb", "concurrency", "rate", "token_len", output_len):
+        cells[col] = cells[col].replace(-1.0, np.nan)
+    return cells, bool(is_request.any())
 
 
 def _held_out_mape(
@@ -947,7 +1066,7 @@ def fit_group(cells: pd.DataFrame, target: str, selection: Selection | str) -> G
         for i in np.argsort(-np.abs(rel))[:5]
     ]
     residuals = [(float(s[j]), float(r)) for j, r in zip(idx, rel, strict=True)]
-    if target == "p99" and int(cells["n_rows"].min()) < 100:
+    if target in P99_TARGETS and int(cells["n_rows"].min()) < 100:
         caveats.append(
             f"p99 from as few as {int(cells['n_rows'].min())} requests per cell: it is close to the maximum"
         )

@@ -6,6 +6,9 @@ Tidy columns (one row per measurement; per-request rows or per-cell aggregates):
     source, model, task, gpu_mode ("on"|"off"), cpu_cores, mem_cap_gb, pixels, token_len, concurrency, rate,
     latency_s, p50_s, p99_s, throughput_rps, warmup (bool), status (str), row_kind ("request"|"aggregate")
 
+Generative data adds `ttft_s, tpot_s, prompt_tokens, output_tokens, output_len` (per request) and
+`ttft_p50_s, ttft_p99_s, tpot_p50_s, tpot_p99_s` (per cell); NaN where not streamed.
+
 `pixels` / `token_len` is NaN where the file has no such size. A wide file whose first column names another
 input size (AC-Prof's silero.csv: `text_chars`) keeps that name as an extra size column after these; p50/p99/throughput only come from cells.csv
 (per-request rows are aggregated by the fitter). Nothing is imputed: a missing value stays NaN.
@@ -22,8 +25,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS, CellStatus
+from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS, CellStatus, GenColumn
 
+TOKEN_COLUMNS: tuple[str, ...] = tuple(
+    c.value
+    for c in (
+        GenColumn.TTFT_S,
+        GenColumn.TPOT_S,
+        GenColumn.TTFT_P50_S,
+        GenColumn.TTFT_P99_S,
+        GenColumn.TPOT_P50_S,
+        GenColumn.TPOT_P99_S,
+        GenColumn.PROMPT_TOKENS,
+        GenColumn.OUTPUT_TOKENS,
+        GenColumn.OUTPUT_LEN,
+    )
+)
 TIDY_COLUMNS = [
     "source",
     "model",
@@ -42,6 +59,8 @@ TIDY_COLUMNS = [
     "warmup",
     "status",
     "row_kind",
+    # generative (issue 13): streamed answers, per request (ttft_s, tpot_s, token counts) or per cell
+    *TOKEN_COLUMNS,
 ]
 
 OK = CellStatus.OK.value  # the tidy frame's status of a usable row, as a session writes it
@@ -253,6 +272,7 @@ def _from_long(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFra
         # An image model's rows may still carry a token_len column (AC-Prof long has one for all models).
         out["token_len"] = np.nan
     out["latency_s"] = pd.to_numeric(df["latency_s"], errors="coerce")
+    _copy_numeric(df, out, TOKEN_COLUMNS)
     out["warmup"] = _truthy(df["warmup"]) if "warmup" in df else False
     status = df["status"].astype(str).str.strip().str.lower() if "status" in df else pd.Series(OK, df.index)
     if "ok" in df:  # our requests.csv may carry an explicit ok flag
@@ -264,6 +284,13 @@ def _from_long(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFra
             out["pixels"].notna(), "pixels", np.where(out["token_len"].notna(), "token_len", "")
         )
     return out
+
+
+def _copy_numeric(df: pd.DataFrame, out: pd.DataFrame, columns: Iterable[str]) -> None:
+    """Columns the file has, as numbers (text and blanks become NaN: not available)."""
+    for col in columns:
+        if col in df:
+            out[col] = pd.to_numeric(df[col], errors="coerce")
 
 
 def _pick(df: pd.DataFrame, field: str) -> pd.Series | None:
@@ -292,6 +319,7 @@ def _from_cells(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFr
         out[size] = pd.to_numeric(df[size], errors="coerce") if size in df else np.nan
     if out["pixels"].notna().any():
         out["token_len"] = np.nan
+    _copy_numeric(df, out, TOKEN_COLUMNS)
     out["warmup"] = False
     out["status"] = df["status"].astype(str).str.strip().str.lower() if "status" in df else OK
     out["row_kind"] = "aggregate"

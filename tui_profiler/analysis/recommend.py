@@ -5,6 +5,9 @@ CPU count measured); memory per CPU count follows the data's pairing (AC-Prof pa
 where memory was varied independently, the smallest memory that ran cleanly — the fitted models have no
 memory term, so memory buys nothing but not running out. Candidates outside the measured CPU range are
 extrapolations: listed, but only recommended when `allow_extrapolation` is set.
+
+`recommend_slos` asks several SLOs at once (p99 latency, p99 time to first token, p99 time per output
+token, each from its own fitted model and input size): a candidate must meet every one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tui_profiler.analysis.fit import (
+    P99_TARGETS,
     FitReport,
     GroupFit,
     Selection,
@@ -137,14 +141,8 @@ def recommend(
     """Rank configurations by cost among those the report's model predicts to meet `slo_s`."""
     if not slo_s > 0:
         raise ValueError(f"slo-p99: {slo_s:g} — must be > 0 seconds")
-    groups = [g for g in report.groups if model is None or str(g.key["model"]) == model]
-    if not groups:
-        raise ValueError(
-            f"model: {model!r} — fitted models: {', '.join(sorted({str(g.key['model']) for g in report.groups}))}"
-        )
-    models = sorted({str(g.key["model"]) for g in groups})
-    if len(models) > 1:
-        raise ValueError(f"model: several models fitted ({', '.join(models)}): choose one with --model")
+    groups = _model_groups(report, model)
+    models = [str(groups[0].key["model"])]
     fitted_size = groups[0].size_column
     if size_column and fitted_size and size_column != fitted_size:
         flag = fitted_size.replace("_", "-")
@@ -169,6 +167,19 @@ def recommend(
         caveats.append(f"the recommended point lies outside the measured range: {best.warning}")
     selections = {g.label: g.selection for g in groups}
     return Recommendation(slo_s, report.target, size_column, size, best, candidates, caveats, selections)
+
+
+def _model_groups(report: FitReport, model: str | None) -> list[GroupFit]:
+    """The fitted groups of one model: the one named, or the only one fitted."""
+    groups = [g for g in report.groups if model is None or str(g.key["model"]) == model]
+    if not groups:
+        raise ValueError(
+            f"model: {model!r} — fitted models: {', '.join(sorted({str(g.key['model']) for g in report.groups}))}"
+        )
+    models = sorted({str(g.key["model"]) for g in groups})
+    if len(models) > 1:
+        raise ValueError(f"model: several models fitted ({', '.join(models)}): choose one with --model")
+    return groups
 
 
 def _group_candidates(
@@ -221,3 +232,185 @@ def recommend_paths(paths: list[str], *, slo_s: float, size: float, **kwargs: An
     if not math.isfinite(size) or size <= 0:
         raise ValueError(f"{report.groups[0].size_column or 'size'}: {size:g} — must be > 0")
     return recommend(report, rows, slo_s=slo_s, size=size, **kwargs)
+
+
+# ------------------------------------------------------------------------------- several SLOs at once
+
+SLO_NAMES = {
+    "p99": "p99 latency",
+    "latency_s": "mean latency",
+    "ttft_p99": "p99 TTFT",
+    "tpot_p99": "p99 TPOT",
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One SLO: the fitted report it is judged by, its limit, and the input size it is asked at (in the
+    report's size column: pixels or token_len, prompt tokens for TTFT, context tokens for TPOT)."""
+
+    report: FitReport
+    slo_s: float
+    size: float
+
+    @property
+    def name(self) -> str:
+        return SLO_NAMES.get(self.report.target, self.report.target)
+
+
+@dataclass
+class SloCandidate:
+    gpu_mode: str
+    load: str  # the group's load level ('c=4', '2/s'), '' when the data has one
+    cpu_cores: float
+    mem_cap_gb: float | None
+    cost: float
+    predicted_s: dict[str, float]  # objective name -> predicted seconds
+    meets: dict[str, bool]
+    extrapolated: bool
+    warning: str = ""
+
+    @property
+    def meets_slo(self) -> bool:
+        return all(self.meets.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gpu_mode": self.gpu_mode,
+            "load": self.load,
+            "cpu_cores": self.cpu_cores,
+            "mem_cap_gb": self.mem_cap_gb,
+            "cost": self.cost,
+            "predicted_s": self.predicted_s,
+            "meets": self.meets,
+            "meets_slo": self.meets_slo,
+            "extrapolated": self.extrapolated,
+            "warning": self.warning,
+        }
+
+
+@dataclass
+class SloRecommendation:
+    objectives: list[dict[str, Any]]  # name, slo_s, size_column, size
+    best: SloCandidate | None
+    candidates: list[SloCandidate]
+    caveats: list[str] = field(default_factory=list)
+    selections: dict[str, Selection] = field(default_factory=dict)  # 'objective: group' -> selection
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "objectives": self.objectives,
+            "best": self.best.as_dict() if self.best else None,
+            "candidates": [c.as_dict() for c in self.candidates],
+            "caveats": self.caveats,
+            "form_selection": {label: s.to_dict() for label, s in self.selections.items()},
+        }
+
+    def summary_lines(self) -> list[str]:
+        asked = ", ".join(
+            f"{o['name']} <= {o['slo_s']:g} s at {o['size_column']}={o['size']:g}" for o in self.objectives
+        )
+        lines = [f"recommendation for {asked}:"]
+        if self.best is None:
+            lines.append("  no candidate configuration is predicted to meet every SLO")
+            closest = max(self.candidates, key=lambda c: (sum(c.meets.values()), -c.cost), default=None)
+            if closest is not None:
+                lines.append(f"  closest: {_describe_slo(closest)}")
+        else:
+            lines.append(f"  cheapest: {_describe_slo(self.best)}")
+            allowed = self.best.extrapolated
+            runners = [
+                c
+                for c in self.candidates
+                if c.meets_slo and c is not self.best and (allowed or not c.extrapolated)
+            ][:3]
+            lines += [f"  next:     {_describe_slo(c)}" for c in runners]
+        lines += [f"  {label}: {s.line}" for label, s in self.selections.items()]
+        lines += [f"  note: {c}" for c in self.caveats]
+        return lines
+
+
+def _describe_slo(c: SloCandidate) -> str:
+    mem = f"{c.mem_cap_gb:g} GB" if c.mem_cap_gb is not None else "memory not recorded"
+    load = f", {c.load}" if c.load else ""
+    ext = " (extrapolated)" if c.extrapolated else ""
+    predicted = ", ".join(
+        f"{name} {value:.4g} s{'' if c.meets[name] else ' (misses)'}" for name, value in c.predicted_s.items()
+    )
+    return (
+        f"gpu={c.gpu_mode}{load}, {c.cpu_cores:g} CPUs, {mem}: predicted {predicted}, cost {c.cost:.3g}{ext}"
+    )
+
+
+def _load_label(g: GroupFit) -> str:
+    if g.key.get("rate") is not None:
+        return f"{g.key['rate']:g}/s"
+    if g.key.get("concurrency") is not None:
+        return f"c={g.key['concurrency']:g}"
+    return ""
+
+
+def recommend_slos(
+    objectives: list[Objective],
+    rows: pd.DataFrame,
+    *,
+    model: str | None = None,
+    cost_cpu: float = DEFAULT_COST_CPU,
+    cost_gb: float = DEFAULT_COST_GB,
+    cost_gpu: float = DEFAULT_COST_GPU,
+    host_cpus: float | None = None,
+    allow_extrapolation: bool = False,
+) -> SloRecommendation:
+    """The cheapest configuration (GPU mode, load level, CPUs, memory) predicted to meet every SLO.
+
+    Each objective's model predicts on the same candidate grid; a candidate is kept when every objective
+    has a fitted group for its GPU mode and load level."""
+    if not objectives:
+        raise ValueError("slo: no SLO given")
+    host = float(host_cpus or os.cpu_count() or 1)
+    joined: dict[tuple[str, str, float], SloCandidate] = {}
+    counts: dict[tuple[str, str, float], int] = {}
+    caveats: list[str] = []
+    selections: dict[str, Selection] = {}
+    for o in objectives:
+        if not o.slo_s > 0:
+            raise ValueError(f"slo: {o.name} {o.slo_s:g} — must be > 0 seconds")
+        if not math.isfinite(o.size) or o.size <= 0:
+            raise ValueError(f"{o.report.groups[0].size_column or 'size'}: {o.size:g} — must be > 0")
+        groups = _model_groups(o.report, model)
+        for g in groups:
+            selections[f"{o.name}: {g.label}"] = g.selection
+            load = _load_label(g)
+            for c in _group_candidates(g, rows, o.slo_s, o.size, host, cost_cpu, cost_gb, cost_gpu):
+                key = (c.gpu_mode, load, c.cpu_cores)
+                have = joined.get(key)
+                if have is None:
+                    have = joined[key] = SloCandidate(
+                        c.gpu_mode, load, c.cpu_cores, c.mem_cap_gb, c.cost, {}, {}, c.extrapolated, c.warning
+                    )
+                have.predicted_s[o.name] = c.predicted_s
+                have.meets[o.name] = c.meets_slo
+                have.extrapolated = have.extrapolated or c.extrapolated
+                have.warning = "; ".join(dict.fromkeys(w for w in (have.warning, c.warning) if w))
+                counts[key] = counts.get(key, 0) + 1
+        if o.report.target not in P99_TARGETS:
+            caveats.append(f"{o.name}: no p99 in the data, the SLO is compared with the predicted mean")
+        caveats += sorted({f"{o.name}: {c}" for g in groups for c in g.caveats if c.startswith("p99 from")})
+    # a load level or GPU mode that one objective's data lacks cannot be judged against every SLO
+    candidates = [c for key, c in joined.items() if counts[key] == len(objectives)]
+    candidates.sort(key=lambda c: (c.cost, sum(c.predicted_s.values())))
+    eligible = [c for c in candidates if c.meets_slo and (allow_extrapolation or not c.extrapolated)]
+    best = eligible[0] if eligible else None
+    if best is not None and best.warning:
+        caveats.append(f"the recommended point lies outside the measured range: {best.warning}")
+    asked = [
+        {
+            "name": o.name,
+            "target": o.report.target,
+            "slo_s": o.slo_s,
+            "size_column": o.report.groups[0].size_column or "size",
+            "size": o.size,
+        }
+        for o in objectives
+    ]
+    return SloRecommendation(asked, best, candidates, caveats, selections)

@@ -7,9 +7,21 @@ import json
 import sys
 from pathlib import Path
 
-TARGET_CHOICES = ("latency_s", "p50", "p99", "throughput")
+TARGET_CHOICES = ("latency_s", "p50", "p99", "throughput", "ttft", "ttft_p99", "tpot", "tpot_p99")
 SPLIT_CHOICES = ("leave-config-out", "extrapolate-input", "random")
-_NUMERIC_FIELDS = ("cpu_cores", "mem_cap_gb", "pixels", "token_len", "concurrency", "rate")
+_NUMERIC_FIELDS = (
+    "cpu_cores",
+    "mem_cap_gb",
+    "pixels",
+    "token_len",
+    "concurrency",
+    "rate",
+    # generative targets: TTFT is a function of prompt tokens, TPOT of context tokens (prompt + output)
+    "prompt_tokens",
+    "context_tokens",
+    "output_len",
+    "output_tokens",
+)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +35,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "paths", nargs="+", metavar="PATH", help="session folder, requests.csv, cells.csv, or AC-Prof CSV"
     )
     p.add_argument(
-        "--target", choices=TARGET_CHOICES, default="latency_s", help="quantity to model (default: latency_s)"
+        "--target",
+        choices=TARGET_CHOICES,
+        default="latency_s",
+        help="quantity to model (default: latency_s); generative sessions: ttft / ttft_p99 (time to first "
+        "token, the cell's median / p99, from prompt tokens and CPUs), tpot / tpot_p99 (time per output "
+        "token, from context tokens = prompt + output, and CPUs)",
     )
     p.add_argument(
         "--split",
@@ -52,10 +69,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--out", metavar="PRED.csv", help="where --predict-csv writes POINTS plus the prediction column"
     )
     p.add_argument(
-        "--recommend", action="store_true", help="the cheapest configuration predicted to meet --slo-p99"
+        "--recommend",
+        action="store_true",
+        help="the cheapest configuration predicted to meet every SLO given (--slo-p99, --slo-ttft, --slo-tpot)",
     )
     p.add_argument(
         "--slo-p99", type=float, metavar="SECONDS", help="latency SLO for --recommend (p99, seconds)"
+    )
+    p.add_argument(
+        "--slo-ttft",
+        type=float,
+        metavar="SECONDS",
+        help="time-to-first-token SLO for --recommend (p99, seconds; needs --token-len, the prompt length)",
+    )
+    p.add_argument(
+        "--slo-tpot",
+        type=float,
+        metavar="SECONDS",
+        help="time-per-output-token SLO for --recommend (p99, seconds; needs --token-len and --output-len)",
+    )
+    p.add_argument(
+        "--output-len",
+        type=float,
+        metavar="N",
+        help="output tokens for --slo-tpot / --target tpot (the context is --token-len + N)",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--pixels", type=float, metavar="N", help="input size for --recommend (image models)")
@@ -121,9 +158,26 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--out: only used with --predict-csv")
     if args.predict_csv and not args.out:
         raise ValueError("--out: required with --predict-csv (where PRED.csv goes)")
-    if args.recommend:
+    token_slos = args.slo_ttft is not None or args.slo_tpot is not None
+    if not args.recommend and (token_slos or args.slo_p99 is not None):
+        flag = next(f for f, v in _slo_flags(args) if v is not None)
+        raise ValueError(f"{flag}: only used with --recommend")
+    for flag, value in _slo_flags(args):
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag}: {value:g} — must be > 0 seconds")
+    if args.output_len is not None and not args.output_len > 0:
+        raise ValueError(f"--output-len: {args.output_len:g} — must be > 0")
+    if args.recommend and token_slos:
+        if args.token_len is None:
+            flag = "--slo-ttft" if args.slo_ttft is not None else "--slo-tpot"
+            raise ValueError(f"--token-len: {flag} needs the prompt length (--token-len N)")
+        if args.slo_tpot is not None and args.output_len is None:
+            raise ValueError(
+                "--output-len: --slo-tpot needs the output length (the context is prompt + output)"
+            )
+    elif args.recommend:
         if args.slo_p99 is None:
-            raise ValueError("--slo-p99: required with --recommend")
+            raise ValueError("--slo-p99: required with --recommend (or --slo-ttft / --slo-tpot)")
         if args.pixels is None and args.token_len is None and args.size is None:
             raise ValueError(
                 "--pixels: --recommend needs the input size (--pixels N, --token-len N or --size N)"
@@ -132,6 +186,22 @@ def _check_args(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v < 0:
             raise ValueError(f"--{name.replace('_', '-')}: {v:g} — must be >= 0")
+
+
+def _slo_flags(args: argparse.Namespace) -> list[tuple[str, float | None]]:
+    return [("--slo-p99", args.slo_p99), ("--slo-ttft", args.slo_ttft), ("--slo-tpot", args.slo_tpot)]
+
+
+def _token_size(target: str, args: argparse.Namespace) -> tuple[str, float] | None:
+    """A generative target's size column and the size asked (--token-len, + --output-len for TPOT)."""
+    from tui_profiler.analysis.fit import CONTEXT_SIZE, TOKEN_TARGETS
+
+    spec = TOKEN_TARGETS.get(target)
+    if spec is None or args.token_len is None:
+        return None
+    if spec.size_column == CONTEXT_SIZE:
+        return None if args.output_len is None else (CONTEXT_SIZE, args.token_len + args.output_len)
+    return spec.size_column, args.token_len
 
 
 def _check_size_flag(args: argparse.Namespace, tidy: object) -> None:
@@ -143,11 +213,59 @@ def _check_size_flag(args: argparse.Namespace, tidy: object) -> None:
         raise ValueError(f"{given}: the data has no {given} but {other}; give --{other.replace('_', '-')}")
 
 
+def _recommend_slos(
+    args: argparse.Namespace, tidy: object, paths: list[str], size_column: str | None
+) -> dict[str, object]:
+    """--recommend with --slo-ttft / --slo-tpot (and --slo-p99): every SLO from its own fitted model."""
+    import pandas as pd
+
+    from tui_profiler.analysis.fit import fit_frame, recommendation_query
+    from tui_profiler.analysis.importers import fit_rows
+    from tui_profiler.analysis.recommend import (
+        DEFAULT_COST_CPU,
+        DEFAULT_COST_GB,
+        DEFAULT_COST_GPU,
+        Objective,
+        recommend_slos,
+    )
+
+    assert isinstance(tidy, pd.DataFrame)
+    rows = fit_rows(tidy)
+    asked: list[tuple[str, float, str, float]] = []  # target, slo, size column, size
+    if args.slo_p99 is not None:
+        has_p99 = bool((rows["row_kind"] == "request").any() or rows["p99_s"].notna().any())
+        asked.append(
+            ("p99" if has_p99 else "latency_s", args.slo_p99, size_column or "token_len", args.token_len)
+        )
+    for target, slo in (("ttft_p99", args.slo_ttft), ("tpot_p99", args.slo_tpot)):
+        if slo is not None:
+            column_size = _token_size(target, args)
+            assert column_size is not None  # _check_args made sure of the sizes
+            asked.append((target, slo, *column_size))
+    objectives = []
+    for target, slo, column, size in asked:
+        query = recommendation_query(size, column, args.model)
+        report = fit_frame(tidy, target=target, split=args.split, sources=paths, queries=[query])
+        objectives.append(Objective(report, slo, size))
+    rec = recommend_slos(
+        objectives,
+        rows,
+        model=args.model,
+        cost_cpu=DEFAULT_COST_CPU if args.cost_cpu is None else args.cost_cpu,
+        cost_gb=DEFAULT_COST_GB if args.cost_gb is None else args.cost_gb,
+        cost_gpu=DEFAULT_COST_GPU if args.cost_gpu is None else args.cost_gpu,
+        allow_extrapolation=args.allow_extrapolation,
+    )
+    print("\n".join(rec.summary_lines()))
+    return rec.to_dict()
+
+
 def _main(args: argparse.Namespace) -> int:
     _check_args(args)
     import pandas as pd
 
     from tui_profiler.analysis.fit import (
+        TOKEN_TARGETS,
         fit_frame,
         json_safe,
         predicted_column,
@@ -180,7 +298,8 @@ def _main(args: argparse.Namespace) -> int:
         if args.model and "model" not in points_df.columns:
             points_df.insert(0, "model", args.model)
 
-    if args.recommend and args.size is None:
+    token_slos = args.slo_ttft is not None or args.slo_tpot is not None
+    if args.recommend and args.size is None and not token_slos:
         _check_size_flag(args, tidy)
     # What will be asked decides which validation chooses each group's form (unless --split is given).
     queries = prediction_queries(pd.DataFrame(points)) if points else []
@@ -190,7 +309,9 @@ def _main(args: argparse.Namespace) -> int:
     rec_queries = []
     if args.recommend:
         size_value = next(v for v in (args.pixels, args.token_len, args.size) if v is not None)
-        rec_queries = [recommendation_query(size_value, size_column, args.model)]
+        asked = _token_size(args.target, args) if args.target in TOKEN_TARGETS else (size_column, size_value)
+        if asked is not None:
+            rec_queries = [recommendation_query(asked[1], asked[0], args.model)]
     report = fit_frame(
         tidy, target=args.target, split=args.split, sources=paths, queries=[*queries, *rec_queries]
     )
@@ -217,7 +338,10 @@ def _main(args: argparse.Namespace) -> int:
         pred.drop(columns=["warning"]).to_csv(args.out, index=False)
         print(f"wrote {len(pred)} predictions to {args.out}")
 
-    if args.recommend:
+    if args.recommend and token_slos:
+        rec_payload = _recommend_slos(args, tidy, paths, size_column)
+        payload["recommendation"] = rec_payload
+    elif args.recommend:
         rows = fit_rows(tidy)
         has_p99 = bool((rows["row_kind"] == "request").any() or rows["p99_s"].notna().any())
         rec_report = report

@@ -37,6 +37,69 @@ class SessionStatus(StrEnum):
     INTERRUPTED = "interrupted"  # stopped; resumable
 
 
+class GenColumn(StrEnum):
+    """The columns of generative (token-streaming) answers, in the order the CSV files write them. Code
+    that reads one (the TUI, `fit`) names it through this enum."""
+
+    OUTPUT_LEN = "output_len"  # the output length asked for (requests.csv and cells.csv)
+    # requests.csv
+    TTFT_S = "ttft_s"  # time to first token
+    TPOT_S = "tpot_s"  # time per output token after the first
+    ITL_P50_S = "itl_p50_s"  # the request's inter-token gaps (cells.csv: every gap of the cell pooled)
+    ITL_P99_S = "itl_p99_s"
+    PROMPT_TOKENS = "prompt_tokens"
+    OUTPUT_TOKENS = "output_tokens"
+    OUTPUT_TOKENS_SOURCE = "output_tokens_source"  # 'usage' (the server's count) | 'events' (counted here)
+    SERVER_PREFILL_MS = "server_prefill_ms"  # the server's own times, from its final event or Server-Timing
+    SERVER_DECODE_MS = "server_decode_ms"
+    # cells.csv
+    TTFT_P50_S = "ttft_p50_s"
+    TTFT_P99_S = "ttft_p99_s"
+    TPOT_P50_S = "tpot_p50_s"
+    TPOT_P99_S = "tpot_p99_s"
+    OUTPUT_TOKENS_MEAN = "output_tokens_mean"
+    OUTPUT_TOKENS_PER_S = "output_tokens_per_s"
+    GOODPUT_RPS = "goodput_rps"  # requests/s meeting every SLO of [slo]
+    SLO_MET_FRACTION = "slo_met_fraction"
+
+
+G = GenColumn
+# generative answers (streamed or whole): tokens and their timing, measured by the load generator
+GENERATIVE_REQUEST_COLUMNS: tuple[str, ...] = tuple(
+    c.value
+    for c in (
+        G.OUTPUT_LEN,
+        G.TTFT_S,
+        G.TPOT_S,
+        G.ITL_P50_S,
+        G.ITL_P99_S,
+        G.PROMPT_TOKENS,
+        G.OUTPUT_TOKENS,
+        G.OUTPUT_TOKENS_SOURCE,
+        G.SERVER_PREFILL_MS,
+        G.SERVER_DECODE_MS,
+    )
+)
+# token timing over the cell's answered requests, and goodput against [slo]
+GENERATIVE_CELL_COLUMNS: tuple[str, ...] = tuple(
+    c.value
+    for c in (
+        G.OUTPUT_LEN,
+        G.TTFT_P50_S,
+        G.TTFT_P99_S,
+        G.TPOT_P50_S,
+        G.TPOT_P99_S,
+        G.ITL_P50_S,
+        G.ITL_P99_S,
+        G.OUTPUT_TOKENS_MEAN,
+        G.OUTPUT_TOKENS_PER_S,
+        G.GOODPUT_RPS,
+        G.SLO_MET_FRACTION,
+    )
+)
+del G
+
+
 REQUEST_COLUMNS = [
     # the AC-Prof long format, in its order (avg_power_w / peak_power_w / energy_j are not measured here)
     "timestamp_ms",
@@ -84,17 +147,7 @@ REQUEST_COLUMNS = [
     "input_index",
     "input_hash",
     "body_bytes",
-    # generative answers (streamed or whole): tokens and their timing, measured by the load generator
-    "output_len",
-    "ttft_s",
-    "tpot_s",
-    "itl_p50_s",
-    "itl_p99_s",
-    "prompt_tokens",
-    "output_tokens",
-    "output_tokens_source",
-    "server_prefill_ms",
-    "server_decode_ms",
+    *GENERATIVE_REQUEST_COLUMNS,
 ]
 
 
@@ -170,18 +223,7 @@ CELL_COLUMNS = [
     "mem_enforced",
     "gpus_enforced",
     "cpuset",
-    # generative answers: token timing over the cell's answered requests, and goodput against [slo]
-    "output_len",
-    "ttft_p50_s",
-    "ttft_p99_s",
-    "tpot_p50_s",
-    "tpot_p99_s",
-    "itl_p50_s",
-    "itl_p99_s",
-    "output_tokens_mean",
-    "output_tokens_per_s",
-    "goodput_rps",
-    "slo_met_fraction",
+    *GENERATIVE_CELL_COLUMNS,
     "status",
     "reason",
 ]

@@ -27,7 +27,7 @@ from tui_profiler.events import (
     SessionFinished,
     SessionStarted,
 )
-from tui_profiler.session.schema import CellStatus
+from tui_profiler.session.schema import CellStatus, GenColumn
 
 # History bounds: enough for a readable plot at 200 columns, small enough that 1,000,000 requests cost
 # nothing more than 1,000.
@@ -67,6 +67,12 @@ class LiveState:
     cell_requests: int = 0
     cell_errors: int = 0
     last_error: str = ""
+    # Generative cells (a request row with `ttft_s`): per request (t_s, ttft_s) and (t_s, ITL p50, p99).
+    generative: bool = False  # the session has streamed a generative answer: the screen plots TTFT/ITL
+    ttfts: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LATENCY_POINTS))
+    itls: deque[tuple[float, float | None, float | None]] = field(
+        default_factory=lambda: deque(maxlen=LATENCY_POINTS)
+    )
     # Resource samples of the current cell: (t_s, value); a None value means 'not available'.
     cpu: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
     mem: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
@@ -97,6 +103,18 @@ class LiveState:
                 self.last_error = event.error
             if event.ok and event.latency_s is not None and event.t_s is not None:
                 self.latencies.append((event.t_s, event.latency_s))
+                ttft = _number(event.row.get(GenColumn.TTFT_S)) if event.row else None
+                if ttft is not None:
+                    self.generative = True
+                    self.ttfts.append((event.t_s, ttft))
+                    row = event.row
+                    self.itls.append(
+                        (
+                            event.t_s,
+                            _number(row.get(GenColumn.ITL_P50_S)),
+                            _number(row.get(GenColumn.ITL_P99_S)),
+                        )
+                    )
             return
         if type(event) is ResourceSample:
             self.last_sample = event
@@ -115,6 +133,7 @@ class LiveState:
             self.resumed_cells = event.resumed_cells
             self.cells_done = event.resumed_cells
             self.started_at = self.clock()
+            self.generative = False
             self.log(
                 "info",
                 f"session {event.session_id}: {event.n_cells} cells on {event.runtime} "
@@ -128,6 +147,8 @@ class LiveState:
             # cells of one resource config share a container: its cold start stays on screen until the
             # next container's first phase arrives
             self.latencies.clear()
+            self.ttfts.clear()
+            self.itls.clear()
             self.cpu.clear()
             self.mem.clear()
             self.vram.clear()
@@ -185,6 +206,24 @@ class LiveState:
         values = sorted(v for _, v in self.latencies)
         return _quantile(values, 0.50), _quantile(values, 0.99)
 
+    def ttft_stats(self) -> tuple[float | None, float | None]:
+        """Running p50 and p99 of the current cell's recent time-to-first-token values (seconds)."""
+        if not self.ttfts:
+            return None, None
+        values = sorted(v for _, v in self.ttfts)
+        return _quantile(values, 0.50), _quantile(values, 0.99)
+
+    def itl_stats(self) -> tuple[float | None, float | None]:
+        """The median over recent requests of their own inter-token-gap p50 and p99 (seconds): each
+        request's gaps are summarised in its row, so the cell's pooled ITL percentiles come with its
+        cells.csv row."""
+        p50s = sorted(v for _, v, _ in self.itls if v is not None)
+        p99s = sorted(v for _, _, v in self.itls if v is not None)
+        return (
+            _quantile(p50s, 0.50) if p50s else None,
+            _quantile(p99s, 0.50) if p99s else None,
+        )
+
     def progress(self) -> float:
         return (self.cells_done / self.n_cells) if self.n_cells else 0.0
 
@@ -209,6 +248,13 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
+def _number(value: Any) -> float | None:
+    """A row value as a float; None for 'not available' (None, '', NaN, text)."""
+    if isinstance(value, float | int) and value == value:
+        return float(value)
+    return None
+
+
 def describe_cell(cell: dict[str, Any]) -> str:
     """One short line naming a cell's resource config and load."""
     parts = []
@@ -222,6 +268,8 @@ def describe_cell(cell: dict[str, Any]) -> str:
         parts.append(f"scale {fmt_num(cell['input_scale'])}")
     if cell.get("token_len") is not None:
         parts.append(f"{cell['token_len']} tokens")
+    if cell.get(GenColumn.OUTPUT_LEN) is not None:
+        parts.append(f"{cell[GenColumn.OUTPUT_LEN]} out")
     if cell.get("concurrency") is not None:
         parts.append(f"c={cell['concurrency']}")
     if cell.get("rate") is not None:

@@ -54,6 +54,40 @@ async def _shoot(
         await pilot.press("ctrl+q")
 
 
+async def _shoot_generative(out: Path, output_dir: str, host: Any) -> None:
+    """Live and Results (Tokens tab) for a synthetic generative session."""
+    app = make_app(output_dir=output_dir, host_limits=host, clock=lambda: 0.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3")
+        await pilot.pause()
+        events = list(synthetic.generative_event_stream(n_requests=24))
+        starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
+        for event in events[: starts[4] + 30]:
+            app.live_state.ingest(event)
+        live = app.screen
+        assert isinstance(live, LiveScreen)
+        live.redraw(force=True)
+        await pilot.pause(0.5)
+        app.save_screenshot(str(out / "live-generative.svg"))
+        await pilot.press("f4")
+        await pilot.pause(0.3)
+        await pilot.press("t")
+        await pilot.pause(0.3)
+        app.save_screenshot(str(out / "results-tokens.svg"))
+        await pilot.press("ctrl+q")
+
+
+def generative_screenshots(out: Path) -> None:
+    patcher = Patcher()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            output_dir, host = deterministic_env(patcher, Path(tmp), with_session=False)
+            synthetic.write_generative_session(Path(output_dir))
+            asyncio.run(_shoot_generative(out, output_dir, host))
+    finally:
+        patcher.undo()
+
+
 def main(out_dir: str = "docs/screenshots") -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,6 +100,7 @@ def main(out_dir: str = "docs/screenshots") -> None:
             asyncio.run(_shoot(out, output_dir, host, (120, 40), "-light", light=True))
     finally:
         patcher.undo()
+    generative_screenshots(out)
     for path in sorted(out.glob("*.svg")):
         print(path)
 

@@ -13,7 +13,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
 
-from tui_profiler.session.schema import CellStatus, SessionStatus
+from tui_profiler.session.schema import CellStatus, GenColumn, SessionStatus
 from tui_profiler.tui.live_state import (
     LiveState,
     describe_cell,
@@ -80,6 +80,9 @@ class LiveScreen(Screen[None]):
             yield ColdStartBar(id="cold-bar")
         with Grid(id="plots"):
             yield LinePlot("latency per request", xlabel="s", ylabel="ms", id="plot-latency")
+            # shown for generative cells only (the screen's -generative class)
+            yield LinePlot("time to first token", xlabel="s", ylabel="ms", id="plot-ttft")
+            yield LinePlot("inter-token latency", xlabel="s", ylabel="ms", id="plot-itl")
             yield LinePlot("CPU cores used", xlabel="s", ylabel="cores", id="plot-cpu")
             yield LinePlot("memory", xlabel="s", ylabel="MiB", id="plot-mem")
             yield LinePlot("GPU", xlabel="s", id="plot-gpu")
@@ -148,6 +151,10 @@ class LiveScreen(Screen[None]):
         if state.version == self._seen_version and not force:
             return
         self._seen_version = state.version
+        if state.generative != self.has_class("-generative"):
+            # the plot grid changes shape: titles are sized to the new widths once it is laid out
+            self.set_class(state.generative, "-generative")
+            self.call_after_refresh(self.redraw, True)
         self.redraws += 1
         started = time.perf_counter()
         self.redraw_times.append(started)
@@ -189,9 +196,15 @@ class LiveScreen(Screen[None]):
         if state.current_index is not None:
             p50, p99 = state.latency_stats()
             err = f" · {state.cell_errors} errors" if state.cell_errors else ""
+            tokens = ""
+            if state.generative:
+                ttft_p50, _ = state.ttft_stats()
+                itl_p50, _ = state.itl_stats()
+                tokens = f" · TTFT p50 {fmt_seconds(ttft_p50)} · ITL p50 {fmt_seconds(itl_p50)}"
             self.query_one("#cell-label", Static).update(
                 f"cell {state.current_index + 1}: {describe_cell(state.current_cell)} · "
                 f"{state.cell_requests} requests{err} · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"
+                f"{tokens}"
             )
         elif state.preset_name:
             self.query_one("#cell-label", Static).update(f"{state.preset_name}: starting on {state.runtime}")
@@ -221,6 +234,8 @@ class LiveScreen(Screen[None]):
             )
         else:
             latency.show_unavailable("waiting for requests", title="latency per request")
+        if state.generative:
+            self._draw_token_plots(state)
         sample = state.last_sample
         cpu_cap = sample.cpu_cap if sample and sample.cpu_cap else state.current_cell.get("cpus")
         self._series_plot(
@@ -258,6 +273,60 @@ class LiveScreen(Screen[None]):
             gpu.show_unavailable(
                 "VRAM and GPU utilisation: not available" if state.cpu else "waiting for samples", title="GPU"
             )
+
+    def _draw_token_plots(self, state: LiveState) -> None:
+        """TTFT per request with its running p50/p99, and each request's inter-token-gap p50 and p99."""
+        ttft = self.query_one("#plot-ttft", LinePlot)
+        points = list(state.ttfts)
+        p50, p99 = state.ttft_stats()
+        if points and p50 is not None and p99 is not None:
+            ttft.show_lines(
+                [
+                    Line(
+                        "TTFT",
+                        [p[0] for p in points],
+                        [p[1] * 1e3 for p in points],
+                        color="cyan",
+                        marker="dot",
+                    )
+                ],
+                hlines=[(p50 * 1e3, "green"), (p99 * 1e3, "red")],
+                title=(
+                    f"TTFT (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"
+                    if ttft.size.width >= 40
+                    else f"TTFT p50 {fmt_seconds(p50)}"
+                ),
+            )
+        else:
+            ttft.show_unavailable("waiting for tokens", title="time to first token")
+        itl = self.query_one("#plot-itl", LinePlot)
+        lines = []
+        for label, column, color in (("p50", 1, "green"), ("p99", 2, "red")):
+            values = [(p[0], v) for p in state.itls if (v := p[column]) is not None]
+            if values:
+                lines.append(
+                    Line(
+                        f"ITL {label}",
+                        [t for t, _ in values],
+                        [v * 1e3 for _, v in values],
+                        color=color,
+                        marker="dot",
+                    )
+                )
+        if lines:
+            i50, i99 = state.itl_stats()
+            itl.show_lines(
+                lines,
+                title=(
+                    f"ITL per request (ms) · median p50 {fmt_seconds(i50)} · p99 {fmt_seconds(i99)}"
+                    if itl.size.width >= 56
+                    else f"ITL p50 {fmt_seconds(i50)}"
+                ),
+            )
+        elif points:
+            itl.show_unavailable("not available (one token per answer, or not streamed)", title="ITL")
+        else:
+            itl.show_unavailable("waiting for tokens", title="inter-token latency")
 
     def _series_plot(
         self,
@@ -326,6 +395,9 @@ def cell_row(row: dict[str, Any]) -> list[str | Text]:
     )
     inputs = _get(row, "input_scale")
     inputs = f"×{fmt_num(inputs)}" if inputs is not None else fmt_num(_get(row, "token_len", "pixels"))
+    output_len = _get(row, GenColumn.OUTPUT_LEN)
+    if output_len is not None:  # a generative cell: prompt → output tokens
+        inputs = f"{inputs}→{fmt_num(output_len)}"
     rate = _get(row, "rate")
     load = f"{fmt_num(rate)}/s" if rate is not None else f"c={fmt_num(_get(row, 'concurrency'))}"
     throttled = _get(row, "throttled_s")

@@ -25,7 +25,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 
 from tui_profiler.session import reader
-from tui_profiler.session.schema import SessionStatus
+from tui_profiler.session.schema import GenColumn, SessionStatus
 from tui_profiler.tui.live_state import fmt_duration
 from tui_profiler.tui.screens.live import CELLS_TABLE_HEADERS, cell_row
 from tui_profiler.tui.widgets.plots import HistogramPlot, Line, LinePlot
@@ -42,6 +42,7 @@ class ResultsScreen(Screen[None]):
         Binding("h", "tab('tab-histogram')", "Histogram"),
         Binding("m", "tab('tab-fit')", "Model fit"),
         Binding("p", "toggle_percentile", "p50/p99", show=False),
+        Binding("t", "tab('tab-tokens')", "Tokens", show=False),
     ]
 
     def __init__(self) -> None:
@@ -64,6 +65,10 @@ class ResultsScreen(Screen[None]):
                     yield DataTable(id="result-cells", cursor_type="row", zebra_stripes=True)
                 with TabPane("Figure", id="tab-figure"):
                     yield LinePlot("latency vs input", ylabel="s", id="scaling-plot")
+                with TabPane("Tokens", id="tab-tokens"):  # generative sessions only
+                    with Vertical():
+                        yield LinePlot("TTFT vs prompt length", ylabel="s", id="ttft-plot")
+                        yield LinePlot("TPOT vs prompt length", ylabel="ms", id="tpot-plot")
                 with TabPane("Histogram", id="tab-histogram"):
                     yield HistogramPlot(id="cell-histogram")
                 with TabPane("Model fit", id="tab-fit"):
@@ -136,6 +141,7 @@ class ResultsScreen(Screen[None]):
         for row in self.cells.to_dict("records") if not self.cells.empty else []:
             table.add_row(*cell_row(row))
         self.draw_figure()
+        self.draw_token_figures()
         self.draw_histogram()
         self.query_one("#export-text", Static).update(
             "Press e to write one merged CSV (and Parquet when pyarrow is installed) into "
@@ -162,6 +168,37 @@ class ResultsScreen(Screen[None]):
     def action_toggle_percentile(self) -> None:
         self.y_column = "p99_s" if self.y_column == "p50_s" else "p50_s"
         self.draw_figure()
+        self.draw_token_figures()
+
+    def draw_token_figures(self) -> None:
+        """TTFT and TPOT against prompt length, one line per resource config (generative sessions)."""
+        tabs = self.query_one("#result-tabs", TabbedContent)
+        cells = self.cells
+        if cells is None or cells.empty or GenColumn.TTFT_P50_S not in cells or "token_len" not in cells:
+            if tabs.active == "tab-tokens":
+                tabs.active = "tab-cells"
+            tabs.hide_tab("tab-tokens")
+            return
+        tabs.show_tab("tab-tokens")
+        # prompt length is the x axis even when the session swept another input too
+        by_prompt = cells.drop(columns=[c for c in reader.X_COLUMNS if c != "token_len"], errors="ignore")
+        p99 = self.y_column == "p99_s"
+        name = "p99" if p99 else "p50"
+        for selector, column, what, scale, unit in (
+            ("#ttft-plot", GenColumn.TTFT_P99_S if p99 else GenColumn.TTFT_P50_S, "TTFT", 1.0, "s"),
+            ("#tpot-plot", GenColumn.TPOT_P99_S if p99 else GenColumn.TPOT_P50_S, "TPOT", 1e3, "ms"),
+        ):
+            plot = self.query_one(selector, LinePlot)
+            _, series = reader.scaling_series(by_prompt, str(column))
+            title = f"{name} {what} ({unit}) vs prompt tokens, one line per config (p toggles p50/p99)"
+            if not series:
+                plot.show_unavailable(f"no finished cells with {what} and a prompt length", title=title)
+                continue
+            plot.xlabel = X_LABELS["token_len"]
+            plot.show_lines(
+                [Line(s.label, s.x, [v * scale for v in s.y], marker="braille") for s in series],
+                title=title,
+            )
 
     def _requests_frame(self) -> Any:
         if self._requests is None and self.session is not None:
@@ -255,4 +292,11 @@ def fit_summary(session_dir: Path) -> Text | str:
             unit = "req/s" if group.target == "throughput" else "s"
             text.append(f"  {cpus:g} CPU{where}: {value:.4g} {unit}")
             text.append(f"  ({warning})\n" if warning else "\n", style="yellow" if warning else "")
+    for target, what in (("ttft", "Time to first token"), ("tpot", "Time per output token")):
+        try:
+            token_report = fit.fit_paths([session_dir], target=target)
+        except ValueError:  # not a generative session: nothing to add
+            continue
+        text.append(f"\n{what} model (tui-profiler fit --target {target})\n", style="bold")
+        text.append("\n".join(token_report.summary_lines()) + "\n")
     return text
