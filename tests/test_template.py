@@ -101,6 +101,7 @@ def test_every_builtin_validates_and_has_an_example_preset() -> None:
         "tei",
         "tgi",
         "openai-embeddings",
+        "litserve",
     }
     for name in BUILTIN_TEMPLATES:
         assert parse_template({"base": name}, "t").name == name

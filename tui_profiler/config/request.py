@@ -155,10 +155,26 @@ BUILTIN_TEMPLATES: dict[str, TemplateSpec] = {
             json={"model": "{model}", "input": "{input}"},
             check=ResponseCheck(json_field="data"),
         ),
+        # Real third-party stacks built in stacks/ (MLServer speaks kserve-v2 above).
+        TemplateSpec(
+            name="litserve",
+            description='LitServe: POST /predict with {"input": ...} (e.g. a base64 JPEG); its LitAPI answers JSON',
+            path="/predict",
+            body="json",
+            json={"input": "{input}"},
+            check=ResponseCheck(json_field="output"),
+        ),
     )
 }
 BuiltinName = Literal[
-    "tui-profiler", "tfserving", "torchserve", "kserve-v2", "tei", "tgi", "openai-embeddings"
+    "tui-profiler",
+    "tfserving",
+    "torchserve",
+    "kserve-v2",
+    "tei",
+    "tgi",
+    "openai-embeddings",
+    "litserve",  # real third-party stacks
 ]
 DEFAULT_TEMPLATE: BuiltinName = "tui-profiler"
 _BUILTIN_LIST = ", ".join(BUILTIN_TEMPLATES)
