@@ -5,8 +5,7 @@ it, scales it to [0, 1] as a CHW float tensor and answers {"output": [top-5 clas
 GET /health answers 200 only once the worker has run `setup` (the model is loaded), 503 before.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: LitServe hands decode_request's annotation to FastAPI as a type.
 import argparse
 import base64
 import io
@@ -18,6 +17,13 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image
+from pydantic import BaseModel
+
+
+class PredictRequest(BaseModel):
+    """The JSON body; LitServe takes `decode_request`'s annotation as the request type FastAPI parses."""
+
+    input: str  # a base64-encoded image
 
 
 class TorchvisionAPI(ls.LitAPI):
@@ -29,10 +35,12 @@ class TorchvisionAPI(ls.LitAPI):
         t0 = time.perf_counter()
         self.model = torchvision.models.get_model(self.arch, weights=None).eval().to(device)
         self.device = device
-        print(f"loaded {self.arch} (random weights) on {device} in {time.perf_counter() - t0:.3f} s", flush=True)
+        print(
+            f"loaded {self.arch} (random weights) on {device} in {time.perf_counter() - t0:.3f} s", flush=True
+        )
 
-    def decode_request(self, request: dict[str, Any]) -> torch.Tensor:
-        image = Image.open(io.BytesIO(base64.b64decode(request["input"]))).convert("RGB")
+    def decode_request(self, request: PredictRequest) -> torch.Tensor:
+        image = Image.open(io.BytesIO(base64.b64decode(request.input))).convert("RGB")
         array = np.asarray(image, dtype=np.float32) / 255.0
         return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
 
