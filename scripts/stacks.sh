@@ -4,7 +4,7 @@
 # base image and the torch image: an unchanged stack is not rebuilt (seconds to check).
 #
 #   scripts/stacks.sh [NAME ...]      build the named stacks (default: all), print "NAME TAG" per stack
-#   scripts/stacks.sh --tag NAME      print the tag the stack's image has when up to date (no build)
+#   scripts/stacks.sh --tag NAME      print the tag the stack's image has when up to date (no stack build)
 #
 # torch comes from the model server's dependency layer (tui-profiler-server-deps:<hash>, made by
 # `tui-profiler images build` when missing), so it is installed once per machine. The stack's own packages
@@ -87,4 +87,5 @@ mkdir -p "$CACHE"
 read -r base torch < <(images)
 exec 9>"$CACHE/stacks.lock"
 flock 9  # one build at a time per machine
+rm -rf "$CACHE"/stack-context-*  # left by an interrupted build (hard links: cheap)
 for n in "${names[@]}"; do build "$n" "$base" "$torch"; done
