@@ -69,6 +69,9 @@ build() {  # NAME BASE TORCH_IMAGE
     log "built $tag in $((SECONDS - t0)) s ($(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1/1e9}'))"
   fi
   docker tag "$tag" "$repo:latest"
+  # Builds this one replaced (their own layers are the stack's packages; the torch layer stays shared).
+  docker images --format '{{.Repository}}:{{.Tag}}' "$repo" | grep -v -e ":$hash\$" -e ':latest$' \
+    | xargs -r docker rmi >/dev/null 2>&1 || true
   echo "$name $tag"
 }
 
