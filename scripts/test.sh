@@ -30,6 +30,8 @@ step "base image"
 bash scripts/base-image.sh
 step "server image"
 tui-profiler images build
+step "serving stacks (MLServer, LitServe from PyPI on the torch layer; ~2 min the first time, then cached)"
+bash scripts/stacks.sh
 
 step "lint"
 python3 -m ruff check .

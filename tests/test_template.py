@@ -104,6 +104,7 @@ def test_every_builtin_validates_and_has_an_example_preset() -> None:
         "tgi-stream",
         "openai-completions",
         "openai-chat",
+        "litserve",
     }
     for name in BUILTIN_TEMPLATES:
         assert parse_template({"base": name}, "t").name == name

@@ -202,6 +202,20 @@ def ensure_server_image(progress: Progress = None, rebuild: bool = False, *, pre
         client.close()
 
 
+def ensure_deps_image(progress: Progress = None) -> tuple[str, str]:
+    """(base image, dependency image): the image the server image runs on and the venv layer with torch it
+    copies, built when missing. Other images reuse them (scripts/stacks.sh) so torch is installed once."""
+    client = _client()
+    try:
+        with _build_lock(progress):
+            base = choose_base_image(client, progress)
+            wheels = ensure_wheelhouse(progress)
+            wheel_names = [w.name for w in wheels.iterdir() if w.is_file()]
+            return base, _ensure_deps(client, progress, base, client.images.get(base).id, wheels, wheel_names)
+    finally:
+        client.close()
+
+
 @contextlib.contextmanager
 def _build_lock(progress: Progress) -> Iterator[None]:
     """One build at a time per machine: concurrent callers (parallel test runs, several profilers) wait
@@ -243,7 +257,28 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
     why = "forced rebuild" if rebuild else ("missing" if existing is None else "server code or base changed")
     common = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TORCH_SPEC": TORCH_SPEC}
 
-    # 1. the dependencies (torch & co.), built once per base image + wheel set, with the wheels in the context
+    deps_tag = _ensure_deps(client, progress, base, base_id, wheels, wheel_names)
+
+    # 2. the server on top: a small context (no wheels), seconds for a code change
+    _say(progress, f"building {tag} from {base} + {deps_tag} ({why})")
+    ctx = _make_context(None)
+    try:
+        buildargs = {**common, "DEPS_IMAGE": deps_tag, "SKIP_DEPS": "1", "PRETRAINED": pretrained}
+        labels = {IMAGE_LABEL: "server", SOURCE_HASH_LABEL: digest, "tui-profiler.version": __version__}
+        image_id = _build(client, str(ctx), tag, buildargs, labels, progress)
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    _say(progress, f"built {tag} ({image_id[:19]})")
+    if existing is not None and existing.id != image_id:
+        _remove_if_untagged(client, existing.id, progress)
+    return tag
+
+
+def _ensure_deps(
+    client: Any, progress: Progress, base: str, base_id: str, wheels: Path, wheel_names: list[str]
+) -> str:
+    """The dependencies (torch & co.), built once per base image + wheel set, with the wheels in the context."""
+    common = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TORCH_SPEC": TORCH_SPEC}
     deps_digest = hashlib.sha256(
         (base_id + TORCH_SPEC + "\n".join(sorted(wheel_names))).encode()
     ).hexdigest()[:16]
@@ -269,20 +304,7 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
             )
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
-
-    # 2. the server on top: a small context (no wheels), seconds for a code change
-    _say(progress, f"building {tag} from {base} + {deps_tag} ({why})")
-    ctx = _make_context(None)
-    try:
-        buildargs = {**common, "DEPS_IMAGE": deps_tag, "SKIP_DEPS": "1", "PRETRAINED": pretrained}
-        labels = {IMAGE_LABEL: "server", SOURCE_HASH_LABEL: digest, "tui-profiler.version": __version__}
-        image_id = _build(client, str(ctx), tag, buildargs, labels, progress)
-    finally:
-        shutil.rmtree(ctx, ignore_errors=True)
-    _say(progress, f"built {tag} ({image_id[:19]})")
-    if existing is not None and existing.id != image_id:
-        _remove_if_untagged(client, existing.id, progress)
-    return tag
+    return deps_tag
 
 
 def _remove_if_untagged(client: Any, image_id: str, progress: Progress) -> None:

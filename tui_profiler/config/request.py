@@ -245,6 +245,15 @@ BUILTIN_TEMPLATES: dict[str, TemplateSpec] = {
             json={"model": "{model}", "input": "{input}"},
             check=ResponseCheck(json_field="data"),
         ),
+        # Real third-party stacks built in stacks/ (MLServer speaks kserve-v2 above).
+        TemplateSpec(
+            name="litserve",
+            description='LitServe: POST /predict with {"input": ...} (e.g. a base64 JPEG); its LitAPI answers JSON',
+            path="/predict",
+            body="json",
+            json={"input": "{input}"},
+            check=ResponseCheck(json_field="output"),
+        ),
     )
 }
 BuiltinName = Literal[
@@ -259,6 +268,7 @@ BuiltinName = Literal[
     "tgi-stream",
     "openai-completions",
     "openai-chat",
+    "litserve",  # real third-party stacks
 ]
 DEFAULT_TEMPLATE: BuiltinName = "tui-profiler"
 _BUILTIN_LIST = ", ".join(BUILTIN_TEMPLATES)
