@@ -25,6 +25,7 @@ and prefills are not batched.
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import threading
@@ -46,6 +47,7 @@ DECODER_SMALL: dict[str, int] = {
 EOS_ID = 50256
 EOS_TEXT = "<|endoftext|>"
 BYTE_TOKENS = 256
+log = logging.getLogger("model_server")
 
 
 def kv_bytes_per_token(shape: dict[str, int] = DECODER_SMALL, dtype_bytes: int = 4) -> int:
@@ -258,16 +260,25 @@ class GenerationEngine:
                 if item is None:
                     return
                 self._waiting.append(item)
-            try:
-                while self._waiting and len(self._active) < self.max_batch:
-                    self._admit(self._waiting.popleft())
-                if self._active:
+            while self._waiting and len(self._active) < self.max_batch:
+                r = self._waiting.popleft()
+                try:
+                    self._admit(r)
+                except Exception as exc:  # a model failure: fail this request, keep serving
+                    self._fail([r], exc)
+            if self._active:
+                try:
                     self._decode_step()
-            except Exception as exc:  # a model failure: fail what is in flight, keep serving
-                for r in self._active:
-                    r.emit(("error", f"generation failed: {type(exc).__name__}: {exc}", None))
-                    r.cache = None
-                self._active.clear()
+                except Exception as exc:
+                    self._fail(self._active, exc)
+
+    def _fail(self, requests: list[GenerationRequest], exc: Exception) -> None:
+        log.exception("generation failed")
+        for r in list(requests):
+            r.emit(("error", f"generation failed: {type(exc).__name__}: {exc}", None))
+            r.cache = None
+            if r in self._active:
+                self._active.remove(r)
 
     def _admit(self, r: GenerationRequest) -> None:
         torch = self.torch

@@ -955,8 +955,7 @@ def make_app(state: ModelState, *, max_body_bytes: int) -> web.Application:
 
     async def stop_executor(app: web.Application) -> None:
         app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)
-        if state.engine is not None:
-            state.engine.stop()
+        # the generation engine belongs to the model state (a daemon thread), not to this app
 
     app.on_cleanup.append(stop_executor)
     return app
