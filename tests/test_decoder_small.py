@@ -10,15 +10,31 @@ On the real Docker engine (marked docker): see the docstrings of the tests below
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import csv
+import itertools
 import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from aiohttp.test_utils import TestClient, TestServer
 
 from servers import model_server as ms
 from servers.catalog import get_entry
 from servers.decoder import EOS_ID, Detokenizer, encode_text, kv_bytes_per_token
+from tests.conftest import RUN_TAG, SESSION_LABEL, session_label_value
+from tests.test_server_container import base_url, wait_ready
+from tui_profiler.sample.cgroup import CgroupReader, find_container_cgroup
+
+REPO = Path(__file__).resolve().parent.parent
 
 PROMPT = list(range(1000, 1064))  # 64 token ids
 
@@ -243,3 +259,199 @@ def test_detokenizer_holds_back_split_utf8_and_marks_non_byte_ids() -> None:
     assert "".join(pieces) == text and "\ufffd" not in "".join(pieces)
     assert pieces[1] == "" and pieces[2] == "é"  # é is two bytes: the first is held back
     assert detok.piece(EOS_ID) == "" and detok.piece(4242) == " w4242"
+
+
+# ---------------------------------------------------------------- on the real Docker engine
+
+LENGTHS = (32, 256, 1024)
+REPS = 10
+SMALL_CAP, LARGE_CAP = 0.5, 2.0
+
+
+def token_prompt(length: int, seed: int) -> list[int]:
+    return [1000 + (seed * 7919 + i * 104729) % 49000 for i in range(length)]
+
+
+@pytest.fixture(scope="module")
+def decoder_image(docker_client, server_image) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """This tree's server image under a tag of its own, so a rebuild of the shared tag from another tree
+    during the (minutes-long) tests cannot swap the server under them."""
+    tag = f"tui-profiler-server:decoder-test-{RUN_TAG}"
+    docker_client.images.get(server_image).tag(tag)
+    try:
+        yield tag
+    finally:
+        docker_client.images.remove(tag, noprune=True)
+
+
+@pytest.fixture
+def start_decoder(docker_client, decoder_image) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    started: list[Any] = []
+
+    def start(**kwargs: Any) -> Any:
+        container = docker_client.containers.run(
+            decoder_image,
+            command=["--model", "decoder_small", "--weights", "random"],
+            detach=True,
+            labels={SESSION_LABEL: session_label_value("decoder")},
+            ports={"8000/tcp": ("127.0.0.1", None)},
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=512m"},
+            **kwargs,
+        )
+        started.append(container)
+        return container
+
+    try:
+        yield start
+    finally:
+        for c in started:
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+
+
+def cgroup_of(container: Any) -> CgroupReader:
+    container.reload()
+    reader = CgroupReader(find_container_cgroup(container.id, pid=container.attrs["State"]["Pid"]))
+    assert reader.read().cpu_usage_ns is not None and reader.read().throttled_ns is not None
+    return reader
+
+
+@dataclass
+class Window:
+    """What the kernel counted for the container over a run of requests."""
+
+    wall_s: float
+    cpu_s: float
+    throttled_s: float
+    nr_throttled: int
+
+
+def measured(
+    reader: CgroupReader, url: str, length: int, max_tokens: int, reps: int
+) -> tuple[list[dict[str, Any]], Window]:
+    """`completions(...)` and what the kernel counted meanwhile."""
+    before, t0 = reader.read(), time.perf_counter()
+    out = completions(url, length, max_tokens, reps)
+    after, wall = reader.read(), time.perf_counter() - t0
+    assert before.cpu_usage_ns is not None and after.cpu_usage_ns is not None
+    assert before.throttled_ns is not None and after.throttled_ns is not None
+    return out, Window(
+        wall,
+        (after.cpu_usage_ns - before.cpu_usage_ns) / 1e9,
+        (after.throttled_ns - before.throttled_ns) / 1e9,
+        (after.nr_throttled or 0) - (before.nr_throttled or 0),
+    )
+
+
+def completions(url: str, length: int, max_tokens: int, reps: int) -> list[dict[str, Any]]:
+    """`reps` greedy completions of exactly `max_tokens` tokens one after another; their `timings`."""
+    out = []
+    for rep in range(reps):
+        r = requests.post(
+            f"{url}/v1/completions",
+            json={
+                "prompt": token_prompt(length, rep),
+                "max_tokens": max_tokens,
+                "ignore_eos": True,
+                "temperature": 0,
+            },
+            timeout=600,
+        )
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["usage"]["completion_tokens"] == max_tokens
+        out.append(doc["timings"])
+    return out
+
+
+@pytest.mark.docker
+def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_decoder) -> None:  # type: ignore[no-untyped-def]
+    """decoder_small in two containers, --cpus 0.5 and --cpus 2 (torch threads `auto`: 1 and 2). For each
+    prompt length (32, 256, 1024 tokens), 10 requests of one output token each: the server's own prefill
+    CPU seconds (process CPU over the prefill, `timings.prefill_cpu_ms`) and the cgroup's CPU usage over
+    the 10 (cpuacct.usage, from the host). Then 3 requests of 32 output tokens (decode).
+
+    Asserted, under both caps: every longer prompt's prefill took more CPU than every shorter one's (no
+    overlap of the 10); the kernel's CPU usage over the 10 grows with the length too; the server's CPU
+    seconds are within what the kernel counted. Under the 0.5 cap: the kernel throttled the container
+    (nr_throttled and throttled time grow, during prefill and during decode) and its usage stayed under
+    the quota. No latency is compared.
+
+    Measured here (2 cores shared by several jobs): prefill CPU per request at 32 / 256 / 1024 tokens
+    0.07–0.33 / 0.55–1.3 / 2.9–4.1 s (min–max of 10, both caps); the gap between neighbours' ranges never
+    under 0.2 s. Under 0.5: usage 0.42–0.50 cores of wall time, throttled 38–52 % of wall time during
+    decode; under 2: no throttling.
+    """
+    containers = {
+        SMALL_CAP: start_decoder(nano_cpus=int(SMALL_CAP * 1e9)),
+        LARGE_CAP: start_decoder(nano_cpus=int(LARGE_CAP * 1e9)),
+    }
+    urls = {cap: base_url(c) for cap, c in containers.items()}
+    for cap, c in containers.items():
+        _, doc = wait_ready(c, urls[cap], timeout_s=300)
+        assert doc["runtime"]["cgroup_cpu_quota"] == pytest.approx(cap)
+    report: dict[float, dict[str, Any]] = {}
+    for cap, c in containers.items():
+        reader = cgroup_of(c)
+        url = urls[cap]
+
+        prefill: dict[int, list[float]] = {}
+        windows: dict[int, Window] = {}
+        for length in LENGTHS:
+            timings, window = measured(reader, url, length, 1, REPS)
+            prefill[length] = [t["prefill_cpu_ms"] / 1000 for t in timings]
+            windows[length] = window
+            assert sum(prefill[length]) <= window.cpu_s * 1.02 + 0.05, (cap, length, prefill, window)
+        decode_timings, decode_window = measured(reader, url, 32, 32, 3)
+        report[cap] = {"prefill": prefill, "windows": windows, "decode": decode_window}
+        for shorter, longer in itertools.pairwise(LENGTHS):
+            assert min(prefill[longer]) > max(prefill[shorter]), (cap, report[cap])
+            assert windows[longer].cpu_s > windows[shorter].cpu_s, (cap, report[cap])
+        assert all(t["decode_cpu_ms"] > 0 for t in decode_timings)
+        reader.close()
+    small = report[SMALL_CAP]
+    for window in [*small["windows"].values(), small["decode"]]:
+        assert window.cpu_s <= SMALL_CAP * window.wall_s * 1.1 + 0.05, report  # the quota holds
+    longest = small["windows"][LENGTHS[-1]]
+    assert longest.nr_throttled > 0 and longest.throttled_s > 0.1 * longest.wall_s, report
+    assert small["decode"].nr_throttled > 0 and small["decode"].throttled_s > 0.1 * small["decode"].wall_s, (
+        report
+    )
+
+
+@pytest.mark.docker
+def test_llm_memory_records_its_oom_cell_and_finishes_the_rest(decoder_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`tui-profiler run llm_memory --headless` (this tree's image): the cell with four 2048-token contexts
+    under the 1.35 GiB cap ends `oom`; every other cell (both caps) ends `ok`; nothing is left running."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TUI_PROFILER_PRESETS": str(tmp_path / "user-presets")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tui_profiler",
+            "run",
+            "llm_memory",
+            "--headless",
+            "--output",
+            str(tmp_path),
+            "--set",
+            f"image={decoder_image}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    sessions = [p for p in tmp_path.iterdir() if p.is_dir() and (p / "cells.csv").exists()]
+    assert len(sessions) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with open(sessions[0] / "cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    got = {(float(c["mem_cap_gb"]), int(c["token_len"]), int(c["concurrency"])): c["status"] for c in cells}
+    assert len(got) == 8, got
+    assert got.pop((1.35, 1984, 4)) == "oom", cells
+    assert set(got.values()) == {"ok"}, cells
+    requests_ok = []
+    with open(sessions[0] / "requests.csv") as f:
+        requests_ok = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    assert requests_ok and all(r["http_status"] == "200" for r in requests_ok)
