@@ -423,7 +423,7 @@ def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_d
 @pytest.mark.docker
 def test_llm_memory_records_its_oom_cell_and_finishes_the_rest(decoder_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """`tui-profiler run llm_memory --headless` (this tree's image): the cell with four 2048-token contexts
-    under the 1.35 GiB cap ends `oom`; every other cell (both caps) ends `ok`; nothing is left running."""
+    under the 1.4 GiB cap ends `oom`; every other cell (both caps) ends `ok`; nothing is left running."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TUI_PROFILER_PRESETS": str(tmp_path / "user-presets")}
     proc = subprocess.run(
         [
@@ -449,7 +449,7 @@ def test_llm_memory_records_its_oom_cell_and_finishes_the_rest(decoder_image, tm
         cells = list(csv.DictReader(f))
     got = {(float(c["mem_cap_gb"]), int(c["token_len"]), int(c["concurrency"])): c["status"] for c in cells}
     assert len(got) == 8, got
-    assert got.pop((1.35, 1984, 4)) == "oom", cells
+    assert got.pop((1.4, 1984, 4)) == "oom", cells
     assert set(got.values()) == {"ok"}, cells
     requests_ok = []
     with open(sessions[0] / "requests.csv") as f:
