@@ -378,10 +378,11 @@ def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_d
     (nr_throttled and throttled time grow, during prefill and during decode) and its usage stayed under
     the quota. No latency is compared.
 
-    Measured here (2 cores shared by several jobs): prefill CPU per request at 32 / 256 / 1024 tokens
-    0.07–0.33 / 0.55–1.3 / 2.9–4.1 s (min–max of 10, both caps); the gap between neighbours' ranges never
-    under 0.2 s. Under 0.5: usage 0.42–0.50 cores of wall time, throttled 38–52 % of wall time during
-    decode; under 2: no throttling.
+    Measured here (2 cores shared by several jobs), prefill CPU per request, min–max of 10, at 32 / 256 /
+    1024 tokens: 0.14–0.18 / 0.69–0.81 / 3.04–3.66 s under 0.5, 0.21–0.26 / 0.78–0.92 / 2.89–3.54 s under
+    2 (the smallest gap between neighbouring ranges 0.51 s); the server's sums within 1 % of the kernel's
+    usage over the 10. Under 0.5: usage 0.49–0.50 cores of wall time, throttled time 39–51 % of wall time
+    (28–665 throttled periods); under 2: at most 8 throttled periods, 0.025 s.
     """
     containers = {
         SMALL_CAP: start_decoder(nano_cpus=int(SMALL_CAP * 1e9)),
@@ -402,7 +403,7 @@ def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_d
             timings, window = measured(reader, url, length, 1, REPS)
             prefill[length] = [t["prefill_cpu_ms"] / 1000 for t in timings]
             windows[length] = window
-            assert sum(prefill[length]) <= window.cpu_s * 1.02 + 0.05, (cap, length, prefill, window)
+            assert sum(prefill[length]) <= window.cpu_s * 1.05 + 0.05, (cap, length, prefill, window)
         decode_timings, decode_window = measured(reader, url, 32, 32, 3)
         report[cap] = {"prefill": prefill, "windows": windows, "decode": decode_window}
         for shorter, longer in itertools.pairwise(LENGTHS):
@@ -410,6 +411,9 @@ def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_d
             assert windows[longer].cpu_s > windows[shorter].cpu_s, (cap, report[cap])
         assert all(t["decode_cpu_ms"] > 0 for t in decode_timings)
         reader.close()
+    for cap, r in report.items():  # the spread, for the docstring (shown with -s)
+        spans = {n: f"{min(v):.2f}-{max(v):.2f}" for n, v in r["prefill"].items()}
+        print(f"cap {cap}: prefill cpu s {spans}; windows {r['windows']}; decode {r['decode']}")
     small = report[SMALL_CAP]
     for window in [*small["windows"].values(), small["decode"]]:
         assert window.cpu_s <= SMALL_CAP * window.wall_s * 1.1 + 0.05, report  # the quota holds
