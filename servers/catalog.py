@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from servers.decoder import DECODER_SMALL  # torch-free at import, like this module
+
 DOWNLOAD_TIMEOUT_S = float(os.environ.get("TUI_PROFILER_DOWNLOAD_TIMEOUT_S", "15"))
 BAKED_TORCH_HOME_ENV = "TUI_PROFILER_BAKED_TORCH_HOME"
 
@@ -104,6 +106,18 @@ CATALOG: dict[str, ModelEntry] = {
             extra=dict(TEXT_ENCODER),
         ),
         ModelEntry(
+            "decoder_small",
+            "text-generation",
+            "tokens",
+            (1, 128),
+            "torch-only GPT-2-small-sized decoder (12 layers, d_model 768, 12 heads, vocab 50257, context "
+            "2048, ~124 M params) with a KV cache and a byte-level tokenizer; OpenAI /v1/completions and "
+            "/v1/chat/completions",
+            (1, 16),
+            source="builtin",
+            extra=dict(DECODER_SMALL),
+        ),
+        ModelEntry(
             "hub",
             "hub",
             "image",
@@ -172,13 +186,15 @@ def build_model(
     if entry.source == "builtin":
         if weights == "pretrained":
             raise ModelLoadError(
-                f"{entry.name} is a torch-only encoder with no published weights: use --weights random "
+                f"{entry.name} is a torch-only model with no published weights: use --weights random "
                 "(identical compute), or a Torch Hub entry for a pretrained text model"
             )
-        model = build_text_encoder(
-            **{k: v for k, v in entry.extra.items() if k != "max_tokens"},
-            max_tokens=entry.extra["max_tokens"],
-        )
+        if entry.task == "text-generation":
+            from servers.decoder import build_decoder
+
+            model = build_decoder(**entry.extra)
+        else:
+            model = build_text_encoder(**entry.extra)
     elif entry.source == "hub":
         model = _build_hub(hub_repo, hub_model, weights)
     else:

@@ -56,6 +56,15 @@ from servers.catalog import (  # noqa: E402
     hash_tokenize,
     model_size,
 )
+from servers.decoder import (  # noqa: E402
+    DECODER_SMALL,
+    EOS_ID,
+    EOS_TEXT,
+    GenerationEngine,
+    GenerationRequest,
+    encode_text,
+    kv_bytes_per_token,
+)
 
 log = logging.getLogger("model_server")
 
@@ -188,6 +197,7 @@ class ModelState:
     hub_repo: str | None
     hub_model: str | None
     warmup_runs: int
+    max_batch: int = 8  # text generation: most sequences decoded together
     timeline: dict[str, float] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
@@ -199,6 +209,7 @@ class ModelState:
     torch: Any = None
     mean: Any = None
     std: Any = None
+    engine: GenerationEngine | None = None
     # checked raw-body layouts by (X-Tensor-Shape, X-Tensor-Dtype, body size); the worker thread's alone
     _raw_layouts: dict[tuple[str | None, str | None, int], tuple[tuple[int, ...], Any, bool]] = field(
         default_factory=dict, init=False, repr=False
@@ -238,6 +249,15 @@ class ModelState:
             x = example_input_array(self.entry.warmup_size, self.entry.input_kind, seed=i)
             headers = {"x-tensor-shape": ",".join(map(str, x.shape)), "x-tensor-dtype": x.dtype.name}
             self.handle(x.tobytes(), "application/octet-stream", headers, time.perf_counter())
+        if self.entry.task == "text-generation":
+            engine = GenerationEngine(self.model, torch, max_batch=self.max_batch)
+            for i in range(self.warmup_runs):  # prefill and decode paths, with and without sampling
+                engine.generate(
+                    GenerationRequest(prompt=encode_text("warm up"), max_tokens=4, emit=_ignore, seed=i)
+                )
+                engine.generate(GenerationRequest(prompt=[EOS_ID], max_tokens=2, emit=_ignore, temperature=0))
+            engine.start()
+            self.engine = engine
         self.timeline["warmup_done"] = time.time()
         self.runtime = {
             "torch": torch.__version__,
@@ -271,6 +291,17 @@ class ModelState:
         if self.entry.input_kind == "tokens":
             self.info["max_tokens"] = getattr(model, "max_tokens", None)
             self.info["vocab_size"] = getattr(model, "vocab", None)
+        if self.engine is not None:
+            self.info["generation"] = {
+                "routes": ["/v1/completions", "/v1/chat/completions"],
+                "context": DECODER_SMALL["max_tokens"],
+                "tokenizer": "byte-level: one token per UTF-8 byte (ids 0-255)",
+                "eos_token_id": EOS_ID,
+                "eos_token": EOS_TEXT,
+                "kv_cache_bytes_per_token": kv_bytes_per_token(),
+                "scheduling": "continuous batching: FIFO admission, prefill alone, decode steps batched",
+                "max_batch": self.engine.max_batch,
+            }
         self.phase = "ready"
         self.ready = True
 
@@ -529,7 +560,9 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         )
     except web.HTTPNotFound:
         return error_response(
-            404, f"no route {request.method} {request.path}; routes: GET /healthz, GET /info, POST /predict"
+            404,
+            f"no route {request.method} {request.path}; routes: GET /healthz, GET /info, POST /predict, "
+            "POST /v1/completions, POST /v1/chat/completions",
         )
     except web.HTTPMethodNotAllowed as exc:
         return error_response(
@@ -610,6 +643,304 @@ async def predict(request: web.Request) -> web.Response:
     return web.json_response(summary, headers={"Server-Timing": server_timing})
 
 
+# ---------------------------------------------------------------- OpenAI-compatible text generation
+
+
+def _ignore(event: tuple[str, Any, Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """A checked /v1/completions or /v1/chat/completions request."""
+
+    prompt: list[int]
+    max_tokens: int
+    stream: bool
+    include_usage: bool
+    temperature: float
+    top_p: float
+    seed: int | None
+    ignore_eos: bool
+    min_tokens: int
+
+
+def _typed(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = doc.get(key, default)
+    if value is None:
+        return default
+    # JSON true is not a number here, and an integer is a fine float
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise BadInput(400, f"{key}: {value!r} is not a {getattr(kind, '__name__', 'number')}")
+    if not isinstance(value, kind):
+        names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise BadInput(400, f"{key}: {value!r} is not a {names}")
+    return value
+
+
+def chat_prompt(messages: Any) -> str:
+    """The chat template: each message as `<|role|>\ncontent\n`, then `<|assistant|>\n`."""
+    if not isinstance(messages, list) or not messages:
+        raise BadInput(400, "messages: a non-empty list of {role, content} objects is required")
+    parts = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise BadInput(400, f"messages[{i}]: an object with a string 'role' is required")
+        content = m.get("content", "")
+        if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+            content = "".join(
+                str(c.get("text", "")) for c in content if isinstance(c, dict) and c.get("type") == "text"
+            )
+        if not isinstance(content, str):
+            raise BadInput(400, f"messages[{i}].content: a string or a list of text parts")
+        parts.append(f"<|{m['role']}|>\n{content}\n")
+    return "".join(parts) + "<|assistant|>\n"
+
+
+def _prompt_ids(prompt: Any, vocab: int) -> list[int]:
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]  # a batch of one prompt
+    if isinstance(prompt, str):
+        return encode_text(prompt) or [EOS_ID]  # an empty prompt starts from <|endoftext|>, as GPT-2 does
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)
+    ):
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise BadInput(400, f"prompt: token ids must lie in [0, {vocab})")
+        return list(prompt)
+    raise BadInput(
+        400, "prompt: a string, a list of token ids, or a list of one of those (one prompt per request)"
+    )
+
+
+def parse_generation(
+    body: bytes, *, chat: bool, model_name: str, vocab: int, context: int
+) -> GenerationParams:
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(400, f"malformed JSON body: {exc}") from exc
+    except RecursionError:
+        raise BadInput(400, "JSON body nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise BadInput(400, "JSON body must be an object")
+    model = doc.get("model")
+    if model is not None and model != model_name:
+        raise BadInput(404, f"model: {model!r} is not served here; this server serves {model_name!r}")
+    if chat:
+        prompt = encode_text(chat_prompt(doc.get("messages")))
+        max_key = "max_completion_tokens" if doc.get("max_completion_tokens") is not None else "max_tokens"
+    else:
+        if "prompt" not in doc:
+            raise BadInput(400, "prompt: required")
+        prompt = _prompt_ids(doc["prompt"], vocab)
+        max_key = "max_tokens"
+    max_tokens = _typed(doc, max_key, int, 16)
+    if max_tokens < 1:
+        raise BadInput(400, f"{max_key}: {max_tokens} — at least 1")
+    if len(prompt) + max_tokens > context:
+        raise BadInput(
+            400,
+            f"this model's maximum context length is {context} tokens; the prompt has {len(prompt)} and "
+            f"{max_key} asks for {max_tokens}",
+        )
+    n = _typed(doc, "n", int, 1)
+    if n != 1:
+        raise BadInput(400, f"n: {n} — this server generates one choice per request")
+    temperature = float(_typed(doc, "temperature", (int, float), 1.0))
+    top_p = float(_typed(doc, "top_p", (int, float), 1.0))
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise BadInput(400, f"temperature: {temperature} — a finite number >= 0 (0: greedy)")
+    if not 0 < top_p <= 1:
+        raise BadInput(400, f"top_p: {top_p} — in (0, 1]")
+    min_tokens = _typed(doc, "min_tokens", int, 0)
+    if not 0 <= min_tokens <= max_tokens:
+        raise BadInput(400, f"min_tokens: {min_tokens} — between 0 and {max_key} ({max_tokens})")
+    options = _typed(doc, "stream_options", dict, {})
+    return GenerationParams(
+        prompt=prompt,
+        max_tokens=max_tokens,
+        stream=_typed(doc, "stream", bool, False),
+        include_usage=bool(_typed(options, "include_usage", bool, False)),
+        temperature=temperature,
+        top_p=top_p,
+        seed=_typed(doc, "seed", int, None),
+        ignore_eos=_typed(doc, "ignore_eos", bool, False),
+        min_tokens=min_tokens,
+    )
+
+
+def timing_ms(timings: dict[str, Any]) -> dict[str, Any]:
+    """The engine's timings (seconds) as the answer's `timings` object (milliseconds)."""
+    return {
+        "queue_ms": round(timings["queue_s"] * 1000.0, 3),
+        "prefill_ms": round(timings["prefill_s"] * 1000.0, 3),
+        "decode_ms": round(timings["decode_s"] * 1000.0, 3),
+        "prefill_cpu_ms": round(timings["prefill_cpu_s"] * 1000.0, 3),
+        "decode_cpu_ms": round(timings["decode_cpu_s"] * 1000.0, 3),
+        "prompt_tokens": timings["prompt_tokens"],
+        "completion_tokens": timings["completion_tokens"],
+        "kv_cache_bytes": timings["kv_cache_bytes"],
+    }
+
+
+def generation_server_timing(t: dict[str, Any]) -> str:
+    """Server-Timing of a generation: wall times, their total, then the CPU times (not wall time, so they
+    stay out of `total`)."""
+    total = t["queue_ms"] + t["prefill_ms"] + t["decode_ms"]
+    return (
+        f"queue;dur={t['queue_ms']:.3f}, prefill;dur={t['prefill_ms']:.3f}, decode;dur={t['decode_ms']:.3f}, "
+        f"total;dur={total:.3f}, prefill_cpu;dur={t['prefill_cpu_ms']:.3f}, "
+        f"decode_cpu;dur={t['decode_cpu_ms']:.3f}"
+    )
+
+
+_completion_ids = iter(range(1, 1 << 62))
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, chat=False)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, chat=True)
+
+
+async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    if not state.ready:
+        return error_response(503, f"model not ready ({state.phase})")
+    engine = state.engine
+    if engine is None:
+        return error_response(
+            404, f"{state.entry.name} does not generate text; use POST /predict (decoder_small generates)"
+        )
+    body = await request.read()
+    try:
+        params = parse_generation(
+            body,
+            chat=chat,
+            model_name=state.entry.name,
+            vocab=state.model.vocab,
+            context=state.model.max_tokens,
+        )
+    except BadInput as exc:
+        return error_response(exc.status, exc.message)
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
+
+    def emit(event: tuple[str, Any, Any]) -> None:  # called in the engine thread
+        try:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+        except RuntimeError:  # the loop is gone (shutdown): nobody is listening
+            pass
+
+    job = GenerationRequest(
+        prompt=params.prompt,
+        max_tokens=params.max_tokens,
+        emit=emit,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        seed=params.seed,
+        ignore_eos=params.ignore_eos,
+        min_tokens=params.min_tokens,
+    )
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{next(_completion_ids)}"
+    created = int(time.time())
+    engine.submit(job)
+    try:
+        if params.stream:
+            return await _stream(request, events, params, chat=chat, ident=ident, created=created)
+        pieces: list[str] = []
+        while True:
+            kind, value, extra = await events.get()
+            if kind == "token":
+                pieces.append(extra)
+            elif kind == "error":
+                return error_response(500, value)
+            else:
+                break
+        finish, t = value, timing_ms(extra)
+        text = "".join(pieces)
+        choice: dict[str, Any] = (
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            if chat
+            else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        )
+        answer = {
+            "id": ident,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": created,
+            "model": state.entry.name,
+            "choices": [choice],
+            "usage": _usage(t),
+            "timings": t,
+        }
+        return web.json_response(answer, headers={"Server-Timing": generation_server_timing(t)})
+    finally:
+        job.cancelled = True  # a client that left mid-way frees its sequence (no-op once done)
+
+
+def _usage(t: dict[str, Any]) -> dict[str, int]:
+    prompt, completion = t["prompt_tokens"], t["completion_tokens"]
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _sse(doc: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _stream(
+    request: web.Request,
+    events: asyncio.Queue[tuple[str, Any, Any]],
+    params: GenerationParams,
+    *,
+    chat: bool,
+    ident: str,
+    created: int,
+) -> web.StreamResponse:
+    """Server-sent events: one chunk per generated token, a last chunk with the finish reason and the
+    server's `timings`, a usage chunk when `stream_options.include_usage`, then `data: [DONE]`."""
+    state = request.app[STATE_KEY]
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    await resp.prepare(request)
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    head = {"id": ident, "object": obj, "created": created, "model": state.entry.name}
+
+    def chunk(piece: str | None, finish: str | None) -> dict[str, Any]:
+        if chat:
+            delta: dict[str, Any] = {} if piece is None else {"content": piece}
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+
+    try:
+        if chat:
+            first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
+            await resp.write(_sse({**head, "choices": [{**first, "finish_reason": None}]}))
+        while True:
+            kind, value, extra = await events.get()
+            if kind == "token":
+                await resp.write(_sse({**head, "choices": [chunk(extra, None)]}))
+                continue
+            if kind == "error":
+                await resp.write(_sse({"error": {"message": value, "type": "server_error", "code": 500}}))
+                break
+            t = timing_ms(extra)
+            await resp.write(_sse({**head, "choices": [chunk(None, value)], "timings": t}))
+            if params.include_usage:
+                await resp.write(_sse({**head, "choices": [], "usage": _usage(t), "timings": t}))
+            break
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+    except (ConnectionResetError, ConnectionError):  # the client left: the caller cancels the job
+        pass
+    return resp
+
+
 def make_app(state: ModelState, *, max_body_bytes: int) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
     app[MAX_BODY_KEY] = max_body_bytes
@@ -619,9 +950,12 @@ def make_app(state: ModelState, *, max_body_bytes: int) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/info", info)
     app.router.add_post("/predict", predict)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", chat_completions)
 
     async def stop_executor(app: web.Application) -> None:
         app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)
+        # the generation engine belongs to the model state (a daemon thread), not to this app
 
     app.on_cleanup.append(stop_executor)
     return app
@@ -668,6 +1002,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-body-mb", type=float, default=256.0, help="largest request body (413 above)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--warmup", type=int, default=1, help="warm-up inferences before /healthz says ready")
+    p.add_argument(
+        "--max-batch", type=int, default=8, help="text generation: most sequences decoded together (>= 1)"
+    )
     p.add_argument("--hub-repo", help="Torch Hub repository OWNER/REPO[:REF] (model 'hub')")
     p.add_argument("--hub-model", help="Torch Hub entry point (model 'hub')")
     p.add_argument("--input-kind", choices=["image", "tokens"], help="override the input kind (hub models)")
@@ -691,6 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
         hub_repo=args.hub_repo,
         hub_model=args.hub_model,
         warmup_runs=max(0, args.warmup),
+        max_batch=max(1, args.max_batch),
     )
     app = make_app(state, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
 

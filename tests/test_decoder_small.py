@@ -1,0 +1,461 @@
+"""`decoder_small` in our model server.
+
+In process (the real aiohttp app on a local port, the real torch model): the OpenAI routes streaming and
+not, exact output lengths with `ignore_eos`, usage, Server-Timing and the final stream event's timings,
+greedy and seeded determinism, concurrent requests batched at the decode step, bad requests.
+
+On the real Docker engine (marked docker): see the docstrings of the tests below the line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from aiohttp.test_utils import TestClient, TestServer
+
+from servers import model_server as ms
+from servers.catalog import get_entry
+from servers.decoder import EOS_ID, Detokenizer, encode_text, kv_bytes_per_token
+from tests.conftest import RUN_TAG, SESSION_LABEL, session_label_value
+from tests.test_server_container import base_url, wait_ready
+from tui_profiler.sample.cgroup import CgroupReader, find_container_cgroup
+
+REPO = Path(__file__).resolve().parent.parent
+
+PROMPT = list(range(1000, 1064))  # 64 token ids
+
+
+def parse_server_timing(value: str) -> dict[str, float]:
+    out = {}
+    for part in value.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        out[name] = float(dur)
+    return out
+
+
+def sse_events(text: str) -> list[Any]:
+    """The `data:` payloads of an SSE body, JSON-decoded ("[DONE]" stays a string)."""
+    out: list[Any] = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        assert block.startswith("data: "), block
+        data = block[len("data: ") :]
+        out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+@pytest.fixture(scope="module")
+def decoder() -> ms.ModelState:
+    state = ms.ModelState(
+        entry=get_entry("decoder_small"),
+        weights="random",
+        device_request="cpu",
+        hub_repo=None,
+        hub_model=None,
+        warmup_runs=1,
+        max_batch=4,
+    )
+    state.load()
+    return state
+
+
+async def client_for(state: ms.ModelState) -> TestClient:
+    client = TestClient(TestServer(ms.make_app(state, max_body_bytes=1 << 20), host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+def test_the_model_is_gpt2_small_sized_and_says_so(decoder: ms.ModelState) -> None:
+    info = decoder.info
+    assert info["task"] == "text-generation" and info["input_kind"] == "tokens"
+    assert 120_000_000 < info["params"] < 130_000_000  # GPT-2 small: 124 M
+    assert info["weight_bytes"] >= 4 * info["params"]
+    gen = info["generation"]
+    assert gen["context"] == 2048 and gen["eos_token_id"] == EOS_ID
+    assert gen["kv_cache_bytes_per_token"] == kv_bytes_per_token() == 2 * 12 * 768 * 4
+    assert info["max_tokens"] == 2048 and info["vocab_size"] == 50257
+
+
+async def test_completion_has_exactly_max_tokens_with_ignore_eos_and_reports_timings(
+    decoder: ms.ModelState,
+) -> None:
+    client = await client_for(decoder)
+    try:
+        r = await client.post(
+            "/v1/completions",
+            json={"model": "decoder_small", "prompt": PROMPT, "max_tokens": 12, "ignore_eos": True},
+        )
+        doc = await r.json()
+        assert r.status == 200, doc
+        assert doc["object"] == "text_completion" and doc["choices"][0]["finish_reason"] == "length"
+        assert doc["usage"] == {"prompt_tokens": 64, "completion_tokens": 12, "total_tokens": 76}
+        st = parse_server_timing(r.headers["Server-Timing"])
+        assert {"queue", "prefill", "decode", "total", "prefill_cpu", "decode_cpu"} == st.keys()
+        assert st["prefill"] > 0 and st["decode"] > 0 and st["prefill_cpu"] > 0
+        assert st["total"] == pytest.approx(st["queue"] + st["prefill"] + st["decode"], abs=0.01)
+        t = doc["timings"]
+        assert t["prompt_tokens"] == 64 and t["completion_tokens"] == 12
+        assert t["prefill_ms"] == pytest.approx(st["prefill"], abs=0.001)
+        assert t["kv_cache_bytes"] == (64 + 12) * kv_bytes_per_token()
+        # a text prompt is its UTF-8 bytes
+        r = await client.post("/v1/completions", json={"prompt": "héllo", "max_tokens": 1})
+        assert (await r.json())["usage"]["prompt_tokens"] == len("héllo".encode())
+    finally:
+        await client.close()
+
+
+async def test_streamed_completion_one_chunk_per_token_then_usage_then_done(decoder: ms.ModelState) -> None:
+    client = await client_for(decoder)
+    try:
+        body = {
+            "prompt": PROMPT,
+            "max_tokens": 9,
+            "ignore_eos": True,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        r = await client.post("/v1/completions", json=body)
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        events = sse_events(await r.text())
+        assert events[-1] == "[DONE]"
+        usage = events[-2]
+        assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 9
+        assert usage["timings"]["completion_tokens"] == 9 and usage["timings"]["prefill_ms"] > 0
+        finish = events[-3]
+        assert finish["choices"][0]["finish_reason"] == "length" and "timings" in finish
+        tokens = events[:-3]
+        assert len(tokens) == 9 and all(e["choices"][0]["finish_reason"] is None for e in tokens)
+        streamed = "".join(e["choices"][0]["text"] for e in tokens)
+        # greedy: the same request without streaming gives the same text
+        r = await client.post("/v1/completions", json={**body, "stream": False})
+        assert (await r.json())["choices"][0]["text"] == streamed
+        # without include_usage there is no usage chunk, but the last chunk still carries the timings
+        body["stream_options"] = {"include_usage": False}
+        events = sse_events(await (await client.post("/v1/completions", json=body)).text())
+        assert events[-1] == "[DONE]" and "timings" in events[-2] and "usage" not in events[-2]
+        assert len(events) == 9 + 2
+    finally:
+        await client.close()
+
+
+async def test_chat_streams_a_role_then_content_deltas(decoder: ms.ModelState) -> None:
+    client = await client_for(decoder)
+    try:
+        body = {
+            "model": "decoder_small",
+            "messages": [{"role": "user", "content": "Say something"}],
+            "max_tokens": 5,
+            "ignore_eos": True,
+            "seed": 7,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        events = sse_events(await (await client.post("/v1/chat/completions", json=body)).text())
+        assert events[0]["object"] == "chat.completion.chunk"
+        assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+        deltas = [e for e in events[1:-1] if e["choices"] and "content" in e["choices"][0]["delta"]]
+        assert len(deltas) == 5
+        assert events[-2]["usage"]["completion_tokens"] == 5
+        prompt = "<|user|>\nSay something\n<|assistant|>\n"
+        assert events[-2]["usage"]["prompt_tokens"] == len(encode_text(prompt))
+        streamed = "".join(d["choices"][0]["delta"]["content"] for d in deltas)
+        # seeded sampling: the same seed gives the same text, streaming or not
+        r = await client.post("/v1/chat/completions", json={**body, "stream": False})
+        doc = await r.json()
+        assert doc["object"] == "chat.completion" and doc["choices"][0]["message"]["role"] == "assistant"
+        assert doc["choices"][0]["message"]["content"] == streamed
+        assert "prefill" in parse_server_timing(r.headers["Server-Timing"])
+    finally:
+        await client.close()
+
+
+async def test_concurrent_requests_share_decode_steps_and_each_gets_its_length(
+    decoder: ms.ModelState,
+) -> None:
+    client = await client_for(decoder)
+    try:
+        decoder.engine.peak_active = 0  # type: ignore[union-attr]
+        lengths = [6, 10, 14]
+        answers = await asyncio.gather(
+            *(
+                client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": n, "ignore_eos": True})
+                for n in lengths
+            )
+        )
+        got = [(await a.json())["usage"]["completion_tokens"] for a in answers]
+        assert got == lengths
+        # the later requests arrive while the first one's prefill runs: they are decoded together
+        assert decoder.engine.peak_active >= 2  # type: ignore[union-attr]
+    finally:
+        await client.close()
+
+
+async def test_bad_generation_requests_get_one_line_errors(decoder: ms.ModelState) -> None:
+    client = await client_for(decoder)
+    try:
+        for body, status, words in (
+            ({"prompt": PROMPT, "max_tokens": 2000}, 400, "maximum context length is 2048"),
+            ({"prompt": PROMPT, "model": "gpt-4"}, 404, "not served here"),
+            ({"prompt": [1, 2, 60000]}, 400, "token ids must lie in [0, 50257)"),
+            ({"prompt": PROMPT, "n": 2}, 400, "one choice per request"),
+            ({"prompt": PROMPT, "max_tokens": True}, 400, "max_tokens"),
+            ({"prompt": PROMPT, "temperature": -1}, 400, "temperature"),
+            ({"max_tokens": 3}, 400, "prompt: required"),
+        ):
+            r = await client.post("/v1/completions", json=body)
+            doc = await r.json()
+            assert r.status == status and words in doc["error"], (body, doc)
+        r = await client.post("/v1/chat/completions", json={"messages": []})
+        assert r.status == 400 and "messages" in (await r.json())["error"]
+        r = await client.post(
+            "/v1/completions", data=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert r.status == 400
+        # the server keeps serving
+        r = await client.post("/v1/completions", json={"prompt": "ok", "max_tokens": 2, "ignore_eos": True})
+        assert r.status == 200 and (await r.json())["usage"]["completion_tokens"] == 2
+    finally:
+        await client.close()
+
+
+async def test_a_model_that_does_not_generate_answers_404_on_the_openai_routes() -> None:
+    state = ms.ModelState(
+        entry=get_entry("mobilenet_v3_small"),
+        weights="random",
+        device_request="cpu",
+        hub_repo=None,
+        hub_model=None,
+        warmup_runs=0,
+    )
+    state.ready = True  # no model needed: the route refuses before using it
+    client = await client_for(state)
+    try:
+        r = await client.post("/v1/completions", json={"prompt": "x"})
+        assert r.status == 404 and "does not generate text" in (await r.json())["error"]
+    finally:
+        await client.close()
+
+
+def test_detokenizer_holds_back_split_utf8_and_marks_non_byte_ids() -> None:
+    text = "héllo €uro"
+    detok = Detokenizer()
+    pieces = [detok.piece(t) for t in encode_text(text)]
+    assert "".join(pieces) == text and "\ufffd" not in "".join(pieces)
+    assert pieces[1] == "" and pieces[2] == "é"  # é is two bytes: the first is held back
+    assert detok.piece(EOS_ID) == "" and detok.piece(4242) == " w4242"
+
+
+# ---------------------------------------------------------------- on the real Docker engine
+
+LENGTHS = (32, 256, 1024)
+REPS = 10
+SMALL_CAP, LARGE_CAP = 0.5, 2.0
+
+
+def token_prompt(length: int, seed: int) -> list[int]:
+    return [1000 + (seed * 7919 + i * 104729) % 49000 for i in range(length)]
+
+
+@pytest.fixture(scope="module")
+def decoder_image(docker_client, server_image) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """This tree's server image under a tag of its own, so a rebuild of the shared tag from another tree
+    during the (minutes-long) tests cannot swap the server under them."""
+    tag = f"tui-profiler-server:decoder-test-{RUN_TAG}"
+    docker_client.images.get(server_image).tag(tag)
+    try:
+        yield tag
+    finally:
+        docker_client.images.remove(tag, noprune=True)
+
+
+@pytest.fixture
+def start_decoder(docker_client, decoder_image) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    started: list[Any] = []
+
+    def start(**kwargs: Any) -> Any:
+        container = docker_client.containers.run(
+            decoder_image,
+            command=["--model", "decoder_small", "--weights", "random"],
+            detach=True,
+            labels={SESSION_LABEL: session_label_value("decoder")},
+            ports={"8000/tcp": ("127.0.0.1", None)},
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=512m"},
+            **kwargs,
+        )
+        started.append(container)
+        return container
+
+    try:
+        yield start
+    finally:
+        for c in started:
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+
+
+def cgroup_of(container: Any) -> CgroupReader:
+    container.reload()
+    reader = CgroupReader(find_container_cgroup(container.id, pid=container.attrs["State"]["Pid"]))
+    assert reader.read().cpu_usage_ns is not None and reader.read().throttled_ns is not None
+    return reader
+
+
+@dataclass
+class Window:
+    """What the kernel counted for the container over a run of requests."""
+
+    wall_s: float
+    cpu_s: float
+    throttled_s: float
+    nr_throttled: int
+
+
+def measured(
+    reader: CgroupReader, url: str, length: int, max_tokens: int, reps: int
+) -> tuple[list[dict[str, Any]], Window]:
+    """`completions(...)` and what the kernel counted meanwhile."""
+    before, t0 = reader.read(), time.perf_counter()
+    out = completions(url, length, max_tokens, reps)
+    after, wall = reader.read(), time.perf_counter() - t0
+    assert before.cpu_usage_ns is not None and after.cpu_usage_ns is not None
+    assert before.throttled_ns is not None and after.throttled_ns is not None
+    return out, Window(
+        wall,
+        (after.cpu_usage_ns - before.cpu_usage_ns) / 1e9,
+        (after.throttled_ns - before.throttled_ns) / 1e9,
+        (after.nr_throttled or 0) - (before.nr_throttled or 0),
+    )
+
+
+def completions(url: str, length: int, max_tokens: int, reps: int) -> list[dict[str, Any]]:
+    """`reps` greedy completions of exactly `max_tokens` tokens one after another; their `timings`."""
+    out = []
+    for rep in range(reps):
+        r = requests.post(
+            f"{url}/v1/completions",
+            json={
+                "prompt": token_prompt(length, rep),
+                "max_tokens": max_tokens,
+                "ignore_eos": True,
+                "temperature": 0,
+            },
+            timeout=600,
+        )
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["usage"]["completion_tokens"] == max_tokens
+        out.append(doc["timings"])
+    return out
+
+
+@pytest.mark.docker
+def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_decoder) -> None:  # type: ignore[no-untyped-def]
+    """decoder_small in two containers, --cpus 0.5 and --cpus 2 (torch threads `auto`: 1 and 2). For each
+    prompt length (32, 256, 1024 tokens), 10 requests of one output token each: the server's own prefill
+    CPU seconds (process CPU over the prefill, `timings.prefill_cpu_ms`) and the cgroup's CPU usage over
+    the 10 (cpuacct.usage, from the host). Then 3 requests of 32 output tokens (decode).
+
+    Asserted, under both caps: every longer prompt's prefill took more CPU than every shorter one's (no
+    overlap of the 10); the kernel's CPU usage over the 10 grows with the length too; the server's CPU
+    seconds are within what the kernel counted. Under the 0.5 cap: the kernel throttled the container
+    (nr_throttled and throttled time grow, during prefill and during decode) and its usage stayed under
+    the quota. No latency is compared.
+
+    Measured here (2 cores shared by several jobs), prefill CPU per request, min–max of 10, at 32 / 256 /
+    1024 tokens: 0.14–0.18 / 0.69–0.81 / 3.04–3.66 s under 0.5, 0.21–0.26 / 0.78–0.92 / 2.89–3.54 s under
+    2 (the smallest gap between neighbouring ranges 0.51 s); the server's sums within the kernel's usage
+    over the 10 (5 % allowed for the two clocks). Under 0.5: usage 0.49–0.50 cores of wall time, throttled time 39–51 % of wall time
+    (28–665 throttled periods); under 2: at most 8 throttled periods, 0.025 s.
+    """
+    containers = {
+        SMALL_CAP: start_decoder(nano_cpus=int(SMALL_CAP * 1e9)),
+        LARGE_CAP: start_decoder(nano_cpus=int(LARGE_CAP * 1e9)),
+    }
+    urls = {cap: base_url(c) for cap, c in containers.items()}
+    for cap, c in containers.items():
+        _, doc = wait_ready(c, urls[cap], timeout_s=300)
+        assert doc["runtime"]["cgroup_cpu_quota"] == pytest.approx(cap)
+    report: dict[float, dict[str, Any]] = {}
+    for cap, c in containers.items():
+        reader = cgroup_of(c)
+        url = urls[cap]
+
+        prefill: dict[int, list[float]] = {}
+        windows: dict[int, Window] = {}
+        for length in LENGTHS:
+            timings, window = measured(reader, url, length, 1, REPS)
+            prefill[length] = [t["prefill_cpu_ms"] / 1000 for t in timings]
+            windows[length] = window
+            assert sum(prefill[length]) <= window.cpu_s * 1.05 + 0.05, (cap, length, prefill, window)
+        decode_timings, decode_window = measured(reader, url, 32, 32, 3)
+        report[cap] = {"prefill": prefill, "windows": windows, "decode": decode_window}
+        for shorter, longer in itertools.pairwise(LENGTHS):
+            assert min(prefill[longer]) > max(prefill[shorter]), (cap, report[cap])
+            assert windows[longer].cpu_s > windows[shorter].cpu_s, (cap, report[cap])
+        assert all(t["decode_cpu_ms"] > 0 for t in decode_timings)
+        reader.close()
+    for cap, r in report.items():  # the spread, for the docstring (shown with -s)
+        spans = {n: f"{min(v):.2f}-{max(v):.2f}" for n, v in r["prefill"].items()}
+        print(f"cap {cap}: prefill cpu s {spans}; windows {r['windows']}; decode {r['decode']}")
+    small = report[SMALL_CAP]
+    for window in [*small["windows"].values(), small["decode"]]:
+        assert window.cpu_s <= SMALL_CAP * window.wall_s * 1.1 + 0.05, report  # the quota holds
+    longest = small["windows"][LENGTHS[-1]]
+    assert longest.nr_throttled > 0 and longest.throttled_s > 0.1 * longest.wall_s, report
+    assert small["decode"].nr_throttled > 0 and small["decode"].throttled_s > 0.1 * small["decode"].wall_s, (
+        report
+    )
+
+
+@pytest.mark.docker
+def test_llm_memory_records_its_oom_cell_and_finishes_the_rest(decoder_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`tui-profiler run llm_memory --headless` (this tree's image): the cell with four 2048-token contexts
+    under the 1.4 GiB cap ends `oom`; every other cell (both caps) ends `ok`; nothing is left running."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TUI_PROFILER_PRESETS": str(tmp_path / "user-presets")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tui_profiler",
+            "run",
+            "llm_memory",
+            "--headless",
+            "--output",
+            str(tmp_path),
+            "--set",
+            f"image={decoder_image}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    sessions = [p for p in tmp_path.iterdir() if p.is_dir() and (p / "cells.csv").exists()]
+    assert len(sessions) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with open(sessions[0] / "cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    got = {(float(c["mem_cap_gb"]), int(c["token_len"]), int(c["concurrency"])): c["status"] for c in cells}
+    assert len(got) == 8, got
+    assert got.pop((1.4, 1984, 4)) == "oom", cells
+    assert set(got.values()) == {"ok"}, cells
+    requests_ok = []
+    with open(sessions[0] / "requests.csv") as f:
+        requests_ok = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    assert requests_ok and all(r["http_status"] == "200" for r in requests_ok)
