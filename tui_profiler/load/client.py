@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import pickle
 import struct
@@ -533,27 +532,15 @@ class _Run:
 
     def judge(self, answer: _Answer, stream: AnswerStream | None) -> tuple[str, str]:
         if answer.status not in self.check_status:
-            return (
-                HTTP_ERROR,
-                f"HTTP {answer.status} (expected {'/'.join(map(str, sorted(self.check_status)))})",
-            )
+            return HTTP_ERROR, self.template.check.status_failure(answer.status)
         if stream is not None and stream.error:
             return ERROR, f"error event after {stream.token_events} tokens: {stream.error}"
         if self.check_path and (stream is None or not stream.streamed):
             self.checked += 1
             if (self.checked - 1) % self.check_every == 0:
-                try:
-                    node: Any = json.loads(answer.body)
-                except ValueError:
-                    return CHECK_FAILED, "check: the answer is not JSON"
-                for part in self.check_path:
-                    try:
-                        node = node[part]
-                    except (KeyError, IndexError, TypeError):
-                        return (
-                            CHECK_FAILED,
-                            f"check: no field {self.template.check.json_field!r} in the answer",
-                        )
+                failure = self.template.check.field_failure(answer.body, self.check_path)
+                if failure is not None:
+                    return CHECK_FAILED, failure
         return OK, ""
 
     async def one(self, conn: Any, worker: int, warmup: bool, t_sched: float | None) -> None:
