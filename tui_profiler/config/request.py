@@ -151,6 +151,19 @@ class TemplateSpec:
     generative: bool = False  # answers carry generated tokens (the token columns)
 
 
+def _openai_streamed(**request: Any) -> dict[str, Any]:
+    """An OpenAI-compatible streamed request body: the model, `request` (the prompt or the messages), the
+    cell's output length, and the usage in the last event."""
+    return {
+        "model": "{model}",
+        **request,
+        "max_tokens": "{output_len}",
+        "ignore_eos": "{ignore_eos}",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
 BUILTIN_TEMPLATES: dict[str, TemplateSpec] = {
     t.name: t
     for t in (
@@ -221,14 +234,7 @@ BUILTIN_TEMPLATES: dict[str, TemplateSpec] = {
             description='OpenAI-compatible completions, streamed: POST /v1/completions {"model", "prompt", "stream": true}',
             path="/v1/completions",
             body="json",
-            json={
-                "model": "{model}",
-                "prompt": "{input}",
-                "max_tokens": "{output_len}",
-                "ignore_eos": "{ignore_eos}",
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            },
+            json=_openai_streamed(prompt="{input}"),
             generative=True,
         ),
         TemplateSpec(
@@ -236,14 +242,7 @@ BUILTIN_TEMPLATES: dict[str, TemplateSpec] = {
             description='OpenAI-compatible chat completions, streamed: POST /v1/chat/completions {"model", "messages"}',
             path="/v1/chat/completions",
             body="json",
-            json={
-                "model": "{model}",
-                "messages": [{"role": "user", "content": "{input}"}],
-                "max_tokens": "{output_len}",
-                "ignore_eos": "{ignore_eos}",
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            },
+            json=_openai_streamed(messages=[{"role": "user", "content": "{input}"}]),
             generative=True,
         ),
         TemplateSpec(
