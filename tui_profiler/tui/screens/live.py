@@ -210,30 +210,17 @@ class LiveScreen(Screen[None]):
             self.query_one("#cell-label", Static).update(f"{state.preset_name}: starting on {state.runtime}")
 
     def _draw_plots(self, state: LiveState) -> None:
-        latency = self.query_one("#plot-latency", LinePlot)
-        points = list(state.latencies)
         p50, p99 = state.latency_stats()
-        if points and p50 is not None and p99 is not None:
-            latency.show_lines(
-                [
-                    Line(
-                        "latency",
-                        [p[0] for p in points],
-                        [p[1] * 1e3 for p in points],
-                        color="cyan",
-                        marker="dot",
-                    )
-                ],
-                hlines=[(p50 * 1e3, "green"), (p99 * 1e3, "red")],
-                # plotext drops a title wider than the plot: keep it short on narrow terminals
-                title=(
-                    f"latency (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"
-                    if latency.size.width >= 48
-                    else f"p50 {fmt_seconds(p50)} p99 {fmt_seconds(p99)}"
-                ),
-            )
-        else:
-            latency.show_unavailable("waiting for requests", title="latency per request")
+        self._per_request_plot(
+            "#plot-latency",
+            "latency",
+            list(state.latencies),
+            p50,
+            p99,
+            wide=(48, f"latency (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"),
+            narrow=f"p50 {fmt_seconds(p50)} p99 {fmt_seconds(p99)}",
+            waiting=("waiting for requests", "latency per request"),
+        )
         if state.generative:
             self._draw_token_plots(state)
         sample = state.last_sample
@@ -274,16 +261,27 @@ class LiveScreen(Screen[None]):
                 "VRAM and GPU utilisation: not available" if state.cpu else "waiting for samples", title="GPU"
             )
 
-    def _draw_token_plots(self, state: LiveState) -> None:
-        """TTFT per request with its running p50/p99, and each request's inter-token-gap p50 and p99."""
-        ttft = self.query_one("#plot-ttft", LinePlot)
-        points = list(state.ttfts)
-        p50, p99 = state.ttft_stats()
+    def _per_request_plot(
+        self,
+        selector: str,
+        label: str,
+        points: list[tuple[float, float]],
+        p50: float | None,
+        p99: float | None,
+        *,
+        wide: tuple[int, str],
+        narrow: str,
+        waiting: tuple[str, str],
+    ) -> None:
+        """One value per request (seconds, drawn in ms) with its running p50 and p99 as lines; the `wide`
+        title from its minimum width up, else the `narrow` one; `waiting` (message, title) before any."""
+        plot = self.query_one(selector, LinePlot)
         if points and p50 is not None and p99 is not None:
-            ttft.show_lines(
+            min_width, wide_title = wide
+            plot.show_lines(
                 [
                     Line(
-                        "TTFT",
+                        label,
                         [p[0] for p in points],
                         [p[1] * 1e3 for p in points],
                         color="cyan",
@@ -291,14 +289,27 @@ class LiveScreen(Screen[None]):
                     )
                 ],
                 hlines=[(p50 * 1e3, "green"), (p99 * 1e3, "red")],
-                title=(
-                    f"TTFT (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"
-                    if ttft.size.width >= 40
-                    else f"TTFT p50 {fmt_seconds(p50)}"
-                ),
+                # plotext drops a title wider than the plot: keep it short on narrow terminals
+                title=wide_title if plot.size.width >= min_width else narrow,
             )
         else:
-            ttft.show_unavailable("waiting for tokens", title="time to first token")
+            message, title = waiting
+            plot.show_unavailable(message, title=title)
+
+    def _draw_token_plots(self, state: LiveState) -> None:
+        """TTFT per request with its running p50/p99, and each request's inter-token-gap p50 and p99."""
+        points = list(state.ttfts)
+        p50, p99 = state.ttft_stats()
+        self._per_request_plot(
+            "#plot-ttft",
+            "TTFT",
+            points,
+            p50,
+            p99,
+            wide=(40, f"TTFT (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"),
+            narrow=f"TTFT p50 {fmt_seconds(p50)}",
+            waiting=("waiting for tokens", "time to first token"),
+        )
         itl = self.query_one("#plot-itl", LinePlot)
         lines = []
         for label, column, color in (("p50", 1, "green"), ("p99", 2, "red")):
