@@ -542,7 +542,12 @@ def _matches(key: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
 def _query_size(point: Mapping[str, Any], size_column: str) -> float | None:
     if size_column in (PROMPT_SIZE, CONTEXT_SIZE):
         return token_size(size_column, point)
-    for name in (size_column, "size"):
+    return _first_number(point, size_column, "size")
+
+
+def _first_number(point: Mapping[str, Any], *names: str) -> float | None:
+    """The first of `names` that `point` gives, as a number; None when none is given or it is not a number."""
+    for name in names:
         raw = point.get(name)
         if raw is not None and _given(raw):
             try:
@@ -697,14 +702,7 @@ def token_size(size_column: str, point: Mapping[str, Any]) -> float | None:
     asked, `token_len`), plus `output_tokens` (or `output_len`) for the context. None when missing."""
 
     def first(*names: str) -> float | None:
-        for name in names:
-            raw = point.get(name)
-            if raw is not None and _given(raw):
-                try:
-                    return float(raw)
-                except (TypeError, ValueError):
-                    return None
-        return None
+        return _first_number(point, *names)
 
     if size_column == PROMPT_SIZE:
         return first(PROMPT_SIZE, "token_len", "size")
