@@ -92,6 +92,20 @@ class BadInput(Exception):
         self.message = message
 
 
+def json_object(body: bytes, what: str = "") -> dict[str, Any]:
+    """A request body's JSON object; a body that is not one is refused with 400 (`what` says what the
+    object must hold)."""
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(400, f"malformed JSON body: {exc}") from exc
+    except RecursionError:
+        raise BadInput(400, "JSON body nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise BadInput(400, f"JSON body must be an object {what}".rstrip())
+    return doc
+
+
 # ---------------------------------------------------------------- threads and cgroup quota
 
 V1_CPU_MOUNTS = ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu")
@@ -362,14 +376,7 @@ class ModelState:
             self.check_shape(tuple(t.shape), "uint8")
             return t, True
         if ctype == "application/json":
-            try:
-                doc = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise BadInput(400, f"malformed JSON body: {exc}") from exc
-            except RecursionError:
-                raise BadInput(400, "JSON body nested too deeply") from None
-            if not isinstance(doc, dict):
-                raise BadInput(400, "JSON body must be an object with 'tensor' (or 'tokens' / 'text')")
+            doc = json_object(body, "with 'tensor' (or 'tokens' / 'text')")
             if self.entry.input_kind == "tokens":
                 if "text" in doc and isinstance(doc["text"], str):
                     ids = hash_tokenize(doc["text"])
@@ -718,14 +725,7 @@ def _prompt_ids(prompt: Any, vocab: int) -> list[int]:
 def parse_generation(
     body: bytes, *, chat: bool, model_name: str, vocab: int, context: int
 ) -> GenerationParams:
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(400, f"malformed JSON body: {exc}") from exc
-    except RecursionError:
-        raise BadInput(400, "JSON body nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise BadInput(400, "JSON body must be an object")
+    doc = json_object(body)
     model = doc.get("model")
     if model is not None and model != model_name:
         raise BadInput(404, f"model: {model!r} is not served here; this server serves {model_name!r}")
