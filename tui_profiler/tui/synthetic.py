@@ -172,8 +172,6 @@ def write_session(
     root: Path, name: str = "20250101-000000-synthetic", n_requests: int = 30, seed: int = 7
 ) -> Path:
     """A complete session folder in the store's format (requests/cells/samples CSV, meta.json)."""
-    import csv
-
     session = Path(root) / name
     session.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -230,26 +228,32 @@ def write_session(
                 }
             )
         cell_rows.append(cell_summary(cell, latencies))
-    for filename, rows in (
-        ("requests.csv", request_rows),
-        ("cells.csv", cell_rows),
-        ("samples.csv", sample_rows),
-    ):
+    _write_files(
+        session,
+        {"requests.csv": request_rows, "cells.csv": cell_rows, "samples.csv": sample_rows},
+        {
+            "session_id": name,
+            "preset_name": "synthetic",
+            "runtime": "docker",
+            "status": "ok",
+            "n_cells": len(cells),
+            "wall_s": 120.0,
+            "note": "synthetic data for TUI tests",
+        },
+    )
+    return session
+
+
+def _write_files(session: Path, tables: dict[str, list[dict[str, Any]]], meta: dict[str, Any]) -> None:
+    """Each table as a CSV file (columns in its first row's order), and meta.json."""
+    import csv
+
+    for filename, rows in tables.items():
         with (session / filename).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    meta = {
-        "session_id": name,
-        "preset_name": "synthetic",
-        "runtime": "docker",
-        "status": "ok",
-        "n_cells": len(cells),
-        "wall_s": 120.0,
-        "note": "synthetic data for TUI tests",
-    }
     (session / "meta.json").write_text(json.dumps(meta, indent=2))
-    return session
 
 
 # ------------------------------------------------------------------------------------------ generative
@@ -405,8 +409,6 @@ def write_generative_session(
     root: Path, name: str = "20250102-000000-synthetic-llm", n_requests: int = 24, seed: int = 11
 ) -> Path:
     """A complete generative session folder: requests.csv and cells.csv with the generative columns."""
-    import csv
-
     session = Path(root) / name
     session.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -440,19 +442,17 @@ def write_generative_session(
                 }
             )
         cell_rows.append(generative_cell_summary(cell, rows))
-    for filename, table in (("requests.csv", request_rows), ("cells.csv", cell_rows)):
-        with (session / filename).open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(table[0]))
-            writer.writeheader()
-            writer.writerows(table)
-    meta = {
-        "session_id": name,
-        "preset_name": "synthetic_llm",
-        "runtime": "docker",
-        "status": "ok",
-        "n_cells": len(cell_rows),
-        "wall_s": 90.0,
-        "note": "synthetic generative data for TUI tests",
-    }
-    (session / "meta.json").write_text(json.dumps(meta, indent=2))
+    _write_files(
+        session,
+        {"requests.csv": request_rows, "cells.csv": cell_rows},
+        {
+            "session_id": name,
+            "preset_name": "synthetic_llm",
+            "runtime": "docker",
+            "status": "ok",
+            "n_cells": len(cell_rows),
+            "wall_s": 90.0,
+            "note": "synthetic generative data for TUI tests",
+        },
+    )
     return session
