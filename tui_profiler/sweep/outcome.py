@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tui_profiler.analysis.stats import percentile, summarise
-from tui_profiler.session.schema import COLD_START_PHASES, CellStatus
+from tui_profiler.session.schema import COLD_START_PHASES, CellStatus, ColdStartPhaseName
 
 if TYPE_CHECKING:  # the load generator and sampler are imported when a cell runs, not with the sweep
     from tui_profiler.config.model import SloConfig
@@ -38,7 +38,7 @@ class ColdStart:
 
     def finish(self) -> None:
         """The cold start is complete: the start's wall time plus the first request's latency."""
-        self.wall_s = self.start_wall_s + (self.phases.get("first_request") or 0.0)
+        self.wall_s = self.start_wall_s + (self.phases.get(ColdStartPhaseName.FIRST_REQUEST) or 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +282,7 @@ def cell_row(
         "cold_start_cell": fresh if not profiling_url else None,
         "cold_start_s": cold_total(phases) if not profiling_url and phases else None,
         "cold_start_wall_s": cold.wall_s if cold else None,
-        "image_pull_detail": details.get("image_pull", ""),
+        "image_pull_detail": details.get(ColdStartPhaseName.IMAGE_PULL, ""),
         "image_pull_bytes": facts.get("image_pull_bytes"),
         "image_size_bytes": facts.get("image_size_bytes"),
         "weight_bytes": weight_bytes,

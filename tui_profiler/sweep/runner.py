@@ -56,7 +56,7 @@ from tui_profiler.runtime.base import (
 from tui_profiler.runtime.common import owner_id
 from tui_profiler.runtime.docker import docker_engine_version
 from tui_profiler.session.reader import load_meta, session_summary
-from tui_profiler.session.schema import CellStatus, SessionStatus
+from tui_profiler.session.schema import CellStatus, ColdStartPhaseName, SessionStatus
 from tui_profiler.session.store import BoundRows, SessionStore
 from tui_profiler.sweep import targets
 from tui_profiler.sweep.outcome import (
@@ -589,10 +589,11 @@ class SweepRunner:
             nonlocal first_seen, rows
             if fresh and not first_seen:
                 first_seen = True
-                cold.phases["first_request"] = res.latency_s
+                first_request = ColdStartPhaseName.FIRST_REQUEST.value
+                cold.phases[first_request] = res.latency_s
                 self._emit_safe(
                     ColdStartPhase(
-                        cell.index, "first_request", res.latency_s, "" if res.ok else f"failed: {res.error}"
+                        cell.index, first_request, res.latency_s, "" if res.ok else f"failed: {res.error}"
                     )
                 )
                 if not self.url:
