@@ -13,6 +13,7 @@ from tui_profiler.session.schema import (
     REQUEST_COLUMNS,
     SAMPLE_COLUMNS,
     CellStatus,
+    RequestStatus,
     SessionStatus,
 )
 
@@ -41,9 +42,12 @@ def test_every_column_is_documented(file: str, columns: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("heading", "statuses"), [("Cell statuses", CellStatus), ("Session statuses", SessionStatus)]
+    ("heading", "statuses"),
+    [("Cell statuses", CellStatus), ("Request statuses", RequestStatus), ("Session statuses", SessionStatus)],
 )
-def test_every_status_is_documented(heading: str, statuses: type[CellStatus] | type[SessionStatus]) -> None:
+def test_every_status_is_documented(
+    heading: str, statuses: type[CellStatus] | type[RequestStatus] | type[SessionStatus]
+) -> None:
     """Each status is a row of its table: `| `status` | meaning |`."""
     text = SESSIONS.read_text(encoding="utf-8")
     m = re.search(rf"^### {heading}\s*$(.*?)(?=^#)", text, re.S | re.M)

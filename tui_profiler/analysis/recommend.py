@@ -13,7 +13,6 @@ token, each from its own fitted model and input size): a candidate must meet eve
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ from tui_profiler.analysis.fit import (
     recommendation_query,
 )
 from tui_profiler.analysis.importers import fit_rows, read_paths
+from tui_profiler.host import host_limits
 
 DEFAULT_COST_CPU = 1.0
 DEFAULT_COST_GB = 0.125  # roughly cloud list prices: 8 GB of memory cost about what one vCPU costs
@@ -149,7 +149,7 @@ def recommend(
         raise ValueError(
             f"{size_column}: the {models[0]} model is a function of {fitted_size}; give --{flag}"
         )
-    host = float(host_cpus or os.cpu_count() or 1)
+    host = float(host_cpus or host_limits().cpus or 1)
     caveats: list[str] = []
     size_column = groups[0].size_column or "size"
     candidates: list[Candidate] = []
@@ -367,7 +367,7 @@ def recommend_slos(
     has a fitted group for its GPU mode and load level."""
     if not objectives:
         raise ValueError("slo: no SLO given")
-    host = float(host_cpus or os.cpu_count() or 1)
+    host = float(host_cpus or host_limits().cpus or 1)
     joined: dict[tuple[str, str, float], SloCandidate] = {}
     counts: dict[tuple[str, str, float], int] = {}
     caveats: list[str] = []

@@ -37,19 +37,13 @@ from tui_profiler.load.inputs import Payload, PayloadSet
 from tui_profiler.load.patterns import LoadPattern, StabilityTracker, arrival_offsets
 from tui_profiler.load.stream import AnswerStream, StreamMetrics
 from tui_profiler.load.template import RequestTemplate
+from tui_profiler.session.schema import RequestStatus
 
 T = TypeVar("T")
 OnResult = Callable[["RequestResult"], None]
 
-# Outcomes (the `status` column of requests.csv; the HTTP code goes to `http_status`).
-OK, TIMEOUT, HTTP_ERROR, CHECK_FAILED, ERROR, DROPPED = (
-    "ok",
-    "timeout",
-    "http_error",
-    "check_failed",
-    "error",
-    "dropped",
-)
+# Outcomes (requests.csv `status`), as plain strings on the per-request path.
+OK, TIMEOUT, HTTP_ERROR, CHECK_FAILED, ERROR, DROPPED = (s.value for s in RequestStatus)
 
 
 @dataclass(slots=True)

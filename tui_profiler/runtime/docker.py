@@ -51,7 +51,7 @@ from tui_profiler.sample.cgroup import (
     read_cpuset,
     read_memory_limit,
 )
-from tui_profiler.session.schema import CellStatus
+from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
 
 OWNER_LABEL = "tui-profiler.owner"  # the `owner_id` ("<hostname>:<pid>:<start ticks>") of the starter
 NOBODY = "65534:65534"
@@ -155,7 +155,7 @@ class DockerRuntime:
 
         pulled = await self.ensure_image(spec.image, on_phase)
         image = pulled.image
-        phases["image_pull"] = pulled.seconds
+        phases[ColdStartPhaseName.IMAGE_PULL] = pulled.seconds
         facts["image_pull"] = "cached" if pulled.seconds is None else "pulled"
         if pulled.nbytes is not None:
             facts["image_pull_bytes"] = pulled.nbytes
@@ -320,13 +320,13 @@ class DockerRuntime:
         except docker.errors.ImageNotFound:
             image = None
         if image is not None:
-            await report_phase(on_phase, "image_pull", None, "cached")
+            await report_phase(on_phase, ColdStartPhaseName.IMAGE_PULL, None, "cached")
             return PullResult(image, None, None)
         t0 = time.perf_counter()
         nbytes = await asyncio.to_thread(self._pull, ref)
         seconds = time.perf_counter() - t0
         image = await asyncio.to_thread(self.client.images.get, ref)
-        await report_phase(on_phase, "image_pull", seconds, f"{nbytes} bytes")
+        await report_phase(on_phase, ColdStartPhaseName.IMAGE_PULL, seconds, f"{nbytes} bytes")
         return PullResult(image, seconds, nbytes)
 
     def _pull(self, ref: str) -> int:

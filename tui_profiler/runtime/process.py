@@ -41,7 +41,7 @@ from tui_profiler.runtime.common import (
     wait_ready,
 )
 from tui_profiler.sample.cgroup import CgroupPaths, read_text
-from tui_profiler.session.schema import CellStatus
+from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
 
 GROUP = "tui-profiler"
 SESSION_ENV = "TUI_PROFILER_SESSION"
@@ -224,9 +224,9 @@ class ProcessRuntime:
             raise TargetFailed(
                 CellStatus.FAILED, "mounts are a docker runtime feature; the process runtime has none"
             )
-        phases: dict[str, float | None] = {"image_pull": None}
+        phases: dict[str, float | None] = {ColdStartPhaseName.IMAGE_PULL: None}
         facts: dict[str, Any] = {"runtime": "process", "ready_poll_interval_s": MAX_POLL_INTERVAL_S}
-        await report_phase(on_phase, "image_pull", None, "no image (process runtime)")
+        await report_phase(on_phase, ColdStartPhaseName.IMAGE_PULL, None, "no image (process runtime)")
         enforced = EnforcedCaps(
             cpus_requested=spec.cpus,
             memory_bytes_requested=_gb_to_bytes(spec.memory_gb) if spec.memory_gb else None,

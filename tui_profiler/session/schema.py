@@ -28,6 +28,17 @@ class CellStatus(StrEnum):
     INTERRUPTED = "interrupted"  # stopped by the user (no cells.csv row)
 
 
+class RequestStatus(StrEnum):
+    """How a request ended (requests.csv `status`; the HTTP code is in `http_status`)."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"  # no (whole) answer within load.timeout_s
+    HTTP_ERROR = "http_error"  # an answer with a status the template does not expect
+    CHECK_FAILED = "check_failed"  # the answer lacks the field the template's check asks for
+    ERROR = "error"  # no answer: connection refused or reset, a protocol error, a stream error event
+    DROPPED = "dropped"  # open loop: never sent, every connection was busy at its scheduled time
+
+
 class SessionStatus(StrEnum):
     """How a session ended (meta.json `status`, `SessionFinished.status`)."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tui_profiler.analysis.stats import percentile, summarise
-from tui_profiler.session.schema import COLD_START_PHASES, CellStatus, ColdStartPhaseName
+from tui_profiler.session.schema import COLD_START_PHASES, CellStatus, ColdStartPhaseName, RequestStatus
 
 if TYPE_CHECKING:  # the load generator and sampler are imported when a cell runs, not with the sweep
     from tui_profiler.config.model import SloConfig
@@ -18,7 +18,6 @@ if TYPE_CHECKING:  # the load generator and sampler are imported when a cell run
     from tui_profiler.sample import SamplerSummary
 
 # The load generator's outcome for a request that got no answer in time (load.client.TIMEOUT).
-_TIMEOUT = "timeout"
 
 
 @dataclass(slots=True)
@@ -174,7 +173,7 @@ def classify_cell(
         if facts.get("oom_killed") or oomed:
             status = CellStatus.OOM
             reason = f"the target was OOM-killed during the cell (memory cap {memory_gb} GiB)"
-        elif errors and all(r.outcome == _TIMEOUT for r in errors):
+        elif errors and all(r.outcome == RequestStatus.TIMEOUT for r in errors):
             # hung, not dead (e.g. frozen): its requests timed out and /healthz did not answer
             status = CellStatus.TIMEOUT
             reason = (
@@ -189,7 +188,7 @@ def classify_cell(
                 reason += f": {logs[-1][:200]}"
     elif errors and not load_error:
         kinds = sorted({(r.error or str(r.status))[:60] for r in errors})
-        if all(r.outcome == _TIMEOUT for r in errors):
+        if all(r.outcome == RequestStatus.TIMEOUT for r in errors):
             status = CellStatus.TIMEOUT
         else:
             status = CellStatus.FAILED if len(errors) == len(timed) else CellStatus.OK
