@@ -182,3 +182,12 @@ def test_default_template_renders_the_same_bytes_twice() -> None:
     a = build_payload(InputSpec(kind="image", base_size=(40, 60), scale=0.5, encoding="png", seed=9))
     b = build_payload(InputSpec(kind="image", base_size=(40, 60), scale=0.5, encoding="png", seed=9))
     assert a.body == b.body and default_template().name == "tui-profiler"
+
+
+def test_the_builtin_name_type_and_the_table_list_the_same_templates() -> None:
+    """`BuiltinName` (for the type checker) and `BUILTIN_TEMPLATES` (the specs) are written apart: keep them equal."""
+    from typing import get_args
+
+    from tui_profiler.config.request import BUILTIN_TEMPLATES, BuiltinName
+
+    assert set(get_args(BuiltinName)) == set(BUILTIN_TEMPLATES)
