@@ -8,25 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.test_store import AC_PROF_LONG
 from tui_profiler.analysis.fit import build_cells, fit_paths
 from tui_profiler.analysis.importers import DataFormatError, detect_format, fit_rows, read_path
 
-# requests.csv columns from the brief: the AC-Prof long columns first, then ours.
-LONG = [
-    "timestamp_ms",
-    "model_name",
-    "cpu_cores",
-    "gpu_mode",
-    "mem_cap_gb",
-    "batch_size",
-    "token_len",
-    "repeat_idx",
-    "warmup",
-    "latency_s",
-    "cold_start_s",
-    "status",
-    "error",
-]
+# requests.csv columns: the AC-Prof long columns first (as test_store pins them), then ours.
+LONG = AC_PROF_LONG
 OURS = [
     "cell_index",
     "input_scale",
