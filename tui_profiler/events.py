@@ -3,11 +3,17 @@
 A sweep produces a stream of these (see `tui_profiler.sweep`). The session store, the headless progress
 display and the TUI each consume the same stream; none of them reaches into the engine otherwise.
 Values that could not be measured are `None` ('not available'), never 0.
+
+Every event has a `host`: the fleet host it comes from ("" on a one-host run). On a fleet the measuring
+side runs next to its target and sends its events as JSON lines (`event_to_json` / `event_from_json`);
+the local side only fills in `host`, so consumers cannot tell a remote cell from a local one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from tui_profiler.session.schema import CellStatus, SessionStatus
@@ -24,6 +30,7 @@ class SessionStarted:
     runtime_reason: str  # why this runtime was chosen, said plainly on screen and in meta.json
     n_cells: int
     resumed_cells: int = 0  # cells already finished in a resumed session
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,7 @@ class CellStarted:
         str, Any
     ]  # plan.Cell as a dict: cpus, memory_gb, gpus, input_scale, token_len, concurrency, ...
     eta_s: float | None = None  # estimate of the remaining session time, when one exists
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,7 @@ class ColdStartPhase:
     phase: str
     seconds: float | None
     detail: str = ""
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,7 @@ class ColdStartDone:
     phases: dict[str, float | None]  # phase -> seconds, in order
     total_s: float
     enforced: dict[str, Any] = field(default_factory=dict)  # the caps actually enforced, per cap
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,7 @@ class RequestDone:
     server_total_ms: float | None = None
     overhead_ms: float | None = None
     row: dict[str, Any] = field(default_factory=dict)  # the full requests.csv row
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,7 @@ class ResourceSample:
     gpu_util_pct: float | None = None
     vram_bytes: int | None = None
     source: str = ""  # "cgroup-v1", "cgroup-v2", "docker-stats", "nvml", ...
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +107,7 @@ class CellFinished:
     status: CellStatus
     reason: str
     summary: dict[str, Any]  # the cells.csv row
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +115,7 @@ class LogMessage:
     level: Level
     text: str
     cell_index: int | None = None
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +125,7 @@ class SessionFinished:
     n_cells: int
     n_failed: int
     wall_s: float
+    host: str = ""
 
 
 Event = (
@@ -124,3 +139,61 @@ Event = (
     | LogMessage
     | SessionFinished
 )
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        SessionStarted,
+        CellStarted,
+        ColdStartPhase,
+        ColdStartDone,
+        RequestDone,
+        ResourceSample,
+        CellFinished,
+        LogMessage,
+        SessionFinished,
+    )
+}
+
+
+def _plain(value: Any) -> Any:
+    """JSON has no NaN or infinity: a value that is not a finite number travels as None (not available)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def event_to_json(event: Event) -> str:
+    """One event as one JSON line (no newline inside): {"type": "RequestDone", ...its fields}."""
+    return json.dumps({"type": type(event).__name__, **_plain(asdict(event))}, default=str)
+
+
+class EventDecodeError(ValueError):
+    """A line that is not an event of this contract (the measuring side's stray output, a newer peer)."""
+
+
+def event_from_json(line: str | bytes, host: str | None = None) -> Event:
+    """The event a line of `event_to_json` holds; `host` (when given) replaces the event's own."""
+    try:
+        data = json.loads(line)
+        cls = EVENT_TYPES[data.pop("type")]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise EventDecodeError(f"not an event line: {str(line)[:120]!r}") from exc
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise EventDecodeError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    if "status" in data and cls is CellFinished:
+        data["status"] = CellStatus(data["status"])
+    elif "status" in data and cls is SessionFinished:
+        data["status"] = SessionStatus(data["status"])
+    try:
+        event = cls(**data)
+    except TypeError as exc:
+        raise EventDecodeError(f"{cls.__name__}: {exc}") from exc
+    return replace(event, host=host) if host is not None else event

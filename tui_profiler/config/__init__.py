@@ -8,6 +8,7 @@ from tui_profiler.config.files import (
     USER_PRESETS_ENV,
     PresetInfo,
     builtin_presets_dir,
+    check_host_caps,
     discover_presets,
     load_preset,
     preset_from_dict,
@@ -20,6 +21,8 @@ from tui_profiler.config.files import (
 )
 from tui_profiler.config.model import (
     LOAD_DEFAULTS,
+    FleetConfig,
+    HostConfig,
     InputConfig,
     LoadConfig,
     Preset,
@@ -36,6 +39,8 @@ from tui_profiler.config.request import RequestConfig, ResponseCheck, TemplateSp
 __all__ = [
     "LOAD_DEFAULTS",
     "USER_PRESETS_ENV",
+    "FleetConfig",
+    "HostConfig",
     "InputConfig",
     "LoadConfig",
     "Preset",
@@ -51,6 +56,7 @@ __all__ = [
     "TemplateSpec",
     "apply_overrides",
     "builtin_presets_dir",
+    "check_host_caps",
     "discover_presets",
     "load_preset",
     "preset_from_dict",

@@ -21,7 +21,10 @@ from pydantic import ValidationError
 from tui_profiler.config.errors import PresetError, fmt_number, suggest
 from tui_profiler.config.model import NAME_ALLOWED, NAME_RE, Preset
 from tui_profiler.config.overrides import apply_overrides
-from tui_profiler.host import host_limits  # a module attribute, so tests can fix the host's limits
+from tui_profiler.host import (
+    HostLimits,
+    host_limits,
+)  # a module attribute, so tests can fix the host's limits
 
 USER_PRESETS_ENV = "TUI_PROFILER_PRESETS"
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -68,12 +71,12 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise PresetError(str(path), "file", str(path), f"a readable file ({exc.strerror or exc})") from None
 
 
-def _check_host(preset: Preset, source: str) -> None:
-    host = host_limits()
+def check_host_caps(preset: Preset, source: str, host: HostLimits, where: str = "this host") -> None:
+    """Refuse, naming the host, a cap that `host` cannot give (more cores, memory or GPUs than it has)."""
     for c in preset.resources.cpus:
         if c is not None and c > host.cpus + 1e-9:
             raise PresetError(
-                source, "resources.cpus", c, f"at most {fmt_number(host.cpus)} (this host's usable cores)"
+                source, "resources.cpus", c, f"at most {fmt_number(host.cpus)} ({where}'s usable cores)"
             )
     for m in preset.resources.memory_gb:
         if m is not None and m > host.memory_gb:
@@ -81,12 +84,12 @@ def _check_host(preset: Preset, source: str) -> None:
                 source,
                 "resources.memory_gb",
                 m,
-                f"at most {fmt_number(host.memory_gb)} (this host's memory, GiB)",
+                f"at most {fmt_number(host.memory_gb)} ({where}'s memory, GiB)",
             )
     for g in preset.resources.gpus:
         if g > host.gpus:
             raise PresetError(
-                source, "resources.gpus", g, f"at most {host.gpus} (this host's GPUs: {host.gpu_reason})"
+                source, "resources.gpus", g, f"at most {host.gpus} ({where}'s GPUs: {host.gpu_reason})"
             )
 
 
@@ -102,7 +105,7 @@ def preset_from_dict(d: Any, source: str, *, check_host: bool = True, for_url: b
     except ValidationError as exc:
         raise PresetError.from_validation(exc, source, d, Preset) from None
     if check_host:
-        _check_host(preset, source)
+        check_host_caps(preset, source, host_limits())
     if _looks_like_path(source):
         preset.path = Path(source)
     return preset

@@ -446,6 +446,103 @@ class LoadConfig(Section):
 # ----------------------------------------------------------------------------------------------- preset
 
 
+# ---------------------------------------------------------------------------------------------- fleet
+
+HostMeasure = Literal["auto", "in-process", "container"]
+CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+# The local engine: a cell on it may run in this process (published port on 127.0.0.1, cgroup read here).
+LOCAL_ENGINE_URLS: tuple[str, ...] = ("unix:///var/run/docker.sock", "unix:///run/docker.sock", "default")
+
+
+def cpuset_cores(cpuset: str) -> list[int]:
+    """The cores a cpuset string ("0-3,6") names, in order."""
+    cores: list[int] = []
+    for part in cpuset.split(","):
+        lo, _, hi = part.partition("-")
+        cores.extend(range(int(lo), int(hi or lo) + 1))
+    return cores
+
+
+class HostConfig(Section):
+    """One test box of a fleet: a Docker engine reached the way Docker reaches it, and its settings."""
+
+    url: str = Field(
+        min_length=1,
+        description="a Docker engine URL (unix://, tcp://, ssh://user@host) or a `docker context` name",
+    )
+    name: str = Field(default="", description="how cells.csv and the views name it (default: from url)")
+    host_class: str = Field(default="", description="a hardware label to fit by, e.g. 'xeon-6248'")
+    cpuset: str = Field(
+        default="",
+        description="confine this host's containers to these cores, e.g. '0-3' (default: all)",
+        json_schema_extra={"allowed": "cores like '0-3' or '0,2,4'"},
+    )
+    tls_verify: bool = Field(default=False, description="tcp:// with TLS: verify the engine's certificate")
+    cert_path: str = Field(
+        default="", description="tcp:// with TLS: a folder with ca.pem, cert.pem, key.pem (DOCKER_CERT_PATH)"
+    )
+    measure: HostMeasure = Field(
+        default="auto",
+        description="where its load generator runs: 'container' (next to the target, in its network "
+        "namespace), 'in-process' (here; the local engine only), 'auto' (in-process for the local engine)",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> HostConfig:
+        if self.cpuset and not CPUSET_RE.match(self.cpuset):
+            raise rule("cpuset", self.cpuset, "cores like '0-3' or '0,2,4'")
+        if self.name and not NAME_RE.match(self.name):
+            raise rule("name", self.name, NAME_ALLOWED)
+        if self.measure == "in-process" and not self.is_local_engine:
+            raise rule(
+                "measure", self.measure, "'container' or 'auto' for an engine that is not the local one"
+            )
+        return self
+
+    @property
+    def is_local_engine(self) -> bool:
+        return self.url in LOCAL_ENGINE_URLS
+
+    @property
+    def in_process(self) -> bool:
+        """Whether this host's cells run in this process (the local engine, unless told otherwise)."""
+        return self.measure == "in-process" or (self.measure == "auto" and self.is_local_engine)
+
+    @property
+    def label(self) -> str:
+        """The host's name: given, or the URL's host part ('10.213.0.2', 'box1'), or the context name."""
+        if self.name:
+            return self.name
+        rest = self.url.split("://", 1)[-1]
+        if self.url.startswith("unix://"):
+            return "local" if self.is_local_engine else Path(rest).stem or rest
+        rest = rest.rsplit("@", 1)[-1].split("/", 1)[0]
+        return rest.rsplit(":", 1)[0] if self.url.startswith("tcp://") else rest
+
+
+class FleetConfig(Section):
+    """Several test boxes in one session: `[fleet]` in a preset, a fleet TOML file, or `run --hosts`."""
+
+    hosts: Annotated[list[HostConfig], Field(min_length=1)]
+    registry: str = Field(
+        default="",
+        description="send missing images through this registry (push here, pull there) instead of "
+        "`docker save` -> `load`",
+    )
+    max_tries: Annotated[int, Integral, Field(ge=1, le=5)] = Field(
+        default=2, description="tries of a resource configuration whose host drops before it is failed"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> FleetConfig:
+        seen: set[str] = set()
+        for host in self.hosts:
+            if host.label in seen:
+                raise rule("hosts", host.url, f"a distinct name per host ({host.label!r} twice: set `name`)")
+            seen.add(host.label)
+        return self
+
+
 class Preset(BaseModel):
     """A whole preset file. `name` defaults to the file's stem; `path` is where it was read from."""
 
@@ -466,6 +563,7 @@ class Preset(BaseModel):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     load: LoadConfig = Field(default_factory=LoadConfig)
     slo: SloConfig | None = None  # generative models: goodput against these objectives
+    fleet: FleetConfig | None = None  # several test boxes in one session (`run --hosts` overrides it)
 
     _path: Path | None = PrivateAttr(default=None)
 

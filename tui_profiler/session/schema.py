@@ -179,6 +179,8 @@ COLD_START_PHASES: tuple[str, ...] = tuple(p.value for p in ColdStartPhaseName)
 CELL_COLUMNS = [
     "cell_index",
     "container_idx",
+    "host",  # the test box that ran the cell (a fleet host's name; this machine's hostname on a one-host run)
+    "host_class",  # the hardware label given to that host ("" when none): `fit` groups by it
     "model_name",
     "cpu_cores",
     "mem_cap_gb",
