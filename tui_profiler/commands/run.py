@@ -57,6 +57,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "inputs (the preset needs no model or [target])",
     )
     p.add_argument(
+        "--hosts",
+        default=None,
+        metavar="URL,...|FLEET.toml",
+        help="run on several test boxes: Docker engine URLs (unix://, tcp://, ssh://user@host) or `docker "
+        "context` names, comma-separated, or a fleet TOML file ([[hosts]] with url, name, host_class, "
+        "cpuset); each host runs one resource configuration at a time, measured next to its target",
+    )
+    p.add_argument(
         "--concurrency", type=int, default=None, help="with --url: concurrent clients (closed loop)"
     )
     p.add_argument("--requests", type=int, default=None, help="with --url: timed requests per level")
@@ -109,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         preset = _load(args)
         build_plan(preset)  # a plan with no cell is refused here, not run to an "ok" end
         open_sources(preset)  # the user's input files, checked before any container starts
+        args.fleet = _fleet(args)
     except PresetError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -135,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
                     start_live=True,
                     overrides=args.overrides,
                     runtime=args.runtime,
+                    fleet=args.fleet,
                 )
                 app.run()
                 return int(app.return_code or 0)
@@ -142,6 +152,28 @@ def _run(args: argparse.Namespace) -> int:
     from tui_profiler.load.client import run as run_on_fastest_loop
 
     return run_on_fastest_loop(_headless(preset, args))
+
+
+def _fleet(args: argparse.Namespace) -> Any:
+    """The hosts to run on: --hosts, else (on a resume) the session's own; None: the preset's or here."""
+    if args.hosts and args.url:
+        raise ValueError("--hosts and --url: a running server is profiled from here, on no fleet")
+    if args.hosts and args.runtime == "process":
+        raise ValueError("--hosts and --runtime process: a fleet's hosts run containers through their engines")
+    if args.hosts:
+        from tui_profiler.fleet.hosts import parse_hosts
+
+        return parse_hosts(args.hosts)
+    if args.resume:
+        import json
+        from pathlib import Path
+
+        from tui_profiler.config import FleetConfig
+
+        meta = json.loads((Path(args.resume) / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("fleet"):
+            return FleetConfig.model_validate(meta["fleet"])
+    return None
 
 
 def _is_session(path: str) -> bool:
@@ -301,7 +333,12 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         console = Console(width=160)
     progress = _Progress(console)
     runner = SweepRunner(
-        preset, runtime=args.runtime, output_dir=args.output, resume=args.resume, url=args.url
+        preset,
+        runtime=args.runtime,
+        output_dir=args.output,
+        resume=args.resume,
+        url=args.url,
+        fleet=getattr(args, "fleet", None),
     )
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()

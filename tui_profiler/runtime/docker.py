@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tui_profiler.config.model import cpuset_cores
 from tui_profiler.runtime.base import (
     SESSION_LABEL,
     EnforcedCaps,
@@ -93,7 +94,7 @@ def _container_name(session_id: str) -> str:
     return f"tui-profiler-{safe}-{secrets.token_hex(3)}"
 
 
-def _gb_to_bytes(gb: float) -> int:
+def gb_to_bytes(gb: float) -> int:
     return round(gb * 1024**3)
 
 
@@ -118,6 +119,18 @@ class PullResult:
     nbytes: int | None  # bytes downloaded (the layers' sizes as the engine reported them)
 
 
+@dataclass(slots=True)
+class Launched:
+    """A target's container created and started, not yet known to be ready."""
+
+    container: Any
+    host_port: int  # the published port on 127.0.0.1, or the container's own port when not published
+    started_epoch: float  # when the engine says it started (its own clock, as the server's timeline is)
+    phases: dict[str, float | None]
+    facts: dict[str, Any]
+    enforced: EnforcedCaps
+
+
 class DockerRuntime:
     """Starts model servers as containers. One instance may serve many starts (not concurrently per spec)."""
 
@@ -130,8 +143,13 @@ class DockerRuntime:
         pids_limit: int = 1024,
         tmpfs_size: str = "512m",
         use_init: bool = True,
+        cpuset: str = "",
+        label: str = "",
     ) -> None:
         self._client = client
+        # a fleet host's cores: every container of this runtime is confined to them ("" = all)
+        self.cpuset = cpuset
+        self.label = label  # the engine's name in messages ("" for the local engine)
         self.pids_limit = pids_limit
         self.tmpfs_size = tmpfs_size
         self.use_init = (
@@ -147,6 +165,72 @@ class DockerRuntime:
     # ---------------------------------------------------------------- start
 
     async def start(self, spec: TargetSpec, on_phase: PhaseCallback | None = None) -> RunningTarget:
+        launched = await self.launch(spec, on_phase, publish=True)
+        container, host_port, phases, facts, enforced = (
+            launched.container,
+            launched.host_port,
+            launched.phases,
+            launched.facts,
+            launched.enforced,
+        )
+        try:
+            probe = await wait_ready(
+                LOOPBACK,
+                host_port,
+                spec.readiness,
+                lambda: self._death(container),
+                log_lines=lambda: self._logs(container, tail=200),
+                request=spec.probe_request,
+            )
+            split, tl_facts = timeline_phases(
+                probe.body, launched.started_epoch, probe.ready_epoch, probe.elapsed_s
+            )
+            facts.update(tl_facts)
+            facts["ready_polls"] = probe.polls
+            facts["ready_probe"] = spec.readiness.kind
+            for key in ("server_boot", "model_load", "ready"):
+                phases[key] = split[key]
+                await report_phase(
+                    on_phase, key, split[key], "" if split[key] is not None else "not reported"
+                )
+            if probe.body and isinstance(probe.body.get("runtime"), dict):
+                facts["server_runtime"] = probe.body["runtime"]
+
+            await asyncio.to_thread(container.reload)
+            state = container.attrs.get("State") or {}
+            pid = int(state.get("Pid") or 0)
+            paths = await asyncio.to_thread(find_container_cgroup, container.id, pid)
+            await asyncio.to_thread(
+                confirm_caps, container.attrs.get("HostConfig") or {}, paths, spec, enforced
+            )
+            pids = await asyncio.to_thread(_cgroup_pids, paths) or ([pid] if pid else [])
+            return RunningTarget(
+                base_url=f"http://{LOOPBACK}:{host_port}",
+                ident=container.id,
+                enforced=enforced,
+                phases=phases,
+                cgroup_dir=paths.v2_dir,
+                cgroup_v1_dirs=dict(paths.v1_dirs),
+                pids=pids,
+                facts=facts,
+                stats_client=_stats_client,
+            )
+        except TargetFailed as exc:
+            tail = await self._log_tail(container)
+            if tail:
+                exc.add_detail(f"last log lines: {tail}")
+            await self._remove_quietly(container)
+            raise
+        except BaseException:
+            await asyncio.shield(self._remove_quietly(container))
+            raise
+
+    async def launch(
+        self, spec: TargetSpec, on_phase: PhaseCallback | None = None, *, publish: bool = True
+    ) -> Launched:
+        """Create and start the target's container (its image pulled when missing), timing each phase;
+        not yet ready. `publish`: its port on 127.0.0.1 of this machine (the local engine); a fleet host's
+        target publishes nothing, since its measuring container joins its network namespace."""
         _check_mounts(spec.mounts)
         if self._client is None:
             self._client = await asyncio.to_thread(docker_client)
@@ -167,7 +251,7 @@ class DockerRuntime:
 
         enforced = EnforcedCaps(
             cpus_requested=spec.cpus,
-            memory_bytes_requested=_gb_to_bytes(spec.memory_gb) if spec.memory_gb else None,
+            memory_bytes_requested=gb_to_bytes(spec.memory_gb) if spec.memory_gb else None,
             gpus_requested=spec.gpus,
         )
         kwargs = self._create_kwargs(spec, user, enforced)
@@ -175,10 +259,11 @@ class DockerRuntime:
         name = ""
         try:
             for attempt in range(1, 6):
-                host_port = free_port()
+                host_port = free_port() if publish else spec.port
                 name = _container_name(spec.session_id)
                 kwargs["name"] = name
-                kwargs["ports"] = {f"{spec.port}/tcp": (LOOPBACK, host_port)}
+                if publish:
+                    kwargs["ports"] = {f"{spec.port}/tcp": (LOOPBACK, host_port)}
                 t0 = time.perf_counter()
                 try:
                     container = await settle(asyncio.to_thread(self.client.containers.create, **kwargs))
@@ -212,49 +297,16 @@ class DockerRuntime:
                 t_start = time.perf_counter() - t0
                 break
             assert container is not None
+            if not publish:  # another host: its own clock says when the container started
+                await asyncio.to_thread(container.reload)
+                started_epoch = engine_epoch((container.attrs.get("State") or {}).get("StartedAt")) or (
+                    started_epoch
+                )
+            assert container is not None
             phases["start"] = t_start
             await report_phase(on_phase, "start", t_start, "")
             facts.update(container_id=container.id, container_name=name, host_port=host_port)
-
-            probe = await wait_ready(
-                LOOPBACK,
-                host_port,
-                spec.readiness,
-                lambda: self._death(container),
-                log_lines=lambda: self._logs(container, tail=200),
-                request=spec.probe_request,
-            )
-            split, tl_facts = timeline_phases(probe.body, started_epoch, probe.ready_epoch, probe.elapsed_s)
-            facts.update(tl_facts)
-            facts["ready_polls"] = probe.polls
-            facts["ready_probe"] = spec.readiness.kind
-            for key in ("server_boot", "model_load", "ready"):
-                phases[key] = split[key]
-                await report_phase(
-                    on_phase, key, split[key], "" if split[key] is not None else "not reported"
-                )
-            if probe.body and isinstance(probe.body.get("runtime"), dict):
-                facts["server_runtime"] = probe.body["runtime"]
-
-            await asyncio.to_thread(container.reload)
-            state = container.attrs.get("State") or {}
-            pid = int(state.get("Pid") or 0)
-            paths = await asyncio.to_thread(find_container_cgroup, container.id, pid)
-            await asyncio.to_thread(
-                self._confirm_caps, container.attrs.get("HostConfig") or {}, paths, spec, enforced
-            )
-            pids = await asyncio.to_thread(_cgroup_pids, paths) or ([pid] if pid else [])
-            return RunningTarget(
-                base_url=f"http://{LOOPBACK}:{host_port}",
-                ident=container.id,
-                enforced=enforced,
-                phases=phases,
-                cgroup_dir=paths.v2_dir,
-                cgroup_v1_dirs=dict(paths.v1_dirs),
-                pids=pids,
-                facts=facts,
-                stats_client=_stats_client,
-            )
+            return Launched(container, host_port, started_epoch, phases, facts, enforced)
         except TargetFailed as exc:
             if container is not None:
                 tail = await self._log_tail(container)
@@ -291,17 +343,22 @@ class DockerRuntime:
             init=self.use_init,
             volumes={h: {"bind": c, "mode": "ro"} for h, c in spec.mounts},
         )
+        # the cores this engine's containers may use: a fleet host's cpuset, else all of them
+        cores = cpuset_cores(self.cpuset) if self.cpuset else list(range(os.cpu_count() or 1))
+        if self.cpuset:
+            kwargs["cpuset_cpus"] = self.cpuset
         if spec.cpus:
             kwargs["nano_cpus"] = round(spec.cpus * 1e9)
             if spec.cpuset:
                 n = math.ceil(spec.cpus)
-                host = os.cpu_count() or 1
-                if n > host:
-                    enforced.notes.append(f"cpuset: {n} cores asked, the host has {host}; pinned to all")
-                    n = host
-                kwargs["cpuset_cpus"] = f"0-{n - 1}" if n > 1 else "0"
+                if n > len(cores):
+                    enforced.notes.append(
+                        f"cpuset: {n} cores asked, the host gives {len(cores)}; pinned to all of them"
+                    )
+                    n = len(cores)
+                kwargs["cpuset_cpus"] = ",".join(str(c) for c in cores[:n])
         if spec.memory_gb:
-            mem = _gb_to_bytes(spec.memory_gb)
+            mem = gb_to_bytes(spec.memory_gb)
             kwargs["mem_limit"] = mem
             kwargs["memswap_limit"] = mem  # equal: swap never hides memory pressure
         if spec.gpus:
@@ -347,51 +404,6 @@ class DockerRuntime:
         except Exception as exc:
             raise TargetFailed(CellStatus.PULL_FAILED, f"pull {ref}: {_api_reason(exc)}") from exc
         return sum(layer_bytes.values())
-
-    # ---------------------------------------------------------------- caps
-
-    def _confirm_caps(
-        self, host_config: dict[str, Any], paths: CgroupPaths, spec: TargetSpec, enforced: EnforcedCaps
-    ) -> None:
-        """Record a cap as enforced only when the engine's HostConfig says so and, where the cgroup files
-        are readable, the kernel agrees."""
-        if spec.cpus:
-            asked = round(spec.cpus * 1e9)
-            hc_ok = int(host_config.get("NanoCpus") or 0) == asked
-            kernel = read_cpu_limit(paths)
-            if not hc_ok:
-                enforced.notes.append(f"cpus: HostConfig NanoCpus={host_config.get('NanoCpus')} != {asked}")
-            elif kernel is None and not paths.found:
-                enforced.cpus_enforced = True
-                enforced.notes.append("cpus: confirmed from HostConfig only (cgroup not readable)")
-            elif kernel is not None and abs(kernel - spec.cpus) <= 0.01:
-                enforced.cpus_enforced = True
-            else:
-                enforced.notes.append(f"cpus: cgroup quota reads {kernel} cores, asked {spec.cpus}")
-            if spec.cpuset:
-                cs = read_cpuset(paths) or host_config.get("CpusetCpus") or None
-                enforced.cpuset = cs
-        if spec.memory_gb:
-            asked = _gb_to_bytes(spec.memory_gb)
-            hc_ok = int(host_config.get("Memory") or 0) == asked
-            swap_ok = int(host_config.get("MemorySwap") or 0) == asked
-            kernel = read_memory_limit(paths)
-            if not hc_ok:
-                enforced.notes.append(f"memory: HostConfig Memory={host_config.get('Memory')} != {asked}")
-            elif kernel is None and not paths.found:
-                enforced.memory_enforced = True
-                enforced.notes.append("memory: confirmed from HostConfig only (cgroup not readable)")
-            elif kernel is not None and abs(kernel - asked) < 4096 * 2:  # the kernel rounds to pages
-                enforced.memory_enforced = True
-            else:
-                enforced.notes.append(f"memory: cgroup limit reads {kernel}, asked {asked}")
-            if not swap_ok:
-                enforced.notes.append(f"memory: swap limit {host_config.get('MemorySwap')} != memory limit")
-        if spec.gpus:
-            reqs = host_config.get("DeviceRequests") or []
-            enforced.gpus_enforced = bool(reqs) and _gpu_visible()
-            if not enforced.gpus_enforced:
-                enforced.notes.append("gpus: requested, but no GPU is visible to NVML on this host")
 
     # ---------------------------------------------------------------- failure, logs, stop
 
@@ -474,6 +486,65 @@ class DockerRuntime:
             return include_live or (owner is not None and not owner_alive(owner))
 
         return await asyncio.to_thread(remove_labelled, SESSION_LABEL, self._client, dry_run, is_orphan)
+
+
+def confirm_caps(
+    host_config: dict[str, Any], paths: CgroupPaths, spec: TargetSpec, enforced: EnforcedCaps
+) -> None:
+    """Record a cap as enforced only when the engine's HostConfig says so and, where the cgroup files
+    are readable, the kernel agrees."""
+    if spec.cpus:
+        asked = round(spec.cpus * 1e9)
+        hc_ok = int(host_config.get("NanoCpus") or 0) == asked
+        kernel = read_cpu_limit(paths)
+        if not hc_ok:
+            enforced.notes.append(f"cpus: HostConfig NanoCpus={host_config.get('NanoCpus')} != {asked}")
+        elif kernel is None and not paths.found:
+            enforced.cpus_enforced = True
+            enforced.notes.append("cpus: confirmed from HostConfig only (cgroup not readable)")
+        elif kernel is not None and abs(kernel - spec.cpus) <= 0.01:
+            enforced.cpus_enforced = True
+        else:
+            enforced.notes.append(f"cpus: cgroup quota reads {kernel} cores, asked {spec.cpus}")
+        if spec.cpuset:
+            cs = read_cpuset(paths) or host_config.get("CpusetCpus") or None
+            enforced.cpuset = cs
+    if spec.memory_gb:
+        asked = gb_to_bytes(spec.memory_gb)
+        hc_ok = int(host_config.get("Memory") or 0) == asked
+        swap_ok = int(host_config.get("MemorySwap") or 0) == asked
+        kernel = read_memory_limit(paths)
+        if not hc_ok:
+            enforced.notes.append(f"memory: HostConfig Memory={host_config.get('Memory')} != {asked}")
+        elif kernel is None and not paths.found:
+            enforced.memory_enforced = True
+            enforced.notes.append("memory: confirmed from HostConfig only (cgroup not readable)")
+        elif kernel is not None and abs(kernel - asked) < 4096 * 2:  # the kernel rounds to pages
+            enforced.memory_enforced = True
+        else:
+            enforced.notes.append(f"memory: cgroup limit reads {kernel}, asked {asked}")
+        if not swap_ok:
+            enforced.notes.append(f"memory: swap limit {host_config.get('MemorySwap')} != memory limit")
+    if spec.gpus:
+        reqs = host_config.get("DeviceRequests") or []
+        enforced.gpus_enforced = bool(reqs) and _gpu_visible()
+        if not enforced.gpus_enforced:
+            enforced.notes.append("gpus: requested, but no GPU is visible to NVML on this host")
+
+
+def engine_epoch(stamp: Any) -> float | None:
+    """An engine timestamp ('2026-12-01T10:00:00.123456789Z', nanoseconds) as epoch seconds."""
+    if not isinstance(stamp, str) or not stamp or stamp.startswith("0001-"):
+        return None
+    from datetime import datetime
+
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    try:
+        whole = datetime.fromisoformat(head + "+00:00").timestamp()
+    except ValueError:
+        return None
+    digits = "".join(ch for ch in frac if ch.isdigit())
+    return whole + (int(digits) / 10 ** len(digits) if digits else 0.0)
 
 
 def _api_reason(exc: BaseException) -> str:

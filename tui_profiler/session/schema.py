@@ -129,6 +129,8 @@ REQUEST_COLUMNS = [
     # tui-profiler's additions
     "cell_index",
     "container_idx",
+    "host",
+    "host_class",
     "input_scale",
     "pixels",
     "height",

@@ -238,6 +238,21 @@ class SessionStore:
     def write_sample(self, row: dict[str, Any]) -> None:
         self.samples.write(row)
 
+    def write_partial(self, requests: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
+        """Rows of cells that did not finish (a fleet host dropped, a stop): *.partial.csv, where a
+        resume also moves such rows, never the session's own CSVs."""
+        for name, columns, rows in (
+            ("requests", REQUEST_COLUMNS, requests),
+            ("samples", SAMPLE_COLUMNS, samples),
+        ):
+            if rows:
+                partial = AppendCsv(self.dir / f"{name}.partial.csv", columns)
+                try:
+                    for r in rows:
+                        partial.write(r)
+                finally:
+                    partial.close()
+
     def write_cell(self, row: dict[str, Any]) -> None:
         self.requests.sync()
         self.samples.sync()

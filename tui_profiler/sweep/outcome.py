@@ -51,6 +51,8 @@ class CellSetting:
     enforced: EnforcedCaps
     container_idx: int
     payload_row: Mapping[str, Any] = field(default_factory=dict)
+    host: str = ""  # the test box that ran the cell
+    host_class: str = ""  # its hardware label ("" when none)
 
 
 def cold_total(phases: Mapping[str, float | None]) -> float | None:
@@ -211,6 +213,8 @@ def setting_columns(setting: CellSetting) -> dict[str, Any]:
         "repeat_idx": cell.repeat_idx,
         "cell_index": cell.index,
         "container_idx": setting.container_idx,
+        "host": setting.host,
+        "host_class": setting.host_class,
         "input_scale": cell.input_scale,
         "pixels": payload.get("pixels"),
         "height": payload.get("height"),

@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tui_profiler.config.files import preset_summary
-from tui_profiler.config.model import Preset
+from tui_profiler.config.model import FleetConfig, Preset
 from tui_profiler.events import (
     CellFinished,
     CellStarted,
@@ -44,6 +45,7 @@ from tui_profiler.events import (
     SessionFinished,
     SessionStarted,
 )
+from tui_profiler.fleet.remote import HostLost
 from tui_profiler.host import host_facts
 from tui_profiler.plan import Cell, build_plan
 from tui_profiler.runtime.base import (
@@ -71,10 +73,12 @@ from tui_profiler.sweep.outcome import (
 )
 
 if TYPE_CHECKING:
+    from tui_profiler.fleet.remote import HostSession
     from tui_profiler.load.client import RequestResult
     from tui_profiler.load.patterns import LoadPattern
     from tui_profiler.load.template import RequestTemplate
     from tui_profiler.sample import SamplerSummary
+    from tui_profiler.sweep.schedule import Unit, UnitQueue
 
 Emit = Callable[[Event], None]
 T = TypeVar("T")
@@ -86,6 +90,20 @@ _NO_INPUT: dict[str, Any] = {"input_index": None, "input_hash": None, "body_byte
 
 class _Stopped(Exception):
     """The user asked to stop (request_stop)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnHost:
+    """The fleet host the current task runs cells on: its events and cells.csv rows carry its name."""
+
+    name: str
+    host_class: str
+    runtime: Runtime
+
+
+# Set by each fleet host's worker task (tasks copy their context), so code shared with one-host runs
+# never passes a host around.
+_ON_HOST: contextvars.ContextVar[OnHost | None] = contextvars.ContextVar("tui_profiler_on_host", default=None)
 
 
 async def _in_daemon_thread(fn: Callable[[], T]) -> T:
@@ -129,8 +147,12 @@ class SweepRunner:
         output_dir: str | os.PathLike[str] = "output",
         resume: str | os.PathLike[str] | None = None,
         url: str | None = None,
+        fleet: FleetConfig | None = None,
     ) -> None:
         self.preset = preset
+        # several test boxes (`run --hosts`, or the preset's [fleet]); None: this machine only
+        self.fleet = fleet if fleet is not None else preset.fleet
+        self._hosts: list[HostSession] = []
         self._runtime_arg = runtime
         self.runtime: Runtime | None = None
         self.runtime_reason = ""
@@ -144,13 +166,21 @@ class SweepRunner:
         # the user's own input files, checked now: a bad one is a PresetError before any container starts
         self._sources = open_sources(preset)
         self._stop_requested = False
-        self._current: asyncio.Future[Any] | None = None
+        self._current: set[asyncio.Future[Any]] = set()  # what a stop cancels (one per busy host)
+        # the test box each cell ran on, for cells.csv (a fleet worker sets its own: see `_on_host`)
+        self.host_name = os.uname().nodename
+        self.host_class = ""
         self._emit: Emit = lambda e: None
         self._image: str | None = None
         self._image_error: TargetFailed | None = None
+        self._image_lock = asyncio.Lock()
         self._model_facts: dict[str, Any] = {}  # the server's /info (our own model server only)
         self._template: RequestTemplate | None = None
         self._cell_walls: list[float] = []
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
 
     @property
     def session_dir(self) -> Path | None:
@@ -162,15 +192,16 @@ class SweepRunner:
         """Graceful stop: cancel what is running, remove the target, flush files; the session stays
         resumable. Safe to call from a signal handler on the loop's thread."""
         self._stop_requested = True
-        if self._current is not None and not self._current.done():
-            self._current.cancel()
+        for task in list(self._current):
+            if not task.done():
+                task.cancel()
 
     async def _interruptible(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._stop_requested:
             coro.close()
             raise _Stopped()
         task = asyncio.ensure_future(coro)
-        self._current = task
+        self._current.add(task)
         try:
             return await task
         except asyncio.CancelledError:
@@ -178,7 +209,7 @@ class SweepRunner:
                 raise _Stopped() from None
             raise
         finally:
-            self._current = None
+            self._current.discard(task)
 
     # ------------------------------------------------------------------------------------ run
 
@@ -208,6 +239,7 @@ class SweepRunner:
                 "plan": [c.as_dict() for c in self.plan],
                 **facts,
                 "engine_version": engine_version,
+                **self._fleet_meta(),
                 "readiness_poll_interval_s": ReadinessProbe().interval_s,
                 "cold_start": "measured once per container (resource config and repetition); the container "
                 "is reused across that config's input sizes and load levels",
@@ -240,7 +272,9 @@ class SweepRunner:
             from tui_profiler.load.template import template_for
 
             self._template = template_for(self.preset)  # the preset's [request], or our own server's
-            for _, group in itertools.groupby(todo, key=lambda c: c.group):
+            if self._hosts:
+                n_failed += await self._run_fleet(todo)
+            for _, group in itertools.groupby([] if self._hosts else todo, key=lambda c: c.group):
                 if self._stop_requested:
                     break
                 n_failed += await self._run_group(list(group))
@@ -299,6 +333,17 @@ class SweepRunner:
             )
 
     async def _choose_runtime(self) -> None:
+        if self.fleet is not None and not self.url and self._runtime_arg is None:
+            from tui_profiler.sweep.schedule import open_hosts
+
+            self._hosts = await open_hosts(self.fleet, self.preset, self._log)
+            self.runtime = self._hosts[0].runtime
+            names = ", ".join(f"{h.name} ({h.config.url})" for h in self._hosts)
+            self.runtime_reason = (
+                f"docker: a fleet of {len(self._hosts)} engine(s): {names}; each runs one resource "
+                "configuration at a time, measured next to its target"
+            )
+            return
         if self.url:
             self.runtime, self.runtime_reason = None, f"--url {self.url}: a running server, no container"
             return
@@ -313,11 +358,14 @@ class SweepRunner:
     async def _remove_leftovers(self, session_id: str) -> None:
         """Remove whatever this session's label is still on: a target that could not be stopped while the
         engine was unreachable (it may be back by now)."""
-        if self.runtime is None:
-            return
+        runtimes: list[Runtime] = [h.runtime for h in self._hosts] or ([self.runtime] if self.runtime else [])
+        await asyncio.gather(*(self._remove_leftovers_on(r, session_id) for r in runtimes))
+
+    async def _remove_leftovers_on(self, runtime: Runtime, session_id: str) -> None:
+        n = 0
         for attempt in range(5):  # an engine restart takes seconds: give it ~10 s to come back
             try:
-                n = await self.runtime.cleanup_session(session_id)
+                n = await runtime.cleanup_session(session_id)
                 break
             except Exception as exc:
                 if attempt == 4 or self._stop_requested:
@@ -332,10 +380,13 @@ class SweepRunner:
             self._log("warning", f"removed {n} target(s) of this session that could not be stopped earlier")
 
     async def _clean_orphans(self) -> None:
-        if self.runtime is None:
-            return
+        runtimes: list[Runtime] = [h.runtime for h in self._hosts] or ([self.runtime] if self.runtime else [])
+        for runtime in runtimes:
+            await self._clean_orphans_on(runtime)
+
+    async def _clean_orphans_on(self, runtime: Runtime) -> None:
         try:
-            removed = await self.runtime.remove_orphans()
+            removed = await runtime.remove_orphans()
         except Exception as exc:
             self._log("warning", f"could not look for targets left by a killed run: {exc}")
             return
@@ -345,6 +396,9 @@ class SweepRunner:
             )
 
     def _emit_safe(self, event: Event) -> None:
+        on_host = _ON_HOST.get()
+        if on_host is not None and not event.host:
+            event = replace(event, host=on_host.name)
         try:
             self._emit(event)
         except Exception as exc:  # a consumer's bug must not lose measurements
@@ -359,6 +413,10 @@ class SweepRunner:
     async def _resolve_image(self) -> str:
         """The docker runtime's image, resolved (or built) once per session; a failure is kept and fails
         every later group the same way."""
+        async with self._image_lock:  # fleet workers ask at once: one build
+            return await self._resolve_image_once()
+
+    async def _resolve_image_once(self) -> str:
         if self._image is not None:
             return self._image
         if self._image_error is not None:
@@ -434,17 +492,227 @@ class SweepRunner:
                 await asyncio.shield(self._stop_target(target))
         return failed
 
+    async def run_unit(self, cells: list[Cell], emit: Emit, store: SessionStore) -> int:
+        """Run one container group's cells against this runner's runtime, writing to `store`: the measuring
+        side of a fleet unit (`tui_profiler.sweep.measure`). Returns the number of failed cells."""
+        self._emit = emit
+        self.store = store
+        await self._choose_runtime()
+        from tui_profiler.load.template import template_for
+
+        self._template = template_for(self.preset)
+        try:
+            return await self._run_group(cells)
+        except _Stopped:
+            return 0
+
+    # ------------------------------------------------------------------------------------ fleet
+
+    def _fleet_meta(self) -> dict[str, Any]:
+        if not self._hosts or self.fleet is None:
+            return {}
+        return {
+            "fleet": self.fleet.model_dump(),
+            "hosts": {h.name: h.facts for h in self._hosts},
+        }
+
+    async def _run_fleet(self, todo: list[Cell]) -> int:
+        """Spread the units (resource configurations) over the hosts, one unit per host at a time; a unit
+        whose host drops goes back in the queue for another host (`fleet.max_tries` in all)."""
+        assert self.fleet is not None
+        from tui_profiler.sweep.schedule import UnitQueue
+
+        queue = UnitQueue(
+            [list(g) for _, g in itertools.groupby(todo, key=lambda c: c.group)],
+            self.fleet.max_tries,
+            hosts=len(self._hosts),
+        )
+        failed = 0
+
+        async def worker(hs: HostSession) -> None:
+            nonlocal failed
+            _ON_HOST.set(OnHost(hs.name, hs.host_class, hs.runtime))
+            while not self._stop_requested:
+                unit = await queue.take(hs.name)
+                if unit is None:
+                    return
+                try:
+                    if hs.config.in_process:
+                        failed += await self._run_group(unit.cells)
+                    else:
+                        failed += await self._run_remote_group(hs, unit.cells)
+                except _Stopped:
+                    return
+                except HostLost as exc:
+                    failed += self._host_lost(hs, unit, exc, queue)
+                    return  # this host takes no more units
+                finally:
+                    queue.done()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for hs in self._hosts:
+                    group.create_task(worker(hs))
+        except* OSError as eg:  # the output disk: the session's end, as on one host
+            raise eg.exceptions[0] from None
+        for unit in queue.stranded():  # every host dropped
+            failed += self._fail_unit(unit.cells, f"no fleet host left to run it (tried on {unit.tried})")
+        return failed
+
+    def _host_lost(self, hs: HostSession, unit: Unit, exc: HostLost, queue: UnitQueue) -> int:
+        assert self.store is not None
+        left = [c for c in unit.cells if c.index not in self.store.finished_cells]
+        tries = unit.tries + 1
+        record = {
+            "host": hs.name,
+            "reason": exc.reason,
+            "cells": [c.index for c in left],
+            "try": tries,
+            "requeued": bool(left) and tries < queue.max_tries and queue.hosts_left > 1,
+        }
+        self.store.update_meta(host_drops=[*self.store.meta.get("host_drops", []), record])
+        queue.host_gone(hs.name)
+        if not left:
+            return 0
+        if record["requeued"]:
+            self._log(
+                "warning",
+                f"host {hs.name} dropped mid-unit ({exc.reason}); its {len(left)} unfinished cell(s) go "
+                f"to another host (try {tries + 1} of {queue.max_tries})",
+            )
+            queue.put_back(unit.retry(left, hs.name))
+            return 0
+        tried = ", ".join([*unit.tried, hs.name])
+        return self._fail_unit(left, f"host {hs.name} dropped mid-unit ({exc.reason}); tried on {tried}")
+
+    def _fail_unit(self, cells: list[Cell], reason: str) -> int:
+        for cell in cells:
+            self._emit_safe(CellStarted(cell.index, len(self.plan), cell.as_dict(), self._eta()))
+            self._finish_cell(
+                self._setting(cell, EnforcedCaps(), cell.group),
+                [],
+                status=CellStatus.FAILED,
+                reason=reason,
+                sampled=None,
+                cold=None,
+                fresh=False,
+                load_wall_s=None,
+            )
+        return len(cells)
+
+    async def _run_remote_group(self, hs: HostSession, cells: list[Cell]) -> int:
+        """One unit on a remote host: its cells run by the measuring container there; each cell's rows are
+        kept until the cell finishes, so a unit cut short (a dropped host, a stop) leaves only whole cells
+        in the session's CSVs and the rest in *.partial.csv."""
+        assert self.store is not None
+        store = self.store
+        from tui_profiler.fleet.remote import run_on_host
+        from tui_profiler.fleet.unit import EXIT_OK, EXIT_STOPPED, EXIT_TARGET_GONE, UnitDoc
+
+        failed = 0
+        pending: dict[int, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        container_idx = cells[0].group
+
+        def on_event(event: Event) -> None:
+            nonlocal failed
+            if isinstance(event, RequestDone):
+                pending.setdefault(event.cell_index, ([], []))[0].append(event.row)
+            elif isinstance(event, ResourceSample):
+                row = {**asdict(event), "container_idx": container_idx}
+                pending.setdefault(event.cell_index, ([], []))[1].append(row)
+            elif isinstance(event, CellFinished) and event.status != CellStatus.INTERRUPTED:
+                requests, samples = pending.pop(event.cell_index, ([], []))
+                for r in requests:
+                    store.write_request(r)
+                for r in samples:
+                    store.write_sample(r)
+                store.write_cell(event.summary)
+                failed += event.status != CellStatus.OK
+            elif isinstance(event, CellStarted):
+                event = replace(event, eta_s=self._eta())
+            self._emit_safe(event)
+
+        image = await self._resolve_image()  # built here once, then sent to each host that lacks it
+        left = list(cells)
+        try:
+            while left and not self._stop_requested:
+                t_unit = time.perf_counter()
+                spec = await asyncio.to_thread(
+                    targets.target_spec, self.preset, left[0], image=image, session_id=store.session_id
+                )
+                doc = UnitDoc(
+                    preset=self.preset.to_dict(),
+                    cells=[c.as_dict() for c in left],
+                    target={},
+                    session_id=store.session_id,
+                    host=hs.name,
+                    host_class=hs.host_class,
+                )
+                try:
+                    ran = await self._interruptible(run_on_host(hs, spec, doc, on_event))
+                except TargetFailed as exc:  # the target could not be created or started there
+                    self._emit_safe(
+                        CellStarted(left[0].index, len(self.plan), left[0].as_dict(), self._eta())
+                    )
+                    for cell in left:
+                        self._finish_cell(
+                            self._setting(cell, EnforcedCaps(), container_idx),
+                            [],
+                            status=exc.status,
+                            reason=exc.reason
+                            if cell is left[0]
+                            else f"{exc.reason} (see cell {left[0].index})",
+                            sampled=None,
+                            cold=ColdStart(phases=dict(exc.phases)),
+                            fresh=cell is left[0],
+                            load_wall_s=None,
+                        )
+                    return failed + len(left)
+                done_now = [c for c in left if c.index in store.finished_cells]
+                if done_now:
+                    per_cell = (time.perf_counter() - t_unit) / len(done_now)
+                    self._cell_walls.extend([per_cell] * len(done_now))
+                left = [c for c in left if c.index not in store.finished_cells]
+                if ran.exit_code == EXIT_TARGET_GONE:
+                    continue  # the target died: the rest of the unit gets a fresh one (its own cold start)
+                if ran.exit_code == EXIT_STOPPED or self._stop_requested:
+                    raise _Stopped()
+                if left:
+                    why = f"the measuring container on {hs.name} exited with code {ran.exit_code}"
+                    if ran.exit_code == EXIT_OK:
+                        why = f"the measuring container on {hs.name} ended without these cells"
+                    failed += self._fail_unit(left, f"{why}: {ran.stderr_tail or 'no error output'}")
+                break
+        finally:
+            self._keep_partial(pending)
+        return failed
+
+    def _keep_partial(self, pending: dict[int, tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> None:
+        """Rows of cells a remote unit did not finish: kept in *.partial.csv, as a resume keeps them."""
+        if self.store is not None and pending:
+            requests = [r for rows, _ in pending.values() for r in rows]
+            samples = [r for _, rows in pending.values() for r in rows]
+            self.store.write_partial(requests, samples)
+        pending.clear()
+
     def _eta(self) -> float | None:
         if not self._cell_walls or not self.store:
             return None
         remaining = sum(1 for c in self.plan if c.index not in self.store.finished_cells)
-        return remaining * (sum(self._cell_walls) / len(self._cell_walls))
+        parallel = max(1, len(self._hosts))  # a fleet runs that many units at once
+        return remaining * (sum(self._cell_walls) / len(self._cell_walls)) / parallel
+
+    def _runtime_here(self) -> Runtime | None:
+        """The runtime of the host this task runs cells on (a fleet worker's), else the session's."""
+        on_host = _ON_HOST.get()
+        return on_host.runtime if on_host is not None else self.runtime
 
     async def _stop_target(self, target: RunningTarget) -> dict[str, Any]:
-        if self.runtime is None:
+        runtime = self._runtime_here()
+        if runtime is None:
             return {}
         try:
-            return await self.runtime.stop(target)
+            return await runtime.stop(target)
         except Exception as exc:
             self._log("error", f"could not stop the target {target.ident[:12]}: {exc}")
             return {}
@@ -455,7 +723,8 @@ class SweepRunner:
             if not self.preset.target:
                 self._model_facts = await self._server_info(self.url)
             return RunningTarget(base_url=self.url, ident="url", enforced=EnforcedCaps()), ColdStart()
-        assert self.runtime is not None and self.store is not None
+        runtime = self._runtime_here()
+        assert runtime is not None and self.store is not None
         cold = ColdStart()
 
         async def on_phase(name: str, seconds: float | None, detail: str = "") -> None:
@@ -464,13 +733,13 @@ class SweepRunner:
             self._emit_safe(ColdStartPhase(cell.index, name, seconds, detail))
 
         # the process runtime runs the server from this installation: no image to build
-        image = await self._resolve_image() if self.runtime.name == "docker" else self.preset.image
+        image = await self._resolve_image() if runtime.name == "docker" else self.preset.image
         spec = await asyncio.to_thread(  # a `request` readiness probe renders the preset's request
             targets.target_spec, self.preset, cell, image=image, session_id=self.store.session_id
         )
         t0 = time.perf_counter()
         try:
-            target = await self._interruptible(self.runtime.start(spec, on_phase))
+            target = await self._interruptible(runtime.start(spec, on_phase))
         except TargetFailed as exc:
             exc.phases = cold.phases
             raise
@@ -532,6 +801,8 @@ class SweepRunner:
             enforced=enforced,
             container_idx=container_idx,
             payload_row=payload_row or {},
+            host=on_host.name if (on_host := _ON_HOST.get()) else self.host_name,
+            host_class=on_host.host_class if on_host else self.host_class,
         )
 
     def _pattern(self, cell: Cell) -> LoadPattern:

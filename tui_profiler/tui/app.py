@@ -47,10 +47,12 @@ class ProfilerApp(App[int]):
         start_live: bool = False,
         overrides: Iterable[str] = (),
         runtime: str | None = None,
+        fleet: Any = None,
         host_limits: Callable[[], Any] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
+        self.fleet = fleet  # a FleetConfig from `run --hosts` (None: the preset's [fleet], or this machine)
         self.output_dir = str(output_dir or "output")
         self.initial_preset = preset
         self.start_live = start_live
@@ -140,7 +142,9 @@ class ProfilerApp(App[int]):
         from tui_profiler.sweep import SweepRunner
 
         try:
-            runner = SweepRunner(preset, runtime=self.runtime_name, output_dir=self.output_dir, resume=resume)
+            runner = SweepRunner(
+                preset, runtime=self.runtime_name, output_dir=self.output_dir, resume=resume, fleet=self.fleet
+            )
         except (ValueError, OSError) as exc:  # e.g. a PresetError or an unwritable output folder
             self.notify(
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__, severity="error", timeout=15
@@ -224,6 +228,7 @@ def make_app(
     overrides: Iterable[str] = (),
     runtime: str | None = None,
     *,
+    fleet: Any = None,
     host_limits: Callable[[], Any] | None = None,
     clock: Callable[[], float] | None = None,
 ) -> ProfilerApp:
@@ -237,6 +242,7 @@ def make_app(
         start_live=start_live,
         overrides=overrides,
         runtime=runtime,
+        fleet=fleet,
         host_limits=host_limits,
         clock=clock,
     )

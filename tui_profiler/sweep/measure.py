@@ -1,0 +1,107 @@
+"""The measuring side of a fleet unit: `python -m tui_profiler.sweep.measure`, next to its target.
+
+On a fleet host the local profiler starts the target through that host's engine, then this module in a
+container of the measuring image, in the target's network namespace and with the host's cgroup tree
+mounted read-only. It reads its unit (the preset, the cells of one resource configuration, the target it
+adopts) from `TUI_PROFILER_UNIT`, runs those cells exactly as a one-host run does (`SweepRunner`, the
+`adopted` runtime), and writes every event as one JSON line on stdout; the local side decodes them,
+fills in the host, writes the session and drives the views. Exit codes: 0 the unit ran (cells may have
+failed: that is data), 3 the target died and the remaining cells need a fresh one, 2 a bad unit,
+130 stopped (SIGTERM).
+
+`--facts` prints this host's facts (`tui_profiler.host.host_facts()`) as one JSON object instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import TextIO
+
+from tui_profiler.events import Event, RequestDone, ResourceSample, event_to_json
+from tui_profiler.fleet.unit import (
+    EXIT_BAD_UNIT,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_TARGET_GONE,
+    UNIT_ENV,
+    UnitDoc,
+)
+from tui_profiler.plan import Cell
+
+# High-rate events are written in batches at most this old: the live view stays live, the pipe is not
+# written once per request.
+FLUSH_EVERY_S = 0.1
+
+
+class _LineWriter:
+    """Events to JSON lines on a text stream, flushed at once for rare events, in batches for frequent."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._last_flush = time.perf_counter()
+
+    def __call__(self, event: Event) -> None:
+        self.out.write(event_to_json(event) + "\n")
+        now = time.perf_counter()
+        if not isinstance(event, RequestDone | ResourceSample) or now - self._last_flush >= FLUSH_EVERY_S:
+            self.out.flush()
+            self._last_flush = now
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+async def run_unit(doc: UnitDoc, out: TextIO) -> int:
+    from tui_profiler.config import preset_from_dict
+    from tui_profiler.runtime.adopted import AdoptedRuntime, AdoptedTarget, TargetGone
+    from tui_profiler.session.store import SessionStore
+    from tui_profiler.sweep.runner import SweepRunner
+
+    preset = preset_from_dict(doc.preset, "<fleet unit>", check_host=False)
+    cells = [Cell(**c) for c in doc.cells]
+    runtime = AdoptedRuntime(AdoptedTarget.from_dict(doc.target))
+    # the unit's files are written as on a one-host run (same cost), in the container's tmpfs, and
+    # dropped with it: the local side writes the session from the events
+    scratch = tempfile.mkdtemp(prefix="unit-")
+    runner = SweepRunner(preset, runtime=runtime, output_dir=scratch)
+    runner.host_name, runner.host_class = doc.host, doc.host_class
+    store = SessionStore.create(scratch, preset.name, {"session_id": doc.session_id})
+    writer = _LineWriter(out)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, runner.request_stop)
+    try:
+        await runner.run_unit(cells, writer, store)
+    except TargetGone:
+        return EXIT_TARGET_GONE
+    finally:
+        writer.flush()
+        store.close()
+    return EXIT_STOPPED if runner.stop_requested else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--facts" in args:
+        from tui_profiler.host import host_facts
+
+        print(json.dumps(host_facts(), default=str), flush=True)
+        return EXIT_OK
+    text = os.environ.get(UNIT_ENV, "")
+    try:
+        doc = UnitDoc.from_json(text)
+    except (ValueError, TypeError) as exc:
+        print(f"tui-profiler measure: {UNIT_ENV}: not a unit ({exc})", file=sys.stderr)
+        return EXIT_BAD_UNIT
+    from tui_profiler.load.client import run  # uvloop when installed, as `tui-profiler run` does
+
+    return run(run_unit(doc, sys.stdout))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The fleet's schedule: units of work, the queue hosts take them from, and opening the hosts.
+
+A unit is one resource configuration (one container group: its target and its cells, see
+`tui_profiler.plan`). Each host takes one unit at a time, so units never share a host's cores. A unit
+whose host drops mid-way goes back to the front of the queue with its unfinished cells, for another host,
+at most `fleet.max_tries` times in all; the runner records each drop in meta.json (`host_drops`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui_profiler.config.files import check_host_caps
+from tui_profiler.config.model import FleetConfig, Preset
+from tui_profiler.events import Level
+from tui_profiler.fleet.remote import HostSession
+from tui_profiler.plan import Cell
+
+Log = Callable[[Level, str], None]
+
+
+@dataclass(slots=True)
+class Unit:
+    cells: list[Cell]
+    tries: int = 0  # how many hosts dropped it so far
+    tried: list[str] = field(default_factory=list)  # those hosts, in order
+
+    def retry(self, cells: list[Cell], lost_on: str) -> Unit:
+        return Unit(cells, self.tries + 1, [*self.tried, lost_on])
+
+
+class UnitQueue:
+    """The units still to run. `take` waits while the queue is empty but a unit is still running
+    somewhere (it may come back); it returns None once nothing is left to run or to come back."""
+
+    def __init__(self, units: list[list[Cell]], max_tries: int, hosts: int = 1) -> None:
+        self._units: deque[Unit] = deque(Unit(cells) for cells in units if cells)
+        self.max_tries = max_tries
+        self.hosts_left = hosts
+        self._busy = 0
+        self._changed = asyncio.Event()
+
+    async def take(self, host: str) -> Unit | None:
+        while True:
+            for unit in self._units:
+                if host not in unit.tried:
+                    self._units.remove(unit)
+                    self._busy += 1
+                    return unit
+            if self._busy == 0:
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+
+    def done(self) -> None:
+        self._busy -= 1
+        self._changed.set()
+
+    def put_back(self, unit: Unit) -> None:
+        self._units.appendleft(unit)
+        self._changed.set()
+
+    def host_gone(self, host: str) -> None:
+        self.hosts_left -= 1
+        self._changed.set()
+
+    def stranded(self) -> list[Unit]:
+        """The units no host is left to run."""
+        left = list(self._units)
+        self._units.clear()
+        return left
+
+
+async def open_hosts(fleet: FleetConfig, preset: Preset, log: Log) -> list[HostSession]:
+    """Reach every host, record its facts, refuse (naming the host) a cap it cannot give, and make the
+    measuring image ready for the remote ones. Raises ValueError with one line when a host is unreachable."""
+    from tui_profiler.fleet.hosts import probe_host, resolve_host
+    from tui_profiler.runtime.docker import DockerRuntime
+
+    resolved = [resolve_host(h) for h in fleet.hosts]
+    probes = await asyncio.gather(*(asyncio.to_thread(probe_host, h) for h in resolved))
+    source = str(preset.path or preset.name)
+    for host, probe in zip(resolved, probes, strict=True):
+        if not probe.reachable:
+            raise ValueError(f"--hosts: {host.name} ({host.config.url}): not reachable — {probe.reason}")
+        check_host_caps(preset, source, probe.limits(), where=f"fleet host {host.name} ({host.config.url})")
+    remote = [h for h in resolved if not h.config.in_process]
+    measure_image = ""
+    local_client: Any = None
+    if remote:
+        if preset.input.files or preset.input.folder:
+            raise ValueError(
+                "input.files / input.folder: the fleet's remote hosts cannot read this machine's input "
+                "files (not built yet): run this preset on one host, or on hosts with measure = 'in-process'"
+            )
+        from tui_profiler.fleet.image import ensure_measure_image
+        from tui_profiler.runtime.docker import docker_client
+
+        log("info", "fleet: making the measuring image ready (built once, then sent to each host)")
+        measure_image = await asyncio.to_thread(ensure_measure_image, lambda line: log("debug", line))
+        local_client = await asyncio.to_thread(docker_client)
+    sessions: list[HostSession] = []
+    for host, probe in zip(resolved, probes, strict=True):
+        client = await asyncio.to_thread(host.client)
+        hs = HostSession(
+            name=host.name,
+            config=host.config,
+            client=client,
+            runtime=DockerRuntime(client, cpuset=host.config.cpuset, label=host.name),
+            measure_image=measure_image,
+            facts=probe.as_facts(),
+        )
+        if not host.config.in_process:
+            hs.send = _sender(local_client, client, fleet.registry)
+            placed = await hs.ensure_image(measure_image)
+            if placed.seconds is not None:
+                log(
+                    "info",
+                    f"fleet: sent the measuring image to {hs.name}: {placed.nbytes} bytes in "
+                    f"{placed.seconds:.1f} s ({placed.how})",
+                )
+            hs.facts["measuring_image_sent"] = {"seconds": placed.seconds, "bytes": placed.nbytes}
+            hs.facts["machine"] = await _machine_facts(hs)
+        else:
+            from tui_profiler.host import host_facts
+
+            hs.facts["machine"] = await asyncio.to_thread(host_facts)
+        sessions.append(hs)
+    return sessions
+
+
+def _sender(source: Any, target: Any, registry: str) -> Callable[[str], Any]:
+    from tui_profiler.fleet.transfer import send_image
+
+    def send(ref: str) -> Any:
+        return send_image(source, target, ref, registry=registry)
+
+    return send
+
+
+async def _machine_facts(hs: HostSession) -> dict[str, Any]:
+    """The host's own facts (CPU model, cores, memory, cgroup version), read by the measuring image on
+    it: no agent, one short container."""
+    from tui_profiler.runtime.docker import NOBODY
+
+    def run() -> dict[str, Any]:
+        out = hs.client.containers.run(
+            hs.measure_image,
+            ["--facts"],
+            remove=True,
+            network_mode="none",
+            user=NOBODY,
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            labels={"tui-profiler.role": "facts"},
+        )
+        data = json.loads(out.decode() if isinstance(out, bytes) else str(out))
+        return data if isinstance(data, dict) else {}
+
+    with contextlib.suppress(Exception):
+        return await asyncio.to_thread(run)
+    return {"note": "not available (the measuring image could not report them)"}
