@@ -83,7 +83,8 @@ dockerd_up() {
   rm -f "/run/tpf-e$i.pid" "/run/tpf-e$i.sock"
   mkdir -p "$ROOT/e$i"
   # --tls=false: said outright, or dockerd sleeps 15 s to warn about a plain tcp:// socket (reached only
-  # from this machine, through the veth). setsid: the engine outlives this script and the test run that called it, until `down`.
+  # from this machine, through the veth). setsid: the engine outlives this script and the test run that
+  # called it, until `down`.
   setsid nsenter --net="/run/netns/tpf-e$i" dockerd \
     --data-root "$ROOT/e$i" --exec-root "/run/tpf-e$i" --pidfile "/run/tpf-e$i.pid" \
     -H "unix:///run/tpf-e$i.sock" -H "tcp://10.213.$i.2:2375" --tls=false \
