@@ -84,3 +84,8 @@ def _no_leftover_test_containers() -> Iterator[None]:
         c.remove(force=True)
     client.close()
     assert not left, f"containers left behind by tests: {[c.name for c in left]}"
+
+
+# The extra engines of the fleet tests (network namespaces, dockerd, sshd): fixtures `fleet_engines`,
+# `fleet_home`, `fleet_ssh_home`.
+from tests.fleet_engines import fleet_engines, fleet_home, fleet_ssh_home  # noqa: E402, F401

@@ -4,12 +4,16 @@ Checks the Docker engine (reachable, version, cgroup driver and version, which c
 enforce), the process runtime (whether it can make cgroups here), GPUs through NVML ('not available' and
 why), free disk for the output folder and the engine's data root, and the base and server images.
 Exits 0 when at least one runtime is usable.
+
+`doctor --hosts URL,...` (or a fleet TOML file) checks the hosts of a fleet instead: per host, whether its
+engine answers (and which), the caps it enforces and what it lacks; exits 1 when a host is unreachable.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,13 @@ Row = tuple[str, str, str]  # (check, status: ok|warn|fail|info, detail)
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check the engine, cgroups, caps, GPUs and disk; exit 0 when usable")
     p.add_argument("--output", default="output", help="the session folder root to check for free disk")
+    p.add_argument(
+        "--hosts",
+        default=None,
+        metavar="URL,...",
+        help="check these fleet hosts instead (engine URLs or docker context names, or a fleet TOML file); "
+        "exit 1 when one is unreachable",
+    )
     p.set_defaults(func=_run)
 
 
@@ -137,10 +148,65 @@ def collect(output_dir: str = "output") -> tuple[list[Row], bool]:
     return rows, usable
 
 
+def host_blocks(hosts_arg: str) -> tuple[list[str], bool]:
+    """`doctor --hosts`: one block of lines per host (probed at once, each in a thread), and whether every
+    host answered. Raises PresetError for a bad --hosts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tui_profiler.fleet.hosts import parse_hosts, probe_host, resolve_host
+
+    fleet = parse_hosts(hosts_arg)
+    hosts = [resolve_host(h) for h in fleet.hosts]
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        probes = list(pool.map(probe_host, hosts))
+    lines: list[str] = []
+    for probe in probes:
+        host = probe.host
+        via = f" (context {host.context})" if host.context else ""
+        lines.append(f"host {host.name}: {host.engine_url}{via}")
+        if not probe.reachable:
+            lines.append(f"  reachable: no — {probe.reason}")
+            lines.append("")
+            continue
+        limits = probe.limits()
+        lines.append(
+            f"  reachable: yes — Docker engine {probe.engine_version} (API {probe.api_version}), "
+            f"{probe.os}, kernel {probe.kernel}, {probe.arch}"
+        )
+        lines.append(
+            f"  gives: {limits.cpus:g} cores"
+            + (f" (cpuset {host.config.cpuset} of {probe.ncpu})" if host.config.cpuset else "")
+            + f", {limits.memory_gb:g} GiB, {limits.gpus} GPU(s): {limits.gpu_reason}; "
+            f"cgroup v{probe.cgroup_version or '?'} ({probe.cgroup_driver or '?'})"
+        )
+        lines.append(f"  enforces: {', '.join(probe.enforces()) or 'nothing'}")
+        lines.append(f"  lacks: {'; '.join(probe.lacks()) or 'nothing'}")
+        lines.append("")
+    return lines, all(p.reachable for p in probes)
+
+
+def _run_hosts(hosts_arg: str) -> int:
+    from tui_profiler.config import PresetError
+
+    try:
+        lines, all_reachable = host_blocks(hosts_arg)
+    except PresetError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print("\n".join(lines).rstrip())
+    if not all_reachable:
+        print("hosts: not every host is reachable")
+        return 1
+    print("hosts: all reachable")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    if getattr(args, "hosts", None):
+        return _run_hosts(args.hosts)
     rows, usable = collect(getattr(args, "output", None) or "output")
     table = Table(title="tui-profiler doctor", show_lines=False)
     table.add_column("check")
