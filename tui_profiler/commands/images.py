@@ -1,4 +1,4 @@
-"""`tui-profiler images build [--rebuild]` and `tui-profiler images list`."""
+"""`tui-profiler images build [--rebuild] [--measure]` and `tui-profiler images list`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     isub = p.add_subparsers(dest="images_command", metavar="ACTION")
     b = isub.add_parser("build", help="build the server image (from the layer cache when possible)")
     b.add_argument("--rebuild", action="store_true", help="build even when the image is up to date")
+    b.add_argument(
+        "--measure",
+        action="store_true",
+        help="build the measuring image (tui-profiler without model or UI, run next to targets on other hosts)",
+    )
     b.add_argument(
         "--pretrained",
         default="",
@@ -37,8 +42,19 @@ def _build(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(f"[images {time.perf_counter() - start:6.1f}s] {line}", flush=True)
 
+    if args.measure and args.pretrained:
+        print(
+            "tui-profiler images build: error: --pretrained: the measuring image holds no model",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        tag = ensure_server_image(progress=progress, rebuild=args.rebuild, pretrained=args.pretrained)
+        if args.measure:
+            from tui_profiler.fleet.image import ensure_measure_image
+
+            tag = ensure_measure_image(progress=progress, rebuild=args.rebuild)
+        else:
+            tag = ensure_server_image(progress=progress, rebuild=args.rebuild, pretrained=args.pretrained)
     except ImageBuildError as exc:
         print(f"tui-profiler images build: error: {exc}", file=sys.stderr)
         return 1
