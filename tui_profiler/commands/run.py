@@ -159,7 +159,9 @@ def _fleet(args: argparse.Namespace) -> Any:
     if args.hosts and args.url:
         raise ValueError("--hosts and --url: a running server is profiled from here, on no fleet")
     if args.hosts and args.runtime == "process":
-        raise ValueError("--hosts and --runtime process: a fleet's hosts run containers through their engines")
+        raise ValueError(
+            "--hosts and --runtime process: a fleet's hosts run containers through their engines"
+        )
     if args.hosts:
         from tui_profiler.fleet.hosts import parse_hosts
 

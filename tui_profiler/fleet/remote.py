@@ -21,6 +21,7 @@ from typing import Any
 
 from tui_profiler.config.model import HostConfig
 from tui_profiler.events import Event, EventDecodeError, LogMessage, event_from_json
+from tui_profiler.fleet.transfer import ImageSent
 from tui_profiler.fleet.unit import UNIT_ENV, UnitDoc
 from tui_profiler.runtime.adopted import HOST_CGROUP_MOUNT, AdoptedTarget
 from tui_profiler.runtime.base import SESSION_LABEL, TargetFailed, TargetSpec
@@ -42,15 +43,6 @@ class HostLost(Exception):
         self.reason = reason
 
 
-@dataclass(slots=True)
-class ImageOnHost:
-    """How an image got to a host: sent now (seconds, bytes, how) or already there (seconds None)."""
-
-    seconds: float | None
-    nbytes: int | None
-    how: str
-
-
 @dataclass
 class HostSession:
     """One fleet host for the length of a session: its engine client, its runtime (its cpuset), the
@@ -62,21 +54,21 @@ class HostSession:
     runtime: DockerRuntime
     measure_image: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
-    send: Callable[[str], ImageOnHost] | None = None  # blocking: bring an image the host lacks
-    _sent: dict[str, ImageOnHost] = field(default_factory=dict)
+    send: Callable[[str], ImageSent] | None = None  # blocking: bring an image the host lacks
+    _sent: dict[str, ImageSent] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def host_class(self) -> str:
         return self.config.host_class
 
-    async def ensure_image(self, ref: str) -> ImageOnHost:
+    async def ensure_image(self, ref: str) -> ImageSent:
         """The image on this host: sent once (timed), 'present' afterwards."""
         async with self._lock:
             if ref in self._sent:
-                return ImageOnHost(None, None, "present")
+                return ImageSent(None, None, "present")
             if self.send is None:
-                placed = ImageOnHost(None, None, "present")
+                placed = ImageSent(None, None, "present")
             else:
                 placed = await asyncio.to_thread(self.send, ref)
             self._sent[ref] = placed
@@ -152,7 +144,7 @@ async def run_on_host(
         await asyncio.shield(_remove_both(hs, measurer, launched))
 
 
-async def _ensure_images(hs: HostSession, image: str) -> ImageOnHost:
+async def _ensure_images(hs: HostSession, image: str) -> ImageSent:
     try:
         await hs.ensure_image(hs.measure_image)
         return await hs.ensure_image(image)

@@ -20,6 +20,7 @@ from tui_profiler.config.files import check_host_caps
 from tui_profiler.config.model import FleetConfig, Preset
 from tui_profiler.events import Level
 from tui_profiler.fleet.remote import HostSession
+from tui_profiler.fleet.transfer import ImageSent, send_image
 from tui_profiler.plan import Cell
 
 Log = Callable[[Level, str], None]
@@ -103,7 +104,12 @@ async def open_hosts(fleet: FleetConfig, preset: Preset, log: Log) -> list[HostS
         from tui_profiler.runtime.docker import docker_client
 
         log("info", "fleet: making the measuring image ready (built once, then sent to each host)")
-        measure_image = await asyncio.to_thread(ensure_measure_image, lambda line: log("debug", line))
+
+        def build_step(line: str) -> None:  # the build's own steps only, not every line it prints
+            if line.startswith(("Step ", "built ")):
+                log("debug", line)
+
+        measure_image = await asyncio.to_thread(ensure_measure_image, build_step)
         local_client = await asyncio.to_thread(docker_client)
     sessions: list[HostSession] = []
     for host, probe in zip(resolved, probes, strict=True):
@@ -135,10 +141,8 @@ async def open_hosts(fleet: FleetConfig, preset: Preset, log: Log) -> list[HostS
     return sessions
 
 
-def _sender(source: Any, target: Any, registry: str) -> Callable[[str], Any]:
-    from tui_profiler.fleet.transfer import send_image
-
-    def send(ref: str) -> Any:
+def _sender(source: Any, target: Any, registry: str) -> Callable[[str], ImageSent]:
+    def send(ref: str) -> ImageSent:
         return send_image(source, target, ref, registry=registry)
 
     return send
@@ -162,7 +166,12 @@ async def _machine_facts(hs: HostSession) -> dict[str, Any]:
             labels={"tui-profiler.role": "facts"},
         )
         data = json.loads(out.decode() if isinstance(out, bytes) else str(out))
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        machine = data.get("host")
+        if isinstance(machine, dict):  # a container's hostname is its id: the engine knows the host's
+            machine["hostname"] = hs.client.info().get("Name") or None
+        return data
 
     with contextlib.suppress(Exception):
         return await asyncio.to_thread(run)

@@ -1,0 +1,300 @@
+"""The fleet on real engines: extra Docker engines on this machine, each in a network namespace of its own
+with its own data root and socket (scripts/engines.sh), reached over tcp:// and over ssh:// with a key the
+script made. A sweep is spread over them by `tui-profiler run --hosts`, measured next to each target by the
+measuring container; the assertions read the session's CSVs, its meta.json and the engines themselves.
+
+The target is a stdlib server (tests/foreign/lazy_model) whose "model load" is CPU work (chained SHA-256
+rounds), so a unit's cost is bound by the cores its host confines it to."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RUN_TAG
+from tests.fleet_engines import FleetEngine
+
+REPO = Path(__file__).resolve().parent.parent
+LAZY = REPO / "tests" / "foreign" / "lazy_model"
+LAZY_TAG = "tui-profiler-test-lazy:fleet"
+SESSION_LABEL = "tui-profiler.session"
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def lazy_image(docker_client) -> str:  # type: ignore[no-untyped-def]
+    docker_client.images.build(
+        path=str(LAZY),
+        tag=LAZY_TAG,
+        buildargs={"BASE_IMAGE": "tui-profiler-base:bookworm"},
+        labels={"tui-profiler.image": "test-lazy"},
+        pull=False,
+        rm=True,
+        forcerm=True,
+    )
+    return LAZY_TAG
+
+
+def preset(tmp_path: Path, *, rounds: int, cpus: str, memory: str, requests: int) -> Path:
+    path = tmp_path / "fleet.toml"
+    path.write_text(
+        f"""
+name = "fleet-{RUN_TAG}"
+description = "test: a stdlib server whose model load is CPU work, on the fleet's engines"
+[target]
+image = "{LAZY_TAG}"
+port = 8080
+env = {{ LOAD_ROUNDS = "{rounds}" }}
+readiness = {{ kind = "http", path = "/health", json_field = "model_state", json_value = "READY", timeout_s = 180 }}
+[input]
+kind = "tensor"
+base_size = [8, 8]
+scales = [1.0]
+[request]
+check = {{ json_field = "predictions" }}
+[resources]
+cpus = {cpus}
+memory_gb = {memory}
+cpuset = true
+[load]
+concurrency = [1]
+requests = {requests}
+warmup = 2
+"""
+    )
+    return path
+
+
+def hosts_file(tmp_path: Path, hosts: list[dict[str, str]]) -> Path:
+    path = tmp_path / "hosts.toml"
+    path.write_text(
+        "".join("[[hosts]]\n" + "".join(f'{k} = "{v}"\n' for k, v in h.items()) + "\n" for h in hosts)
+    )
+    return path
+
+
+def cli(*args: str, home: Path) -> list[str]:
+    return [sys.executable, "-m", "tui_profiler", "run", *args, "--headless"]
+
+
+def env_for(home: Path) -> dict[str, str]:
+    return {**os.environ, "HOME": str(home), "COLUMNS": "160"}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def session_of(out: Path) -> Path:
+    (session,) = list(out.iterdir())
+    return session
+
+
+def labelled(engine: FleetEngine, session: Path) -> list[Any]:
+    session_id = json.loads((session / "meta.json").read_text())["session_id"]
+    client = engine.client(engine.unix_url)
+    try:
+        return list(client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={session_id}"}))
+    finally:
+        client.close()
+
+
+def running_measurers(engine: FleetEngine, min_age_s: float) -> int:
+    client = engine.client(engine.unix_url)
+    try:
+        found = client.containers.list(filters={"label": "tui-profiler.role=measure"})
+        n = 0
+        for c in found:
+            started = c.attrs["State"]["StartedAt"][:26].rstrip("Z")
+            from datetime import UTC, datetime
+
+            age = time.time() - datetime.fromisoformat(started).replace(tzinfo=UTC).timestamp()
+            n += age >= min_age_s
+        return n
+    finally:
+        client.close()
+
+
+def remove_images(engine: FleetEngine, *prefixes: str) -> None:
+    client = engine.client(engine.unix_url)
+    try:
+        for image in client.images.list():
+            if any(t.startswith(prefixes) for t in image.tags):
+                client.images.remove(image.id, force=True)
+    finally:
+        client.close()
+
+
+def test_a_sweep_spread_over_two_engines_lands_in_one_session(
+    fleet_engines: list[FleetEngine], fleet_home: Path, lazy_image: str, tmp_path: Path
+) -> None:
+    e1, e2 = fleet_engines[0], fleet_engines[1]
+    assert e2.ssh_url
+    remove_images(e2, LAZY_TAG, "tui-profiler-measure:")  # e2 lacks both images: they are sent to it
+    hosts = hosts_file(
+        tmp_path,
+        [
+            {"url": e1.tcp_url, "name": "e1", "host_class": "class-a", "cpuset": "0"},
+            {"url": e2.ssh_url, "name": "e2", "host_class": "class-b", "cpuset": "1"},
+        ],
+    )
+    out = tmp_path / "out"
+    spec = preset(tmp_path, rounds=200_000, cpus="[0.5, 1]", memory="[0.5, 1]", requests=10)
+    proc = subprocess.run(
+        cli(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home),
+        cwd=REPO,
+        env=env_for(fleet_home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    session = session_of(out)
+    cells = read_csv(session / "cells.csv")
+    assert sorted(int(c["cell_index"]) for c in cells) == [0, 1, 2, 3]  # every cell exactly once
+    assert all(c["status"] == "ok" for c in cells), [c["reason"] for c in cells]
+    by_host = {c["host"] for c in cells}
+    assert by_host == {"e1", "e2"}  # both took a unit at once
+    for c in cells:
+        assert c["host_class"] == {"e1": "class-a", "e2": "class-b"}[c["host"]]
+        # read from the target's cgroup through the measuring container's mount: the host's own cores
+        assert c["cpuset"] == {"e1": "0", "e2": "1"}[c["host"]]
+        assert c["cpus_enforced"] == "1" and c["mem_enforced"] == "1"
+        assert c["sample_source"].startswith("cgroup")  # sampled next to the target, not via the engine
+    requests = read_csv(session / "requests.csv")
+    per_cell = {c["cell_index"]: c["host"] for c in cells}
+    assert len(requests) == 4 * (10 + 2)
+    assert all(r["host"] == per_cell[r["cell_index"]] for r in requests)
+    # the image e2 lacked was sent to it, timed and counted, and paid by its first cold start
+    sent = [c for c in cells if c["host"] == "e2" and c["image_pull_detail"].startswith("sent")]
+    assert len(sent) == 1 and int(sent[0]["image_pull_bytes"]) > 100 * 2**20
+    assert float(sent[0]["image_pull_s"]) > 0
+    meta = json.loads((session / "meta.json").read_text())
+    assert set(meta["hosts"]) == {"e1", "e2"}
+    for name in ("e1", "e2"):
+        facts = meta["hosts"][name]
+        assert facts["engine_version"] and facts["cgroup_version"]
+        assert facts["machine"]["host"]["cpu_count"] == os.cpu_count()
+    assert meta["hosts"]["e2"]["measuring_image_sent"]["bytes"] > 100 * 2**20
+    for engine in (e1, e2):
+        assert not labelled(engine, session), f"left behind on {engine.name}"
+
+
+def test_sigint_removes_every_hosts_containers_and_resume_finishes(
+    fleet_engines: list[FleetEngine], fleet_home: Path, lazy_image: str, tmp_path: Path
+) -> None:
+    e1, e2 = fleet_engines[0], fleet_engines[1]
+    hosts = hosts_file(
+        tmp_path,
+        [{"url": e1.tcp_url, "name": "e1", "cpuset": "0"}, {"url": e2.tcp_url, "name": "e2", "cpuset": "1"}],
+    )
+    out = tmp_path / "out"
+    spec = preset(tmp_path, rounds=200_000, cpus="[0.5, 1]", memory="[0.5, 1]", requests=150)
+    proc = subprocess.Popen(
+        cli(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home),
+        cwd=REPO,
+        env=env_for(fleet_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not (running_measurers(e1, 1.0) and running_measurers(e2, 1.0)):
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "no unit ran on both hosts"
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output[-3000:]
+    session = session_of(out)
+    for engine in (e1, e2):
+        assert not labelled(engine, session), f"left behind on {engine.name}"
+    assert len(read_csv(session / "cells.csv")) < 4  # it was cut short
+
+    proc2 = subprocess.run(
+        cli("--resume", str(session), home=fleet_home),  # the hosts come from the session's meta.json
+        cwd=REPO,
+        env=env_for(fleet_home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc2.returncode == 0, proc2.stdout[-3000:] + proc2.stderr[-3000:]
+    cells = read_csv(session / "cells.csv")
+    assert sorted(int(c["cell_index"]) for c in cells) == [0, 1, 2, 3]
+    assert {c["host"] for c in cells} <= {"e1", "e2"}
+    finished = {c["cell_index"] for c in cells}
+    assert {r["cell_index"] for r in read_csv(session / "requests.csv")} == finished
+    for engine in (e1, e2):
+        assert not labelled(engine, session)
+
+
+def test_an_engine_stopped_mid_unit_has_its_unit_requeued(
+    fleet_engines: list[FleetEngine], fleet_home: Path, lazy_image: str, tmp_path: Path
+) -> None:
+    e1, e3 = fleet_engines[0], fleet_engines[2]
+    hosts = hosts_file(
+        tmp_path,
+        [{"url": e1.tcp_url, "name": "e1", "cpuset": "0"}, {"url": e3.tcp_url, "name": "e3", "cpuset": "1"}],
+    )
+    out = tmp_path / "out"
+    spec = preset(tmp_path, rounds=200_000, cpus="[1]", memory="[0.5, 1]", requests=150)
+    proc = subprocess.Popen(
+        cli(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home),
+        cwd=REPO,
+        env=env_for(fleet_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not running_measurers(e3, 1.5):
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "no unit ran on e3"
+            time.sleep(0.3)
+        os.kill(int(e3.pidfile.read_text()), signal.SIGKILL)  # the engine is gone mid-unit
+        output, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["bash", str(REPO / "scripts" / "engines.sh"), "up", "3"], check=True, timeout=240)
+    assert proc.returncode == 0, output[-3000:]
+    session = session_of(out)
+    cells = read_csv(session / "cells.csv")
+    assert sorted(int(c["cell_index"]) for c in cells) == [0, 1]  # every cell exactly once
+    assert all(c["status"] == "ok" and c["host"] == "e1" for c in cells)  # the dropped unit ran on e1
+    meta = json.loads((session / "meta.json").read_text())
+    (drop,) = meta["host_drops"]
+    assert drop["host"] == "e3" and drop["requeued"] is True and drop["try"] == 1
+    assert "e3" in output and "another host" in output
+    assert not {r["host"] for r in read_csv(session / "requests.csv")} - {"e1"}  # no half cell from e3
+    # e3's engine is back: what the dropped unit left there is an orphan of a finished run, removed
+    import asyncio
+
+    from tui_profiler.runtime.docker import DockerRuntime
+
+    client = e3.client(e3.unix_url)
+    try:
+        asyncio.run(DockerRuntime(client).remove_orphans())
+    finally:
+        client.close()
+    for engine in (e1, e3):
+        assert not labelled(engine, session)
