@@ -82,11 +82,15 @@ dockerd_up() {
   alive "/run/tpf-e$i.pid" && die "tpf-e$i: dockerd $(cat "/run/tpf-e$i.pid") runs but does not answer; run down first"
   rm -f "/run/tpf-e$i.pid" "/run/tpf-e$i.sock"
   mkdir -p "$ROOT/e$i"
+  # Its own daemon.json, not /etc/docker's (the main engine's). The engine ID still comes from
+  # /etc/docker/key.json, the same for every engine here: tell them apart by DockerRootDir.
+  [ -s "$ROOT/e$i.daemon.json" ] || printf '{}\n' >"$ROOT/e$i.daemon.json"
   # --tls=false: said outright, or dockerd sleeps 15 s to warn about a plain tcp:// socket (reached only
   # from this machine, through the veth). setsid: the engine outlives this script and the test run that
   # called it, until `down`.
   setsid nsenter --net="/run/netns/tpf-e$i" dockerd \
     --data-root "$ROOT/e$i" --exec-root "/run/tpf-e$i" --pidfile "/run/tpf-e$i.pid" \
+    --config-file "$ROOT/e$i.daemon.json" \
     -H "unix:///run/tpf-e$i.sock" -H "tcp://10.213.$i.2:2375" --tls=false \
     --bridge=none --iptables=false --ip-masq=false --storage-driver=overlay2 \
     >>"/var/log/tpf-e$i.log" 2>&1 </dev/null &

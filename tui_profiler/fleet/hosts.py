@@ -134,11 +134,11 @@ def parse_hosts(arg: str) -> FleetConfig:
         fleet = FleetConfig.model_validate(table)
     except ValidationError as exc:
         raise PresetError.from_validation(exc, source, table, FleetConfig, prefix) from None
-    for i, host in enumerate(fleet.hosts):
+    for host in fleet.hosts:
         try:
             resolve_host(host)
         except PresetError as exc:
-            where = ".".join((*prefix, f"hosts[{i}]", "url"))
+            where = ".".join((*prefix, "hosts", "url"))
             raise PresetError(source, where, host.url, exc.allowed) from None
     return fleet
 
@@ -162,6 +162,8 @@ class HostProbe:
     host: FleetHost
     reachable: bool
     reason: str = ""  # why not reachable
+    engine_id: str | None = None  # the engine's ID (engines sharing /etc/docker share it)
+    data_root: str | None = None  # DockerRootDir: tells two engines on one machine apart
     engine_version: str | None = None
     api_version: str | None = None
     os: str | None = None
@@ -236,6 +238,8 @@ class HostProbe:
             "cpuset": cfg.cpuset or None,
             "reachable": self.reachable,
             "reason": self.reason or None,
+            "engine_id": self.engine_id,
+            "data_root": self.data_root,
             "engine_version": self.engine_version,
             "api_version": self.api_version,
             "os": self.os,
@@ -298,6 +302,8 @@ def probe_host(host: FleetHost, timeout: int = 20) -> HostProbe:
     return HostProbe(
         host=host,
         reachable=True,
+        engine_id=info.get("ID"),
+        data_root=info.get("DockerRootDir"),
         engine_version=version.get("Version"),
         api_version=version.get("ApiVersion"),
         os=info.get("OperatingSystem"),
