@@ -142,13 +142,13 @@ def test_a_sweep_spread_over_two_engines_lands_in_one_session(
     fleet_engines: list[FleetEngine], fleet_home: Path, lazy_image: str, tmp_path: Path
 ) -> None:
     e1, e2 = fleet_engines[0], fleet_engines[1]
-    assert e2.ssh_url
+    assert e1.ssh_url
     remove_images(e2, LAZY_TAG, "tui-profiler-measure:")  # e2 lacks both images: they are sent to it
     hosts = hosts_file(
         tmp_path,
         [
-            {"url": e1.tcp_url, "name": "e1", "host_class": "class-a", "cpuset": "0"},
-            {"url": e2.ssh_url, "name": "e2", "host_class": "class-b", "cpuset": "1"},
+            {"url": e1.ssh_url, "name": "e1", "host_class": "class-a", "cpuset": "0"},  # over SSH
+            {"url": e2.tcp_url, "name": "e2", "host_class": "class-b", "cpuset": "1"},
         ],
     )
     out = tmp_path / "out"

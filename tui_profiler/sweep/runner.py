@@ -338,6 +338,7 @@ class SweepRunner:
 
             self._hosts = await open_hosts(self.fleet, self.preset, self._log)
             self.runtime = self._hosts[0].runtime
+            self.host_name = ""  # a cell that no host ran (every host dropped) names none
             names = ", ".join(f"{h.name} ({h.config.url})" for h in self._hosts)
             self.runtime_reason = (
                 f"docker: a fleet of {len(self._hosts)} engine(s): {names}; each runs one resource "
@@ -555,8 +556,10 @@ class SweepRunner:
                     group.create_task(worker(hs))
         except* OSError as eg:  # the output disk: the session's end, as on one host
             raise eg.exceptions[0] from None
-        for unit in queue.stranded():  # every host dropped
-            failed += self._fail_unit(unit.cells, f"no fleet host left to run it (tried on {unit.tried})")
+        if not self._stop_requested:  # every host dropped (a stop leaves them for a resume instead)
+            for unit in queue.stranded():
+                tried = ", ".join(unit.tried) or "none"
+                failed += self._fail_unit(unit.cells, f"no fleet host left to run it (dropped by: {tried})")
         return failed
 
     def _host_lost(self, hs: HostSession, unit: Unit, exc: HostLost, queue: UnitQueue) -> int:

@@ -113,7 +113,14 @@ async def open_hosts(fleet: FleetConfig, preset: Preset, log: Log) -> list[HostS
         local_client = await asyncio.to_thread(docker_client)
     sessions: list[HostSession] = []
     for host, probe in zip(resolved, probes, strict=True):
-        client = await asyncio.to_thread(host.client)
+        try:
+            client = await asyncio.to_thread(host.client)
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            raise ValueError(
+                f"--hosts: {host.name} ({host.config.url}): not reachable — "
+                f"{text[0][:200] if text else type(exc).__name__}"
+            ) from exc
         hs = HostSession(
             name=host.name,
             config=host.config,
