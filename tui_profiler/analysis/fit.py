@@ -1,6 +1,7 @@
 """Latency models of resources and input size, with honest held-out error.
 
-Data is grouped by container–task pair (model × task × GPU mode, and × concurrency / rate when a session
+Data is grouped by container–task pair (model × task × GPU mode, × host class when a fleet session labelled
+its test boxes: another CPU is another law, unless told to pool them; and × concurrency / rate when a session
 swept load levels: latency under load is another law); every fit, split and score uses one group's cells only. A *cell* is one (CPU, memory,
 input size) measurement: the mean / p50 / p99 of its per-request rows, or a wide file's mean.
 
@@ -78,7 +79,8 @@ VALIDATION_NAMES = {
     "extrapolate-input": "forward validation",
     "random": "random 5-fold validation",
 }
-GROUP_KEYS = ("model", "task", "gpu_mode", "concurrency", "rate")
+GROUP_KEYS = ("model", "task", "gpu_mode", "host_class", "concurrency", "rate")
+HOST_CLASS = "host_class"  # "" when the data has no label: the group key then omits it
 PARSIMONY = 0.02  # forms within 2% (relative) of the best CV error count as ties; the simplest wins
 _EPS = 1e-12
 
@@ -458,7 +460,7 @@ def fit_selected(cells: pd.DataFrame, split: str) -> tuple[Fitted, dict[str, flo
 @dataclass(frozen=True)
 class Query:
     """A point the fitted model will be asked about, known before fitting so that the validation can be
-    matched to it. `point` names the group fields it gives (model, task, gpu_mode, concurrency, rate;
+    matched to it. `point` names the group fields it gives (model, task, gpu_mode, host_class, concurrency, rate;
     absent ones match every group) and its input size under the size column's name, or as `size` in
     whatever unit the group's data uses."""
 
@@ -477,11 +479,15 @@ def prediction_queries(points: pd.DataFrame) -> list[Query]:
     return out
 
 
-def recommendation_query(size: float, size_column: str | None = None, model: str | None = None) -> Query:
-    """A recommendation's input size; it is asked of every GPU mode of the model."""
+def recommendation_query(
+    size: float, size_column: str | None = None, model: str | None = None, host_class: str | None = None
+) -> Query:
+    """A recommendation's input size; it is asked of every GPU mode of the model (of one host class)."""
     point: dict[str, Any] = {size_column or "size": size}
     if model:
         point["model"] = model
+    if host_class:
+        point[HOST_CLASS] = host_class
     return Query("recommendation", point)
 
 
@@ -532,6 +538,9 @@ def _matches(key: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
         want = point.get(field_name)
         if _given(want) and str(want) != str(key[field_name]):
             return False
+    want = point.get(HOST_CLASS)
+    if _given(want) and str(want) != key.get(HOST_CLASS, ""):
+        return False
     for load in ("concurrency", "rate"):
         want = point.get(load)
         if want is not None and _given(want) and key.get(load) not in (None, float(want)):
@@ -649,6 +658,8 @@ class GroupFit:
     @property
     def label(self) -> str:
         parts = [str(self.key["model"]), str(self.key["task"]) or "-", f"gpu={self.key['gpu_mode']}"]
+        if self.key.get(HOST_CLASS):
+            parts.append(f"host_class={self.key[HOST_CLASS]}")
         for load in ("concurrency", "rate"):
             if self.key.get(load) is not None:
                 parts.append(f"{load}={self.key[load]:g}")
@@ -775,12 +786,24 @@ class FitReport:
         """The group a prediction point belongs to (model/task given or unambiguous; GPU mode must match)."""
         gpu = _gpu_word(point.get("gpu_mode", "off"))
         cands = [g for g in self.groups if _matches(g.key, {**point, "gpu_mode": gpu})]
+        fitted_classes = sorted({str(g.key.get(HOST_CLASS, "")) for g in self.groups})
+        asked_class = point.get(HOST_CLASS)
+        if not cands and _given(asked_class) and str(asked_class) not in fitted_classes:
+            fitted = (
+                ", ".join(c for c in fitted_classes if c) or "none: the data has no labels, or --pool-hosts"
+            )
+            raise ValueError(f"host_class: no fitted group for host_class={asked_class} (fitted: {fitted})")
         if not cands:
             raise ValueError(
                 f"gpu_mode: no fitted group for gpu_mode={gpu}"
                 + (f", model={point.get('model')}" if point.get("model") else "")
             )
         models = sorted({g.label for g in cands})
+        classes = sorted({str(g.key.get(HOST_CLASS, "")) for g in cands})
+        if len(cands) > 1 and len(classes) > 1:
+            raise ValueError(
+                f"host_class: groups of several host classes match ({', '.join(classes)}): give host_class"
+            )
         if len(cands) > 1:
             raise ValueError(f"model: several fitted groups match ({'; '.join(models)}): name the model")
         return cands[0]
@@ -878,7 +901,7 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
         raise ValueError(f"target: {target!r} — allowed: {', '.join(TARGETS)}")
     if target in TOKEN_TARGETS:
         return _token_cells(rows, TOKEN_TARGETS[target])
-    rows = rows.copy()
+    rows = host_class_rows(rows)
     named_sizes = size_columns(rows)
     rows["size_column"] = ""
     rows["size"] = np.nan
@@ -928,7 +951,7 @@ def _token_cells(rows: pd.DataFrame, spec: TokenTarget) -> tuple[pd.DataFrame, b
     """Cells of a generative target: one per (group, config, prompt length asked, output length asked),
     y the per-cell statistic of the per-request value (or cells.csv's), size the cell's median prompt
     (or context) tokens as counted per request, else as asked."""
-    rows = rows.copy()
+    rows = host_class_rows(rows)
     for col in TOKEN_COLUMNS:
         rows[col] = pd.to_numeric(rows[col], errors="coerce")
     output_len = GenColumn.OUTPUT_LEN.value
@@ -1001,9 +1024,20 @@ def _held_out_mape(
 
 def _group_key(cells: pd.DataFrame) -> dict[str, Any]:
     first = cells.iloc[0]
-    return {k: first[k] for k in ("model", "task", "gpu_mode")} | {
-        k: (None if pd.isna(first[k]) else float(first[k])) for k in ("concurrency", "rate")
-    }
+    host_class = {HOST_CLASS: str(first[HOST_CLASS])} if first[HOST_CLASS] else {}  # "" as before the fleet
+    return (
+        {k: first[k] for k in ("model", "task", "gpu_mode")}
+        | host_class
+        | {k: (None if pd.isna(first[k]) else float(first[k])) for k in ("concurrency", "rate")}
+    )
+
+
+def host_class_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with a `host_class` label on every row ("" where none)."""
+    rows = rows.copy()
+    labels = rows[HOST_CLASS] if HOST_CLASS in rows else pd.Series("", index=rows.index)
+    rows[HOST_CLASS] = labels.astype("string").fillna("").astype(str)
+    return rows
 
 
 def fit_group(cells: pd.DataFrame, target: str, selection: Selection | str) -> GroupFit:
@@ -1095,9 +1129,11 @@ def fit_frame(
     split: str | None = None,
     sources: Sequence[str] = (),
     queries: Sequence[Query] = (),
+    pool_hosts: bool = False,
 ) -> FitReport:
     """Fit every group. `split` None: each group's validation is chosen from `queries`, the points it
-    will be asked about (`choose_selection`); a split given is used for every group."""
+    will be asked about (`choose_selection`); a split given is used for every group. Groups are per host
+    class unless `pool_hosts`: then one model spans the host classes (and says which it pooled)."""
     if split is not None and split not in SPLITS:
         raise ValueError(f"split: {split!r} — allowed: {', '.join(SPLITS)}")
     rows = fit_rows(tidy)
@@ -1106,10 +1142,19 @@ def fit_frame(
     cells, has_requests = build_cells(rows, target)
     if cells.empty:
         raise ValueError(f"target: no cells carry a value for {target}")
+    pooled: dict[tuple[Any, ...], list[str]] = {}
+    if pool_hosts:  # each host class's cells stay cells of their own, in one group
+        for pair, part in cells.groupby(["model", "task", "gpu_mode"], sort=True):
+            pooled[pair] = sorted(c for c in part[HOST_CLASS].unique() if c)
+        cells[HOST_CLASS] = ""
     groups = []
     for _, part in cells.groupby(list(GROUP_KEYS), sort=True, dropna=False):
         part = part.reset_index(drop=True)
-        groups.append(fit_group(part, target, choose_selection(part, split, queries)))
+        group = fit_group(part, target, choose_selection(part, split, queries))
+        classes = pooled.get((group.key["model"], group.key["task"], group.key["gpu_mode"]), [])
+        if len(classes) > 1:
+            group.caveats.append(f"pooled over host classes {', '.join(classes)} (--pool-hosts)")
+        groups.append(group)
     return FitReport(target, split or "auto", groups, list(sources), has_requests)
 
 
@@ -1118,7 +1163,11 @@ def fit_paths(
     target: str = "latency_s",
     split: str | None = None,
     queries: Sequence[Query] = (),
+    pool_hosts: bool = False,
 ) -> FitReport:
     """Read every path (AC-Prof wide/long CSV, requests.csv, cells.csv, session folder) and fit per group."""
     tidy = read_paths(paths)
-    return fit_frame(tidy, target=target, split=split, sources=[str(p) for p in paths], queries=queries)
+    sources = [str(p) for p in paths]
+    return fit_frame(
+        tidy, target=target, split=split, sources=sources, queries=queries, pool_hosts=pool_hosts
+    )

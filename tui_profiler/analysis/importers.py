@@ -3,7 +3,8 @@ requests.csv and cells.csv.
 
 Tidy columns (one row per measurement; per-request rows or per-cell aggregates):
 
-    source, model, task, gpu_mode ("on"|"off"), cpu_cores, mem_cap_gb, pixels, token_len, concurrency, rate,
+    source, model, task, gpu_mode ("on"|"off"), host_class (the hardware label of the test box; "" when none),
+    cpu_cores, mem_cap_gb, pixels, token_len, concurrency, rate,
     latency_s, p50_s, p99_s, throughput_rps, warmup (bool), status (str), row_kind ("request"|"aggregate")
 
 Generative data adds `ttft_s, tpot_s, prompt_tokens, output_tokens, output_len` (per request) and
@@ -46,6 +47,7 @@ TIDY_COLUMNS = [
     "model",
     "task",
     "gpu_mode",
+    "host_class",  # cells.csv's hardware label (requests.csv rows take their cell's); "" when none
     "cpu_cores",
     "mem_cap_gb",
     "pixels",
@@ -63,6 +65,7 @@ TIDY_COLUMNS = [
     *TOKEN_COLUMNS,
 ]
 
+HOST_CLASS = "host_class"
 OK = CellStatus.OK.value  # the tidy frame's status of a usable row, as a session writes it
 SIZE_COLUMNS = ("pixels", "token_len")  # the named input sizes; a wide file may bring another (see above)
 # AC-Prof wide column names: `CPU4+Mem8`, `GPU+CPU8+Mem16`, `CPU8` (parts in any order, case-insensitive).
@@ -135,13 +138,15 @@ def read_path(path: str | Path) -> pd.DataFrame:
     if path.is_dir():
         return read_session(path)
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={HOST_CLASS: "string"})  # a label, even when it looks like a number
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataFormatError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
     kind = detect_format(df)
     if kind == "wide":
         return _tidy(_from_wide(df, path), path)
     if kind == "long":
+        if HOST_CLASS not in df and "cell_index" in df:
+            df[HOST_CLASS] = df["cell_index"].map(_host_class_by_cell(path.parent / "cells.csv"))
         return _tidy(_from_long(df, path, _session_meta(path.parent)), path)
     if kind == "cells":
         return _tidy(_from_cells(df, path, _session_meta(path.parent)), path)
@@ -150,6 +155,19 @@ def read_path(path: str | Path) -> pd.DataFrame:
         f"{path}: unknown format (columns {cols}…): expected AC-Prof wide (Pixels,CPU4+Mem8,…), "
         "a per-request CSV (cpu_cores, latency_s, …) or a cells.csv"
     )
+
+
+def _host_class_by_cell(cells_csv: Path) -> dict[Any, str]:
+    """cell_index -> host_class from a session's cells.csv (requests.csv does not repeat the label)."""
+    try:
+        cells = pd.read_csv(cells_csv, usecols=["cell_index", HOST_CLASS], dtype={HOST_CLASS: "string"})
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return {}  # no cells.csv, or one from before the fleet (no host_class column)
+    return dict(zip(cells["cell_index"], cells[HOST_CLASS].fillna(""), strict=True))
+
+
+def _host_class(df: pd.DataFrame) -> pd.Series | str:
+    return df[HOST_CLASS].astype("string").fillna("").astype(str) if HOST_CLASS in df else ""
 
 
 def detect_format(df: pd.DataFrame) -> str:
@@ -264,6 +282,7 @@ def _from_long(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFra
     out["model"] = df["model_name"].astype(str) if "model_name" in df else model_default
     out["task"] = df["task"].astype(str) if "task" in df else _meta_str(meta, "task")
     out["gpu_mode"] = _gpu_mode(df["gpu_mode"]) if "gpu_mode" in df else "off"
+    out[HOST_CLASS] = _host_class(df)
     out["cpu_cores"] = pd.to_numeric(df["cpu_cores"], errors="coerce")
     out["mem_cap_gb"] = pd.to_numeric(df["mem_cap_gb"], errors="coerce") if "mem_cap_gb" in df else np.nan
     for size in ("pixels", "token_len", "concurrency", "rate"):
@@ -312,6 +331,7 @@ def _from_cells(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFr
     out["task"] = df["task"].astype(str) if "task" in df else _meta_str(meta, "task")
     gpu = _pick(df, "gpu_mode")
     out["gpu_mode"] = _gpu_mode(gpu) if gpu is not None else "off"
+    out[HOST_CLASS] = _host_class(df)
     for field in ("cpu_cores", "mem_cap_gb", "latency_s", "p50_s", "p99_s", "throughput_rps"):
         col = _pick(df, field)
         out[field] = pd.to_numeric(col, errors="coerce") if col is not None else np.nan
@@ -338,6 +358,7 @@ def _tidy(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     df["source"] = str(path)
     df["task"] = df["task"].fillna("").astype(str)
     df["model"] = df["model"].fillna("").astype(str)
+    df[HOST_CLASS] = df[HOST_CLASS].astype("string").fillna("").astype(str)
     df["warmup"] = df["warmup"].fillna(False).astype(bool)
     df["status"] = df["status"].fillna(OK).astype(str)
     return df[TIDY_COLUMNS + [c for c in df.columns if c not in TIDY_COLUMNS]].reset_index(drop=True)

@@ -20,11 +20,13 @@ import numpy as np
 import pandas as pd
 
 from tui_profiler.analysis.fit import (
+    HOST_CLASS,
     P99_TARGETS,
     FitReport,
     GroupFit,
     Selection,
     fit_frame,
+    host_class_rows,
     predict_point,
     recommendation_query,
 )
@@ -132,6 +134,7 @@ def recommend(
     size: float,
     size_column: str | None = None,
     model: str | None = None,
+    host_class: str | None = None,
     cost_cpu: float = DEFAULT_COST_CPU,
     cost_gb: float = DEFAULT_COST_GB,
     cost_gpu: float = DEFAULT_COST_GPU,
@@ -141,7 +144,7 @@ def recommend(
     """Rank configurations by cost among those the report's model predicts to meet `slo_s`."""
     if not slo_s > 0:
         raise ValueError(f"slo-p99: {slo_s:g} — must be > 0 seconds")
-    groups = _model_groups(report, model)
+    groups = _model_groups(report, model, host_class)
     models = [str(groups[0].key["model"])]
     fitted_size = groups[0].size_column
     if size_column and fitted_size and size_column != fitted_size:
@@ -169,8 +172,8 @@ def recommend(
     return Recommendation(slo_s, report.target, size_column, size, best, candidates, caveats, selections)
 
 
-def _model_groups(report: FitReport, model: str | None) -> list[GroupFit]:
-    """The fitted groups of one model: the one named, or the only one fitted."""
+def _model_groups(report: FitReport, model: str | None, host_class: str | None = None) -> list[GroupFit]:
+    """The fitted groups of one model on one host class: the ones named, or the only ones fitted."""
     groups = [g for g in report.groups if model is None or str(g.key["model"]) == model]
     if not groups:
         raise ValueError(
@@ -179,6 +182,17 @@ def _model_groups(report: FitReport, model: str | None) -> list[GroupFit]:
     models = sorted({str(g.key["model"]) for g in groups})
     if len(models) > 1:
         raise ValueError(f"model: several models fitted ({', '.join(models)}): choose one with --model")
+    classes = sorted({str(g.key.get(HOST_CLASS, "")) for g in groups})
+    if host_class:
+        groups = [g for g in groups if g.key.get(HOST_CLASS) == host_class]
+        if not groups:
+            fitted = ", ".join(c for c in classes if c) or "none: the data has no labels, or --pool-hosts"
+            raise ValueError(f"host_class: {host_class!r} — fitted host classes: {fitted}")
+    elif len(classes) > 1:
+        raise ValueError(
+            f"host_class: several host classes fitted ({', '.join(classes)}): choose one with --host-class "
+            "(or fit them as one with --pool-hosts)"
+        )
     return groups
 
 
@@ -196,6 +210,8 @@ def _group_candidates(
     top = max(host, hi)
     cpus_grid = np.arange(0.5, top + 1e-9, 0.5)
     mine = rows[(rows["model"] == g.key["model"]) & (rows["gpu_mode"] == g.key["gpu_mode"])]
+    if g.key.get(HOST_CLASS):  # memory pairing as measured on that host class
+        mine = mine[host_class_rows(mine)[HOST_CLASS] == g.key[HOST_CLASS]]
     out = []
     for cpus in cpus_grid:
         mem = _memory_for(mine, float(cpus))
@@ -227,8 +243,17 @@ def recommend_paths(paths: list[str], *, slo_s: float, size: float, **kwargs: An
     has_requests = bool((rows["row_kind"] == "request").any())
     has_p99 = has_requests or bool(rows["p99_s"].notna().any())
     target = "p99" if has_p99 else "latency_s"
-    query = recommendation_query(size, kwargs.get("size_column"), kwargs.get("model"))
-    report = fit_frame(tidy, target=target, split=kwargs.pop("split", None), sources=paths, queries=[query])
+    query = recommendation_query(
+        size, kwargs.get("size_column"), kwargs.get("model"), kwargs.get("host_class")
+    )
+    report = fit_frame(
+        tidy,
+        target=target,
+        split=kwargs.pop("split", None),
+        sources=paths,
+        queries=[query],
+        pool_hosts=kwargs.pop("pool_hosts", False),
+    )
     if not math.isfinite(size) or size <= 0:
         raise ValueError(f"{report.groups[0].size_column or 'size'}: {size:g} — must be > 0")
     return recommend(report, rows, slo_s=slo_s, size=size, **kwargs)
@@ -355,6 +380,7 @@ def recommend_slos(
     rows: pd.DataFrame,
     *,
     model: str | None = None,
+    host_class: str | None = None,
     cost_cpu: float = DEFAULT_COST_CPU,
     cost_gb: float = DEFAULT_COST_GB,
     cost_gpu: float = DEFAULT_COST_GPU,
@@ -377,7 +403,7 @@ def recommend_slos(
             raise ValueError(f"slo: {o.name} {o.slo_s:g} — must be > 0 seconds")
         if not math.isfinite(o.size) or o.size <= 0:
             raise ValueError(f"{o.report.groups[0].size_column or 'size'}: {o.size:g} — must be > 0")
-        groups = _model_groups(o.report, model)
+        groups = _model_groups(o.report, model, host_class)
         for g in groups:
             selections[f"{o.name}: {g.label}"] = g.selection
             load = _load_label(g)

@@ -24,11 +24,14 @@ _NUMERIC_FIELDS = (
 )
 
 
+_LABEL_FIELDS = ("gpu_mode", "model", "task", "host_class")
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "fit",
         help="fit latency models of resources and input size; predict; recommend a configuration",
-        description="Fit latency models per model × task × GPU mode from session folders, requests.csv / "
+        description="Fit latency models per model × task × GPU mode (× host class) from session folders, requests.csv / "
         "cells.csv, or AC-Prof CSVs (wide or long), report held-out error, predict and recommend.",
     )
     p.add_argument(
@@ -104,6 +107,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="input size for --recommend in the data's own unit (e.g. a wide file's text_chars)",
     )
     p.add_argument("--model", help="which model to predict / recommend for, when several are fitted")
+    p.add_argument(
+        "--host-class",
+        metavar="LABEL",
+        help="which host class (cells.csv host_class) to predict / recommend for, when several are fitted",
+    )
+    p.add_argument(
+        "--pool-hosts",
+        action="store_true",
+        help="fit one model across host classes instead of one per host class",
+    )
     p.add_argument("--cost-cpu", type=float, default=None, help="cost weight per CPU core (default 1.0)")
     p.add_argument("--cost-gb", type=float, default=None, help="cost weight per GB of memory (default 0.125)")
     p.add_argument("--cost-gpu", type=float, default=None, help="cost weight per GPU (default 20)")
@@ -133,12 +146,10 @@ def parse_point(text: str, size_fields: tuple[str, ...] = ()) -> dict[str, objec
                 point[key] = float(value)
             except ValueError:
                 raise ValueError(f"{key}: {value!r} — a number is required") from None
-        elif key in ("gpu_mode", "model", "task"):
+        elif key in _LABEL_FIELDS:
             point[key] = value
         else:
-            raise ValueError(
-                f"{key}: unknown field — allowed: {', '.join((*numeric, 'gpu_mode', 'model', 'task'))}"
-            )
+            raise ValueError(f"{key}: unknown field — allowed: {', '.join((*numeric, *_LABEL_FIELDS))}")
     if "cpu_cores" not in point:
         raise ValueError("cpu_cores: missing from --predict")
     return point
@@ -154,6 +165,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if args.host_class is not None and args.pool_hosts:
+        raise ValueError("--host-class: not used with --pool-hosts (one model spans every host class)")
+    if args.host_class is not None and not args.host_class.strip():
+        raise ValueError("--host-class: empty — give the label a fleet host was given")
     if args.out and not args.predict_csv:
         raise ValueError("--out: only used with --predict-csv")
     if args.predict_csv and not args.out:
@@ -244,13 +259,16 @@ def _recommend_slos(
             asked.append((target, slo, *column_size))
     objectives = []
     for target, slo, column, size in asked:
-        query = recommendation_query(size, column, args.model)
-        report = fit_frame(tidy, target=target, split=args.split, sources=paths, queries=[query])
+        query = recommendation_query(size, column, args.model, args.host_class)
+        report = fit_frame(
+            tidy, target=target, split=args.split, sources=paths, queries=[query], pool_hosts=args.pool_hosts
+        )
         objectives.append(Objective(report, slo, size))
     rec = recommend_slos(
         objectives,
         rows,
         model=args.model,
+        host_class=args.host_class,
         cost_cpu=DEFAULT_COST_CPU if args.cost_cpu is None else args.cost_cpu,
         cost_gb=DEFAULT_COST_GB if args.cost_gb is None else args.cost_gb,
         cost_gpu=DEFAULT_COST_GPU if args.cost_gpu is None else args.cost_gpu,
@@ -287,6 +305,8 @@ def _main(args: argparse.Namespace) -> int:
     points = [parse_point(t, extra_sizes) for t in args.predict]
     if args.model:
         points = [{"model": args.model} | p for p in points]
+    if args.host_class:
+        points = [{"host_class": args.host_class} | p for p in points]
     points_df = None
     if args.predict_csv:
         try:
@@ -297,6 +317,8 @@ def _main(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.predict_csv}: cpu_cores: column missing")
         if args.model and "model" not in points_df.columns:
             points_df.insert(0, "model", args.model)
+        if args.host_class and "host_class" not in points_df.columns:
+            points_df.insert(0, "host_class", args.host_class)
 
     token_slos = args.slo_ttft is not None or args.slo_tpot is not None
     if args.recommend and args.size is None and not token_slos:
@@ -311,9 +333,15 @@ def _main(args: argparse.Namespace) -> int:
         size_value = next(v for v in (args.pixels, args.token_len, args.size) if v is not None)
         asked = _token_size(args.target, args) if args.target in TOKEN_TARGETS else (size_column, size_value)
         if asked is not None:
-            rec_queries = [recommendation_query(asked[1], asked[0], args.model)]
+            rec_queries = [recommendation_query(asked[1], asked[0], args.model, args.host_class)]
+    pool = args.pool_hosts
     report = fit_frame(
-        tidy, target=args.target, split=args.split, sources=paths, queries=[*queries, *rec_queries]
+        tidy,
+        target=args.target,
+        split=args.split,
+        sources=paths,
+        queries=[*queries, *rec_queries],
+        pool_hosts=pool,
     )
     print(render(report, plots=not args.no_plot, color=sys.stdout.isatty()))
     payload = report.to_dict()
@@ -346,10 +374,17 @@ def _main(args: argparse.Namespace) -> int:
         has_p99 = bool((rows["row_kind"] == "request").any() or rows["p99_s"].notna().any())
         rec_report = report
         if has_p99 and args.target != "p99":
-            rec_report = fit_frame(tidy, target="p99", split=args.split, sources=paths, queries=rec_queries)
+            rec_report = fit_frame(
+                tidy, target="p99", split=args.split, sources=paths, queries=rec_queries, pool_hosts=pool
+            )
         elif not has_p99 and args.target != "latency_s":
             rec_report = fit_frame(
-                tidy, target="latency_s", split=args.split, sources=paths, queries=rec_queries
+                tidy,
+                target="latency_s",
+                split=args.split,
+                sources=paths,
+                queries=rec_queries,
+                pool_hosts=pool,
             )
         rec = recommend(
             rec_report,
@@ -358,6 +393,7 @@ def _main(args: argparse.Namespace) -> int:
             size=size_value,
             size_column=size_column,
             model=args.model,
+            host_class=args.host_class,
             cost_cpu=DEFAULT_COST_CPU if args.cost_cpu is None else args.cost_cpu,
             cost_gb=DEFAULT_COST_GB if args.cost_gb is None else args.cost_gb,
             cost_gpu=DEFAULT_COST_GPU if args.cost_gpu is None else args.cost_gpu,

@@ -12,6 +12,7 @@ by tag without sending a build context, and any code change makes a new tag.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
@@ -135,7 +136,7 @@ def measure_hash(base_image_id: str, wheels: list[str]) -> str:
 
 
 def _make_context(house: Path) -> Path:
-    parent = CACHE_DIR if CACHE_DIR.is_dir() else None
+    parent = CACHE_DIR if CACHE_DIR.is_dir() and os.access(CACHE_DIR, os.W_OK) else None
     ctx = Path(tempfile.mkdtemp(prefix="build-context-measure-", dir=parent))
     shutil.copy2(DOCKERFILE, ctx / "Dockerfile.measure")
     (ctx / "measure-wheels").mkdir()
