@@ -1,4 +1,4 @@
-"""`tui-profiler bench [client|payload|sampler|tui|sweep|stream|all]`: show that the harness is negligible next to what
+"""`tui-profiler bench [client|payload|sampler|tui|sweep|stream|fleet|all]`: show that the harness is negligible next to what
 it measures, and faster than what users would pick instead. Writes bench.md (tables), bench.csv and
 bench.json into --out-dir; see `tui_profiler/bench/` for how each benchmark measures."""
 
@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-CHOICES = ("client", "payload", "sampler", "tui", "sweep", "stream", "all")
+CHOICES = ("client", "payload", "sampler", "tui", "sweep", "stream", "fleet", "all")
+# Benchmarks that need something only the user can name (`all` leaves them out): fleet needs --hosts.
+ON_REQUEST = ("fleet",)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +34,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help=f"one or more of {', '.join(CHOICES)} (default: all)",
     )
     p.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs, smaller inputs")
+    p.add_argument(
+        "--hosts",
+        default="",
+        metavar="URL,...|FLEET.toml",
+        help="fleet: the engines to spread the plan over (as `run --hosts`); the first also runs it alone",
+    )
+    p.add_argument("--preset", default="", help="fleet: the plan to run (default: smoke)")
     p.add_argument(
         "--json", dest="json_out", default=None, metavar="OUT", help="also write the results as JSON here"
     )
@@ -67,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
             if part not in CHOICES:
                 return _err(f"{part!r}: allowed {', '.join(CHOICES)}")
             which.extend(BENCHES if part == "all" else [part])
-    benches = [b for b in BENCHES if b in which]
+    benches = [b for b in (*BENCHES, *ON_REQUEST) if b in which]
     out_dir = (
         Path(args.out_dir)
         if args.out_dir
@@ -100,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
         try:
-            fn(report, quick=args.quick, say=say)
+            extra = {"hosts": args.hosts, "preset": args.preset} if bench == "fleet" else {}
+            fn(report, quick=args.quick, say=say, **extra)
         except BenchUnavailable as exc:
             report.errors[bench] = str(exc)
             print(f"tui-profiler bench {bench}: {exc}", file=sys.stderr)

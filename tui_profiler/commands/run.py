@@ -202,6 +202,7 @@ class _Progress:
         self.failed = 0
         self.cell: dict[str, Any] | None = None
         self.cell_index: int | None = None
+        self.cells: dict[int, dict[str, Any]] = {}  # every started cell (a fleet runs several at once)
         self.eta: float | None = None
         self.phase = ""
         self.latencies: deque[float] = deque(maxlen=2000)
@@ -231,6 +232,7 @@ class _Progress:
             self._print(f"runtime: {event.runtime} — {event.runtime_reason}")
         elif isinstance(event, ev.CellStarted):
             self.cell, self.cell_index, self.eta = event.cell, event.cell_index, event.eta_s
+            self.cells[event.cell_index] = event.cell
             self.latencies.clear()
             self.n_req = self.n_err = 0
             self.phase = ""
@@ -240,7 +242,8 @@ class _Progress:
         elif isinstance(event, ev.ColdStartDone):
             self.phase = f"cold start {event.total_s:.2f}s"
             parts = ", ".join(f"{k} {v:.2f}s" for k, v in event.phases.items() if v is not None)
-            self._print(f"  cold start {event.total_s:.2f}s ({parts})")
+            where = f"cell {event.cell_index + 1} on {event.host}: " if event.host else ""
+            self._print(f"  {where}cold start {event.total_s:.2f}s ({parts})")
         elif isinstance(event, ev.CellFinished):
             if event.status == CellStatus.INTERRUPTED:
                 return
@@ -250,11 +253,12 @@ class _Progress:
             s = event.summary
             p50 = _ms(s.get("p50_s"))
             p99 = _ms(s.get("p99_s"))
-            label = _cell_label(self.cell or {})
+            label = _cell_label(self.cells.get(event.cell_index) or self.cell or {})
             mark = "[green]ok[/]" if event.status == CellStatus.OK else f"[red]{event.status}[/]"
             extra = f" — {event.reason}" if event.reason else ""
+            where = f" on {event.host}" if event.host else ""
             self._print(
-                f"cell {event.cell_index + 1}/{self.n_cells} {label}: {mark} n={s.get('n')} "
+                f"cell {event.cell_index + 1}/{self.n_cells}{where} {label}: {mark} n={s.get('n')} "
                 f"p50 {p50} p99 {p99}{extra}"
             )
         elif isinstance(event, ev.LogMessage):

@@ -19,6 +19,7 @@ from typing import Any
 from tui_profiler.config.files import check_host_caps
 from tui_profiler.config.model import FleetConfig, Preset
 from tui_profiler.events import Level
+from tui_profiler.fleet.hosts import FleetHost, HostProbe
 from tui_profiler.fleet.remote import HostSession
 from tui_profiler.fleet.transfer import ImageSent, send_image
 from tui_profiler.plan import Cell
@@ -82,7 +83,6 @@ async def open_hosts(fleet: FleetConfig, preset: Preset, log: Log) -> list[HostS
     """Reach every host, record its facts, refuse (naming the host) a cap it cannot give, and make the
     measuring image ready for the remote ones. Raises ValueError with one line when a host is unreachable."""
     from tui_profiler.fleet.hosts import probe_host, resolve_host
-    from tui_profiler.runtime.docker import DockerRuntime
 
     resolved = [resolve_host(h) for h in fleet.hosts]
     probes = await asyncio.gather(*(asyncio.to_thread(probe_host, h) for h in resolved))
@@ -111,41 +111,54 @@ async def open_hosts(fleet: FleetConfig, preset: Preset, log: Log) -> list[HostS
 
         measure_image = await asyncio.to_thread(ensure_measure_image, build_step)
         local_client = await asyncio.to_thread(docker_client)
-    sessions: list[HostSession] = []
-    for host, probe in zip(resolved, probes, strict=True):
-        try:
-            client = await asyncio.to_thread(host.client)
-        except Exception as exc:
-            text = str(exc).strip().splitlines()
-            raise ValueError(
-                f"--hosts: {host.name} ({host.config.url}): not reachable — "
-                f"{text[0][:200] if text else type(exc).__name__}"
-            ) from exc
-        hs = HostSession(
-            name=host.name,
-            config=host.config,
-            client=client,
-            runtime=DockerRuntime(client, cpuset=host.config.cpuset, label=host.name),
-            measure_image=measure_image,
-            facts=probe.as_facts(),
+    # each host opened at once: its client, the measuring image sent there, its own facts
+    return list(
+        await asyncio.gather(
+            *(
+                _open_host(host, probe, measure_image, local_client, fleet.registry, log)
+                for host, probe in zip(resolved, probes, strict=True)
+            )
         )
-        if not host.config.in_process:
-            hs.send = _sender(local_client, client, fleet.registry)
-            placed = await hs.ensure_image(measure_image)
-            if placed.seconds is not None:
-                log(
-                    "info",
-                    f"fleet: sent the measuring image to {hs.name}: {placed.nbytes} bytes in "
-                    f"{placed.seconds:.1f} s ({placed.how})",
-                )
-            hs.facts["measuring_image_sent"] = {"seconds": placed.seconds, "bytes": placed.nbytes}
-            hs.facts["machine"] = await _machine_facts(hs)
-        else:
-            from tui_profiler.host import host_facts
+    )
 
-            hs.facts["machine"] = await asyncio.to_thread(host_facts)
-        sessions.append(hs)
-    return sessions
+
+async def _open_host(
+    host: FleetHost, probe: HostProbe, measure_image: str, local_client: Any, registry: str, log: Log
+) -> HostSession:
+    from tui_profiler.runtime.docker import DockerRuntime
+
+    try:
+        client = await asyncio.to_thread(host.client)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise ValueError(
+            f"--hosts: {host.name} ({host.config.url}): not reachable — "
+            f"{text[0][:200] if text else type(exc).__name__}"
+        ) from exc
+    hs = HostSession(
+        name=host.name,
+        config=host.config,
+        client=client,
+        runtime=DockerRuntime(client, cpuset=host.config.cpuset, label=host.name),
+        measure_image=measure_image,
+        facts=probe.as_facts(),
+    )
+    if host.config.in_process:
+        from tui_profiler.host import host_facts
+
+        hs.facts["machine"] = await asyncio.to_thread(host_facts)
+        return hs
+    hs.send = _sender(local_client, client, registry)
+    placed = await hs.ensure_image(measure_image)
+    if placed.seconds is not None:
+        log(
+            "info",
+            f"fleet: sent the measuring image to {hs.name}: {placed.nbytes} bytes in "
+            f"{placed.seconds:.1f} s ({placed.how})",
+        )
+    hs.facts["measuring_image_sent"] = {"seconds": placed.seconds, "bytes": placed.nbytes}
+    hs.facts["machine"] = await _machine_facts(hs)
+    return hs
 
 
 def _sender(source: Any, target: Any, registry: str) -> Callable[[str], ImageSent]:
