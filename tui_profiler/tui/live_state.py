@@ -96,6 +96,9 @@ class LiveState:
             self.n_requests += 1
             if event.warmup:
                 return
+            if event.cell_index != self.current_index:  # a fleet runs several cells at once: the plots
+                self.n_errors += not event.ok  # follow the latest one, the totals count them all
+                return
             self.cell_requests += 1
             if not event.ok:
                 self.n_errors += 1
@@ -117,6 +120,8 @@ class LiveState:
                     )
             return
         if type(event) is ResourceSample:
+            if event.cell_index != self.current_index:
+                return
             self.last_sample = event
             self.cpu.append((event.t_s, event.cpu_cores))
             self.mem.append((event.t_s, event.mem_bytes))
@@ -156,7 +161,12 @@ class LiveState:
             self.last_sample = None
             self.cell_requests = 0
             self.cell_errors = 0
-            self.log("info", f"cell {event.cell_index + 1}/{event.n_cells}: {describe_cell(event.cell)}")
+            where = f" on {event.host}" if event.host else ""
+            self.log(
+                "info", f"cell {event.cell_index + 1}/{event.n_cells}{where}: {describe_cell(event.cell)}"
+            )
+        elif isinstance(event, ColdStartPhase | ColdStartDone) and event.cell_index != self.current_index:
+            return
         elif isinstance(event, ColdStartPhase):
             if self._cold_done:  # a new container
                 self.cold_phases = {}
@@ -181,7 +191,8 @@ class LiveState:
             self.cells_seq += 1
             level = "info" if event.status == CellStatus.OK else "warning"
             tail = f": {event.reason}" if event.reason else ""
-            self.log(level, f"cell {event.cell_index + 1} {event.status}{tail}")
+            where = f" on {event.host}" if event.host else ""
+            self.log(level, f"cell {event.cell_index + 1}{where} {event.status}{tail}")
         elif isinstance(event, LogMessage):
             self.log(event.level, event.text)
         elif isinstance(event, SessionFinished):
