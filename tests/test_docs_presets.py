@@ -109,6 +109,10 @@ def _code_words(text: str) -> set[str]:
 
 
 def _default_problem(row: Row, fi: FieldInfo) -> str | None:
+    if fi.is_required():  # no default at all: the page must say so
+        return (
+            None if row.default == "(required)" else f"default: documented {row.default!r}, declared required"
+        )
     want = declared_default(fi)
     if isinstance(want, BaseModel):
         return None  # a table: its own fields are checked under its heading

@@ -298,3 +298,27 @@ def test_an_engine_stopped_mid_unit_has_its_unit_requeued(
         client.close()
     for engine in (e1, e3):
         assert not labelled(engine, session)
+
+
+def test_a_cap_a_host_cannot_give_is_refused_naming_the_host(
+    fleet_engines: list[FleetEngine], fleet_home: Path, lazy_image: str, tmp_path: Path
+) -> None:
+    e1, e2 = fleet_engines[0], fleet_engines[1]
+    hosts = hosts_file(
+        tmp_path,
+        [{"url": e1.tcp_url, "name": "e1"}, {"url": e2.tcp_url, "name": "e2", "cpuset": "1"}],
+    )
+    out = tmp_path / "out"
+    spec = preset(tmp_path, rounds=1000, cpus="[2]", memory="[0.5]", requests=1)
+    proc = subprocess.run(
+        cli(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home),
+        cwd=REPO,
+        env=env_for(fleet_home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert "resources.cpus" in line and "fleet host e2" in line and "at most 1" in line
+    assert not out.exists() or not list(out.iterdir())  # refused before any session or container

@@ -113,7 +113,12 @@ async def run_on_host(
     `host` filled in). Raises TargetFailed when the target cannot be started (the caller records it for
     the unit's cells), HostLost when the engine stops answering. Both containers are always removed."""
     placed = await _ensure_images(hs, spec.image)
-    launched = await hs.runtime.launch(spec, None, publish=False)
+    try:
+        launched = await hs.runtime.launch(spec, None, publish=False)
+    except TargetFailed as exc:  # the engine gone before the target started: the host's drop, not the cell's
+        if not await _engine_answers(hs):
+            raise HostLost(hs.name, f"engine not answering while starting the target ({exc.reason})") from exc
+        raise
     target = launched.container
     measurer: Any = None
     try:
