@@ -136,6 +136,14 @@ def ensure_wheelhouse(progress: Progress = None) -> Path:
         return WHEELHOUSE
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     _say(progress, f"wheelhouse: downloading {' '.join(SERVER_PACKAGES)} into {WHEELHOUSE} (~3 GB, minutes)")
+    pip_download(SERVER_PACKAGES, WHEELHOUSE, progress, what="pip download of the server wheels")
+    return WHEELHOUSE
+
+
+def pip_download(
+    packages: list[str], dest: Path, progress: Progress, *, what: str, extra: tuple[str, ...] = ()
+) -> None:
+    """Wheels only, from the configured index, into `dest` (`extra`: e.g. another platform's tags)."""
     _run_streaming(
         [
             sys.executable,
@@ -146,14 +154,14 @@ def ensure_wheelhouse(progress: Progress = None) -> Path:
             "--progress-bar",
             "off",
             "--only-binary=:all:",
+            *extra,
             "-d",
-            str(WHEELHOUSE),
-            *SERVER_PACKAGES,
+            str(dest),
+            *packages,
         ],
         progress,
-        what="pip download of the server wheels",
+        what=what,
     )
-    return WHEELHOUSE
 
 
 def source_hash(base_image_id: str, wheel_names: list[str]) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from tui_profiler.images import (
     _client,
     _image_exists,
     _link_or_copy,
-    _run_streaming,
     _say,
     choose_base_image,
+    pip_download,
 )
 
 MEASURE_REPO = "tui-profiler-measure"
@@ -93,29 +92,12 @@ def ensure_measure_wheelhouse(arch: str = "x86_64", progress: Progress = None) -
     manifest.unlink(missing_ok=True)
     _say(progress, f"measure wheelhouse: downloading {' '.join(MEASURE_PACKAGES)} into {house}")
     platforms = [arg for tag in _wheel_platforms(arch) for arg in ("--platform", tag)]
-    _run_streaming(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--disable-pip-version-check",
-            "--progress-bar",
-            "off",
-            "--only-binary=:all:",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-            "--abi",
-            "cp311",
-            *platforms,
-            "-d",
-            str(house),
-            *MEASURE_PACKAGES,
-        ],
+    pip_download(
+        list(MEASURE_PACKAGES),
+        house,
         progress,
         what="pip download of the measuring image's wheels",
+        extra=("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", *platforms),
     )
     manifest.write_text(wanted)
     return house

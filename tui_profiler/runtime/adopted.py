@@ -23,8 +23,8 @@ from tui_profiler.runtime.base import (
     TargetFailed,
     TargetSpec,
 )
-from tui_profiler.runtime.common import LOOPBACK, report_phase, timeline_phases, wait_ready
-from tui_profiler.runtime.docker import confirm_caps, gb_to_bytes
+from tui_profiler.runtime.common import LOOPBACK, report_phase, report_ready_phases, wait_ready
+from tui_profiler.runtime.docker import confirm_caps
 from tui_profiler.sample.cgroup import CgroupPaths, CgroupReader, find_container_cgroup
 from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
 
@@ -110,19 +110,14 @@ class AdoptedRuntime:
                 reader.close()
         # from the container's start, not from this process's first poll: it started after the target
         ready_wait = max(0.0, probe.ready_epoch - t.started_epoch)
-        split, tl_facts = timeline_phases(probe.body, t.started_epoch, probe.ready_epoch, ready_wait)
-        facts = {**t.facts, **tl_facts, "ready_polls": probe.polls, "ready_probe": spec.readiness.kind}
-        facts["ready_first_poll_s"] = max(0.0, probe.ready_epoch - probe.elapsed_s - t.started_epoch)
-        for key in ("server_boot", "model_load", "ready"):
-            phases[key] = split[key]
-            await report_phase(on_phase, key, split[key], "" if split[key] is not None else "not reported")
-        if probe.body and isinstance(probe.body.get("runtime"), dict):
-            facts["server_runtime"] = probe.body["runtime"]
-        enforced = EnforcedCaps(
-            cpus_requested=spec.cpus,
-            memory_bytes_requested=gb_to_bytes(spec.memory_gb) if spec.memory_gb else None,
-            gpus_requested=spec.gpus,
+        facts = {
+            **t.facts,
+            "ready_first_poll_s": max(0.0, probe.ready_epoch - probe.elapsed_s - t.started_epoch),
+        }
+        await report_ready_phases(
+            probe, t.started_epoch, ready_wait, spec.readiness.kind, on_phase, phases, facts
         )
+        enforced = EnforcedCaps.asked_by(spec)
         await asyncio.to_thread(confirm_caps, t.host_config, paths, spec, enforced)
         return RunningTarget(
             base_url=f"http://{LOOPBACK}:{t.port}",

@@ -63,6 +63,11 @@ class TargetSpec:
     user: str | None = None  # None: the image's user, or nobody (65534) when the image would run as root
 
 
+def gb_to_bytes(gb: float) -> int:
+    """GiB (what presets say, docker's `g`) as bytes."""
+    return round(gb * 1024**3)
+
+
 @dataclass(slots=True)
 class EnforcedCaps:
     """Each cap as asked and as actually enforced. A cap that was asked for but could not be enforced is
@@ -76,6 +81,15 @@ class EnforcedCaps:
     gpus_requested: int = 0
     gpus_enforced: bool = False
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def asked_by(cls, spec: TargetSpec) -> EnforcedCaps:
+        """The caps `spec` asks for, none enforced yet (a runtime confirms each one it can)."""
+        return cls(
+            cpus_requested=spec.cpus,
+            memory_bytes_requested=gb_to_bytes(spec.memory_gb) if spec.memory_gb else None,
+            gpus_requested=spec.gpus,
+        )
 
     def as_row(self) -> dict[str, Any]:
         return {

@@ -267,6 +267,29 @@ async def _tcp_alive(host: str, port: int) -> bool:
             await writer.wait_closed()
 
 
+async def report_ready_phases(
+    probe: ProbeResult,
+    started_epoch: float,
+    ready_wait_s: float,
+    kind: str,
+    on_phase: PhaseCallback | None,
+    phases: dict[str, float | None],
+    facts: dict[str, Any],
+) -> None:
+    """After a readiness probe passed: the wait split by the server's timeline (server_boot, model_load,
+    ready) into `phases`, each reported; the probe's facts (and the server's runtime facts) into `facts`."""
+    split, tl_facts = timeline_phases(probe.body, started_epoch, probe.ready_epoch, ready_wait_s)
+    facts.update(tl_facts)
+    facts["ready_polls"] = probe.polls
+    facts["ready_probe"] = kind
+    for key in ("server_boot", "model_load", "ready"):
+        phases[key] = split[key]
+        await report_phase(on_phase, key, split[key], "" if split[key] is not None else "not reported")
+    runtime_facts = (probe.body or {}).get("runtime")
+    if isinstance(runtime_facts, dict):
+        facts["server_runtime"] = runtime_facts
+
+
 def timeline_phases(
     body: dict[str, Any] | None, started_epoch: float, ready_epoch: float, ready_wait_s: float
 ) -> tuple[dict[str, float | None], dict[str, Any]]:

@@ -33,6 +33,7 @@ from tui_profiler.runtime.base import (
     RunningTarget,
     TargetFailed,
     TargetSpec,
+    gb_to_bytes,
 )
 from tui_profiler.runtime.common import (
     LOOPBACK,
@@ -41,8 +42,8 @@ from tui_profiler.runtime.common import (
     owner_alive,
     owner_id,
     report_phase,
+    report_ready_phases,
     settle,
-    timeline_phases,
     wait_ready,
 )
 from tui_profiler.sample.cgroup import (
@@ -92,10 +93,6 @@ def _one_line(exc: BaseException) -> str:
 def _container_name(session_id: str) -> str:
     safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", session_id)[:40].strip("-.") or "session"
     return f"tui-profiler-{safe}-{secrets.token_hex(3)}"
-
-
-def gb_to_bytes(gb: float) -> int:
-    return round(gb * 1024**3)
 
 
 def _is_root_user(user: str) -> bool:
@@ -182,19 +179,9 @@ class DockerRuntime:
                 log_lines=lambda: self._logs(container, tail=200),
                 request=spec.probe_request,
             )
-            split, tl_facts = timeline_phases(
-                probe.body, launched.started_epoch, probe.ready_epoch, probe.elapsed_s
+            await report_ready_phases(
+                probe, launched.started_epoch, probe.elapsed_s, spec.readiness.kind, on_phase, phases, facts
             )
-            facts.update(tl_facts)
-            facts["ready_polls"] = probe.polls
-            facts["ready_probe"] = spec.readiness.kind
-            for key in ("server_boot", "model_load", "ready"):
-                phases[key] = split[key]
-                await report_phase(
-                    on_phase, key, split[key], "" if split[key] is not None else "not reported"
-                )
-            if probe.body and isinstance(probe.body.get("runtime"), dict):
-                facts["server_runtime"] = probe.body["runtime"]
 
             await asyncio.to_thread(container.reload)
             state = container.attrs.get("State") or {}
@@ -249,11 +236,7 @@ class DockerRuntime:
         user = spec.user or (image_user if not _is_root_user(image_user) else NOBODY)
         facts["user"] = user
 
-        enforced = EnforcedCaps(
-            cpus_requested=spec.cpus,
-            memory_bytes_requested=gb_to_bytes(spec.memory_gb) if spec.memory_gb else None,
-            gpus_requested=spec.gpus,
-        )
+        enforced = EnforcedCaps.asked_by(spec)
         kwargs = self._create_kwargs(spec, user, enforced)
         container = None
         name = ""

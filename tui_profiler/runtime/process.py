@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from tui_profiler.host import CGROUP_ROOT, cgroup_version
-from tui_profiler.runtime.base import EnforcedCaps, PhaseCallback, RunningTarget, TargetFailed, TargetSpec
+from tui_profiler.runtime.base import (
+    EnforcedCaps,
+    PhaseCallback,
+    RunningTarget,
+    TargetFailed,
+    TargetSpec,
+    gb_to_bytes,
+)
 from tui_profiler.runtime.common import (
     LOOPBACK,
     MAX_POLL_INTERVAL_S,
@@ -36,8 +43,8 @@ from tui_profiler.runtime.common import (
     owner_alive,
     owner_id,
     report_phase,
+    report_ready_phases,
     settle,
-    timeline_phases,
     wait_ready,
 )
 from tui_profiler.sample.cgroup import CgroupPaths, read_text
@@ -58,10 +65,6 @@ class _Child:
     log_path: str
     cgroup: CgroupPaths | None
     created_dirs: list[Path] = field(default_factory=list)
-
-
-def _gb_to_bytes(gb: float) -> int:
-    return round(gb * 1024**3)
 
 
 def _write(path: Path, value: str) -> None:
@@ -123,7 +126,7 @@ def _make_v1(
         _write(Path(dirs["cpu"]) / "cpu.cfs_period_us", str(period))
         _write(Path(dirs["cpu"]) / "cpu.cfs_quota_us", str(max(1000, round(spec.cpus * period))))
     if spec.memory_gb:
-        mem = _gb_to_bytes(spec.memory_gb)
+        mem = gb_to_bytes(spec.memory_gb)
         _write(Path(dirs["memory"]) / "memory.limit_in_bytes", str(mem))
         memsw = Path(dirs["memory"]) / "memory.memsw.limit_in_bytes"
         if memsw.exists():  # swap accounting on: memory+swap equal to memory, so swap never hides pressure
@@ -154,7 +157,7 @@ def _make_v2(
         period = 100_000
         _write(d / "cpu.max", f"{max(1000, round(spec.cpus * period))} {period}")
     if spec.memory_gb:
-        _write(d / "memory.max", str(_gb_to_bytes(spec.memory_gb)))
+        _write(d / "memory.max", str(gb_to_bytes(spec.memory_gb)))
         if (d / "memory.swap.max").exists():
             _write(d / "memory.swap.max", "0")
     if "cpuset" in wanted:
@@ -227,11 +230,7 @@ class ProcessRuntime:
         phases: dict[str, float | None] = {ColdStartPhaseName.IMAGE_PULL: None}
         facts: dict[str, Any] = {"runtime": "process", "ready_poll_interval_s": MAX_POLL_INTERVAL_S}
         await report_phase(on_phase, ColdStartPhaseName.IMAGE_PULL, None, "no image (process runtime)")
-        enforced = EnforcedCaps(
-            cpus_requested=spec.cpus,
-            memory_bytes_requested=_gb_to_bytes(spec.memory_gb) if spec.memory_gb else None,
-            gpus_requested=spec.gpus,
-        )
+        enforced = EnforcedCaps.asked_by(spec)
 
         # create: the cgroup and its caps
         name = f"{spec.session_id}-{secrets.token_hex(3)}".replace("/", "-")
@@ -322,18 +321,10 @@ class ProcessRuntime:
                     raise
                 break
             assert child is not None
-            split, tl_facts = timeline_phases(probe.body, started_epoch, probe.ready_epoch, probe.elapsed_s)
-            facts.update(tl_facts)
-            facts["ready_polls"] = probe.polls
-            facts["ready_probe"] = spec.readiness.kind
-            for key in ("server_boot", "model_load", "ready"):
-                phases[key] = split[key]
-                await report_phase(
-                    on_phase, key, split[key], "" if split[key] is not None else "not reported"
-                )
-            runtime_facts = (probe.body or {}).get("runtime")
-            if isinstance(runtime_facts, dict):
-                facts["server_runtime"] = runtime_facts
+            await report_ready_phases(
+                probe, started_epoch, probe.elapsed_s, spec.readiness.kind, on_phase, phases, facts
+            )
+            runtime_facts = facts.get("server_runtime")
             if spec.gpus and enforced.gpus_enforced:
                 device = str((runtime_facts or {}).get("device", ""))
                 if not device.startswith("cuda"):
@@ -400,7 +391,7 @@ class ProcessRuntime:
                 enforced.cpuset = read_cpuset(cgroup)
         if spec.memory_gb:
             got_mem = read_memory_limit(cgroup)
-            asked = _gb_to_bytes(spec.memory_gb)
+            asked = gb_to_bytes(spec.memory_gb)
             enforced.memory_enforced = got_mem is not None and abs(got_mem - asked) < 8192
             if not enforced.memory_enforced:
                 enforced.notes.append(f"memory: cgroup limit reads {got_mem}, asked {asked}")
