@@ -47,7 +47,7 @@ TIDY_COLUMNS = [
     "model",
     "task",
     "gpu_mode",
-    "host_class",  # cells.csv's hardware label (requests.csv rows take their cell's); "" when none
+    "host_class",  # the test box's hardware label (a requests.csv row without one takes its cell's); "" when none
     "cpu_cores",
     "mem_cap_gb",
     "pixels",
@@ -145,8 +145,10 @@ def read_path(path: str | Path) -> pd.DataFrame:
     if kind == "wide":
         return _tidy(_from_wide(df, path), path)
     if kind == "long":
-        if HOST_CLASS not in df and "cell_index" in df:
-            df[HOST_CLASS] = df["cell_index"].map(_host_class_by_cell(path.parent / "cells.csv"))
+        if "cell_index" in df:  # a row without its own label takes its cell's (cells.csv has it always)
+            by_cell = df["cell_index"].map(_host_class_by_cell(path.parent / "cells.csv"))
+            own = df[HOST_CLASS] if HOST_CLASS in df else pd.Series(pd.NA, index=df.index, dtype="string")
+            df[HOST_CLASS] = own.mask(own.isna() | (own == ""), by_cell)
         return _tidy(_from_long(df, path, _session_meta(path.parent)), path)
     if kind == "cells":
         return _tidy(_from_cells(df, path, _session_meta(path.parent)), path)
@@ -158,7 +160,7 @@ def read_path(path: str | Path) -> pd.DataFrame:
 
 
 def _host_class_by_cell(cells_csv: Path) -> dict[Any, str]:
-    """cell_index -> host_class from a session's cells.csv (requests.csv does not repeat the label)."""
+    """cell_index -> host_class from a session's cells.csv (older requests.csv files lack the column)."""
     try:
         cells = pd.read_csv(cells_csv, usecols=["cell_index", HOST_CLASS], dtype={HOST_CLASS: "string"})
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
