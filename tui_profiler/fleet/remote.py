@@ -129,6 +129,8 @@ async def run_on_host(
             phases[pull] = placed.seconds
             details[pull] = f"sent {placed.nbytes} bytes to {hs.name} ({placed.how})"
             launched.facts.update(image_pull="sent", image_pull_bytes=placed.nbytes, image_sent=placed.how)
+        elif launched.facts.get("image_pull") == "pulled":  # the host pulled it (not sent from here)
+            details[pull] = f"pulled by {hs.name}: {launched.facts.get('image_pull_bytes')} bytes"
         else:
             details[pull] = f"cached on {hs.name}"
         adopted = AdoptedTarget(

@@ -654,10 +654,8 @@ class SweepRunner:
                 try:
                     ran = await self._interruptible(run_on_host(hs, spec, doc, on_event))
                 except TargetFailed as exc:  # the target could not be created or started there
-                    self._emit_safe(
-                        CellStarted(left[0].index, len(self.plan), left[0].as_dict(), self._eta())
-                    )
                     for cell in left:
+                        self._emit_safe(CellStarted(cell.index, len(self.plan), cell.as_dict(), self._eta()))
                         self._finish_cell(
                             self._setting(cell, EnforcedCaps(), container_idx),
                             [],

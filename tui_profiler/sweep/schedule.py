@@ -161,8 +161,18 @@ async def _open_host(
     return hs
 
 
+# How an image got to a host that was not sent from here: the host's own pull, timed as its image_pull.
+LEFT_TO_THE_HOST = "left to the host's own pull"
+
+
 def _sender(source: Any, target: Any, registry: str) -> Callable[[str], ImageSent]:
+    import docker.errors
+
     def send(ref: str) -> ImageSent:
+        try:
+            source.images.get(ref)
+        except docker.errors.ImageNotFound:  # e.g. a registry image this machine never pulled
+            return ImageSent(None, None, LEFT_TO_THE_HOST)
         return send_image(source, target, ref, registry=registry)
 
     return send
@@ -194,5 +204,5 @@ async def _machine_facts(hs: HostSession) -> dict[str, Any]:
         return data
 
     with contextlib.suppress(Exception):
-        return await asyncio.to_thread(run)
+        return await asyncio.wait_for(asyncio.to_thread(run), 60)
     return {"note": "not available (the measuring image could not report them)"}
