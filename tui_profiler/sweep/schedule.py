@@ -148,7 +148,12 @@ async def _open_host(
 
         hs.facts["machine"] = await asyncio.to_thread(host_facts)
         return hs
-    hs.send = _sender(local_client, client, registry)
+    loop = asyncio.get_running_loop()
+
+    def progress(line: str) -> None:  # from the sending thread: the log's consumers live on the loop
+        loop.call_soon_threadsafe(log, "info", f"fleet: {hs.name}: {line}")
+
+    hs.send = _sender(local_client, client, registry, progress)
     placed = await hs.ensure_image(measure_image)
     if placed.seconds is not None:
         log(
@@ -165,7 +170,9 @@ async def _open_host(
 LEFT_TO_THE_HOST = "left to the host's own pull"
 
 
-def _sender(source: Any, target: Any, registry: str) -> Callable[[str], ImageSent]:
+def _sender(
+    source: Any, target: Any, registry: str, progress: Callable[[str], None]
+) -> Callable[[str], ImageSent]:
     import docker.errors
 
     def send(ref: str) -> ImageSent:
@@ -173,7 +180,7 @@ def _sender(source: Any, target: Any, registry: str) -> Callable[[str], ImageSen
             source.images.get(ref)
         except docker.errors.ImageNotFound:  # e.g. a registry image this machine never pulled
             return ImageSent(None, None, LEFT_TO_THE_HOST)
-        return send_image(source, target, ref, registry=registry)
+        return send_image(source, target, ref, registry=registry, progress=progress)
 
     return send
 
