@@ -286,16 +286,17 @@ def test_an_engine_stopped_mid_unit_has_its_unit_requeued(
     assert drop["host"] == "e3" and drop["requeued"] is True and drop["try"] == 1
     assert "e3" in output and "another host" in output
     assert not {r["host"] for r in read_csv(session / "requests.csv")} - {"e1"}  # no half cell from e3
-    # e3's engine is back: what the dropped unit left there is an orphan of a finished run, removed
-    import asyncio
-
-    from tui_profiler.runtime.docker import DockerRuntime
-
-    client = e3.client(e3.unix_url)
-    try:
-        asyncio.run(DockerRuntime(client).remove_orphans())
-    finally:
-        client.close()
+    # e3's engine is back with what the dropped unit left there; `clean --hosts` removes it
+    left = labelled(e3, session)
+    cleaned = subprocess.run(
+        [sys.executable, "-m", "tui_profiler", "clean", "--hosts", e3.tcp_url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert f"removed {len(left)} container(s)" in cleaned.stdout
     for engine in (e1, e3):
         assert not labelled(engine, session)
 
