@@ -84,7 +84,7 @@ def _run_hosts(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.hosts:
+    if getattr(args, "hosts", None):  # callers that build their own Namespace may leave it out
         return _run_hosts(args)
     containers, processes, engine_error = clean(dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
