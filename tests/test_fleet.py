@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +84,35 @@ def hosts_file(tmp_path: Path, hosts: list[dict[str, str]]) -> Path:
     return path
 
 
-def cli(*args: str, home: Path) -> list[str]:
+def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "tui_profiler", "run", *args, "--headless"]
 
 
 def env_for(home: Path) -> dict[str, str]:
     return {**os.environ, "HOME": str(home), "COLUMNS": "160"}
+
+
+def run_to_end(*args: str, home: Path, timeout: int) -> subprocess.CompletedProcess[str]:
+    """`tui-profiler run ARGS --headless`, waited for (HOME: the ssh:// key's)."""
+    return subprocess.run(
+        cli(*args), cwd=REPO, env=env_for(home), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_run(*args: str, home: Path) -> subprocess.Popen[str]:
+    """`tui-profiler run ARGS --headless` in the background, its output in one pipe."""
+    return subprocess.Popen(
+        cli(*args), cwd=REPO, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_while_running(proc: subprocess.Popen[str], until: Callable[[], bool], what: str) -> None:
+    """Poll `until` while the run goes on; fail with its output if it ends first, or after 180 s."""
+    deadline = time.monotonic() + 180
+    while not until():
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.3)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -153,14 +177,7 @@ def test_a_sweep_spread_over_two_engines_lands_in_one_session(
     )
     out = tmp_path / "out"
     spec = preset(tmp_path, rounds=200_000, cpus="[0.5, 1]", memory="[0.5, 1]", requests=10)
-    proc = subprocess.run(
-        cli(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home),
-        cwd=REPO,
-        env=env_for(fleet_home),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_to_end(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     session = session_of(out)
     cells = read_csv(session / "cells.csv")
@@ -203,20 +220,13 @@ def test_sigint_removes_every_hosts_containers_and_resume_finishes(
     )
     out = tmp_path / "out"
     spec = preset(tmp_path, rounds=200_000, cpus="[0.5, 1]", memory="[0.5, 1]", requests=150)
-    proc = subprocess.Popen(
-        cli(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home),
-        cwd=REPO,
-        env=env_for(fleet_home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_run(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home)
     try:
-        deadline = time.monotonic() + 180
-        while not (running_measurers(e1, 1.0) and running_measurers(e2, 1.0)):
-            assert proc.poll() is None, proc.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "no unit ran on both hosts"
-            time.sleep(0.3)
+        wait_while_running(
+            proc,
+            lambda: bool(running_measurers(e1, 1.0) and running_measurers(e2, 1.0)),
+            "no unit ran on both hosts",
+        )
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
     finally:
@@ -228,14 +238,8 @@ def test_sigint_removes_every_hosts_containers_and_resume_finishes(
         assert not labelled(engine, session), f"left behind on {engine.name}"
     assert len(read_csv(session / "cells.csv")) < 4  # it was cut short
 
-    proc2 = subprocess.run(
-        cli("--resume", str(session), home=fleet_home),  # the hosts come from the session's meta.json
-        cwd=REPO,
-        env=env_for(fleet_home),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    # the hosts come from the session's meta.json
+    proc2 = run_to_end("--resume", str(session), home=fleet_home, timeout=600)
     assert proc2.returncode == 0, proc2.stdout[-3000:] + proc2.stderr[-3000:]
     cells = read_csv(session / "cells.csv")
     assert sorted(int(c["cell_index"]) for c in cells) == [0, 1, 2, 3]
@@ -256,20 +260,9 @@ def test_an_engine_stopped_mid_unit_has_its_unit_requeued(
     )
     out = tmp_path / "out"
     spec = preset(tmp_path, rounds=200_000, cpus="[1]", memory="[0.5, 1]", requests=150)
-    proc = subprocess.Popen(
-        cli(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home),
-        cwd=REPO,
-        env=env_for(fleet_home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_run(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home)
     try:
-        deadline = time.monotonic() + 180
-        while not running_measurers(e3, 1.5):
-            assert proc.poll() is None, proc.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "no unit ran on e3"
-            time.sleep(0.3)
+        wait_while_running(proc, lambda: bool(running_measurers(e3, 1.5)), "no unit ran on e3")
         os.kill(int(e3.pidfile.read_text()), signal.SIGKILL)  # the engine is gone mid-unit
         output, _ = proc.communicate(timeout=400)
     finally:
@@ -311,14 +304,7 @@ def test_a_cap_a_host_cannot_give_is_refused_naming_the_host(
     )
     out = tmp_path / "out"
     spec = preset(tmp_path, rounds=1000, cpus="[2]", memory="[0.5]", requests=1)
-    proc = subprocess.run(
-        cli(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home),
-        cwd=REPO,
-        env=env_for(fleet_home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_to_end(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home, timeout=120)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert "resources.cpus" in line and "fleet host e2" in line and "at most 1" in line
