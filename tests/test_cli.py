@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO
 from tui_profiler.runtime.common import free_port
-from tui_profiler.session.store import read_rows
+from tui_profiler.session.reader import read_rows
 
 
 def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess[str]:

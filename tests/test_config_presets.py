@@ -21,6 +21,7 @@ from tui_profiler.config.errors import field_keys
 from tui_profiler.config.overrides import apply_overrides, sections
 from tui_profiler.load.template import template_for
 from tui_profiler.plan import build_plan
+from tui_profiler.session.store import recording
 
 SERVER = Path(__file__).parent / "foreign" / "openai_embeddings_server.py"
 SHIPPED = [i.name for i in discover_presets() if i.builtin]
@@ -185,7 +186,7 @@ def test_a_text_preset_is_profiled_end_to_end(embeddings_server: str, tmp_path: 
     runner = SweepRunner(preset, output_dir=tmp_path, url=embeddings_server)
     assert len(runner.plan) == 2 * 2  # the url target has no resource configs: sizes × load levels
     events: list[object] = []
-    finished = asyncio.run(runner.run(events.append))
+    finished = asyncio.run(runner.run(recording(events.append)))
     assert finished.status == "ok", [getattr(e, "message", "") for e in events]
     with open(Path(finished.session_dir) / "requests.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -33,6 +33,7 @@ from tests.faults.harness import (
 )
 from tui_profiler.config import load_preset
 from tui_profiler.runtime.base import SESSION_LABEL
+from tui_profiler.session.store import recording
 from tui_profiler.sweep import SweepRunner
 
 pytestmark = pytest.mark.docker
@@ -105,7 +106,7 @@ async def test_port_in_use_is_the_cells_status(
     runner = SweepRunner(preset, runtime="docker", output_dir=tmp_path)
     events: list[Any] = []
     try:
-        finished = await runner.run(events.append)
+        finished = await runner.run(recording(events.append))
     finally:
         holder.close()
     assert finished.status == "failed" and finished.n_failed == 2

@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import RUN_TAG
 from tests.fleet_engines import FleetEngine
+from tests.replay import assert_replay_reproduces
 
 REPO = Path(__file__).resolve().parent.parent
 LAZY = REPO / "tests" / "foreign" / "lazy_model"
@@ -177,9 +178,17 @@ def test_a_sweep_spread_over_two_engines_lands_in_one_session(
     )
     out = tmp_path / "out"
     spec = preset(tmp_path, rounds=200_000, cpus="[0.5, 1]", memory="[0.5, 1]", requests=10)
-    proc = run_to_end(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home, timeout=600)
+    recorded = tmp_path / "events.jsonl"
+    args = (str(spec), "--hosts", str(hosts), "--output", str(out), "--events", str(recorded))
+    proc = run_to_end(*args, home=fleet_home, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     session = session_of(out)
+    # the events the remote measuring containers sent, replayed: the session's files byte for byte
+    from tui_profiler.events import event_from_json
+
+    events = [event_from_json(line) for line in recorded.read_text().splitlines()]
+    assert {e.host for e in events if type(e).__name__ == "RequestDone"} == {"e1", "e2"}
+    assert_replay_reproduces(events, session, tmp_path)
     cells = read_csv(session / "cells.csv")
     assert sorted(int(c["cell_index"]) for c in cells) == [0, 1, 2, 3]  # every cell exactly once
     assert all(c["status"] == "ok" for c in cells), [c["reason"] for c in cells]

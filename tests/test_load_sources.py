@@ -27,6 +27,7 @@ from tui_profiler.config.model import Preset
 from tui_profiler.load.sources import fit_words, guess_content_type, open_sources
 from tui_profiler.load.template import template_for
 from tui_profiler.plan import build_plan
+from tui_profiler.session.store import recording
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"
@@ -280,7 +281,7 @@ def test_a_folder_of_photos_is_profiled_at_three_scales(model_server: str, tmp_p
     )
     runner = SweepRunner(p, output_dir=tmp_path, url=model_server)
     events: list[Any] = []
-    finished = asyncio.run(runner.run(events.append))
+    finished = asyncio.run(runner.run(recording(events.append)))
     assert finished.status == "ok", [getattr(e, "message", "") for e in events]
     rows = read_requests(finished.session_dir)
     names = sorted(f.name for f in PHOTOS.iterdir())
@@ -371,7 +372,7 @@ def test_body_files_are_sent_byte_for_byte_with_their_type(
         request={"template": "torchserve", "model_name": "m"},
         load={"requests": 12, "warmup": 0},
     )
-    finished = asyncio.run(SweepRunner(p, output_dir=tmp_path / "out", url=url).run(lambda e: None))
+    finished = asyncio.run(SweepRunner(p, output_dir=tmp_path / "out", url=url).run(recording()))
     assert finished.status == "ok"
     rows = read_requests(finished.session_dir)
     files = sorted(bodies.iterdir())
@@ -403,7 +404,7 @@ def test_text_lines_are_sent_through_a_json_template(
         },
         load={"requests": 4, "warmup": 0},
     )
-    finished = asyncio.run(SweepRunner(p, output_dir=tmp_path / "out", url=url).run(lambda e: None))
+    finished = asyncio.run(SweepRunner(p, output_dir=tmp_path / "out", url=url).run(recording()))
     assert finished.status == "ok"
     rows = read_requests(finished.session_dir)
     assert len(rows) == len(received) == 8

@@ -13,6 +13,7 @@ import pytest
 from tui_profiler.runtime.base import TargetFailed, TargetSpec
 from tui_profiler.runtime.process import ProcessRuntime, cgroup_writable, find_orphan_processes
 from tui_profiler.sample import ResourceSampler
+from tui_profiler.session.store import recording
 
 MODEL = "mobilenet_v3_small"
 GIB = 1024**3
@@ -223,7 +224,7 @@ async def test_sweep_start_removes_the_server_of_a_killed_run(tmp_path: Path) ->
             elif isinstance(event, LogMessage):
                 logs.append(event.text)
 
-        finished = await runner.run(emit)
+        finished = await runner.run(recording(emit))
         assert finished.status == SessionStatus.INTERRUPTED
         for _ in range(100):
             if not _alive(server_pid):

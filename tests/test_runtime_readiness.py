@@ -35,6 +35,7 @@ from tui_profiler.config.request import ResponseCheck
 from tui_profiler.runtime.base import ProbeRequest, ReadinessProbe, RunningTarget, TargetFailed
 from tui_profiler.runtime.common import free_port, wait_ready
 from tui_profiler.session.schema import CellStatus
+from tui_profiler.session.store import recording
 
 REPO = Path(__file__).resolve().parent.parent
 LAZY = REPO / "tests" / "foreign" / "lazy_model"
@@ -299,7 +300,7 @@ def _sweep(tmp_path: Path, readiness: str, while_loading: str) -> tuple[dict[str
 
     preset = load_preset(str(_preset(tmp_path, readiness, while_loading)))
     runner = SweepRunner(preset, runtime=ReportingDocker(), output_dir=tmp_path / "out")
-    finished = asyncio.run(runner.run(lambda event: None))
+    finished = asyncio.run(runner.run(recording()))
     assert runner.session_dir is not None
     (cell,) = _rows(runner.session_dir / "cells.csv")
     requests = _rows(runner.session_dir / "requests.csv")

@@ -24,9 +24,11 @@ from statistics import median
 import pytest
 
 from tests.conftest import REPO, SESSION_LABEL
+from tests.replay import assert_replay_reproduces
 from tui_profiler import events as ev
+from tui_profiler.session.reader import read_rows
 from tui_profiler.session.schema import COLD_START_PHASES
-from tui_profiler.session.store import read_rows
+from tui_profiler.session.store import recording
 
 pytestmark = pytest.mark.docker
 
@@ -66,7 +68,7 @@ def smoke_session(docker_client, server_image, tmp_path_factory):  # type: ignor
 
     t0 = time.perf_counter()
     load_before = os.getloadavg()[0]
-    finished = asyncio.run(runner.run(on_event))
+    finished = asyncio.run(runner.run(recording(on_event)))
     wall = time.perf_counter() - t0
     load_1min = max(load_before, os.getloadavg()[0])
     # per cell: the share of its load time in which some task on the host waited for a CPU
@@ -407,3 +409,7 @@ def test_sigkill_leaves_an_orphan_that_the_next_start_removes(
     removed = asyncio.run(DockerRuntime().remove_orphans())
     assert any(container.name in r for r in removed), removed
     assert docker_client.containers.list(all=True, filters={"id": container.id}) == []
+
+
+def test_a_recorded_stream_replays_into_the_same_files(smoke_session, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert_replay_reproduces(smoke_session["events"], smoke_session["dir"], tmp_path)

@@ -1,7 +1,9 @@
 """The events the engine emits: the only contract between the engine and its consumers.
 
-A sweep produces a stream of these (see `tui_profiler.sweep`). The session store, the headless progress
-display and the TUI each consume the same stream; none of them reaches into the engine otherwise.
+A sweep produces a stream of these (see `tui_profiler.sweep`) and writes no file: the session writer
+(`tui_profiler.session.store.SessionWriter`), the headless progress display and the TUI each consume the
+same stream; none of them reaches into the engine otherwise. Replaying a recorded stream into a fresh
+writer reproduces the session's files.
 Values that could not be measured are `None` ('not available'), never 0.
 
 Every event has a `host`: the fleet host it comes from ("" on a one-host run). On a fleet the measuring
@@ -13,12 +15,39 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any, Literal
 
-from tui_profiler.session.schema import CellStatus, SessionStatus
-
 Level = Literal["debug", "info", "warning", "error"]
+
+
+class CellStatus(StrEnum):
+    """How a cell ended (cells.csv `status`). Every one but OK is a failure that is recorded, not raised."""
+
+    OK = "ok"
+    FAILED = "failed"  # requests failed, or none finished
+    OOM = "oom"  # the target was OOM-killed (memory cap)
+    TIMEOUT = "timeout"  # the target stopped answering, or readiness timed out
+    CRASHED = "crashed"  # the target died
+    START_FAILED = "start_failed"  # the runtime could not start it (engine unreachable, ...)
+    BUILD_FAILED = "build_failed"  # the target image could not be built
+    PULL_FAILED = "pull_failed"  # the target image could not be pulled
+    CREATE_FAILED = "create_failed"  # the engine refused to create the container
+    PORT_CONFLICT = "port_conflict"  # no free loopback port after retries
+    GPU_UNAVAILABLE = "gpu_unavailable"  # a GPU was asked for and the engine or driver refused it
+    REFUSED = "refused"  # the spec asks for something never done (e.g. mounting the Docker socket)
+    INTERRUPTED = "interrupted"  # stopped by the user (no cells.csv row)
+
+
+class SessionStatus(StrEnum):
+    """How a session ended (meta.json `status`, `SessionFinished.status`)."""
+
+    RUNNING = "running"
+    OK = "ok"  # every cell ok
+    FAILED = "failed"  # some cell did not end ok
+    INTERRUPTED = "interrupted"  # stopped; resumable
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +60,8 @@ class SessionStarted:
     n_cells: int
     resumed_cells: int = 0  # cells already finished in a resumed session
     host: str = ""
+    resume: bool = False  # the session folder exists: the writer re-opens it (see `session.store`)
+    meta: dict[str, Any] = field(default_factory=dict)  # meta.json's fields (a resume: the ones it changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +150,14 @@ class LogMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class MetaUpdated:
+    """Facts about the session learnt while it runs (a fleet host dropped): meta.json's changed fields."""
+
+    fields: dict[str, Any]
+    host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SessionFinished:
     session_dir: str
     status: SessionStatus
@@ -126,6 +165,8 @@ class SessionFinished:
     n_failed: int
     wall_s: float
     host: str = ""
+    cells_finished: int = 0  # cells with a cells.csv row, resumed ones included
+    cells_remaining: list[int] = field(default_factory=list)  # cells a resume would run
 
 
 Event = (
@@ -137,8 +178,12 @@ Event = (
     | ResourceSample
     | CellFinished
     | LogMessage
+    | MetaUpdated
     | SessionFinished
 )
+
+
+Emit = Callable[[Event], None]  # a consumer of the stream
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -152,6 +197,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ResourceSample,
         CellFinished,
         LogMessage,
+        MetaUpdated,
         SessionFinished,
     )
 }

@@ -302,7 +302,7 @@ class ClientRunner:
         return result
 
     def _run_url(self, c: int, limit: float) -> dict[str, Any]:
-        from tui_profiler.session.store import read_rows
+        from tui_profiler.session.reader import read_rows
 
         out_dir = Path(tempfile.mkdtemp(prefix="run-url-", dir=self.workdir))
         cmd = [

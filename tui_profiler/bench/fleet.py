@@ -30,7 +30,8 @@ def run_fleet_bench(
     from tui_profiler.bench.client import BenchUnavailable
     from tui_profiler.config import FleetConfig, load_preset
     from tui_profiler.fleet.hosts import parse_hosts
-    from tui_profiler.session.store import read_rows
+    from tui_profiler.session.reader import read_rows
+    from tui_profiler.session.store import recording
     from tui_profiler.sweep import SweepRunner
 
     if not hosts:
@@ -58,7 +59,7 @@ def run_fleet_bench(
                     say(f"fleet ({label}): cell {event.cell_index + 1}/{n} {event.status} on {event.host}")
 
             t0 = time.perf_counter()
-            finished = asyncio.run(runner.run(emit))
+            finished = asyncio.run(runner.run(recording(emit)))
             walls[label] = time.perf_counter() - t0
             _, rows = read_rows(Path(finished.session_dir) / "cells.csv")
             ok = sum(1 for r in rows if r.get("status") == "ok")

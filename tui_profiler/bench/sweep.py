@@ -52,7 +52,8 @@ def _server_image(ensure: Callable[[], str], say: Callable[[str], None]) -> str:
 def run_sweep_bench(report: BenchReport, *, quick: bool, say: Callable[[str], None]) -> None:
     from tui_profiler.config import load_preset
     from tui_profiler.images import ensure_server_image, server_tag
-    from tui_profiler.session.store import read_rows
+    from tui_profiler.session.reader import read_rows
+    from tui_profiler.session.store import recording
     from tui_profiler.sweep import SweepRunner
 
     overrides = QUICK_OVERRIDES if quick else []
@@ -70,7 +71,7 @@ def run_sweep_bench(report: BenchReport, *, quick: bool, say: Callable[[str], No
 
         say(f"sweep: preset smoke{' ' + ' '.join(overrides) if overrides else ''} — {n_cells} cells")
         t0 = time.perf_counter()
-        finished = asyncio.run(runner.run(emit))
+        finished = asyncio.run(runner.run(recording(emit)))
         wall = time.perf_counter() - t0
         _, rows = read_rows(Path(finished.session_dir) / "cells.csv")
     finally:

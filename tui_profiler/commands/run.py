@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tui_profiler.session.schema import CellStatus, SessionStatus
@@ -68,6 +69,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--concurrency", type=int, default=None, help="with --url: concurrent clients (closed loop)"
     )
     p.add_argument("--requests", type=int, default=None, help="with --url: timed requests per level")
+    p.add_argument(
+        "--events",
+        metavar="FILE",
+        default=None,
+        help="with --headless: also write every event as one JSON line to FILE (a recording that "
+        "`tui_profiler.session.store.replay` turns back into the session's files)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -326,12 +334,29 @@ def _cell_label(cell: dict[str, Any]) -> str:
     )
 
 
+@contextlib.contextmanager
+def _event_log(path: str | None) -> Iterator[list[Callable[[Any], None]]]:
+    """`--events FILE`: a consumer that writes each event as a JSON line (none without the flag)."""
+    if not path:
+        yield []
+        return
+    from tui_profiler.events import event_to_json
+
+    with open(path, "w", encoding="utf-8") as fh:
+
+        def write(event: Any) -> None:
+            fh.write(event_to_json(event) + "\n")
+
+        yield [write]
+
+
 async def _headless(preset: Any, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
     from tui_profiler.runtime import RuntimeUnavailable
     from tui_profiler.session.reader import session_summary
+    from tui_profiler.session.store import recording
     from tui_profiler.sweep import SweepRunner
 
     console = Console()
@@ -382,7 +407,8 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             live.start()
         try:
-            finished = await runner.run(progress)
+            with _event_log(getattr(args, "events", None)) as log_event:
+                finished = await runner.run(recording(progress, *log_event))
         except asyncio.CancelledError:
             pass
         except (ValueError, RuntimeUnavailable) as exc:  # a resume that does not fit, no runtime: one line

@@ -10,16 +10,19 @@ the functions that return frames, so the sweep can read a session without paying
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
+import re
+import secrets
 import statistics
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tui_profiler.session.schema import COLD_START_PHASES, CellStatus
-from tui_profiler.session.store import read_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,6 +31,36 @@ if TYPE_CHECKING:
 CONFIG_COLUMNS = ("cpu_cores", "mem_cap_gb", "gpu_mode")
 # The x axis of the figure, best first.
 X_COLUMNS = ("input_scale", "pixels", "token_len")
+
+
+def session_dir_for(output_dir: str | os.PathLike[str], preset_name: str) -> Path:
+    """A new session's folder (not created): `<stamp>-<preset>`, `-2`, `-3`… when that name is taken."""
+    root = Path(output_dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", preset_name) or "session"
+    path = root / f"{stamp}-{safe}"
+    n = 2
+    while path.exists():
+        path = root / f"{stamp}-{safe}-{n}"
+        n += 1
+    return path
+
+
+def new_session_id(session_dir: Path) -> str:
+    """The container label value: the folder name plus a random token (kept in meta.json so a resume
+    reuses it), so two runs started in the same second never share a label."""
+    return f"{session_dir.name}-{secrets.token_hex(3)}"
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the complete rows of a CSV (a last line cut by a kill is left out)."""
+    if not path.exists():
+        return [], []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        rows = [dict(zip(header, r, strict=True)) for r in reader if len(r) == len(header)]
+    return header, rows
 
 
 @dataclass(slots=True)

@@ -2,30 +2,16 @@
 cold-start phases, and the statuses a cell and a session end with.
 
 The writer (`session.store`), the reader, the TUI, `plot`, `fit` and the importers all read these names
-from here. Nothing here imports the rest of the package.
+from here. The statuses a cell and a session end with are the events' own (`tui_profiler.events`),
+named here too.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-
-class CellStatus(StrEnum):
-    """How a cell ended (cells.csv `status`). Every one but OK is a failure that is recorded, not raised."""
-
-    OK = "ok"
-    FAILED = "failed"  # requests failed, or none finished
-    OOM = "oom"  # the target was OOM-killed (memory cap)
-    TIMEOUT = "timeout"  # the target stopped answering, or readiness timed out
-    CRASHED = "crashed"  # the target died
-    START_FAILED = "start_failed"  # the runtime could not start it (engine unreachable, ...)
-    BUILD_FAILED = "build_failed"  # the target image could not be built
-    PULL_FAILED = "pull_failed"  # the target image could not be pulled
-    CREATE_FAILED = "create_failed"  # the engine refused to create the container
-    PORT_CONFLICT = "port_conflict"  # no free loopback port after retries
-    GPU_UNAVAILABLE = "gpu_unavailable"  # a GPU was asked for and the engine or driver refused it
-    REFUSED = "refused"  # the spec asks for something never done (e.g. mounting the Docker socket)
-    INTERRUPTED = "interrupted"  # stopped by the user (no cells.csv row)
+from tui_profiler.events import CellStatus as CellStatus
+from tui_profiler.events import SessionStatus as SessionStatus
 
 
 class RequestStatus(StrEnum):
@@ -37,15 +23,6 @@ class RequestStatus(StrEnum):
     CHECK_FAILED = "check_failed"  # the answer lacks the field the template's check asks for
     ERROR = "error"  # no answer: connection refused or reset, a protocol error, a stream error event
     DROPPED = "dropped"  # open loop: never sent, every connection was busy at its scheduled time
-
-
-class SessionStatus(StrEnum):
-    """How a session ended (meta.json `status`, `SessionFinished.status`)."""
-
-    RUNNING = "running"
-    OK = "ok"  # every cell ok
-    FAILED = "failed"  # some cell did not end ok
-    INTERRUPTED = "interrupted"  # stopped; resumable
 
 
 class GenColumn(StrEnum):
@@ -110,6 +87,33 @@ GENERATIVE_CELL_COLUMNS: tuple[str, ...] = tuple(
 )
 del G
 
+
+# A cell's settings: the leading columns of its cells.csv row, the same in every requests.csv row of it.
+SETTING_COLUMNS: tuple[str, ...] = (
+    "model_name",
+    "cpu_cores",
+    "gpu_mode",
+    "mem_cap_gb",
+    "batch_size",
+    "token_len",
+    "repeat_idx",
+    "cell_index",
+    "container_idx",
+    "host",
+    "host_class",
+    "input_scale",
+    "pixels",
+    "height",
+    "width",
+    "concurrency",
+    "rate",
+    "gpus",
+    "cpus_enforced",
+    "mem_enforced",
+    "gpus_enforced",
+    "cpuset",
+    "output_len",
+)
 
 REQUEST_COLUMNS = [
     # the AC-Prof long format, in its order (avg_power_w / peak_power_w / energy_j are not measured here)

@@ -1,5 +1,9 @@
-"""The session folder: `OUTPUT/<YYYYmmdd-HHMMSS>-<preset>/` with requests.csv, cells.csv, samples.csv and
-meta.json.
+"""The session folder, written from the event stream: `OUTPUT/<YYYYmmdd-HHMMSS>-<preset>/` with
+requests.csv, cells.csv, samples.csv and meta.json.
+
+`SessionWriter` is an event consumer like the TUI and the headless progress: the sweep emits, the writer
+writes (`recording(...)` puts it first among a run's consumers, so rows are on disk before any view shows
+them). Replaying a recorded event stream into a fresh writer reproduces the files byte for byte.
 
 Rows are appended and flushed one by one, so a killed run keeps every finished request on disk. A cell's
 row goes to cells.csv only when the cell has finished (whatever its status: a failed cell is data too);
@@ -8,7 +12,8 @@ a cell interrupted half-way gets no cells.csv row.
 Resume (`--resume SESSION_DIR`): the cells listed in cells.csv are done and are skipped. The request and
 sample rows of any other cell (a cell cut short by the interruption) are MOVED to `requests.partial.csv`
 and `samples.partial.csv` — kept for inspection, never lost — and that cell is run again from the start,
-so each cell appears exactly once in the main files.
+so each cell appears exactly once in the main files. A cell started again within a session (its fleet host
+dropped mid-way) has its earlier rows moved aside the same way.
 
 CSV conventions: an empty field means 'not available' (or 'not capped' for a cap), never 0; booleans are
 1/0 (as the AC-Prof long format writes `warmup`).
@@ -21,14 +26,32 @@ import csv
 import json
 import math
 import os
-import re
-import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS, SAMPLE_COLUMNS
+from tui_profiler.events import (
+    CellFinished,
+    CellStarted,
+    Emit,
+    Event,
+    LogMessage,
+    MetaUpdated,
+    RequestDone,
+    ResourceSample,
+    SessionFinished,
+    SessionStarted,
+)
+from tui_profiler.session.reader import new_session_id, read_rows, session_dir_for
+from tui_profiler.session.schema import (
+    CELL_COLUMNS,
+    REQUEST_COLUMNS,
+    SAMPLE_COLUMNS,
+    SETTING_COLUMNS,
+    CellStatus,
+)
 
 
 def fmt(value: Any) -> str:
@@ -139,17 +162,6 @@ class BoundRows:
         self.target.rows_written += 1
 
 
-def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The header and the complete rows of a CSV (a last line cut by a kill is left out)."""
-    if not path.exists():
-        return [], []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, [])
-        rows = [dict(zip(header, r, strict=True)) for r in reader if len(r) == len(header)]
-    return header, rows
-
-
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
@@ -157,15 +169,8 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def new_session_dir(output_dir: str | os.PathLike[str], preset_name: str) -> Path:
-    root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", preset_name) or "session"
-    path = root / f"{stamp}-{safe}"
-    n = 2
-    while path.exists():
-        path = root / f"{stamp}-{safe}-{n}"
-        n += 1
+    path = session_dir_for(output_dir, preset_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.mkdir()
     return path
 
@@ -175,8 +180,6 @@ class SessionStore:
 
     def __init__(self, session_dir: Path, meta: dict[str, Any], finished: set[int]) -> None:
         self.dir = session_dir
-        # The container label value: the folder name plus a random token (kept in meta.json so a resume
-        # reuses it), so two runs started in the same second never share a label.
         self.session_id = str(meta.get("session_id") or session_dir.name)
         self.meta = meta
         self.finished_cells = finished
@@ -189,8 +192,16 @@ class SessionStore:
         cls, output_dir: str | os.PathLike[str], preset_name: str, meta: dict[str, Any]
     ) -> SessionStore:
         session_dir = new_session_dir(output_dir, preset_name)
+        return cls.create_at(session_dir, {"session_id": new_session_id(session_dir), **meta}, made=True)
+
+    @classmethod
+    def create_at(cls, session_dir: Path, meta: dict[str, Any], made: bool = False) -> SessionStore:
+        """A new session in `session_dir` (created here unless `made`; it must not exist yet)."""
+        if not made:
+            session_dir.parent.mkdir(parents=True, exist_ok=True)
+            session_dir.mkdir()
         meta = {
-            "session_id": f"{session_dir.name}-{secrets.token_hex(3)}",
+            "session_id": meta.get("session_id") or new_session_id(session_dir),
             "created_utc": datetime.now(UTC).isoformat(),
             **meta,
         }
@@ -209,19 +220,7 @@ class SessionStore:
         _, cell_rows = read_rows(path / "cells.csv")
         finished = {int(r["cell_index"]) for r in cell_rows if r.get("cell_index", "").isdigit()}
         _rewrite_csv(path / "cells.csv", CELL_COLUMNS, cell_rows, keep=lambda r: True)
-        for name, columns in (("requests", REQUEST_COLUMNS), ("samples", SAMPLE_COLUMNS)):
-            _, rows = read_rows(path / f"{name}.csv")
-            keep: list[dict[str, str]] = []
-            moved: list[dict[str, str]] = []
-            for r in rows:
-                done = r.get("cell_index", "").isdigit() and int(r["cell_index"]) in finished
-                (keep if done else moved).append(r)
-            if moved:
-                partial = AppendCsv(path / f"{name}.partial.csv", columns)
-                for r in moved:
-                    partial.write(r)
-                partial.close()
-            _rewrite_csv(path / f"{name}.csv", columns, keep, keep=lambda r: True)
+        _move_rows_aside(path, lambda index: index not in finished)
         resumes = list(meta.get("resumes", []))
         resumes.append({"resumed_utc": datetime.now(UTC).isoformat(), "finished_cells": len(finished)})
         meta["resumes"] = resumes
@@ -238,20 +237,14 @@ class SessionStore:
     def write_sample(self, row: dict[str, Any]) -> None:
         self.samples.write(row)
 
-    def write_partial(self, requests: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
-        """Rows of cells that did not finish (a fleet host dropped, a stop): *.partial.csv, where a
-        resume also moves such rows, never the session's own CSVs."""
-        for name, columns, rows in (
-            ("requests", REQUEST_COLUMNS, requests),
-            ("samples", SAMPLE_COLUMNS, samples),
-        ):
-            if rows:
-                partial = AppendCsv(self.dir / f"{name}.partial.csv", columns)
-                try:
-                    for r in rows:
-                        partial.write(r)
-                finally:
-                    partial.close()
+    def set_aside(self, cell_index: int) -> None:
+        """Move the rows of a cell that is about to run again (its earlier try was cut short) to
+        *.partial.csv, as a resume does."""
+        for f in (self.requests, self.samples):
+            f.close()
+        _move_rows_aside(self.dir, lambda index: index == cell_index)
+        self.requests = AppendCsv(self.dir / "requests.csv", REQUEST_COLUMNS)
+        self.samples = AppendCsv(self.dir / "samples.csv", SAMPLE_COLUMNS)
 
     def write_cell(self, row: dict[str, Any]) -> None:
         self.requests.sync()
@@ -272,6 +265,26 @@ class SessionStore:
                 pass
 
 
+def _move_rows_aside(session_dir: Path, aside: Callable[[int | None], bool]) -> None:
+    """Move the request and sample rows whose cell `aside` names to *.partial.csv (kept, never lost);
+    a row without a cell index counts as None."""
+    for name, columns in (("requests", REQUEST_COLUMNS), ("samples", SAMPLE_COLUMNS)):
+        _, rows = read_rows(session_dir / f"{name}.csv")
+        keep: list[dict[str, str]] = []
+        moved: list[dict[str, str]] = []
+        for r in rows:
+            index = int(r["cell_index"]) if r.get("cell_index", "").isdigit() else None
+            (moved if aside(index) else keep).append(r)
+        if moved:
+            partial = AppendCsv(session_dir / f"{name}.partial.csv", columns)
+            try:
+                for r in moved:
+                    partial.write(r)
+            finally:
+                partial.close()
+            _rewrite_csv(session_dir / f"{name}.csv", columns, keep, keep=lambda r: True)
+
+
 def _rewrite_csv(path: Path, columns: list[str], rows: Iterable[dict[str, str]], keep: Any) -> None:
     """Rewrite a CSV atomically with the current header (old sessions' extra columns are dropped)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -284,3 +297,127 @@ def _rewrite_csv(path: Path, columns: list[str], rows: Iterable[dict[str, str]],
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+class SessionWriter:
+    """The session folder as an event consumer: call it with each event of a sweep, in order.
+
+    `SessionStarted` creates the folder (or re-opens it for a resume) and writes meta.json; `RequestDone`
+    and `ResourceSample` append their rows at once; `CellFinished` writes the cell's row (an interrupted
+    cell gets none); `MetaUpdated` and `SessionFinished` update meta.json, and the latter closes the files.
+    An OSError (a full disk) is raised to the emitter: the sweep stops with a clear error."""
+
+    def __init__(self) -> None:
+        self.store: SessionStore | None = None
+        self._container_idx: dict[int, Any] = {}  # cell -> its container group's index
+        self._requests: dict[int, BoundRows] = {}  # cell -> its requests.csv rows (settings formatted once)
+        self._with_rows: set[int] = set()  # cells with rows in requests.csv or samples.csv
+
+    @property
+    def session_dir(self) -> Path | None:
+        return self.store.dir if self.store else None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RequestDone):
+            self._request(event)
+        elif isinstance(event, ResourceSample):
+            self._sample(event)
+        elif isinstance(event, CellStarted):
+            self._cell_started(event)
+        elif isinstance(event, CellFinished):
+            self._cell_finished(event)
+        elif isinstance(event, SessionStarted):
+            self._session_started(event)
+        elif isinstance(event, MetaUpdated):
+            self._open().update_meta(**event.fields)
+        elif isinstance(event, SessionFinished):
+            self._session_finished(event)
+
+    def _open(self) -> SessionStore:
+        if self.store is None:
+            raise RuntimeError("SessionWriter: an event came before SessionStarted")
+        return self.store
+
+    def _session_started(self, event: SessionStarted) -> None:
+        path = Path(event.session_dir)
+        if event.resume:
+            self.store = SessionStore.resume(path)
+            self.store.update_meta(**event.meta)
+        else:
+            self.store = SessionStore.create_at(path, {"session_id": event.session_id, **event.meta})
+
+    def _cell_started(self, event: CellStarted) -> None:
+        index = event.cell_index
+        self._container_idx[index] = event.cell.get("group")
+        self._requests.pop(index, None)
+        if index in self._with_rows:  # a second try of a cell within this session
+            self._open().set_aside(index)
+            self._requests.clear()  # bound to the files set_aside re-opened
+            self._with_rows.discard(index)
+
+    def _request(self, event: RequestDone) -> None:
+        rows = self._requests.get(event.cell_index)
+        if rows is None:
+            row = event.row
+            constant = {c: row.get(c) for c in SETTING_COLUMNS}
+            rows = self._requests[event.cell_index] = self._open().request_rows(constant)
+            self._with_rows.add(event.cell_index)
+        rows.write(event.row)
+
+    def _sample(self, event: ResourceSample) -> None:
+        row = {**asdict(event), "container_idx": self._container_idx.get(event.cell_index)}
+        self._open().write_sample(row)
+        self._with_rows.add(event.cell_index)
+
+    def _cell_finished(self, event: CellFinished) -> None:
+        self._requests.pop(event.cell_index, None)
+        if event.status != CellStatus.INTERRUPTED:
+            self._open().write_cell(event.summary)
+            self._with_rows.discard(event.cell_index)
+
+    def _session_finished(self, event: SessionFinished) -> None:
+        store = self._open()
+        try:
+            with contextlib.suppress(OSError):  # the disk that stopped the session may still be full
+                store.update_meta(
+                    status=event.status,
+                    cells_finished=event.cells_finished,
+                    cells_remaining=event.cells_remaining,
+                    last_wall_s=event.wall_s,
+                )
+        finally:
+            store.close()
+
+
+def recording(*consumers: Emit) -> Emit:
+    """A run's consumers with the session writer first: its rows are on disk before any view shows them.
+    A consumer's error is reported to the others as a LogMessage and never loses a measurement; the
+    writer's own OSError (a full disk) reaches the sweep, which stops."""
+    writer = SessionWriter()
+
+    def emit(event: Event) -> None:
+        writer(event)
+        for consume in consumers:
+            try:
+                consume(event)
+            except Exception as exc:
+                note = LogMessage("error", f"event consumer failed on {type(event).__name__}: {exc}")
+                for other in consumers:
+                    if other is not consume:
+                        with contextlib.suppress(Exception):
+                            other(note)
+
+    return emit
+
+
+def replay(events: Iterable[Event], session_dir: Path | None = None) -> Path:
+    """Feed a recorded event stream into a fresh writer: the session's files again (in `session_dir`,
+    when given, instead of the recorded folder). Returns the folder written."""
+    writer = SessionWriter()
+    for event in events:
+        if session_dir is not None and isinstance(event, SessionStarted | SessionFinished):
+            event = replace(event, session_dir=str(session_dir))
+        writer(event)
+    if writer.session_dir is None:
+        raise ValueError("replay: the stream has no SessionStarted")
+    return writer.session_dir

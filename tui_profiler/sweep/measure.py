@@ -5,7 +5,7 @@ container of the measuring image, in the target's network namespace and with the
 mounted read-only. It reads its unit (the preset, the cells of one resource configuration, the target it
 adopts) from `TUI_PROFILER_UNIT`, runs those cells exactly as a one-host run does (`SweepRunner`, the
 `adopted` runtime), and writes every event as one JSON line on stdout; the local side decodes them,
-fills in the host, writes the session and drives the views. Exit codes: 0 the unit ran (cells may have
+fills in the host and passes them on to its consumers (the session writer, the views). It writes no file. Exit codes: 0 the unit ran (cells may have
 failed: that is data), 3 the target died and the remaining cells need a fresh one, 2 a bad unit,
 130 stopped (SIGTERM).
 
@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from typing import TextIO
 
@@ -60,28 +59,22 @@ class _LineWriter:
 async def run_unit(doc: UnitDoc, out: TextIO) -> int:
     from tui_profiler.config import preset_from_dict
     from tui_profiler.runtime.adopted import AdoptedRuntime, AdoptedTarget, TargetGone
-    from tui_profiler.session.store import SessionStore
     from tui_profiler.sweep.runner import SweepRunner
 
     preset = preset_from_dict(doc.preset, "<fleet unit>", check_host=False)
     cells = [Cell(**c) for c in doc.cells]
     runtime = AdoptedRuntime(AdoptedTarget.from_dict(doc.target))
-    # the unit's files are written as on a one-host run (same cost), in the container's tmpfs, and
-    # dropped with it: the local side writes the session from the events
-    scratch = tempfile.mkdtemp(prefix="unit-")
-    runner = SweepRunner(preset, runtime=runtime, output_dir=scratch)
+    runner = SweepRunner(preset, runtime=runtime)
     runner.host_name, runner.host_class = doc.host, doc.host_class
-    store = SessionStore.create(scratch, preset.name, {"session_id": doc.session_id})
     writer = _LineWriter(out)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, runner.request_stop)
     try:
-        await runner.run_unit(cells, writer, store)
+        await runner.run_unit(cells, writer, doc.session_id)
     except TargetGone:
         return EXIT_TARGET_GONE
     finally:
         writer.flush()
-        store.close()
     return EXIT_STOPPED if runner.stop_requested else EXIT_OK
 
 

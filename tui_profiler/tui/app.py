@@ -159,9 +159,11 @@ class ProfilerApp(App[int]):
         return True
 
     async def _run_sweep(self, runner: Any) -> None:
+        from tui_profiler.session.store import recording
+
         state = self.live_state
         try:
-            finished = await runner.run(state.ingest)
+            finished = await runner.run(recording(state.ingest))
         except asyncio.CancelledError:
             state.log("warning", "sweep cancelled")
             raise

@@ -1,0 +1,313 @@
+"""One cell on a ready target: its inputs prepared, the resource sampler, the load (each request a
+`RequestDone`), its status, and its `CellFinished` with the cells.csv row. A cell that cannot run gets its
+row all the same, through `fail_cells`, the one way a cell fails without running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from tui_profiler.events import (
+    CellFinished,
+    CellStarted,
+    ColdStartDone,
+    ColdStartPhase,
+    RequestDone,
+    ResourceSample,
+)
+from tui_profiler.plan import Cell
+from tui_profiler.runtime.base import EnforcedCaps, RunningTarget
+from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
+from tui_profiler.sweep.container import alive, stop_target
+from tui_profiler.sweep.context import Placement, SweepContext
+from tui_profiler.sweep.control import Stopped
+from tui_profiler.sweep.outcome import (
+    CellSetting,
+    ColdStart,
+    cell_row,
+    classify_cell,
+    cold_total,
+    model_name,
+    needs_liveness_check,
+    request_constants,
+)
+from tui_profiler.sweep.targets import target_config
+
+if TYPE_CHECKING:
+    from tui_profiler.load.client import RequestResult
+    from tui_profiler.load.inputs import PayloadSet
+    from tui_profiler.sample import SamplerSummary
+
+# What the cells after the first of a group say when its container did not start.
+CONTAINER_DID_NOT_START = "container did not start"
+
+# The input columns of a request that never picked an input (an open-loop arrival dropped unsent).
+_NO_INPUT: dict[str, Any] = {"input_index": None, "input_hash": None, "body_bytes": None}
+
+
+def cell_setting(
+    ctx: SweepContext,
+    place: Placement,
+    cell: Cell,
+    enforced: EnforcedCaps,
+    payload_row: dict[str, Any] | None = None,
+) -> CellSetting:
+    return CellSetting(
+        cell=cell,
+        model_name=model_name(
+            ctx.model_facts.get("model"), ctx.preset.model, target_config(ctx.preset).image
+        ),
+        batch_size=ctx.preset.input.batch_size,
+        enforced=enforced,
+        container_idx=cell.group,
+        payload_row=payload_row or {},
+        host=place.host,
+        host_class=place.host_class,
+    )
+
+
+def finish_cell(
+    ctx: SweepContext,
+    place: Placement,
+    setting: CellSetting,
+    results: Sequence[RequestResult],
+    *,
+    status: CellStatus,
+    reason: str,
+    sampled: SamplerSummary | None = None,
+    cold: ColdStart | None = None,
+    measures_cold_start: bool = False,
+    load_wall_s: float | None = None,
+    target_facts: dict[str, Any] | None = None,
+) -> None:
+    """The cell's end: its cells.csv row, carried by `CellFinished`."""
+    row = cell_row(
+        setting,
+        results,
+        status=status,
+        reason=reason,
+        sampled=sampled,
+        cold=cold,
+        fresh=measures_cold_start,
+        profiling_url=ctx.url is not None,
+        load_wall_s=load_wall_s,
+        target_facts=target_facts,
+        weight_bytes=ctx.model_facts.get("weight_bytes"),
+        slo=ctx.preset.slo,
+    )
+    place.emit(CellFinished(setting.cell.index, status, reason, row))
+
+
+def fail_cells(
+    ctx: SweepContext,
+    place: Placement,
+    cells: Sequence[Cell],
+    status: CellStatus,
+    reason: str,
+    *,
+    cold: ColdStart | None = None,
+    first_measures_cold_start: bool = False,
+    see_first: str = "",
+    first_announced: bool = False,
+) -> int:
+    """End `cells` without running them (their container could not start, their host is gone): each gets
+    its `CellStarted` (unless `first_announced`: the first has it already) and a `CellFinished` with
+    `status` and `reason`; with `see_first`, the cells after the first say "(<see_first>, see cell N)"
+    instead of repeating the reason. Returns how many failed."""
+    for cell in cells:
+        first = cell is cells[0]
+        if not (first and first_announced):
+            place.emit(
+                CellStarted(cell.index, ctx.n_cells, cell.as_dict(), ctx.eta(len(place.emitter.finished)))
+            )
+        finish_cell(
+            ctx,
+            place,
+            cell_setting(ctx, place, cell, EnforcedCaps()),
+            [],
+            status=status,
+            reason=reason if first or not see_first else f"{reason} ({see_first}, see cell {cells[0].index})",
+            cold=cold,
+            measures_cold_start=first and first_measures_cold_start,
+        )
+    return len(cells)
+
+
+async def prepare_payloads(ctx: SweepContext, cell: Cell) -> PayloadSet:
+    """Every input of the cell, prepared now, outside the timed load (ValueError / OSError: it cannot be)."""
+    from tui_profiler.load.inputs import InputSpec, PayloadSet
+    from tui_profiler.load.template import build_payload
+
+    if ctx.sources is not None:
+        return await asyncio.to_thread(
+            ctx.sources.prepare,
+            ctx.preset,
+            ctx.template,
+            ctx.template_model(),
+            scale=cell.input_scale,
+            token_len=cell.token_len,
+            output_len=cell.output_len,
+        )
+    spec_in = InputSpec.for_cell(ctx.preset.input, scale=cell.input_scale, token_len=cell.token_len)
+    payload = await asyncio.to_thread(
+        build_payload, spec_in, ctx.template, ctx.template_model(), cell.output_len
+    )
+    return PayloadSet((payload,))
+
+
+class _RequestEvents:
+    """Each answer of the cell as a `RequestDone` carrying its requests.csv row; the first answer of a
+    container also ends its cold start (`first_request`, then `ColdStartDone`)."""
+
+    def __init__(
+        self,
+        ctx: SweepContext,
+        place: Placement,
+        setting: CellSetting,
+        payloads: PayloadSet,
+        target: RunningTarget,
+    ) -> None:
+        self.ctx, self.place, self.target = ctx, place, target
+        self.cell = setting.cell
+        self.base = request_constants(setting)
+        self.input_rows = [p.as_row() for p in payloads.payloads] if len(payloads.payloads) > 1 else None
+        self.cold: ColdStart | None = None  # set while the cell measures its container's cold start
+        self.first_seen = False
+
+    def cold_start_done(self) -> None:
+        assert self.cold is not None
+        self.cold.finish()
+        phases = dict(self.cold.phases)
+        self.place.emit(
+            ColdStartDone(self.cell.index, phases, cold_total(phases) or 0.0, self.target.enforced.as_row())
+        )
+
+    def _first(self, res: RequestResult) -> None:
+        assert self.cold is not None
+        self.first_seen = True
+        first_request = ColdStartPhaseName.FIRST_REQUEST.value
+        self.cold.phases[first_request] = res.latency_s
+        detail = "" if res.ok else f"failed: {res.error}"
+        self.place.emit(ColdStartPhase(self.cell.index, first_request, res.latency_s, detail))
+        if not self.ctx.url:
+            self.cold_start_done()
+
+    def __call__(self, res: RequestResult, cold: ColdStart) -> None:
+        if self.cold is not None and not self.first_seen:
+            self._first(res)
+        varying = res.as_row()
+        if self.input_rows is not None:  # several inputs: the one this request sent (none if never sent)
+            idx = res.input_index
+            varying = {**(self.input_rows[idx] if idx is not None else _NO_INPUT), **varying}
+        varying["cold_start_s"] = cold.total_s() if not self.ctx.url else None
+        self.place.emit(
+            RequestDone(
+                cell_index=self.cell.index,
+                t_s=res.t_recv_s,
+                latency_s=res.latency_s,
+                ok=res.ok,
+                warmup=res.warmup,
+                status=res.status,
+                error=res.error or "",
+                server_total_ms=res.server_total_ms,
+                overhead_ms=res.overhead_ms,
+                row={**self.base, **varying},
+            )
+        )
+
+
+async def run_cell(
+    ctx: SweepContext,
+    place: Placement,
+    cell: Cell,
+    target: RunningTarget,
+    cold: ColdStart,
+    measures_cold_start: bool,
+) -> tuple[CellStatus, bool]:
+    """Run one cell's load on a ready target; returns (status, target_dead)."""
+    try:
+        payloads = await prepare_payloads(ctx, cell)
+    except (ValueError, OSError) as exc:  # too large for the memory bound, a file gone since it was checked
+        if measures_cold_start and not ctx.url:
+            cold.finish()
+        reason = f"inputs: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        setting = cell_setting(ctx, place, cell, target.enforced)
+        finish_cell(
+            ctx, place, setting, [], status=CellStatus.FAILED, reason=reason, cold=cold,
+            measures_cold_start=measures_cold_start, target_facts=target.facts,
+        )  # fmt: skip
+        return CellStatus.FAILED, False
+    setting = cell_setting(ctx, place, cell, target.enforced, payloads.common_row())
+    events = _RequestEvents(ctx, place, setting, payloads, target)
+    events.cold = cold if measures_cold_start else None
+    results, load_error, load_wall, sampled = await _measure(ctx, place, cell, target, payloads, events, cold)
+    if measures_cold_start and not ctx.url and not events.first_seen:  # no request ever answered
+        events.cold_start_done()
+    timed = [r for r in results if not r.warmup]
+    oom_kills = sampled.oom_kills if sampled is not None else None
+    is_alive, exit_facts = True, None
+    if needs_liveness_check(timed, load_error, oom_kills) and not ctx.url:
+        is_alive = await alive(ctx.preset, target.base_url)
+        if not is_alive:
+            exit_facts = await stop_target(place, target)
+    status, reason = classify_cell(
+        timed, load_error=load_error, oom_kills=oom_kills, alive=is_alive, exit_facts=exit_facts,
+        memory_gb=cell.memory_gb,
+    )  # fmt: skip
+    finish_cell(
+        ctx, place, setting, results, status=status, reason=reason, sampled=sampled, cold=cold,
+        measures_cold_start=measures_cold_start, load_wall_s=load_wall, target_facts=target.facts,
+    )  # fmt: skip
+    return status, not is_alive
+
+
+async def _measure(
+    ctx: SweepContext,
+    place: Placement,
+    cell: Cell,
+    target: RunningTarget,
+    payloads: PayloadSet,
+    events: _RequestEvents,
+    cold: ColdStart,
+) -> tuple[list[RequestResult], str, float, SamplerSummary | None]:
+    """The timed load with the resource sampler around it: (results, load error, load wall, samples)."""
+    from tui_profiler.load import patterns
+    from tui_profiler.load.client import run_load
+
+    def on_sample(sample: ResourceSample) -> None:
+        place.emit(replace(sample, cell_index=cell.index))
+
+    sampler = None
+    if not ctx.url:
+        from tui_profiler.sample import ResourceSampler
+
+        sampler = ResourceSampler(target.sample_target(), interval_s=0.05, on_sample=on_sample)
+        await sampler.start()
+    pattern = patterns.pattern_for(ctx.preset.load, concurrency=cell.concurrency, rate=cell.rate)
+    results: list[RequestResult] = []
+    load_error = ""
+    t0 = time.perf_counter()
+    try:
+        results = await ctx.control.interruptible(
+            run_load(target.base_url, ctx.template, payloads, pattern, lambda res: events(res, cold))
+        )
+    except Stopped:
+        if sampler is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(sampler.stop())
+        place.emit(CellFinished(cell.index, CellStatus.INTERRUPTED, "stopped by the user", {}))
+        raise
+    except Exception as exc:
+        load_error = f"load generator: {type(exc).__name__}: {exc}"
+    load_wall = time.perf_counter() - t0
+    sampled: SamplerSummary | None = None
+    if sampler is not None:
+        try:
+            sampled = await sampler.stop()
+        except Exception as exc:
+            place.log("warning", f"sampler: {exc}", cell.index)
+    return results, load_error, load_wall, sampled

@@ -1,0 +1,178 @@
+"""The fleet driver: container groups spread over several test boxes, one group per host at a time.
+
+A host with `measure = "in-process"` runs its groups here, through the same group and cell code as a
+one-host run. A remote host runs each group in a measuring container next to its target
+(`tui_profiler.fleet.remote`); that container's events arrive here and go on to the consumers with the
+host filled in, so the session writer and the views treat remote and local cells alike. A group whose host
+drops goes back in the queue for another host (`fleet.max_tries` in all); the rows of its cut-short cell
+are moved aside by the writer when that cell starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from tui_profiler.events import CellStarted, Event, MetaUpdated
+from tui_profiler.fleet.remote import HostLost
+from tui_profiler.plan import Cell
+from tui_profiler.runtime.base import TargetFailed
+from tui_profiler.session.schema import CellStatus
+from tui_profiler.sweep import targets
+from tui_profiler.sweep.cell import CONTAINER_DID_NOT_START, fail_cells
+from tui_profiler.sweep.context import Emitter, Placement, SweepContext
+from tui_profiler.sweep.control import Stopped
+from tui_profiler.sweep.group import run_cells
+from tui_profiler.sweep.order import CellOrder
+from tui_profiler.sweep.outcome import ColdStart
+
+if TYPE_CHECKING:
+    from tui_profiler.fleet.remote import HostSession
+    from tui_profiler.sweep.schedule import Unit, UnitQueue
+
+
+class FleetDriver:
+    """Runs a sweep's container groups over `hosts`; `run` returns the number of failed cells."""
+
+    def __init__(self, ctx: SweepContext, emitter: Emitter, hosts: list[HostSession], max_tries: int) -> None:
+        self.ctx = ctx
+        self.emitter = emitter
+        self.hosts = hosts
+        self.max_tries = max_tries
+        self.host_drops: list[dict[str, Any]] = []  # meta.json `host_drops`
+        self.nobody = Placement(emitter, None, host="")  # cells that no host ran name none
+
+    def place(self, hs: HostSession) -> Placement:
+        return Placement(self.emitter, hs.runtime, hs.name, hs.host_class, event_host=hs.name)
+
+    async def run(self, order: CellOrder) -> int:
+        from tui_profiler.sweep.schedule import UnitQueue
+
+        groups: list[list[Cell]] = []
+        while cells := order.next_group():
+            groups.append(cells)
+        queue = UnitQueue(groups, self.max_tries, hosts=len(self.hosts))
+        failed = 0
+
+        async def worker(hs: HostSession) -> None:
+            nonlocal failed
+            failed += await self._host_worker(hs, queue)
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for hs in self.hosts:
+                    tasks.create_task(worker(hs))
+        except* OSError as eg:  # the output disk: the session's end, as on one host
+            raise eg.exceptions[0] from None
+        if not self.ctx.control.requested:  # every host dropped (a stop leaves them for a resume instead)
+            for unit in queue.stranded():
+                tried = ", ".join(unit.tried) or "none"
+                reason = f"no fleet host left to run it (dropped by: {tried})"
+                failed += fail_cells(self.ctx, self.nobody, unit.cells, CellStatus.FAILED, reason)
+        return failed
+
+    async def _host_worker(self, hs: HostSession, queue: UnitQueue) -> int:
+        """One host's loop: take a group, run it, until none is left or the host is lost."""
+        failed = 0
+        while not self.ctx.control.requested:
+            unit = await queue.take(hs.name)
+            if unit is None:
+                break
+            try:
+                if hs.config.in_process:
+                    failed += await run_cells(self.ctx, self.place(hs), unit.cells)
+                else:
+                    failed += await self._run_remote(hs, unit.cells)
+            except Stopped:
+                break
+            except HostLost as exc:
+                failed += self._host_lost(hs, unit, exc, queue)
+                break  # this host takes no more groups
+            finally:
+                queue.done()
+        return failed
+
+    def _host_lost(self, hs: HostSession, unit: Unit, exc: HostLost, queue: UnitQueue) -> int:
+        left = [c for c in unit.cells if c.index not in self.emitter.finished]
+        tries = unit.tries + 1
+        requeued = bool(left) and tries < queue.max_tries and queue.hosts_left > 1
+        record = {"host": hs.name, "reason": exc.reason, "cells": [c.index for c in left], "try": tries}
+        self.host_drops.append({**record, "requeued": requeued})
+        self.emitter(MetaUpdated({"host_drops": list(self.host_drops)}))
+        queue.host_gone(hs.name)
+        if not left:
+            return 0
+        if requeued:
+            self.place(hs).log(
+                "warning",
+                f"host {hs.name} dropped mid-unit ({exc.reason}); its {len(left)} unfinished cell(s) go "
+                f"to another host (try {tries + 1} of {queue.max_tries})",
+            )
+            queue.put_back(unit.retry(left, hs.name))
+            return 0
+        tried = ", ".join([*unit.tried, hs.name])
+        reason = f"host {hs.name} dropped mid-unit ({exc.reason}); tried on {tried}"
+        return fail_cells(self.ctx, self.place(hs), left, CellStatus.FAILED, reason)
+
+    async def _run_remote(self, hs: HostSession, cells: list[Cell]) -> int:
+        """One group on a remote host: its cells run by the measuring container there. A target that dies
+        gets a fresh one for the remaining cells (their own cold start)."""
+        from tui_profiler.fleet.unit import EXIT_OK, EXIT_STOPPED, EXIT_TARGET_GONE
+
+        place = self.place(hs)
+        image = await self.ctx.images.resolve(place)  # built here once, then sent to each host that lacks it
+        left = list(cells)
+        while left and not self.ctx.control.requested:
+            t_unit = time.perf_counter()
+            try:
+                ran = await self.ctx.control.interruptible(self._launch(hs, left, image))
+            except TargetFailed as exc:  # the target could not be created or started there
+                fail_cells(
+                    self.ctx, place, left, exc.status, exc.reason, cold=ColdStart(phases=dict(exc.phases)),
+                    first_measures_cold_start=True, see_first=CONTAINER_DID_NOT_START,
+                )  # fmt: skip
+                break
+            done_now = [c for c in left if c.index in self.emitter.finished]
+            if done_now:
+                self.ctx.cell_walls.extend([(time.perf_counter() - t_unit) / len(done_now)] * len(done_now))
+            left = [c for c in left if c.index not in self.emitter.finished]
+            if ran.exit_code == EXIT_TARGET_GONE:
+                continue
+            if ran.exit_code == EXIT_STOPPED or self.ctx.control.requested:
+                raise Stopped()
+            if left:
+                why = f"the measuring container on {hs.name} exited with code {ran.exit_code}"
+                if ran.exit_code == EXIT_OK:
+                    why = f"the measuring container on {hs.name} ended without these cells"
+                fail_cells(
+                    self.ctx, place, left, CellStatus.FAILED, f"{why}: {ran.stderr_tail or 'no error output'}"
+                )
+                break
+        return sum(1 for c in cells if self.emitter.finished.get(c.index, CellStatus.OK) != CellStatus.OK)
+
+    async def _launch(self, hs: HostSession, cells: list[Cell], image: str) -> Any:
+        """Start the target and the measuring container on `hs`; their events go on to the consumers."""
+        from tui_profiler.fleet.remote import run_on_host
+        from tui_profiler.fleet.unit import UnitDoc
+
+        place = self.place(hs)
+        spec = await asyncio.to_thread(
+            targets.target_spec, self.ctx.preset, cells[0], image=image, session_id=self.ctx.session_id
+        )
+        doc = UnitDoc(
+            preset=self.ctx.preset.to_dict(),
+            cells=[c.as_dict() for c in cells],
+            target={},
+            session_id=self.ctx.session_id,
+            host=hs.name,
+            host_class=hs.host_class,
+        )
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, CellStarted):
+                event = replace(event, eta_s=self.ctx.eta(len(self.emitter.finished)))
+            place.emit(event)
+
+        return await run_on_host(hs, spec, doc, on_event)
