@@ -52,7 +52,7 @@ def test_groups_are_contiguous_and_share_one_resource_config() -> None:
     cells = build_plan(p)
     assert len(cells) == 2 * 4 * 2 * 2
     seen = []
-    for g, members in itertools.groupby(cells, key=lambda c: c.group):
+    for g, members in itertools.groupby(cells, key=lambda c: c.container_group):
         members = list(members)
         assert g not in seen, "a container group is split"
         seen.append(g)
@@ -101,4 +101,4 @@ def test_builtin_plans(name: str) -> None:
     from tui_profiler.config import load_preset
 
     cells = build_plan(load_preset(name))
-    assert cells and len({c.group for c in cells}) == len(resource_configs(load_preset(name)))
+    assert cells and len({c.container_group for c in cells}) == len(resource_configs(load_preset(name)))

@@ -77,7 +77,7 @@ def _cell(**kw: Any) -> Cell:
         concurrency=2,
         rate=None,
         repeat_idx=0,
-        group=1,
+        container_group=1,
     )
     fields.update(kw)
     return Cell(**fields)
@@ -237,7 +237,7 @@ def test_request_constants_are_the_settings_then_the_payload_columns() -> None:
     assert set(row) - set(payload) <= set(REQUEST_COLUMNS)
 
 
-def test_cell_row_of_a_fresh_container() -> None:
+def test_cell_row_of_the_cell_that_measures_the_cold_start() -> None:
     results = [
         _result(0, warmup=True),
         _result(1, latency_s=0.010, server_total_ms=8.0, overhead_ms=2.0),
@@ -255,7 +255,7 @@ def test_cell_row_of_a_fresh_container() -> None:
         reason="1 of 3 requests failed: HTTP 500",
         sampled=sampled,
         cold=cold,
-        fresh=True,
+        measures_cold_start=True,
         profiling_url=False,
         load_wall_s=0.4,
         target_facts={"image_size_bytes": 1000, "image_pull_bytes": None},
@@ -282,7 +282,7 @@ def test_cell_row_of_a_target_that_never_started() -> None:
         reason="OOM-killed while loading",
         sampled=None,
         cold=ColdStart(phases={"create": 0.1}),
-        fresh=True,
+        measures_cold_start=True,
         profiling_url=False,
         load_wall_s=None,
     )
@@ -301,7 +301,7 @@ def test_cell_row_against_a_running_server_has_no_cold_start() -> None:
         reason="",
         sampled=None,
         cold=ColdStart(),
-        fresh=True,
+        measures_cold_start=True,
         profiling_url=True,
         load_wall_s=0.3,
     )
@@ -313,7 +313,7 @@ def test_cell_row_against_a_running_server_has_no_cold_start() -> None:
         reason="",
         sampled=None,
         cold=ColdStart(phases={"create": 0.1}),
-        fresh=False,
+        measures_cold_start=False,
         profiling_url=False,
         load_wall_s=0.3,
     )

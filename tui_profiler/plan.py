@@ -32,7 +32,7 @@ class Cell:
     concurrency: int | None  # closed loop
     rate: float | None  # open loop, requests per second
     repeat_idx: int
-    group: int  # the container group: cells of one group share one container (one cold start)
+    container_group: int  # cells of one container group share one container (one cold start); `container_idx`
     output_len: int | None = None  # generative: tokens asked for (None: the server's default)
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,10 +99,12 @@ def build_plan(preset: Preset) -> list[Cell]:
         name, value, why = empty[0]
         raise PresetError(preset.source, name, value, f"{why}: the plan has 0 cells (give at least one)")
     cells: list[Cell] = []
-    group = 0
+    container_group = 0
     for rep in range(preset.repetitions):
         for cpus, mem, gpus in configs:
             for (scale, tokens), out, (conc, rate) in itertools.product(sizes, output_lens, levels):
-                cells.append(Cell(len(cells), cpus, mem, gpus, scale, tokens, conc, rate, rep, group, out))
-            group += 1
+                cells.append(
+                    Cell(len(cells), cpus, mem, gpus, scale, tokens, conc, rate, rep, container_group, out)
+                )
+            container_group += 1
     return cells

@@ -348,7 +348,7 @@ class SessionWriter:
 
     def _cell_started(self, event: CellStarted) -> None:
         index = event.cell_index
-        self._container_idx[index] = event.cell.get("group")
+        self._container_idx[index] = event.cell.get("container_group")
         self._requests.pop(index, None)
         if index in self._with_rows:  # a second try of a cell within this session
             self._open().set_aside(index)

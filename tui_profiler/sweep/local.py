@@ -14,5 +14,5 @@ async def run_local(ctx: SweepContext, place: Placement, order: CellOrder) -> in
     """Run every cell the order hands out; returns the number of failed cells."""
     failed = 0
     while not ctx.control.requested and (first := order.next_cell()) is not None:
-        failed += await run_group(ctx, place, first, partial(order.next_cell, first.group))
+        failed += await run_group(ctx, place, first, partial(order.next_cell, first.container_group))
     return failed

@@ -35,7 +35,7 @@ class GridOrder:
         self._todo: deque[Cell] = deque(todo)
 
     def next_cell(self, group: int | None = None) -> Cell | None:
-        if not self._todo or (group is not None and self._todo[0].group != group):
+        if not self._todo or (group is not None and self._todo[0].container_group != group):
             return None
         return self._todo.popleft()
 
@@ -44,7 +44,7 @@ class GridOrder:
         if first is None:
             return []
         cells = [first]
-        while (more := self.next_cell(first.group)) is not None:
+        while (more := self.next_cell(first.container_group)) is not None:
             cells.append(more)
         return cells
 

@@ -243,7 +243,7 @@ def cell_row(
     reason: str,
     sampled: SamplerSummary | None,
     cold: ColdStart | None,
-    fresh: bool,
+    measures_cold_start: bool,
     profiling_url: bool,
     load_wall_s: float | None,
     target_facts: Mapping[str, Any] | None = None,
@@ -252,7 +252,7 @@ def cell_row(
 ) -> dict[str, Any]:
     """The cell's cells.csv row. `results`: all of them, warm-up included; `sampled`: the resource sampler's
     summary (None: no sampler, or it failed); `cold`: its container's cold start (None: not measured);
-    `fresh`: this cell started the container; `profiling_url`: a running server, no container;
+    `measures_cold_start`: this cell started the container (its first answer ends the cold start); `profiling_url`: a running server, no container;
     `target_facts`: the runtime's facts about the target (image sizes); `slo`: the preset's objectives."""
     timed = [r for r in results if not r.warmup]
     ok_lat = [r.latency_s for r in timed if r.ok and r.latency_s is not None]
@@ -282,7 +282,7 @@ def cell_row(
         "overhead_ms_mean": sum(overheads) / len(overheads) if overheads else None,
         "overhead_ms_p50": percentile(overheads, 50),
         "overhead_ms_max": max(overheads) if overheads else None,
-        "cold_start_cell": fresh if not profiling_url else None,
+        "cold_start_cell": measures_cold_start if not profiling_url else None,
         "cold_start_s": cold_total(phases) if not profiling_url and phases else None,
         "cold_start_wall_s": cold.wall_s if cold else None,
         "image_pull_detail": details.get(ColdStartPhaseName.IMAGE_PULL, ""),

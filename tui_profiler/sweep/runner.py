@@ -203,6 +203,8 @@ class SweepRunner:
         except (OSError, ValueError) as exc:
             raise ValueError(f"--resume {self.resume}: not a readable session ({exc})") from None
         saved = meta.get("plan")
+        if saved is not None:  # sessions written before the field's rename say "group"
+            saved = [{("container_group" if k == "group" else k): v for k, v in c.items()} for c in saved]
         if saved is not None and saved != [c.as_dict() for c in self.plan]:
             raise ValueError(
                 f"--resume {self.resume}: the preset's plan differs from the session's "

@@ -442,7 +442,7 @@ class SetupScreen(Screen[None]):
             self.show_matrix(problem)
             return
         self.n_cells = len(cells)
-        containers = len({c.group for c in cells})
+        containers = len({c.container_group for c in cells})
         text = Text()
         text.append("Matrix: ", style="bold")
         text.append(f"{len(cells)} cells in {containers} containers")
