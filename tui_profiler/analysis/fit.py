@@ -1024,7 +1024,9 @@ def _held_out_mape(
 
 def _group_key(cells: pd.DataFrame) -> dict[str, Any]:
     first = cells.iloc[0]
-    host_class = {HOST_CLASS: str(first[HOST_CLASS])} if first[HOST_CLASS] else {}  # "" as before the fleet
+    host_class = (
+        {HOST_CLASS: str(first[HOST_CLASS])} if first[HOST_CLASS] else {}
+    )  # "": data without host classes
     return (
         {k: first[k] for k in ("model", "task", "gpu_mode")}
         | host_class

@@ -164,7 +164,7 @@ def _host_class_by_cell(cells_csv: Path) -> dict[Any, str]:
     try:
         cells = pd.read_csv(cells_csv, usecols=["cell_index", HOST_CLASS], dtype={HOST_CLASS: "string"})
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return {}  # no cells.csv, or one from before the fleet (no host_class column)
+        return {}  # no cells.csv, or one without a host_class column
     return dict(zip(cells["cell_index"], cells[HOST_CLASS].fillna(""), strict=True))
 
 
