@@ -236,10 +236,8 @@ async def run_cell(
             cold.finish()
         reason = f"inputs: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         setting = cell_setting(ctx, place, cell, target.enforced)
-        finish_cell(
-            ctx, place, setting, [], status=CellStatus.FAILED, reason=reason, cold=cold,
-            measures_cold_start=measures_cold_start, target_facts=target.facts,
-        )  # fmt: skip
+        finish_cell(ctx, place, setting, [], status=CellStatus.FAILED, reason=reason, cold=cold,
+                    measures_cold_start=measures_cold_start, target_facts=target.facts)  # fmt: skip
         return CellStatus.FAILED, False
     setting = cell_setting(ctx, place, cell, target.enforced, payloads.common_row())
     events = _RequestEvents(ctx, place, setting, payloads, target)
@@ -247,6 +245,24 @@ async def run_cell(
     results, load_error, load_wall, sampled = await _measure(ctx, place, cell, target, payloads, events, cold)
     if measures_cold_start and not ctx.url and not events.first_seen:  # no request ever answered
         events.cold_start_done()
+    status, reason, is_alive = await _verdict(ctx, place, cell, target, results, load_error, sampled)
+    finish_cell(ctx, place, setting, results, status=status, reason=reason, sampled=sampled, cold=cold,
+                measures_cold_start=measures_cold_start, load_wall_s=load_wall,
+                target_facts=target.facts)  # fmt: skip
+    return status, not is_alive
+
+
+async def _verdict(
+    ctx: SweepContext,
+    place: Placement,
+    cell: Cell,
+    target: RunningTarget,
+    results: list[RequestResult],
+    load_error: str,
+    sampled: SamplerSummary | None,
+) -> tuple[CellStatus, str, bool]:
+    """The cell's status and reason, and whether its target is still alive (asked only when the results
+    leave it in doubt; a dead one is stopped here, for its exit facts)."""
     timed = [r for r in results if not r.warmup]
     oom_kills = sampled.oom_kills if sampled is not None else None
     is_alive, exit_facts = True, None
@@ -255,14 +271,14 @@ async def run_cell(
         if not is_alive:
             exit_facts = await stop_target(place, target)
     status, reason = classify_cell(
-        timed, load_error=load_error, oom_kills=oom_kills, alive=is_alive, exit_facts=exit_facts,
+        timed,
+        load_error=load_error,
+        oom_kills=oom_kills,
+        alive=is_alive,
+        exit_facts=exit_facts,
         memory_gb=cell.memory_gb,
-    )  # fmt: skip
-    finish_cell(
-        ctx, place, setting, results, status=status, reason=reason, sampled=sampled, cold=cold,
-        measures_cold_start=measures_cold_start, load_wall_s=load_wall, target_facts=target.facts,
-    )  # fmt: skip
-    return status, not is_alive
+    )
+    return status, reason, is_alive
 
 
 async def _measure(

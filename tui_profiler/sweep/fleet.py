@@ -130,9 +130,15 @@ class FleetDriver:
                 ran = await self.ctx.control.interruptible(self._launch(hs, left, image))
             except TargetFailed as exc:  # the target could not be created or started there
                 fail_cells(
-                    self.ctx, place, left, exc.status, exc.reason, cold=ColdStart(phases=dict(exc.phases)),
-                    first_measures_cold_start=True, see_first=CONTAINER_DID_NOT_START,
-                )  # fmt: skip
+                    self.ctx,
+                    place,
+                    left,
+                    exc.status,
+                    exc.reason,
+                    cold=ColdStart(phases=dict(exc.phases)),
+                    first_measures_cold_start=True,
+                    see_first=CONTAINER_DID_NOT_START,
+                )
                 break
             done_now = [c for c in left if c.index in self.emitter.finished]
             if done_now:

@@ -69,6 +69,13 @@ def _start_failed(
     while (more := next_cell()) is not None:
         rest.append(more)
     return fail_cells(
-        ctx, place, [cell, *rest], exc.status, exc.reason, cold=ColdStart(phases=dict(exc.phases)),
-        first_measures_cold_start=True, see_first=CONTAINER_DID_NOT_START, first_announced=True,
-    )  # fmt: skip
+        ctx,
+        place,
+        [cell, *rest],
+        exc.status,
+        exc.reason,
+        cold=ColdStart(phases=dict(exc.phases)),
+        first_measures_cold_start=True,
+        see_first=CONTAINER_DID_NOT_START,
+        first_announced=True,
+    )
