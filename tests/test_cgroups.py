@@ -51,14 +51,25 @@ def v2_tree(root: Path, **files: str) -> CgroupPaths:
     return CgroupPaths(2, v2_dir=str(d))
 
 
-def v1_tree(root: Path, cpu: dict[str, str], memory: dict[str, str], cpuset: dict[str, str]) -> CgroupPaths:
-    """A v1 tree with cpu and cpuacct co-mounted, and one cgroup `target/` per controller."""
-    dirs = {
-        "cpu": _files(root / "cpu,cpuacct" / "target", **cpu),
-        "memory": _files(root / "memory" / "target", **memory),
-        "cpuset": _files(root / "cpuset" / "target", **cpuset),
+def v1_tree(
+    root: Path, *, quota: str = "", period: str = "100000", memory: str = "", cpus: str = ""
+) -> CgroupPaths:
+    """A v1 tree with cpu and cpuacct co-mounted, and one cgroup `target/` per controller holding the
+    given values (a file left out when its value is "")."""
+    files = {
+        "cpu": {"cpu.cfs_quota_us": quota, "cpu.cfs_period_us": period if quota else ""},
+        "memory": {"memory.limit_in_bytes": memory},
+        "cpuset": {"cpuset.cpus": cpus},
     }
-    return CgroupPaths(1, v1_dirs={ctrl: str(d) for ctrl, d in dirs.items()})
+    dirs = {}
+    for ctrl, values in files.items():
+        d = root / ("cpu,cpuacct" if ctrl == "cpu" else ctrl) / "target"
+        d.mkdir(parents=True)
+        for name, text in values.items():
+            if text:
+                (d / name).write_text(text + "\n")
+        dirs[ctrl] = str(d)
+    return CgroupPaths(1, v1_dirs=dirs)
 
 
 # ---------------------------------------------------------------------------------------------- limits
@@ -87,12 +98,7 @@ def test_v2_unlimited_and_unreadable(tmp_path: Path) -> None:
 
 
 def test_v1_limits(tmp_path: Path) -> None:
-    paths = v1_tree(
-        tmp_path,
-        cpu={"cpu__cfs_quota_us": "50000\n", "cpu__cfs_period_us": "100000\n"},
-        memory={"memory__limit_in_bytes": f"{2 * GIB}\n"},
-        cpuset={"cpuset__cpus": "0\n"},
-    )
+    paths = v1_tree(tmp_path, quota="50000", memory=str(2 * GIB), cpus="0")
     assert read_cpu_limit(paths) == pytest.approx(0.5)
     assert read_memory_limit(paths) == 2 * GIB
     assert read_cpuset(paths) == "0"
@@ -101,25 +107,18 @@ def test_v1_limits(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", [V1_NO_LIMIT, 2**63 - 2**16, V1_UNLIMITED])
 def test_v1_unlimited_memory_reads_none(tmp_path: Path, value: int) -> None:
     """v1's "no limit" is LONG_MAX rounded down to a page, whatever the page size."""
-    paths = v1_tree(tmp_path, cpu={}, memory={"memory__limit_in_bytes": f"{value}\n"}, cpuset={})
+    paths = v1_tree(tmp_path, memory=str(value))
     assert read_memory_limit(paths) is None
 
 
 def test_v1_largest_real_limit_is_a_limit(tmp_path: Path) -> None:
-    paths = v1_tree(
-        tmp_path, cpu={}, memory={"memory__limit_in_bytes": f"{V1_UNLIMITED - 4096}\n"}, cpuset={}
-    )
+    paths = v1_tree(tmp_path, memory=str(V1_UNLIMITED - 4096))
     assert read_memory_limit(paths) == V1_UNLIMITED - 4096
 
 
 @pytest.mark.parametrize(("quota", "period"), [("-1", "100000"), ("", "100000"), ("50000", "0"), ("x", "1")])
 def test_v1_no_quota_or_garbage_reads_none(tmp_path: Path, quota: str, period: str) -> None:
-    paths = v1_tree(
-        tmp_path,
-        cpu={"cpu__cfs_quota_us": quota, "cpu__cfs_period_us": period},
-        memory={"memory__limit_in_bytes": "not a number"},
-        cpuset={},
-    )
+    paths = v1_tree(tmp_path, quota=quota, period=period, memory="not a number")
     assert read_cpu_limit(paths) is None
     assert read_memory_limit(paths) is None
 
@@ -185,12 +184,7 @@ def test_confirm_caps_outside_the_tolerances(tmp_path: Path) -> None:
 
 
 def test_confirm_caps_unlimited_or_unasked(tmp_path: Path) -> None:
-    paths = v1_tree(
-        tmp_path,
-        cpu={"cpu__cfs_quota_us": "-1\n", "cpu__cfs_period_us": "100000\n"},
-        memory={"memory__limit_in_bytes": f"{V1_NO_LIMIT}\n"},
-        cpuset={"cpuset__cpus": "0-1\n"},
-    )
+    paths = v1_tree(tmp_path, quota="-1", memory=str(V1_NO_LIMIT), cpus="0-1")
     got = confirm_caps(paths, cpus=1.0, memory_bytes=GIB, cpuset=True)
     assert not got.cpus and not got.memory and got.cpuset == "0-1"
     assert "reads None" in got.cpus_note and "reads None" in got.memory_note

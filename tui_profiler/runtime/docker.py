@@ -459,28 +459,20 @@ def confirm_container_caps(
     memory_bytes = gb_to_bytes(spec.memory_gb) if spec.memory_gb else None
     kernel = confirm_caps(paths, cpus=spec.cpus, memory_bytes=memory_bytes, cpuset=spec.cpuset)
     if spec.cpus:
-        asked = round(spec.cpus * 1e9)
-        if int(host_config.get("NanoCpus") or 0) != asked:
-            enforced.notes.append(f"cpus: HostConfig NanoCpus={host_config.get('NanoCpus')} != {asked}")
-        elif not paths.found:
-            enforced.cpus_enforced = True
-            enforced.notes.append("cpus: confirmed from HostConfig only (cgroup not readable)")
-        elif kernel.cpus:
-            enforced.cpus_enforced = True
-        else:
-            enforced.notes.append(kernel.cpus_note)
+        nano = round(spec.cpus * 1e9)
+        engine = int(host_config.get("NanoCpus") or 0) == nano
+        engine_note = f"cpus: HostConfig NanoCpus={host_config.get('NanoCpus')} != {nano}"
+        enforced.cpus_enforced = _engine_and_kernel_agree(
+            "cpus", (engine, engine_note), (kernel.cpus, kernel.cpus_note), paths, enforced.notes
+        )
         if spec.cpuset:
             enforced.cpuset = kernel.cpuset or host_config.get("CpusetCpus") or None
     if memory_bytes:
-        if int(host_config.get("Memory") or 0) != memory_bytes:
-            enforced.notes.append(f"memory: HostConfig Memory={host_config.get('Memory')} != {memory_bytes}")
-        elif not paths.found:
-            enforced.memory_enforced = True
-            enforced.notes.append("memory: confirmed from HostConfig only (cgroup not readable)")
-        elif kernel.memory:
-            enforced.memory_enforced = True
-        else:
-            enforced.notes.append(kernel.memory_note)
+        engine = int(host_config.get("Memory") or 0) == memory_bytes
+        engine_note = f"memory: HostConfig Memory={host_config.get('Memory')} != {memory_bytes}"
+        enforced.memory_enforced = _engine_and_kernel_agree(
+            "memory", (engine, engine_note), (kernel.memory, kernel.memory_note), paths, enforced.notes
+        )
         if int(host_config.get("MemorySwap") or 0) != memory_bytes:
             enforced.notes.append(f"memory: swap limit {host_config.get('MemorySwap')} != memory limit")
     if spec.gpus:
@@ -488,6 +480,22 @@ def confirm_container_caps(
         enforced.gpus_enforced = bool(reqs) and _gpu_visible()
         if not enforced.gpus_enforced:
             enforced.notes.append("gpus: requested, but no GPU is visible to NVML on this host")
+
+
+def _engine_and_kernel_agree(
+    cap: str, engine: tuple[bool, str], kernel: tuple[bool, str], paths: CgroupPaths, notes: list[str]
+) -> bool:
+    """One cap: the engine's HostConfig must have it, then the kernel's cgroup files must agree, unless
+    they cannot be read from here (then the engine's word is taken, and said so). Each (ok, why not)."""
+    if not engine[0]:
+        notes.append(engine[1])
+        return False
+    if not paths.found:
+        notes.append(f"{cap}: confirmed from HostConfig only (cgroup not readable)")
+        return True
+    if not kernel[0]:
+        notes.append(kernel[1])
+    return kernel[0]
 
 
 def engine_epoch(stamp: Any) -> float | None:
