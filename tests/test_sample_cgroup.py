@@ -15,11 +15,12 @@ import pytest
 
 from tests.doubles import FakeNvml
 from tui_profiler import host
+from tui_profiler.cgroups import CgroupPaths
 from tui_profiler.events import ResourceSample
 from tui_profiler.runtime.base import ReadinessProbe, RunningTarget, TargetSpec
 from tui_profiler.runtime.docker import DockerRuntime
 from tui_profiler.sample import ResourceSampler
-from tui_profiler.sample.cgroup import CgroupPaths, CgroupReader, find_container_cgroup
+from tui_profiler.sample.cgroup import CgroupReader, find_container_cgroup
 
 MIB = 2**20
 # A CPU hog (two spinning processes: demand 2 cores against a 0.1 quota, so every period throttles) that

@@ -1,7 +1,8 @@
 """This machine, in one place: usable cores (affinity and CPU quota), memory (and a cgroup limit), the cgroup
 version, GPUs through NVML, the CPU model and package versions.
 
-Every other module asks here; none reads /proc or /sys for a host fact, or probes NVML, on its own.
+Every other module asks here; none reads /proc or /sys for a host fact, or probes NVML, on its own. The
+cgroup facts behind them (its version, its limits, the affinity) are read through `tui_profiler.cgroups`.
 A fact that cannot be read is None or says why ('not available: ...'), never 0.
 """
 
@@ -16,60 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-_V1_UNLIMITED = 1 << 60  # cgroup v1 reports "no limit" as a huge page-aligned number
+from tui_profiler.cgroups import affinity_cores, cgroup_label, own_cgroup, read_cpu_limit, read_memory_limit
 
-
-# ------------------------------------------------------------------------------------------------ cgroups
-
-
-def cgroup_version(root: Path = CGROUP_ROOT) -> int:
-    """2 for the unified hierarchy mounted at `root`, 1 otherwise (v1 or hybrid)."""
-    return 2 if (root / "cgroup.controllers").exists() else 1
-
-
-def cgroup_label(root: Path = CGROUP_ROOT) -> str:
-    """'v1' / 'v2' as meta.json and `doctor` write it, or 'not available' without a cgroup file system."""
-    if (root / "cgroup.controllers").exists():
-        return "v2"
-    if (root / "memory").is_dir() or (root / "cpu").is_dir():
-        return "v1"
-    return "not available"
-
-
-def cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
-    """This process's cgroup CPU quota in cores, None when not capped (or not readable)."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        if quota_us > 0 and period_us > 0:
-            return quota_us / period_us
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def memory_limit(root: Path = CGROUP_ROOT) -> int | None:
-    """This process's cgroup memory limit in bytes, None when not capped (or not readable)."""
-    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text == "max":
-            return None
-        try:
-            value = int(text)
-        except ValueError:
-            continue
-        if value < _V1_UNLIMITED:
-            return value
-    return None
+# ------------------------------------------------------------------------------------------------ memory
 
 
 def memory_total() -> int | None:
@@ -81,14 +31,6 @@ def memory_total() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def affinity_cores() -> list[int]:
-    """The CPUs this process may run on."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return list(range(os.cpu_count() or 1))
 
 
 # ------------------------------------------------------------------------------------------------- NVML
@@ -168,11 +110,12 @@ class HostLimits:
 def host_limits() -> HostLimits:
     """Cores (affinity and cgroup quota), memory (GiB), GPUs (NVML). Cached: the host does not change."""
     cores = float(len(affinity_cores()))
-    quota = cpu_quota()
+    own = own_cgroup()
+    quota = read_cpu_limit(own)
     if quota is not None:
         cores = min(cores, quota)
     mem = memory_total()
-    limit = memory_limit()
+    limit = read_memory_limit(own)
     if limit is not None:
         mem = min(mem, limit) if mem else limit
     nv = nvml_status()

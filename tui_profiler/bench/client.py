@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_profiler.bench.core import BenchReport, Measure, judge, measured, median
+from tui_profiler.cgroups import affinity_cores
 from tui_profiler.runtime.common import free_port
 
 SETUP_HINT = (
@@ -80,10 +81,7 @@ def install_tools() -> int:
 
 def pick_cores() -> tuple[int | None, int | None, str]:
     """(server core, client core, how): two different cores when there are two and taskset exists."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = list(range(os.cpu_count() or 1))
+    cores = affinity_cores()
     if len(cores) >= 2 and shutil.which("taskset"):
         return (
             cores[0],

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tui_profiler.cgroups import affinity_cores
+
 BENCHES = ("client", "payload", "sampler", "tui", "sweep", "stream")
 
 
@@ -113,11 +115,6 @@ def machine_facts() -> dict[str, Any]:
     from tui_profiler import __version__
     from tui_profiler.host import cpu_model, package_version
 
-    usable: int | None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
     versions = {
         "tui-profiler": __version__,
         "python": platform.python_version(),
@@ -132,7 +129,7 @@ def machine_facts() -> dict[str, Any]:
     return {
         "cpu_model": cpu_model() or "unknown",
         "cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": len(affinity_cores()),
         "kernel": platform.release(),
         "os": platform.platform(terse=True),
         "load_avg": [round(x, 2) for x in os.getloadavg()],

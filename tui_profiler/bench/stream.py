@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tui_profiler.bench.core import BenchReport, judge, measured
+from tui_profiler.cgroups import affinity_cores
 
 TTFT_S = 0.020
 GAP_S = 0.001  # 1,000 events/s
@@ -106,7 +107,7 @@ def serve(port: int, lateness_file: str) -> None:
 
 
 def _cores() -> tuple[int | None, int | None]:
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cores = affinity_cores()
     if len(cores) >= 2:
         return cores[0], cores[1]
     return None, None

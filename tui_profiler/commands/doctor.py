@@ -47,7 +47,8 @@ def _disk(path: Path) -> str:
 
 def collect(output_dir: str = "output") -> tuple[list[Row], bool]:
     """The checks as rows, and whether the machine is usable (some runtime works)."""
-    from tui_profiler.host import cgroup_label, nvml_status
+    from tui_profiler.cgroups import cgroup_label
+    from tui_profiler.host import nvml_status
     from tui_profiler.runtime import _process_runtime_missing
     from tui_profiler.runtime.process import cgroup_writable
 

@@ -454,15 +454,6 @@ CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 LOCAL_ENGINE_URLS: tuple[str, ...] = ("unix:///var/run/docker.sock", "unix:///run/docker.sock", "default")
 
 
-def cpuset_cores(cpuset: str) -> list[int]:
-    """The cores a cpuset string ("0-3,6") names, in order."""
-    cores: list[int] = []
-    for part in cpuset.split(","):
-        lo, _, hi = part.partition("-")
-        cores.extend(range(int(lo), int(hi or lo) + 1))
-    return cores
-
-
 class HostConfig(Section):
     """One test box of a fleet: a Docker engine reached the way Docker reaches it, and its settings."""
 

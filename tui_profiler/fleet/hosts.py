@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tui_profiler.cgroups import cpuset_cores
 from tui_profiler.config.errors import PresetError
 from tui_profiler.config.files import read_toml
-from tui_profiler.config.model import FleetConfig, HostConfig, cpuset_cores
+from tui_profiler.config.model import FleetConfig, HostConfig
 from tui_profiler.host import HostLimits
 
 ENGINE_SCHEMES = ("unix://", "tcp://", "ssh://", "http://", "https://", "npipe://")

@@ -26,7 +26,8 @@ from tui_profiler.fleet.unit import UNIT_ENV, UnitDoc
 from tui_profiler.runtime.adopted import HOST_CGROUP_MOUNT, AdoptedTarget
 from tui_profiler.runtime.base import SESSION_LABEL, TargetFailed, TargetSpec
 from tui_profiler.runtime.common import owner_id
-from tui_profiler.runtime.docker import NOBODY, OWNER_LABEL, DockerRuntime
+from tui_profiler.runtime.docker import OWNER_LABEL, DockerRuntime
+from tui_profiler.runtime.hardening import hardened
 from tui_profiler.session.schema import ColdStartPhaseName
 
 ROLE_LABEL = "tui-profiler.role"  # "measure" on a measuring container (the target has none)
@@ -91,12 +92,7 @@ def measure_kwargs(hs: HostSession, target_id: str, session_id: str, unit_json: 
         environment={UNIT_ENV: unit_json},
         labels={OWNER_LABEL: owner_id(), SESSION_LABEL: session_id, ROLE_LABEL: "measure"},
         detach=True,
-        user=NOBODY,
-        security_opt=["no-new-privileges"],
-        cap_drop=["ALL"],
-        read_only=True,
-        tmpfs={"/tmp": "rw,nosuid,nodev,size=1g,mode=1777"},
-        pids_limit=256,
+        **hardened(tmpfs_size="1g", pids_limit=256),
         init=True,
         network_mode=f"container:{target_id}",
         volumes={"/sys/fs/cgroup": {"bind": HOST_CGROUP_MOUNT, "mode": "ro"}},

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_profiler.cgroups import CgroupPaths
 from tui_profiler.runtime.base import (
     EnforcedCaps,
     PhaseCallback,
@@ -24,8 +25,8 @@ from tui_profiler.runtime.base import (
     TargetSpec,
 )
 from tui_profiler.runtime.common import LOOPBACK, report_phase, report_ready_phases, wait_ready
-from tui_profiler.runtime.docker import confirm_caps
-from tui_profiler.sample.cgroup import CgroupPaths, CgroupReader, find_container_cgroup
+from tui_profiler.runtime.docker import confirm_container_caps
+from tui_profiler.sample.cgroup import CgroupReader, find_container_cgroup
 from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
 
 # Where the measuring container sees the host's cgroup tree (a read-only bind mount).
@@ -118,7 +119,7 @@ class AdoptedRuntime:
             probe, t.started_epoch, ready_wait, spec.readiness.kind, on_phase, phases, facts
         )
         enforced = EnforcedCaps.asked_by(spec)
-        await asyncio.to_thread(confirm_caps, t.host_config, paths, spec, enforced)
+        await asyncio.to_thread(confirm_container_caps, t.host_config, paths, spec, enforced)
         return RunningTarget(
             base_url=f"http://{LOOPBACK}:{t.port}",
             ident=t.container_id,

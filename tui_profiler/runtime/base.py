@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tui_profiler.cgroups import CgroupPaths
 from tui_profiler.config.model import ReadinessConfig
 from tui_profiler.config.request import ResponseCheck
 from tui_profiler.sample import SampleTarget
-from tui_profiler.sample.cgroup import CgroupPaths
 from tui_profiler.session.schema import CellStatus
 
 SESSION_LABEL = (

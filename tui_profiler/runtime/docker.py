@@ -6,8 +6,8 @@ of the profiler that started it, and is removed on stop, on a failed start, and 
 mid-start). A SIGKILLed profiler cannot remove its container: `remove_orphans` (the next sweep's start, and
 `tui-profiler clean`) finds it by its dead owner.
 
-Hardening: no-new-privileges, all capabilities dropped, a read-only root filesystem with a
-tmpfs at /tmp, a pids limit, the image's non-root user (or nobody when the image would run as root),
+Hardening (`runtime.hardening`): no-new-privileges, all capabilities dropped, a read-only root filesystem
+with a tmpfs at /tmp, a pids limit, the image's non-root user (or nobody when the image would run as root),
 the published port bound to 127.0.0.1 only, and the Docker socket never mounted.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import re
 import secrets
 import time
@@ -25,7 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.config.model import cpuset_cores
+from tui_profiler.cgroups import (
+    CgroupPaths,
+    affinity_cores,
+    confirm_caps,
+    cpuset_cores,
+    cpuset_text,
+    pinned_cores,
+)
 from tui_profiler.runtime.base import (
     SESSION_LABEL,
     EnforcedCaps,
@@ -46,20 +52,13 @@ from tui_profiler.runtime.common import (
     settle,
     wait_ready,
 )
-from tui_profiler.sample.cgroup import (
-    CgroupPaths,
-    find_container_cgroup,
-    read_cpu_limit,
-    read_cpuset,
-    read_memory_limit,
-)
+from tui_profiler.runtime.hardening import check_mounts, hardened, target_user
+from tui_profiler.sample.cgroup import find_container_cgroup
 from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
 
 OWNER_LABEL = "tui-profiler.owner"  # the `owner_id` ("<hostname>:<pid>:<start ticks>") of the starter
-NOBODY = "65534:65534"
 LOG_TAIL = 20
 PORT_CONFLICT = re.compile(r"port is already allocated|address already in use", re.I)
-DOCKER_SOCKETS = {"/var/run/docker.sock", "/run/docker.sock"}
 
 
 def docker_client(timeout: int = 120) -> Any:
@@ -93,20 +92,6 @@ def _one_line(exc: BaseException) -> str:
 def _container_name(session_id: str) -> str:
     safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", session_id)[:40].strip("-.") or "session"
     return f"tui-profiler-{safe}-{secrets.token_hex(3)}"
-
-
-def _is_root_user(user: str) -> bool:
-    name = user.split(":", 1)[0].strip()
-    return name in ("", "0", "root")
-
-
-def _check_mounts(mounts: list[tuple[str, str]]) -> None:
-    for host, _ in mounts:
-        resolved = os.path.realpath(host)
-        if resolved in DOCKER_SOCKETS or host in DOCKER_SOCKETS or resolved.endswith("/docker.sock"):
-            raise TargetFailed(
-                CellStatus.REFUSED, f"mount {host}: the Docker socket is never mounted into a target"
-            )
 
 
 @dataclass(slots=True)
@@ -188,7 +173,7 @@ class DockerRuntime:
             pid = int(state.get("Pid") or 0)
             paths = await asyncio.to_thread(find_container_cgroup, container.id, pid)
             await asyncio.to_thread(
-                confirm_caps, container.attrs.get("HostConfig") or {}, paths, spec, enforced
+                confirm_container_caps, container.attrs.get("HostConfig") or {}, paths, spec, enforced
             )
             pids = await asyncio.to_thread(_cgroup_pids, paths) or ([pid] if pid else [])
             return RunningTarget(
@@ -218,7 +203,7 @@ class DockerRuntime:
         """Create and start the target's container (its image pulled when missing), timing each phase;
         not yet ready. `publish`: its port on 127.0.0.1 of this machine (the local engine); a fleet host's
         target publishes nothing, since its measuring container joins its network namespace."""
-        _check_mounts(spec.mounts)
+        check_mounts(spec.mounts)
         if self._client is None:
             self._client = await asyncio.to_thread(docker_client)
         phases: dict[str, float | None] = {}
@@ -233,7 +218,7 @@ class DockerRuntime:
         facts["image_size_bytes"] = image.attrs.get("Size")
         facts["image_id"] = image.id
         image_user = (image.attrs.get("Config") or {}).get("User") or ""
-        user = spec.user or (image_user if not _is_root_user(image_user) else NOBODY)
+        user = target_user(spec.user, image_user)
         facts["user"] = user
 
         enforced = EnforcedCaps.asked_by(spec)
@@ -317,29 +302,24 @@ class DockerRuntime:
             environment=env,
             labels={OWNER_LABEL: owner_id(), **spec.labels, SESSION_LABEL: spec.session_id},
             detach=True,
-            user=user,
-            security_opt=["no-new-privileges"],
-            cap_drop=["ALL"],
-            read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_size},mode=1777"},
-            pids_limit=self.pids_limit,
+            **hardened(user, tmpfs_size=self.tmpfs_size, pids_limit=self.pids_limit),
             init=self.use_init,
             volumes={h: {"bind": c, "mode": "ro"} for h, c in spec.mounts},
         )
-        # the cores this engine's containers may use: a fleet host's cpuset, else all of them
-        cores = cpuset_cores(self.cpuset) if self.cpuset else list(range(os.cpu_count() or 1))
+        # the cores this engine's containers may use: a fleet host's cpuset, else this machine's
+        cores = cpuset_cores(self.cpuset) if self.cpuset else affinity_cores()
         if self.cpuset:
             kwargs["cpuset_cpus"] = self.cpuset
         if spec.cpus:
             kwargs["nano_cpus"] = round(spec.cpus * 1e9)
             if spec.cpuset:
-                n = math.ceil(spec.cpus)
-                if n > len(cores):
+                pinned = pinned_cores(spec.cpus, cores)
+                if len(pinned) < spec.cpus:
                     enforced.notes.append(
-                        f"cpuset: {n} cores asked, the host gives {len(cores)}; pinned to all of them"
+                        f"cpuset: {math.ceil(spec.cpus)} cores asked, the host gives {len(cores)}; "
+                        "pinned to all of them"
                     )
-                    n = len(cores)
-                kwargs["cpuset_cpus"] = ",".join(str(c) for c in cores[:n])
+                kwargs["cpuset_cpus"] = cpuset_text(pinned)
         if spec.memory_gb:
             mem = gb_to_bytes(spec.memory_gb)
             kwargs["mem_limit"] = mem
@@ -471,48 +451,51 @@ class DockerRuntime:
         return await asyncio.to_thread(remove_labelled, SESSION_LABEL, self._client, dry_run, is_orphan)
 
 
-def confirm_caps(
+def confirm_container_caps(
     host_config: dict[str, Any], paths: CgroupPaths, spec: TargetSpec, enforced: EnforcedCaps
 ) -> None:
     """Record a cap as enforced only when the engine's HostConfig says so and, where the cgroup files
-    are readable, the kernel agrees."""
+    are readable, the kernel agrees (`cgroups.confirm_caps`)."""
+    memory_bytes = gb_to_bytes(spec.memory_gb) if spec.memory_gb else None
+    kernel = confirm_caps(paths, cpus=spec.cpus, memory_bytes=memory_bytes, cpuset=spec.cpuset)
     if spec.cpus:
-        asked = round(spec.cpus * 1e9)
-        hc_ok = int(host_config.get("NanoCpus") or 0) == asked
-        kernel = read_cpu_limit(paths)
-        if not hc_ok:
-            enforced.notes.append(f"cpus: HostConfig NanoCpus={host_config.get('NanoCpus')} != {asked}")
-        elif kernel is None and not paths.found:
-            enforced.cpus_enforced = True
-            enforced.notes.append("cpus: confirmed from HostConfig only (cgroup not readable)")
-        elif kernel is not None and abs(kernel - spec.cpus) <= 0.01:
-            enforced.cpus_enforced = True
-        else:
-            enforced.notes.append(f"cpus: cgroup quota reads {kernel} cores, asked {spec.cpus}")
+        nano = round(spec.cpus * 1e9)
+        engine = int(host_config.get("NanoCpus") or 0) == nano
+        engine_note = f"cpus: HostConfig NanoCpus={host_config.get('NanoCpus')} != {nano}"
+        enforced.cpus_enforced = _engine_and_kernel_agree(
+            "cpus", (engine, engine_note), (kernel.cpus, kernel.cpus_note), paths, enforced.notes
+        )
         if spec.cpuset:
-            cs = read_cpuset(paths) or host_config.get("CpusetCpus") or None
-            enforced.cpuset = cs
-    if spec.memory_gb:
-        asked = gb_to_bytes(spec.memory_gb)
-        hc_ok = int(host_config.get("Memory") or 0) == asked
-        swap_ok = int(host_config.get("MemorySwap") or 0) == asked
-        kernel = read_memory_limit(paths)
-        if not hc_ok:
-            enforced.notes.append(f"memory: HostConfig Memory={host_config.get('Memory')} != {asked}")
-        elif kernel is None and not paths.found:
-            enforced.memory_enforced = True
-            enforced.notes.append("memory: confirmed from HostConfig only (cgroup not readable)")
-        elif kernel is not None and abs(kernel - asked) < 4096 * 2:  # the kernel rounds to pages
-            enforced.memory_enforced = True
-        else:
-            enforced.notes.append(f"memory: cgroup limit reads {kernel}, asked {asked}")
-        if not swap_ok:
+            enforced.cpuset = kernel.cpuset or host_config.get("CpusetCpus") or None
+    if memory_bytes:
+        engine = int(host_config.get("Memory") or 0) == memory_bytes
+        engine_note = f"memory: HostConfig Memory={host_config.get('Memory')} != {memory_bytes}"
+        enforced.memory_enforced = _engine_and_kernel_agree(
+            "memory", (engine, engine_note), (kernel.memory, kernel.memory_note), paths, enforced.notes
+        )
+        if int(host_config.get("MemorySwap") or 0) != memory_bytes:
             enforced.notes.append(f"memory: swap limit {host_config.get('MemorySwap')} != memory limit")
     if spec.gpus:
         reqs = host_config.get("DeviceRequests") or []
         enforced.gpus_enforced = bool(reqs) and _gpu_visible()
         if not enforced.gpus_enforced:
             enforced.notes.append("gpus: requested, but no GPU is visible to NVML on this host")
+
+
+def _engine_and_kernel_agree(
+    cap: str, engine: tuple[bool, str], kernel: tuple[bool, str], paths: CgroupPaths, notes: list[str]
+) -> bool:
+    """One cap: the engine's HostConfig must have it, then the kernel's cgroup files must agree, unless
+    they cannot be read from here (then the engine's word is taken, and said so). Each (ok, why not)."""
+    if not engine[0]:
+        notes.append(engine[1])
+        return False
+    if not paths.found:
+        notes.append(f"{cap}: confirmed from HostConfig only (cgroup not readable)")
+        return True
+    if not kernel[0]:
+        notes.append(kernel[1])
+    return kernel[0]
 
 
 def engine_epoch(stamp: Any) -> float | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import math
 import os
 import secrets
 import signal
@@ -27,7 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.host import CGROUP_ROOT, cgroup_version
+from tui_profiler.cgroups import (
+    CGROUP_ROOT,
+    CgroupPaths,
+    cgroup_version,
+    confirm_caps,
+    cpuset_text,
+    pinned_cores,
+    read_text,
+)
 from tui_profiler.runtime.base import (
     EnforcedCaps,
     PhaseCallback,
@@ -47,7 +54,6 @@ from tui_profiler.runtime.common import (
     settle,
     wait_ready,
 )
-from tui_profiler.sample.cgroup import CgroupPaths, read_text
 from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
 
 GROUP = "tui-profiler"
@@ -134,7 +140,7 @@ def _make_v1(
     if "cpuset" in dirs:
         d = Path(dirs["cpuset"])
         _write(d / "cpuset.mems", (read_text(d.parent / "cpuset.mems") or "0").strip())
-        _write(d / "cpuset.cpus", _cpuset_range(spec.cpus or 1))
+        _write(d / "cpuset.cpus", cpuset_text(pinned_cores(spec.cpus or 1)))
     return CgroupPaths(1, v1_dirs=dirs), created, procs
 
 
@@ -161,13 +167,8 @@ def _make_v2(
         if (d / "memory.swap.max").exists():
             _write(d / "memory.swap.max", "0")
     if "cpuset" in wanted:
-        _write(d / "cpuset.cpus", _cpuset_range(spec.cpus or 1))
+        _write(d / "cpuset.cpus", cpuset_text(pinned_cores(spec.cpus or 1)))
     return CgroupPaths(2, v2_dir=str(d)), created, [str(d / "cgroup.procs")]
-
-
-def _cpuset_range(cpus: float) -> str:
-    n = min(math.ceil(cpus), os.cpu_count() or 1)
-    return f"0-{n - 1}" if n > 1 else "0"
 
 
 def cgroup_writable(root: Path = CGROUP_ROOT) -> tuple[bool, str]:
@@ -380,21 +381,15 @@ class ProcessRuntime:
         enforced.gpus_enforced = True  # confirmed against the server's reported device after ready
 
     def _confirm_caps(self, cgroup: CgroupPaths, spec: TargetSpec, enforced: EnforcedCaps) -> None:
-        from tui_profiler.sample.cgroup import read_cpu_limit, read_cpuset, read_memory_limit
-
-        if spec.cpus:
-            got = read_cpu_limit(cgroup)
-            enforced.cpus_enforced = got is not None and abs(got - spec.cpus) <= 0.01
-            if not enforced.cpus_enforced:
-                enforced.notes.append(f"cpus: cgroup quota reads {got}, asked {spec.cpus}")
-            if spec.cpuset:
-                enforced.cpuset = read_cpuset(cgroup)
-        if spec.memory_gb:
-            got_mem = read_memory_limit(cgroup)
-            asked = gb_to_bytes(spec.memory_gb)
-            enforced.memory_enforced = got_mem is not None and abs(got_mem - asked) < 8192
-            if not enforced.memory_enforced:
-                enforced.notes.append(f"memory: cgroup limit reads {got_mem}, asked {asked}")
+        """The caps as the kernel reads them from the cgroup this runtime made (`cgroups.confirm_caps`)."""
+        kernel = confirm_caps(
+            cgroup, cpus=spec.cpus, memory_bytes=enforced.memory_bytes_requested, cpuset=spec.cpuset
+        )
+        enforced.cpus_enforced = kernel.cpus
+        enforced.memory_enforced = kernel.memory
+        if spec.cpus and spec.cpuset:
+            enforced.cpuset = kernel.cpuset
+        enforced.notes.extend(n for n in (kernel.cpus_note, kernel.memory_note) if n)
 
     async def _death(self, child: _Child) -> TargetFailed | None:
         """How the server died while starting, or None while it runs."""

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from tui_profiler.cgroups import CgroupPaths
 from tui_profiler.events import ResourceSample
-from tui_profiler.sample.cgroup import CgroupPaths, CgroupReader
+from tui_profiler.sample.cgroup import CgroupReader
 from tui_profiler.sample.nvml import GpuReading, NvmlReader
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""Read a target's cgroup counters (v1 and v2) cheaply enough to sample at >= 10 Hz.
+"""Find a target's cgroup and read its counters (v1 and v2) cheaply enough to sample at >= 10 Hz. Its
+limits, and what "unlimited" reads as, come from `tui_profiler.cgroups`.
 
 Every counter file is opened once and read with `os.pread` (no reopen, no seek), so one sample costs a
 handful of syscalls. Values the kernel does not expose here are None ('not available'), never 0.
@@ -14,47 +15,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from tui_profiler.host import CGROUP_ROOT, cgroup_version
-
-V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "cpuset", "pids")
-UNLIMITED_V1 = 1 << 62  # v1 reports 'no limit' as a huge page-aligned number (9223372036854771712)
-
-
-@dataclass(slots=True)
-class CgroupPaths:
-    """Where a target's cgroup lives on the host: one dir (v2) or one dir per v1 controller."""
-
-    version: int
-    v2_dir: str | None = None
-    v1_dirs: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def found(self) -> bool:
-        return bool(self.v2_dir) or bool(self.v1_dirs)
-
-    def controller_dir(self, controller: str) -> str | None:
-        if self.version == 2:
-            return self.v2_dir
-        return self.v1_dirs.get(controller)
-
-
-def _v1_mounts(root: Path) -> dict[str, Path]:
-    """controller -> mount dir, handling co-mounted hierarchies such as cpu,cpuacct."""
-    mounts: dict[str, Path] = {}
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return mounts
-    for entry in entries:
-        if not entry.is_dir():
-            continue
-        for ctrl in entry.name.split(","):
-            if ctrl in V1_CONTROLLERS and ctrl not in mounts:
-                mounts[ctrl] = entry
-    return mounts
+from tui_profiler.cgroups import (
+    CGROUP_ROOT,
+    CgroupPaths,
+    cgroup_version,
+    read_cpu_limit,
+    read_memory_limit,
+    read_text,
+    v1_mounts,
+)
 
 
 def cgroup_of_pid(pid: int, root: Path = CGROUP_ROOT) -> CgroupPaths:
@@ -70,7 +42,7 @@ def cgroup_of_pid(pid: int, root: Path = CGROUP_ROOT) -> CgroupPaths:
                 d = root / line[3:].lstrip("/")
                 return CgroupPaths(2, v2_dir=str(d)) if d.is_dir() else CgroupPaths(2)
         return CgroupPaths(2)
-    mounts = _v1_mounts(root)
+    mounts = v1_mounts(root)
     dirs: dict[str, str] = {}
     for line in lines:
         parts = line.split(":", 2)
@@ -100,19 +72,12 @@ def find_container_cgroup(container_id: str, pid: int | None = None, root: Path 
                 return CgroupPaths(2, v2_dir=str(root / r))
         return CgroupPaths(2)
     dirs = {}
-    for ctrl, mount in _v1_mounts(root).items():
+    for ctrl, mount in v1_mounts(root).items():
         for r in rel:
             if (mount / r).is_dir():
                 dirs[ctrl] = str(mount / r)
                 break
     return CgroupPaths(1, v1_dirs=dirs)
-
-
-def read_text(path: str | Path) -> str | None:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return None
 
 
 def _parse_kv(text: str) -> dict[str, int]:
@@ -125,48 +90,6 @@ def _parse_kv(text: str) -> dict[str, int]:
             except ValueError:
                 pass
     return out
-
-
-def read_cpu_limit(paths: CgroupPaths) -> float | None:
-    """The CPU quota in cores from the cgroup itself, or None when unlimited / unreadable."""
-    if paths.version == 2:
-        text = read_text(Path(paths.v2_dir or "/nonexistent") / "cpu.max")
-        if not text:
-            return None
-        quota, _, period = text.strip().partition(" ")
-        if quota == "max" or not period:
-            return None
-        return int(quota) / int(period)
-    d = paths.controller_dir("cpu")
-    if not d:
-        return None
-    quota_us, period_us = read_text(Path(d) / "cpu.cfs_quota_us"), read_text(Path(d) / "cpu.cfs_period_us")
-    if quota_us is None or period_us is None or int(quota_us) <= 0:
-        return None
-    return int(quota_us) / int(period_us)
-
-
-def read_memory_limit(paths: CgroupPaths) -> int | None:
-    """The memory limit in bytes from the cgroup itself, or None when unlimited / unreadable."""
-    if paths.version == 2:
-        text = read_text(Path(paths.v2_dir or "/nonexistent") / "memory.max")
-        if not text or text.strip() == "max":
-            return None
-        return int(text)
-    d = paths.controller_dir("memory")
-    text = read_text(Path(d) / "memory.limit_in_bytes") if d else None
-    if text is None or int(text) >= UNLIMITED_V1:
-        return None
-    return int(text)
-
-
-def read_cpuset(paths: CgroupPaths) -> str | None:
-    d = paths.controller_dir("cpuset")
-    if not d:
-        return None
-    name = "cpuset.cpus.effective" if paths.version == 2 else "cpuset.cpus"
-    text = read_text(Path(d) / name)
-    return text.strip() if text else None
 
 
 @dataclass(slots=True)

@@ -188,7 +188,7 @@ def _sender(
 async def _machine_facts(hs: HostSession) -> dict[str, Any]:
     """The host's own facts (CPU model, cores, memory, cgroup version), read by the measuring image on
     it: no agent, one short container."""
-    from tui_profiler.runtime.docker import NOBODY
+    from tui_profiler.runtime.hardening import hardened
 
     def run() -> dict[str, Any]:
         out = hs.client.containers.run(
@@ -196,10 +196,7 @@ async def _machine_facts(hs: HostSession) -> dict[str, Any]:
             ["--facts"],
             remove=True,
             network_mode="none",
-            user=NOBODY,
-            read_only=True,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            **hardened(),
             labels={"tui-profiler.role": "facts"},
         )
         data = json.loads(out.decode() if isinstance(out, bytes) else str(out))
