@@ -164,6 +164,31 @@ REQUEST_COLUMNS = [
 ]
 
 
+# The columns of requests.csv that the load generator measures for each request (`RequestResult.as_row`);
+# the others are the cell's (its settings, its payload) and its container's cold start.
+LOAD_GENERATOR_COLUMNS: tuple[str, ...] = (
+    "timestamp_ms",
+    "warmup",
+    "latency_s",
+    "status",  # how the request ended (RequestStatus)
+    "error",
+    "http_status",
+    "decode_ms",
+    "preprocess_ms",
+    "infer_ms",
+    "encode_ms",
+    "server_total_ms",
+    "overhead_ms",
+    "bytes_sent",
+    "bytes_received",
+    "t_send_s",
+    "t_recv_s",
+    "scheduled_delay_s",
+    "worker",
+    *(c for c in GENERATIVE_REQUEST_COLUMNS if c != GenColumn.OUTPUT_LEN),  # output_len is the cell's
+)
+
+
 class ColdStartPhaseName(StrEnum):
     """The phases of a container's cold start, in the order they happen. `cold_start_s` is their sum."""
 
