@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tui_profiler.errors import ProfilerError
 from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS, CellStatus, GenColumn
 
 TOKEN_COLUMNS: tuple[str, ...] = tuple(
@@ -97,7 +98,7 @@ _CELL_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-class DataFormatError(ValueError):
+class DataFormatError(ProfilerError, ValueError):
     """A file could not be read as latency data; the message is one line naming the file."""
 
 
