@@ -62,7 +62,7 @@ TIDY_COLUMNS = [
     "warmup",
     "status",
     "row_kind",
-    # generative (issue 13): streamed answers, per request (ttft_s, tpot_s, token counts) or per cell
+    # generative answers: streamed tokens, per request (ttft_s, tpot_s, token counts) or per cell
     *TOKEN_COLUMNS,
 ]
 
@@ -161,11 +161,11 @@ def read_path(path: str | Path) -> pd.DataFrame:
 
 
 def _host_class_by_cell(cells_csv: Path) -> dict[Any, str]:
-    """cell_index -> host_class from a session's cells.csv (older requests.csv files lack the column)."""
+    """cell_index -> host_class from a session's cells.csv (a requests.csv may lack the column)."""
     try:
         cells = pd.read_csv(cells_csv, usecols=["cell_index", HOST_CLASS], dtype={HOST_CLASS: "string"})
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return {}  # no cells.csv, or one from before the fleet (no host_class column)
+        return {}  # no cells.csv, or one without a host_class column
     return dict(zip(cells["cell_index"], cells[HOST_CLASS].fillna(""), strict=True))
 
 
