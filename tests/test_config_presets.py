@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -165,6 +166,10 @@ def test_a_cells_pattern_is_its_load_section_validated_once() -> None:
     assert pattern == LoadPattern.from_config(load, concurrency=None, rate=5.0)
     assert (pattern.mode, pattern.concurrency, pattern.rate, pattern.arrival) == ("open", 7, 5.0, "constant")
     assert (pattern.requests, pattern.duration_s, pattern.warmup) == (None, 3.0, load.warmup)
+    shared = set(LoadConfig.model_fields) & {f.name for f in dataclasses.fields(LoadPattern)} - {
+        "concurrency"
+    }
+    assert all(getattr(pattern, name) == getattr(load, name) for name in shared), shared
     closed = LoadPattern.from_config(LoadConfig(), concurrency=4, rate=None)
     assert (closed.mode, closed.concurrency, closed.rate) == ("closed", 4, None)
 

@@ -376,28 +376,3 @@ async def test_several_client_processes_share_one_run(server: str) -> None:
     assert all(0 <= r.t_send_s <= r.t_recv_s < 30 for r in res)  # type: ignore[operator]
     assert max(r.timestamp_ms for r in res) - min(r.timestamp_ms for r in res) < 30_000
     assert res[-1].infer_ms == pytest.approx(0.5)  # Server-Timing parsed in the child too
-
-
-def test_a_results_row_has_exactly_the_load_generators_columns() -> None:
-    """`as_row` fills the schema's LOAD_GENERATOR_COLUMNS (all of them requests.csv columns), nothing else."""
-    from tui_profiler.session.schema import LOAD_GENERATOR_COLUMNS, REQUEST_COLUMNS, RequestStatus
-
-    res = RequestResult(
-        timestamp_ms=1,
-        t_send_s=0.5,
-        t_recv_s=0.75,
-        latency_s=0.25,
-        status=503,
-        ok=False,
-        outcome=RequestStatus.HTTP_ERROR,
-        error="HTTP 503 (expected 200)",
-        warmup=True,
-        worker=3,
-        seq=0,
-        infer_ms=2.0,
-    )
-    row = res.as_row()
-    assert tuple(row) == LOAD_GENERATOR_COLUMNS
-    assert set(LOAD_GENERATOR_COLUMNS) <= set(REQUEST_COLUMNS)
-    assert (row["status"], row["http_status"], row["warmup"], row["worker"]) == ("http_error", 503, 1, 3)
-    assert (row["latency_s"], row["infer_ms"], row["ttft_s"]) == (0.25, 2.0, None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -45,9 +45,7 @@ class LoadPattern:
     stop_when_stable: StableCI | None = _D.stable_ci
     seed: int = _D.seed
     transport: Transport = _D.transport  # "auto": the lean HTTP/1.1 client for http://, aiohttp for https://
-    drain_s: float | None = (
-        _D.drain_s
-    )  # open loop: how long queued arrivals may still be sent after the schedule
+    drain_s: float | None = _D.drain_s  # open loop: how long queued arrivals may be sent after the schedule
     processes: int = _D.processes  # closed loop: split the workers over this many client processes
 
     @classmethod
@@ -55,20 +53,19 @@ class LoadPattern:
         """The pattern of one cell: `load` (validated) at this concurrency level (closed loop) or rate (open
         loop, whose connections are `load.connections`)."""
         return cls(
-            mode=load.mode,
+            **{name: getattr(load, name) for name in _FIELDS_OF_THE_CONFIG},
             concurrency=int(concurrency or 1) if load.mode == "closed" else load.connections,
             rate=rate,
-            arrival=load.arrival,
-            requests=load.requests,
-            duration_s=load.duration_s,
-            warmup=load.warmup,
-            timeout_s=load.timeout_s,
             stop_when_stable=load.stable_ci,
-            seed=load.seed,
-            transport=load.transport,
-            drain_s=load.drain_s,
-            processes=load.processes,
         )
+
+
+# The pattern's fields that are the config's own value under the same name; the others are the cell's
+# (`concurrency` is one of the config's levels, or its connections) or renamed (`stable_ci`).
+_PER_CELL = ("concurrency", "rate", "stop_when_stable")
+_FIELDS_OF_THE_CONFIG = tuple(
+    f.name for f in fields(LoadPattern) if f.name in LoadConfig.model_fields and f.name not in _PER_CELL
+)
 
 
 def arrival_offsets(pattern: LoadPattern) -> Iterator[float]:
