@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -143,6 +144,35 @@ def test_the_load_defaults_are_the_presets() -> None:
         == ("poisson", 2, 60.0, 20)
     )
     assert StopWhenStable().min_requests == 10
+
+
+def test_a_cells_pattern_is_its_load_section_validated_once() -> None:
+    """The load rules are the preset's: a pattern is built from a validated `[load]` and checks nothing."""
+    from tui_profiler.config import LoadConfig, preset_from_dict
+    from tui_profiler.load.patterns import LoadPattern, pattern_for
+
+    with pytest.raises(PresetError) as info:
+        preset_from_dict(
+            {"model": "m", "load": {"mode": "open", "rates": [5.0], "processes": 2}},
+            "p.toml",
+            check_host=False,
+        )
+    assert "p.toml: load.processes: 2 — several client processes serve the closed loop only" in str(
+        info.value
+    )
+    load = LoadConfig.model_validate(
+        {"mode": "open", "rates": [5.0], "connections": 7, "arrival": "constant", "duration_s": 3.0}
+    )
+    pattern = pattern_for(load, concurrency=None, rate=5.0)
+    assert pattern == LoadPattern.from_config(load, concurrency=None, rate=5.0)
+    assert (pattern.mode, pattern.concurrency, pattern.rate, pattern.arrival) == ("open", 7, 5.0, "constant")
+    assert (pattern.requests, pattern.duration_s, pattern.warmup) == (None, 3.0, load.warmup)
+    shared = set(LoadConfig.model_fields) & {f.name for f in dataclasses.fields(LoadPattern)} - {
+        "concurrency"
+    }
+    assert all(getattr(pattern, name) == getattr(load, name) for name in shared), shared
+    closed = LoadPattern.from_config(LoadConfig(), concurrency=4, rate=None)
+    assert (closed.mode, closed.concurrency, closed.rate) == ("closed", 4, None)
 
 
 # ---------------------------------------------------------------------------------------- end to end

@@ -376,8 +376,3 @@ async def test_several_client_processes_share_one_run(server: str) -> None:
     assert all(0 <= r.t_send_s <= r.t_recv_s < 30 for r in res)  # type: ignore[operator]
     assert max(r.timestamp_ms for r in res) - min(r.timestamp_ms for r in res) < 30_000
     assert res[-1].infer_ms == pytest.approx(0.5)  # Server-Timing parsed in the child too
-
-
-def test_processes_only_for_the_closed_loop() -> None:
-    with pytest.raises(ValueError, match=r"^load\.processes: "):
-        LoadPattern(mode="open", rate=5, processes=2)

@@ -13,7 +13,14 @@ from tui_profiler.load.client import RequestResult
 from tui_profiler.plan import Cell
 from tui_profiler.runtime.base import EnforcedCaps
 from tui_profiler.sample import SamplerSummary
-from tui_profiler.session.schema import CELL_COLUMNS, COLD_START_PHASES, REQUEST_COLUMNS, CellStatus
+from tui_profiler.session.schema import (
+    CELL_COLUMNS,
+    COLD_START_PHASES,
+    LOAD_GENERATOR_COLUMNS,
+    REQUEST_COLUMNS,
+    CellStatus,
+    RequestStatus,
+)
 from tui_profiler.sweep import targets
 from tui_profiler.sweep.outcome import (
     CellSetting,
@@ -95,6 +102,16 @@ def _setting(cell: Cell | None = None, payload_row: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------------------------ classification
+
+
+def test_a_results_row_has_exactly_the_load_generators_columns() -> None:
+    """`as_row` fills the schema's LOAD_GENERATOR_COLUMNS (all of them requests.csv columns), nothing else."""
+    res = _result(ok=False, outcome=RequestStatus.HTTP_ERROR, error="HTTP 503", status=503, warmup=True)
+    row = res.as_row()
+    assert tuple(row) == LOAD_GENERATOR_COLUMNS
+    assert set(LOAD_GENERATOR_COLUMNS) <= set(REQUEST_COLUMNS)
+    assert (row["status"], row["http_status"], row["warmup"], row["worker"]) == ("http_error", 503, 1, 0)
+    assert (row["latency_s"], row["error"], row["ttft_s"]) == (0.010, "HTTP 503", None)
 
 
 def test_all_answered_is_ok() -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_profiler import __version__
+from tui_profiler.errors import ExitCode, ProfilerError
 
 Progress = Callable[[str], None] | None
 
@@ -44,8 +45,10 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repo (or site-packa
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours a build step's stderr
 
 
-class ImageBuildError(RuntimeError):
+class ImageBuildError(ProfilerError, RuntimeError):
     """The server image could not be built; the message says why and what to do."""
+
+    exit_code = ExitCode.CELL_FAILED
 
 
 def server_tag() -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tui_profiler.errors import ProfilerError
 from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS, CellStatus, GenColumn
 
 TOKEN_COLUMNS: tuple[str, ...] = tuple(
@@ -61,7 +62,7 @@ TIDY_COLUMNS = [
     "warmup",
     "status",
     "row_kind",
-    # generative (issue 13): streamed answers, per request (ttft_s, tpot_s, token counts) or per cell
+    # generative answers: streamed tokens, per request (ttft_s, tpot_s, token counts) or per cell
     *TOKEN_COLUMNS,
 ]
 
@@ -97,7 +98,7 @@ _CELL_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-class DataFormatError(ValueError):
+class DataFormatError(ProfilerError, ValueError):
     """A file could not be read as latency data; the message is one line naming the file."""
 
 
@@ -160,7 +161,7 @@ def read_path(path: str | Path) -> pd.DataFrame:
 
 
 def _host_class_by_cell(cells_csv: Path) -> dict[Any, str]:
-    """cell_index -> host_class from a session's cells.csv (older requests.csv files lack the column)."""
+    """cell_index -> host_class from a session's cells.csv (a requests.csv may lack the column)."""
     try:
         cells = pd.read_csv(cells_csv, usecols=["cell_index", HOST_CLASS], dtype={HOST_CLASS: "string"})
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):

@@ -36,6 +36,7 @@ from typing import Any
 
 from tui_profiler.bench.core import BenchReport, Measure, judge, measured, median
 from tui_profiler.cgroups import affinity_cores
+from tui_profiler.errors import ExitCode, ProfilerError
 from tui_profiler.runtime.common import free_port
 
 SETUP_HINT = (
@@ -46,8 +47,10 @@ OURS = ("ours (library)", "ours (run --url)")
 BASE_RPS = "plain aiohttp"
 
 
-class BenchUnavailable(RuntimeError):
+class BenchUnavailable(ProfilerError, RuntimeError):
     """A benchmark cannot run on this machine; the message is one line saying what to do."""
+
+    exit_code = ExitCode.CELL_FAILED  # the other benchmarks still run
 
 
 def bench_payload() -> Any:

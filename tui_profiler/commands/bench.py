@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from tui_profiler.errors import ExitCode
+
 CHOICES = ("client", "payload", "sampler", "tui", "sweep", "stream", "fleet", "all")
 # Benchmarks that need something only the user can name (`all` leaves them out): fleet needs --hosts.
 ON_REQUEST = ("fleet",)
@@ -60,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _err(msg: str) -> int:
     print(f"tui-profiler bench: {msg}", file=sys.stderr)
-    return 2
+    return ExitCode.USAGE
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -136,4 +138,4 @@ def _run(args: argparse.Namespace) -> int:
     missed = [f"{m.bench}: {m.measure} — {m.subject}" for m in targets if m.met is False]
     print(f"targets met: {met} of {len(targets)}" + (f"; not met: {'; '.join(missed)}" if missed else ""))
     print("files: " + ", ".join(str(p) for p in paths.values()))
-    return 1 if failed else 0
+    return ExitCode.CELL_FAILED if failed else ExitCode.OK

@@ -8,6 +8,8 @@ import argparse
 import asyncio
 import sys
 
+from tui_profiler.errors import ExitCode
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("clean", help="remove every container (and process) tui-profiler left behind")
@@ -68,7 +70,7 @@ def _run_hosts(args: argparse.Namespace) -> int:
         found = clean_hosts(args.hosts, dry_run=args.dry_run)
     except PresetError as exc:
         print(str(exc), file=sys.stderr)
-        return 2
+        return exc.exit_code
     verb = "would remove" if args.dry_run else "removed"
     for name, containers, error in found:
         if error:
@@ -80,7 +82,7 @@ def _run_hosts(args: argparse.Namespace) -> int:
         )
         for c in containers:
             print(f"  {c}")
-    return 1 if any(error for _, _, error in found) else 0
+    return ExitCode.CELL_FAILED if any(error for _, _, error in found) else ExitCode.OK
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -101,4 +103,4 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{'would kill' if args.dry_run else 'killed'} {len(processes)} orphaned server process(es):")
         for p in processes:
             print(f"  {p}")
-    return 1 if engine_error and not processes else 0
+    return ExitCode.CELL_FAILED if engine_error and not processes else ExitCode.OK

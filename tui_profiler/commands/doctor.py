@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tui_profiler.errors import ExitCode
+
 Row = tuple[str, str, str]  # (check, status: ok|warn|fail|info, detail)
 
 
@@ -193,13 +195,13 @@ def _run_hosts(hosts_arg: str) -> int:
         lines, all_reachable = host_blocks(hosts_arg)
     except PresetError as exc:
         print(str(exc), file=sys.stderr)
-        return 2
+        return exc.exit_code
     print("\n".join(lines).rstrip())
     if not all_reachable:
         print("hosts: not every host is reachable")
-        return 1
+        return ExitCode.CELL_FAILED
     print("hosts: all reachable")
-    return 0
+    return ExitCode.OK
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -220,6 +222,6 @@ def _run(args: argparse.Namespace) -> int:
     console.print(table)
     if usable:
         console.print("usable: yes")
-        return 0
+        return ExitCode.OK
     console.print("usable: no — neither a Docker engine nor the process runtime can run the model server")
-    return 1
+    return ExitCode.CELL_FAILED

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from tui_profiler.errors import ExitCode
+
 TARGET_CHOICES = ("latency_s", "p50", "p99", "throughput", "ttft", "ttft_p99", "tpot", "tpot_p99")
 SPLIT_CHOICES = ("leave-config-out", "extrapolate-input", "random")
 _NUMERIC_FIELDS = (
@@ -161,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"tui-profiler fit: {msg}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -405,4 +407,4 @@ def _main(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(json_safe(payload), indent=2))
         print(f"wrote {args.json}")
-    return 0
+    return ExitCode.OK

@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from tui_profiler.errors import ExitCode
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("images", help="build or list the model-server image")
@@ -29,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     def usage(args: argparse.Namespace) -> int:
         p.print_help()
-        return 2
+        return ExitCode.USAGE
 
     p.set_defaults(func=usage)
 
@@ -47,7 +49,7 @@ def _build(args: argparse.Namespace) -> int:
             "tui-profiler images build: error: --pretrained: the measuring image holds no model",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.USAGE
     try:
         if args.measure:
             from tui_profiler.fleet.image import ensure_measure_image
@@ -57,9 +59,9 @@ def _build(args: argparse.Namespace) -> int:
             tag = ensure_server_image(progress=progress, rebuild=args.rebuild, pretrained=args.pretrained)
     except ImageBuildError as exc:
         print(f"tui-profiler images build: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     print(f"{tag} ready in {time.perf_counter() - start:.1f} s")
-    return 0
+    return ExitCode.OK
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -69,12 +71,12 @@ def _list(args: argparse.Namespace) -> int:
         rows = list_images()
     except ImageBuildError as exc:
         print(f"tui-profiler images list: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     if not rows:
         print("no tui-profiler images yet: run `tui-profiler images build`")
-        return 0
+        return ExitCode.OK
     print(f"{'TAG':44} {'KIND':12} {'SIZE':>9} {'CREATED':19}")
     for r in rows:
         size = f"{r['size_bytes'] / 1e9:.2f} GB" if r["size_bytes"] is not None else ""
         print(f"{r['tag']:44} {r['kind']:12} {size:>9} {r['created']:19}")
-    return 0
+    return ExitCode.OK

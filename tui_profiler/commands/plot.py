@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tui_profiler.errors import ExitCode, ProfilerError
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -37,12 +39,12 @@ def _run(args: argparse.Namespace) -> int:
         path = write_figure(session, out, stat=args.percentile)
     except PlotError as exc:
         print(f"tui-profiler plot: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     print(path)
-    return 0
+    return ExitCode.OK
 
 
-class PlotError(Exception):
+class PlotError(ProfilerError):
     """One-line reason the figure cannot be drawn."""
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from tui_profiler.errors import ExitCode
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -48,7 +50,7 @@ def _list() -> int:
     for i in infos:
         table.add_row(i.name, "built-in" if i.builtin else "user", i.description)
     Console().print(table)
-    return 0
+    return ExitCode.OK
 
 
 def _show(name: str, overrides: list[str], as_json: bool) -> int:
@@ -60,11 +62,11 @@ def _show(name: str, overrides: list[str], as_json: bool) -> int:
         cells = build_plan(preset)
     except PresetError as exc:
         print(str(exc), file=sys.stderr)
-        return 2
+        return exc.exit_code
     summary = preset_summary(preset)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
-        return 0
+        return ExitCode.OK
     import tomli_w
 
     print(f"# {preset.path}")
@@ -74,7 +76,7 @@ def _show(name: str, overrides: list[str], as_json: bool) -> int:
         f"\n# plan: {len(cells)} cells, {len(configs) * preset.repetitions} containers "
         f"(one cold start each; a container serves its config's sizes and load levels)"
     )
-    return 0
+    return ExitCode.OK
 
 
 def _validate(paths: list[str]) -> int:
@@ -83,4 +85,4 @@ def _validate(paths: list[str]) -> int:
     bad = validate_files(paths, on_error=lambda msg: print(msg, file=sys.stderr))
     ok = len(paths) - bad
     print(f"{ok} valid, {bad} invalid")
-    return 1 if bad else 0
+    return ExitCode.CELL_FAILED if bad else ExitCode.OK

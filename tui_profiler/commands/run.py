@@ -1,7 +1,8 @@
 """`tui-profiler run`: run a preset's sweep (or profile a running server with --url), headless or in the TUI.
 
 Headless shows a live progress display (cell i/n, ETA, live p50/p99, the cold-start phase), then a summary
-table; it exits 1 when a cell failed, 130 when interrupted (the session can be resumed), 2 on bad input.
+table; it exits with an `ExitCode` (`tui_profiler.errors`): CELL_FAILED (1) when a cell failed,
+INTERRUPTED (130) when interrupted (the session can be resumed), USAGE (2) on bad input.
 SIGINT, SIGTERM and SIGHUP stop gracefully (target removed, files flushed, session resumable); a second
 Ctrl-C forces (cancels the clean-up waits; containers are still removed).
 """
@@ -18,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from tui_profiler.errors import ExitCode
 from tui_profiler.session.schema import CellStatus, SessionStatus
 
 
@@ -81,7 +83,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _err(msg: str) -> int:
     print(f"tui-profiler run: {msg}", file=sys.stderr)
-    return 2
+    return ExitCode.USAGE
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -128,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         args.fleet = _fleet(args)
     except PresetError as exc:
         print(str(exc), file=sys.stderr)
-        return 2
+        return exc.exit_code
     except (OSError, ValueError) as exc:
         return _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if args.resume and not _is_session(args.resume):
@@ -418,7 +420,7 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
                 f"tui-profiler run: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                 file=sys.stderr,
             )
-            return 2
+            return ExitCode.USAGE
     finally:
         with contextlib.suppress(Exception):
             live.stop()
@@ -433,12 +435,12 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
                 f"[yellow]interrupted[/]: this run's {progress.n_finished} finished requests kept "
                 f"in requests.csv; resume with `tui-profiler run --resume {session_dir}`"
             )
-        return 130
+        return ExitCode.INTERRUPTED
     progress._print(
         f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed, "
         f"{finished.wall_s:.1f}s — {session_dir}"
     )
-    return 0 if finished.status == SessionStatus.OK else 1
+    return ExitCode.OK if finished.status == SessionStatus.OK else ExitCode.CELL_FAILED
 
 
 def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:

@@ -20,11 +20,12 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from tui_profiler.config.types import RULE_ERROR
+from tui_profiler.errors import ProfilerError
 
 Problem = tuple[str, str, str]  # (file, field, one-line message)
 
 
-class PresetError(ValueError):
+class PresetError(ProfilerError, ValueError):
     """A preset that cannot be used. The message is one line naming the file, the field, the value and
     what is allowed."""
 

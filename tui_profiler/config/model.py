@@ -40,8 +40,8 @@ ENCODINGS: tuple[str, ...] = get_args(Encoding)
 DTYPES: tuple[str, ...] = get_args(DType)
 # Inputs sized by a token count (token_lens); the others are sized by a scale of base_size.
 TOKEN_KINDS: tuple[str, ...] = ("tokens", "text")
-# Which encodings each kind can travel in (an image can be any; text only as text or JSON).
-ALLOWED_ENCODINGS: dict[str, tuple[str, ...]] = {
+# Which encodings each kind can travel in, its default first (an image can be any; text only as text or JSON).
+ALLOWED_ENCODINGS: dict[str, tuple[Encoding, ...]] = {
     "image": ("raw", "png", "jpeg", "json", "base64", "json-instances"),
     "tensor": ("raw", "json", "base64", "json-instances"),
     "tokens": ("raw", "json", "base64", "json-instances", "text"),
@@ -174,6 +174,11 @@ def _default_token_lens(data: dict[str, Any]) -> list[int]:
     return [16] if sized_by_tokens(data.get("kind", "image")) else []
 
 
+def _default_encoding(data: dict[str, Any]) -> Encoding:
+    # the first encoding the kind allows: raw bytes, or a text input's own text
+    return ALLOWED_ENCODINGS[data.get("kind", "image")][0]
+
+
 def _default_base_size(data: dict[str, Any]) -> list[int]:
     # for tokens and text, `_base_length_is_the_first_token_len` fills it in before validation
     kind = data.get("kind", "image")
@@ -199,7 +204,10 @@ class InputConfig(Section):
     token_lens: Annotated[
         list[Annotated[int, Integral, Field(ge=1, le=1_000_000)]], OneOrMany, Field(min_length=1)
     ] = Field(default_factory=_default_token_lens)
-    encoding: Encoding = "raw"
+    encoding: Encoding = Field(
+        default_factory=_default_encoding,
+        description="default: 'text' for a text input, else 'raw'",
+    )
     dtype: DType = "float32"
     layout: Literal["chw", "hwc"] = "chw"
     channels: Annotated[int, Integral, Field(ge=1, le=64)] = 3

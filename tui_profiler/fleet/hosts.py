@@ -20,13 +20,14 @@ from tui_profiler.cgroups import cpuset_cores
 from tui_profiler.config.errors import PresetError
 from tui_profiler.config.files import read_toml
 from tui_profiler.config.model import FleetConfig, HostConfig
+from tui_profiler.errors import ProfilerError
 from tui_profiler.host import HostLimits
 
 ENGINE_SCHEMES = ("unix://", "tcp://", "ssh://", "http://", "https://", "npipe://")
 HOSTS_SOURCE = "--hosts"  # how errors name a comma list given on the command line
 
 
-class HostUnreachable(RuntimeError):
+class HostUnreachable(ProfilerError, RuntimeError):
     """A host whose engine did not answer: the message says which and why, in one line."""
 
 

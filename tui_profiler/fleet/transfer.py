@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tui_profiler.errors import ExitCode, ProfilerError
+
 PROGRESS_EVERY = 64 * 2**20  # bytes between two progress lines
 
 
-class ImageTransferError(RuntimeError):
+class ImageTransferError(ProfilerError, RuntimeError):
     """An image that could not be sent; the message is one line."""
+
+    exit_code = ExitCode.CELL_FAILED
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tui_profiler.errors import ExitCode
+
 UNIT_ENV = "TUI_PROFILER_UNIT"
-EXIT_OK = 0  # the unit ran (cells may have failed: that is data)
-EXIT_BAD_UNIT = 2
-EXIT_TARGET_GONE = 3  # the target died: the remaining cells need a fresh one
-EXIT_STOPPED = 130  # SIGTERM: stopped like a Ctrl-C
+EXIT_OK = ExitCode.OK  # the unit ran (cells may have failed: that is data)
+EXIT_BAD_UNIT = ExitCode.USAGE
+EXIT_TARGET_GONE = 3  # the unit's own: the target died, and the remaining cells need a fresh one
+EXIT_STOPPED = ExitCode.INTERRUPTED  # SIGTERM: stopped like a Ctrl-C
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import os
 import pickle
 import struct
@@ -37,13 +38,10 @@ from tui_profiler.load.inputs import Payload, PayloadSet
 from tui_profiler.load.patterns import LoadPattern, StabilityTracker, arrival_offsets
 from tui_profiler.load.stream import AnswerStream, StreamMetrics
 from tui_profiler.load.template import RequestTemplate
-from tui_profiler.session.schema import RequestStatus
+from tui_profiler.session.schema import LOAD_GENERATOR_COLUMNS, RequestStatus
 
 T = TypeVar("T")
 OnResult = Callable[["RequestResult"], None]
-
-# Outcomes (requests.csv `status`), as plain strings on the per-request path.
-OK, TIMEOUT, HTTP_ERROR, CHECK_FAILED, ERROR, DROPPED = (s.value for s in RequestStatus)
 
 
 @dataclass(slots=True)
@@ -54,7 +52,7 @@ class RequestResult:
     latency_s: float | None  # closed loop: recv - send; open loop: recv - SCHEDULED send
     status: int | None  # HTTP status, None when no answer
     ok: bool
-    outcome: str  # ok | timeout | http_error | check_failed | error | dropped
+    outcome: RequestStatus  # requests.csv `status`
     error: str
     warmup: bool
     worker: int
@@ -83,37 +81,11 @@ class RequestResult:
     itl_s: tuple[float, ...] = ()  # every inter-token gap, for the cell's percentiles (not a column)
 
     def as_row(self) -> dict[str, Any]:
-        """The load generator's columns of a requests.csv row (status = the outcome, http_status = the code)."""
-        return {
-            "timestamp_ms": self.timestamp_ms,
-            "warmup": int(self.warmup),
-            "latency_s": self.latency_s,
-            "status": self.outcome,
-            "error": self.error,
-            "http_status": self.status,
-            "queue_ms": self.queue_ms,
-            "decode_ms": self.decode_ms,
-            "preprocess_ms": self.preprocess_ms,
-            "infer_ms": self.infer_ms,
-            "encode_ms": self.encode_ms,
-            "server_total_ms": self.server_total_ms,
-            "overhead_ms": self.overhead_ms,
-            "bytes_sent": self.bytes_sent,
-            "bytes_received": self.bytes_received,
-            "t_send_s": self.t_send_s,
-            "t_recv_s": self.t_recv_s,
-            "scheduled_delay_s": self.scheduled_delay_s,
-            "worker": self.worker,
-            "ttft_s": self.ttft_s,
-            "tpot_s": self.tpot_s,
-            "itl_p50_s": self.itl_p50_s,
-            "itl_p99_s": self.itl_p99_s,
-            "prompt_tokens": self.prompt_tokens,
-            "output_tokens": self.output_tokens,
-            "output_tokens_source": self.output_tokens_source,
-            "server_prefill_ms": self.server_prefill_ms,
-            "server_decode_ms": self.server_decode_ms,
-        }
+        """The load generator's columns of a requests.csv row (`LOAD_GENERATOR_COLUMNS`): `status` is the
+        outcome, `http_status` the HTTP code, `warmup` 1 or 0."""
+        row = dict(zip(LOAD_GENERATOR_COLUMNS, _row_values(self), strict=True))
+        row["warmup"] = int(self.warmup)
+        return row
 
     def add_stream(self, m: StreamMetrics) -> None:
         """The generative columns of this request's answer."""
@@ -125,6 +97,12 @@ class RequestResult:
             self.server_prefill_ms = m.server_prefill_ms
         if m.server_decode_ms is not None:
             self.server_decode_ms = m.server_decode_ms
+
+
+# The attribute holding each of LOAD_GENERATOR_COLUMNS: the column's name, but for the two statuses. One C
+# call for the whole row (as_row runs once per request, beside the load).
+_ATTRIBUTE_OF_COLUMN = {"status": "outcome", "http_status": "status"}
+_row_values = operator.attrgetter(*(_ATTRIBUTE_OF_COLUMN.get(c, c) for c in LOAD_GENERATOR_COLUMNS))
 
 
 # -- Server-Timing -----------------------------------------------------------------------------------------
@@ -455,7 +433,7 @@ class _Run:
         t_send: float,
         t_start: float,
         answer: _Answer | None,
-        outcome: str,
+        outcome: RequestStatus,
         error: str,
         bytes_sent: int,
         scheduled_delay: float | None,
@@ -470,7 +448,7 @@ class _Run:
             t_recv_s=None if answer is None else answer.t_recv - t0,
             latency_s=latency,
             status=None if answer is None else answer.status,
-            ok=outcome == OK,
+            ok=outcome is RequestStatus.OK,
             outcome=outcome,
             error=error,
             warmup=warmup,
@@ -524,18 +502,18 @@ class _Run:
                 self.stop = True
                 return
 
-    def judge(self, answer: _Answer, stream: AnswerStream | None) -> tuple[str, str]:
+    def judge(self, answer: _Answer, stream: AnswerStream | None) -> tuple[RequestStatus, str]:
         if answer.status not in self.check_status:
-            return HTTP_ERROR, self.template.check.status_failure(answer.status)
+            return RequestStatus.HTTP_ERROR, self.template.check.status_failure(answer.status)
         if stream is not None and stream.error:
-            return ERROR, f"error event after {stream.token_events} tokens: {stream.error}"
+            return RequestStatus.ERROR, f"error event after {stream.token_events} tokens: {stream.error}"
         if self.check_path and (stream is None or not stream.streamed):
             self.checked += 1
             if (self.checked - 1) % self.check_every == 0:
                 failure = self.template.check.field_failure(answer.body, self.check_path)
                 if failure is not None:
-                    return CHECK_FAILED, failure
-        return OK, ""
+                    return RequestStatus.CHECK_FAILED, failure
+        return RequestStatus.OK, ""
 
     async def one(self, conn: Any, worker: int, warmup: bool, t_sched: float | None) -> None:
         k = self.next_input()  # chosen before the clock starts: never part of the latency
@@ -559,7 +537,7 @@ class _Run:
                 t_send,
                 t_start,
                 None,
-                TIMEOUT,
+                RequestStatus.TIMEOUT,
                 _cut(stream) + f"timeout after {timeout:g} s",
                 len(request),
                 delay,
@@ -570,14 +548,14 @@ class _Run:
         except (OSError, ConnectionError, HttpProtocolError) as exc:
             conn.close()
             self.record(
-                worker, warmup, t_send, t_start, None, ERROR, _cut(stream) + _short_error(exc),
+                worker, warmup, t_send, t_start, None, RequestStatus.ERROR, _cut(stream) + _short_error(exc),
                 len(request), delay, k, stream,
             )  # fmt: skip
             return
         except Exception as exc:  # aiohttp's own errors (ClientError, ...) without importing it here
             if exc.__class__.__module__.startswith("aiohttp"):
                 self.record(
-                    worker, warmup, t_send, t_start, None, ERROR, _cut(stream) + _short_error(exc),
+                    worker, warmup, t_send, t_start, None, RequestStatus.ERROR, _cut(stream) + _short_error(exc),
                     len(request), delay, k, stream,
                 )  # fmt: skip
                 return
@@ -640,7 +618,15 @@ async def _open_loop(run: _Run, conns: list[Any]) -> None:
             if time.perf_counter() > drain_deadline[0]:
                 # Scheduled, never sent: every connection stayed busy past the drain time. Kept as data.
                 run.record(
-                    i, False, t_sched, t_sched, None, DROPPED, "not sent: all connections busy", 0, None
+                    i,
+                    False,
+                    t_sched,
+                    t_sched,
+                    None,
+                    RequestStatus.DROPPED,
+                    "not sent: all connections busy",
+                    0,
+                    None,
                 )
                 continue
             await run.one(conn, i, False, t_sched)

@@ -15,6 +15,7 @@ import statistics
 import time
 from typing import Any
 
+from tui_profiler.config.model import Transport
 from tui_profiler.load.client import run, run_load, uvloop_active
 from tui_profiler.load.inputs import InputSpec
 from tui_profiler.load.patterns import LoadPattern
@@ -37,7 +38,7 @@ def _summary(
 
 
 async def measure_ours(
-    url: str, concurrency: int, requests: int, transport: str, path: str
+    url: str, concurrency: int, requests: int, transport: Transport, path: str
 ) -> dict[str, Any]:
     tpl = parse_template({"path": path, "server_timing": True}, "bench")
     payload = build_payload(InputSpec(kind="tensor", base_size=(16,), dtype="float32"), tpl)

@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import get_args
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from tui_profiler.analysis.stats import t_quantile_975
 from tui_profiler.config.model import LOAD_DEFAULTS, Arrival, LoadConfig, LoadMode, StableCI, Transport
-
-MODES: tuple[str, ...] = get_args(LoadMode)
-ARRIVALS: tuple[str, ...] = get_args(Arrival)
-TRANSPORTS: tuple[str, ...] = get_args(Transport)
-
 
 # The rule to stop a cell early is the preset's `load.stable_ci` (config.model.StableCI).
 StopWhenStable = StableCI
@@ -35,50 +29,43 @@ _D = LOAD_DEFAULTS  # every default is the preset's (config.model.LoadConfig)
 
 @dataclass(frozen=True, slots=True)
 class LoadPattern:
-    mode: str = _D.mode
+    """One cell's load: the preset's `[load]` at the cell's concurrency level or rate (`from_config`).
+
+    It checks nothing itself: the rules are the preset's (`config.model.LoadConfig`), validated once when
+    the preset is read. A pattern built by hand (a benchmark, a test) is its builder's to get right."""
+
+    mode: LoadMode = _D.mode
     concurrency: int = 1  # closed: workers; open: connections (most requests in flight)
     rate: float | None = None  # open loop: arrivals per second
-    arrival: str = _D.arrival
+    arrival: Arrival = _D.arrival
     requests: int | None = _D.requests  # timed requests (None: until duration_s)
     duration_s: float | None = _D.duration_s  # timed phase length (with requests: whichever comes first)
     warmup: int = _D.warmup
     timeout_s: float = _D.timeout_s
     stop_when_stable: StableCI | None = _D.stable_ci
     seed: int = _D.seed
-    transport: str = _D.transport  # "auto": the lean HTTP/1.1 client for http://, aiohttp for https://
-    drain_s: float | None = (
-        _D.drain_s
-    )  # open loop: how long queued arrivals may still be sent after the schedule
+    transport: Transport = _D.transport  # "auto": the lean HTTP/1.1 client for http://, aiohttp for https://
+    drain_s: float | None = _D.drain_s  # open loop: how long queued arrivals may be sent after the schedule
     processes: int = _D.processes  # closed loop: split the workers over this many client processes
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"load.mode: {self.mode!r} — allowed: {', '.join(MODES)}")
-        if self.concurrency < 1:
-            raise ValueError(f"load.concurrency: {self.concurrency!r} — an integer >= 1")
-        if self.mode == "open":
-            if self.rate is None or not (self.rate > 0):
-                raise ValueError(f"load.rate: {self.rate!r} — an open loop needs a rate > 0 (requests/s)")
-            if self.arrival not in ARRIVALS:
-                raise ValueError(f"load.arrival: {self.arrival!r} — allowed: {', '.join(ARRIVALS)}")
-        if self.requests is None and self.duration_s is None:
-            raise ValueError("load.requests: None — give requests, duration_s, or both")
-        if self.requests is not None and self.requests < 0:
-            raise ValueError(f"load.requests: {self.requests!r} — an integer >= 0")
-        if self.duration_s is not None and not (self.duration_s > 0):
-            raise ValueError(f"load.duration_s: {self.duration_s!r} — a number > 0")
-        if self.warmup < 0:
-            raise ValueError(f"load.warmup: {self.warmup!r} — an integer >= 0")
-        if not (self.timeout_s > 0):
-            raise ValueError(f"load.timeout_s: {self.timeout_s!r} — a number > 0")
-        if self.processes < 1:
-            raise ValueError(f"load.processes: {self.processes!r} — an integer >= 1")
-        if self.processes > 1 and self.mode != "closed":
-            raise ValueError(
-                f"load.processes: {self.processes!r} — several client processes serve the closed loop only"
-            )
-        if self.transport not in TRANSPORTS:
-            raise ValueError(f"load.transport: {self.transport!r} — allowed: {', '.join(TRANSPORTS)}")
+    @classmethod
+    def from_config(cls, load: LoadConfig, *, concurrency: int | None, rate: float | None) -> LoadPattern:
+        """The pattern of one cell: `load` (validated) at this concurrency level (closed loop) or rate (open
+        loop, whose connections are `load.connections`)."""
+        return cls(
+            **{name: getattr(load, name) for name in _FIELDS_OF_THE_CONFIG},
+            concurrency=int(concurrency or 1) if load.mode == "closed" else load.connections,
+            rate=rate,
+            stop_when_stable=load.stable_ci,
+        )
+
+
+# The pattern's fields that are the config's own value under the same name; the others are the cell's
+# (`concurrency` is one of the config's levels, or its connections) or renamed (`stable_ci`).
+_PER_CELL = ("concurrency", "rate", "stop_when_stable")
+_FIELDS_OF_THE_CONFIG = tuple(
+    f.name for f in fields(LoadPattern) if f.name in LoadConfig.model_fields and f.name not in _PER_CELL
+)
 
 
 def arrival_offsets(pattern: LoadPattern) -> Iterator[float]:
@@ -133,20 +120,5 @@ class StabilityTracker:
 
 
 def pattern_for(load: LoadConfig, *, concurrency: int | None, rate: float | None) -> LoadPattern:
-    """The LoadPattern of one cell: the preset's load section at this concurrency level or rate (an open
-    loop's connections are `load.connections`)."""
-    return LoadPattern(
-        mode=load.mode,
-        concurrency=int(concurrency or 1) if load.mode == "closed" else load.connections,
-        rate=rate,
-        arrival=load.arrival,
-        requests=load.requests,
-        duration_s=load.duration_s,
-        warmup=load.warmup,
-        timeout_s=load.timeout_s,
-        stop_when_stable=load.stable_ci,
-        seed=load.seed,
-        transport=load.transport,
-        drain_s=load.drain_s,
-        processes=load.processes,
-    )
+    """The LoadPattern of one cell (see `LoadPattern.from_config`)."""
+    return LoadPattern.from_config(load, concurrency=concurrency, rate=rate)

@@ -41,6 +41,7 @@ import numpy as np
 
 from tui_profiler.config.errors import PresetError
 from tui_profiler.config.model import Preset
+from tui_profiler.errors import ProfilerError
 from tui_profiler.load.inputs import EncodedInput, InputSpec, PayloadSet, encode_data
 from tui_profiler.load.template import RequestTemplate
 
@@ -51,7 +52,7 @@ DEFAULT_BODY_TYPE = "application/octet-stream"
 _MIB = 1024 * 1024
 
 
-class InputsTooLarge(ValueError):
+class InputsTooLarge(ProfilerError, ValueError):
     """A cell's prepared inputs would pass `input.max_prepared_mb`."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from tui_profiler.errors import ProfilerError
 from tui_profiler.runtime.base import (
     SESSION_LABEL,
     EnforcedCaps,
@@ -32,7 +33,7 @@ __all__ = [
 RUNTIME_NAMES = ("docker", "process")
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(ProfilerError, RuntimeError):
     """The runtime asked for cannot work here; the message is one line saying why."""
 
 

@@ -17,7 +17,11 @@ from typing import Any
 
 from tui_profiler.config.request import NoSuchField, dotted_path, json_at
 from tui_profiler.runtime.base import PhaseCallback, ProbeRequest, ReadinessProbe, TargetFailed
-from tui_profiler.session.schema import CellStatus
+from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
+
+_BOOT, _LOAD, _READY = ColdStartPhaseName.SERVER_BOOT, ColdStartPhaseName.MODEL_LOAD, ColdStartPhaseName.READY
+# The phases a readiness wait is split into by the server's /healthz timeline, in order.
+_SERVER_PHASES = (_BOOT, _LOAD, _READY)
 
 LOOPBACK = "127.0.0.1"
 MAX_POLL_INTERVAL_S = 0.01  # the readiness probe's polling resolution, stated in meta.json
@@ -282,7 +286,7 @@ async def report_ready_phases(
     facts.update(tl_facts)
     facts["ready_polls"] = probe.polls
     facts["ready_probe"] = kind
-    for key in ("server_boot", "model_load", "ready"):
+    for key in _SERVER_PHASES:
         phases[key] = split[key]
         await report_phase(on_phase, key, split[key], "" if split[key] is not None else "not reported")
     runtime_facts = (probe.body or {}).get("runtime")
@@ -301,7 +305,7 @@ def timeline_phases(
     timeline = (body or {}).get("timeline") if isinstance(body, dict) else None
     facts: dict[str, Any] = {"ready_wait_s": ready_wait_s}
     if not isinstance(timeline, dict):
-        return {"server_boot": None, "model_load": None, "ready": ready_wait_s}, facts
+        return {_BOOT: None, _LOAD: None, _READY: ready_wait_s}, facts
     facts["timeline"] = timeline
 
     def num(key: str) -> float | None:
@@ -318,4 +322,4 @@ def timeline_phases(
     if warmup_done is not None and model_loaded is not None:
         facts["warmup_s"] = max(0.0, warmup_done - model_loaded)
     rest = ready_wait_s - (boot or 0.0) - (load or 0.0)
-    return {"server_boot": boot, "model_load": load, "ready": max(0.0, rest)}, facts
+    return {_BOOT: boot, _LOAD: load, _READY: max(0.0, rest)}, facts

@@ -212,7 +212,7 @@ class DockerRuntime:
         pulled = await self.ensure_image(spec.image, on_phase)
         image = pulled.image
         phases[ColdStartPhaseName.IMAGE_PULL] = pulled.seconds
-        facts["image_pull"] = "cached" if pulled.seconds is None else "pulled"
+        facts[ColdStartPhaseName.IMAGE_PULL] = "cached" if pulled.seconds is None else "pulled"
         if pulled.nbytes is not None:
             facts["image_pull_bytes"] = pulled.nbytes
         facts["image_size_bytes"] = image.attrs.get("Size")
@@ -240,8 +240,8 @@ class DockerRuntime:
                         CellStatus.CREATE_FAILED, f"docker create: {_api_reason(exc)}"
                     ) from exc
                 t_create = time.perf_counter() - t0
-                phases["create"] = t_create
-                await report_phase(on_phase, "create", t_create, name)
+                phases[ColdStartPhaseName.CREATE] = t_create
+                await report_phase(on_phase, ColdStartPhaseName.CREATE, t_create, name)
                 t0 = time.perf_counter()
                 try:
                     await settle(asyncio.to_thread(container.start))
@@ -271,8 +271,8 @@ class DockerRuntime:
                     started_epoch
                 )
             assert container is not None
-            phases["start"] = t_start
-            await report_phase(on_phase, "start", t_start, "")
+            phases[ColdStartPhaseName.START] = t_start
+            await report_phase(on_phase, ColdStartPhaseName.START, t_start, "")
             facts.update(container_id=container.id, container_name=name, host_port=host_port)
             return Launched(container, host_port, started_epoch, phases, facts, enforced)
         except TargetFailed as exc:

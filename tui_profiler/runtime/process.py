@@ -246,8 +246,13 @@ class ProcessRuntime:
                 if asked:
                     enforced.notes.append(f"{cap}: not enforced — {exc}")
             facts["cgroup"] = f"none: {exc}"
-        phases["create"] = time.perf_counter() - t0
-        await report_phase(on_phase, "create", phases["create"], "cgroup" if cgroup else "no cgroup")
+        phases[ColdStartPhaseName.CREATE] = time.perf_counter() - t0
+        await report_phase(
+            on_phase,
+            ColdStartPhaseName.CREATE,
+            phases[ColdStartPhaseName.CREATE],
+            "cgroup" if cgroup else "no cgroup",
+        )
 
         env = dict(os.environ)
         env.update(
@@ -296,10 +301,12 @@ class ProcessRuntime:
                     )
                 )
                 started_epoch = time.time()
-                phases["start"] = time.perf_counter() - t0
+                phases[ColdStartPhaseName.START] = time.perf_counter() - t0
                 child = _Child(proc, spec.session_id, log_path, cgroup, created)
                 self._children[str(proc.pid)] = child
-                await report_phase(on_phase, "start", phases["start"], f"pid {proc.pid}")
+                await report_phase(
+                    on_phase, ColdStartPhaseName.START, phases[ColdStartPhaseName.START], f"pid {proc.pid}"
+                )
                 try:
                     probe = await wait_ready(
                         LOOPBACK,

@@ -115,6 +115,24 @@ SETTING_COLUMNS: tuple[str, ...] = (
     "output_len",
 )
 
+# What the load generator measured of one answer (and when and how it sent the request), in requests.csv's
+# order: a run of REQUEST_COLUMNS and part of LOAD_GENERATOR_COLUMNS below.
+ANSWER_COLUMNS: tuple[str, ...] = (
+    "http_status",
+    "decode_ms",
+    "preprocess_ms",
+    "infer_ms",
+    "encode_ms",
+    "server_total_ms",
+    "overhead_ms",
+    "bytes_sent",
+    "bytes_received",
+    "t_send_s",
+    "t_recv_s",
+    "scheduled_delay_s",
+    "worker",
+)
+
 REQUEST_COLUMNS = [
     # the AC-Prof long format, in its order (avg_power_w / peak_power_w / energy_j are not measured here)
     "timestamp_ms",
@@ -141,19 +159,7 @@ REQUEST_COLUMNS = [
     "width",
     "concurrency",
     "rate",
-    "http_status",
-    "decode_ms",
-    "preprocess_ms",
-    "infer_ms",
-    "encode_ms",
-    "server_total_ms",
-    "overhead_ms",
-    "bytes_sent",
-    "bytes_received",
-    "t_send_s",
-    "t_recv_s",
-    "scheduled_delay_s",
-    "worker",
+    *ANSWER_COLUMNS,
     "gpus",
     "cpus_enforced",
     "mem_enforced",
@@ -166,6 +172,19 @@ REQUEST_COLUMNS = [
     "body_bytes",
     *GENERATIVE_REQUEST_COLUMNS,
 ]
+
+
+# The columns of requests.csv that the load generator measures for each request (`RequestResult.as_row`);
+# the others are the cell's (its settings, its payload) and its container's cold start.
+LOAD_GENERATOR_COLUMNS: tuple[str, ...] = (
+    "timestamp_ms",
+    "warmup",
+    "latency_s",
+    "status",  # how the request ended (RequestStatus)
+    "error",
+    *ANSWER_COLUMNS,
+    *(c for c in GENERATIVE_REQUEST_COLUMNS if c != GenColumn.OUTPUT_LEN),  # output_len is the cell's
+)
 
 
 class ColdStartPhaseName(StrEnum):

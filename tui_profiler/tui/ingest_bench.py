@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from tui_profiler.events import CellStarted, ColdStartDone, RequestDone, ResourceSample, SessionStarted
+from tui_profiler.session.schema import ColdStartPhaseName
 
 
 def rss_mb() -> float:
@@ -89,7 +90,17 @@ async def _measure(n_events: int, batch: int, size: tuple[int, int], rate: float
             }
             state.ingest(SessionStarted("bench", tmp, "bench", "docker", "synthetic events", 1))
             state.ingest(CellStarted(0, 1, cell))
-            state.ingest(ColdStartDone(0, {"create": 0.1, "start": 0.3, "ready": 1.0}, 1.4))
+            state.ingest(
+                ColdStartDone(
+                    0,
+                    {
+                        ColdStartPhaseName.CREATE: 0.1,
+                        ColdStartPhaseName.START: 0.3,
+                        ColdStartPhaseName.READY: 1.0,
+                    },
+                    1.4,
+                )
+            )
             await pilot.pause(0.3)
             plots = list(screen.query(LinePlot))
             render_before = sum(p.render_s for p in plots)
