@@ -4,7 +4,7 @@ script made. A sweep is spread over them by `tui-profiler run --hosts`, measured
 measuring container; the assertions read the session's CSVs, its meta.json and the engines themselves.
 
 The target is a stdlib server (tests/foreign/lazy_model) whose "model load" is CPU work (chained SHA-256
-rounds), so a unit's cost is bound by the cores its host confines it to."""
+rounds), so a container group's cost is bound by the cores its host confines it to."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def test_a_sweep_spread_over_two_engines_lands_in_one_session(
     assert sorted(int(c["cell_index"]) for c in cells) == [0, 1, 2, 3]  # every cell exactly once
     assert all(c["status"] == "ok" for c in cells), [c["reason"] for c in cells]
     by_host = {c["host"] for c in cells}
-    assert by_host == {"e1", "e2"}  # both took a unit at once
+    assert by_host == {"e1", "e2"}  # both took a container group at once
     for c in cells:
         assert c["host_class"] == {"e1": "class-a", "e2": "class-b"}[c["host"]]
         # read from the target's cgroup through the measuring container's mount: the host's own cores
@@ -234,7 +234,7 @@ def test_sigint_removes_every_hosts_containers_and_resume_finishes(
         wait_while_running(
             proc,
             lambda: bool(running_measurers(e1, 1.0) and running_measurers(e2, 1.0)),
-            "no unit ran on both hosts",
+            "no group ran on both hosts",
         )
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
@@ -271,8 +271,8 @@ def test_an_engine_stopped_mid_unit_has_its_unit_requeued(
     spec = preset(tmp_path, rounds=200_000, cpus="[1]", memory="[0.5, 1]", requests=150)
     proc = start_run(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home)
     try:
-        wait_while_running(proc, lambda: bool(running_measurers(e3, 1.5)), "no unit ran on e3")
-        os.kill(int(e3.pidfile.read_text()), signal.SIGKILL)  # the engine is gone mid-unit
+        wait_while_running(proc, lambda: bool(running_measurers(e3, 1.5)), "no group ran on e3")
+        os.kill(int(e3.pidfile.read_text()), signal.SIGKILL)  # the engine is gone mid-group
         output, _ = proc.communicate(timeout=400)
     finally:
         if proc.poll() is None:
@@ -282,13 +282,13 @@ def test_an_engine_stopped_mid_unit_has_its_unit_requeued(
     session = session_of(out)
     cells = read_csv(session / "cells.csv")
     assert sorted(int(c["cell_index"]) for c in cells) == [0, 1]  # every cell exactly once
-    assert all(c["status"] == "ok" and c["host"] == "e1" for c in cells)  # the dropped unit ran on e1
+    assert all(c["status"] == "ok" and c["host"] == "e1" for c in cells)  # the dropped group ran on e1
     meta = json.loads((session / "meta.json").read_text())
     (drop,) = meta["host_drops"]
     assert drop["host"] == "e3" and drop["requeued"] is True and drop["try"] == 1
     assert "e3" in output and "another host" in output
     assert not {r["host"] for r in read_csv(session / "requests.csv")} - {"e1"}  # no half cell from e3
-    # e3's engine is back with what the dropped unit left there; `clean --hosts` removes it
+    # e3's engine is back with what the dropped group left there; `clean --hosts` removes it
     left = labelled(e3, session)
     cleaned = subprocess.run(
         [sys.executable, "-m", "tui_profiler", "clean", "--hosts", e3.tcp_url],

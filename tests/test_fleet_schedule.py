@@ -1,12 +1,12 @@
-"""The fleet's unit queue (no engine needed): hosts take units one at a time, a unit whose host dropped goes
-back to the front for another host, and nothing waits forever once no unit can come back."""
+"""The fleet's group queue (no engine needed): hosts take container groups one at a time, a group whose
+host dropped goes back to the front for another host, and nothing waits forever once no group can come back."""
 
 from __future__ import annotations
 
 import asyncio
 
 from tui_profiler.plan import Cell
-from tui_profiler.sweep.schedule import UnitQueue
+from tui_profiler.sweep.schedule import GroupQueue
 
 
 def _cell(index: int, group: int) -> Cell:
@@ -15,8 +15,8 @@ def _cell(index: int, group: int) -> Cell:
 
 def test_a_dropped_unit_goes_back_to_the_front_for_another_host() -> None:
     async def scenario() -> list[tuple[str, list[int]]]:
-        units = [[_cell(0, 0), _cell(1, 0)], [_cell(2, 1)], [_cell(3, 2)]]
-        queue = UnitQueue(units, max_tries=2, hosts=2)
+        groups = [[_cell(0, 0), _cell(1, 0)], [_cell(2, 1)], [_cell(3, 2)]]
+        queue = GroupQueue(groups, max_tries=2, hosts=2)
         taken: list[tuple[str, list[int]]] = []
         a = await queue.take("a")
         b = await queue.take("b")
@@ -34,7 +34,7 @@ def test_a_dropped_unit_goes_back_to_the_front_for_another_host() -> None:
         assert last is not None
         taken.append(("b", [c.index for c in last.cells]))
         queue.done()
-        queue.done()  # b's first unit
+        queue.done()  # b's first group
         assert await queue.take("b") is None
         return taken
 
@@ -43,13 +43,13 @@ def test_a_dropped_unit_goes_back_to_the_front_for_another_host() -> None:
 
 def test_an_idle_host_waits_while_a_unit_may_still_come_back() -> None:
     async def scenario() -> bool:
-        queue = UnitQueue([[_cell(0, 0)]], max_tries=2, hosts=2)
-        unit = await queue.take("a")
-        assert unit is not None
-        waiting = asyncio.ensure_future(queue.take("b"))  # the queue is empty, but a's unit runs
+        queue = GroupQueue([[_cell(0, 0)]], max_tries=2, hosts=2)
+        group = await queue.take("a")
+        assert group is not None
+        waiting = asyncio.ensure_future(queue.take("b"))  # the queue is empty, but a's group runs
         await asyncio.sleep(0.05)
         assert not waiting.done()
-        queue.put_back(unit.retry(unit.cells, "a"))  # a dropped it
+        queue.put_back(group.retry(group.cells, "a"))  # a dropped it
         queue.host_gone("a")
         queue.done()
         got = await asyncio.wait_for(waiting, 5)
@@ -60,12 +60,12 @@ def test_an_idle_host_waits_while_a_unit_may_still_come_back() -> None:
 
 def test_units_no_host_is_left_to_run_are_stranded() -> None:
     async def scenario() -> list[int]:
-        queue = UnitQueue([[_cell(0, 0)], [_cell(1, 1)]], max_tries=2, hosts=1)
-        unit = await queue.take("a")
-        assert unit is not None
-        queue.put_back(unit.retry(unit.cells, "a"))
+        queue = GroupQueue([[_cell(0, 0)], [_cell(1, 1)]], max_tries=2, hosts=1)
+        group = await queue.take("a")
+        assert group is not None
+        queue.put_back(group.retry(group.cells, "a"))
         queue.host_gone("a")
-        queue.done()  # a's worker ends here: a dropped host takes no more units
+        queue.done()  # a's worker ends here: a dropped host takes no more container groups
         assert queue.hosts_left == 0
         return [u.cells[0].index for u in queue.stranded()]
 

@@ -1,8 +1,8 @@
 """Fleet benchmark: the same plan on one engine, then spread over all the given engines, in one run.
 
 `tui-profiler bench fleet --hosts FLEET.toml [--preset P]`: the ratio of the two sweeps' wall times (the
-whole `SweepRunner.run`: hosts probed, units scheduled, images already in place). With two hosts whose
-containers are confined to disjoint cores, a plan whose units are bound by those cores should take well
+whole `SweepRunner.run`: hosts probed, container groups scheduled, images already in place). With two
+hosts whose containers are confined to disjoint cores, a plan whose groups are bound by those cores should take well
 under the one-host time: the target is ≤ 0.65×. Every image the plan needs is sent to every host before
 the clock starts (a first-time send is not the schedule's cost), and both sweeps must end with every cell
 `ok`, or the ratio would compare unlike work.

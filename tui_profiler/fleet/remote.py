@@ -1,14 +1,15 @@
-"""One unit on a fleet host: its target through that host's engine, its measuring container beside it.
+"""One container group on a fleet host: its target through that host's engine, its measuring container
+beside it.
 
 Latency measured across the network would measure the network, so on a remote host the load generator
 and the samplers run there: `run_on_host` creates and starts the target through the host's engine
 (timing image_pull — an image the host lacks is sent to it —, create and start), then a container of the
 measuring image in the target's network namespace (`network_mode="container:<id>"`), with the host's
-cgroup tree mounted read-only and the host's cpuset. That container runs the unit's cells
+cgroup tree mounted read-only and the host's cpuset. That container runs the container group's cells
 (`tui_profiler.sweep.measure`) and writes every event as a JSON line; they are streamed back over the
 engine's log stream, decoded, given the host's name and handed to `on_event`. Both containers are removed
-in a `finally`, always. An engine that stops answering mid-unit (the engine gone, an SSH link cut, a
-silent network) raises `HostLost`, for the schedule to give the unit to another host.
+in a `finally`, always. An engine that stops answering mid-group (the engine gone, an SSH link cut, a
+silent network) raises `HostLost`, for the schedule to give the container group to another host.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 from tui_profiler.config.model import HostConfig
 from tui_profiler.events import Event, EventDecodeError, LogMessage, event_from_json
+from tui_profiler.fleet.group_doc import GROUP_ENV, GroupDoc
 from tui_profiler.fleet.transfer import ImageSent
-from tui_profiler.fleet.unit import UNIT_ENV, UnitDoc
 from tui_profiler.runtime.adopted import HOST_CGROUP_MOUNT, AdoptedTarget
 from tui_profiler.runtime.base import SESSION_LABEL, TargetFailed, TargetSpec
 from tui_profiler.runtime.common import owner_id
@@ -31,12 +32,12 @@ from tui_profiler.runtime.hardening import hardened
 from tui_profiler.session.schema import ColdStartPhaseName
 
 ROLE_LABEL = "tui-profiler.role"  # "measure" on a measuring container (the target has none)
-HEARTBEAT_S = 5.0  # how often the engine is pinged while a unit streams
+HEARTBEAT_S = 5.0  # how often the engine is pinged while a container group streams
 HEARTBEAT_MISSES = 2  # pings in a row that fail before the host counts as lost
 
 
 class HostLost(Exception):
-    """The host's engine stopped answering mid-unit; the unit goes to another host."""
+    """The host's engine stopped answering mid-group; the container group goes to another host."""
 
     def __init__(self, host: str, reason: str) -> None:
         super().__init__(f"{host}: {reason}")
@@ -47,7 +48,7 @@ class HostLost(Exception):
 @dataclass
 class HostSession:
     """One fleet host for the length of a session: its engine client, its runtime (its cpuset), the
-    measuring image, and the images already sent there (the first unit that needs one pays for it)."""
+    measuring image, and the images already sent there (the first group that needs one pays for it)."""
 
     name: str
     config: HostConfig
@@ -77,19 +78,19 @@ class HostSession:
 
 
 @dataclass(slots=True)
-class UnitRun:
+class GroupRun:
     """How one measuring container ended."""
 
     exit_code: int | None
     stderr_tail: str = ""
 
 
-def measure_kwargs(hs: HostSession, target_id: str, session_id: str, unit_json: str) -> dict[str, Any]:
+def measure_kwargs(hs: HostSession, target_id: str, session_id: str, group_json: str) -> dict[str, Any]:
     """The measuring container: hardened like a target, no network of its own (the target's), the host's
     cgroup tree read-only, the host's cores."""
     kwargs: dict[str, Any] = dict(
         image=hs.measure_image,
-        environment={UNIT_ENV: unit_json},
+        environment={GROUP_ENV: group_json},
         labels={OWNER_LABEL: owner_id(), SESSION_LABEL: session_id, ROLE_LABEL: "measure"},
         detach=True,
         **hardened(tmpfs_size="1g", pids_limit=256),
@@ -103,11 +104,11 @@ def measure_kwargs(hs: HostSession, target_id: str, session_id: str, unit_json: 
 
 
 async def run_on_host(
-    hs: HostSession, spec: TargetSpec, unit: UnitDoc, on_event: Callable[[Event], None]
-) -> UnitRun:
-    """Start `spec` on the host, run `unit`'s cells next to it, stream its events to `on_event` (their
+    hs: HostSession, spec: TargetSpec, group: GroupDoc, on_event: Callable[[Event], None]
+) -> GroupRun:
+    """Start `spec` on the host, run `group`'s cells next to it, stream its events to `on_event` (their
     `host` filled in). Raises TargetFailed when the target cannot be started (the caller records it for
-    the unit's cells), HostLost when the engine stops answering. Both containers are always removed."""
+    the group's cells), HostLost when the engine stops answering. Both containers are always removed."""
     placed = await _ensure_images(hs, spec.image)
     try:
         launched = await hs.runtime.launch(spec, None, publish=False)
@@ -138,8 +139,8 @@ async def run_on_host(
             facts={**launched.facts, "fleet_host": hs.name},
             host_config=dict(target.attrs.get("HostConfig") or {}),
         )
-        unit.target = adopted.as_dict()
-        kwargs = measure_kwargs(hs, target.id, spec.session_id, unit.to_json())
+        group.target = adopted.as_dict()
+        kwargs = measure_kwargs(hs, target.id, spec.session_id, group.to_json())
         measurer = await asyncio.to_thread(hs.client.containers.create, **kwargs)
         await asyncio.to_thread(measurer.start)
         return await _stream(hs, measurer, on_event)
@@ -161,7 +162,7 @@ async def _ensure_images(hs: HostSession, image: str) -> ImageSent:
         ) from exc
 
 
-async def _stream(hs: HostSession, measurer: Any, on_event: Callable[[Event], None]) -> UnitRun:
+async def _stream(hs: HostSession, measurer: Any, on_event: Callable[[Event], None]) -> GroupRun:
     """Decode the measuring container's output line by line until it exits, watching the engine."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
@@ -213,7 +214,7 @@ async def _stream(hs: HostSession, measurer: Any, on_event: Callable[[Event], No
         state = await asyncio.wait_for(asyncio.to_thread(measurer.wait, timeout=60), 90)
     except Exception as exc:
         if not await _engine_answers(hs):
-            raise HostLost(hs.name, f"engine gone at the unit's end ({_line(exc)})") from exc
+            raise HostLost(hs.name, f"engine gone at the container group's end ({_line(exc)})") from exc
         raise
     with contextlib.suppress(Exception):
         await pumping
@@ -223,7 +224,7 @@ async def _stream(hs: HostSession, measurer: Any, on_event: Callable[[Event], No
         with contextlib.suppress(Exception):
             raw = await asyncio.to_thread(measurer.logs, stdout=False, stderr=True, tail=5)
             tail = " | ".join(raw.decode(errors="replace").strip().splitlines()[-5:])
-    return UnitRun(exit_code=code if isinstance(code, int) else None, stderr_tail=tail)
+    return GroupRun(exit_code=code if isinstance(code, int) else None, stderr_tail=tail)
 
 
 async def _watch_engine(hs: HostSession) -> None:

@@ -8,7 +8,7 @@
 - `outcome`: what a finished cell amounts to (status, reason, its cells.csv row), without I/O;
 - `context`, `control`: what the pieces share (the emitter, where cells run; the stop request);
 - `targets`: what is started for a cell; `schedule`: the fleet's queue and hosts; `measure`: a fleet
-  unit's measuring side.
+  container group's measuring side.
 """
 
 from tui_profiler.sweep.runner import SweepRunner

@@ -30,7 +30,7 @@ from tui_profiler.sweep.outcome import ColdStart
 
 if TYPE_CHECKING:
     from tui_profiler.fleet.remote import HostSession
-    from tui_profiler.sweep.schedule import Unit, UnitQueue
+    from tui_profiler.sweep.schedule import GroupQueue, QueuedGroup
 
 
 class FleetDriver:
@@ -48,12 +48,12 @@ class FleetDriver:
         return Placement(self.emitter, hs.runtime, hs.name, hs.host_class, event_host=hs.name)
 
     async def run(self, order: CellOrder) -> int:
-        from tui_profiler.sweep.schedule import UnitQueue
+        from tui_profiler.sweep.schedule import GroupQueue
 
         groups: list[list[Cell]] = []
         while cells := order.next_group():
             groups.append(cells)
-        queue = UnitQueue(groups, self.max_tries, hosts=len(self.hosts))
+        queue = GroupQueue(groups, self.max_tries, hosts=len(self.hosts))
         failed = 0
 
         async def worker(hs: HostSession) -> None:
@@ -67,36 +67,36 @@ class FleetDriver:
         except* OSError as eg:  # the output disk: the session's end, as on one host
             raise eg.exceptions[0] from None
         if not self.ctx.control.requested:  # every host dropped (a stop leaves them for a resume instead)
-            for unit in queue.stranded():
-                tried = ", ".join(unit.tried) or "none"
+            for group in queue.stranded():
+                tried = ", ".join(group.tried) or "none"
                 reason = f"no fleet host left to run it (dropped by: {tried})"
-                failed += fail_cells(self.ctx, self.nobody, unit.cells, CellStatus.FAILED, reason)
+                failed += fail_cells(self.ctx, self.nobody, group.cells, CellStatus.FAILED, reason)
         return failed
 
-    async def _host_worker(self, hs: HostSession, queue: UnitQueue) -> int:
+    async def _host_worker(self, hs: HostSession, queue: GroupQueue) -> int:
         """One host's loop: take a group, run it, until none is left or the host is lost."""
         failed = 0
         while not self.ctx.control.requested:
-            unit = await queue.take(hs.name)
-            if unit is None:
+            group = await queue.take(hs.name)
+            if group is None:
                 break
             try:
                 if hs.config.in_process:
-                    failed += await run_cells(self.ctx, self.place(hs), unit.cells)
+                    failed += await run_cells(self.ctx, self.place(hs), group.cells)
                 else:
-                    failed += await self._run_remote(hs, unit.cells)
+                    failed += await self._run_remote(hs, group.cells)
             except Stopped:
                 break
             except HostLost as exc:
-                failed += self._host_lost(hs, unit, exc, queue)
+                failed += self._host_lost(hs, group, exc, queue)
                 break  # this host takes no more groups
             finally:
                 queue.done()
         return failed
 
-    def _host_lost(self, hs: HostSession, unit: Unit, exc: HostLost, queue: UnitQueue) -> int:
-        left = [c for c in unit.cells if c.index not in self.emitter.finished]
-        tries = unit.tries + 1
+    def _host_lost(self, hs: HostSession, group: QueuedGroup, exc: HostLost, queue: GroupQueue) -> int:
+        left = [c for c in group.cells if c.index not in self.emitter.finished]
+        tries = group.tries + 1
         requeued = bool(left) and tries < queue.max_tries and queue.hosts_left > 1
         record = {"host": hs.name, "reason": exc.reason, "cells": [c.index for c in left], "try": tries}
         self.host_drops.append({**record, "requeued": requeued})
@@ -107,25 +107,25 @@ class FleetDriver:
         if requeued:
             self.place(hs).log(
                 "warning",
-                f"host {hs.name} dropped mid-unit ({exc.reason}); its {len(left)} unfinished cell(s) go "
+                f"host {hs.name} dropped mid-group ({exc.reason}); its {len(left)} unfinished cell(s) go "
                 f"to another host (try {tries + 1} of {queue.max_tries})",
             )
-            queue.put_back(unit.retry(left, hs.name))
+            queue.put_back(group.retry(left, hs.name))
             return 0
-        tried = ", ".join([*unit.tried, hs.name])
-        reason = f"host {hs.name} dropped mid-unit ({exc.reason}); tried on {tried}"
+        tried = ", ".join([*group.tried, hs.name])
+        reason = f"host {hs.name} dropped mid-group ({exc.reason}); tried on {tried}"
         return fail_cells(self.ctx, self.place(hs), left, CellStatus.FAILED, reason)
 
     async def _run_remote(self, hs: HostSession, cells: list[Cell]) -> int:
         """One group on a remote host: its cells run by the measuring container there. A target that dies
         gets a fresh one for the remaining cells (their own cold start)."""
-        from tui_profiler.fleet.unit import EXIT_OK, EXIT_STOPPED, EXIT_TARGET_GONE
+        from tui_profiler.fleet.group_doc import EXIT_OK, EXIT_STOPPED, EXIT_TARGET_GONE
 
         place = self.place(hs)
         image = await self.ctx.images.resolve(place)  # built here once, then sent to each host that lacks it
         left = list(cells)
         while left and not self.ctx.control.requested:
-            t_unit = time.perf_counter()
+            t_group = time.perf_counter()
             try:
                 ran = await self.ctx.control.interruptible(self._launch(hs, left, image))
             except TargetFailed as exc:  # the target could not be created or started there
@@ -142,7 +142,7 @@ class FleetDriver:
                 break
             done_now = [c for c in left if c.index in self.emitter.finished]
             if done_now:
-                self.ctx.cell_walls.extend([(time.perf_counter() - t_unit) / len(done_now)] * len(done_now))
+                self.ctx.cell_walls.extend([(time.perf_counter() - t_group) / len(done_now)] * len(done_now))
             left = [c for c in left if c.index not in self.emitter.finished]
             if ran.exit_code == EXIT_TARGET_GONE:
                 continue
@@ -160,14 +160,14 @@ class FleetDriver:
 
     async def _launch(self, hs: HostSession, cells: list[Cell], image: str) -> Any:
         """Start the target and the measuring container on `hs`; their events go on to the consumers."""
+        from tui_profiler.fleet.group_doc import GroupDoc
         from tui_profiler.fleet.remote import run_on_host
-        from tui_profiler.fleet.unit import UnitDoc
 
         place = self.place(hs)
         spec = await asyncio.to_thread(
             targets.target_spec, self.ctx.preset, cells[0], image=image, session_id=self.ctx.session_id
         )
-        doc = UnitDoc(
+        doc = GroupDoc(
             preset=self.ctx.preset.to_dict(),
             cells=[c.as_dict() for c in cells],
             target={},

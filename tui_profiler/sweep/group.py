@@ -55,7 +55,7 @@ async def run_group(ctx: SweepContext, place: Placement, first: Cell, next_cell:
 
 
 async def run_cells(ctx: SweepContext, place: Placement, cells: list[Cell]) -> int:
-    """Run a container group whose cells are known in advance (a fleet unit); returns the failed cells."""
+    """Run a container group whose cells are known in advance (a fleet group); returns the failed cells."""
     rest = iter(cells[1:])
     return await run_group(ctx, place, cells[0], lambda: next(rest, None))
 

@@ -1,13 +1,13 @@
-"""The measuring side of a fleet unit: `python -m tui_profiler.sweep.measure`, next to its target.
+"""The measuring side of a fleet's container group: `python -m tui_profiler.sweep.measure`, next to its target.
 
 On a fleet host the local profiler starts the target through that host's engine, then this module in a
 container of the measuring image, in the target's network namespace and with the host's cgroup tree
-mounted read-only. It reads its unit (the preset, the cells of one resource configuration, the target it
-adopts) from `TUI_PROFILER_UNIT`, runs those cells exactly as a one-host run does (`SweepRunner`, the
-`adopted` runtime), and writes every event as one JSON line on stdout; the local side decodes them,
-fills in the host and passes them on to its consumers (the session writer, the views). It writes no file. Exit codes: 0 the unit ran (cells may have
-failed: that is data), 3 the target died and the remaining cells need a fresh one, 2 a bad unit,
-130 stopped (SIGTERM).
+mounted read-only. It reads its container group (the preset, the cells still to run, the target it
+adopts) from `TUI_PROFILER_GROUP`, runs those cells exactly as a one-host run does (the same group and
+cell code, the `adopted` runtime), and writes every event as one JSON line on stdout; the local side
+decodes them, fills in the host and passes them on to its consumers (the session writer, the views). It
+writes no file. Exit codes: 0 the group ran (cells may have failed: that is data), 3 the target died and
+the remaining cells need a fresh one, 2 a bad group document, 130 stopped (SIGTERM).
 
 `--facts` prints this host's facts (`tui_profiler.host.host_facts()`) as one JSON object instead.
 """
@@ -23,13 +23,13 @@ import time
 from typing import TextIO
 
 from tui_profiler.events import Event, RequestDone, ResourceSample, event_to_json
-from tui_profiler.fleet.unit import (
+from tui_profiler.fleet.group_doc import (
     EXIT_BAD_UNIT,
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_TARGET_GONE,
-    UNIT_ENV,
-    UnitDoc,
+    GROUP_ENV,
+    GroupDoc,
 )
 from tui_profiler.plan import Cell
 
@@ -56,12 +56,12 @@ class _LineWriter:
         self.out.flush()
 
 
-async def run_unit(doc: UnitDoc, out: TextIO) -> int:
+async def measure_group(doc: GroupDoc, out: TextIO) -> int:
     from tui_profiler.config import preset_from_dict
     from tui_profiler.runtime.adopted import AdoptedRuntime, AdoptedTarget, TargetGone
     from tui_profiler.sweep.runner import SweepRunner
 
-    preset = preset_from_dict(doc.preset, "<fleet unit>", check_host=False)
+    preset = preset_from_dict(doc.preset, "<fleet group>", check_host=False)
     cells = [Cell(**c) for c in doc.cells]
     runtime = AdoptedRuntime(AdoptedTarget.from_dict(doc.target))
     runner = SweepRunner(preset, runtime=runtime)
@@ -70,7 +70,7 @@ async def run_unit(doc: UnitDoc, out: TextIO) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, runner.request_stop)
     try:
-        await runner.run_unit(cells, writer, doc.session_id)
+        await runner.run_container_group(cells, writer, doc.session_id)
     except TargetGone:
         return EXIT_TARGET_GONE
     finally:
@@ -85,15 +85,15 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(host_facts(), default=str), flush=True)
         return EXIT_OK
-    text = os.environ.get(UNIT_ENV, "")
+    text = os.environ.get(GROUP_ENV, "")
     try:
-        doc = UnitDoc.from_json(text)
+        doc = GroupDoc.from_json(text)
     except (ValueError, TypeError) as exc:
-        print(f"tui-profiler measure: {UNIT_ENV}: not a unit ({exc})", file=sys.stderr)
+        print(f"tui-profiler measure: {GROUP_ENV}: not a container group ({exc})", file=sys.stderr)
         return EXIT_BAD_UNIT
     from tui_profiler.load.client import run  # uvloop when installed, as `tui-profiler run` does
 
-    return run(run_unit(doc, sys.stdout))
+    return run(measure_group(doc, sys.stdout))
 
 
 if __name__ == "__main__":

@@ -316,11 +316,11 @@ class SweepRunner:
                 )
             )
 
-    # ------------------------------------------------------------------------------------ a fleet unit
+    # ------------------------------------------------------------------------------------ a fleet group
 
-    async def run_unit(self, cells: list[Cell], emit: Emit, session_id: str) -> int:
+    async def run_container_group(self, cells: list[Cell], emit: Emit, session_id: str) -> int:
         """Run one container group's cells against this runner's runtime: the measuring side of a fleet
-        unit (`tui_profiler.sweep.measure`), whose events the local side writes. Returns the failed cells."""
+        group (`tui_profiler.sweep.measure`), whose events the local side writes. Returns the failed cells."""
         emitter = Emitter(emit)
         await self._choose_runtime(emitter)
         ctx = self._context(session_id)

@@ -1,7 +1,7 @@
-"""The fleet's schedule: units of work, the queue hosts take them from, and opening the hosts.
+"""The fleet's schedule: the container groups to run, the queue hosts take them from, and opening the hosts.
 
-A unit is one resource configuration (one container group: its target and its cells, see
-`tui_profiler.plan`). Each host takes one unit at a time, so units never share a host's cores. A unit
+A container group is one resource configuration in one repetition: its target and its cells (see
+`tui_profiler.plan`). Each host takes one group at a time, so groups never share a host's cores. A group
 whose host drops mid-way goes back to the front of the queue with its unfinished cells, for another host,
 at most `fleet.max_tries` times in all; the runner records each drop in meta.json (`host_drops`).
 """
@@ -28,33 +28,33 @@ Log = Callable[[Level, str], None]
 
 
 @dataclass(slots=True)
-class Unit:
+class QueuedGroup:
     cells: list[Cell]
     tries: int = 0  # how many hosts dropped it so far
     tried: list[str] = field(default_factory=list)  # those hosts, in order
 
-    def retry(self, cells: list[Cell], lost_on: str) -> Unit:
-        return Unit(cells, self.tries + 1, [*self.tried, lost_on])
+    def retry(self, cells: list[Cell], lost_on: str) -> QueuedGroup:
+        return QueuedGroup(cells, self.tries + 1, [*self.tried, lost_on])
 
 
-class UnitQueue:
-    """The units still to run. `take` waits while the queue is empty but a unit is still running
+class GroupQueue:
+    """The container groups still to run. `take` waits while the queue is empty but a group is still running
     somewhere (it may come back); it returns None once nothing is left to run or to come back."""
 
-    def __init__(self, units: list[list[Cell]], max_tries: int, hosts: int = 1) -> None:
-        self._units: deque[Unit] = deque(Unit(cells) for cells in units if cells)
+    def __init__(self, groups: list[list[Cell]], max_tries: int, hosts: int = 1) -> None:
+        self._groups: deque[QueuedGroup] = deque(QueuedGroup(cells) for cells in groups if cells)
         self.max_tries = max_tries
         self.hosts_left = hosts
         self._busy = 0
         self._changed = asyncio.Event()
 
-    async def take(self, host: str) -> Unit | None:
+    async def take(self, host: str) -> QueuedGroup | None:
         while True:
-            for unit in self._units:
-                if host not in unit.tried:
-                    self._units.remove(unit)
+            for group in self._groups:
+                if host not in group.tried:
+                    self._groups.remove(group)
                     self._busy += 1
-                    return unit
+                    return group
             if self._busy == 0:
                 return None
             self._changed.clear()
@@ -64,18 +64,18 @@ class UnitQueue:
         self._busy -= 1
         self._changed.set()
 
-    def put_back(self, unit: Unit) -> None:
-        self._units.appendleft(unit)
+    def put_back(self, group: QueuedGroup) -> None:
+        self._groups.appendleft(group)
         self._changed.set()
 
     def host_gone(self, host: str) -> None:
         self.hosts_left -= 1
         self._changed.set()
 
-    def stranded(self) -> list[Unit]:
-        """The units no host is left to run."""
-        left = list(self._units)
-        self._units.clear()
+    def stranded(self) -> list[QueuedGroup]:
+        """The container groups no host is left to run."""
+        left = list(self._groups)
+        self._groups.clear()
         return left
 
 

@@ -1,6 +1,6 @@
-"""What the local side hands a measuring container, and what its exit code means: the unit's contract.
+"""What the local side hands a measuring container, and what its exit code means: a group's contract.
 
-The measuring side (`tui_profiler.sweep.measure`) reads a `UnitDoc` from `TUI_PROFILER_UNIT` and writes
+The measuring side (`tui_profiler.sweep.measure`) reads a `GroupDoc` from `TUI_PROFILER_GROUP` and writes
 events as JSON lines (`tui_profiler.events.event_to_json`) on stdout.
 """
 
@@ -12,16 +12,16 @@ from typing import Any
 
 from tui_profiler.errors import ExitCode
 
-UNIT_ENV = "TUI_PROFILER_UNIT"
-EXIT_OK = ExitCode.OK  # the unit ran (cells may have failed: that is data)
+GROUP_ENV = "TUI_PROFILER_GROUP"
+EXIT_OK = ExitCode.OK  # the container group ran (cells may have failed: that is data)
 EXIT_BAD_UNIT = ExitCode.USAGE
-EXIT_TARGET_GONE = 3  # the unit's own: the target died, and the remaining cells need a fresh one
+EXIT_TARGET_GONE = 3  # the container group's own: the target died, and the remaining cells need a fresh one
 EXIT_STOPPED = ExitCode.INTERRUPTED  # SIGTERM: stopped like a Ctrl-C
 
 
 @dataclass(slots=True)
-class UnitDoc:
-    """One unit: the preset, the cells of one resource configuration still to run, the target to adopt."""
+class GroupDoc:
+    """One container group: the preset, its cells still to run, the target to adopt."""
 
     preset: dict[str, Any]  # `Preset.to_dict()`
     cells: list[dict[str, Any]]  # `Cell.as_dict()`, in order
@@ -35,5 +35,5 @@ class UnitDoc:
         return json.dumps(asdict(self), separators=(",", ":"), default=str)
 
     @classmethod
-    def from_json(cls, text: str) -> UnitDoc:
+    def from_json(cls, text: str) -> GroupDoc:
         return cls(**json.loads(text))
