@@ -37,7 +37,6 @@ from tui_profiler.events import (
     CellStarted,
     Emit,
     Event,
-    LogMessage,
     MetaUpdated,
     RequestDone,
     ResourceSample,
@@ -391,21 +390,13 @@ class SessionWriter:
 
 def recording(*consumers: Emit) -> Emit:
     """A run's consumers with the session writer first: its rows are on disk before any view shows them.
-    A consumer's error is reported to the others as a LogMessage and never loses a measurement; the
-    writer's own OSError (a full disk) reaches the sweep, which stops."""
+    (The sweep turns a consumer's error into a LogMessage; the writer's OSError, a full disk, stops it.)"""
     writer = SessionWriter()
 
     def emit(event: Event) -> None:
         writer(event)
         for consume in consumers:
-            try:
-                consume(event)
-            except Exception as exc:
-                note = LogMessage("error", f"event consumer failed on {type(event).__name__}: {exc}")
-                for other in consumers:
-                    if other is not consume:
-                        with contextlib.suppress(Exception):
-                            other(note)
+            consume(event)
 
     return emit
 
