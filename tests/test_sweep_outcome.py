@@ -398,3 +398,12 @@ def test_the_url_preset_plans_one_uncapped_config() -> None:
     res = planned.resources
     assert (res.cpus, res.memory_gb, res.gpus, res.pairing) == ([None], [None], [0], "grid")
     assert planned.path == Path("/x/p.toml") and preset.resources.cpus == [0.5, 2]
+
+
+def test_a_cells_settings_are_the_schemas_setting_columns() -> None:
+    """The session writer formats these columns once per cell: they must be exactly what the sweep sets."""
+    from tui_profiler.session.schema import REQUEST_COLUMNS, SETTING_COLUMNS
+    from tui_profiler.sweep.outcome import setting_columns
+
+    assert list(setting_columns(_setting())) == list(SETTING_COLUMNS)
+    assert set(SETTING_COLUMNS) <= set(REQUEST_COLUMNS)

@@ -88,8 +88,9 @@ GENERATIVE_CELL_COLUMNS: tuple[str, ...] = tuple(
 del G
 
 
-# A cell's settings: the leading columns of its cells.csv row, the same in every requests.csv row of it.
-SETTING_COLUMNS: tuple[str, ...] = (
+# The runs of columns that requests.csv and a cell's settings share (requests.csv interleaves them with
+# the AC-Prof long format's own order).
+_AC_PROF_SETTING = (
     "model_name",
     "cpu_cores",
     "gpu_mode",
@@ -97,6 +98,8 @@ SETTING_COLUMNS: tuple[str, ...] = (
     "batch_size",
     "token_len",
     "repeat_idx",
+)
+_WHERE_AND_SIZE = (
     "cell_index",
     "container_idx",
     "host",
@@ -107,13 +110,11 @@ SETTING_COLUMNS: tuple[str, ...] = (
     "width",
     "concurrency",
     "rate",
-    "gpus",
-    "cpus_enforced",
-    "mem_enforced",
-    "gpus_enforced",
-    "cpuset",
-    "output_len",
 )
+_CAPS_ENFORCED = ("gpus", "cpus_enforced", "mem_enforced", "gpus_enforced", "cpuset")
+
+# A cell's settings: the leading columns of its cells.csv row, the same in every requests.csv row of it.
+SETTING_COLUMNS: tuple[str, ...] = (*_AC_PROF_SETTING, *_WHERE_AND_SIZE, *_CAPS_ENFORCED, "output_len")
 
 # What the load generator measured of one answer (and when and how it sent the request), in requests.csv's
 # order: a run of REQUEST_COLUMNS and part of LOAD_GENERATOR_COLUMNS below.
@@ -136,35 +137,16 @@ ANSWER_COLUMNS: tuple[str, ...] = (
 REQUEST_COLUMNS = [
     # the AC-Prof long format, in its order (avg_power_w / peak_power_w / energy_j are not measured here)
     "timestamp_ms",
-    "model_name",
-    "cpu_cores",
-    "gpu_mode",
-    "mem_cap_gb",
-    "batch_size",
-    "token_len",
-    "repeat_idx",
+    *_AC_PROF_SETTING,
     "warmup",
     "latency_s",
     "cold_start_s",
     "status",
     "error",
     # tui-profiler's additions
-    "cell_index",
-    "container_idx",
-    "host",
-    "host_class",
-    "input_scale",
-    "pixels",
-    "height",
-    "width",
-    "concurrency",
-    "rate",
+    *_WHERE_AND_SIZE,
     *ANSWER_COLUMNS,
-    "gpus",
-    "cpus_enforced",
-    "mem_enforced",
-    "gpus_enforced",
-    "cpuset",
+    *_CAPS_ENFORCED,
     # users' own inputs (load.sources): which input the request sent, a short hash of its source, and the
     # request body's size (bytes_sent is the whole request: head and body)
     "input_index",
