@@ -38,7 +38,7 @@ def test_engine_imports_no_textual() -> None:
         "tui_profiler.plan",
         "tui_profiler.sweep",
         "tui_profiler.session.store",
-        "tui_profiler.analysis.stats",
+        "tui_profiler.stats",
         "tui_profiler.events",
     ):
         assert must in names, f"{must} was not imported: {names}"

@@ -272,7 +272,7 @@ class _Progress:
     def render(self) -> Any:
         from rich.table import Table
 
-        from tui_profiler.analysis.stats import percentile
+        from tui_profiler.stats import percentile
 
         grid = Table.grid(padding=(0, 1))
         lat = list(self.latencies)

@@ -20,8 +20,8 @@ from typing import get_args
 
 import numpy as np
 
-from tui_profiler.analysis.stats import t_quantile_975
 from tui_profiler.config.model import LOAD_DEFAULTS, Arrival, LoadConfig, LoadMode, StableCI, Transport
+from tui_profiler.stats import t_quantile_975
 
 MODES: tuple[str, ...] = get_args(LoadMode)
 ARRIVALS: tuple[str, ...] = get_args(Arrival)

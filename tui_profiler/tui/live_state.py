@@ -28,6 +28,7 @@ from tui_profiler.events import (
     SessionStarted,
 )
 from tui_profiler.session.schema import CellStatus, GenColumn
+from tui_profiler.stats import quantile_sorted
 
 # History bounds: enough for a readable plot at 200 columns, small enough that 1,000,000 requests cost
 # nothing more than 1,000.
@@ -215,14 +216,14 @@ class LiveState:
         if not self.latencies:
             return None, None
         values = sorted(v for _, v in self.latencies)
-        return _quantile(values, 0.50), _quantile(values, 0.99)
+        return quantile_sorted(values, 0.50), quantile_sorted(values, 0.99)
 
     def ttft_stats(self) -> tuple[float | None, float | None]:
         """Running p50 and p99 of the current cell's recent time-to-first-token values (seconds)."""
         if not self.ttfts:
             return None, None
         values = sorted(v for _, v in self.ttfts)
-        return _quantile(values, 0.50), _quantile(values, 0.99)
+        return quantile_sorted(values, 0.50), quantile_sorted(values, 0.99)
 
     def itl_stats(self) -> tuple[float | None, float | None]:
         """The median over recent requests of their own inter-token-gap p50 and p99 (seconds): each
@@ -231,8 +232,8 @@ class LiveState:
         p50s = sorted(v for _, v, _ in self.itls if v is not None)
         p99s = sorted(v for _, _, v in self.itls if v is not None)
         return (
-            _quantile(p50s, 0.50) if p50s else None,
-            _quantile(p99s, 0.50) if p99s else None,
+            quantile_sorted(p50s, 0.50) if p50s else None,
+            quantile_sorted(p99s, 0.50) if p99s else None,
         )
 
     def progress(self) -> float:
@@ -249,14 +250,6 @@ class LiveState:
             return None
         per_cell = (self.clock() - self.started_at) / done
         return per_cell * (self.n_cells - self.cells_done)
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated quantile of an already sorted list (numpy's default method)."""
-    pos = (len(sorted_values) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def _number(value: Any) -> float | None:
