@@ -20,6 +20,7 @@ from PIL import Image
 
 from servers import model_server as ms
 from servers.catalog import CATALOG, ModelLoadError, build_model, get_entry, hash_tokenize, input_shape
+from tui_profiler.load.server_timing import parse_server_timing
 
 REPO = Path(__file__).resolve().parent.parent
 RAW = "application/octet-stream"
@@ -27,14 +28,6 @@ RAW = "application/octet-stream"
 
 def raw_headers(shape: tuple[int, ...], dtype: str = "float32") -> dict[str, str]:
     return {"Content-Type": RAW, "X-Tensor-Shape": ",".join(map(str, shape)), "X-Tensor-Dtype": dtype}
-
-
-def parse_server_timing(value: str) -> dict[str, float]:
-    out = {}
-    for part in value.split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        out[name] = float(dur)
-    return out
 
 
 def loaded_state(name: str, **kw) -> ms.ModelState:  # type: ignore[no-untyped-def]
