@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
+from tui_profiler.testing.harness import deterministic_env
 from tui_profiler.tui.app import make_app
-from tui_profiler.tui.testing import deterministic_env
 
 SIZES = [(80, 24), (120, 40)]
 

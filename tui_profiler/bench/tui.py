@@ -1,5 +1,5 @@
-"""TUI ingest benchmark: `tui.ingest_bench.measure_ingest`, in a fresh process so its memory figure is the
-app's own (not this process's torch or earlier benchmarks)."""
+"""TUI ingest benchmark: `bench.tui_ingest.measure_ingest`, run as `python -m tui_profiler.bench.tui_ingest N`
+in a fresh process so its memory figure is the app's own (not this process's torch or earlier benchmarks)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from tui_profiler.bench.core import BenchReport, judge, measured
 EVENTS_FULL = 1_000_000
 EVENTS_QUICK = 50_000
 
-SCRIPT = (
-    "import json, sys; from tui_profiler.tui.ingest_bench import measure_ingest; "
-    "print(json.dumps(measure_ingest(int(sys.argv[1]))))"
-)
+INGEST_MODULE = "tui_profiler.bench.tui_ingest"
 
 
 def ingest(n_events: int, timeout_s: float) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(n_events)], capture_output=True, text=True, timeout=timeout_s
+        [sys.executable, "-m", INGEST_MODULE, str(n_events)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     if out.returncode != 0:
         raise RuntimeError(f"measure_ingest failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
@@ -80,7 +80,7 @@ def run_tui_bench(report: BenchReport, *, quick: bool, say: Callable[[str], None
     )
     report.note(
         "tui",
-        "`tui_profiler.tui.ingest_bench.measure_ingest` (the TUI's own benchmark) in a fresh "
+        "`tui_profiler.bench.tui_ingest.measure_ingest` (the TUI's own benchmark) in a fresh "
         "process: the app runs headless (Textual's test driver) on the live screen while "
         f"{n:,} synthetic RequestDone events (a requests.csv-sized row each) are pushed through "
         "the engine's emit path as fast as the loop allows; one run (a long average)."

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
 
 DEMO_IMAGE = """\
 description = "Demo: a small image model over three scales"

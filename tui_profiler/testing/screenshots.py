@@ -1,4 +1,4 @@
-"""Save SVG screenshots of every screen with deterministic data: `python3 -m tui_profiler.tui.screenshots
+"""Save SVG screenshots of every screen with deterministic data: `python3 -m tui_profiler.testing.screenshots
 [OUT_DIR]` (default docs/screenshots). The README shows them."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
+from tui_profiler.testing.harness import Patcher, deterministic_env
 from tui_profiler.tui.app import make_app
 from tui_profiler.tui.screens.live import LiveScreen
-from tui_profiler.tui.testing import Patcher, deterministic_env
 
 
 async def _shoot(
