@@ -1,15 +1,23 @@
 """Deterministic synthetic event streams and session folders.
 
-For the TUI's tests, snapshots, screenshots and the ingest benchmark only: they exercise the screens
-with known data, independent of the host. Nothing here is ever shown as a measurement.
+For the TUI's tests, snapshots, screenshots and benchmarks only: they exercise the screens with known data,
+independent of the host. Nothing here is ever shown as a measurement.
+
+A synthetic session is made as a real one is: each request is a `RequestResult` whose requests.csv row is
+built from the cell's settings (`sweep.outcome.request_constants`), each cell's cells.csv row by the
+session's own summary (`sweep.outcome.cell_row`), and a session folder is the event stream written by the
+session writer (`SessionStore`). Only the latencies and resource readings are invented, by plausible laws.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import random
+import shutil
+import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +33,14 @@ from tui_profiler.events import (
     SessionFinished,
     SessionStarted,
 )
-from tui_profiler.session.schema import CellStatus, ColdStartPhaseName, GenColumn, SessionStatus
+from tui_profiler.load.client import RequestResult
+from tui_profiler.plan import Cell
+from tui_profiler.runtime.base import EnforcedCaps
+from tui_profiler.sample import SamplerSummary
+from tui_profiler.session.schema import CellStatus, ColdStartPhaseName, RequestStatus, SessionStatus
+from tui_profiler.session.store import SessionStore
+from tui_profiler.stats import percentile
+from tui_profiler.sweep.outcome import CellSetting, ColdStart, cell_row, cold_total, request_constants
 
 CONFIGS = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0))
 SCALES = (0.5, 1.0, 2.0)
@@ -38,6 +53,11 @@ PHASES: dict[str, float | None] = {  # seconds per cold-start phase; image_pull 
     ColdStartPhaseName.READY.value: 0.02,
     ColdStartPhaseName.FIRST_REQUEST.value: 0.15,
 }
+IMAGE_MODEL = "mobilenet_v3_small"
+IMAGE_SESSION = "20250101-000000-synthetic"
+IMAGE_EPOCH_MS = 1735689600000  # the timestamp_ms of the session's first request
+GIB = 1024**3
+WARMUP = 2  # each cell's first requests are its warm-up
 
 
 def model_latency(cpus: float, scale: float) -> float:
@@ -46,214 +66,234 @@ def model_latency(cpus: float, scale: float) -> float:
     return latency
 
 
+def image_cells() -> list[Cell]:
+    """3 resource configs × 3 input scales, one container per cell."""
+    return [
+        Cell(
+            index=i,
+            cpus=cpus,
+            memory_gb=mem,
+            gpus=0,
+            input_scale=scale,
+            token_len=None,
+            concurrency=1,
+            rate=None,
+            repeat_idx=0,
+            group=i,
+        )
+        for i, ((cpus, mem), scale) in enumerate((c, s) for c in CONFIGS for s in SCALES)
+    ]
+
+
 def cell_dicts() -> list[dict[str, Any]]:
-    cells: list[dict[str, Any]] = []
-    for cpus, mem in CONFIGS:
-        for scale in SCALES:
-            cells.append(
-                {
-                    "index": len(cells),
-                    "cpus": cpus,
-                    "memory_gb": mem,
-                    "gpus": 0,
-                    "input_scale": scale,
-                    "token_len": None,
-                    "concurrency": 1,
-                    "rate": None,
-                    "repeat_idx": 0,
-                }
-            )
-    return cells
+    return [c.as_dict() for c in image_cells()]
 
 
-def cell_summary(cell: dict[str, Any], latencies: list[float]) -> dict[str, Any]:
-    ordered = sorted(latencies)
+@dataclass(slots=True)
+class _Cell:
+    """One synthetic cell as it runs: its setting, results, samples and container's cold start."""
 
-    def q(p: float) -> float:
-        pos = (len(ordered) - 1) * p
-        lo = int(pos)
-        hi = min(lo + 1, len(ordered) - 1)
-        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    cell: Cell
+    setting: CellSetting
+    cold: ColdStart  # its container's cold start
+    fresh: bool  # this cell started the container (False: it shares an earlier cell's)
+    results: list[RequestResult]
+    samples: list[ResourceSample]
+    epoch_ms: int
 
-    mean = sum(ordered) / len(ordered)
-    return {
-        "cell_index": cell["index"],
-        "model_name": "mobilenet_v3_small",
-        "cpu_cores": cell["cpus"],
-        "mem_cap_gb": cell["memory_gb"],
-        "gpu_mode": "off",
-        "input_scale": cell["input_scale"],
-        "pixels": int(224 * cell["input_scale"]) ** 2,
-        "concurrency": 1,
-        "n": len(ordered),
-        "errors": 0,
-        "mean_s": round(mean, 6),
-        "p50_s": round(q(0.5), 6),
-        "p90_s": round(q(0.9), 6),
-        "p95_s": round(q(0.95), 6),
-        "p99_s": round(q(0.99), 6),
-        "max_s": round(ordered[-1], 6),
-        "throughput_rps": round(1 / mean, 3),
-        "peak_cpu_cores": round(min(cell["cpus"], 1.6) * 0.97, 3),
-        "peak_mem_bytes": int((0.35 + 0.1 * cell["input_scale"]) * 1024**3),
-        "throttled_periods": 12,
-        "throttled_s": 0.42 if cell["cpus"] < 1 else 0.0,
-        "oom_kills": 0,
-        **{f"{k}_s": v for k, v in PHASES.items()},
-        "cold_start_s": round(sum(v or 0 for v in PHASES.values()), 3),
-        "wall_s": round(3.1 + sum(ordered), 3),
-        "status": "ok",
-    }
+    def request_row(self, r: RequestResult) -> dict[str, Any]:
+        """The requests.csv row, as the sweep builds it: the cell's settings, then the request's own."""
+        return {
+            **request_constants(self.setting),
+            **r.as_row(),
+            "cold_start_s": self.cold.total_s(),
+        }
+
+    def summary(self, status: CellStatus, reason: str = "") -> dict[str, Any]:
+        """The cells.csv row, by the session's own summary."""
+        cpu = [s.cpu_cores for s in self.samples if s.cpu_cores is not None]
+        mem = [s.mem_peak_bytes for s in self.samples if s.mem_peak_bytes is not None]
+        last = self.samples[-1] if self.samples else None
+        sampled = SamplerSummary(
+            peak_cpu_cores=max(cpu) if cpu else None,
+            mean_cpu_cores=sum(cpu) / len(cpu) if cpu else None,
+            peak_mem_bytes=max(mem) if mem else None,
+            peak_mem_source="max-sample",
+            throttled_periods=last.throttled_periods if last else None,
+            throttled_s=last.throttled_s if last else None,
+            oom_kills=1 if status == CellStatus.OOM else 0,
+            sample_source=last.source if last else "",
+            n_samples=len(self.samples),
+        )
+        answered = [r.t_recv_s for r in self.results if r.t_recv_s is not None]
+        return cell_row(
+            self.setting,
+            self.results,
+            status=status,
+            reason=reason,
+            sampled=sampled,
+            cold=self.cold,
+            fresh=self.fresh,
+            profiling_url=False,
+            load_wall_s=max(answered) if answered else None,
+        )
+
+
+def _setting(cell: Cell, model: str, payload_row: dict[str, Any]) -> CellSetting:
+    enforced = EnforcedCaps(
+        cpus_requested=cell.cpus,
+        cpus_enforced=True,
+        memory_bytes_requested=int(cell.memory_gb * GIB) if cell.memory_gb else None,
+        memory_enforced=True,
+    )
+    return CellSetting(cell, model, 1, enforced, cell.group, payload_row)
+
+
+def _container_cold_start() -> ColdStart:
+    total = cold_total(PHASES) or 0.0
+    first = PHASES[ColdStartPhaseName.FIRST_REQUEST.value] or 0.0
+    return ColdStart(phases=dict(PHASES), start_wall_s=total - first, wall_s=total)
+
+
+def _cold_start(cell: Cell) -> Iterator[Event]:
+    for phase, seconds in PHASES.items():
+        yield ColdStartPhase(cell.index, phase, seconds, "cached" if seconds is None else "")
+    total = cold_total(PHASES) or 0.0
+    yield ColdStartDone(cell.index, dict(PHASES), total, {"cpus_enforced": True, "mem_enforced": True})
+
+
+def _result(run: _Cell, seq: int, t_send: float, latency: float, **fields: Any) -> RequestResult:
+    return RequestResult(
+        timestamp_ms=run.epoch_ms + int(t_send * 1000),
+        t_send_s=t_send,
+        t_recv_s=t_send + latency,
+        latency_s=latency,
+        status=200,
+        ok=True,
+        outcome=RequestStatus.OK.value,
+        error="",
+        warmup=seq < WARMUP,
+        worker=0,
+        seq=seq,
+        **fields,
+    )
+
+
+def _cell_events(
+    run: _Cell, requests: Iterator[RequestResult], sample_every: int, rng: random.Random, reading: Any
+) -> Iterator[Event]:
+    """A cell's request and sample events, recorded in `run` as they are made."""
+    for k, res in enumerate(requests):
+        run.results.append(res)
+        yield RequestDone(
+            run.cell.index,
+            res.t_recv_s,
+            res.latency_s,
+            res.ok,
+            res.warmup,
+            res.status,
+            server_total_ms=res.server_total_ms,
+            overhead_ms=res.overhead_ms,
+            row=run.request_row(res),
+        )
+        if k % sample_every == 0:
+            sample = reading(run.cell, k, res.t_recv_s, rng)
+            run.samples.append(sample)
+            yield sample
+
+
+def _image_sample(cell: Cell, k: int, t: float, rng: random.Random) -> ResourceSample:
+    scale = cell.input_scale or 1.0
+    return ResourceSample(
+        cell.index,
+        t,
+        cpu_cores=min(cell.cpus or 1.0, 1.6) * (0.85 + 0.1 * rng.random()),
+        cpu_cap=cell.cpus,
+        mem_bytes=int((0.3 + 0.1 * scale) * GIB),
+        mem_cap_bytes=int((cell.memory_gb or 0) * GIB),
+        mem_peak_bytes=int((0.35 + 0.1 * scale) * GIB),
+        throttled_periods=k if (cell.cpus or 1.0) < 1 else 0,  # only the half-core cells are throttled
+        throttled_s=0.015 * k if (cell.cpus or 1.0) < 1 else 0.0,
+        source="cgroup-v1",
+    )
+
+
+def _image_requests(cell: Cell, run: _Cell, n: int, rng: random.Random) -> Iterator[RequestResult]:
+    base = model_latency(cell.cpus or 1.0, cell.input_scale or 1.0)
+    t = 0.0
+    for k in range(n):
+        latency = base * math.exp(rng.gauss(0, 0.08))
+        yield _result(run, k, t, latency, server_total_ms=latency * 900, overhead_ms=latency * 100)
+        t += latency
 
 
 def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = None) -> Iterator[Event]:
-    """A whole small session: 9 cells (3 configs × 3 scales), cold starts, requests, samples, finishes."""
+    """A whole small session: 9 cells (3 configs × 3 scales), cold starts, requests, samples, finishes.
+    `failed_cell`: that cell ends OOM-killed."""
     rng = random.Random(seed)
-    cells = cell_dicts()
+    cells = image_cells()
     yield SessionStarted(
-        "20250101-000000-synthetic",
-        "output/20250101-000000-synthetic",
+        IMAGE_SESSION,
+        f"output/{IMAGE_SESSION}",
         "synthetic",
         "docker",
         "Docker engine reachable (synthetic data)",
         len(cells),
     )
     for cell in cells:
-        i = cell["index"]
-        yield CellStarted(i, len(cells), cell, eta_s=30.0 * (len(cells) - i))
-        for phase, seconds in PHASES.items():
-            yield ColdStartPhase(i, phase, seconds, "cached" if seconds is None else "")
-        yield ColdStartDone(
-            i,
-            dict(PHASES),
-            sum(v or 0 for v in PHASES.values()),
-            {"cpus_enforced": True, "mem_enforced": True},
-        )
-        base = model_latency(cell["cpus"], cell["input_scale"])
-        latencies = []
-        t = 0.0
-        for k in range(n_requests):
-            latency = base * math.exp(rng.gauss(0, 0.08))
-            t += latency
-            warm = k < 2
-            if not warm:
-                latencies.append(latency)
-            yield RequestDone(
-                i, t, latency, True, warm, 200, server_total_ms=latency * 900, overhead_ms=latency * 100
-            )
-            if k % 4 == 0:
-                cpu = min(cell["cpus"], 1.6) * (0.85 + 0.1 * rng.random())
-                yield ResourceSample(
-                    i,
-                    t,
-                    cpu_cores=cpu,
-                    cpu_cap=cell["cpus"],
-                    mem_bytes=int((0.3 + 0.1 * cell["input_scale"]) * 1024**3),
-                    mem_cap_bytes=int(cell["memory_gb"] * 1024**3),
-                    mem_peak_bytes=int((0.35 + 0.1 * cell["input_scale"]) * 1024**3),
-                    throttled_periods=k,
-                    throttled_s=0.01 * k,
-                    source="cgroup-v1",
-                )
+        i = cell.index
+        side = int(224 * (cell.input_scale or 1.0))
+        setting = _setting(cell, IMAGE_MODEL, {"pixels": side**2, "height": side, "width": side})
+        run = _Cell(cell, setting, _container_cold_start(), True, [], [], IMAGE_EPOCH_MS)
+        yield CellStarted(i, len(cells), cell.as_dict(), eta_s=30.0 * (len(cells) - i))
+        yield from _cold_start(cell)
+        yield from _cell_events(run, _image_requests(cell, run, n_requests, rng), 4, rng, _image_sample)
         if failed_cell == i:
+            reason = f"OOM kill at {cell.memory_gb} GiB"
             yield LogMessage("error", f"cell {i + 1}: server exited (OOM kill)", i)
-            yield CellFinished(
-                i,
-                CellStatus.OOM,
-                "OOM kill at 1.0 GiB",
-                {**cell_summary(cell, latencies), "status": CellStatus.OOM.value},
-            )
+            yield CellFinished(i, CellStatus.OOM, reason, run.summary(CellStatus.OOM, reason))
         else:
-            yield CellFinished(i, CellStatus.OK, "", cell_summary(cell, latencies))
-    yield SessionFinished("output/20250101-000000-synthetic", SessionStatus.OK, len(cells), 0, 120.0)
+            yield CellFinished(i, CellStatus.OK, "", run.summary(CellStatus.OK))
+    yield SessionFinished(f"output/{IMAGE_SESSION}", SessionStatus.OK, len(cells), 0, 120.0)
 
 
-def write_session(
-    root: Path, name: str = "20250101-000000-synthetic", n_requests: int = 30, seed: int = 7
-) -> Path:
-    """A complete session folder in the store's format (requests/cells/samples CSV, meta.json)."""
-    session = Path(root) / name
-    session.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    cells = cell_dicts()
-    request_rows, cell_rows, sample_rows = [], [], []
-    for cell in cells:
-        base = model_latency(cell["cpus"], cell["input_scale"])
-        latencies = []
-        t = 0.0
-        for k in range(n_requests):
-            latency = base * math.exp(rng.gauss(0, 0.08))
-            t += latency
-            warm = k < 2
-            if not warm:
-                latencies.append(latency)
-            request_rows.append(
-                {
-                    "timestamp_ms": 1735689600000 + int(t * 1000),
-                    "model_name": "mobilenet_v3_small",
-                    "cpu_cores": cell["cpus"],
-                    "gpu_mode": "off",
-                    "mem_cap_gb": cell["memory_gb"],
-                    "batch_size": 1,
-                    "token_len": "",
-                    "repeat_idx": 0,
-                    "warmup": warm,
-                    "latency_s": round(latency, 6),
-                    "cold_start_s": 3.1,
-                    "status": "ok",
-                    "error": "",
-                    "cell_index": cell["index"],
-                    "input_scale": cell["input_scale"],
-                    "pixels": int(224 * cell["input_scale"]) ** 2,
-                    "concurrency": 1,
-                    "rate": "",
-                    "http_status": 200,
-                    "server_total_ms": round(latency * 900, 3),
-                    "overhead_ms": round(latency * 100, 3),
-                    "t_send_s": round(t - latency, 6),
-                    "t_recv_s": round(t, 6),
-                }
-            )
-            sample_rows.append(
-                {
-                    "cell_index": cell["index"],
-                    "t_s": round(t, 6),
-                    "cpu_cores": round(min(cell["cpus"], 1.6) * 0.9, 3),
-                    "cpu_cap": cell["cpus"],
-                    "mem_bytes": int(0.3 * 1024**3),
-                    "mem_cap_bytes": int(cell["memory_gb"] * 1024**3),
-                    "vram_bytes": "",
-                    "gpu_util_pct": "",
-                    "source": "cgroup-v1",
-                }
-            )
-        cell_rows.append(cell_summary(cell, latencies))
-    _write_files(
-        session,
-        {"requests.csv": request_rows, "cells.csv": cell_rows, "samples.csv": sample_rows},
-        {
-            "session_id": name,
-            "preset_name": "synthetic",
-            "runtime": "docker",
-            "status": "ok",
-            "n_cells": len(cells),
-            "wall_s": 120.0,
-            "note": "synthetic data for TUI tests",
-        },
-    )
+def write_events(root: Path, name: str, events: Iterator[Event], meta: dict[str, Any]) -> Path:
+    """`root/name`: a session folder written by the session writer from `events` (requests, samples and
+    finished cells), with `meta` in meta.json. An existing folder of that name is replaced."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root))
+    store = SessionStore.create(staging, str(meta.get("preset_name", "synthetic")), {})
+    try:
+        for event in events:
+            if isinstance(event, RequestDone):
+                store.write_request(event.row)
+            elif isinstance(event, ResourceSample):
+                store.write_sample(asdict(event))
+            elif isinstance(event, CellFinished):
+                store.write_cell(event.summary)
+        store.update_meta(session_id=name, created_utc="2025-01-01T00:00:00+00:00", **meta)
+    finally:
+        store.close()
+    session = root / name
+    if session.exists():
+        shutil.rmtree(session)
+    os.replace(store.dir, session)
+    shutil.rmtree(staging)
     return session
 
 
-def _write_files(session: Path, tables: dict[str, list[dict[str, Any]]], meta: dict[str, Any]) -> None:
-    """Each table as a CSV file (columns in its first row's order), and meta.json."""
-    import csv
-
-    for filename, rows in tables.items():
-        with (session / filename).open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    (session / "meta.json").write_text(json.dumps(meta, indent=2))
+def write_session(root: Path, name: str = IMAGE_SESSION, n_requests: int = 30, seed: int = 7) -> Path:
+    """A complete session folder (requests/cells/samples CSV, meta.json) of `event_stream`'s session."""
+    meta = {
+        "preset_name": "synthetic",
+        "runtime": "docker",
+        "status": "ok",
+        "n_cells": len(CONFIGS) * len(SCALES),
+        "wall_s": 120.0,
+        "note": "synthetic data for TUI tests",
+    }
+    return write_events(root, name, event_stream(n_requests, seed), meta)
 
 
 # ------------------------------------------------------------------------------------------ generative
@@ -262,6 +302,8 @@ GEN_CONFIGS = ((1.0, 2.0), (2.0, 4.0))
 PROMPT_LENS = (32, 256, 1024)
 OUTPUT_LEN = 32
 GEN_MODEL = "decoder_small"
+GEN_SESSION = "20250102-000000-synthetic-llm"
+GEN_EPOCH_MS = 1735776000000
 
 
 def model_ttft(cpus: float, prompt_tokens: float) -> float:
@@ -274,185 +316,108 @@ def model_tpot(cpus: float, context_tokens: float) -> float:
     return 0.012 + 2e-5 * context_tokens * (0.3 + 0.7 / cpus)
 
 
+def generative_cells() -> list[Cell]:
+    """2 resource configs × 3 prompt lengths, one container per resource config."""
+    return [
+        Cell(
+            index=i,
+            cpus=cpus,
+            memory_gb=mem,
+            gpus=0,
+            input_scale=None,
+            token_len=prompt,
+            concurrency=1,
+            rate=None,
+            repeat_idx=0,
+            group=i // len(PROMPT_LENS),
+            output_len=OUTPUT_LEN,
+        )
+        for i, ((cpus, mem), prompt) in enumerate((c, p) for c in GEN_CONFIGS for p in PROMPT_LENS)
+    ]
+
+
 def generative_cell_dicts() -> list[dict[str, Any]]:
-    cells: list[dict[str, Any]] = []
-    for cpus, mem in GEN_CONFIGS:
-        for prompt in PROMPT_LENS:
-            cells.append(
-                {
-                    "index": len(cells),
-                    "cpus": cpus,
-                    "memory_gb": mem,
-                    "gpus": 0,
-                    "input_scale": None,
-                    "token_len": prompt,
-                    GenColumn.OUTPUT_LEN.value: OUTPUT_LEN,
-                    "concurrency": 1,
-                    "rate": None,
-                    "repeat_idx": 0,
-                }
-            )
-    return cells
+    return [c.as_dict() for c in generative_cells()]
 
 
-def generative_request(cell: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """One streamed answer's generative columns (and its end-to-end latency)."""
-    prompt = int(cell["token_len"])
-    ttft = model_ttft(cell["cpus"], prompt) * math.exp(rng.gauss(0, 0.06))
-    tpot = model_tpot(cell["cpus"], prompt + OUTPUT_LEN) * math.exp(rng.gauss(0, 0.04))
-    return {
-        "latency_s": round(ttft + tpot * (OUTPUT_LEN - 1), 6),
-        GenColumn.TTFT_S.value: round(ttft, 6),
-        GenColumn.TPOT_S.value: round(tpot, 6),
-        GenColumn.ITL_P50_S.value: round(tpot * 0.97, 6),
-        GenColumn.ITL_P99_S.value: round(tpot * (1.5 + 0.3 * rng.random()), 6),
-        GenColumn.PROMPT_TOKENS.value: prompt,
-        GenColumn.OUTPUT_TOKENS.value: OUTPUT_LEN,
-        GenColumn.OUTPUT_TOKENS_SOURCE.value: "usage",
-        GenColumn.OUTPUT_LEN.value: OUTPUT_LEN,
-    }
+def _generative_requests(cell: Cell, run: _Cell, n: int, rng: random.Random) -> Iterator[RequestResult]:
+    """Streamed answers of OUTPUT_LEN tokens: a prefill, then one gap per further token."""
+    prompt = cell.token_len or 0
+    cpus = cell.cpus or 1.0
+    t = 0.0
+    for k in range(n):
+        ttft = model_ttft(cpus, prompt) * math.exp(rng.gauss(0, 0.06))
+        tpot = model_tpot(cpus, prompt + OUTPUT_LEN) * math.exp(rng.gauss(0, 0.04))
+        gaps = tuple(tpot * (0.9 + 0.2 * rng.random()) for _ in range(OUTPUT_LEN - 1))
+        latency = ttft + sum(gaps)
+        yield _result(
+            run,
+            k,
+            t,
+            latency,
+            ttft_s=ttft,
+            tpot_s=sum(gaps) / len(gaps),
+            itl_p50_s=percentile(gaps, 50),
+            itl_p99_s=percentile(gaps, 99),
+            itl_s=gaps,
+            prompt_tokens=prompt,
+            output_tokens=OUTPUT_LEN,
+            output_tokens_source="usage",
+        )
+        t += latency
 
 
-def generative_cell_summary(cell: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    def q(values: list[float], p: float) -> float:
-        ordered = sorted(values)
-        pos = (len(ordered) - 1) * p
-        lo = int(pos)
-        hi = min(lo + 1, len(ordered) - 1)
-        return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo), 6)
-
-    latencies = [r["latency_s"] for r in rows]
-    mean = sum(latencies) / len(latencies)
-    ttft = [r[GenColumn.TTFT_S] for r in rows]
-    tpot = [r[GenColumn.TPOT_S] for r in rows]
-    return {
-        "cell_index": cell["index"],
-        "model_name": GEN_MODEL,
-        "cpu_cores": cell["cpus"],
-        "mem_cap_gb": cell["memory_gb"],
-        "gpu_mode": "off",
-        "token_len": cell["token_len"],
-        "concurrency": 1,
-        "n": len(rows),
-        "errors": 0,
-        "mean_s": round(mean, 6),
-        "p50_s": q(latencies, 0.5),
-        "p99_s": q(latencies, 0.99),
-        "max_s": round(max(latencies), 6),
-        "throughput_rps": round(1 / mean, 3),
-        "peak_cpu_cores": round(cell["cpus"] * 0.97, 3),
-        "peak_mem_bytes": int((0.6 + 0.0002 * cell["token_len"]) * 1024**3),
-        "throttled_s": 0.3 if cell["cpus"] < 2 else 0.0,
-        "oom_kills": 0,
-        "status": "ok",
-        GenColumn.OUTPUT_LEN.value: OUTPUT_LEN,
-        GenColumn.TTFT_P50_S.value: q(ttft, 0.5),
-        GenColumn.TTFT_P99_S.value: q(ttft, 0.99),
-        GenColumn.TPOT_P50_S.value: q(tpot, 0.5),
-        GenColumn.TPOT_P99_S.value: q(tpot, 0.99),
-        GenColumn.ITL_P50_S.value: q([r[GenColumn.ITL_P50_S] for r in rows], 0.5),
-        GenColumn.ITL_P99_S.value: q([r[GenColumn.ITL_P99_S] for r in rows], 0.99),
-        GenColumn.OUTPUT_TOKENS_PER_S.value: round(OUTPUT_LEN / mean, 3),
-    }
+def _generative_sample(cell: Cell, k: int, t: float, rng: random.Random) -> ResourceSample:
+    prompt = cell.token_len or 0
+    return ResourceSample(
+        cell.index,
+        t,
+        cpu_cores=(cell.cpus or 1.0) * (0.85 + 0.1 * rng.random()),
+        cpu_cap=cell.cpus,
+        mem_bytes=int((0.55 + 0.0002 * prompt) * GIB),
+        mem_cap_bytes=int((cell.memory_gb or 0) * GIB),
+        mem_peak_bytes=int((0.6 + 0.0002 * prompt) * GIB),
+        source="cgroup-v2",
+    )
 
 
 def generative_event_stream(n_requests: int = 24, seed: int = 11) -> Iterator[Event]:
     """A small generative session: 2 CPU configs × 3 prompt lengths, streamed answers of 32 tokens."""
     rng = random.Random(seed)
-    cells = generative_cell_dicts()
+    cells = generative_cells()
     yield SessionStarted(
-        "20250102-000000-synthetic-llm",
-        "output/20250102-000000-synthetic-llm",
+        GEN_SESSION,
+        f"output/{GEN_SESSION}",
         "synthetic_llm",
         "docker",
         "Docker engine reachable (synthetic data)",
         len(cells),
     )
     for cell in cells:
-        i = cell["index"]
-        yield CellStarted(i, len(cells), cell, eta_s=20.0 * (len(cells) - i))
-        if i % len(PROMPT_LENS) == 0:  # one container per resource config
-            for phase, seconds in PHASES.items():
-                yield ColdStartPhase(i, phase, seconds, "cached" if seconds is None else "")
-            yield ColdStartDone(
-                i,
-                dict(PHASES),
-                sum(v or 0 for v in PHASES.values()),
-                {"cpus_enforced": True, "mem_enforced": True},
-            )
-        rows = []
-        t = 0.0
-        for k in range(n_requests):
-            row = generative_request(cell, rng)
-            latency = row["latency_s"]
-            t += latency
-            warm = k < 2
-            if not warm:
-                rows.append(row)
-            yield RequestDone(i, t, latency, True, warm, 200, row=row)
-            if k % 2 == 0:
-                yield ResourceSample(
-                    i,
-                    t,
-                    cpu_cores=cell["cpus"] * (0.85 + 0.1 * rng.random()),
-                    cpu_cap=cell["cpus"],
-                    mem_bytes=int((0.55 + 0.0002 * cell["token_len"]) * 1024**3),
-                    mem_cap_bytes=int(cell["memory_gb"] * 1024**3),
-                    mem_peak_bytes=int((0.6 + 0.0002 * cell["token_len"]) * 1024**3),
-                    source="cgroup-v2",
-                )
-        yield CellFinished(i, CellStatus.OK, "", generative_cell_summary(cell, rows))
-    yield SessionFinished("output/20250102-000000-synthetic-llm", SessionStatus.OK, len(cells), 0, 90.0)
+        i = cell.index
+        fresh = i % len(PROMPT_LENS) == 0  # one container per resource config
+        setting = _setting(cell, GEN_MODEL, {})
+        run = _Cell(cell, setting, _container_cold_start(), fresh, [], [], GEN_EPOCH_MS)
+        yield CellStarted(i, len(cells), cell.as_dict(), eta_s=20.0 * (len(cells) - i))
+        if fresh:
+            yield from _cold_start(cell)
+        yield from _cell_events(
+            run, _generative_requests(cell, run, n_requests, rng), 2, rng, _generative_sample
+        )
+        yield CellFinished(i, CellStatus.OK, "", run.summary(CellStatus.OK))
+    yield SessionFinished(f"output/{GEN_SESSION}", SessionStatus.OK, len(cells), 0, 90.0)
 
 
 def write_generative_session(
-    root: Path, name: str = "20250102-000000-synthetic-llm", n_requests: int = 24, seed: int = 11
+    root: Path, name: str = GEN_SESSION, n_requests: int = 24, seed: int = 11
 ) -> Path:
     """A complete generative session folder: requests.csv and cells.csv with the generative columns."""
-    session = Path(root) / name
-    session.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    request_rows, cell_rows = [], []
-    for cell in generative_cell_dicts():
-        rows = []
-        t = 0.0
-        for k in range(n_requests):
-            row = generative_request(cell, rng)
-            t += row["latency_s"]
-            warm = k < 2
-            if not warm:
-                rows.append(row)
-            request_rows.append(
-                {
-                    "timestamp_ms": 1735776000000 + int(t * 1000),
-                    "model_name": GEN_MODEL,
-                    "cpu_cores": cell["cpus"],
-                    "gpu_mode": "off",
-                    "mem_cap_gb": cell["memory_gb"],
-                    "batch_size": 1,
-                    "token_len": cell["token_len"],
-                    "repeat_idx": 0,
-                    "warmup": warm,
-                    "status": "ok",
-                    "error": "",
-                    "cell_index": cell["index"],
-                    "concurrency": 1,
-                    "http_status": 200,
-                    **row,
-                }
-            )
-        cell_rows.append(generative_cell_summary(cell, rows))
-    _write_files(
-        session,
-        {"requests.csv": request_rows, "cells.csv": cell_rows},
-        {
-            "session_id": name,
-            "preset_name": "synthetic_llm",
-            "runtime": "docker",
-            "status": "ok",
-            "n_cells": len(cell_rows),
-            "wall_s": 90.0,
-            "note": "synthetic generative data for TUI tests",
-        },
-    )
-    return session
+    meta = {
+        "preset_name": "synthetic_llm",
+        "runtime": "docker",
+        "status": "ok",
+        "n_cells": len(GEN_CONFIGS) * len(PROMPT_LENS),
+        "wall_s": 90.0,
+        "note": "synthetic generative data for TUI tests",
+    }
+    return write_events(root, name, generative_event_stream(n_requests, seed), meta)

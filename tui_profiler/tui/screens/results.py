@@ -174,7 +174,12 @@ class ResultsScreen(Screen[None]):
         """TTFT and TPOT against prompt length, one line per resource config (generative sessions)."""
         tabs = self.query_one("#result-tabs", TabbedContent)
         cells = self.cells
-        if cells is None or cells.empty or GenColumn.TTFT_P50_S not in cells or "token_len" not in cells:
+        generative = (
+            cells is not None
+            and not cells.empty
+            and all(c in cells and cells[c].notna().any() for c in (GenColumn.TTFT_P50_S, "token_len"))
+        )  # the store writes every column: an image session's token columns are there, all empty
+        if cells is None or not generative:
             if tabs.active == "tab-tokens":
                 tabs.active = "tab-cells"
             tabs.hide_tab("tab-tokens")
