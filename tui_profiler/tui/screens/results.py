@@ -24,9 +24,9 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
+from tui_profiler import formatting
 from tui_profiler.session import reader
 from tui_profiler.session.schema import GenColumn, SessionStatus
-from tui_profiler.tui.live_state import fmt_duration
 from tui_profiler.tui.screens.live import CELLS_TABLE_HEADERS, cell_row
 from tui_profiler.tui.widgets.plots import HistogramPlot, Line, LinePlot
 
@@ -132,7 +132,7 @@ class ResultsScreen(Screen[None]):
         if info.n_cells is not None:
             meta.append(f"{info.n_cells} cells")
         if info.wall_s is not None:
-            meta.append(f" · {fmt_duration(info.wall_s)}")
+            meta.append(f" · {formatting.duration(info.wall_s)}")
         if info.status:
             meta.append(f" · {info.status}")
         self.query_one("#session-meta", Static).update(meta)
