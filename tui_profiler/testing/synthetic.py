@@ -66,27 +66,18 @@ def model_latency(cpus: float, scale: float) -> float:
     return latency
 
 
+def _cell(index: int, config: tuple[float, float], group: int, **size: Any) -> Cell:
+    """A closed-loop cell of one request at a time, CPU-only, with `size`: input_scale or token_len (and
+    output_len)."""
+    cpus, memory_gb = config
+    size = {"input_scale": None, "token_len": None, **size}
+    return Cell(index, cpus, memory_gb, 0, concurrency=1, rate=None, repeat_idx=0, group=group, **size)
+
+
 def image_cells() -> list[Cell]:
     """3 resource configs × 3 input scales, one container per cell."""
-    return [
-        Cell(
-            index=i,
-            cpus=cpus,
-            memory_gb=mem,
-            gpus=0,
-            input_scale=scale,
-            token_len=None,
-            concurrency=1,
-            rate=None,
-            repeat_idx=0,
-            group=i,
-        )
-        for i, ((cpus, mem), scale) in enumerate((c, s) for c in CONFIGS for s in SCALES)
-    ]
-
-
-def cell_dicts() -> list[dict[str, Any]]:
-    return [c.as_dict() for c in image_cells()]
+    configs_scales = [(c, s) for c in CONFIGS for s in SCALES]
+    return [_cell(i, config, i, input_scale=scale) for i, (config, scale) in enumerate(configs_scales)]
 
 
 @dataclass(slots=True)
@@ -318,26 +309,11 @@ def model_tpot(cpus: float, context_tokens: float) -> float:
 
 def generative_cells() -> list[Cell]:
     """2 resource configs × 3 prompt lengths, one container per resource config."""
+    configs_prompts = [(c, p) for c in GEN_CONFIGS for p in PROMPT_LENS]
     return [
-        Cell(
-            index=i,
-            cpus=cpus,
-            memory_gb=mem,
-            gpus=0,
-            input_scale=None,
-            token_len=prompt,
-            concurrency=1,
-            rate=None,
-            repeat_idx=0,
-            group=i // len(PROMPT_LENS),
-            output_len=OUTPUT_LEN,
-        )
-        for i, ((cpus, mem), prompt) in enumerate((c, p) for c in GEN_CONFIGS for p in PROMPT_LENS)
+        _cell(i, config, i // len(PROMPT_LENS), token_len=prompt, output_len=OUTPUT_LEN)
+        for i, (config, prompt) in enumerate(configs_prompts)
     ]
-
-
-def generative_cell_dicts() -> list[dict[str, Any]]:
-    return [c.as_dict() for c in generative_cells()]
 
 
 def _generative_requests(cell: Cell, run: _Cell, n: int, rng: random.Random) -> Iterator[RequestResult]:
