@@ -204,7 +204,7 @@ class LiveState:
             self.log(
                 "info",
                 f"session {event.status}: {event.n_cells} cells, {event.n_failed} failed, "
-                f"{formatting.duration(event.wall_s)}",
+                + formatting.duration(event.wall_s),
             )
 
     def log(self, level: str, text: str) -> None:
