@@ -248,13 +248,15 @@ def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = 
     yield SessionFinished(f"output/{IMAGE_SESSION}", SessionStatus.OK, len(cells), 0, 120.0)
 
 
-def write_events(root: Path, name: str, events: Iterator[Event], meta: dict[str, Any]) -> Path:
+def write_events(root: Path, name: str, events: Iterator[Event], note: str) -> Path:
     """`root/name`: a session folder written by the session writer from `events` (requests, samples and
-    finished cells), with `meta` in meta.json. An existing folder of that name is replaced."""
+    finished cells; meta.json from the session's start and finish, a fixed creation time and `note`). An
+    existing folder of that name is replaced."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root))
-    store = SessionStore.create(staging, str(meta.get("preset_name", "synthetic")), {})
+    store = SessionStore.create(staging, "synthetic", {})
+    meta: dict[str, Any] = {"session_id": name, "created_utc": "2025-01-01T00:00:00+00:00"}
     try:
         for event in events:
             if isinstance(event, RequestDone):
@@ -263,7 +265,11 @@ def write_events(root: Path, name: str, events: Iterator[Event], meta: dict[str,
                 store.write_sample(asdict(event))
             elif isinstance(event, CellFinished):
                 store.write_cell(event.summary)
-        store.update_meta(session_id=name, created_utc="2025-01-01T00:00:00+00:00", **meta)
+            elif isinstance(event, SessionStarted):
+                meta.update(preset_name=event.preset_name, runtime=event.runtime)
+            elif isinstance(event, SessionFinished):
+                meta.update(status=str(event.status), n_cells=event.n_cells, wall_s=event.wall_s)
+        store.update_meta(**meta, note=note)
     finally:
         store.close()
     session = root / name
@@ -276,15 +282,7 @@ def write_events(root: Path, name: str, events: Iterator[Event], meta: dict[str,
 
 def write_session(root: Path, name: str = IMAGE_SESSION, n_requests: int = 30, seed: int = 7) -> Path:
     """A complete session folder (requests/cells/samples CSV, meta.json) of `event_stream`'s session."""
-    meta = {
-        "preset_name": "synthetic",
-        "runtime": "docker",
-        "status": "ok",
-        "n_cells": len(CONFIGS) * len(SCALES),
-        "wall_s": 120.0,
-        "note": "synthetic data for TUI tests",
-    }
-    return write_events(root, name, event_stream(n_requests, seed), meta)
+    return write_events(root, name, event_stream(n_requests, seed), "synthetic data for TUI tests")
 
 
 # ------------------------------------------------------------------------------------------ generative
@@ -388,12 +386,13 @@ def write_generative_session(
     root: Path, name: str = GEN_SESSION, n_requests: int = 24, seed: int = 11
 ) -> Path:
     """A complete generative session folder: requests.csv and cells.csv with the generative columns."""
-    meta = {
-        "preset_name": "synthetic_llm",
-        "runtime": "docker",
-        "status": "ok",
-        "n_cells": len(GEN_CONFIGS) * len(PROMPT_LENS),
-        "wall_s": 90.0,
-        "note": "synthetic generative data for TUI tests",
-    }
-    return write_events(root, name, generative_event_stream(n_requests, seed), meta)
+    note = "synthetic generative data for TUI tests"
+    return write_events(root, name, generative_event_stream(n_requests, seed), note)
+
+
+def up_to_cell(events: Iterator[Event], cell: int, extra: int) -> list[Event]:
+    """The events of a session cut `extra` events into cell `cell` (0-based): a run caught mid-cell, so
+    progress, cold start and plots all have something to show."""
+    listed = list(events)
+    starts = [i for i, e in enumerate(listed) if isinstance(e, CellStarted)]
+    return listed[: starts[cell] + extra]
