@@ -89,25 +89,27 @@ def load(concurrency: Any = None, rate: Any = None) -> str:
     return f"{number(rate)}/s" if rate is not None else f"c={number(concurrency)}"
 
 
+# A cell's label: each field shown when set (the GPU count and repeat index only when not 0), in this order.
+_CELL_LABEL_PARTS = (
+    ("cpus", "{} CPU"),
+    ("memory_gb", "{} GB"),
+    ("gpus", "{} GPU"),
+    ("input_scale", "scale {}"),
+    ("token_len", "{} tokens"),
+    ("output_len", "{} out"),
+    ("concurrency", "c={}"),
+    ("rate", "{}/s"),
+    ("repeat_idx", "rep {}"),
+)
+_SHOWN_WHEN_NOT_ZERO = ("gpus", "repeat_idx")
+
+
 def cell_label(cell: Mapping[str, Any]) -> str:
-    """One short line naming a cell (a `plan.Cell.as_dict()`): its resource config, input and load."""
-    parts = []
-    if cell.get("cpus") is not None:
-        parts.append(f"{number(cell['cpus'])} CPU")
-    if cell.get("memory_gb") is not None:
-        parts.append(f"{number(cell['memory_gb'])} GB")
-    if cell.get("gpus"):
-        parts.append(f"{cell['gpus']} GPU")
-    if cell.get("input_scale") is not None:
-        parts.append(f"scale {number(cell['input_scale'])}")
-    if cell.get("token_len") is not None:
-        parts.append(f"{cell['token_len']} tokens")
-    if cell.get("output_len") is not None:
-        parts.append(f"{cell['output_len']} out")
-    if cell.get("concurrency") is not None:
-        parts.append(f"c={cell['concurrency']}")
-    if cell.get("rate") is not None:
-        parts.append(f"{number(cell['rate'])}/s")
-    if cell.get("repeat_idx"):
-        parts.append(f"rep {cell['repeat_idx']}")
+    """One short line naming a cell (a `plan.Cell.as_dict()`): its resource config, input and load, e.g.
+    '2 CPU · 4 GB · scale 1 · c=1'."""
+    parts = [
+        template.format(number(cell[key]))
+        for key, template in _CELL_LABEL_PARTS
+        if cell.get(key) is not None and (cell[key] or key not in _SHOWN_WHEN_NOT_ZERO)
+    ]
     return " · ".join(parts) or NOT_AVAILABLE
