@@ -21,18 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.events import (
-    CellFinished,
-    CellStarted,
-    ColdStartDone,
-    ColdStartPhase,
-    Event,
-    LogMessage,
-    RequestDone,
-    ResourceSample,
-    SessionFinished,
-    SessionStarted,
-)
+from tui_profiler import events as ev
 from tui_profiler.load.client import RequestResult
 from tui_profiler.plan import Cell
 from tui_profiler.runtime.base import EnforcedCaps
@@ -89,7 +78,7 @@ class _Cell:
     cold: ColdStart  # its container's cold start
     fresh: bool  # this cell started the container (False: it shares an earlier cell's)
     results: list[RequestResult]
-    samples: list[ResourceSample]
+    samples: list[ev.ResourceSample]
     epoch_ms: int
 
     def request_row(self, r: RequestResult) -> dict[str, Any]:
@@ -146,11 +135,11 @@ def _container_cold_start() -> ColdStart:
     return ColdStart(phases=dict(PHASES), start_wall_s=total - first, wall_s=total)
 
 
-def _cold_start(cell: Cell) -> Iterator[Event]:
+def _cold_start(cell: Cell) -> Iterator[ev.Event]:
     for phase, seconds in PHASES.items():
-        yield ColdStartPhase(cell.index, phase, seconds, "cached" if seconds is None else "")
+        yield ev.ColdStartPhase(cell.index, phase, seconds, "cached" if seconds is None else "")
     total = cold_total(PHASES) or 0.0
-    yield ColdStartDone(cell.index, dict(PHASES), total, {"cpus_enforced": True, "mem_enforced": True})
+    yield ev.ColdStartDone(cell.index, dict(PHASES), total, {"cpus_enforced": True, "mem_enforced": True})
 
 
 def _result(run: _Cell, seq: int, t_send: float, latency: float, **fields: Any) -> RequestResult:
@@ -172,11 +161,11 @@ def _result(run: _Cell, seq: int, t_send: float, latency: float, **fields: Any) 
 
 def _cell_events(
     run: _Cell, requests: Iterator[RequestResult], sample_every: int, rng: random.Random, reading: Any
-) -> Iterator[Event]:
+) -> Iterator[ev.Event]:
     """A cell's request and sample events, recorded in `run` as they are made."""
     for k, res in enumerate(requests):
         run.results.append(res)
-        yield RequestDone(
+        yield ev.RequestDone(
             run.cell.index,
             res.t_recv_s,
             res.latency_s,
@@ -193,9 +182,9 @@ def _cell_events(
             yield sample
 
 
-def _image_sample(cell: Cell, k: int, t: float, rng: random.Random) -> ResourceSample:
+def _image_sample(cell: Cell, k: int, t: float, rng: random.Random) -> ev.ResourceSample:
     scale = cell.input_scale or 1.0
-    return ResourceSample(
+    return ev.ResourceSample(
         cell.index,
         t,
         cpu_cores=min(cell.cpus or 1.0, 1.6) * (0.85 + 0.1 * rng.random()),
@@ -218,12 +207,12 @@ def _image_requests(cell: Cell, run: _Cell, n: int, rng: random.Random) -> Itera
         t += latency
 
 
-def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = None) -> Iterator[Event]:
+def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = None) -> Iterator[ev.Event]:
     """A whole small session: 9 cells (3 configs × 3 scales), cold starts, requests, samples, finishes.
     `failed_cell`: that cell ends OOM-killed."""
     rng = random.Random(seed)
     cells = image_cells()
-    yield SessionStarted(
+    yield ev.SessionStarted(
         IMAGE_SESSION,
         f"output/{IMAGE_SESSION}",
         "synthetic",
@@ -236,19 +225,19 @@ def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = 
         side = int(224 * (cell.input_scale or 1.0))
         setting = _setting(cell, IMAGE_MODEL, {"pixels": side**2, "height": side, "width": side})
         run = _Cell(cell, setting, _container_cold_start(), True, [], [], IMAGE_EPOCH_MS)
-        yield CellStarted(i, len(cells), cell.as_dict(), eta_s=30.0 * (len(cells) - i))
+        yield ev.CellStarted(i, len(cells), cell.as_dict(), eta_s=30.0 * (len(cells) - i))
         yield from _cold_start(cell)
         yield from _cell_events(run, _image_requests(cell, run, n_requests, rng), 4, rng, _image_sample)
         if failed_cell == i:
             reason = f"OOM kill at {cell.memory_gb} GiB"
-            yield LogMessage("error", f"cell {i + 1}: server exited (OOM kill)", i)
-            yield CellFinished(i, CellStatus.OOM, reason, run.summary(CellStatus.OOM, reason))
+            yield ev.LogMessage("error", f"cell {i + 1}: server exited (OOM kill)", i)
+            yield ev.CellFinished(i, CellStatus.OOM, reason, run.summary(CellStatus.OOM, reason))
         else:
-            yield CellFinished(i, CellStatus.OK, "", run.summary(CellStatus.OK))
-    yield SessionFinished(f"output/{IMAGE_SESSION}", SessionStatus.OK, len(cells), 0, 120.0)
+            yield ev.CellFinished(i, CellStatus.OK, "", run.summary(CellStatus.OK))
+    yield ev.SessionFinished(f"output/{IMAGE_SESSION}", SessionStatus.OK, len(cells), 0, 120.0)
 
 
-def write_events(root: Path, name: str, events: Iterator[Event], note: str) -> Path:
+def write_events(root: Path, name: str, events: Iterator[ev.Event], note: str) -> Path:
     """`root/name`: a session folder written by the session writer from `events` (requests, samples and
     finished cells; meta.json from the session's start and finish, a fixed creation time and `note`). An
     existing folder of that name is replaced."""
@@ -259,15 +248,15 @@ def write_events(root: Path, name: str, events: Iterator[Event], note: str) -> P
     meta: dict[str, Any] = {"session_id": name, "created_utc": "2025-01-01T00:00:00+00:00"}
     try:
         for event in events:
-            if isinstance(event, RequestDone):
+            if isinstance(event, ev.RequestDone):
                 store.write_request(event.row)
-            elif isinstance(event, ResourceSample):
+            elif isinstance(event, ev.ResourceSample):
                 store.write_sample(asdict(event))
-            elif isinstance(event, CellFinished):
+            elif isinstance(event, ev.CellFinished):
                 store.write_cell(event.summary)
-            elif isinstance(event, SessionStarted):
+            elif isinstance(event, ev.SessionStarted):
                 meta.update(preset_name=event.preset_name, runtime=event.runtime)
-            elif isinstance(event, SessionFinished):
+            elif isinstance(event, ev.SessionFinished):
                 meta.update(status=str(event.status), n_cells=event.n_cells, wall_s=event.wall_s)
         store.update_meta(**meta, note=note)
     finally:
@@ -341,9 +330,9 @@ def _generative_requests(cell: Cell, run: _Cell, n: int, rng: random.Random) -> 
         t += latency
 
 
-def _generative_sample(cell: Cell, k: int, t: float, rng: random.Random) -> ResourceSample:
+def _generative_sample(cell: Cell, k: int, t: float, rng: random.Random) -> ev.ResourceSample:
     prompt = cell.token_len or 0
-    return ResourceSample(
+    return ev.ResourceSample(
         cell.index,
         t,
         cpu_cores=(cell.cpus or 1.0) * (0.85 + 0.1 * rng.random()),
@@ -355,11 +344,11 @@ def _generative_sample(cell: Cell, k: int, t: float, rng: random.Random) -> Reso
     )
 
 
-def generative_event_stream(n_requests: int = 24, seed: int = 11) -> Iterator[Event]:
+def generative_event_stream(n_requests: int = 24, seed: int = 11) -> Iterator[ev.Event]:
     """A small generative session: 2 CPU configs × 3 prompt lengths, streamed answers of 32 tokens."""
     rng = random.Random(seed)
     cells = generative_cells()
-    yield SessionStarted(
+    yield ev.SessionStarted(
         GEN_SESSION,
         f"output/{GEN_SESSION}",
         "synthetic_llm",
@@ -372,14 +361,14 @@ def generative_event_stream(n_requests: int = 24, seed: int = 11) -> Iterator[Ev
         fresh = i % len(PROMPT_LENS) == 0  # one container per resource config
         setting = _setting(cell, GEN_MODEL, {})
         run = _Cell(cell, setting, _container_cold_start(), fresh, [], [], GEN_EPOCH_MS)
-        yield CellStarted(i, len(cells), cell.as_dict(), eta_s=20.0 * (len(cells) - i))
+        yield ev.CellStarted(i, len(cells), cell.as_dict(), eta_s=20.0 * (len(cells) - i))
         if fresh:
             yield from _cold_start(cell)
         yield from _cell_events(
             run, _generative_requests(cell, run, n_requests, rng), 2, rng, _generative_sample
         )
-        yield CellFinished(i, CellStatus.OK, "", run.summary(CellStatus.OK))
-    yield SessionFinished(f"output/{GEN_SESSION}", SessionStatus.OK, len(cells), 0, 90.0)
+        yield ev.CellFinished(i, CellStatus.OK, "", run.summary(CellStatus.OK))
+    yield ev.SessionFinished(f"output/{GEN_SESSION}", SessionStatus.OK, len(cells), 0, 90.0)
 
 
 def write_generative_session(
@@ -390,9 +379,9 @@ def write_generative_session(
     return write_events(root, name, generative_event_stream(n_requests, seed), note)
 
 
-def up_to_cell(events: Iterator[Event], cell: int, extra: int) -> list[Event]:
+def up_to_cell(events: Iterator[ev.Event], cell: int, extra: int) -> list[ev.Event]:
     """The events of a session cut `extra` events into cell `cell` (0-based): a run caught mid-cell, so
     progress, cold start and plots all have something to show."""
     listed = list(events)
-    starts = [i for i, e in enumerate(listed) if isinstance(e, CellStarted)]
+    starts = [i for i, e in enumerate(listed) if isinstance(e, ev.CellStarted)]
     return listed[: starts[cell] + extra]
