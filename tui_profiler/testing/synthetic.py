@@ -207,19 +207,17 @@ def _image_requests(cell: Cell, run: _Cell, n: int, rng: random.Random) -> Itera
         t += latency
 
 
+def _session_started(name: str, preset: str, n_cells: int) -> ev.SessionStarted:
+    reason = "Docker engine reachable (synthetic data)"
+    return ev.SessionStarted(name, f"output/{name}", preset, "docker", reason, n_cells)
+
+
 def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = None) -> Iterator[ev.Event]:
     """A whole small session: 9 cells (3 configs × 3 scales), cold starts, requests, samples, finishes.
     `failed_cell`: that cell ends OOM-killed."""
     rng = random.Random(seed)
     cells = image_cells()
-    yield ev.SessionStarted(
-        IMAGE_SESSION,
-        f"output/{IMAGE_SESSION}",
-        "synthetic",
-        "docker",
-        "Docker engine reachable (synthetic data)",
-        len(cells),
-    )
+    yield _session_started(IMAGE_SESSION, "synthetic", len(cells))
     for cell in cells:
         i = cell.index
         side = int(224 * (cell.input_scale or 1.0))
@@ -348,14 +346,7 @@ def generative_event_stream(n_requests: int = 24, seed: int = 11) -> Iterator[ev
     """A small generative session: 2 CPU configs × 3 prompt lengths, streamed answers of 32 tokens."""
     rng = random.Random(seed)
     cells = generative_cells()
-    yield ev.SessionStarted(
-        GEN_SESSION,
-        f"output/{GEN_SESSION}",
-        "synthetic_llm",
-        "docker",
-        "Docker engine reachable (synthetic data)",
-        len(cells),
-    )
+    yield _session_started(GEN_SESSION, "synthetic_llm", len(cells))
     for cell in cells:
         i = cell.index
         fresh = i % len(PROMPT_LENS) == 0  # one container per resource config
