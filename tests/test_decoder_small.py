@@ -32,7 +32,7 @@ from servers.catalog import get_entry
 from servers.decoder import EOS_ID, Detokenizer, encode_text, kv_bytes_per_token
 from tests.conftest import RUN_TAG, SESSION_LABEL, session_label_value
 from tests.test_server_container import base_url, wait_ready
-from tests.test_server_inprocess import parse_server_timing
+from tui_profiler.load.server_timing import parse_server_timing
 from tui_profiler.sample.cgroup import CgroupReader, find_container_cgroup
 
 REPO = Path(__file__).resolve().parent.parent

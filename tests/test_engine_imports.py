@@ -11,7 +11,7 @@ from tests.conftest import REPO
 SCRIPT = r"""
 import importlib, pkgutil, sys
 import tui_profiler
-skip = ("tui_profiler.tui", "tui_profiler.cli", "tui_profiler.commands.plot", "tui_profiler.__main__")
+skip = ("tui_profiler.tui", "tui_profiler.testing", "tui_profiler.cli", "tui_profiler.commands.plot", "tui_profiler.__main__")
 names = []
 for info in pkgutil.walk_packages(tui_profiler.__path__, "tui_profiler."):
     if info.name.startswith(skip) or ".builtin_presets" in info.name:
@@ -38,7 +38,7 @@ def test_engine_imports_no_textual() -> None:
         "tui_profiler.plan",
         "tui_profiler.sweep",
         "tui_profiler.session.store",
-        "tui_profiler.analysis.stats",
+        "tui_profiler.stats",
         "tui_profiler.events",
     ):
         assert must in names, f"{must} was not imported: {names}"

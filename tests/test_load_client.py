@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tui_profiler.load.client import RequestResult, parse_server_timing, run_load
+from tui_profiler.load.client import RequestResult, run_load
 from tui_profiler.load.inputs import InputSpec
 from tui_profiler.load.patterns import LoadPattern as _Pattern
 from tui_profiler.load.patterns import StopWhenStable, arrival_offsets
+from tui_profiler.load.server_timing import parse_server_timing
 from tui_profiler.load.template import build_payload, default_template, parse_template
 from tui_profiler.runtime.common import free_port
 

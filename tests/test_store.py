@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tui_profiler.analysis.stats import bootstrap_ci95, percentile, summarise, t_ci95, t_quantile_975
 from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS
 from tui_profiler.session.store import (
     AppendCsv,
@@ -27,6 +26,7 @@ from tui_profiler.session.store import (
     fmt,
     read_rows,
 )
+from tui_profiler.stats import bootstrap_ci95, percentile, summarise, t_ci95, t_quantile_975
 
 AC_PROF_LONG = [
     "timestamp_ms",
@@ -259,7 +259,7 @@ def test_t_quantile_matches_scipy_without_importing_it() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, tui_profiler.sweep, tui_profiler.analysis.stats as s; "
+            "import sys, tui_profiler.sweep, tui_profiler.stats as s; "
             "s.summarise([0.1, 0.2, 0.3]); print('scipy' in sys.modules)",
         ],
         capture_output=True,

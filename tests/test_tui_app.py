@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, OptionList, RichLog, Static
 
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
+from tui_profiler.testing.harness import deterministic_env
 from tui_profiler.tui.app import make_app
 from tui_profiler.tui.screens.confirm import ConfirmScreen
 from tui_profiler.tui.screens.live import LiveScreen
 from tui_profiler.tui.screens.results import ResultsScreen
 from tui_profiler.tui.screens.setup import SetupScreen
-from tui_profiler.tui.testing import deterministic_env
 from tui_profiler.tui.widgets.plots import HistogramPlot, LinePlot
 from tui_profiler.tui.widgets.stepper import ValueSetStepper
 
@@ -295,7 +295,7 @@ async def test_ctrl_q_during_a_run_stops_and_cleans_up(tmp_path, docker_client, 
 
 def test_ingest_measure_reports_rates_and_keeps_history_bounded():
     """The benchmark helper BENCH calls (not a timed assertion: rates depend on the machine)."""
-    from tui_profiler.tui.ingest_bench import measure_ingest
+    from tui_profiler.bench.tui_ingest import measure_ingest
     from tui_profiler.tui.live_state import LATENCY_POINTS
 
     # paced over ~2 s so the 6 Hz redraw timer has ticks to show even on a fast machine

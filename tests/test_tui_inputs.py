@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import DirectoryTree, Input, Static
 
+from tui_profiler.testing.harness import deterministic_env
 from tui_profiler.tui.app import make_app
 from tui_profiler.tui.screens.input_picker import InputPickerScreen
 from tui_profiler.tui.screens.setup import SetupScreen
-from tui_profiler.tui.testing import deterministic_env
 
 DATA = Path(__file__).resolve().parent / "data"
 

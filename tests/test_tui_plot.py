@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from tui_profiler.cli import main
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
 
 
 def test_plot_writes_png_and_svg(tmp_path, capsys):

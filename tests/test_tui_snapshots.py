@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
+from tui_profiler.testing.harness import deterministic_env, show_live
 from tui_profiler.tui.app import make_app
-from tui_profiler.tui.testing import deterministic_env
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -34,18 +34,10 @@ def test_setup_screen(snap_compare, app, size):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_live_screen(snap_compare, app, size):
-    events = list(synthetic.event_stream(n_requests=24, failed_cell=1))
-    # stop in the middle of cell 5 so progress, cold start and plots all have something to show
-    starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
-    events = events[: starts[4] + 40]
+    events = synthetic.up_to_cell(synthetic.event_stream(n_requests=24, failed_cell=1), 4, 40)
 
     async def feed(pilot):
-        await pilot.press("f3")
-        await pilot.pause()
-        for event in events:
-            app.live_state.ingest(event)
-        app.screen.redraw(force=True)
-        await pilot.pause(0.3)
+        await show_live(app, pilot, events)
 
     assert snap_compare(app, terminal_size=size, run_before=feed)
 
@@ -94,17 +86,12 @@ def generative_app(monkeypatch, tmp_path):
 def test_live_screen_generative(snap_compare, generative_app, size):
     """A generative cell adds the TTFT and inter-token latency plots beside the latency plot."""
     app = generative_app
-    events = list(synthetic.generative_event_stream(n_requests=24))
-    starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
-    events = events[: starts[4] + 30]  # the middle of cell 5 (2 CPUs, 256 prompt tokens)
+    events = synthetic.up_to_cell(
+        synthetic.generative_event_stream(n_requests=24), 4, 30
+    )  # 2 CPUs, 256 tokens
 
     async def feed(pilot):
-        await pilot.press("f3")
-        await pilot.pause()
-        for event in events:
-            app.live_state.ingest(event)
-        app.screen.redraw(force=True)
-        await pilot.pause(0.3)
+        await show_live(app, pilot, events)
 
     assert snap_compare(app, terminal_size=size, run_before=feed)
 

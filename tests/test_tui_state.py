@@ -7,7 +7,7 @@ import sys
 
 from tui_profiler.events import CellStarted, RequestDone, ResourceSample, SessionStarted
 from tui_profiler.session import reader
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
 from tui_profiler.tui.live_state import LATENCY_POINTS, SAMPLE_POINTS, LiveState
 
 

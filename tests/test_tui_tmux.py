@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux not installed (scripts/test.sh installs it)"

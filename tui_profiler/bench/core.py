@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_profiler.cgroups import affinity_cores
+from tui_profiler.stats import quantile
 
 BENCHES = ("client", "payload", "sampler", "tui", "sweep", "stream")
 
@@ -52,7 +52,7 @@ CSV_COLUMNS = [f.name for f in fields(Measure)] + ["machine", "load_avg_start", 
 
 def median(values: Iterable[float | None]) -> float | None:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return statistics.median(vals) if vals else None
+    return quantile(vals, 0.5)
 
 
 def spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:

@@ -28,8 +28,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tui_profiler.bench.core import BenchReport, judge, measured
+from tui_profiler.bench.core import BenchReport, judge, measured, median
 from tui_profiler.cgroups import affinity_cores
+from tui_profiler.stats import percentile
 
 TTFT_S = 0.020
 GAP_S = 0.001  # 1,000 events/s
@@ -181,12 +182,6 @@ def _one_run(base: str, n_tokens: int, requests: int) -> dict[str, Any]:
     }
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    from tui_profiler.analysis.stats import percentile
-
-    return percentile(values, q)
-
-
 def run_stream_bench(report: BenchReport, *, quick: bool, say: Callable[[str], None]) -> None:
     server_core, client_core = _cores()
     n_tokens = 200 if quick else 1000
@@ -219,7 +214,7 @@ def run_stream_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
             [r["cpu_us_per_event"] for r in runs],
             "µs",
             target=f"≤ {TARGET_US:g} µs per event",
-            met=judge(_med([r["cpu_us_per_event"] for r in runs]), at_most=TARGET_US),
+            met=judge(median([r["cpu_us_per_event"] for r in runs]), at_most=TARGET_US),
             note=f"{requests} requests x {n_tokens} events a round; {pinned}",
         )
     )
@@ -231,7 +226,7 @@ def run_stream_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
         ("ITL", itl, f"scheduled every {GAP_S * 1e3:g} ms"),
     ):
         for q in (50, 99):
-            value = _pct([abs(e) for e in errs], q)
+            value = percentile([abs(e) for e in errs], q)
             add(
                 measured(
                     "stream",
@@ -239,13 +234,13 @@ def run_stream_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
                     "ours (run_load, raw, uvloop)",
                     [None if value is None else value * 1e6],
                     "µs",
-                    note=f"{what}; {len(errs)} values; signed median {_fmt_us(_pct(errs, 50))}",
+                    note=f"{what}; {len(errs)} values; signed median {_fmt_us(percentile(errs, 50))}",
                 )
             )
     with open(late_path) as f:
         late = [x for line in f for x in json.loads(line)]
     for q in (50, 99):
-        value = _pct(late, q)
+        value = percentile(late, q)
         add(
             measured(
                 "stream",
@@ -272,12 +267,6 @@ def run_stream_bench(report: BenchReport, *, quick: bool, say: Callable[[str], N
         f"a scheduled-event server (sleep then busy wait to each event's time, {pinned}); "
         f"{sum(r['ok'] for r in runs)} of {sum(r['requests'] for r in runs)} timed requests answered.",
     )
-
-
-def _med(values: list[float | None]) -> float | None:
-    from tui_profiler.bench.core import median
-
-    return median(values)
 
 
 def _fmt_us(value: float | None) -> str:

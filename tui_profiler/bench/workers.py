@@ -19,21 +19,21 @@ import threading
 import time
 from typing import Any
 
+from tui_profiler.stats import percentile
+
 
 def summary(latencies: list[float], errors: int, t_start: float, t_end: float) -> dict[str, Any]:
-    import numpy as np
-
     n = len(latencies)
-    lat = np.asarray(latencies, dtype=float) * 1e6
+    lat = [v * 1e6 for v in latencies]
     elapsed = t_end - t_start
     return {
         "n": n,
         "errors": errors,
         "seconds": elapsed,
         "rps": n / elapsed if n and elapsed > 0 else None,
-        "p50_us": float(np.percentile(lat, 50)) if n else None,
-        "p99_us": float(np.percentile(lat, 99)) if n else None,
-        "mean_us": float(lat.mean()) if n else None,
+        "p50_us": percentile(lat, 50),
+        "p99_us": percentile(lat, 99),
+        "mean_us": sum(lat) / n if n else None,
     }
 
 

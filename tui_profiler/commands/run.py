@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from tui_profiler import formatting
 from tui_profiler.errors import ExitCode
 from tui_profiler.session.schema import CellStatus, SessionStatus
 
@@ -247,13 +248,15 @@ class _Progress:
             self.n_req = self.n_err = 0
             self.phase = ""
         elif isinstance(event, ev.ColdStartPhase):
-            secs = f"{event.seconds:.2f}s" if event.seconds is not None else (event.detail or "n/a")
+            secs = formatting.seconds(event.seconds) if event.seconds is not None else (event.detail or "n/a")
             self.phase = f"cold start: {event.phase} {secs}"
         elif isinstance(event, ev.ColdStartDone):
-            self.phase = f"cold start {event.total_s:.2f}s"
-            parts = ", ".join(f"{k} {v:.2f}s" for k, v in event.phases.items() if v is not None)
+            self.phase = f"cold start {formatting.seconds(event.total_s)}"
+            parts = ", ".join(
+                f"{k} {formatting.seconds(v)}" for k, v in event.phases.items() if v is not None
+            )
             where = f"cell {event.cell_index + 1} on {event.host}: " if event.host else ""
-            self._print(f"  {where}cold start {event.total_s:.2f}s ({parts})")
+            self._print(f"  {where}cold start {formatting.seconds(event.total_s)} ({parts})")
         elif isinstance(event, ev.CellFinished):
             if event.status == CellStatus.INTERRUPTED:
                 return
@@ -261,9 +264,9 @@ class _Progress:
             if event.status != CellStatus.OK:
                 self.failed += 1
             s = event.summary
-            p50 = _ms(s.get("p50_s"))
-            p99 = _ms(s.get("p99_s"))
-            label = _cell_label(self.cells.get(event.cell_index) or self.cell or {})
+            p50 = formatting.latency(_float(s.get("p50_s")))
+            p99 = formatting.latency(_float(s.get("p99_s")))
+            label = formatting.cell_label(self.cells.get(event.cell_index) or self.cell or {})
             mark = "[green]ok[/]" if event.status == CellStatus.OK else f"[red]{event.status}[/]"
             extra = f" — {event.reason}" if event.reason else ""
             where = f" on {event.host}" if event.host else ""
@@ -282,20 +285,19 @@ class _Progress:
     def render(self) -> Any:
         from rich.table import Table
 
-        from tui_profiler.analysis.stats import percentile
+        from tui_profiler.stats import percentile
 
         grid = Table.grid(padding=(0, 1))
         lat = list(self.latencies)
-        cell = _cell_label(self.cell or {}) if self.cell else "starting…"
+        cell = formatting.cell_label(self.cell or {}) if self.cell else "starting…"
         idx = f"{(self.cell_index or 0) + 1}/{self.n_cells}" if self.cell else f"0/{self.n_cells}"
-        eta = f"ETA {_dur(self.eta)}" if self.eta is not None else "ETA —"
-        grid.add_row(
-            f"[bold]cell {idx}[/]", cell, f"[dim]{eta}  elapsed {_dur(time.perf_counter() - self.t0)}[/]"
-        )
+        eta = formatting.duration(self.eta)
+        elapsed = formatting.duration(time.perf_counter() - self.t0)
+        grid.add_row(f"[bold]cell {idx}[/]", cell, f"[dim]ETA {eta}  elapsed {elapsed}[/]")
         grid.add_row(
             "",
-            f"requests {self.n_req} (errors {self.n_err})  p50 {_ms(percentile(lat, 50))}  "
-            f"p99 {_ms(percentile(lat, 99))}",
+            f"requests {self.n_req} (errors {self.n_err})  p50 {formatting.latency(percentile(lat, 50))}  "
+            f"p99 {formatting.latency(percentile(lat, 99))}",
             f"[dim]{self.phase}[/]",
         )
         if self.stopping:
@@ -303,37 +305,12 @@ class _Progress:
         return grid
 
 
-def _ms(v: Any) -> str:
+def _float(value: Any) -> float | None:
+    """A summary or CSV value as a number; None for 'not available' (None, '', text)."""
     try:
-        return f"{float(v) * 1000:.1f}ms"
+        return None if value is None or value == "" else float(value)
     except (TypeError, ValueError):
-        return "—"
-
-
-def _dur(s: float | None) -> str:
-    if s is None:
-        return "—"
-    s = int(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-def _cell_label(cell: dict[str, Any]) -> str:
-    def g(v: Any) -> str:
-        return "—" if v is None else f"{v:g}"
-
-    size = (
-        f"scale {g(cell.get('input_scale'))}"
-        if cell.get("input_scale") is not None
-        else f"tokens {cell.get('token_len')}"
-    )
-    load = (
-        f"conc {cell.get('concurrency')}"
-        if cell.get("concurrency") is not None
-        else f"rate {g(cell.get('rate'))}/s"
-    )
-    return (
-        f"cpu {g(cell.get('cpus'))} mem {g(cell.get('memory_gb'))}G gpu {cell.get('gpus', 0)} {size} {load}"
-    )
+        return None
 
 
 @contextlib.contextmanager
@@ -438,7 +415,7 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         return ExitCode.INTERRUPTED
     progress._print(
         f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed, "
-        f"{finished.wall_s:.1f}s — {session_dir}"
+        f"{formatting.duration(finished.wall_s)} — {session_dir}"
     )
     return ExitCode.OK if finished.status == SessionStatus.OK else ExitCode.CELL_FAILED
 
@@ -466,34 +443,30 @@ def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
     ):
         table.add_column(col, justify="right" if col not in ("size", "load", "status") else "left")
 
-    def mb(v: str) -> str:
-        try:
-            return f"{int(float(v)) / 2**20:.0f}MiB"
-        except ValueError:
-            return "—"
-
     for r in rows:
-        size = f"×{r['input_scale']}" if r.get("input_scale") else f"{r.get('token_len')} tok"
-        load = f"c{r['concurrency']}" if r.get("concurrency") else f"{r.get('rate')}/s"
+        size = formatting.input_size(
+            r.get("input_scale") or None, r.get("token_len") or None, r.get("output_len") or None
+        )
+        load = formatting.load(r.get("concurrency") or None, r.get("rate") or None)
         cold = (
-            f"{float(r['cold_start_s']):.2f}s"
+            formatting.seconds(_float(r["cold_start_s"]))
             if r.get("cold_start_s") and r.get("cold_start_cell") == "1"
             else ""
         )
         status = r.get("status", "")
         table.add_row(
             r.get("cell_index", ""),
-            r.get("cpu_cores") or "—",
-            r.get("mem_cap_gb") or "—",
+            formatting.number(r.get("cpu_cores")),
+            formatting.number(r.get("mem_cap_gb")),
             size,
             load,
             r.get("n", ""),
             r.get("errors", ""),
-            _ms(r.get("p50_s") or None),
-            _ms(r.get("p99_s") or None),
-            f"{float(r['throughput_rps']):.1f}" if r.get("throughput_rps") else "—",
+            formatting.latency(_float(r.get("p50_s"))),
+            formatting.latency(_float(r.get("p99_s"))),
+            formatting.rate(_float(r.get("throughput_rps")), unit=""),
             cold,
-            mb(r.get("peak_mem_bytes") or ""),
+            formatting.size(_float(r.get("peak_mem_bytes"))),
             status if status == CellStatus.OK else f"[red]{status}[/]",
         )
     with contextlib.suppress(OSError, ValueError):

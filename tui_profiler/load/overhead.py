@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from tui_profiler.load.client import run, run_load, uvloop_active
 from tui_profiler.load.inputs import InputSpec
 from tui_profiler.load.patterns import LoadPattern
 from tui_profiler.load.template import build_payload, parse_template
+from tui_profiler.stats import quantile_sorted
 
 
 def _summary(
@@ -32,8 +32,8 @@ def _summary(
         "n": len(lat),
         "errors": errors,
         "rps": len(lat) / span_s if span_s > 0 else None,
-        "p50_us": statistics.median(lat) * 1e6 if lat else None,
-        "p99_us": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e6 if lat else None,
+        "p50_us": quantile_sorted(lat, 0.5) * 1e6 if lat else None,
+        "p99_us": quantile_sorted(lat, 0.99) * 1e6 if lat else None,
     }
 
 

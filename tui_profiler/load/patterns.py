@@ -19,8 +19,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from tui_profiler.analysis.stats import t_quantile_975
 from tui_profiler.config.model import LOAD_DEFAULTS, Arrival, LoadConfig, LoadMode, StableCI, Transport
+from tui_profiler.stats import t_quantile_975
 
 # The rule to stop a cell early is the preset's `load.stable_ci` (config.model.StableCI).
 StopWhenStable = StableCI

@@ -32,7 +32,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
-from tui_profiler.analysis.stats import percentile
+from tui_profiler.stats import percentile
 
 # How one answer's body is read, once its head is known.
 SSE, NDJSON, WHOLE = "sse", "ndjson", "whole"

@@ -16,13 +16,13 @@ import math
 import os
 import re
 import secrets
-import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tui_profiler.session.schema import COLD_START_PHASES, CellStatus
+from tui_profiler.stats import median
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -235,7 +235,7 @@ def scaling_series(cells: pd.DataFrame, y_column: str = "p50_s") -> tuple[str, l
         groups.setdefault(label, {}).setdefault(float(row[x_col]), []).append(float(row[y_column]))
     series = []
     for label in sorted(groups, key=_config_sort_key):
-        points = sorted((x, statistics.median(ys)) for x, ys in groups[label].items())
+        points = sorted((x, median(ys)) for x, ys in groups[label].items())
         series.append(Series(label, [p[0] for p in points], [p[1] for p in points]))
     return x_col, series
 
@@ -281,7 +281,7 @@ def cold_start_breakdown(cells: pd.DataFrame) -> tuple[list[str], dict[str, list
             if pd.notna(value):
                 per_config.setdefault(label, {}).setdefault(phase, []).append(float(value))
     labels = sorted(per_config, key=_config_sort_key)
-    phases = {p: [statistics.median(per_config[lbl].get(p, [0.0]) or [0.0]) for lbl in labels] for p in found}
+    phases = {p: [median(per_config[lbl].get(p, [0.0]) or [0.0]) for lbl in labels] for p in found}
     return labels, phases
 
 
@@ -321,7 +321,7 @@ def seconds_per_cell(output_dir: str | Path, preset: str | None = None) -> float
     if not estimates:
         return None
     same = [v for p, v in estimates if preset and p == preset]
-    return statistics.median(same or [v for _, v in estimates])
+    return median(same or [v for _, v in estimates])
 
 
 def _session_seconds_per_cell(info: SessionInfo) -> float | None:

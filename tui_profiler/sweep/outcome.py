@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tui_profiler.analysis.stats import percentile, summarise
 from tui_profiler.session.schema import COLD_START_PHASES, CellStatus, ColdStartPhaseName, RequestStatus
+from tui_profiler.stats import percentile, summarise
 
 if TYPE_CHECKING:  # the load generator and sampler are imported when a cell runs, not with the sweep
     from tui_profiler.config.model import SloConfig

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui_profiler import formatting
 from tui_profiler.events import (
     CellFinished,
     CellStarted,
@@ -28,6 +29,7 @@ from tui_profiler.events import (
     SessionStarted,
 )
 from tui_profiler.session.schema import CellStatus, GenColumn
+from tui_profiler.stats import quantile_sorted
 
 # History bounds: enough for a readable plot at 200 columns, small enough that 1,000,000 requests cost
 # nothing more than 1,000.
@@ -163,7 +165,8 @@ class LiveState:
             self.cell_errors = 0
             where = f" on {event.host}" if event.host else ""
             self.log(
-                "info", f"cell {event.cell_index + 1}/{event.n_cells}{where}: {describe_cell(event.cell)}"
+                "info",
+                f"cell {event.cell_index + 1}/{event.n_cells}{where}: {formatting.cell_label(event.cell)}",
             )
         elif isinstance(event, ColdStartPhase | ColdStartDone) and event.cell_index != self.current_index:
             return
@@ -201,7 +204,7 @@ class LiveState:
             self.log(
                 "info",
                 f"session {event.status}: {event.n_cells} cells, {event.n_failed} failed, "
-                f"{event.wall_s:.1f} s",
+                + formatting.duration(event.wall_s),
             )
 
     def log(self, level: str, text: str) -> None:
@@ -215,14 +218,14 @@ class LiveState:
         if not self.latencies:
             return None, None
         values = sorted(v for _, v in self.latencies)
-        return _quantile(values, 0.50), _quantile(values, 0.99)
+        return quantile_sorted(values, 0.50), quantile_sorted(values, 0.99)
 
     def ttft_stats(self) -> tuple[float | None, float | None]:
         """Running p50 and p99 of the current cell's recent time-to-first-token values (seconds)."""
         if not self.ttfts:
             return None, None
         values = sorted(v for _, v in self.ttfts)
-        return _quantile(values, 0.50), _quantile(values, 0.99)
+        return quantile_sorted(values, 0.50), quantile_sorted(values, 0.99)
 
     def itl_stats(self) -> tuple[float | None, float | None]:
         """The median over recent requests of their own inter-token-gap p50 and p99 (seconds): each
@@ -231,8 +234,8 @@ class LiveState:
         p50s = sorted(v for _, v, _ in self.itls if v is not None)
         p99s = sorted(v for _, _, v in self.itls if v is not None)
         return (
-            _quantile(p50s, 0.50) if p50s else None,
-            _quantile(p99s, 0.50) if p99s else None,
+            quantile_sorted(p50s, 0.50) if p50s else None,
+            quantile_sorted(p99s, 0.50) if p99s else None,
         )
 
     def progress(self) -> float:
@@ -251,87 +254,8 @@ class LiveState:
         return per_cell * (self.n_cells - self.cells_done)
 
 
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated quantile of an already sorted list (numpy's default method)."""
-    pos = (len(sorted_values) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def _number(value: Any) -> float | None:
     """A row value as a float; None for 'not available' (None, '', NaN, text)."""
     if isinstance(value, float | int) and value == value:
         return float(value)
     return None
-
-
-def describe_cell(cell: dict[str, Any]) -> str:
-    """One short line naming a cell's resource config and load."""
-    parts = []
-    if cell.get("cpus") is not None:
-        parts.append(f"{fmt_num(cell['cpus'])} CPU")
-    if cell.get("memory_gb") is not None:
-        parts.append(f"{fmt_num(cell['memory_gb'])} GB")
-    if cell.get("gpus"):
-        parts.append(f"{cell['gpus']} GPU")
-    if cell.get("input_scale") is not None:
-        parts.append(f"scale {fmt_num(cell['input_scale'])}")
-    if cell.get("token_len") is not None:
-        parts.append(f"{cell['token_len']} tokens")
-    if cell.get(GenColumn.OUTPUT_LEN) is not None:
-        parts.append(f"{cell[GenColumn.OUTPUT_LEN]} out")
-    if cell.get("concurrency") is not None:
-        parts.append(f"c={cell['concurrency']}")
-    if cell.get("rate") is not None:
-        parts.append(f"{fmt_num(cell['rate'])}/s")
-    if cell.get("repeat_idx"):
-        parts.append(f"rep {cell['repeat_idx']}")
-    return " · ".join(parts) or "—"
-
-
-def fmt_num(value: Any) -> str:
-    """Numbers without trailing zeros: 0.5, 2, 1.25."""
-    if value is None or value == "":
-        return "—"
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if f != f:  # NaN: not available
-        return "—"
-    return f"{f:g}"
-
-
-def fmt_seconds(value: float | None) -> str:
-    """Latency-friendly: µs/ms/s, or — when not available."""
-    if value is None or value != value:
-        return "—"
-    if value < 1e-3:
-        return f"{value * 1e6:.0f} µs"
-    if value < 1.0:
-        return f"{value * 1e3:.1f} ms"
-    return f"{value:.2f} s"
-
-
-def fmt_duration(value: float | None) -> str:
-    """ETA style: 45 s, 3 m 05 s, 1 h 02 m."""
-    if value is None or value != value:
-        return "—"
-    value = max(0.0, value)
-    if value < 60:
-        return f"{value:.0f} s"
-    if value < 3600:
-        return f"{int(value // 60)} m {int(value % 60):02d} s"
-    return f"{int(value // 3600)} h {int(value % 3600 // 60):02d} m"
-
-
-def fmt_bytes(value: float | None) -> str:
-    if value is None or value != value:
-        return "—"
-    value = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"

@@ -13,15 +13,9 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
 
+from tui_profiler import formatting
 from tui_profiler.session.schema import CellStatus, GenColumn, SessionStatus
-from tui_profiler.tui.live_state import (
-    LiveState,
-    describe_cell,
-    fmt_bytes,
-    fmt_duration,
-    fmt_num,
-    fmt_seconds,
-)
+from tui_profiler.tui.live_state import LiveState
 from tui_profiler.tui.widgets.phasebar import ColdStartBar
 from tui_profiler.tui.widgets.plots import Line, LinePlot
 
@@ -191,7 +185,7 @@ class LiveScreen(Screen[None]):
             state.finished.status if state.finished else (SessionStatus.RUNNING if state.n_cells else "idle")
         )
         self.query_one("#progress-label", Static).update(
-            f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {fmt_duration(state.eta())} · {status}"
+            f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {formatting.duration(state.eta())} · {status}"
         )
         if state.current_index is not None:
             p50, p99 = state.latency_stats()
@@ -200,10 +194,10 @@ class LiveScreen(Screen[None]):
             if state.generative:
                 ttft_p50, _ = state.ttft_stats()
                 itl_p50, _ = state.itl_stats()
-                tokens = f" · TTFT p50 {fmt_seconds(ttft_p50)} · ITL p50 {fmt_seconds(itl_p50)}"
+                tokens = f" · TTFT p50 {formatting.latency(ttft_p50)} · ITL p50 {formatting.latency(itl_p50)}"
             self.query_one("#cell-label", Static).update(
-                f"cell {state.current_index + 1}: {describe_cell(state.current_cell)} · "
-                f"{state.cell_requests} requests{err} · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"
+                f"cell {state.current_index + 1}: {formatting.cell_label(state.current_cell)} · "
+                f"{state.cell_requests} requests{err} · p50 {formatting.latency(p50)} · p99 {formatting.latency(p99)}"
                 f"{tokens}"
             )
         elif state.preset_name:
@@ -217,8 +211,8 @@ class LiveScreen(Screen[None]):
             list(state.latencies),
             p50,
             p99,
-            wide=(48, f"latency (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"),
-            narrow=f"p50 {fmt_seconds(p50)} p99 {fmt_seconds(p99)}",
+            wide=(48, f"latency (ms) · p50 {formatting.latency(p50)} · p99 {formatting.latency(p99)}"),
+            narrow=f"p50 {formatting.latency(p50)} p99 {formatting.latency(p99)}",
             waiting=("waiting for requests", "latency per request"),
         )
         if state.generative:
@@ -230,7 +224,7 @@ class LiveScreen(Screen[None]):
             state.cpu,
             1.0,
             "CPU cores used",
-            f" · cap {fmt_num(cpu_cap)}" if cpu_cap else " · uncapped",
+            f" · cap {formatting.number(cpu_cap)}" if cpu_cap else " · uncapped",
             cpu_cap,
         )
         mem_cap: float | None = sample.mem_cap_bytes if sample and sample.mem_cap_bytes else None
@@ -242,8 +236,8 @@ class LiveScreen(Screen[None]):
             state.mem,
             1 / MIB,
             "memory (MiB)",
-            (f" · peak {fmt_bytes(peak)}" if peak else "")
-            + (f" · cap {fmt_bytes(mem_cap)}" if mem_cap else " · uncapped"),
+            (f" · peak {formatting.size(peak)}" if peak else "")
+            + (f" · cap {formatting.size(mem_cap)}" if mem_cap else " · uncapped"),
             mem_cap / MIB if mem_cap else None,
         )
         gpu = self.query_one("#plot-gpu", LinePlot)
@@ -306,8 +300,8 @@ class LiveScreen(Screen[None]):
             points,
             p50,
             p99,
-            wide=(40, f"TTFT (ms) · p50 {fmt_seconds(p50)} · p99 {fmt_seconds(p99)}"),
-            narrow=f"TTFT p50 {fmt_seconds(p50)}",
+            wide=(40, f"TTFT (ms) · p50 {formatting.latency(p50)} · p99 {formatting.latency(p99)}"),
+            narrow=f"TTFT p50 {formatting.latency(p50)}",
             waiting=("waiting for tokens", "time to first token"),
         )
         itl = self.query_one("#plot-itl", LinePlot)
@@ -329,9 +323,9 @@ class LiveScreen(Screen[None]):
             itl.show_lines(
                 lines,
                 title=(
-                    f"ITL per request (ms) · median p50 {fmt_seconds(i50)} · p99 {fmt_seconds(i99)}"
+                    f"ITL per request (ms) · median p50 {formatting.latency(i50)} · p99 {formatting.latency(i99)}"
                     if itl.size.width >= 56
-                    else f"ITL p50 {fmt_seconds(i50)}"
+                    else f"ITL p50 {formatting.latency(i50)}"
                 ),
             )
         elif points:
@@ -395,7 +389,7 @@ def _get(row: dict[str, Any], *keys: str) -> Any:
 def cell_row(row: dict[str, Any]) -> list[str | Text]:
     """A finished-cells table row from a cells.csv row (live summary or read from disk)."""
     index = _get(row, "cell_index")
-    config = describe_cell(
+    config = formatting.cell_label(
         {
             "cpus": _get(row, "cpu_cores", "cpus"),
             "memory_gb": _get(row, "mem_cap_gb", "memory_gb"),
@@ -404,16 +398,15 @@ def cell_row(row: dict[str, Any]) -> list[str | Text]:
             else 0,
         }
     )
-    inputs = _get(row, "input_scale")
-    inputs = f"×{fmt_num(inputs)}" if inputs is not None else fmt_num(_get(row, "token_len", "pixels"))
-    output_len = _get(row, GenColumn.OUTPUT_LEN)
-    if output_len is not None:  # a generative cell: prompt → output tokens
-        inputs = f"{inputs}→{fmt_num(output_len)}"
-    rate = _get(row, "rate")
-    load = f"{fmt_num(rate)}/s" if rate is not None else f"c={fmt_num(_get(row, 'concurrency'))}"
+    inputs = formatting.input_size(
+        _get(row, "input_scale"), _get(row, "token_len", "pixels"), _get(row, GenColumn.OUTPUT_LEN)
+    )
+    load = formatting.load(_get(row, "concurrency"), _get(row, "rate"))
     throttled = _get(row, "throttled_s")
     throttled = (
-        f"{float(throttled):.2f} s" if throttled is not None else fmt_num(_get(row, "throttled_periods"))
+        formatting.seconds(_float(throttled))
+        if throttled is not None
+        else formatting.number(_get(row, "throttled_periods"))
     )
     status = str(_get(row, "status") or "")
     style = "green" if status == CellStatus.OK else "bold red"
@@ -422,11 +415,11 @@ def cell_row(row: dict[str, Any]) -> list[str | Text]:
         config,
         inputs,
         load,
-        fmt_seconds(_float(_get(row, "p50_s"))),
-        fmt_seconds(_float(_get(row, "p99_s"))),
-        fmt_num(_round(_get(row, "throughput_rps"))),
-        fmt_num(_round(_get(row, "peak_cpu_cores"))),
-        fmt_bytes(_float(_get(row, "peak_mem_bytes"))),
+        formatting.latency(_float(_get(row, "p50_s"))),
+        formatting.latency(_float(_get(row, "p99_s"))),
+        formatting.rate(_float(_get(row, "throughput_rps")), unit=""),
+        formatting.number(_round(_get(row, "peak_cpu_cores"))),
+        formatting.size(_float(_get(row, "peak_mem_bytes"))),
         throttled,
         Text(status, style=style),
     ]

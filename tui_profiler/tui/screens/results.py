@@ -24,9 +24,9 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
+from tui_profiler import formatting
 from tui_profiler.session import reader
 from tui_profiler.session.schema import GenColumn, SessionStatus
-from tui_profiler.tui.live_state import fmt_duration
 from tui_profiler.tui.screens.live import CELLS_TABLE_HEADERS, cell_row
 from tui_profiler.tui.widgets.plots import HistogramPlot, Line, LinePlot
 
@@ -132,7 +132,7 @@ class ResultsScreen(Screen[None]):
         if info.n_cells is not None:
             meta.append(f"{info.n_cells} cells")
         if info.wall_s is not None:
-            meta.append(f" · {fmt_duration(info.wall_s)}")
+            meta.append(f" · {formatting.duration(info.wall_s)}")
         if info.status:
             meta.append(f" · {info.status}")
         self.query_one("#session-meta", Static).update(meta)
@@ -174,7 +174,12 @@ class ResultsScreen(Screen[None]):
         """TTFT and TPOT against prompt length, one line per resource config (generative sessions)."""
         tabs = self.query_one("#result-tabs", TabbedContent)
         cells = self.cells
-        if cells is None or cells.empty or GenColumn.TTFT_P50_S not in cells or "token_len" not in cells:
+        generative = (
+            cells is not None
+            and not cells.empty
+            and all(c in cells and cells[c].notna().any() for c in (GenColumn.TTFT_P50_S, "token_len"))
+        )  # the store writes every column: an image session's token columns are there, all empty
+        if cells is None or not generative:
             if tabs.active == "tab-tokens":
                 tabs.active = "tab-cells"
             tabs.hide_tab("tab-tokens")

@@ -20,8 +20,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
+from tui_profiler import formatting
 from tui_profiler.config.model import LOAD_DEFAULTS, Preset, ResourcesConfig, sized_by_tokens
-from tui_profiler.tui.live_state import fmt_duration
 from tui_profiler.tui.widgets.stepper import ValueSetStepper
 
 # Form controls -> the preset field each one sets (dotted, as `--set` takes it).
@@ -115,7 +115,7 @@ class SetupScreen(Screen[None]):
                     yield Label("image", classes="field-label")
                     yield Input(compact=True, id="f-image", placeholder="built-in model-server image")
                 yield Label(
-                    f"Resources (host: {host.cpus:g} cores, {host.memory_gb:.1f} GiB, {host.gpus} GPU)",
+                    f"Resources (host: {host.cpus:g} cores, {formatting.size(host.memory_gb * 2**30)}, {host.gpus} GPU)",
                     classes="section-title",
                 )
                 yield ValueSetStepper(
@@ -477,7 +477,7 @@ class SetupScreen(Screen[None]):
         per_cell = seconds_per_cell(self.app.output_dir, preset_name)  # type: ignore[attr-defined]
         if per_cell is None:
             return "ETA: no past sessions to estimate from"
-        return f"ETA ≈ {fmt_duration(per_cell * n_cells)} (past sessions)"
+        return f"ETA ≈ {formatting.duration(per_cell * n_cells)} (past sessions)"
 
     def show_matrix(self, error: str) -> None:
         self.error = error

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from tui_profiler import formatting
 from tui_profiler.session.schema import COLD_START_PHASES, ColdStartPhaseName
 
 PHASE_STYLES: dict[str, str] = {
@@ -64,7 +65,7 @@ class ColdStartBar(Widget):
             used += cells
         text.append("\n")
         total_s = self.total if self.total is not None else sum(known.values())
-        text.append(f"cold start {total_s:.2f} s  ", style="bold")
+        text.append(f"cold start {formatting.seconds(total_s)}  ", style="bold")
         for phase in order:
             seconds = self.phases[phase]
             swatch = PHASE_STYLES.get(phase, "on white")

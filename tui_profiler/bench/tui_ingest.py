@@ -4,7 +4,7 @@
 pushes synthetic `RequestDone` events through the same `emit` path the engine uses (`LiveState.ingest`),
 yielding to the event loop between batches as the engine does between network reads. It reports the
 absorbed rate, the redraws that happened meanwhile and the process's resident memory. `tui-profiler
-bench tui` calls it; it asserts nothing itself.
+bench tui` runs `python -m tui_profiler.bench.tui_ingest N` (one JSON line out); it asserts nothing itself.
 """
 
 from __future__ import annotations
@@ -192,4 +192,4 @@ if __name__ == "__main__":
     import sys
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    print(json.dumps(measure_ingest(n), indent=2))
+    print(json.dumps(measure_ingest(n)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
 
 DEMO_IMAGE = """\
 description = "Demo: a small image model over three scales"
@@ -104,3 +104,13 @@ class Patcher:
     def undo(self) -> None:
         while self._undo:
             self._undo.pop()()
+
+
+async def show_live(app: Any, pilot: Any, events: list[Any], settle_s: float = 0.3) -> None:
+    """Open the live screen (F3), push `events` through the app's live state and redraw it now."""
+    await pilot.press("f3")
+    await pilot.pause()
+    for event in events:
+        app.live_state.ingest(event)
+    app.screen.redraw(force=True)
+    await pilot.pause(settle_s)

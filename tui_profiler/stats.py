@@ -1,6 +1,9 @@
-"""Summary statistics of latency samples: mean, std, percentiles, 95% confidence intervals.
+"""Summary statistics of latency samples: mean, std, quantiles, 95% confidence intervals. The package's one
+quantile: every percentile it computes or shows (cells.csv, the TUI, the headless progress, the benchmarks)
+comes from `quantile_sorted`.
 
-Percentiles use linear interpolation between order statistics (numpy's default), so p50 of [1, 2] is 1.5.
+Quantiles use linear interpolation between order statistics (numpy's default method, Hyndman & Fan type 7),
+so p50 of [1, 2] is 1.5; the arithmetic is numpy's own, so results equal `numpy.percentile` to the bit.
 The CI of the mean uses Student's t (exact for normal data; the usual choice for small n); a bootstrap CI
 is available for skewed data. With fewer than two samples there is no CI (None), never a zero-width one.
 """
@@ -8,7 +11,7 @@ is available for skewed data. With fewer than two samples there is no CI (None),
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,10 +35,38 @@ class Summary:
         return asdict(self)
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(np.percentile(np.asarray(values, dtype=float), q))
+def quantile_sorted(sorted_values: Sequence[float], q: float) -> float:
+    """The `q` quantile (0 <= q <= 1) of values already sorted ascending, for callers that sort once and ask
+    several quantiles (the TUI's redraw, a cell summary). Linear interpolation between the order statistics
+    around position (n - 1) * q, computed as numpy does (from the upper neighbour when the weight is >= 0.5),
+    so it equals `numpy.quantile(values, q)` exactly. Raises IndexError on an empty sequence."""
+    n = len(sorted_values)
+    if n == 0:
+        raise IndexError("quantile of no values")
+    pos = (n - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    weight = pos - lo
+    a, b = float(sorted_values[lo]), float(sorted_values[hi])
+    diff = b - a
+    return b - diff * (1 - weight) if weight >= 0.5 else a + diff * weight
+
+
+def quantile(values: Iterable[float], q: float) -> float | None:
+    """The `q` quantile (0 <= q <= 1) of `values` in any order (see `quantile_sorted`); None for none."""
+    ordered = sorted(float(v) for v in values)
+    return quantile_sorted(ordered, q) if ordered else None
+
+
+def median(values: Iterable[float]) -> float:
+    """The median (`quantile_sorted` at 0.5: the mean of the middle two of an even count). Raises
+    IndexError on no values, like an empty list's index."""
+    return quantile_sorted(sorted(float(v) for v in values), 0.5)
+
+
+def percentile(values: Iterable[float], p: float) -> float | None:
+    """The `p` percentile (0 <= p <= 100) of `values`: `quantile(values, p / 100)`; None for none."""
+    return quantile(values, p / 100)
 
 
 # Student's t 0.975 quantiles (two-sided 95%) for df = 1..30, to 6 decimals (scipy.stats.t.ppf).
@@ -83,8 +114,8 @@ def bootstrap_ci95(
         return None
     rng = np.random.default_rng(seed)
     arr = np.asarray(values, dtype=float)
-    means = rng.choice(arr, size=(resamples, arr.size), replace=True).mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    means = sorted(rng.choice(arr, size=(resamples, arr.size), replace=True).mean(axis=1).tolist())
+    return quantile_sorted(means, 2.5 / 100), quantile_sorted(means, 97.5 / 100)
 
 
 def summarise(values: Sequence[float]) -> Summary:
@@ -93,7 +124,8 @@ def summarise(values: Sequence[float]) -> Summary:
     if n == 0:
         return Summary(0, None, None, None, None, None, None, None, None, None, None)
     arr = np.asarray(vals)
-    p50, p90, p95, p99 = (float(x) for x in np.percentile(arr, [50, 90, 95, 99]))
+    ordered = sorted(vals)
+    p50, p90, p95, p99 = (quantile_sorted(ordered, p / 100) for p in (50, 90, 95, 99))
     ci = t_ci95(vals)
     return Summary(
         n=n,

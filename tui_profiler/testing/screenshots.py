@@ -1,4 +1,4 @@
-"""Save SVG screenshots of every screen with deterministic data: `python3 -m tui_profiler.tui.screenshots
+"""Save SVG screenshots of every screen with deterministic data: `python3 -m tui_profiler.testing.screenshots
 [OUT_DIR]` (default docs/screenshots). The README shows them."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.tui import synthetic
+from tui_profiler.testing import synthetic
+from tui_profiler.testing.harness import Patcher, deterministic_env, show_live
 from tui_profiler.tui.app import make_app
-from tui_profiler.tui.screens.live import LiveScreen
-from tui_profiler.tui.testing import Patcher, deterministic_env
 
 
 async def _shoot(
@@ -24,16 +23,8 @@ async def _shoot(
             app.theme = "textual-light"
         await pilot.pause(0.3)
         app.save_screenshot(str(out / f"setup{suffix}.svg"))
-        await pilot.press("f3")
-        await pilot.pause()
-        events = list(synthetic.event_stream(n_requests=24, failed_cell=1))
-        starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
-        for event in events[: starts[4] + 40]:
-            app.live_state.ingest(event)
-        live = app.screen
-        assert isinstance(live, LiveScreen)
-        live.redraw(force=True)
-        await pilot.pause(0.5)
+        events = synthetic.up_to_cell(synthetic.event_stream(n_requests=24, failed_cell=1), 4, 40)
+        await show_live(app, pilot, events, settle_s=0.5)
         app.save_screenshot(str(out / f"live{suffix}.svg"))
         await pilot.press("f4")
         await pilot.pause(0.5)
@@ -58,16 +49,8 @@ async def _shoot_generative(out: Path, output_dir: str, host: Any) -> None:
     """Live and Results (Tokens tab) for a synthetic generative session."""
     app = make_app(output_dir=output_dir, host_limits=host, clock=lambda: 0.0)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("f3")
-        await pilot.pause()
-        events = list(synthetic.generative_event_stream(n_requests=24))
-        starts = [i for i, e in enumerate(events) if type(e).__name__ == "CellStarted"]
-        for event in events[: starts[4] + 30]:
-            app.live_state.ingest(event)
-        live = app.screen
-        assert isinstance(live, LiveScreen)
-        live.redraw(force=True)
-        await pilot.pause(0.5)
+        events = synthetic.up_to_cell(synthetic.generative_event_stream(n_requests=24), 4, 30)
+        await show_live(app, pilot, events, settle_s=0.5)
         app.save_screenshot(str(out / "live-generative.svg"))
         await pilot.press("f4")
         await pilot.pause(0.3)

@@ -1,0 +1,115 @@
+"""How both front ends (the TUI and the headless progress) show a quantity: one function per kind, so the same
+value reads the same on either. Every function takes None (or NaN) for 'not available' and shows it as
+NOT_AVAILABLE, never as 0."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+NOT_AVAILABLE = "—"
+_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or value != value  # NaN != NaN
+
+
+def number(value: Any) -> str:
+    """A setting or count without trailing zeros: 0.5, 2, 1.25; text is shown as it is."""
+    if value is None or value == "":
+        return NOT_AVAILABLE
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return NOT_AVAILABLE if _missing(f) else f"{f:g}"
+
+
+def latency(seconds: float | None) -> str:
+    """A request-scale time in the unit that reads best: 850 µs, 27.9 ms, 1.30 s."""
+    if seconds is None or _missing(seconds):
+        return NOT_AVAILABLE
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def seconds(value: float | None) -> str:
+    """A phase or wall time in seconds, to the hundredth: 0.35 s, 3.10 s."""
+    return NOT_AVAILABLE if value is None or _missing(value) else f"{value:.2f} s"
+
+
+def duration(value: float | None) -> str:
+    """A long span (an ETA, time elapsed, a session's wall time), whole seconds: 45 s, 3 m 05 s, 1 h 02 m."""
+    if value is None or _missing(value):
+        return NOT_AVAILABLE
+    value = max(0.0, value)
+    if value < 60:
+        return f"{value:.0f} s"
+    if value < 3600:
+        return f"{int(value // 60)} m {int(value % 60):02d} s"
+    return f"{int(value // 3600)} h {int(value % 3600 // 60):02d} m"
+
+
+def size(n_bytes: float | None) -> str:
+    """A memory or file size in binary units: 512 B, 409.6 MiB, 16.0 GiB."""
+    if n_bytes is None or _missing(n_bytes):
+        return NOT_AVAILABLE
+    value = float(n_bytes)
+    if abs(value) < 1024:
+        return f"{value:.0f} B"
+    for unit in _BYTE_UNITS[1:]:
+        value /= 1024
+        if abs(value) < 1024 or unit == _BYTE_UNITS[-1]:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def rate(per_s: float | None, unit: str = "req/s") -> str:
+    """A rate to two decimals without trailing zeros: '35.71 req/s' ('35.71' with unit='')."""
+    if per_s is None or _missing(per_s) or math.isinf(per_s):
+        return NOT_AVAILABLE
+    text = f"{round(per_s, 2):g}"
+    return f"{text} {unit}" if unit else text
+
+
+def input_size(scale: Any = None, tokens: Any = None, output_len: Any = None) -> str:
+    """A cell's input in a table cell: '×0.5' (an image scale), '256' (prompt tokens), '256→32' (prompt →
+    output tokens)."""
+    text = f"×{number(scale)}" if scale is not None else number(tokens)
+    return f"{text}→{number(output_len)}" if output_len is not None else text
+
+
+def load(concurrency: Any = None, rate: Any = None) -> str:
+    """A cell's load in a table cell: 'c=8' (closed loop, concurrent requests) or '2/s' (open loop)."""
+    return f"{number(rate)}/s" if rate is not None else f"c={number(concurrency)}"
+
+
+# A cell's label: each field shown when set (the GPU count and repeat index only when not 0), in this order.
+_CELL_LABEL_PARTS = (
+    ("cpus", "{} CPU"),
+    ("memory_gb", "{} GB"),
+    ("gpus", "{} GPU"),
+    ("input_scale", "scale {}"),
+    ("token_len", "{} tokens"),
+    ("output_len", "{} out"),
+    ("concurrency", "c={}"),
+    ("rate", "{}/s"),
+    ("repeat_idx", "rep {}"),
+)
+_SHOWN_WHEN_NOT_ZERO = ("gpus", "repeat_idx")
+
+
+def cell_label(cell: Mapping[str, Any]) -> str:
+    """One short line naming a cell (a `plan.Cell.as_dict()`): its resource config, input and load, e.g.
+    '2 CPU · 4 GB · scale 1 · c=1'."""
+    parts = [
+        template.format(number(cell[key]))
+        for key, template in _CELL_LABEL_PARTS
+        if cell.get(key) is not None and (cell[key] or key not in _SHOWN_WHEN_NOT_ZERO)
+    ]
+    return " · ".join(parts) or NOT_AVAILABLE
