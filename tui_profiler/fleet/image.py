@@ -55,7 +55,7 @@ MEASURE_PACKAGES = (
 )
 # The layers above `sweep` (see pyproject's import-linter contract): never imported by the measurer, so
 # left out of the image and its hash (a TUI edit does not make a new image to send to every host).
-LEFT_OUT = frozenset({"tui", "commands", "bench", "cli.py", "__main__.py"})
+LEFT_OUT = frozenset({"tui", "testing", "commands", "bench", "cli.py", "__main__.py"})
 _MANIFEST = "requirements.txt"  # written last: a wheelhouse without it is an interrupted download
 
 

@@ -346,11 +346,11 @@ def generative_event_stream(n_requests: int = 24, seed: int = 11) -> Iterator[ev
     yield _session_started(GEN_SESSION, "synthetic_llm", len(cells))
     for cell in cells:
         i = cell.index
-        fresh = i % len(PROMPT_LENS) == 0  # one container per resource config
+        measures_cold_start = i % len(PROMPT_LENS) == 0  # one container per resource config
         setting = _setting(cell, GEN_MODEL, {})
-        run = _Cell(cell, setting, _container_cold_start(), fresh, [], [], GEN_EPOCH_MS)
+        run = _Cell(cell, setting, _container_cold_start(), measures_cold_start, [], [], GEN_EPOCH_MS)
         yield ev.CellStarted(i, len(cells), cell.as_dict(), eta_s=20.0 * (len(cells) - i))
-        if fresh:
+        if measures_cold_start:
             yield from _cold_start(cell)
         yield from _cell_events(
             run, _generative_requests(cell, run, n_requests, rng), 2, rng, _generative_sample
