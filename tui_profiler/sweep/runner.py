@@ -97,6 +97,8 @@ class SweepRunner:
         ctx.parallel = max(1, len(self._hosts))
         meta = await self._meta() if not self.resume else {}
         emitter(self._started(session_dir, session_id, len(finished), meta))
+        if finished:
+            emitter(LogMessage("info", self._resuming(len(finished))))
         status = SessionStatus.INTERRUPTED  # unless the drive returns (a forced stop cancels it)
         try:
             status = await self._drive(
