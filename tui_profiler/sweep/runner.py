@@ -162,6 +162,12 @@ class SweepRunner:
             session_id=session_id,
         )
 
+    def _resuming(self, n_finished: int) -> str:
+        return (
+            f"resuming: {n_finished} of {len(self.plan)} cells already finished; "
+            f"{len(self.plan) - n_finished} to run (rows of a cell cut short were moved to *.partial.csv)"
+        )
+
     def _started(
         self, session_dir: Path, session_id: str, resumed: int, meta: dict[str, Any]
     ) -> SessionStarted:
