@@ -30,7 +30,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from servers import model_server as ms
 from servers.catalog import get_entry
 from servers.decoder import EOS_ID, Detokenizer, encode_text, kv_bytes_per_token
-from tests.conftest import RUN_TAG, SESSION_LABEL, session_label_value
+from tests.conftest import RUN_TAG, SESSION_LABEL, needs, session_label_value
 from tests.test_server_container import base_url, wait_ready
 from tests.test_server_inprocess import parse_server_timing
 from tui_profiler.sample.cgroup import CgroupReader, find_container_cgroup
@@ -53,6 +53,7 @@ def sse_events(text: str) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
+@needs("server")
 def decoder() -> ms.ModelState:
     state = ms.ModelState(
         entry=get_entry("decoder_small"),

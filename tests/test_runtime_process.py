@@ -14,6 +14,7 @@ from tui_profiler.runtime.base import TargetFailed, TargetSpec
 from tui_profiler.runtime.process import ProcessRuntime, cgroup_writable, find_orphan_processes
 from tui_profiler.sample import ResourceSampler
 
+pytestmark = pytest.mark.server  # every test starts the model server through the process runtime
 MODEL = "mobilenet_v3_small"
 GIB = 1024**3
 WRITABLE, WHY = cgroup_writable()

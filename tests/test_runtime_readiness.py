@@ -192,6 +192,7 @@ def test_the_request_probe_is_the_presets_smallest_request() -> None:
     assert targets.probe_request(load_preset("smoke", check_host=False)) is None
 
 
+@pytest.mark.server
 def test_our_server_through_the_process_runtime_with_a_request_probe() -> None:
     """Our model server answers /healthz only once loaded, so `request` changes little for it; the
     health document read after the request passed still splits the wait with the server's timeline."""
