@@ -360,6 +360,7 @@ def completions(url: str, length: int, max_tokens: int, reps: int) -> list[dict[
 
 
 @pytest.mark.docker
+@pytest.mark.alone  # asserts the 0.5 cap throttles: a busy machine starves the container below it
 def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_decoder) -> None:  # type: ignore[no-untyped-def]
     """decoder_small in two containers, --cpus 0.5 and --cpus 2 (torch threads `auto`: 1 and 2). For each
     prompt length (32, 256, 1024 tokens), 10 requests of one output token each: the server's own prefill
@@ -419,6 +420,9 @@ def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_d
 
 
 @pytest.mark.docker
+@pytest.mark.xdist_group(
+    "llm_memory"
+)  # minutes on its own; statuses only: it may run beside the engine tests
 def test_llm_memory_records_its_oom_cell_and_finishes_the_rest(decoder_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """`tui-profiler run llm_memory --headless` (this tree's image): the cell with four 2048-token contexts
     under the 1.4 GiB cap ends `oom`; every other cell (both caps) ends `ok`; nothing is left running."""
