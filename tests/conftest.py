@@ -28,9 +28,8 @@ if not SHARED.exists():  # CI lays shared/ beside the clone
 SESSION_LABEL = "tui-profiler.session"
 # This pytest run's tag: put it in the session label value of every container a test starts
 # (`session_label_value("server")` does), so the leftover check below only looks at this run's containers and
-# never touches those of another run sharing the engine.
-# Under pytest-xdist each worker has a tag of its own (its leftover check must not see another worker's
-# running containers).
+# never touches those of another run sharing the engine. Each pytest-xdist worker has a tag of its own, so
+# that its leftover check never sees another worker's running containers.
 RUN_TAG = os.environ.setdefault("TUI_PROFILER_TEST_RUN", secrets.token_hex(4)) + os.environ.get(
     "PYTEST_XDIST_WORKER", ""
 )
@@ -78,9 +77,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for mark in sorted(wanted):
             if not item.get_closest_marker(mark):
                 item.add_marker(mark)
-        # Under `-n 2 --dist loadgroup` (scripts/test.sh): every engine test runs on one worker, one after
-        # the other as without xdist (they count containers, compare caps, share the images and the fleet
-        # engines); the tests of the shared model server share one worker and so one server.
+        # Under `-n 2 --dist loadgroup` (scripts/test.sh): the engine tests run on one worker, one after the
+        # other as without xdist (they count containers, share the images and the fleet engines), unless
+        # a test names a group of its own; the tests of the shared model server share one worker and so
+        # one server. (The `alone` tests, which compare CPU caps, are run after, by themselves.)
         if item.get_closest_marker("xdist_group"):
             continue
         if item.get_closest_marker("docker") or item.get_closest_marker("fleet"):
