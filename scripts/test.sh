@@ -25,7 +25,8 @@ if [ "${1:-}" = "--fast" ]; then
   step "tests (fast tier)"
   set +e
   # No Docker engine answers here: an unmarked test that needs one fails loudly instead of slowing the tier.
-  DOCKER_HOST=unix:///nonexistent/fast-tier.sock python3 -m pytest -q -n 2 -m "$FAST_TIER" "$@"
+  # Three workers on two cores: several tests wait (probes, subprocesses) rather than compute.
+  DOCKER_HOST=unix:///nonexistent/fast-tier.sock python3 -m pytest -q -n 3 -m "$FAST_TIER" "$@"
   rc=$?
   set -e
   printf '\n== done in %ss (pytest exit %s)\n' "$SECONDS" "$rc"
