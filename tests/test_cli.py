@@ -7,15 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
-from tui_profiler.runtime.common import free_port
 from tui_profiler.session.reader import read_rows
 
 
@@ -63,47 +60,10 @@ def test_run_with_a_bad_preset_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert out.returncode == 2 and "give a preset" in out.stderr
 
 
-@pytest.fixture(scope="module")
-def local_server():  # type: ignore[no-untyped-def]
-    pytest.importorskip("torch")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "servers.model_server",
-            "--model",
-            "mobilenet_v3_small",
-            "--weights",
-            "random",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO,
-        env={**os.environ, "TUI_PROFILER_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"model server exited: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("model server never became ready")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+@pytest.fixture
+def local_server(mobilenet_server: tuple[str, int]) -> str:
+    """The run's shared model server (a local process, no container)."""
+    return mobilenet_server[0]
 
 
 def test_run_url_writes_the_same_files(local_server: str, tmp_path: Path) -> None:

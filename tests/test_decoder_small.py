@@ -30,7 +30,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from servers import model_server as ms
 from servers.catalog import get_entry
 from servers.decoder import EOS_ID, Detokenizer, encode_text, kv_bytes_per_token
-from tests.conftest import RUN_TAG, SESSION_LABEL, session_label_value
+from tests.conftest import RUN_TAG, SESSION_LABEL, needs, session_label_value
 from tests.test_server_container import base_url, wait_ready
 from tui_profiler.load.server_timing import parse_server_timing
 from tui_profiler.sample.cgroup import CgroupReader, find_container_cgroup
@@ -53,6 +53,7 @@ def sse_events(text: str) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
+@needs("server")
 def decoder() -> ms.ModelState:
     state = ms.ModelState(
         entry=get_entry("decoder_small"),
@@ -359,6 +360,7 @@ def completions(url: str, length: int, max_tokens: int, reps: int) -> list[dict[
 
 
 @pytest.mark.docker
+@pytest.mark.alone  # asserts the 0.5 cap throttles: a busy machine starves the container below it
 def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_decoder) -> None:  # type: ignore[no-untyped-def]
     """decoder_small in two containers, --cpus 0.5 and --cpus 2 (torch threads `auto`: 1 and 2). For each
     prompt length (32, 256, 1024 tokens), 10 requests of one output token each: the server's own prefill
@@ -418,6 +420,9 @@ def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_d
 
 
 @pytest.mark.docker
+@pytest.mark.xdist_group(
+    "llm_memory"
+)  # minutes on its own; statuses only: it may run beside the engine tests
 def test_llm_memory_records_its_oom_cell_and_finishes_the_rest(decoder_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """`tui-profiler run llm_memory --headless` (this tree's image): the cell with four 2048-token contexts
     under the 1.4 GiB cap ends `oom`; every other cell (both caps) ends `ok`; nothing is left running."""

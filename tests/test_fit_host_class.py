@@ -5,14 +5,16 @@ follow: one model per class, each recovering its own law; one pooled model with 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tui_profiler.analysis.fit import fit_paths
+from tui_profiler.cli import main
 from tui_profiler.session.store import SessionStore
 
 CPUS = (1.0, 2.0, 4.0, 8.0)
@@ -104,13 +106,16 @@ def test_pool_hosts_fits_one_model(sessions: list[Path]) -> None:
 
 
 def _fit(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tui_profiler", "fit", *map(str, args), "--no-plot"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    """`tui-profiler fit ARGS --no-plot` in this process (test_fit_cli runs it as a subprocess): its exit
+    code and what it printed."""
+    argv = ["fit", *map(str, args), "--no-plot"]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code if isinstance(exc.code, int) else 2
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def test_cli_predict_and_recommend_by_host_class(sessions: list[Path]) -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tui_profiler.cli import main as cli_main
 
+pytestmark = pytest.mark.slow  # hundreds of fuzzed preset files, and a subprocess per bad preset
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = (REPO / "presets" / "smoke.toml").read_text()
 BASE: dict[str, Any] = {

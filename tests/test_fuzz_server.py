@@ -112,6 +112,7 @@ def png(width: int, height: int, data: bytes | None = None) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+pytestmark = pytest.mark.server  # the real model server, one process for the module
 RAW_HEADERS = {
     "Content-Type": "application/octet-stream",
     "X-Tensor-Shape": "1,3,64,64",

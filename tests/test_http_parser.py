@@ -259,6 +259,7 @@ def cut_at(data: bytes, points: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
+@pytest.mark.slow  # 400 examples, each parsed four ways
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answer=answers(), data=st.data())
 def test_reader_agrees_with_h11_whole_cut_anywhere_and_byte_by_byte(

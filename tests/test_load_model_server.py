@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import start_model_server
 from tui_profiler.load.client import run_load
 from tui_profiler.load.inputs import InputSpec
 from tui_profiler.load.patterns import LoadPattern
@@ -24,32 +22,9 @@ from tui_profiler.load.template import (
     default_template,
     parse_request_section,
 )
-from tui_profiler.runtime.common import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def start_server(model: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "TUI_PROFILER_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "servers.model_server", "--model", model, "--weights", "random",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"model server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return proc, url
-        except Exception:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("model server never became ready")
+pytestmark = pytest.mark.server  # every test here talks to a model server process
 
 
 def process_cpu_s(pid: int) -> float:
@@ -64,18 +39,7 @@ def process_cpu_s(pid: int) -> float:
     return time.clock_gettime(clock.value)
 
 
-@pytest.fixture(scope="module")
-def mobilenet_server() -> Iterator[tuple[str, int]]:
-    """The server's URL and process id."""
-    proc, url = start_server("mobilenet_v3_small")
-    try:
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(20)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mobilenet(mobilenet_server: tuple[str, int]) -> str:
     return mobilenet_server[0]
 
@@ -143,7 +107,7 @@ async def test_token_inputs_on_the_text_encoder() -> None:
 
     Measured 2026-12-01, 12 runs on the shared 2-core VM (load average 2.4-2.6): CPU seconds per request,
     256 / 16 tokens, min/median/max 4.60/6.33/7.46; asserted > 2."""
-    proc, url = start_server("text_encoder")
+    proc, url = start_model_server("text_encoder")
     try:
         work = {}
         for enc, n in (("raw", 16), ("json", 16), ("text", 16), ("raw", 256)):

@@ -256,16 +256,9 @@ def test_a_cell_past_the_memory_bound_is_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ end to end
 
 
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[str]:
-    from tests.test_load_model_server import start_server
-
-    proc, url = start_server("mobilenet_v3_small")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
+@pytest.fixture
+def model_server(mobilenet_server: tuple[str, int]) -> str:
+    return mobilenet_server[0]
 
 
 def test_a_folder_of_photos_is_profiled_at_three_scales(model_server: str, tmp_path: Path) -> None:

@@ -286,6 +286,7 @@ _keys = st.sampled_from(
 _tables = st.recursive(_values, lambda inner: st.dictionaries(_keys, inner, max_size=5), max_leaves=12)
 
 
+@pytest.mark.slow  # 200 examples
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(_keys, _tables, max_size=6))
 def test_fuzzed_presets_give_a_preset_or_one_line(d: dict) -> None:

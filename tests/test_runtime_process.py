@@ -15,6 +15,7 @@ from tui_profiler.runtime.process import ProcessRuntime, cgroup_writable, find_o
 from tui_profiler.sample import ResourceSampler
 from tui_profiler.session.store import recording
 
+pytestmark = pytest.mark.server  # every test starts the model server through the process runtime
 MODEL = "mobilenet_v3_small"
 GIB = 1024**3
 WRITABLE, WHY = cgroup_writable()

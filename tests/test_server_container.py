@@ -126,6 +126,7 @@ def test_healthz_503_then_200_read_only_rootfs(start_server) -> None:  # type: i
     assert uid != "0"
 
 
+@pytest.mark.alone  # compares two caps' speeds: nothing else of the suite may run beside it
 def test_cpu_quota_slows_a_compute_bound_request(start_server) -> None:  # type: ignore[no-untyped-def]
     """resnet50 at 224×224 under --cpus 0.5 vs --cpus 2, one torch thread in both (the 0.5 one through
     `auto`, which must follow the quota), so only the quota differs: two threads in lock-step on a busy

@@ -20,6 +20,7 @@ from PIL import Image
 
 from servers import model_server as ms
 from servers.catalog import CATALOG, ModelLoadError, build_model, get_entry, hash_tokenize, input_shape
+from tests.conftest import needs
 from tui_profiler.load.server_timing import parse_server_timing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,11 +45,13 @@ def loaded_state(name: str, **kw) -> ms.ModelState:  # type: ignore[no-untyped-d
 
 
 @pytest.fixture(scope="module")
+@needs("server")
 def mobilenet() -> ms.ModelState:
     return loaded_state("mobilenet_v3_small")
 
 
 @pytest.fixture(scope="module")
+@needs("server")
 def text_encoder() -> ms.ModelState:
     return loaded_state("text_encoder")
 
@@ -59,6 +62,7 @@ async def client_for(state: ms.ModelState, max_body_bytes: int = 64 * 1024 * 102
     return client
 
 
+@pytest.mark.server
 async def test_healthz_503_while_loading_then_200_with_timeline() -> None:
     state = ms.ModelState(
         entry=get_entry("mobilenet_v3_small"),
@@ -318,6 +322,7 @@ async def test_concurrent_requests_queue_fifo_and_none_is_dropped(mobilenet: ms.
         await client.close()
 
 
+@pytest.mark.server
 def test_raw_decode_plus_encode_is_under_5_percent_of_inference() -> None:
     """The raw path's own cost, as CPU time the kernel counts for this process (all threads, torch's pool
     too), not as a ratio of the server's wall-clock timings: a preempted decode would read as slow.
@@ -379,6 +384,7 @@ def test_cgroup_quota_reader(tmp_path: Path, version: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.server
 @pytest.mark.parametrize("name", [n for n in CATALOG if n != "hub"])
 def test_every_catalog_model_builds_and_answers(name: str) -> None:
     import torch
@@ -416,6 +422,7 @@ def test_every_catalog_model_builds_and_answers(name: str) -> None:
     assert "output_shape" in summary
 
 
+@pytest.mark.server
 def test_hub_entry_builds_pytorch_vision_offline() -> None:
     entry = get_entry("hub", input_kind="image", input_size=[1, 3, 96, 96])
     model = build_model(entry, "random", hub_repo="pytorch/vision:v0.29.1", hub_model="mobilenet_v3_small")
@@ -426,6 +433,7 @@ def test_hub_entry_builds_pytorch_vision_offline() -> None:
         build_model(entry, "random", hub_repo="pytorch/vision", hub_model="not_a_model")
 
 
+@pytest.mark.server
 def test_pretrained_fails_fast_and_clearly_without_network(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -445,6 +453,7 @@ def test_pretrained_fails_fast_and_clearly_without_network(
     assert time.perf_counter() - t0 < 90
 
 
+@pytest.mark.server
 def test_cli_fails_fast_with_one_line_on_a_load_error() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.run(

@@ -13,9 +13,12 @@ import pytest
 
 from tui_profiler.testing import synthetic
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="tmux not installed (scripts/test.sh installs it)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("tmux") is None, reason="tmux not installed (scripts/test.sh installs it)"
+    ),
+    pytest.mark.slow,  # the real TUI in a real terminal: seconds of start-up and waiting per test
+]
 
 
 def _tmux(*args: str) -> str:
