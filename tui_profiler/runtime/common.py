@@ -148,7 +148,11 @@ async def wait_ready(
                 ok, body, last = await _http_try(session, base_url, probe)
             elif probe.kind == "request":
                 assert session is not None and request is not None
-                ok, last = await _request_try(session, base_url, request, deadline)
+                ok, said = await _request_try(session, base_url, request, deadline)
+                # a last try the deadline cut short says nothing about the server: keep its previous answer
+                cut_short = not ok and said.startswith("no answer") and time.perf_counter() >= deadline
+                if not cut_short or last == "no answer yet":
+                    last = said
             elif probe.kind == "tcp":
                 ok = await _tcp_alive(host, port)
             else:
