@@ -23,15 +23,15 @@ def test_the_exit_codes_are_todays() -> None:
     }
 
 
-def test_the_fleet_units_codes_alias_the_commands() -> None:
-    from tui_profiler.fleet import unit
+def test_the_fleet_groups_exit_codes_alias_the_commands() -> None:
+    from tui_profiler.fleet import group_doc
 
-    assert (unit.EXIT_OK, unit.EXIT_BAD_UNIT, unit.EXIT_STOPPED) == (
+    assert (group_doc.EXIT_OK, group_doc.EXIT_BAD_DOC, group_doc.EXIT_STOPPED) == (
         ExitCode.OK,
         ExitCode.USAGE,
         ExitCode.INTERRUPTED,
     )
-    assert unit.EXIT_TARGET_GONE not in set(ExitCode)
+    assert group_doc.EXIT_TARGET_GONE not in set(ExitCode)
 
 
 def _user_errors() -> list[type[Exception]]:

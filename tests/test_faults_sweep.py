@@ -115,9 +115,7 @@ async def test_port_in_use_is_the_cells_status(
     assert list(cells["cell_index"]) == [0, 1]  # the sweep went on to the second group
     assert (cells["status"] == "port_conflict").all(), cells[["status", "reason"]]
     assert cells["reason"].str.contains("127.0.0.1").all()
-    left = docker_client.containers.list(
-        all=True, filters={"label": f"{SESSION_LABEL}={runner.store.session_id}"}
-    )
+    left = docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={runner.session_id}"})
     assert not left
 
 

@@ -95,3 +95,13 @@ def test_bad_specs_are_one_line_errors(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError) as err:
         InputSpec(**kwargs)
     assert str(err.value).startswith(f"{field}: ") and "\n" not in str(err.value)
+
+
+def test_a_payloads_columns_are_the_schemas_input_columns() -> None:
+    """The session writer formats a cell's other settings once: these are the ones that vary per input."""
+    from tui_profiler.session.schema import CELL_CONSTANT_COLUMNS, INPUT_COLUMNS, REQUEST_COLUMNS
+
+    row = build_payload(InputSpec(kind="image", base_size=(8, 8), encoding="raw")).as_row()
+    assert tuple(row) == INPUT_COLUMNS
+    assert set(INPUT_COLUMNS) <= set(REQUEST_COLUMNS)
+    assert not set(INPUT_COLUMNS) & set(CELL_CONSTANT_COLUMNS)

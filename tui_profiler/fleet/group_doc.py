@@ -14,7 +14,7 @@ from tui_profiler.errors import ExitCode
 
 GROUP_ENV = "TUI_PROFILER_GROUP"
 EXIT_OK = ExitCode.OK  # the container group ran (cells may have failed: that is data)
-EXIT_BAD_UNIT = ExitCode.USAGE
+EXIT_BAD_DOC = ExitCode.USAGE
 EXIT_TARGET_GONE = 3  # the container group's own: the target died, and the remaining cells need a fresh one
 EXIT_STOPPED = ExitCode.INTERRUPTED  # SIGTERM: stopped like a Ctrl-C
 

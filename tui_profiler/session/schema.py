@@ -113,8 +113,25 @@ _WHERE_AND_SIZE = (
 )
 _CAPS_ENFORCED = ("gpus", "cpus_enforced", "mem_enforced", "gpus_enforced", "cpuset")
 
-# A cell's settings: the leading columns of its cells.csv row, the same in every requests.csv row of it.
+# A cell's settings: the leading columns of its cells.csv row and of its requests.csv rows.
 SETTING_COLUMNS: tuple[str, ...] = (*_AC_PROF_SETTING, *_WHERE_AND_SIZE, *_CAPS_ENFORCED, "output_len")
+
+# A request's own input (`load.inputs.Payload.as_row`): per request when a cell sends several inputs.
+INPUT_COLUMNS: tuple[str, ...] = (
+    "input_scale",
+    "pixels",
+    "height",
+    "width",
+    "token_len",
+    "batch_size",
+    "bytes_sent",
+    "body_bytes",
+    "input_index",
+    "input_hash",
+)
+
+# What every requests.csv row of a cell shares, whatever its input: the writer formats these once a cell.
+CELL_CONSTANT_COLUMNS: tuple[str, ...] = tuple(c for c in SETTING_COLUMNS if c not in INPUT_COLUMNS)
 
 # What the load generator measured of one answer (and when and how it sent the request), in requests.csv's
 # order: a run of REQUEST_COLUMNS and part of LOAD_GENERATOR_COLUMNS below.

@@ -46,9 +46,9 @@ from tui_profiler.events import (
 from tui_profiler.session.reader import new_session_id, read_rows, session_dir_for
 from tui_profiler.session.schema import (
     CELL_COLUMNS,
+    CELL_CONSTANT_COLUMNS,
     REQUEST_COLUMNS,
     SAMPLE_COLUMNS,
-    SETTING_COLUMNS,
     CellStatus,
 )
 
@@ -358,7 +358,7 @@ class SessionWriter:
         rows = self._requests.get(event.cell_index)
         if rows is None:
             row = event.row
-            constant = {c: row.get(c) for c in SETTING_COLUMNS}
+            constant = {c: row.get(c) for c in CELL_CONSTANT_COLUMNS}
             rows = self._requests[event.cell_index] = self._open().request_rows(constant)
             self._with_rows.add(event.cell_index)
         rows.write(event.row)

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from tui_profiler.events import Event, RequestDone, ResourceSample, event_to_json
 from tui_profiler.fleet.group_doc import (
-    EXIT_BAD_UNIT,
+    EXIT_BAD_DOC,
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_TARGET_GONE,
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = GroupDoc.from_json(text)
     except (ValueError, TypeError) as exc:
         print(f"tui-profiler measure: {GROUP_ENV}: not a container group ({exc})", file=sys.stderr)
-        return EXIT_BAD_UNIT
+        return EXIT_BAD_DOC
     from tui_profiler.load.client import run  # uvloop when installed, as `tui-profiler run` does
 
     return run(measure_group(doc, sys.stdout))

@@ -75,6 +75,7 @@ class SweepRunner:
         self._sources = open_sources(preset)
         self.control = StopControl()
         self.session_dir: Path | None = None
+        self.session_id = ""  # the session's container label value (set when it runs)
         self._hosts: list[HostSession] = []
         self.host_name = os.uname().nodename  # the test box a one-host run's rows name
         self.host_class = ""
@@ -92,6 +93,7 @@ class SweepRunner:
         wall0 = time.perf_counter()
         await self._choose_runtime(Emitter(emit))
         session_dir, session_id, finished = await self._open_session()
+        self.session_id = session_id
         emitter = Emitter(emit, finished)
         ctx = self._context(session_id)
         ctx.parallel = max(1, len(self._hosts))
