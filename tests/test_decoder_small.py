@@ -258,7 +258,7 @@ def test_detokenizer_holds_back_split_utf8_and_marks_non_byte_ids() -> None:
 # ---------------------------------------------------------------- on the real Docker engine
 
 LENGTHS = (32, 256, 1024)
-REPS = 10
+REPS = 6  # per prompt length: the ranges below, measured over 10, never overlapped
 SMALL_CAP, LARGE_CAP = 0.5, 2.0
 
 
@@ -363,12 +363,12 @@ def completions(url: str, length: int, max_tokens: int, reps: int) -> list[dict[
 @pytest.mark.alone  # asserts the 0.5 cap throttles: a busy machine starves the container below it
 def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_decoder) -> None:  # type: ignore[no-untyped-def]
     """decoder_small in two containers, --cpus 0.5 and --cpus 2 (torch threads `auto`: 1 and 2). For each
-    prompt length (32, 256, 1024 tokens), 10 requests of one output token each: the server's own prefill
-    CPU seconds (process CPU over the prefill, `timings.prefill_cpu_ms`) and the cgroup's CPU usage over
-    the 10 (cpuacct.usage, from the host). Then 3 requests of 32 output tokens (decode).
+    prompt length (32, 256, 1024 tokens), REPS requests of one output token each: the server's own
+    prefill CPU seconds (process CPU over the prefill, `timings.prefill_cpu_ms`) and the cgroup's CPU usage
+    over them (cpuacct.usage, from the host). Then 3 requests of 32 output tokens (decode).
 
     Asserted, under both caps: every longer prompt's prefill took more CPU than every shorter one's (no
-    overlap of the 10); the kernel's CPU usage over the 10 grows with the length too; the server's CPU
+    overlap); the kernel's CPU usage over them grows with the length too; the server's CPU
     seconds are within what the kernel counted. Under the 0.5 cap: the kernel throttled the container
     (nr_throttled and throttled time grow, during prefill and during decode) and its usage stayed under
     the quota. No latency is compared.
