@@ -76,8 +76,8 @@ if [ $# -gt 0 ]; then
 else
   # The default run leaves out the opt-in fault-injection and benchmark suites (see docs/development.md).
   # First on two pytest-xdist workers: the engine tests on one of them in order, the rest shared
-  # (tests/conftest.py); then the few `alone` tests, which compare CPU caps, one at a time.
-  python3 -m pytest -n 2 --dist loadgroup -m "not faults and not bench and not alone"
+  # (tests/conftest.py), the 20 slowest listed; then the few `alone` tests, which compare CPU caps, one at a time.
+  python3 -m pytest -n 2 --dist loadgroup --durations=20 -m "not faults and not bench and not alone"
   rc=$?
   python3 -m pytest -m "alone and not faults and not bench"
   rc2=$?
