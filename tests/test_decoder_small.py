@@ -424,8 +424,9 @@ def test_prefill_work_grows_with_prompt_length_and_the_smaller_cap_binds(start_d
     "llm_memory"
 )  # minutes on its own; statuses only: it may run beside the engine tests
 def test_llm_memory_records_its_oom_cell_and_finishes_the_rest(decoder_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """`tui-profiler run llm_memory --headless` (this tree's image): the cell with four 2048-token contexts
-    under the 1.4 GiB cap ends `oom`; every other cell (both caps) ends `ok`; nothing is left running."""
+    """`tui-profiler run llm_memory --headless` (this tree's image, less work per cell): the cell with four
+    2000-token contexts under the 1.4 GiB cap ends `oom`; every other cell (both caps) ends `ok`; nothing
+    is left running."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TUI_PROFILER_PRESETS": str(tmp_path / "user-presets")}
     proc = subprocess.run(
         [
@@ -439,6 +440,12 @@ def test_llm_memory_records_its_oom_cell_and_finishes_the_rest(decoder_image, tm
             str(tmp_path),
             "--set",
             f"image={decoder_image}",
+            # the preset's cells and caps as shipped, with less work in each (no warm-up, 16 tokens out):
+            # the cache of four 1984 + 16 token contexts still overflows 1.4 GiB (the arithmetic in the preset)
+            "--set",
+            "load.warmup=0",
+            "--set",
+            "input.output_lens=16",
         ],
         env=env,
         capture_output=True,
