@@ -142,11 +142,7 @@ class SweepRunner:
             return SessionStatus.INTERRUPTED
         except OSError as exc:  # e.g. the output disk is full: stop with a clear error
             where = getattr(exc, "filename", "") or self.session_dir
-            with_note = LogMessage("error", f"session stopped: {exc.strerror or exc} ({where})")
-            try:
-                emitter(with_note)
-            except OSError:
-                pass
+            emitter(LogMessage("error", f"session stopped: {exc.strerror or exc} ({where})"))
             return SessionStatus.FAILED
         return SessionStatus.INTERRUPTED if self.control.requested else SessionStatus.OK
 
