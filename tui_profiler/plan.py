@@ -41,22 +41,6 @@ class Cell:
     def resource_key(self) -> tuple[float | None, float | None, int, int]:
         return (self.cpus, self.memory_gb, self.gpus, self.repeat_idx)
 
-    def label(self) -> str:
-        caps = f"cpu={_fmt(self.cpus)} mem={_fmt(self.memory_gb)}G gpu={self.gpus}"
-        if self.input_scale is not None:
-            size = f"scale={self.input_scale:g}"
-        else:
-            size = f"tokens={self.token_len}" if self.token_len is not None else "input=as given"
-        if self.output_len is not None:
-            size += f" out={self.output_len}"
-        load = f"conc={self.concurrency}" if self.concurrency is not None else f"rate={self.rate:g}/s"
-        rep = f" rep={self.repeat_idx}" if self.repeat_idx else ""
-        return f"{caps} {size} {load}{rep}"
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:g}"
-
 
 def resource_configs(preset: Preset) -> list[tuple[float | None, float | None, int]]:
     res = preset.resources
