@@ -102,6 +102,11 @@ def finish_cell(
     place.emit(CellFinished(setting.cell.index, status, reason, row))
 
 
+def announce(ctx: SweepContext, place: Placement, cell: Cell) -> None:
+    """The cell's `CellStarted`, with the session's remaining time as far as it is known."""
+    place.emit(CellStarted(cell.index, ctx.n_cells, cell.as_dict(), ctx.eta(len(place.emitter.finished))))
+
+
 def fail_cells(
     ctx: SweepContext,
     place: Placement,
@@ -113,17 +118,15 @@ def fail_cells(
     first_measures_cold_start: bool = False,
     see_first: str = "",
     first_announced: bool = False,
-) -> int:
+) -> None:
     """End `cells` without running them (their container could not start, their host is gone): each gets
     its `CellStarted` (unless `first_announced`: the first has it already) and a `CellFinished` with
     `status` and `reason`; with `see_first`, the cells after the first say "(<see_first>, see cell N)"
-    instead of repeating the reason. Returns how many failed."""
+    instead of repeating the reason."""
     for cell in cells:
         first = cell is cells[0]
         if not (first and first_announced):
-            place.emit(
-                CellStarted(cell.index, ctx.n_cells, cell.as_dict(), ctx.eta(len(place.emitter.finished)))
-            )
+            announce(ctx, place, cell)
         finish_cell(
             ctx,
             place,
@@ -134,7 +137,6 @@ def fail_cells(
             cold=cold,
             measures_cold_start=first and first_measures_cold_start,
         )
-    return len(cells)
 
 
 async def prepare_payloads(ctx: SweepContext, cell: Cell) -> PayloadSet:
@@ -170,16 +172,18 @@ class _RequestEvents:
         setting: CellSetting,
         payloads: PayloadSet,
         target: RunningTarget,
+        cold: ColdStart,
+        measures_cold_start: bool,
     ) -> None:
         self.ctx, self.place, self.target = ctx, place, target
         self.cell = setting.cell
         self.base = request_constants(setting)
         self.input_rows = [p.as_row() for p in payloads.payloads] if len(payloads.payloads) > 1 else None
-        self.cold: ColdStart | None = None  # set while the cell measures its container's cold start
+        self.cold = cold  # its container's cold start
+        self.measures_cold_start = measures_cold_start  # this cell's first answer ends that cold start
         self.first_seen = False
 
     def cold_start_done(self) -> None:
-        assert self.cold is not None
         self.cold.finish()
         phases = dict(self.cold.phases)
         self.place.emit(
@@ -187,7 +191,6 @@ class _RequestEvents:
         )
 
     def _first(self, res: RequestResult) -> None:
-        assert self.cold is not None
         self.first_seen = True
         first_request = ColdStartPhaseName.FIRST_REQUEST.value
         self.cold.phases[first_request] = res.latency_s
@@ -196,14 +199,14 @@ class _RequestEvents:
         if not self.ctx.url:
             self.cold_start_done()
 
-    def __call__(self, res: RequestResult, cold: ColdStart) -> None:
-        if self.cold is not None and not self.first_seen:
+    def __call__(self, res: RequestResult) -> None:
+        if self.measures_cold_start and not self.first_seen:
             self._first(res)
         varying = res.as_row()
         if self.input_rows is not None:  # several inputs: the one this request sent (none if never sent)
             idx = res.input_index
             varying = {**(self.input_rows[idx] if idx is not None else _NO_INPUT), **varying}
-        varying["cold_start_s"] = cold.total_s() if not self.ctx.url else None
+        varying["cold_start_s"] = self.cold.total_s() if not self.ctx.url else None
         self.place.emit(
             RequestDone(
                 cell_index=self.cell.index,
@@ -227,8 +230,9 @@ async def run_cell(
     target: RunningTarget,
     cold: ColdStart,
     measures_cold_start: bool,
-) -> tuple[CellStatus, bool]:
-    """Run one cell's load on a ready target; returns (status, target_dead)."""
+) -> bool:
+    """Run one cell's load on a ready target; returns whether its target died (the cell's status goes out
+    in its `CellFinished`)."""
     try:
         payloads = await prepare_payloads(ctx, cell)
     except (ValueError, OSError) as exc:  # too large for the memory bound, a file gone since it was checked
@@ -238,18 +242,17 @@ async def run_cell(
         setting = cell_setting(ctx, place, cell, target.enforced)
         finish_cell(ctx, place, setting, [], status=CellStatus.FAILED, reason=reason, cold=cold,
                     measures_cold_start=measures_cold_start, target_facts=target.facts)  # fmt: skip
-        return CellStatus.FAILED, False
+        return False
     setting = cell_setting(ctx, place, cell, target.enforced, payloads.common_row())
-    events = _RequestEvents(ctx, place, setting, payloads, target)
-    events.cold = cold if measures_cold_start else None
-    results, load_error, load_wall, sampled = await _measure(ctx, place, cell, target, payloads, events, cold)
+    events = _RequestEvents(ctx, place, setting, payloads, target, cold, measures_cold_start)
+    results, load_error, load_wall, sampled = await _measure(ctx, place, cell, target, payloads, events)
     if measures_cold_start and not ctx.url and not events.first_seen:  # no request ever answered
         events.cold_start_done()
     status, reason, is_alive = await _verdict(ctx, place, cell, target, results, load_error, sampled)
     finish_cell(ctx, place, setting, results, status=status, reason=reason, sampled=sampled, cold=cold,
                 measures_cold_start=measures_cold_start, load_wall_s=load_wall,
                 target_facts=target.facts)  # fmt: skip
-    return status, not is_alive
+    return not is_alive
 
 
 async def _verdict(
@@ -288,7 +291,6 @@ async def _measure(
     target: RunningTarget,
     payloads: PayloadSet,
     events: _RequestEvents,
-    cold: ColdStart,
 ) -> tuple[list[RequestResult], str, float, SamplerSummary | None]:
     """The timed load with the resource sampler around it: (results, load error, load wall, samples)."""
     from tui_profiler.load import patterns
@@ -309,7 +311,7 @@ async def _measure(
     t0 = time.perf_counter()
     try:
         results = await ctx.control.interruptible(
-            run_load(target.base_url, ctx.template, payloads, pattern, lambda res: events(res, cold))
+            run_load(target.base_url, ctx.template, payloads, pattern, events)
         )
     except Stopped:
         if sampler is not None:

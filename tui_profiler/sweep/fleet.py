@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 class FleetDriver:
-    """Runs a sweep's container groups over `hosts`; `run` returns the number of failed cells."""
+    """Runs a sweep's container groups over `hosts` (each cell's status goes out in its event)."""
 
     def __init__(self, ctx: SweepContext, emitter: Emitter, hosts: list[HostSession], max_tries: int) -> None:
         self.ctx = ctx
@@ -47,54 +47,45 @@ class FleetDriver:
     def place(self, hs: HostSession) -> Placement:
         return Placement(self.emitter, hs.runtime, hs.name, hs.host_class, event_host=hs.name)
 
-    async def run(self, order: CellOrder) -> int:
+    async def run(self, order: CellOrder) -> None:
         from tui_profiler.sweep.schedule import GroupQueue
 
         groups: list[list[Cell]] = []
         while cells := order.next_group():
             groups.append(cells)
         queue = GroupQueue(groups, self.max_tries, hosts=len(self.hosts))
-        failed = 0
-
-        async def worker(hs: HostSession) -> None:
-            nonlocal failed
-            failed += await self._host_worker(hs, queue)
-
         try:
             async with asyncio.TaskGroup() as tasks:
                 for hs in self.hosts:
-                    tasks.create_task(worker(hs))
+                    tasks.create_task(self._host_worker(hs, queue))
         except* OSError as eg:  # the output disk: the session's end, as on one host
             raise eg.exceptions[0] from None
         if not self.ctx.control.requested:  # every host dropped (a stop leaves them for a resume instead)
             for group in queue.stranded():
                 tried = ", ".join(group.tried) or "none"
                 reason = f"no fleet host left to run it (dropped by: {tried})"
-                failed += fail_cells(self.ctx, self.nobody, group.cells, CellStatus.FAILED, reason)
-        return failed
+                fail_cells(self.ctx, self.nobody, group.cells, CellStatus.FAILED, reason)
 
-    async def _host_worker(self, hs: HostSession, queue: GroupQueue) -> int:
+    async def _host_worker(self, hs: HostSession, queue: GroupQueue) -> None:
         """One host's loop: take a group, run it, until none is left or the host is lost."""
-        failed = 0
         while not self.ctx.control.requested:
             group = await queue.take(hs.name)
             if group is None:
                 break
             try:
                 if hs.config.in_process:
-                    failed += await run_cells(self.ctx, self.place(hs), group.cells)
+                    await run_cells(self.ctx, self.place(hs), group.cells)
                 else:
-                    failed += await self._run_remote(hs, group.cells)
+                    await self._run_remote(hs, group.cells)
             except Stopped:
                 break
             except HostLost as exc:
-                failed += self._host_lost(hs, group, exc, queue)
+                self._host_lost(hs, group, exc, queue)
                 break  # this host takes no more groups
             finally:
                 queue.done()
-        return failed
 
-    def _host_lost(self, hs: HostSession, group: QueuedGroup, exc: HostLost, queue: GroupQueue) -> int:
+    def _host_lost(self, hs: HostSession, group: QueuedGroup, exc: HostLost, queue: GroupQueue) -> None:
         left = [c for c in group.cells if c.index not in self.emitter.finished]
         tries = group.tries + 1
         requeued = bool(left) and tries < queue.max_tries and queue.hosts_left > 1
@@ -103,7 +94,7 @@ class FleetDriver:
         self.emitter(MetaUpdated({"host_drops": list(self.host_drops)}))
         queue.host_gone(hs.name)
         if not left:
-            return 0
+            return
         if requeued:
             self.place(hs).log(
                 "warning",
@@ -111,12 +102,12 @@ class FleetDriver:
                 f"to another host (try {tries + 1} of {queue.max_tries})",
             )
             queue.put_back(group.retry(left, hs.name))
-            return 0
+            return
         tried = ", ".join([*group.tried, hs.name])
         reason = f"host {hs.name} dropped mid-group ({exc.reason}); tried on {tried}"
-        return fail_cells(self.ctx, self.place(hs), left, CellStatus.FAILED, reason)
+        fail_cells(self.ctx, self.place(hs), left, CellStatus.FAILED, reason)
 
-    async def _run_remote(self, hs: HostSession, cells: list[Cell]) -> int:
+    async def _run_remote(self, hs: HostSession, cells: list[Cell]) -> None:
         """One group on a remote host: its cells run by the measuring container there. A target that dies
         gets a fresh one for the remaining cells (their own cold start)."""
         from tui_profiler.fleet.group_doc import EXIT_OK, EXIT_STOPPED, EXIT_TARGET_GONE
@@ -156,7 +147,6 @@ class FleetDriver:
                     self.ctx, place, left, CellStatus.FAILED, f"{why}: {ran.stderr_tail or 'no error output'}"
                 )
                 break
-        return sum(1 for c in cells if self.emitter.finished.get(c.index, CellStatus.OK) != CellStatus.OK)
 
     async def _launch(self, hs: HostSession, cells: list[Cell], image: str) -> Any:
         """Start the target and the measuring container on `hs`; their events go on to the consumers."""

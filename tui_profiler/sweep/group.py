@@ -9,11 +9,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from tui_profiler.events import CellStarted
 from tui_profiler.plan import Cell
 from tui_profiler.runtime.base import RunningTarget, TargetFailed
-from tui_profiler.session.schema import CellStatus
-from tui_profiler.sweep.cell import CONTAINER_DID_NOT_START, fail_cells, run_cell
+from tui_profiler.sweep.cell import CONTAINER_DID_NOT_START, announce, fail_cells, run_cell
 from tui_profiler.sweep.container import start_target, stop_target
 from tui_profiler.sweep.context import Placement, SweepContext
 from tui_profiler.sweep.outcome import ColdStart
@@ -21,9 +19,8 @@ from tui_profiler.sweep.outcome import ColdStart
 NextCell = Callable[[], Cell | None]  # the group's next cell to run, None when the group is done
 
 
-async def run_group(ctx: SweepContext, place: Placement, first: Cell, next_cell: NextCell) -> int:
-    """Run the container group that starts with `first`; returns the number of failed cells."""
-    failed = 0
+async def run_group(ctx: SweepContext, place: Placement, first: Cell, next_cell: NextCell) -> None:
+    """Run the container group that starts with `first` (each cell's status goes out in its event)."""
     target: RunningTarget | None = None
     cold: ColdStart | None = None  # the cold start of the current container
     cell: Cell | None = first
@@ -31,18 +28,16 @@ async def run_group(ctx: SweepContext, place: Placement, first: Cell, next_cell:
         while cell is not None:
             ctx.control.check()
             t_cell = time.perf_counter()
-            place.emit(
-                CellStarted(cell.index, ctx.n_cells, cell.as_dict(), ctx.eta(len(place.emitter.finished)))
-            )
+            announce(ctx, place, cell)
             measures_cold_start = target is None
             if target is None:
                 try:
                     target, cold = await start_target(ctx, place, cell)
                 except TargetFailed as exc:
-                    return failed + _start_failed(ctx, place, cell, exc, next_cell)
+                    _start_failed(ctx, place, cell, exc, next_cell)
+                    return
             assert cold is not None
-            status, target_dead = await run_cell(ctx, place, cell, target, cold, measures_cold_start)
-            failed += status != CellStatus.OK
+            target_dead = await run_cell(ctx, place, cell, target, cold, measures_cold_start)
             if target_dead:  # the next cell gets a fresh container (and its own cold start)
                 await stop_target(place, target)
                 target = None
@@ -51,24 +46,23 @@ async def run_group(ctx: SweepContext, place: Placement, first: Cell, next_cell:
     finally:
         if target is not None:
             await asyncio.shield(stop_target(place, target))
-    return failed
 
 
-async def run_cells(ctx: SweepContext, place: Placement, cells: list[Cell]) -> int:
-    """Run a container group whose cells are known in advance (a fleet group); returns the failed cells."""
+async def run_cells(ctx: SweepContext, place: Placement, cells: list[Cell]) -> None:
+    """Run a container group whose cells are known in advance (a fleet group)."""
     rest = iter(cells[1:])
-    return await run_group(ctx, place, cells[0], lambda: next(rest, None))
+    await run_group(ctx, place, cells[0], lambda: next(rest, None))
 
 
 def _start_failed(
     ctx: SweepContext, place: Placement, cell: Cell, exc: TargetFailed, next_cell: NextCell
-) -> int:
+) -> None:
     """The container did not start: `cell` (already announced) and the rest of the group fail with its
     status; the first of them carries the phases that did run."""
     rest: list[Cell] = []
     while (more := next_cell()) is not None:
         rest.append(more)
-    return fail_cells(
+    fail_cells(
         ctx,
         place,
         [cell, *rest],

@@ -10,9 +10,7 @@ from tui_profiler.sweep.group import run_group
 from tui_profiler.sweep.order import CellOrder
 
 
-async def run_local(ctx: SweepContext, place: Placement, order: CellOrder) -> int:
-    """Run every cell the order hands out; returns the number of failed cells."""
-    failed = 0
+async def run_local(ctx: SweepContext, place: Placement, order: CellOrder) -> None:
+    """Run every cell the order hands out."""
     while not ctx.control.requested and (first := order.next_cell()) is not None:
-        failed += await run_group(ctx, place, first, partial(order.next_cell, first.container_group))
-    return failed
+        await run_group(ctx, place, first, partial(order.next_cell, first.container_group))
