@@ -167,13 +167,6 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def new_session_dir(output_dir: str | os.PathLike[str], preset_name: str) -> Path:
-    path = session_dir_for(output_dir, preset_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir()
-    return path
-
-
 class SessionStore:
     """Writes one session folder. Use `SessionStore.create(...)` or `SessionStore.resume(session_dir)`."""
 
@@ -190,15 +183,13 @@ class SessionStore:
     def create(
         cls, output_dir: str | os.PathLike[str], preset_name: str, meta: dict[str, Any]
     ) -> SessionStore:
-        session_dir = new_session_dir(output_dir, preset_name)
-        return cls.create_at(session_dir, {"session_id": new_session_id(session_dir), **meta}, made=True)
+        return cls.create_at(session_dir_for(output_dir, preset_name), meta)
 
     @classmethod
-    def create_at(cls, session_dir: Path, meta: dict[str, Any], made: bool = False) -> SessionStore:
-        """A new session in `session_dir` (created here unless `made`; it must not exist yet)."""
-        if not made:
-            session_dir.parent.mkdir(parents=True, exist_ok=True)
-            session_dir.mkdir()
+    def create_at(cls, session_dir: Path, meta: dict[str, Any]) -> SessionStore:
+        """A new session in `session_dir`, created here (it must not exist yet)."""
+        session_dir.parent.mkdir(parents=True, exist_ok=True)
+        session_dir.mkdir()
         meta = {
             "session_id": meta.get("session_id") or new_session_id(session_dir),
             "created_utc": datetime.now(UTC).isoformat(),
