@@ -140,3 +140,122 @@ def summarise(values: Sequence[float]) -> Summary:
         ci95_low=ci[0] if ci else None,
         ci95_high=ci[1] if ci else None,
     )
+
+
+# ---------------------------------------------------------------------------------- percentile intervals
+
+
+@dataclass(frozen=True, slots=True)
+class QuantileInterval:
+    """A percentile of one cell's sample with its confidence interval. `lo` / `hi`: the bounds, each None
+    where the sample cannot bound it ('not available', never a guess); `n`: the sample's size; `n_eff`: its
+    effective size once the dependence between neighbouring requests is counted (n / `dependence`);
+    `n_needed`: how many requests a two-sided bounded interval needs at this dependence (None when both
+    bounds exist)."""
+
+    q: float
+    estimate: float | None
+    lo: float | None
+    hi: float | None
+    n: int
+    n_eff: float
+    dependence: float  # the integrated autocorrelation time of the sample's indicator series (>= 1)
+    n_needed: int | None
+    confidence: float = 0.95
+
+    @property
+    def bounded(self) -> bool:
+        return self.lo is not None and self.hi is not None
+
+    def rel_halfwidth(self) -> float | None:
+        """The interval's larger half-width over the estimate; None when not bounded or the estimate is 0."""
+        if self.lo is None or self.hi is None or not self.estimate:
+            return None
+        return max(self.hi - self.estimate, self.estimate - self.lo) / abs(self.estimate)
+
+
+def _binomial_cdf(n: int, p: float, ks: np.ndarray) -> np.ndarray:
+    """P(B <= k) for B ~ Binomial(n, p), at each k of `ks` (ints in 0..n), in log space (no scipy)."""
+    k_all = np.arange(0, n + 1, dtype=float)
+    log_pmf = (
+        math.lgamma(n + 1)
+        - np.array([math.lgamma(k + 1) + math.lgamma(n - k + 1) for k in k_all])
+        + k_all * math.log(p)
+        + (n - k_all) * math.log1p(-p)
+    )
+    cdf = np.cumsum(np.exp(log_pmf - log_pmf.max())) * math.exp(log_pmf.max())
+    return np.minimum(cdf[np.asarray(ks, dtype=int)], 1.0)
+
+
+def order_statistic_ranks(n: int, q: float, confidence: float = 0.95) -> tuple[int | None, int | None]:
+    """The 1-based ranks (l, u) of the distribution-free interval [x(l), x(u)] for the `q` quantile of n
+    independent samples: P(x(l) <= xi_q <= x(u)) >= `confidence`, each tail at most (1 - confidence) / 2.
+    A rank is None where n samples cannot bound that side (e.g. the upper side of p99 below 368 samples)."""
+    if n <= 0:
+        return None, None
+    alpha = (1.0 - confidence) / 2
+    cdf = _binomial_cdf(n, q, np.arange(0, n + 1))
+    # lower: the largest l with P(B <= l - 1) <= alpha (B: samples below the true quantile)
+    lows = np.nonzero(cdf[:n] <= alpha)[0]
+    low = int(lows[-1]) + 1 if lows.size else None
+    # upper: the smallest u with P(B >= u) = 1 - P(B <= u - 1) <= alpha
+    ups = np.nonzero(1.0 - cdf[:n] <= alpha)[0]
+    up = int(ups[0]) + 1 if ups.size else None
+    return low, up
+
+
+def samples_for_bounded(q: float, confidence: float = 0.95) -> int:
+    """The fewest independent samples whose distribution-free interval for the `q` quantile has both bounds
+    (368 for p99 at 95%)."""
+    alpha = (1.0 - confidence) / 2
+    extreme = max(q, 1.0 - q)
+    return max(1, math.ceil(math.log(alpha) / math.log(extreme) + 1e-12))
+
+
+def indicator_dependence(values_in_order: Sequence[float], *, batches: int = 20) -> float:
+    """How much the sample's order (requests in flight together share the server) inflates the variance of
+    a percentile, from the batch means of its median indicator: 1 for independent samples, larger when
+    neighbours move together. Below 2 * `batches` samples there are too few batches to tell: 1."""
+    n = len(values_in_order)
+    if n < 2 * batches:
+        return 1.0
+    arr = np.asarray(values_in_order, dtype=float)
+    ind = (arr <= np.median(arr)).astype(float)
+    var = float(ind.var())
+    if var <= 0:
+        return 1.0
+    size = n // batches
+    means = ind[: size * batches].reshape(batches, size).mean(axis=1)
+    return max(1.0, size * float(means.var(ddof=1)) / var)
+
+
+def quantile_interval(
+    values_in_order: Sequence[float],
+    q: float,
+    *,
+    confidence: float = 0.95,
+    dependence: float | None = None,
+) -> QuantileInterval:
+    """The `q` quantile (0 < q < 1) of a cell's sample with its `confidence` interval. `values_in_order`:
+    the samples in the order they finished; `dependence`: the variance inflation of neighbouring samples
+    (None: estimated, `indicator_dependence`). The interval is the order-statistic (binomial) interval at
+    the effective sample size n / dependence, its ranks scaled back to the sample."""
+    vals = [float(v) for v in values_in_order if v is not None and math.isfinite(v)]
+    n = len(vals)
+    tau = max(1.0, dependence if dependence is not None else indicator_dependence(vals))
+    needed_iid = samples_for_bounded(q, confidence)
+    if n == 0:
+        return QuantileInterval(q, None, None, None, 0, 0.0, tau, math.ceil(needed_iid * tau), confidence)
+    ordered = sorted(vals)
+    estimate = quantile_sorted(ordered, q)
+    n_eff = n / tau
+    low_eff, up_eff = order_statistic_ranks(max(1, math.floor(n_eff)), q, confidence)
+    lo = hi = None
+    if low_eff is not None:
+        rank = max(1, math.floor(q * n - (q * n_eff - low_eff) * tau))
+        lo = ordered[min(rank, n) - 1]
+    if up_eff is not None:
+        rank = math.ceil(q * n + (up_eff - q * n_eff) * tau)
+        hi = ordered[rank - 1] if rank <= n else None
+    needed = None if lo is not None and hi is not None else max(n + 1, math.ceil(needed_iid * tau))
+    return QuantileInterval(q, estimate, lo, hi, n, n_eff, tau, needed, confidence)
