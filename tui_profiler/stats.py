@@ -184,7 +184,8 @@ def _binomial_cdf(n: int, p: float, ks: np.ndarray) -> np.ndarray:
         + (n - k_all) * math.log1p(-p)
     )
     cdf = np.cumsum(np.exp(log_pmf - log_pmf.max())) * math.exp(log_pmf.max())
-    return np.minimum(cdf[np.asarray(ks, dtype=int)], 1.0)
+    capped: np.ndarray = np.minimum(cdf[np.asarray(ks, dtype=int)], 1.0)
+    return capped
 
 
 def order_statistic_ranks(n: int, q: float, confidence: float = 0.95) -> tuple[int | None, int | None]:
