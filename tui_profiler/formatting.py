@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 NOT_AVAILABLE = "—"
+UNBOUNDED = "–"  # a side of a confidence interval that the sample cannot bound
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
@@ -27,15 +28,50 @@ def number(value: Any) -> str:
     return NOT_AVAILABLE if _missing(f) else f"{f:g}"
 
 
+def _latency_unit(seconds: float) -> tuple[float, str, str]:
+    """(scale, unit, number format) of the unit that reads best for a request-scale time."""
+    if seconds < 1e-3:
+        return 1e6, "µs", ".0f"
+    if seconds < 1.0:
+        return 1e3, "ms", ".1f"
+    return 1.0, "s", ".2f"
+
+
 def latency(seconds: float | None) -> str:
     """A request-scale time in the unit that reads best: 850 µs, 27.9 ms, 1.30 s."""
     if seconds is None or _missing(seconds):
         return NOT_AVAILABLE
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
+    scale, unit, spec = _latency_unit(seconds)
+    return f"{seconds * scale:{spec}} {unit}"
+
+
+def latency_interval(
+    estimate: float | None, lo: float | None, hi: float | None, needed: float | None = None
+) -> str:
+    """A percentile with its confidence interval, the bounds in the estimate's unit: '41.0 ms [37.0, 45.2]';
+    a side the sample cannot bound is UNBOUNDED ('41.0 ms [37.0, –]'); `needed`: the requests a bounded
+    interval needs, added as "needs 368" when a side is unbounded. Call it where the interval is known
+    (its columns exist); without them show `latency(estimate)`."""
+    if estimate is None or _missing(estimate):
+        return NOT_AVAILABLE
+    scale, unit, spec = _latency_unit(estimate)
+
+    def bound(value: float | None) -> str:
+        return UNBOUNDED if value is None or _missing(value) else f"{value * scale:{spec}}"
+
+    text = f"{estimate * scale:{spec}} {unit} [{bound(lo)}, {bound(hi)}]"
+    open_side = lo is None or hi is None or _missing(lo) or _missing(hi)
+    if open_side and needed is not None and not _missing(needed):
+        text += f" needs {needed:.0f}"
+    return text
+
+
+def saturation(flags: Any) -> str:
+    """A cell's saturation flags as the CSV writes them ('client', 'server+host'); '' when none (or the
+    session predates the column)."""
+    if flags is None or (isinstance(flags, float) and _missing(flags)):
+        return ""
+    return str(flags).strip()
 
 
 def seconds(value: float | None) -> str:

@@ -47,7 +47,16 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar, nnls
 
-from tui_profiler.analysis.importers import TOKEN_COLUMNS, fit_rows, read_paths, size_columns
+from tui_profiler import formatting
+from tui_profiler.analysis.importers import (
+    SATURATION,
+    SATURATION_REASON,
+    TOKEN_COLUMNS,
+    fit_rows,
+    read_paths,
+    size_columns,
+)
+from tui_profiler.analysis.repetitions import repetition_rows, session_cells
 from tui_profiler.session.schema import GenColumn
 
 
@@ -99,7 +108,11 @@ class Form:
     name = ""
     n_params = 0
 
-    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray) -> Fitted:  # pragma: no cover - abstract
+    def fit(
+        self, s: np.ndarray, c: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+    ) -> Fitted:  # pragma: no cover - abstract
+        """Least squares of the form through the cells (s, c, y), each residual weighted by `w` (the
+        inverse of the cell's relative variance, see `cell_weights`; None: equal weights)."""
         raise NotImplementedError
 
 
@@ -121,11 +134,12 @@ class LogLinear(Form):
     n_params = 3
     interaction = False
 
-    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray) -> Fitted:
+    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> Fitted:
         # A factor with one value in the training data has no estimable effect: drop it rather than guess.
         use_s, use_c = len(np.unique(s)) > 1, len(np.unique(c)) > 1
         x = _log_design(s, c, self.interaction, use_s, use_c)
-        beta = np.linalg.lstsq(x, np.log(y), rcond=None)[0]
+        root = _root_weights(w, len(y))  # var(log y) is the relative variance: the same weights
+        beta = np.linalg.lstsq(x * root[:, None], np.log(y) * root, rcond=None)[0]
         names = ["a"] + (["b_log_size"] if use_s else []) + (["c_log_cpus"] if use_c else [])
         if self.interaction and use_s and use_c:
             names.append("d_log_size_x_log_cpus")
@@ -154,12 +168,20 @@ def _amdahl(c: np.ndarray, f: float, knee: float) -> np.ndarray:
     return speedup
 
 
-def _solve(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Non-negative coefficients minimising sum(((x @ beta) / y - 1)^2), and that sum. Non-negative:
+def _root_weights(w: np.ndarray | None, n: int) -> np.ndarray:
+    """The square roots of the cells' weights (ones without weights): rows of a least-squares system
+    multiplied by them minimise the weighted sum of squares."""
+    root: np.ndarray = np.ones(n) if w is None else np.sqrt(np.asarray(w, float))
+    return root
+
+
+def _solve(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Non-negative coefficients minimising sum(w * ((x @ beta) / y - 1)^2), and that sum. Non-negative:
     costs and work never subtract, so no two terms can cancel and blow up away from the data."""
-    xw = x / y[:, None]
-    beta, _ = nnls(xw, np.ones_like(y))
-    r = xw @ beta - 1.0
+    root = _root_weights(w, len(y))
+    xw = x / y[:, None] * root[:, None]
+    beta, _ = nnls(xw, root)
+    r = xw @ beta - root
     return beta, float(r @ r)
 
 
@@ -186,27 +208,40 @@ class _Separable(Form):
         return np.column_stack([np.ones_like(s)] + [w * g for w in self.work_columns(s, extra)])
 
     def _best_cpu_law(
-        self, s: np.ndarray, c: np.ndarray, y: np.ndarray, extra: dict[str, float], f_grid: Iterable[float]
+        self,
+        s: np.ndarray,
+        c: np.ndarray,
+        y: np.ndarray,
+        extra: dict[str, float],
+        f_grid: Iterable[float],
+        w: np.ndarray | None = None,
     ) -> tuple[float, float, float]:
         """(sse, f, knee) on the grid; one CPU value in the data means no CPU law (f = 0)."""
         if len(np.unique(c)) < 2:
-            return _solve(self._design(s, c, 0.0, math.inf, extra), y)[1], 0.0, math.inf
+            return _solve(self._design(s, c, 0.0, math.inf, extra), y, w)[1], 0.0, math.inf
         best = (math.inf, 0.0, math.inf)
         for knee in _knees(c):
             for f in f_grid:
-                sse = _solve(self._design(s, c, f, knee, extra), y)[1]
+                sse = _solve(self._design(s, c, f, knee, extra), y, w)[1]
                 if sse < best[0]:
                     best = (sse, float(f), knee)
         return best
 
     def _polish_f(
-        self, s: np.ndarray, c: np.ndarray, y: np.ndarray, extra: dict[str, float], f0: float, knee: float
+        self,
+        s: np.ndarray,
+        c: np.ndarray,
+        y: np.ndarray,
+        extra: dict[str, float],
+        f0: float,
+        knee: float,
+        w: np.ndarray | None = None,
     ) -> float:
         if len(np.unique(c)) < 2:
             return 0.0
         lo, hi = max(0.0, f0 - 0.1), min(1.0, f0 + 0.1)
         res = minimize_scalar(
-            lambda f: _solve(self._design(s, c, f, knee, extra), y)[1],
+            lambda f: _solve(self._design(s, c, f, knee, extra), y, w)[1],
             bounds=(lo, hi),
             method="bounded",
             options={"xatol": 1e-3},
@@ -223,8 +258,9 @@ class _Separable(Form):
         knee: float,
         scale: float,
         names: Sequence[str],
+        w: np.ndarray | None = None,
     ) -> Fitted:
-        beta, _ = _solve(self._design(s, c, f, knee, extra), y)
+        beta, _ = _solve(self._design(s, c, f, knee, extra), y, w)
         params = {"t0": float(beta[0])}
         for name, b in zip(names, beta[1:], strict=True):
             # Report per-unit coefficients in the original size unit (the fit ran on S / scale).
@@ -250,12 +286,12 @@ class WorkParallel(_Separable):
     def work_columns(self, s: np.ndarray, extra: dict[str, float]) -> list[np.ndarray]:
         return [np.ones_like(s), s]
 
-    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray) -> Fitted:
+    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> Fitted:
         scale = float(np.max(s)) or 1.0
         ss = s / scale
-        _, f, knee = self._best_cpu_law(ss, c, y, {}, _F_GRID)
-        f = self._polish_f(ss, c, y, {}, f, knee)
-        return self._finish(ss, c, y, {}, f, knee, scale, ["w0", "w1_per_size"])
+        _, f, knee = self._best_cpu_law(ss, c, y, {}, _F_GRID, w)
+        f = self._polish_f(ss, c, y, {}, f, knee, w)
+        return self._finish(ss, c, y, {}, f, knee, scale, ["w0", "w1_per_size"], w)
 
 
 class PiecewiseLinear(_Separable):
@@ -272,7 +308,7 @@ class PiecewiseLinear(_Separable):
         b = extra["breakpoint"]
         return [np.ones_like(s), np.minimum(s, b), np.maximum(s - b, 0.0)]
 
-    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray) -> Fitted:
+    def fit(self, s: np.ndarray, c: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> Fitted:
         scale = float(np.max(s)) or 1.0
         ss = s / scale
         sizes = np.unique(ss)
@@ -282,17 +318,17 @@ class PiecewiseLinear(_Separable):
             raise ValueError("piecewise-linear needs at least 4 distinct input sizes")
         # Alternate once: CPU law at a middle breakpoint, breakpoint given that law, CPU law again.
         extra = {"breakpoint": float(candidates[len(candidates) // 2])}
-        _, f, knee = self._best_cpu_law(ss, c, y, extra, _F_GRID[::2])
+        _, f, knee = self._best_cpu_law(ss, c, y, extra, _F_GRID[::2], w)
         best = (math.inf, extra["breakpoint"])
         for b in candidates:
-            sse = _solve(self._design(ss, c, f, knee, {"breakpoint": float(b)}), y)[1]
+            sse = _solve(self._design(ss, c, f, knee, {"breakpoint": float(b)}), y, w)[1]
             if sse < best[0]:
                 best = (sse, float(b))
         extra = {"breakpoint": best[1]}
-        _, f, knee = self._best_cpu_law(ss, c, y, extra, _F_GRID)
-        f = self._polish_f(ss, c, y, extra, f, knee)
+        _, f, knee = self._best_cpu_law(ss, c, y, extra, _F_GRID, w)
+        f = self._polish_f(ss, c, y, extra, f, knee, w)
         return self._finish(
-            ss, c, y, extra, f, knee, scale, ["w0", "w1_per_size_below_B", "w2_per_size_above_B"]
+            ss, c, y, extra, f, knee, scale, ["w0", "w1_per_size_below_B", "w2_per_size_above_B"], w
         )
 
 
@@ -412,11 +448,83 @@ def _xy(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return cells["size"].to_numpy(float), cells["cpu_cores"].to_numpy(float), cells["y"].to_numpy(float)
 
 
+def _weights(cells: pd.DataFrame) -> np.ndarray:
+    """The cells' fit weights (`cell_weights`), ones where none were set."""
+    if "weight" in cells:
+        w: np.ndarray = cells["weight"].to_numpy(float)
+        return w
+    return np.ones(len(cells))
+
+
+# ------------------------------------------------------------------------ each cell's uncertainty
+
+Z95 = 1.959963984540054  # a 95% interval's half-width in standard errors (normal approximation)
+MIN_REL_SD = 1e-3  # a cell's relative standard error is taken as at least 0.1%: no cell weighs infinitely
+
+
+def rel_sd(y: float, lo: float | None, hi: float | None) -> float | None:
+    """A cell's relative standard error from its 95% interval: the larger half-width over the estimate,
+    over 1.96; None when a side is not bounded (or the estimate is not positive)."""
+    if lo is None or hi is None or not (y > 0) or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return max(max(hi - y, y - lo) / (Z95 * y), MIN_REL_SD)
+
+
+def cell_weights(
+    y: Sequence[float], lo: Sequence[float | None], hi: Sequence[float | None], n: Sequence[float]
+) -> tuple[np.ndarray, str]:
+    """Each cell's weight in the fit, 1 / its relative variance (every form minimises relative or log
+    residuals, whose variance is the relative variance of the cell's statistic), scaled to a mean of 1;
+    and how they were set: 'intervals' (every cell's interval is bounded), 'intervals and request counts'
+    (a cell without a bounded interval gets the variance its request count implies at the group's typical
+    variance per request, the median of variance × requests over the cells that have one), or 'request
+    counts' (no cell has one: weights proportional to the requests, as the statistic's variance goes)."""
+    sds = [rel_sd(float(v), a, b) for v, a, b in zip(y, lo, hi, strict=True)]
+    counts = np.maximum(np.asarray(n, float), 1.0)
+    known = [(sd, k) for sd, k in zip(sds, counts, strict=True) if sd is not None]
+    if not known:
+        variance = 1.0 / counts
+        how = "request counts"
+    else:
+        per_request = float(np.median([sd**2 * k for sd, k in known]))
+        variance = np.array(
+            [sd**2 if sd is not None else per_request / k for sd, k in zip(sds, counts, strict=True)]
+        )
+        how = "intervals" if len(known) == len(sds) else "intervals and request counts"
+    w = 1.0 / variance
+    weights: np.ndarray = w / w.mean()
+    return weights, how
+
+
+def noise(y: Sequence[float], lo: Sequence[float | None], hi: Sequence[float | None]) -> dict[str, Any]:
+    """The measurement noise of a group's cells: the median relative distance from each cell's statistic
+    to its lower and to its upper 95% bound (None for a side no cell bounds), and how many cells bound
+    both sides."""
+
+    def median_of(values: list[float]) -> float | None:
+        return float(np.median(values)) if values else None
+
+    below = [(v - a) / v for v, a in zip(y, lo, strict=True) if a is not None and math.isfinite(a) and v > 0]
+    above = [(b - v) / v for v, b in zip(y, hi, strict=True) if b is not None and math.isfinite(b) and v > 0]
+    both = sum(
+        1
+        for a, b in zip(lo, hi, strict=True)
+        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
+    )
+    return {
+        "rel_below": median_of(below),
+        "rel_above": median_of(above),
+        "cells_bounded": both,
+        "cells": len(y),
+    }
+
+
 def cv_scores(cells: pd.DataFrame, split: str, forms: Sequence[str] | None = None) -> dict[str, float]:
     """Pooled validation MAPE of each form on folds inside `cells` (NaN when it cannot be fitted)."""
     forms = list(forms or FORMS)
     folds = _inner_folds(cells, split)
     s, c, y = _xy(cells)
+    w = _weights(cells)
     scores: dict[str, float] = {}
     for name in forms:
         form = FORMS[name]
@@ -425,7 +533,7 @@ def cv_scores(cells: pd.DataFrame, split: str, forms: Sequence[str] | None = Non
             for tr, te in folds:
                 if not _min_cells(form, s[tr], c[tr]):
                     raise ValueError("too few cells")
-                fitted = form.fit(s[tr], c[tr], y[tr])
+                fitted = form.fit(s[tr], c[tr], y[tr], w[tr])
                 ys.append(y[te])
                 ps.append(fitted.predict(s[te], c[te]))
         except (ValueError, np.linalg.LinAlgError):
@@ -451,7 +559,7 @@ def fit_selected(cells: pd.DataFrame, split: str) -> tuple[Fitted, dict[str, flo
     form = FORMS[name]
     if not _min_cells(form, s, c):
         form = FORMS["loglinear"]
-    return form.fit(s, c, y), scores
+    return form.fit(s, c, y, _weights(cells)), scores
 
 
 # ------------------------------------------------------------------------- which validation selects
@@ -654,6 +762,8 @@ class GroupFit:
     residuals: list[tuple[float, float]]  # (input size, relative residual %) on held-out cells
     selection: Selection
     caveats: list[str] = field(default_factory=list)
+    weighting: str = "request counts"  # how the cells were weighted (`cell_weights`)
+    noise: dict[str, Any] = field(default_factory=dict)  # the cells' measurement noise (`noise`)
 
     @property
     def label(self) -> str:
@@ -682,6 +792,8 @@ class GroupFit:
             "chosen_per_fold": self.chosen_per_fold,
             "worst_residuals": self.worst,
             "caveats": self.caveats,
+            "weighting": self.weighting,
+            "noise": self.noise,
         }
 
 
@@ -734,6 +846,8 @@ class FitReport:
     groups: list[GroupFit]
     sources: list[str]
     has_requests: bool  # per-request rows were available (p50/p99 come from real distributions)
+    excluded: list[dict[str, Any]] = field(default_factory=list)  # cells left out (`leave_out_saturated`)
+    repetitions: list[dict[str, Any]] = field(default_factory=list)  # `analysis.repetitions` rows
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = json_safe(
@@ -743,6 +857,12 @@ class FitReport:
                 "sources": self.sources,
                 "has_requests": self.has_requests,
                 "groups": [g.to_dict() for g in self.groups],
+                "excluded_cells": {
+                    "count": len(self.excluded),
+                    "why": excluded_line(self.excluded),
+                    "cells": self.excluded,
+                },
+                "repetitions": self.repetitions,
             }
         )
         return out
@@ -754,8 +874,11 @@ class FitReport:
             else "validation chosen per group from what is predicted (no --split)"
         )
         lines = [f"target {self.target}, {how}, {len(self.groups)} group(s)"]
+        if self.excluded:
+            lines.append(excluded_line(self.excluded))
         for g in self.groups:
             lines.append(f"{g.label}: {g.n_cells} cells from {g.n_rows} rows, size={g.size_column or '-'}")
+            lines.append(f"  {_weighting_line(g)}")
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in g.fitted.params.items())
             lines.append(f"  form {g.fitted.form}: {params}")
             lines.append(f"  {g.selection.line}")
@@ -780,6 +903,7 @@ class FitReport:
                 )
             for cav in g.caveats:
                 lines.append(f"  note: {cav}")
+        lines += repetition_lines(self.repetitions)
         return lines
 
     def group_for(self, point: dict[str, Any]) -> GroupFit:
@@ -879,6 +1003,47 @@ def predict_point(g: GroupFit, point: dict[str, Any]) -> tuple[float, str]:
     return value, "; ".join(outside)
 
 
+def _weighting_line(g: GroupFit) -> str:
+    """How the group's cells were weighted, and the noise their intervals imply beside the fit's error."""
+    noise_ = g.noise
+    below, above = noise_.get("rel_below"), noise_.get("rel_above")
+
+    def side(sign: str, value: float | None) -> str:
+        return f"{sign}{value * 100:.3g}%" if value is not None else f"{sign}{formatting.UNBOUNDED}"
+
+    sides = f"{side('-', below)} / {side('+', above)}"
+    return (
+        f"weights: by {g.weighting}; measurement noise (median of the cells' 95% intervals): {sides}, "
+        f"{noise_.get('cells_bounded', 0)} of {noise_.get('cells', g.n_cells)} cells bounded"
+    )
+
+
+def repetition_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The spread between repetitions, one line per configuration (`analysis.repetitions`)."""
+    if not rows:
+        return []
+    lines = [f"repetitions: {len(rows)} configuration(s) measured more than once"]
+    for r in rows:
+        where = ", ".join(
+            f"{k}={_fmt(r[k])}"
+            for k in ("cpu_cores", "mem_cap_gb", "input_scale", "token_len", "concurrency", "rate")
+            if r.get(k) not in (None, "")
+        )
+        median = r.get("p50_median_s")
+        lo, hi = r.get("p50_median_lo_s"), r.get("p50_median_hi_s")
+        cv = r.get("p50_cv")
+        verdict = {True: "DISAGREE beyond their intervals", False: "agree within their intervals"}.get(
+            r.get("disagree"), "agreement not judged (no intervals)"
+        )
+        marked = f" (cells {r['disagree_cells']})" if r.get("disagree_cells") else ""
+        lines.append(
+            f"  {where}: {r['repetitions']} repetitions, p50 median "
+            f"{formatting.latency_interval(median, lo, hi)}, CV {_pct(float(cv) * 100) if cv is not None else 'n/a'}: "
+            f"{verdict}{marked}"
+        )
+    return lines
+
+
 def _pct(v: float) -> str:
     return f"{v:.4g}%" if math.isfinite(v) else "n/a"
 
@@ -927,7 +1092,9 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
         else:  # throughput: closed loop, `concurrency` workers each sending back to back
             conc = lat.mean().index.get_level_values("concurrency").to_numpy(float)
             y = lat.mean() / np.maximum(conc, 1.0)
-        parts.append(pd.DataFrame({"y": y, "n_rows": lat.size()}))
+        statistic = {"latency_s": "mean", "p50": 0.5, "p99": 0.99}.get(target)
+        part = pd.DataFrame({"y": y, "n_rows": lat.size()})
+        parts.append(part.join(_request_bounds(lat, statistic)))
     if not is_request.all():
         col = {"latency_s": "latency_s", "p50": "p50_s", "p99": "p99_s", "throughput": "throughput_rps"}[
             target
@@ -936,8 +1103,19 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
         vals = agg[col].astype(float)
         agg["_v"] = 1.0 / vals if target == "throughput" else vals
         agg = agg[np.isfinite(agg["_v"]) & (agg["_v"] > 0)]
-        grouped = agg.groupby(keys, sort=True)["_v"]
-        part = pd.DataFrame({"y": grouped.mean(), "n_rows": grouped.size()})
+        bound_columns = CELL_BOUNDS.get(target)
+        for side, column in zip(("lo", "hi"), bound_columns or (None, None), strict=True):
+            agg[side] = agg[column].astype(float) if column and column in agg else np.nan
+        grouped = agg.groupby(keys, sort=True)
+        part = pd.DataFrame(
+            {
+                "y": grouped["_v"].mean(),
+                "n_rows": grouped.size(),
+                "lo": grouped["lo"].mean(),
+                "hi": grouped["hi"].mean(),
+                "n_requests": grouped["n_requests"].sum(min_count=1),
+            }
+        )
         if parts:  # a cell with per-request rows is measured from them, not from a summary of them
             part = part[~part.index.isin(parts[0].index)]
         parts.append(part)
@@ -945,6 +1123,45 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
     for col in ("mem_cap_gb", "concurrency", "rate"):
         cells[col] = cells[col].replace(-1.0, np.nan)
     return cells, has_requests
+
+
+# cells.csv's 95% interval of each target's statistic (a session before intervals has none: NaN)
+CELL_BOUNDS: dict[str, tuple[str, str]] = {
+    "latency_s": ("ci95_low_s", "ci95_high_s"),
+    "p50": ("p50_lo_s", "p50_hi_s"),
+    "p99": ("p99_lo_s", "p99_hi_s"),
+}
+
+
+def _request_bounds(grouped: Any, statistic: str | float | None) -> pd.DataFrame:
+    """Each cell's 95% interval of its statistic from its per-request values (in the order they finished):
+    the mean's by Student's t, a percentile's by `stats.quantile_interval` (order statistics at the
+    sample's effective size); `lo`, `hi` NaN where not bounded, or for a statistic without one (None).
+    `n_requests`: the values each cell has."""
+    from tui_profiler.stats import quantile_interval, t_ci95
+
+    def bounds(values: pd.Series) -> tuple[float, float]:
+        data = values.to_numpy(float)
+        if statistic == "mean":
+            ci = t_ci95(data)
+            return (ci[0], ci[1]) if ci else (math.nan, math.nan)
+        if isinstance(statistic, float):
+            iv = quantile_interval(data, statistic)
+            return (
+                math.nan if iv.lo is None else iv.lo,
+                math.nan if iv.hi is None else iv.hi,
+            )
+        return math.nan, math.nan
+
+    pairs = grouped.apply(bounds)
+    return pd.DataFrame(
+        {
+            "lo": [p[0] for p in pairs],
+            "hi": [p[1] for p in pairs],
+            "n_requests": grouped.size().to_numpy(float),
+        },
+        index=pairs.index,
+    )
 
 
 def _token_cells(rows: pd.DataFrame, spec: TokenTarget) -> tuple[pd.DataFrame, bool]:
@@ -972,23 +1189,28 @@ def _token_cells(rows: pd.DataFrame, spec: TokenTarget) -> tuple[pd.DataFrame, b
     req = rows[is_request & usable & (rows[spec.request_column] > 0)]
     if not req.empty:
         grouped = req.groupby(keys, sort=True)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "y": grouped[spec.request_column].quantile(spec.quantile),
-                    "size": grouped["_size"].median(),
-                    "n_rows": grouped.size(),
-                }
-            )
+        part = pd.DataFrame(
+            {
+                "y": grouped[spec.request_column].quantile(spec.quantile),
+                "size": grouped["_size"].median(),
+                "n_rows": grouped.size(),
+            }
         )
-    agg = rows[~is_request & usable & (rows[spec.cell_column] > 0)]
+        parts.append(part.join(_request_bounds(grouped[spec.request_column], spec.quantile)))
+    agg = rows[~is_request & usable & (rows[spec.cell_column] > 0)].copy()
     if not agg.empty:
+        for side in ("lo", "hi"):  # ttft_p99_s -> ttft_p99_lo_s, ttft_p99_hi_s
+            column = f"{spec.cell_column.removesuffix('_s')}_{side}_s"
+            agg[side] = agg[column].astype(float) if column in agg else np.nan
         grouped = agg.groupby(keys, sort=True)
         part = pd.DataFrame(
             {
                 "y": grouped[spec.cell_column].mean(),
                 "size": grouped["_size"].median(),
                 "n_rows": grouped.size(),
+                "lo": grouped["lo"].mean(),
+                "hi": grouped["hi"].mean(),
+                "n_requests": grouped["n_requests"].sum(min_count=1),
             }
         )
         if parts:  # a cell with per-request rows is measured from them, not from a summary of them
@@ -1007,7 +1229,12 @@ def _token_cells(rows: pd.DataFrame, spec: TokenTarget) -> tuple[pd.DataFrame, b
 
 
 def _held_out_mape(
-    form: Form, s: np.ndarray, c: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+    form: Form,
+    s: np.ndarray,
+    c: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
 ) -> float:
     """One form's pooled held-out MAPE over the outer folds, without selection (NaN if it cannot fit)."""
     ys, ps = [], []
@@ -1015,7 +1242,7 @@ def _held_out_mape(
         if not _min_cells(form, s[tr], c[tr]):
             return math.nan
         try:
-            ps.append(form.fit(s[tr], c[tr], y[tr]).predict(s[te], c[te]))
+            ps.append(form.fit(s[tr], c[tr], y[tr], w[tr]).predict(s[te], c[te]))
         except (ValueError, np.linalg.LinAlgError):
             return math.nan
         ys.append(y[te])
@@ -1049,6 +1276,12 @@ def fit_group(cells: pd.DataFrame, target: str, selection: Selection | str) -> G
         selection = choose_selection(cells, selection)
     split = selection.split
     s, c, y = _xy(cells)
+    lo, hi = _bounds(cells, "lo"), _bounds(cells, "hi")
+    requests = cells["n_requests"] if "n_requests" in cells else cells["n_rows"]
+    requests = requests.fillna(cells["n_rows"]).to_numpy(float)
+    weights, weighting = cell_weights(y, lo, hi, requests)
+    cells["weight"] = weights
+    w = weights
     size_column = str(cells["size_column"].iloc[0]) or None
     key = _group_key(cells)
     ranges = {"cpu_cores": (float(c.min()), float(c.max()))}
@@ -1077,7 +1310,7 @@ def fit_group(cells: pd.DataFrame, target: str, selection: Selection | str) -> G
         test = metrics(y[idx], pred)
         train = {k: float(np.mean([m[k] for m in train_metrics])) for k in ("r2", "mae", "mape_pct")}
         train["n"] = len(cells)
-        test_by_form = {name: _held_out_mape(form, s, c, y, folds) for name, form in FORMS.items()}
+        test_by_form = {name: _held_out_mape(form, s, c, y, w, folds) for name, form in FORMS.items()}
     else:
         idx, pred = np.arange(len(cells)), train_pred
         test = metrics(np.array([]), np.array([]))
@@ -1122,7 +1355,16 @@ def fit_group(cells: pd.DataFrame, target: str, selection: Selection | str) -> G
         residuals,
         selection,
         caveats,
+        weighting,
+        noise(y, lo, hi),
     )
+
+
+def _bounds(cells: pd.DataFrame, side: str) -> list[float | None]:
+    """A side of the cells' intervals ('lo' or 'hi'); None where not bounded or not recorded."""
+    if side not in cells:
+        return [None] * len(cells)
+    return [None if pd.isna(v) else float(v) for v in cells[side]]
 
 
 def fit_frame(
@@ -1141,6 +1383,11 @@ def fit_frame(
     rows = fit_rows(tidy)
     if rows.empty:
         raise ValueError("data: no usable rows (all warm-up, failed, or without a latency)")
+    rows, excluded = leave_out_saturated(rows)
+    if rows.empty:
+        raise ValueError(
+            f"data: every cell is flagged saturated ({len(excluded)} cells): none measures the target"
+        )
     cells, has_requests = build_cells(rows, target)
     if cells.empty:
         raise ValueError(f"target: no cells carry a value for {target}")
@@ -1157,7 +1404,50 @@ def fit_frame(
         if len(classes) > 1:
             group.caveats.append(f"pooled over host classes {', '.join(classes)} (--pool-hosts)")
         groups.append(group)
-    return FitReport(target, split or "auto", groups, list(sources), has_requests)
+    repetitions = [
+        {"source": str(source), **row} for source in sources for row in repetition_rows(session_cells(source))
+    ]
+    return FitReport(target, split or "auto", groups, list(sources), has_requests, excluded, repetitions)
+
+
+def leave_out_saturated(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The rows of cells whose `saturation` is empty, and one entry per cell left out (source, cell,
+    flags, reason): a saturated cell's latency is the client's, an overloaded server's queue or another
+    process's, not the target's steady state under its caps."""
+    if SATURATION not in rows:
+        return rows, []
+    flagged = rows[SATURATION].astype(str).str.strip() != ""
+    if not flagged.any():
+        return rows, []
+    left = rows[flagged]
+    excluded = []
+    for (source, cell), part in left.groupby(["source", left["cell_index"].fillna(-1)], sort=True):
+        first = part.iloc[0]
+        excluded.append(
+            {
+                "source": str(source),
+                "cell_index": None if cell == -1 else int(cell),
+                "saturation": str(first[SATURATION]),
+                "reason": str(first.get(SATURATION_REASON, "") or ""),
+            }
+        )
+    return rows[~flagged].reset_index(drop=True), excluded
+
+
+def excluded_line(excluded: Sequence[Mapping[str, Any]]) -> str:
+    """'left out 3 cells flagged saturated (client 2, server 1): ...'; '' when none."""
+    if not excluded:
+        return ""
+    counts: dict[str, int] = {}
+    for entry in excluded:
+        for flag in str(entry["saturation"]).split("+"):
+            counts[flag] = counts.get(flag, 0) + 1
+    by_flag = ", ".join(f"{flag} {n}" for flag, n in sorted(counts.items()))
+    noun = "cell" if len(excluded) == 1 else "cells"
+    return (
+        f"left out {len(excluded)} {noun} flagged saturated ({by_flag}): their latency is not the target's "
+        "steady state under its caps (cells.csv saturation_reason says why)"
+    )
 
 
 def fit_paths(

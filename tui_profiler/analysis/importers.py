@@ -10,6 +10,10 @@ Tidy columns (one row per measurement; per-request rows or per-cell aggregates):
 Generative data adds `ttft_s, tpot_s, prompt_tokens, output_tokens, output_len` (per request) and
 `ttft_p50_s, ttft_p99_s, tpot_p50_s, tpot_p99_s` (per cell); NaN where not streamed.
 
+Our sessions add `cell_index, repeat_idx, n_requests` (cells.csv `n`), `saturation, saturation_reason`
+(a requests.csv row takes its cell's from cells.csv) and the cells' 95% intervals (`INTERVAL_COLUMNS`);
+NaN / '' where the file has none.
+
 `pixels` / `token_len` is NaN where the file has no such size. A wide file whose first column names another
 input size (AC-Prof's silero.csv: `text_chars`) keeps that name as an extra size column after these; p50/p99/throughput only come from cells.csv
 (per-request rows are aggregated by the fitter). Nothing is imputed: a missing value stays NaN.
@@ -43,6 +47,19 @@ TOKEN_COLUMNS: tuple[str, ...] = tuple(
         GenColumn.OUTPUT_LEN,
     )
 )
+# Each cell's 95% intervals as cells.csv records them (empty there: not bounded; absent: a session before
+# intervals): the mean's, and each fitted percentile's.
+INTERVAL_COLUMNS: tuple[str, ...] = (
+    "ci95_low_s",
+    "ci95_high_s",
+    "p50_lo_s",
+    "p50_hi_s",
+    "p99_lo_s",
+    "p99_hi_s",
+    *(f"{m}_{q}_{side}_s" for m in ("ttft", "tpot") for q in ("p50", "p99") for side in ("lo", "hi")),
+)
+SATURATION = "saturation"  # cells.csv: '', or the flags (client, server, host) joined by '+'
+SATURATION_REASON = "saturation_reason"
 TIDY_COLUMNS = [
     "source",
     "model",
@@ -64,6 +81,14 @@ TIDY_COLUMNS = [
     "row_kind",
     # generative answers: streamed tokens, per request (ttft_s, tpot_s, token counts) or per cell
     *TOKEN_COLUMNS,
+    # our sessions: the cell a row belongs to, its repetition, its timed requests (cells.csv `n`), its
+    # saturation flags (a requests.csv row takes its cell's) and its intervals (cells.csv); NaN / '' where none
+    "cell_index",
+    "repeat_idx",
+    "n_requests",
+    SATURATION,
+    SATURATION_REASON,
+    *INTERVAL_COLUMNS,
 ]
 
 HOST_CLASS = "host_class"
@@ -150,6 +175,8 @@ def read_path(path: str | Path) -> pd.DataFrame:
             by_cell = df["cell_index"].map(_host_class_by_cell(path.parent / "cells.csv"))
             own = df[HOST_CLASS] if HOST_CLASS in df else pd.Series(pd.NA, index=df.index, dtype="string")
             df[HOST_CLASS] = own.mask(own.isna() | (own == ""), by_cell)
+            for column, values in _saturation_by_cell(path.parent / "cells.csv").items():
+                df[column] = df["cell_index"].map(values)
         return _tidy(_from_long(df, path, _session_meta(path.parent)), path)
     if kind == "cells":
         return _tidy(_from_cells(df, path, _session_meta(path.parent)), path)
@@ -167,6 +194,23 @@ def _host_class_by_cell(cells_csv: Path) -> dict[Any, str]:
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return {}  # no cells.csv, or one without a host_class column
     return dict(zip(cells["cell_index"], cells[HOST_CLASS].fillna(""), strict=True))
+
+
+def _saturation_by_cell(cells_csv: Path) -> dict[str, dict[Any, str]]:
+    """saturation and saturation_reason by cell_index, from a session's cells.csv ({} without the columns:
+    a session before saturation flags)."""
+    try:
+        cells = pd.read_csv(cells_csv, dtype={SATURATION: "string", SATURATION_REASON: "string"})
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return {}
+    if "cell_index" not in cells or SATURATION not in cells:
+        return {}
+    out = {SATURATION: dict(zip(cells["cell_index"], cells[SATURATION].fillna(""), strict=True))}
+    if SATURATION_REASON in cells:
+        out[SATURATION_REASON] = dict(
+            zip(cells["cell_index"], cells[SATURATION_REASON].fillna(""), strict=True)
+        )
+    return out
 
 
 def _host_class(df: pd.DataFrame) -> pd.Series | str:
@@ -294,7 +338,8 @@ def _from_long(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFra
         # An image model's rows may still carry a token_len column (AC-Prof long has one for all models).
         out["token_len"] = np.nan
     out["latency_s"] = pd.to_numeric(df["latency_s"], errors="coerce")
-    _copy_numeric(df, out, TOKEN_COLUMNS)
+    _copy_numeric(df, out, (*TOKEN_COLUMNS, "cell_index", "repeat_idx"))
+    _copy_text(df, out, (SATURATION, SATURATION_REASON))
     out["warmup"] = _truthy(df["warmup"]) if "warmup" in df else False
     status = df["status"].astype(str).str.strip().str.lower() if "status" in df else pd.Series(OK, df.index)
     if "ok" in df:  # our requests.csv may carry an explicit ok flag
@@ -313,6 +358,13 @@ def _copy_numeric(df: pd.DataFrame, out: pd.DataFrame, columns: Iterable[str]) -
     for col in columns:
         if col in df:
             out[col] = pd.to_numeric(df[col], errors="coerce")
+
+
+def _copy_text(df: pd.DataFrame, out: pd.DataFrame, columns: Iterable[str]) -> None:
+    """Text columns the file has ('' for blanks)."""
+    for col in columns:
+        if col in df:
+            out[col] = df[col].astype("string").fillna("").astype(str)
 
 
 def _pick(df: pd.DataFrame, field: str) -> pd.Series | None:
@@ -342,7 +394,10 @@ def _from_cells(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFr
         out[size] = pd.to_numeric(df[size], errors="coerce") if size in df else np.nan
     if out["pixels"].notna().any():
         out["token_len"] = np.nan
-    _copy_numeric(df, out, TOKEN_COLUMNS)
+    _copy_numeric(df, out, (*TOKEN_COLUMNS, *INTERVAL_COLUMNS, "cell_index", "repeat_idx"))
+    if "n" in df:
+        out["n_requests"] = pd.to_numeric(df["n"], errors="coerce")
+    _copy_text(df, out, (SATURATION, SATURATION_REASON))
     out["warmup"] = False
     out["status"] = df["status"].astype(str).str.strip().str.lower() if "status" in df else OK
     out["row_kind"] = "aggregate"
@@ -362,6 +417,8 @@ def _tidy(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     df["task"] = df["task"].fillna("").astype(str)
     df["model"] = df["model"].fillna("").astype(str)
     df[HOST_CLASS] = df[HOST_CLASS].astype("string").fillna("").astype(str)
+    for col in (SATURATION, SATURATION_REASON):
+        df[col] = df[col].astype("string").fillna("").astype(str)
     df["warmup"] = df["warmup"].fillna(False).astype(bool)
     df["status"] = df["status"].fillna(OK).astype(str)
     return df[TIDY_COLUMNS + [c for c in df.columns if c not in TIDY_COLUMNS]].reset_index(drop=True)

@@ -25,6 +25,7 @@ from tui_profiler.analysis.fit import (
     FitReport,
     GroupFit,
     Selection,
+    excluded_line,
     fit_frame,
     host_class_rows,
     predict_point,
@@ -48,6 +49,10 @@ class Candidate:
     meets_slo: bool
     extrapolated: bool
     warning: str = ""
+    # the prediction widened by the measurement noise of the fitted cells (`GroupFit.noise`); None: a side
+    # the cells' intervals do not bound
+    lo_s: float | None = None
+    hi_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +60,8 @@ class Candidate:
             "cpu_cores": self.cpu_cores,
             "mem_cap_gb": self.mem_cap_gb,
             "predicted_s": self.predicted_s,
+            "lo_s": self.lo_s,
+            "hi_s": self.hi_s,
             "cost": self.cost,
             "meets_slo": self.meets_slo,
             "extrapolated": self.extrapolated,
@@ -72,6 +79,8 @@ class Recommendation:
     candidates: list[Candidate]
     caveats: list[str] = field(default_factory=list)
     selections: dict[str, Selection] = field(default_factory=dict)  # group label -> how its form was chosen
+    decision: Decision | None = None  # whether the measurements decide the choice (None: no choice)
+    excluded_cells: int = 0  # cells left out of the fit, flagged saturated
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +88,8 @@ class Recommendation:
             "target": self.target,
             self.size_column: self.size,
             "best": self.best.as_dict() if self.best else None,
+            **Decision.fields(self.decision),
+            "excluded_cells": self.excluded_cells,
             "candidates": [c.as_dict() for c in self.candidates],
             "caveats": self.caveats,
             "form_selection": {label: s.to_dict() for label, s in self.selections.items()},
@@ -102,9 +113,98 @@ class Recommendation:
             ][:3]
             for c in runners:
                 lines.append(f"  next:     {_describe(c)}")
+        if self.decision is not None:
+            lines.append(f"  {self.decision.line}")
         lines += [f"  {label}: {s.line}" for label, s in self.selections.items()]
         lines += [f"  note: {c}" for c in self.caveats]
         return lines
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the measurements decide a recommendation: the chosen configuration's interval clears every
+    SLO (its upper bound within it) and the next cheaper candidate's interval fails one (its lower bound
+    beyond it). Otherwise the choice lies within the measurements' noise: more requests per cell could
+    change it. A candidate's interval is its prediction widened by the measurement noise of the cells it
+    was fitted on (the median relative distance of their statistic to each bound of its 95% interval);
+    a side no cell bounds is not available and cannot decide."""
+
+    decided: bool
+    reason: str
+
+    @property
+    def line(self) -> str:
+        verdict = "decided by the measurements" if self.decided else "within the measurements' noise"
+        return f"{verdict}: {self.reason}"
+
+    @staticmethod
+    def fields(decision: Decision | None) -> dict[str, Any]:
+        """The JSON fields: decided (true, false, or null without a choice) and its reason."""
+        if decision is None:
+            return {"decided": None, "decided_reason": ""}
+        return {"decided": decision.decided, "decided_reason": decision.reason}
+
+
+def _seconds(v: float | None) -> str:
+    return f"{v:.4g} s" if v is not None else "not bounded"
+
+
+def judge(
+    chosen: str,
+    chosen_hi: dict[str, float | None],
+    cheaper: str | None,
+    cheaper_lo: dict[str, float | None],
+    slos: dict[str, float],
+) -> Decision:
+    """The `Decision` for a choice: `chosen_hi` / `cheaper_lo`: per SLO name, the chosen configuration's
+    upper bound and the next cheaper one's lower bound (None: not bounded); `cheaper` None when no cheaper
+    configuration is a candidate."""
+    problems = []
+    for name, slo in slos.items():
+        hi = chosen_hi.get(name)
+        if hi is None:
+            problems.append(f"the {name} interval of {chosen} has no upper bound")
+        elif hi > slo:
+            problems.append(f"the {name} upper bound of {chosen}, {_seconds(hi)}, exceeds the SLO {slo:g} s")
+    fails = []
+    if cheaper is not None:
+        fails = [
+            f"{name} lower bound {_seconds(lo)} > {slos[name]:g} s"
+            for name, lo in cheaper_lo.items()
+            if lo is not None and lo > slos[name]
+        ]
+        if not fails:
+            lows = ", ".join(f"{name} lower bound {_seconds(cheaper_lo.get(name))}" for name in slos)
+            problems.append(f"the next cheaper, {cheaper}, may meet it too ({lows})")
+    if problems:
+        return Decision(False, "; ".join(problems))
+    clears = ", ".join(f"{name} upper bound {_seconds(chosen_hi[name])}" for name in slos)
+    below = (
+        f"and the next cheaper, {cheaper}, fails it ({'; '.join(fails)})"
+        if cheaper is not None
+        else "and no cheaper configuration is a candidate"
+    )
+    return Decision(True, f"{chosen} clears the SLO ({clears}) {below}")
+
+
+def _next_cheaper(pool: list[Any], best: Any) -> Any | None:
+    """The most expensive candidate of `pool` that costs less than `best` (None when none does)."""
+    cheaper = [c for c in pool if c.cost < best.cost - 1e-12]
+    return max(cheaper, key=lambda c: c.cost) if cheaper else None
+
+
+def _short(c: Candidate | SloCandidate) -> str:
+    load = f", {c.load}" if isinstance(c, SloCandidate) and c.load else ""
+    return f"{c.cpu_cores:g} CPUs (gpu={c.gpu_mode}{load})"
+
+
+def _widened(g: GroupFit, value: float) -> tuple[float | None, float | None]:
+    """A prediction's interval: widened by the group's measurement noise on each side it bounds."""
+    below, above = g.noise.get("rel_below"), g.noise.get("rel_above")
+    return (
+        value * (1 - below) if below is not None else None,
+        value * (1 + above) if above is not None else None,
+    )
 
 
 def _describe(c: Candidate) -> str:
@@ -159,8 +259,22 @@ def recommend(
     for g in groups:
         candidates += _group_candidates(g, rows, slo_s, size, host, cost_cpu, cost_gb, cost_gpu)
     candidates.sort(key=lambda c: (c.cost, c.predicted_s))
-    eligible = [c for c in candidates if c.meets_slo and (allow_extrapolation or not c.extrapolated)]
+    pool = [c for c in candidates if allow_extrapolation or not c.extrapolated]
+    eligible = [c for c in pool if c.meets_slo]
     best = eligible[0] if eligible else None
+    decision = None
+    if best is not None:
+        cheaper = _next_cheaper(pool, best)
+        what = "p99" if report.target == "p99" else "mean"
+        decision = judge(
+            _short(best),
+            {what: best.hi_s},
+            _short(cheaper) if cheaper else None,
+            {what: cheaper.lo_s} if cheaper else {},
+            {what: slo_s},
+        )
+    if report.excluded:
+        caveats.append(excluded_line(report.excluded))
     if report.target != "p99":
         caveats.append(
             "no per-request rows: the SLO is compared with the predicted MEAN latency, which understates p99"
@@ -169,7 +283,18 @@ def recommend(
     if best is not None and best.warning:
         caveats.append(f"the recommended point lies outside the measured range: {best.warning}")
     selections = {g.label: g.selection for g in groups}
-    return Recommendation(slo_s, report.target, size_column, size, best, candidates, caveats, selections)
+    return Recommendation(
+        slo_s,
+        report.target,
+        size_column,
+        size,
+        best,
+        candidates,
+        caveats,
+        selections,
+        decision,
+        len(report.excluded),
+    )
 
 
 def _model_groups(report: FitReport, model: str | None, host_class: str | None = None) -> list[GroupFit]:
@@ -206,8 +331,8 @@ def _group_candidates(
     cost_gb: float,
     cost_gpu: float,
 ) -> list[Candidate]:
-    lo, hi = g.ranges["cpu_cores"]
-    top = max(host, hi)
+    cpu_lo, cpu_hi = g.ranges["cpu_cores"]
+    top = max(host, cpu_hi)
     cpus_grid = np.arange(0.5, top + 1e-9, 0.5)
     mine = rows[(rows["model"] == g.key["model"]) & (rows["gpu_mode"] == g.key["gpu_mode"])]
     if g.key.get(HOST_CLASS):  # memory pairing as measured on that host class
@@ -219,6 +344,7 @@ def _group_candidates(
         if g.size_column:
             point[g.size_column] = size
         value, warning = predict_point(g, point)
+        lo, hi = _widened(g, value)
         gpus = 1.0 if g.key["gpu_mode"] == "on" else 0.0
         cost = cpus * cost_cpu + (mem or 0.0) * cost_gb + gpus * cost_gpu
         out.append(
@@ -229,8 +355,10 @@ def _group_candidates(
                 value,
                 float(cost),
                 value <= slo_s,
-                extrapolated=bool(cpus < lo - 1e-9 or cpus > hi + 1e-9),
+                extrapolated=bool(cpus < cpu_lo - 1e-9 or cpus > cpu_hi + 1e-9),
                 warning=warning,
+                lo_s=lo,
+                hi_s=hi,
             )
         )
     return out
@@ -294,6 +422,8 @@ class SloCandidate:
     meets: dict[str, bool]
     extrapolated: bool
     warning: str = ""
+    lo_s: dict[str, float | None] = field(default_factory=dict)  # objective name -> interval (`_widened`)
+    hi_s: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def meets_slo(self) -> bool:
@@ -307,6 +437,8 @@ class SloCandidate:
             "mem_cap_gb": self.mem_cap_gb,
             "cost": self.cost,
             "predicted_s": self.predicted_s,
+            "lo_s": self.lo_s,
+            "hi_s": self.hi_s,
             "meets": self.meets,
             "meets_slo": self.meets_slo,
             "extrapolated": self.extrapolated,
@@ -321,11 +453,15 @@ class SloRecommendation:
     candidates: list[SloCandidate]
     caveats: list[str] = field(default_factory=list)
     selections: dict[str, Selection] = field(default_factory=dict)  # 'objective: group' -> selection
+    decision: Decision | None = None
+    excluded_cells: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "objectives": self.objectives,
             "best": self.best.as_dict() if self.best else None,
+            **Decision.fields(self.decision),
+            "excluded_cells": self.excluded_cells,
             "candidates": [c.as_dict() for c in self.candidates],
             "caveats": self.caveats,
             "form_selection": {label: s.to_dict() for label, s in self.selections.items()},
@@ -350,6 +486,8 @@ class SloRecommendation:
                 if c.meets_slo and c is not self.best and (allowed or not c.extrapolated)
             ][:3]
             lines += [f"  next:     {_describe_slo(c)}" for c in runners]
+        if self.decision is not None:
+            lines.append(f"  {self.decision.line}")
         lines += [f"  {label}: {s.line}" for label, s in self.selections.items()]
         lines += [f"  note: {c}" for c in self.caveats]
         return lines
@@ -416,6 +554,8 @@ def recommend_slos(
                     )
                 have.predicted_s[o.name] = c.predicted_s
                 have.meets[o.name] = c.meets_slo
+                have.lo_s[o.name] = c.lo_s
+                have.hi_s[o.name] = c.hi_s
                 have.extrapolated = have.extrapolated or c.extrapolated
                 have.warning = "; ".join(dict.fromkeys(w for w in (have.warning, c.warning) if w))
                 counts[key] = counts.get(key, 0) + 1
@@ -425,10 +565,24 @@ def recommend_slos(
     # a load level or GPU mode that one objective's data lacks cannot be judged against every SLO
     candidates = [c for key, c in joined.items() if counts[key] == len(objectives)]
     candidates.sort(key=lambda c: (c.cost, sum(c.predicted_s.values())))
-    eligible = [c for c in candidates if c.meets_slo and (allow_extrapolation or not c.extrapolated)]
+    pool = [c for c in candidates if allow_extrapolation or not c.extrapolated]
+    eligible = [c for c in pool if c.meets_slo]
     best = eligible[0] if eligible else None
+    decision = None
+    if best is not None:
+        cheaper = _next_cheaper(pool, best)
+        decision = judge(
+            _short(best),
+            best.hi_s,
+            _short(cheaper) if cheaper else None,
+            cheaper.lo_s if cheaper else {},
+            {o.name: o.slo_s for o in objectives},
+        )
     if best is not None and best.warning:
         caveats.append(f"the recommended point lies outside the measured range: {best.warning}")
+    excluded = {(e["source"], e["cell_index"]): e for o in objectives for e in o.report.excluded}
+    if excluded:
+        caveats.append(excluded_line(list(excluded.values())))
     asked = [
         {
             "name": o.name,
@@ -439,4 +593,4 @@ def recommend_slos(
         }
         for o in objectives
     ]
-    return SloRecommendation(asked, best, candidates, caveats, selections)
+    return SloRecommendation(asked, best, candidates, caveats, selections, decision, len(excluded))

@@ -280,3 +280,35 @@ SAMPLE_COLUMNS = [
     "vram_bytes",
     "source",
 ]
+
+
+# repetitions.csv (`analysis.repetitions`): one row per configuration measured in several repetitions.
+# A configuration: the cells.csv rows that differ only in `repeat_idx` (and their cell and container).
+REPETITION_CONFIG_COLUMNS: tuple[str, ...] = (
+    "model_name",
+    "host_class",
+    "cpu_cores",
+    "mem_cap_gb",
+    "gpu_mode",
+    "gpus",
+    "input_scale",
+    "pixels",
+    "token_len",
+    "output_len",
+    "batch_size",
+    "concurrency",
+    "rate",
+)
+REPETITION_COLUMNS: tuple[str, ...] = (
+    *REPETITION_CONFIG_COLUMNS,
+    "repetitions",  # how many repetitions of the configuration ended ok with a p50
+    "cell_indices",  # their cells, by repeat_idx, separated by spaces
+    "p50_median_s",  # the median of the repetitions' p50s, and its 95% interval (empty: not bounded)
+    "p50_median_lo_s",
+    "p50_median_hi_s",
+    "p50_cv",  # the repetitions' p50s: standard deviation over the mean
+    "p99_cv",
+    "disagree",  # 1: the repetitions' own p50 intervals share no point (drift beyond noise); empty: no intervals
+    "disagree_cells",  # the cells whose p50 interval excludes the median of the p50s
+    "disagree_reason",
+)

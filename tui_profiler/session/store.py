@@ -1,5 +1,6 @@
 """The session folder, written from the event stream: `OUTPUT/<YYYYmmdd-HHMMSS>-<preset>/` with
-requests.csv, cells.csv, samples.csv and meta.json.
+requests.csv, cells.csv, samples.csv and meta.json (and repetitions.csv when a configuration ran in
+several repetitions: `tui_profiler.analysis.repetitions`, written when the session finishes).
 
 `SessionWriter` is an event consumer like the TUI and the headless progress: the sweep emits, the writer
 writes (`recording(...)` puts it first among a run's consumers, so rows are on disk before any view shows
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tui_profiler.analysis.repetitions import repetition_rows
 from tui_profiler.events import (
     CellFinished,
     CellStarted,
@@ -47,6 +49,7 @@ from tui_profiler.session.reader import new_session_id, read_rows, session_dir_f
 from tui_profiler.session.schema import (
     CELL_COLUMNS,
     CELL_CONSTANT_COLUMNS,
+    REPETITION_COLUMNS,
     REQUEST_COLUMNS,
     SAMPLE_COLUMNS,
     CellStatus,
@@ -243,6 +246,21 @@ class SessionStore:
         self.cells.sync()
         self.finished_cells.add(int(row["cell_index"]))
 
+    def write_repetitions(self) -> None:
+        """repetitions.csv: the spread between repetitions of each configuration measured more than once
+        (`analysis.repetitions`), from cells.csv as it stands (resumed cells included); no file when no
+        configuration has two repetitions."""
+        self.cells.sync()
+        _, cell_rows = read_rows(self.dir / "cells.csv")
+        rows = repetition_rows(cell_rows)
+        if rows:
+            _rewrite_csv(
+                self.dir / "repetitions.csv",
+                list(REPETITION_COLUMNS),
+                ({c: fmt(r.get(c)) for c in REPETITION_COLUMNS} for r in rows),
+                keep=lambda r: True,
+            )
+
     def update_meta(self, **fields: Any) -> None:
         self.meta.update(fields)
         _write_json_atomic(self.dir / "meta.json", self.meta)
@@ -294,7 +312,8 @@ class SessionWriter:
 
     `SessionStarted` creates the folder (or re-opens it for a resume) and writes meta.json; `RequestDone`
     and `ResourceSample` append their rows at once; `CellFinished` writes the cell's row (an interrupted
-    cell gets none); `MetaUpdated` and `SessionFinished` update meta.json, and the latter closes the files.
+    cell gets none); `MetaUpdated` and `SessionFinished` update meta.json; the latter writes
+    repetitions.csv (when a configuration ran in several repetitions) and closes the files.
     An OSError (a full disk) is raised to the emitter: the sweep stops with a clear error."""
 
     def __init__(self) -> None:
@@ -369,6 +388,8 @@ class SessionWriter:
         store = self._open()
         try:
             with contextlib.suppress(OSError):  # the disk that stopped the session may still be full
+                store.write_repetitions()
+            with contextlib.suppress(OSError):
                 store.update_meta(
                     status=event.status,
                     cells_finished=event.cells_finished,
