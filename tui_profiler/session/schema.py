@@ -282,7 +282,7 @@ SAMPLE_COLUMNS = [
 ]
 
 
-# repetitions.csv (`analysis.repetitions`): one row per configuration measured in several repetitions.
+# repetitions.csv (`session.repetitions`): one row per configuration measured in several repetitions.
 # A configuration: the cells.csv rows that differ only in `repeat_idx` (and their cell and container).
 REPETITION_CONFIG_COLUMNS: tuple[str, ...] = (
     "model_name",

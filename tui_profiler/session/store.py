@@ -1,6 +1,6 @@
 """The session folder, written from the event stream: `OUTPUT/<YYYYmmdd-HHMMSS>-<preset>/` with
 requests.csv, cells.csv, samples.csv and meta.json (and repetitions.csv when a configuration ran in
-several repetitions: `tui_profiler.analysis.repetitions`, written when the session finishes).
+several repetitions: `tui_profiler.session.repetitions`, written when the session finishes).
 
 `SessionWriter` is an event consumer like the TUI and the headless progress: the sweep emits, the writer
 writes (`recording(...)` puts it first among a run's consumers, so rows are on disk before any view shows
@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tui_profiler.analysis.repetitions import repetition_rows
 from tui_profiler.events import (
     CellFinished,
     CellStarted,
@@ -46,6 +45,7 @@ from tui_profiler.events import (
     SessionStarted,
 )
 from tui_profiler.session.reader import new_session_id, read_rows, session_dir_for
+from tui_profiler.session.repetitions import repetition_rows
 from tui_profiler.session.schema import (
     CELL_COLUMNS,
     CELL_CONSTANT_COLUMNS,
@@ -248,7 +248,7 @@ class SessionStore:
 
     def write_repetitions(self) -> None:
         """repetitions.csv: the spread between repetitions of each configuration measured more than once
-        (`analysis.repetitions`), from cells.csv as it stands (resumed cells included); no file when no
+        (`session.repetitions`), from cells.csv as it stands (resumed cells included); no file when no
         configuration has two repetitions."""
         self.cells.sync()
         _, cell_rows = read_rows(self.dir / "cells.csv")
