@@ -66,6 +66,33 @@ def latency_interval(
     return text
 
 
+# the requests a bounded interval of a percentile needs (cells.csv; the first name present is read)
+_N_NEEDED = {"p99": ("p99_n_needed", "n_needed_p99")}
+
+
+def _row_number(row: Mapping[str, Any], key: str) -> float | None:
+    value = row.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if _missing(f) else f
+
+
+def row_percentile(row: Mapping[str, Any], stat: str, *, needs: bool = True) -> str:
+    """A cell's percentile ('p50', 'p99') from its cells.csv row (text, numbers or NaN), with its 95%
+    interval where the row has the interval's columns (`latency_interval`; `needs`: add the requests a
+    bounded one needs), the value alone for a session before intervals."""
+    value = _row_number(row, f"{stat}_s")
+    if f"{stat}_lo_s" not in row and f"{stat}_hi_s" not in row:
+        return latency(value)
+    needed = next((_row_number(row, k) for k in _N_NEEDED.get(stat, ()) if k in row), None)
+    lo, hi = _row_number(row, f"{stat}_lo_s"), _row_number(row, f"{stat}_hi_s")
+    return latency_interval(value, lo, hi, needed if needs else None)
+
+
 def saturation(flags: Any) -> str:
     """A cell's saturation flags as the CSV writes them ('client', 'server+host'); '' when none (or the
     session predates the column)."""

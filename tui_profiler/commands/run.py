@@ -264,15 +264,20 @@ class _Progress:
             if event.status != CellStatus.OK:
                 self.failed += 1
             s = event.summary
-            p50 = formatting.latency(_float(s.get("p50_s")))
-            p99 = formatting.latency(_float(s.get("p99_s")))
+            p50, p99 = _with_interval(s, "p50"), _with_interval(s, "p99")
             label = formatting.cell_label(self.cells.get(event.cell_index) or self.cell or {})
             mark = "[green]ok[/]" if event.status == CellStatus.OK else f"[red]{event.status}[/]"
-            extra = f" — {event.reason}" if event.reason else ""
+            extra = f" — {_escape(event.reason)}" if event.reason else ""
             where = f" on {event.host}" if event.host else ""
+            flags = formatting.saturation(s.get(SATURATION))
+            saturated = (
+                f" [yellow]saturated: {flags} — {_escape(str(s.get(SATURATION_REASON) or ''))}[/]"
+                if flags
+                else ""
+            )
             self._print(
                 f"cell {event.cell_index + 1}/{self.n_cells}{where} {label}: {mark} n={s.get('n')} "
-                f"p50 {p50} p99 {p99}{extra}"
+                f"p50 {p50} p99 {p99}{saturated}{extra}"
             )
         elif isinstance(event, ev.LogMessage):
             style = {"error": "red", "warning": "yellow"}.get(event.level, "dim")
@@ -303,6 +308,22 @@ class _Progress:
         if self.stopping:
             grid.add_row("", f"[yellow]{self.stopping}[/]", "")
         return grid
+
+
+SATURATION = "saturation"  # cells.csv: the saturation flags ('' none; client, server, host joined by '+')
+SATURATION_REASON = "saturation_reason"
+
+
+def _escape(text: str) -> str:
+    """Text shown as it is by rich (no '[...]' read as markup)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _with_interval(row: Any, stat: str) -> str:
+    """A cell's percentile with its 95% interval ('41.0 ms [37.0, –] needs 368'), escaped for rich."""
+    return _escape(formatting.row_percentile(row, stat))
 
 
 def _float(value: Any) -> float | None:
@@ -439,9 +460,12 @@ def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
         "rps",
         "cold start",
         "peak mem",
+        "saturated",
         "status",
     ):
-        table.add_column(col, justify="right" if col not in ("size", "load", "status") else "left")
+        left = col in ("size", "load", "saturated", "status")
+        table.add_column(col, justify="left" if left else "right")
+    saturated: list[str] = []
 
     for r in rows:
         size = formatting.input_size(
@@ -454,6 +478,10 @@ def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
             else ""
         )
         status = r.get("status", "")
+        flags = formatting.saturation(r.get(SATURATION))
+        if flags:
+            reason = r.get(SATURATION_REASON) or "no reason recorded"
+            saturated.append(f"cell {r.get('cell_index', '')}: {flags} — {reason}")
         table.add_row(
             r.get("cell_index", ""),
             formatting.number(r.get("cpu_cores")),
@@ -462,12 +490,21 @@ def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
             load,
             r.get("n", ""),
             r.get("errors", ""),
-            formatting.latency(_float(r.get("p50_s"))),
-            formatting.latency(_float(r.get("p99_s"))),
+            _with_interval(r, "p50"),
+            _with_interval(r, "p99"),
             formatting.rate(_float(r.get("throughput_rps")), unit=""),
             cold,
             formatting.size(_float(r.get("peak_mem_bytes"))),
+            f"[yellow]{flags}[/]" if flags else "",
             status if status == CellStatus.OK else f"[red]{status}[/]",
         )
     with contextlib.suppress(OSError, ValueError):
         console.print(table)
+        if any("p99_lo_s" in r for r in rows):
+            console.print(
+                "[dim]p50, p99: [95% interval]; – a side the cell's requests cannot bound "
+                "(needs N: the requests a bounded one needs)[/]",
+                highlight=False,
+            )
+        for line in saturated:  # a saturated cell's latency is not the target's: say why, in full
+            console.print(f"[yellow]saturated[/] {_escape(line)}", highlight=False)

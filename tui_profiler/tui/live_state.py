@@ -29,7 +29,7 @@ from tui_profiler.events import (
     SessionStarted,
 )
 from tui_profiler.session.schema import CellStatus, GenColumn
-from tui_profiler.stats import quantile_sorted
+from tui_profiler.stats import QuantileInterval, quantile_interval, quantile_sorted
 
 # History bounds: enough for a readable plot at 200 columns, small enough that 1,000,000 requests cost
 # nothing more than 1,000.
@@ -37,6 +37,9 @@ LATENCY_POINTS = 4_000
 SAMPLE_POINTS = 1_200
 LOG_LINES = 500
 CELL_ROWS = 10_000  # cells.csv rows are small; a sweep of 10,000 cells is already extreme
+# The running cell's p50 / p99 intervals cost ~10 ms over LATENCY_POINTS values (the order-statistic ranks
+# and the dependence estimate): recomputed on the redraw timer at most this often, never per event.
+INTERVAL_EVERY_S = 0.5
 
 
 @dataclass(slots=True)
@@ -83,6 +86,11 @@ class LiveState:
     last_sample: ResourceSample | None = None
     finished_cells: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CELL_ROWS))
     logs: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    # The running cell's p50 and p99 intervals (`latency_intervals`), and what they were computed from.
+    latency_seq: int = 0  # latencies appended to the current cell's plot (a new cell starts again at 0)
+    _intervals: tuple[QuantileInterval, QuantileInterval] | None = None
+    _intervals_seq: int = -1
+    _intervals_at: float = -1e18
     # Monotonic counters so a consumer can tell what changed since its last look.
     version: int = 0
     _cold_done: bool = False
@@ -108,6 +116,7 @@ class LiveState:
                 self.last_error = event.error
             if event.ok and event.latency_s is not None and event.t_s is not None:
                 self.latencies.append((event.t_s, event.latency_s))
+                self.latency_seq += 1
                 ttft = _number(event.row.get(GenColumn.TTFT_S)) if event.row else None
                 if ttft is not None:
                     self.generative = True
@@ -154,6 +163,9 @@ class LiveState:
             # cells of one resource config share a container: its cold start stays on screen until the
             # next container's first phase arrives
             self.latencies.clear()
+            self.latency_seq = 0
+            self._intervals = None
+            self._intervals_seq = -1
             self.ttfts.clear()
             self.itls.clear()
             self.cpu.clear()
@@ -219,6 +231,22 @@ class LiveState:
             return None, None
         values = sorted(v for _, v in self.latencies)
         return quantile_sorted(values, 0.50), quantile_sorted(values, 0.99)
+
+    def latency_intervals(self, now: float | None = None) -> tuple[QuantileInterval, QuantileInterval] | None:
+        """The running cell's p50 and p99 with their 95% intervals (`stats.quantile_interval`, over its
+        recent timed requests in the order they finished: at most LATENCY_POINTS); None before any.
+        Computed on the redraw timer: again only when new latencies arrived and INTERVAL_EVERY_S has passed
+        since the last computation (`now`: `time.perf_counter()` unless given), so a redraw stays cheap."""
+        if not self.latencies:
+            return None
+        now = time.perf_counter() if now is None else now
+        stale = self.latency_seq != self._intervals_seq
+        if self._intervals is None or (stale and now - self._intervals_at >= INTERVAL_EVERY_S):
+            values = [v for _, v in self.latencies]
+            self._intervals = (quantile_interval(values, 0.5), quantile_interval(values, 0.99))
+            self._intervals_seq = self.latency_seq
+            self._intervals_at = now
+        return self._intervals
 
     def ttft_stats(self) -> tuple[float | None, float | None]:
         """Running p50 and p99 of the current cell's recent time-to-first-token values (seconds)."""

@@ -36,6 +36,7 @@ CELLS_TABLE_HEADERS = (
     "peak CPU",
     "peak mem",
     "throttled",
+    "saturated",
     "status",
 )
 LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
@@ -188,7 +189,7 @@ class LiveScreen(Screen[None]):
             f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {formatting.duration(state.eta())} · {status}"
         )
         if state.current_index is not None:
-            p50, p99 = state.latency_stats()
+            p50, p99 = _running_percentiles(state)
             err = f" · {state.cell_errors} errors" if state.cell_errors else ""
             tokens = ""
             if state.generative:
@@ -197,23 +198,30 @@ class LiveScreen(Screen[None]):
                 tokens = f" · TTFT p50 {formatting.latency(ttft_p50)} · ITL p50 {formatting.latency(itl_p50)}"
             self.query_one("#cell-label", Static).update(
                 f"cell {state.current_index + 1}: {formatting.cell_label(state.current_cell)} · "
-                f"{state.cell_requests} requests{err} · p50 {formatting.latency(p50)} · p99 {formatting.latency(p99)}"
-                f"{tokens}"
+                f"{state.cell_requests} requests{err} · p50 {p50} · p99 {p99}{tokens}"
             )
         elif state.preset_name:
             self.query_one("#cell-label", Static).update(f"{state.preset_name}: starting on {state.runtime}")
 
     def _draw_plots(self, state: LiveState) -> None:
         p50, p99 = state.latency_stats()
+        intervals = state.latency_intervals()
+        bounds: list[tuple[float, str]] = []
+        if intervals is not None:  # each percentile's 95% interval: lines beside its own, a lighter hue
+            p50, p99 = intervals[0].estimate, intervals[1].estimate
+            for iv, color in zip(intervals, ("green+", "red+"), strict=True):
+                bounds += [(v * 1e3, color) for v in (iv.lo, iv.hi) if v is not None]
+        p50_text, p99_text = _running_percentiles(state)
         self._per_request_plot(
             "#plot-latency",
             "latency",
             list(state.latencies),
             p50,
             p99,
-            wide=(48, f"latency (ms) · p50 {formatting.latency(p50)} · p99 {formatting.latency(p99)}"),
+            wide=(72, f"latency (ms) · p50 {p50_text} · p99 {p99_text}"),
             narrow=f"p50 {formatting.latency(p50)} p99 {formatting.latency(p99)}",
             waiting=("waiting for requests", "latency per request"),
+            bounds=bounds,
         )
         if state.generative:
             self._draw_token_plots(state)
@@ -266,9 +274,11 @@ class LiveScreen(Screen[None]):
         wide: tuple[int, str],
         narrow: str,
         waiting: tuple[str, str],
+        bounds: Sequence[tuple[float, str]] = (),
     ) -> None:
-        """One value per request (seconds, drawn in ms) with its running p50 and p99 as lines; the `wide`
-        title from its minimum width up, else the `narrow` one; `waiting` (message, title) before any."""
+        """One value per request (seconds, drawn in ms) with its running p50 and p99 as lines (and `bounds`:
+        further lines, ms and colour: their intervals); the `wide` title from its minimum width up, else
+        the `narrow` one; `waiting` (message, title) before any."""
         plot = self.query_one(selector, LinePlot)
         if points and p50 is not None and p99 is not None:
             min_width, wide_title = wide
@@ -282,7 +292,7 @@ class LiveScreen(Screen[None]):
                         marker="dot",
                     )
                 ],
-                hlines=[(p50 * 1e3, "green"), (p99 * 1e3, "red")],
+                hlines=[*bounds, (p50 * 1e3, "green"), (p99 * 1e3, "red")],
                 # plotext drops a title wider than the plot: keep it short on narrow terminals
                 title=wide_title if plot.size.width >= min_width else narrow,
             )
@@ -378,6 +388,19 @@ class LiveScreen(Screen[None]):
         self._seen_log = state.log_seq
 
 
+def _running_percentiles(state: LiveState) -> tuple[str, str]:
+    """The running cell's p50 and p99 as text, with their 95% intervals once computed."""
+    intervals = state.latency_intervals()
+    if intervals is None:
+        p50, p99 = state.latency_stats()
+        return formatting.latency(p50), formatting.latency(p99)
+    p50, p99 = intervals
+    return (
+        formatting.latency_interval(p50.estimate, p50.lo, p50.hi),
+        formatting.latency_interval(p99.estimate, p99.lo, p99.hi),
+    )
+
+
 def _get(row: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         value = row.get(key)
@@ -410,17 +433,19 @@ def cell_row(row: dict[str, Any]) -> list[str | Text]:
     )
     status = str(_get(row, "status") or "")
     style = "green" if status == CellStatus.OK else "bold red"
+    flags = formatting.saturation(_get(row, "saturation"))
     return [
         "—" if index is None else str(int(float(index)) + 1),
         config,
         inputs,
         load,
-        formatting.latency(_float(_get(row, "p50_s"))),
-        formatting.latency(_float(_get(row, "p99_s"))),
+        formatting.row_percentile(row, "p50", needs=False),
+        formatting.row_percentile(row, "p99", needs=False),
         formatting.rate(_float(_get(row, "throughput_rps")), unit=""),
         formatting.number(_round(_get(row, "peak_cpu_cores"))),
         formatting.size(_float(_get(row, "peak_mem_bytes"))),
         throttled,
+        Text(flags, style="bold yellow"),  # saturated: the latency is not the target's (cells.csv says why)
         Text(status, style=style),
     ]
 

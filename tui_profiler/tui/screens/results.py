@@ -223,9 +223,13 @@ class ResultsScreen(Screen[None]):
         index = record.get("cell_index", row)
         values = reader.cell_latencies(self._requests_frame(), int(index))
         label = " ".join(str(x) for x in cell_row(record)[1:4])
+        flags = formatting.saturation(record.get("saturation"))
+        reason = record.get("saturation_reason")
+        saturated = f" · saturated ({flags}): {reason}" if flags and isinstance(reason, str) else ""
+        saturated = saturated or (f" · saturated ({flags})" if flags else "")
         plot.show_values(
             values,
-            title=f"cell {int(index) + 1}: {label} · {len(values)} timed requests "
+            title=f"cell {int(index) + 1}: {label} · {len(values)} timed requests{saturated} "
             "(↑/↓ in Cells picks the cell)",
         )
 
