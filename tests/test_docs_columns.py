@@ -10,6 +10,7 @@ import pytest
 
 from tui_profiler.session.schema import (
     CELL_COLUMNS,
+    REPETITION_COLUMNS,
     REQUEST_COLUMNS,
     SAMPLE_COLUMNS,
     CellStatus,
@@ -34,9 +35,14 @@ def _code_words(text: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("file", "columns"),
-    [("requests.csv", REQUEST_COLUMNS), ("cells.csv", CELL_COLUMNS), ("samples.csv", SAMPLE_COLUMNS)],
+    [
+        ("requests.csv", REQUEST_COLUMNS),
+        ("cells.csv", CELL_COLUMNS),
+        ("samples.csv", SAMPLE_COLUMNS),
+        ("repetitions.csv", REPETITION_COLUMNS),
+    ],
 )
-def test_every_column_is_documented(file: str, columns: list[str]) -> None:
+def test_every_column_is_documented(file: str, columns: list[str] | tuple[str, ...]) -> None:
     documented = _code_words(_section(file))
     assert [c for c in columns if c not in documented] == []
 

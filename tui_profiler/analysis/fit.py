@@ -1032,8 +1032,13 @@ def repetition_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         median = r.get("p50_median_s")
         lo, hi = r.get("p50_median_lo_s"), r.get("p50_median_hi_s")
         cv = r.get("p50_cv")
-        verdict = {True: "DISAGREE beyond their intervals", False: "agree within their intervals"}.get(
-            r.get("disagree"), "agreement not judged (no intervals)"
+        disagree = r.get("disagree")
+        verdict = (
+            "agreement not judged (no intervals)"
+            if disagree is None
+            else "DISAGREE beyond their intervals"
+            if disagree
+            else "agree within their intervals"
         )
         marked = f" (cells {r['disagree_cells']})" if r.get("disagree_cells") else ""
         lines.append(
@@ -1092,7 +1097,7 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
         else:  # throughput: closed loop, `concurrency` workers each sending back to back
             conc = lat.mean().index.get_level_values("concurrency").to_numpy(float)
             y = lat.mean() / np.maximum(conc, 1.0)
-        statistic = {"latency_s": "mean", "p50": 0.5, "p99": 0.99}.get(target)
+        statistic = _STATISTIC.get(target)
         part = pd.DataFrame({"y": y, "n_rows": lat.size()})
         parts.append(part.join(_request_bounds(lat, statistic)))
     if not is_request.all():
@@ -1125,6 +1130,8 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
     return cells, has_requests
 
 
+# each per-request target's per-cell statistic whose interval `_request_bounds` computes
+_STATISTIC: dict[str, str | float] = {"latency_s": "mean", "p50": 0.5, "p99": 0.99}
 # cells.csv's 95% interval of each target's statistic (a session before intervals has none: NaN)
 CELL_BOUNDS: dict[str, tuple[str, str]] = {
     "latency_s": ("ci95_low_s", "ci95_high_s"),
@@ -1279,7 +1286,7 @@ def fit_group(cells: pd.DataFrame, target: str, selection: Selection | str) -> G
     lo, hi = _bounds(cells, "lo"), _bounds(cells, "hi")
     requests = cells["n_requests"] if "n_requests" in cells else cells["n_rows"]
     requests = requests.fillna(cells["n_rows"]).to_numpy(float)
-    weights, weighting = cell_weights(y, lo, hi, requests)
+    weights, weighting = cell_weights(y.tolist(), lo, hi, requests.tolist())
     cells["weight"] = weights
     w = weights
     size_column = str(cells["size_column"].iloc[0]) or None
@@ -1356,7 +1363,7 @@ def fit_group(cells: pd.DataFrame, target: str, selection: Selection | str) -> G
         selection,
         caveats,
         weighting,
-        noise(y, lo, hi),
+        noise(y.tolist(), lo, hi),
     )
 
 

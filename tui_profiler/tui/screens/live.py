@@ -394,10 +394,10 @@ def _running_percentiles(state: LiveState) -> tuple[str, str]:
     if intervals is None:
         p50, p99 = state.latency_stats()
         return formatting.latency(p50), formatting.latency(p99)
-    p50, p99 = intervals
+    mid, tail = intervals
     return (
-        formatting.latency_interval(p50.estimate, p50.lo, p50.hi),
-        formatting.latency_interval(p99.estimate, p99.lo, p99.hi),
+        formatting.latency_interval(mid.estimate, mid.lo, mid.hi),
+        formatting.latency_interval(tail.estimate, tail.lo, tail.hi),
     )
 
 
