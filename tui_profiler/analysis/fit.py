@@ -1423,12 +1423,15 @@ def leave_out_saturated(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str
     process's, not the target's steady state under its caps."""
     if SATURATION not in rows:
         return rows, []
-    flagged = rows[SATURATION].astype(str).str.strip() != ""
+    flags = rows[SATURATION].astype("string").fillna("").astype(str).str.strip()
+    flagged = (flags != "") & (flags.str.lower() != "nan")
     if not flagged.any():
         return rows, []
     left = rows[flagged]
+    cells = left["cell_index"] if "cell_index" in left else pd.Series(np.nan, index=left.index)
+    sources = left["source"] if "source" in left else pd.Series("", index=left.index)
     excluded = []
-    for (source, cell), part in left.groupby(["source", left["cell_index"].fillna(-1)], sort=True):
+    for (source, cell), part in left.groupby([sources, cells.fillna(-1)], sort=True):
         first = part.iloc[0]
         excluded.append(
             {
