@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tui_profiler.session.schema import SATURATION_COLUMNS
-from tui_profiler.stats import TREND_MIN_BATCHES, percentile, trend
+from tui_profiler.stats import TREND_MIN_SAMPLES, percentile, trend
 
 if TYPE_CHECKING:
     from tui_profiler.load.client import RequestResult
@@ -40,7 +40,7 @@ LOOP_BUSY = 0.9  # the event loop thread on a CPU or waiting for one, share of t
 CLIENT_LAG_GAPS = 2.0  # open loop: median send lag, in scheduled arrival gaps, with a connection free ...
 CLIENT_LAG_FLOOR_S = 0.005  # ... and at least this (asyncio's timers and a busy box's wake-ups)
 CLIENT_LAG_MIN_ARRIVALS = 10  # arrivals that found a connection free, needed to judge the lag
-TREND_P = 0.01  # one-sided Mann-Kendall p-value of rising batch means
+TREND_P = 0.001  # one-sided Mann-Kendall p-value of rising batch means
 TREND_RISE = 0.25  # the Theil-Sen rise across the cell, over the median batch mean
 RATE_SHORTFALL = 0.9  # open loop: answers per second over the scheduled rate
 RATE_SPREAD = 3.0  # ... and the missing time beyond this many (p90 - p50) of the first half's latency
@@ -134,7 +134,7 @@ def saturation_columns(
     tr = trend(series)
     row.update(latency_trend=tr.rise, latency_trend_p=tr.p_rising)
     if tr.batches == 0:
-        unjudged.append(f"latency trend: {tr.n} answers, {2 * TREND_MIN_BATCHES} needed")
+        unjudged.append(f"latency trend: {tr.n} answers, at least {TREND_MIN_SAMPLES} needed")
     elif tr.p_rising is not None and tr.rise is not None and tr.p_rising < TREND_P and tr.rise >= TREND_RISE:
         server_reasons.append(f"latency rose {tr.rise:+.0%} through the cell (trend p={tr.p_rising:.1g})")
     if open_facts is not None and open_facts.shortfall and not client_flag:
