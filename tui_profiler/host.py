@@ -13,6 +13,7 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,75 @@ def host_limits() -> HostLimits:
     else:
         gpus, reason = 0, f"not available ({nv.reason})"
     return HostLimits(cpus=cores, memory_gb=round((mem or 0) / 2**30, 2), gpus=gpus, gpu_reason=reason)
+
+
+# -------------------------------------------------------------------------------------- host CPU use
+
+PROC_STAT = Path("/proc/stat")
+CPU_PRESSURE = Path("/proc/pressure/cpu")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """Cumulative CPU time of some of this machine's cores from /proc/stat, in clock ticks: `busy` (user,
+    nice, system, irq, softirq and steal: a hypervisor's steal is time others took) and `total` (busy plus
+    idle and iowait). `cores`: how many cores they cover. Two readings' difference says how busy those
+    cores were between them: `cores * d_busy / d_total` cores on average."""
+
+    busy: int
+    total: int
+    cores: int
+
+
+def cpu_times(cores: Sequence[int] | None = None, path: Path = PROC_STAT) -> CpuTimes | None:
+    """/proc/stat's times of `cores` (its `cpuN` lines), or of every core (its `cpu` line) when None; None
+    when the file cannot be read or names none of them. Cheap: one small procfs read."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    wanted = None if cores is None else {f"cpu{c}" for c in cores}
+    chosen: list[list[str]] = []
+    n_cores = 0
+    for line in lines:
+        if not line.startswith("cpu"):
+            break  # the cpu lines come first: `cpu` (the sum over every core), then one `cpuN` per core
+        name, *fields = line.split()
+        if name == "cpu":
+            if wanted is None:
+                chosen.append(fields)
+            continue
+        n_cores += 1
+        if wanted is not None and name in wanted:
+            chosen.append(fields)
+    busy = total = 0
+    for fields in chosen:
+        try:
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+        except ValueError:
+            return None
+        busy += user + nice + system + irq + softirq + steal
+        total += user + nice + system + idle + iowait + irq + softirq + steal
+    cores_read = n_cores if wanted is None else len(chosen)
+    return CpuTimes(busy, total, cores_read) if chosen and cores_read else None
+
+
+def cpu_pressure_some_us(path: Path = CPU_PRESSURE) -> int | None:
+    """The kernel's CPU pressure (PSI, /proc/pressure/cpu): microseconds in which at least one runnable task
+    waited for a CPU, since boot. None where the kernel does not report it (no PSI, or `psi=0`)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("some "):
+            for part in line.split():
+                if part.startswith("total="):
+                    try:
+                        return int(part[6:])
+                    except ValueError:
+                        return None
+    return None
 
 
 # --------------------------------------------------------------------------------------- software facts

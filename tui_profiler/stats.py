@@ -260,3 +260,69 @@ def quantile_interval(
         hi = ordered[rank - 1] if rank <= n else None
     needed = None if lo is not None and hi is not None else max(n + 1, math.ceil(needed_iid * tau))
     return QuantileInterval(q, estimate, lo, hi, n, n_eff, tau, needed, confidence)
+
+
+# ------------------------------------------------------------------------------ trend through a sample
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """Whether a sample taken in order keeps rising: the Mann-Kendall test on its batch means (one-sided,
+    rising) and the Theil-Sen slope through them. `n`: the samples; `batches`: how many batch means were
+    tested (0: too few samples to test; then every other field is None); `rise`: the slope across the whole
+    sample over the median of the batch means (0.5: the fitted line rose by half the typical value from the
+    first sample to the last); `z`, `p_rising`: the test's statistic and its one-sided p-value."""
+
+    n: int
+    batches: int
+    slope: float | None  # per sample, in the values' unit
+    rise: float | None
+    z: float | None
+    p_rising: float | None
+
+
+# The fewest batch means the test runs on: below this the one-sided p-value of even a perfectly ordered
+# sequence is not small (8 means: 1/8! in exact terms; the normal approximation is fair from here).
+TREND_MIN_BATCHES = 8
+TREND_MAX_BATCHES = 20
+# Batches at least this many times the dependence long (and never shorter): at twice, AR(1)-dependent
+# steady samples (coefficient 0.8) still looked rising at 1% in 2.5% of 400 seeded cells; at three, none did
+# (with the judge's 0.1% level).
+TREND_BATCH_DEPENDENCE = 3
+TREND_MIN_SAMPLES = TREND_MIN_BATCHES * TREND_BATCH_DEPENDENCE
+
+
+def trend(values_in_order: Sequence[float], *, dependence: float | None = None) -> Trend:
+    """Is the sample rising through its order, beyond its noise? Neighbouring requests move together (they
+    share the server's queue), which makes a rank test on the raw values see trends that are not there; so
+    the values are averaged in consecutive batches at least TREND_BATCH_DEPENDENCE times the dependence
+    long, and at least that many values (`dependence`: the
+    variance inflation of neighbours, None: `indicator_dependence` of the values about a straight line
+    through them, so that a trend does not count as dependence), up to TREND_MAX_BATCHES of them, and the
+    Mann-Kendall test (normal approximation with continuity correction, no tie correction: batch means of
+    latencies rarely tie) runs on those means. The Theil-Sen slope (the median of the pairwise slopes)
+    through the means gives the size, robust to a few outlying batches."""
+    vals = np.asarray([float(v) for v in values_in_order if v is not None and math.isfinite(v)], dtype=float)
+    n = int(vals.size)
+    none = Trend(n, 0, None, None, None, None)
+    if n < TREND_MIN_SAMPLES:
+        return none
+    if dependence is None:
+        idx = np.arange(n, dtype=float)
+        slope_ls, intercept = np.polyfit(idx, vals, 1)
+        dependence = indicator_dependence(list(vals - (slope_ls * idx + intercept)))
+    size = max(math.ceil(n / TREND_MAX_BATCHES), math.ceil(TREND_BATCH_DEPENDENCE * max(1.0, dependence)))
+    k = n // size
+    if k < TREND_MIN_BATCHES:
+        return none
+    means = vals[: k * size].reshape(k, size).mean(axis=1)
+    centres = (np.arange(k) + 0.5) * size  # each batch's middle, in samples
+    i, j = np.triu_indices(k, 1)
+    s = float(np.sign(means[j] - means[i]).sum())
+    var = k * (k - 1) * (2 * k + 5) / 18.0
+    z = (s - math.copysign(1.0, s)) / math.sqrt(var) if s != 0 else 0.0
+    p = 0.5 * math.erfc(z / math.sqrt(2.0))
+    slope = float(np.median((means[j] - means[i]) / (centres[j] - centres[i])))
+    typical = float(np.median(means))
+    rise = slope * n / abs(typical) if typical else None
+    return Trend(n, k, slope, rise, z, p)

@@ -200,6 +200,26 @@ class ColdStartPhaseName(StrEnum):
 
 COLD_START_PHASES: tuple[str, ...] = tuple(p.value for p in ColdStartPhaseName)
 
+# A cell's saturation and interference (sweep.saturation): whether its numbers are the target's. `saturation`:
+# "", or `client`, `server`, `host` joined by "+"; the rest are what it was judged on (None: not available).
+SATURATION_COLUMNS: tuple[str, ...] = (
+    "saturation",
+    "saturation_reason",
+    "saturation_not_judged",
+    "client_cpu_cores",
+    "client_cpu_util",
+    "client_loop_busy",
+    "send_lag_p50_s",
+    "send_lag_p99_s",
+    "achieved_rate_rps",
+    "scheduled_rate_rps",
+    "latency_trend",
+    "latency_trend_p",
+    "host_busy_cpu_cores",
+    "host_other_cpu_cores",
+    "cpu_pressure_some_pct",
+)
+
 CELL_COLUMNS = [
     "cell_index",
     "container_idx",
@@ -261,6 +281,7 @@ CELL_COLUMNS = [
     "gpus_enforced",
     "cpuset",
     *GENERATIVE_CELL_COLUMNS,
+    *SATURATION_COLUMNS,
     "status",
     "reason",
 ]

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tui_profiler.events import (
@@ -35,12 +35,14 @@ from tui_profiler.sweep.outcome import (
     needs_liveness_check,
     request_constants,
 )
+from tui_profiler.sweep.saturation import LoadShape
 from tui_profiler.sweep.targets import target_config
 
 if TYPE_CHECKING:
     from tui_profiler.load.client import RequestResult
     from tui_profiler.load.inputs import PayloadSet
     from tui_profiler.sample import SamplerSummary
+    from tui_profiler.sample.contention import CpuWindow
 
 # What the cells after the first of a group say when its container did not start.
 CONTAINER_DID_NOT_START = "container did not start"
@@ -83,8 +85,11 @@ def finish_cell(
     measures_cold_start: bool = False,
     load_wall_s: float | None = None,
     target_facts: dict[str, Any] | None = None,
+    load_shape: LoadShape | None = None,
+    cpu_window: CpuWindow | None = None,
 ) -> None:
-    """The cell's end: its cells.csv row, carried by `CellFinished`."""
+    """The cell's end: its cells.csv row, carried by `CellFinished`; a warning first when the row says the
+    cell was saturated (`sweep.saturation`), so both front ends say so."""
     row = cell_row(
         setting,
         results,
@@ -98,7 +103,13 @@ def finish_cell(
         target_facts=target_facts,
         weight_bytes=ctx.model_facts.get("weight_bytes"),
         slo=ctx.preset.slo,
+        load_shape=load_shape,
+        cpu_window=cpu_window,
     )
+    if row.get("saturation"):
+        place.log(
+            "warning", f"saturated ({row['saturation']}): {row['saturation_reason']}", setting.cell.index
+        )
     place.emit(CellFinished(setting.cell.index, status, reason, row))
 
 
@@ -245,13 +256,15 @@ async def run_cell(
         return False
     setting = cell_setting(ctx, place, cell, target.enforced, payloads.common_row())
     events = _RequestEvents(ctx, place, setting, payloads, target, cold, measures_cold_start)
-    results, load_error, load_wall, sampled = await _measure(ctx, place, cell, target, payloads, events)
+    measured = await _measure(ctx, place, cell, target, payloads, events)
+    results, sampled = measured.results, measured.sampled
     if measures_cold_start and not ctx.url and not events.first_seen:  # no request ever answered
         events.cold_start_done()
-    status, reason, is_alive = await _verdict(ctx, place, cell, target, results, load_error, sampled)
+    status, reason, is_alive = await _verdict(ctx, place, cell, target, results, measured.load_error, sampled)
     finish_cell(ctx, place, setting, results, status=status, reason=reason, sampled=sampled, cold=cold,
-                measures_cold_start=measures_cold_start, load_wall_s=load_wall,
-                target_facts=target.facts)  # fmt: skip
+                measures_cold_start=measures_cold_start, load_wall_s=measured.wall_s,
+                target_facts=target.facts, load_shape=measured.shape,
+                cpu_window=measured.cpu_window)  # fmt: skip
     return not is_alive
 
 
@@ -284,6 +297,19 @@ async def _verdict(
     return status, reason, is_alive
 
 
+@dataclass(slots=True)
+class _Measured:
+    """What `_measure` brings back: the results, why the load generator failed ("" when it did not), the
+    load's wall time, the sampler's summary, how the load was sent and who had the CPUs meanwhile."""
+
+    results: list[RequestResult]
+    load_error: str
+    wall_s: float
+    sampled: SamplerSummary | None
+    shape: LoadShape
+    cpu_window: CpuWindow | None
+
+
 async def _measure(
     ctx: SweepContext,
     place: Placement,
@@ -291,10 +317,12 @@ async def _measure(
     target: RunningTarget,
     payloads: PayloadSet,
     events: _RequestEvents,
-) -> tuple[list[RequestResult], str, float, SamplerSummary | None]:
-    """The timed load with the resource sampler around it: (results, load error, load wall, samples)."""
+) -> _Measured:
+    """The timed load with the resource sampler and the CPU probe (`sample.contention`) around it."""
+    from tui_profiler.cgroups import cpuset_cores
     from tui_profiler.load import patterns
     from tui_profiler.load.client import run_load
+    from tui_profiler.sample.contention import CpuProbe
 
     def on_sample(sample: ResourceSample) -> None:
         place.emit(replace(sample, cell_index=cell.index))
@@ -306,6 +334,15 @@ async def _measure(
         sampler = ResourceSampler(target.sample_target(), interval_s=0.05, on_sample=on_sample)
         await sampler.start()
     pattern = patterns.pattern_for(ctx.preset.load, concurrency=cell.concurrency, rate=cell.rate)
+    shape = LoadShape(
+        open_loop=pattern.mode == "open",
+        rate=pattern.rate,
+        connections=pattern.concurrency,
+        loops=pattern.processes if pattern.mode == "closed" and pattern.concurrency > 1 else 1,
+    )
+    # built here, on the event loop's thread (the thread it watches); its reads run in a thread
+    probe = CpuProbe(cpuset_cores(target.enforced.cpuset) if target.enforced.cpuset else None)
+    before = await asyncio.to_thread(probe.snapshot)
     results: list[RequestResult] = []
     load_error = ""
     t0 = time.perf_counter()
@@ -322,10 +359,16 @@ async def _measure(
     except Exception as exc:
         load_error = f"load generator: {type(exc).__name__}: {exc}"
     load_wall = time.perf_counter() - t0
+    after = await asyncio.to_thread(probe.snapshot)
+    cpu_window: CpuWindow | None = None
+    try:
+        cpu_window = await asyncio.to_thread(probe.window, before, after)
+    except Exception as exc:  # a host fact that cannot be read: the columns say 'not available'
+        place.log("warning", f"CPU probe: {exc}", cell.index)
     sampled: SamplerSummary | None = None
     if sampler is not None:
         try:
             sampled = await sampler.stop()
         except Exception as exc:
             place.log("warning", f"sampler: {exc}", cell.index)
-    return results, load_error, load_wall, sampled
+    return _Measured(results, load_error, load_wall, sampled, shape, cpu_window)

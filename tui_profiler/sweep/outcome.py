@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tui_profiler.session.schema import COLD_START_PHASES, CellStatus, ColdStartPhaseName, RequestStatus
 from tui_profiler.stats import percentile, summarise
+from tui_profiler.sweep.saturation import LoadShape, TargetCpu, not_measured, saturation_columns
 
 if TYPE_CHECKING:  # the load generator and sampler are imported when a cell runs, not with the sweep
     from tui_profiler.config.model import SloConfig
@@ -16,6 +17,7 @@ if TYPE_CHECKING:  # the load generator and sampler are imported when a cell run
     from tui_profiler.plan import Cell
     from tui_profiler.runtime.base import EnforcedCaps
     from tui_profiler.sample import SamplerSummary
+    from tui_profiler.sample.contention import CpuWindow
 
 # The load generator's outcome for a request that got no answer in time (load.client.TIMEOUT).
 
@@ -249,11 +251,15 @@ def cell_row(
     target_facts: Mapping[str, Any] | None = None,
     weight_bytes: int | None = None,
     slo: SloConfig | None = None,
+    load_shape: LoadShape | None = None,
+    cpu_window: CpuWindow | None = None,
 ) -> dict[str, Any]:
     """The cell's cells.csv row. `results`: all of them, warm-up included; `sampled`: the resource sampler's
     summary (None: no sampler, or it failed); `cold`: its container's cold start (None: not measured);
     `measures_cold_start`: this cell started the container (its first answer ends the cold start); `profiling_url`: a running server, no container;
-    `target_facts`: the runtime's facts about the target (image sizes); `slo`: the preset's objectives."""
+    `target_facts`: the runtime's facts about the target (image sizes); `slo`: the preset's objectives;
+    `load_shape`, `cpu_window`: how the load was sent and who had the CPUs meanwhile, for the saturation
+    columns (`load_shape` None: the load never ran)."""
     timed = [r for r in results if not r.warmup]
     ok_lat = [r.latency_s for r in timed if r.ok and r.latency_s is not None]
     s = summarise(ok_lat)
@@ -292,6 +298,29 @@ def cell_row(
         **{f"{p}_s": phases.get(p) for p in COLD_START_PHASES},
         **(sampled.as_row() if sampled is not None else {}),
         **generative_columns(timed, slo),
+        **saturation_row(setting, results, sampled, profiling_url, load_shape, cpu_window),
         "status": status,
         "reason": reason,
     }
+
+
+def saturation_row(
+    setting: CellSetting,
+    results: Sequence[RequestResult],
+    sampled: SamplerSummary | None,
+    profiling_url: bool,
+    load_shape: LoadShape | None,
+    cpu_window: CpuWindow | None,
+) -> dict[str, Any]:
+    """The cell's saturation columns (`sweep.saturation`): the target's CPU from the sampler, its cap when
+    enforced; none judged for a cell whose load never ran."""
+    if load_shape is None:
+        return not_measured("the load did not run")
+    cap = setting.cell.cpus if setting.cell.cpus is not None and setting.enforced.cpus_enforced else None
+    used = sampled.mean_cpu_cores if sampled is not None else None
+    why = ""
+    if used is None:
+        why = (
+            "--url: the target's CPU is not measured" if profiling_url else "the target's CPU was not sampled"
+        )
+    return saturation_columns(results, load_shape, cpu_window, TargetCpu(used, cap, why))
