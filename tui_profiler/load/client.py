@@ -1,8 +1,9 @@
-"""The load generator: sends one cell's prepared request under a load pattern and times every answer.
+"""The load generator: sends one cell's prepared requests under a load pattern and times every answer.
 
-One request path for every server: the template (ours by default) and the payload are rendered once per
-cell (`tui_profiler.load.template.build_payload`); here the same request bytes are written again and again
-over keep-alive connections, one per worker, and every timing is `time.perf_counter()`.
+One request path for every server: the template (ours by default) renders the cell's inputs before its load
+(`tui_profiler.load.template.build_payloads`: one image or tensor, or a prompt per request); here each
+request's prebuilt bytes are written over keep-alive connections, one per worker, and every timing is
+`time.perf_counter()`.
 
 Two transports share that path (`LoadPattern.transport`, a preset's `load.transport`):
 - `raw` (the default for `http://`): a lean HTTP/1.1 client on asyncio's Protocol API. The request is one
