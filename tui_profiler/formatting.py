@@ -159,12 +159,13 @@ _CELL_LABEL_PARTS = (
     ("gpus", "{} GPU"),
     ("input_scale", "scale {}"),
     ("token_len", "{} tokens"),
+    ("shared_prefix_tokens", "{} shared"),
     ("output_len", "{} out"),
     ("concurrency", "c={}"),
     ("rate", "{}/s"),
     ("repeat_idx", "rep {}"),
 )
-_SHOWN_WHEN_NOT_ZERO = ("gpus", "repeat_idx")
+_SHOWN_WHEN_NOT_ZERO = ("gpus", "repeat_idx", "shared_prefix_tokens")
 
 
 def cell_label(cell: Mapping[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """The plan: a preset expanded into the cells of a sweep.
 
-A cell is one (resource config, input size, output length, load level, repetition); the output length
-(`[input] output_lens`, generative models) is None when the preset gives none. Cells are ordered so that all cells
+A cell is one (resource config, input size, shared prompt prefix, output length, load level, repetition);
+the output length (`[input] output_lens`, generative models) is None when the preset gives none, and the
+shared prefix (`[input] shared_prefix_tokens`, prompts only) is None for inputs that are not prompts. Cells are ordered so that all cells
 of one resource config and repetition are adjacent: the sweep starts ONE container per such group and
 reuses it across the group's input sizes and load levels, so a container's cold start is measured once
 (in the group's first cell) and the later cells of the group measure a warm server.
@@ -34,6 +35,7 @@ class Cell:
     repeat_idx: int
     container_group: int  # cells of one container group share one container (one cold start); `container_idx`
     output_len: int | None = None  # generative: tokens asked for (None: the server's default)
+    shared_prefix_tokens: int | None = None  # prompts: tokens every request of the cell shares at its start
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +58,7 @@ def resource_configs(preset: Preset) -> list[tuple[float | None, float | None, i
 
 def build_plan(preset: Preset) -> list[Cell]:
     """Every cell of the sweep, in run order: repetition, resource config (one container), input size,
-    output length, load level. A plan with no cell is a PresetError that says which axis is empty."""
+    shared prompt prefix, output length, load level. A plan with no cell is a PresetError that says which axis is empty."""
     inp, load = preset.input, preset.load
     if not inp.sized_by_plan:  # request bodies, or text sent as written: one size, the inputs' own
         sizes: list[tuple[float | None, int | None]] = [(None, None)]
@@ -69,6 +71,7 @@ def build_plan(preset: Preset) -> list[Cell]:
     else:
         levels = [(c, None) for c in load.concurrency]
     output_lens: list[int | None] = list(inp.output_lens) or [None]
+    prefixes: list[int | None] = list(inp.shared_prefix_tokens) if inp.sized_by_tokens else [None]
     configs = resource_configs(preset)
     empty = [
         (name, value, why)
@@ -86,9 +89,24 @@ def build_plan(preset: Preset) -> list[Cell]:
     container_group = 0
     for rep in range(preset.repetitions):
         for cpus, mem, gpus in configs:
-            for (scale, tokens), out, (conc, rate) in itertools.product(sizes, output_lens, levels):
+            for (scale, tokens), prefix, out, (conc, rate) in itertools.product(
+                sizes, prefixes, output_lens, levels
+            ):
                 cells.append(
-                    Cell(len(cells), cpus, mem, gpus, scale, tokens, conc, rate, rep, container_group, out)
+                    Cell(
+                        len(cells),
+                        cpus,
+                        mem,
+                        gpus,
+                        scale,
+                        tokens,
+                        conc,
+                        rate,
+                        rep,
+                        container_group,
+                        out,
+                        prefix,
+                    )
                 )
             container_group += 1
     return cells

@@ -238,6 +238,14 @@ class InputConfig(Section):
         default_factory=list,
         description="tokens to generate per request, one cell each (sent as {output_len}, with ignore_eos)",
     )
+    # generative models: a common prefix ("system prompt") of this many tokens before each request's distinct
+    # part, one cell each (load.inputs.prompt_pool); 0: every prompt distinct from its first token
+    shared_prefix_tokens: Annotated[
+        list[Annotated[int, Integral, Field(ge=0, le=1_000_000)]], OneOrMany, Field(min_length=1)
+    ] = Field(
+        default_factory=lambda: [0],
+        description="tokens every prompt of a cell shares at its start, one cell each (below every token_len)",
+    )
 
     @property
     def sized_by_tokens(self) -> bool:
@@ -297,7 +305,22 @@ class InputConfig(Section):
                 self.encoding,
                 f"a {self.kind} input allows: {', '.join(ALLOWED_ENCODINGS[self.kind])}",
             )
+        self._shared_prefix_rules(given)
         return self
+
+    def _shared_prefix_rules(self, given: set[str]) -> None:
+        """A shared prefix is for prompts (tokens, text) and leaves each prompt at least one token of its own."""
+        prefixes = self.shared_prefix_tokens
+        if "shared_prefix_tokens" not in given or prefixes == [0]:
+            return
+        if not self.sized_by_tokens:
+            raise rule("shared_prefix_tokens", prefixes, "only for input.kind 'tokens' or 'text'")
+        if self.token_lens and max(prefixes) >= min(self.token_lens):
+            raise rule(
+                "shared_prefix_tokens",
+                prefixes,
+                f"each must be below every input.token_lens (the shortest is {min(self.token_lens)})",
+            )
 
     def _source_rules(self, given: set[str]) -> None:
         if self.files and self.folder:

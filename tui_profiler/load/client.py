@@ -1,8 +1,9 @@
-"""The load generator: sends one cell's prepared request under a load pattern and times every answer.
+"""The load generator: sends one cell's prepared requests under a load pattern and times every answer.
 
-One request path for every server: the template (ours by default) and the payload are rendered once per
-cell (`tui_profiler.load.template.build_payload`); here the same request bytes are written again and again
-over keep-alive connections, one per worker, and every timing is `time.perf_counter()`.
+One request path for every server: the template (ours by default) renders the cell's inputs before its load
+(`tui_profiler.load.template.build_payloads`: one image or tensor, or a prompt per request); here each
+request's prebuilt bytes are written over keep-alive connections, one per worker, and every timing is
+`time.perf_counter()`.
 
 Two transports share that path (`LoadPattern.transport`, a preset's `load.transport`):
 - `raw` (the default for `http://`): a lean HTTP/1.1 client on asyncio's Protocol API. The request is one
@@ -80,6 +81,8 @@ class RequestResult:
     server_prefill_ms: float | None = None
     server_decode_ms: float | None = None
     itl_s: tuple[float, ...] = ()  # every inter-token gap, for the cell's percentiles (not a column)
+    cached_prompt_tokens: int | None = None  # prompt tokens the server served from its prefix cache
+    finish_reason: str | None = None  # why the server stopped generating (the last finish_reason given)
 
     def as_row(self) -> dict[str, Any]:
         """The load generator's columns of a requests.csv row (`LOAD_GENERATOR_COLUMNS`): `status` is the
@@ -94,6 +97,7 @@ class RequestResult:
         self.itl_p50_s, self.itl_p99_s, self.itl_s = m.itl_p50_s, m.itl_p99_s, m.itl_s
         self.prompt_tokens, self.output_tokens = m.prompt_tokens, m.output_tokens
         self.output_tokens_source = m.output_tokens_source
+        self.cached_prompt_tokens, self.finish_reason = m.cached_prompt_tokens, m.finish_reason
         if m.server_prefill_ms is not None:
             self.server_prefill_ms = m.server_prefill_ms
         if m.server_decode_ms is not None:
@@ -607,6 +611,7 @@ async def run_load(
     *,
     clock_origin: tuple[float, float] | None = None,
     worker_offset: int = 0,
+    input_offset: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[RequestResult]:
     """Send `payload` to `base_url` under `pattern` (a PayloadSet: each request sends the input its order
@@ -615,8 +620,9 @@ async def run_load(
     before run_load returns (keep it cheap: it runs on the loop). Cancelling the task stops the load cleanly.
 
     `pattern.processes > 1` splits a closed loop's workers over that many client processes (results come
-    back here, in arrival order, on one time base). `clock_origin` (perf_counter, epoch ms), `worker_offset`
-    and `should_stop` are how those processes share one run; a single-process caller leaves them alone."""
+    back here, in arrival order, on one time base). `clock_origin` (perf_counter, epoch ms), `worker_offset`,
+    `input_offset` (where in the inputs' order this process starts) and `should_stop` are how those
+    processes share one run; a single-process caller leaves them alone."""
     if pattern.processes > 1 and pattern.concurrency > 1:
         return await _run_in_processes(base_url, template, payload, pattern, on_result)
     url = urlsplit(base_url)
@@ -675,7 +681,7 @@ async def run_load(
         if should_stop is not None:
             stop_poller = asyncio.create_task(_poll_stop(run, should_stop))
         run.worker_offset = worker_offset
-        run.next_input = payloads.chooser(worker_offset)  # several processes: each its own share
+        run.next_input = payloads.chooser(input_offset)  # several processes: each its own share
 
         if pattern.warmup:
             wb = _Budget(run, pattern.warmup, None)
@@ -742,7 +748,7 @@ def _child_main() -> None:
     import threading
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    base_url, template, payload, pattern, worker_offset = _read_msg(stdin)
+    base_url, template, payload, pattern, worker_offset, input_offset = _read_msg(stdin)
     _write_msg(stdout, "ready")
     origin = _read_msg(stdin)
     stop = threading.Event()
@@ -767,7 +773,7 @@ def _child_main() -> None:
     try:
         run(
             run_load(base_url, template, payload, pattern, on_result, clock_origin=origin,
-                     worker_offset=worker_offset, should_stop=stop.is_set)
+                     worker_offset=worker_offset, input_offset=input_offset, should_stop=stop.is_set)
         )  # fmt: skip
         if batch:
             _write_msg(stdout, batch)
@@ -835,6 +841,13 @@ async def _run_in_processes(
                 if on_result is not None:
                     on_result(res)
 
+    # Each process starts at its own place in the inputs' order: after the requests of those before it (so a
+    # cell of distinct prompts sends each once), or at its share of the inputs when no count is known.
+    n_inputs = len(PayloadSet.of(payload).payloads)
+    sends = [(w or 0) + r if r is not None else None for w, r in zip(warm, reqs, strict=True)]
+    input_offsets = [
+        sum(s or 0 for s in sends[:i]) if sends[i] is not None else i * (n_inputs // k) for i in range(k)
+    ]
     try:
         offset = 0
         for i in range(k):
@@ -846,7 +859,9 @@ async def _run_in_processes(
             )  # fmt: skip
             procs.append(p)
             assert p.stdin is not None
-            data = pickle.dumps((base_url, template, payload, sub, offset), protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(
+                (base_url, template, payload, sub, offset, input_offsets[i]), protocol=pickle.HIGHEST_PROTOCOL
+            )
             p.stdin.write(_FRAME.pack(len(data)) + data)
             offset += conc[i] or 1
         for p in procs:  # every process imported and connected-ready before the clock starts

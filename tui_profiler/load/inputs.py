@@ -1,10 +1,19 @@
-"""Request inputs: what one cell sends, generated once per cell and reused for every request.
+"""Request inputs: what one cell sends, generated and encoded before its load starts.
 
 An `InputSpec` says what kind of input a model takes (an image, token ids, a generic tensor, or text), its
 base size, the scale or token length of this cell, and how it travels on the wire (the encoding). The data is
 generated deterministically (seeded numpy), so two runs of the same preset send the same bytes. Encoding
-happens here, once, and its cost is measured (`EncodedInput.encode_s`) so it can be reported, but it is never
-paid per request: the load generator sends the same prepared bytes every time.
+happens here, before the clock, and its cost is measured (`EncodedInput.encode_s`) so it can be reported, but
+it is never paid per request: the load generator only writes prepared bytes.
+
+Images and tensors: one input a cell, sent by every request (a server that caches answers by input would
+be a rare one; a pool of images would cost memory and encoding for nothing). Prompts (token ids, text): one
+prompt per request (`prompt_pool`), so a server's prefix cache cannot serve a request from an earlier one:
+each prompt is `shared_prefix_tokens` tokens every request of the cell shares (the same for every cell of
+that prefix length), then a part of its own. The own part opens with a few tokens that count the request
+(from a seeded offset, in base V, V the tokens drawn from), so no two prompts of a cell share more than the
+prefix, and goes on with seeded draws; each part is drawn from (seed, cell, request), so a cell's prompts
+differ from every other cell's too. A pool holds one prompt per request the cell may send (`pool_size`).
 
 Encodings and what they produce:
 
@@ -22,12 +31,13 @@ Encodings and what they produce:
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import itertools
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +46,13 @@ import numpy as np
 from tui_profiler.config.model import ALLOWED_ENCODINGS, DTYPES, ENCODINGS, INPUT_DEFAULTS, KINDS, InputConfig
 
 _D = INPUT_DEFAULTS  # the defaults are the preset's (config.model.InputConfig)
+HASH_HEX = 12  # the length of input_hash
+# A cell that no count of requests bounds (duration-bound, or a stop rule without max_requests) gets this
+# many distinct prompts after its warm-up's; its requests cycle through them beyond that (inputs_cycled).
+UNBOUNDED_POOL = 1024
+# The seed streams of prompts (numpy SeedSequence entropy after the input seed): the shared prefix, each
+# request's own part, and the offset its leading count starts from.
+_PREFIX_STREAM, _OWN_STREAM, _LEAD_STREAM = 1, 2, 3
 # Short, common English words: each is one token in the usual WordPiece / BPE vocabularies, so N words is
 # close to N tokens whatever the server's tokenizer.
 _WORDS = (
@@ -250,8 +267,9 @@ class Payload:
 @dataclass(frozen=True, slots=True)
 class PayloadSet:
     """The prepared requests of one cell: one per input, and the order requests take them in.
-    `sequential`: request k sends input k mod n; `random`: drawn with `seed` (the same run sends the same
-    sequence). A cell of synthetic input has a set of one."""
+    `sequential`: request k sends input k mod n; `random`: each pass over the inputs in a new order drawn
+    with `seed` (the same run sends the same sequence; no input is sent twice before every one was sent).
+    A cell of a synthetic image or tensor has a set of one; a cell of prompts one per request."""
 
     payloads: tuple[Payload, ...]
     order: str = "sequential"
@@ -275,11 +293,22 @@ class PayloadSet:
         n = len(self.payloads)
         if n == 1:
             return lambda: 0
-        if self.order == "random":
-            draw = random.Random(self.seed + start).randrange
-            return lambda: draw(n)
         counter = itertools.count(start)
-        return lambda: next(counter) % n
+        if self.order != "random":
+            return lambda: next(counter) % n
+        seed = self.seed
+        current: list[Any] = [-1, []]  # the pass being sent and its order
+
+        def draw() -> int:
+            turn, k = divmod(next(counter), n)
+            if turn != current[0]:
+                order = list(range(n))
+                random.Random(f"{seed}/{turn}").shuffle(order)
+                current[:] = [turn, order]
+            index: int = current[1][k]
+            return index
+
+        return draw
 
     def common_row(self) -> dict[str, Any]:
         """The input columns every payload agrees on (a cells.csv row's); a column that differs between
@@ -314,6 +343,114 @@ def _image_uint8(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
 def _words(n: int, rng: np.random.Generator) -> str:
     idx = rng.integers(0, len(_WORDS), size=n)
     return " ".join(_WORDS[i] for i in idx)
+
+
+def content_hash(data: bytes) -> str:
+    """The `input_hash` of an input: the first HASH_HEX hex digits of its SHA-256."""
+    return hashlib.sha256(data).hexdigest()[:HASH_HEX]
+
+
+def pool_size(warmup: int, requests: int | None, max_requests: int | None = None) -> int:
+    """How many distinct prompts a cell prepares: one for each request it may send, warm-up included
+    (`requests`, else a stop rule's `max_requests`), or warm-up + UNBOUNDED_POOL when no count bounds it."""
+    timed = requests if requests is not None else max_requests
+    return warmup + (timed if timed is not None else UNBOUNDED_POOL)
+
+
+def shared_prefix(seed: int, tokens: int, span: int) -> np.ndarray:
+    """The common prefix of `tokens` tokens, as numbers in [0, span): drawn from the input seed and the
+    length alone, so every cell (and every run) of that prefix length sends the same one."""
+    return np.random.default_rng([seed, _PREFIX_STREAM, tokens]).integers(0, span, size=tokens)
+
+
+def shared_prefix_text(seed: int, words: int) -> str:
+    """The common prefix of a text prompt: `words` of the common words (≈ one token each)."""
+    return " ".join(_WORDS[i] for i in shared_prefix(seed, words, len(_WORDS)))
+
+
+def _lead_digits(span: int, rows: int, room: int) -> int:
+    """How many leading tokens count the rows of a pool: the fewest whose `span`**n covers `rows`, at most
+    `room` (a prompt with less room than that cannot be told apart from every other by its lead)."""
+    n = 1
+    while span**n < rows and n < room:
+        n += 1
+    return min(n, room)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptPool:
+    """The prompts of one cell (`prompt_pool`): `count` requests of `spec.batch` rows each, every row
+    `spec.effective_token_len` tokens: `shared` tokens of the common prefix, then its own. `stream`
+    (the cell's index) keeps cells apart."""
+
+    spec: InputSpec
+    count: int
+    shared: int
+    stream: int
+
+    @property
+    def as_text(self) -> bool:
+        return self.spec.kind == "text" or self.spec.encoding == "text"
+
+    @property
+    def span(self) -> int:
+        """How many different tokens a prompt is drawn from: the words, or the ids in [1000, vocab_size)."""
+        return len(_WORDS) if self.as_text else max(1, self.spec.vocab_size - 1000)
+
+    def prefix(self) -> np.ndarray:
+        """The shared prefix as token numbers in [0, span): the same for every cell of this length."""
+        return shared_prefix(self.spec.seed, self.shared, self.span)
+
+    def rows(self, k: int, prefix: np.ndarray, lead: tuple[int, int]) -> np.ndarray:
+        """Request k's rows as token numbers in [0, span), shape (batch, token_len)."""
+        batch, length = self.spec.batch, self.spec.effective_token_len or 1
+        own = length - self.shared
+        digits, offset = lead
+        rng = np.random.default_rng([self.spec.seed, _OWN_STREAM, self.stream, k])
+        body = rng.integers(0, self.span, size=(batch, own))
+        span = self.span
+        for r in range(batch):
+            value = (offset + k * batch + r) % span**digits
+            for d in range(digits - 1, -1, -1):  # the count in base `span`, its most significant digit first
+                value, body[r, d] = divmod(value, span)
+        return np.concatenate([np.broadcast_to(prefix, (batch, self.shared)), body], axis=1)
+
+    def __iter__(self) -> Iterator[tuple[EncodedInput, str]]:
+        """Each request's input, encoded, with its `input_hash` (of the prompt: its ids or its text)."""
+        spec = self.spec
+        length = spec.effective_token_len or 1
+        digits = _lead_digits(self.span, self.count * spec.batch, length - self.shared)
+        offset = int(
+            np.random.default_rng([spec.seed, _LEAD_STREAM, self.stream]).integers(
+                0, min(self.span**digits, 2**62)
+            )
+        )
+        t0 = time.perf_counter()
+        prefix = self.prefix()
+        shared_s = time.perf_counter() - t0
+        dtype = "int64" if spec.dtype not in ("int64", "int32") else spec.dtype
+        for k in range(self.count):
+            t0 = time.perf_counter()
+            rows = self.rows(k, prefix, (digits, offset))
+            if self.as_text:
+                text = " ".join(_WORDS[i] for i in rows[0])  # text: one prompt a request
+                generate_s = time.perf_counter() - t0 + shared_s
+                yield encode_data(spec, text=text, generate_s=generate_s), content_hash(text.encode())
+            else:
+                array = (rows + 1000).astype(dtype)
+                generate_s = time.perf_counter() - t0 + shared_s
+                yield encode_data(spec, array=array, generate_s=generate_s), content_hash(array.tobytes())
+
+
+def prompt_pool(spec: InputSpec, count: int, *, shared_prefix_tokens: int = 0, stream: int = 0) -> PromptPool:
+    """`count` distinct prompts of `spec` (kind tokens or text), each `shared_prefix_tokens` tokens of a
+    common prefix then its own (see the module docstring); the prefix is cut to leave each prompt one token
+    of its own. Iterate it for each request's encoded input and hash, made one at a time."""
+    if spec.kind not in ("tokens", "text"):
+        raise ValueError(f"input.kind: {spec.kind!r} — a prompt pool is for 'tokens' or 'text'")
+    length = spec.effective_token_len or 1
+    shared = max(0, min(int(shared_prefix_tokens), length - 1))
+    return PromptPool(spec, max(1, int(count)), shared, int(stream))
 
 
 def encode_input(spec: InputSpec) -> EncodedInput:

@@ -8,7 +8,9 @@ Three kinds of file:
 - `kind = "text"`: a text file (one prompt or document a line; blank lines skipped) or a JSONL file
   (`.jsonl` / `.ndjson`: one JSON object a line, its `text` or else its `prompt` field). Each line is one
   input. With `token_lens` each is cut or padded (with its own words again) to that many words, the
-  token approximation the synthetic text uses; without, it is sent as written.
+  token approximation the synthetic text uses; without, it is sent as written. With
+  `shared_prefix_tokens`, the synthetic prefix of that many words (the same as generated prompts have)
+  comes first and the line fills the rest of the length.
 - `kind = "body"`: each file is a whole request body, sent byte for byte with `input.content_type` (or the
   type its extension says, else application/octet-stream).
 
@@ -18,7 +20,9 @@ string `text`/`prompt` field: each is a one-line PresetError naming the field (`
 
 Each input has an index (its position: file order, or line order across the files for text) and a short
 hash of its content (12 hex digits of SHA-256: of the file, or of the line for text); both go into every
-request row (`input_index`, `input_hash`).
+request row (`input_index`, `input_hash`). A cell with more requests than inputs sends them again in turn
+(or, `order = "random"`, each pass in a new order); its cells.csv row says so (`distinct_inputs`,
+`inputs_cycled`).
 
 Memory: a cell's inputs are prepared before its load starts, so encoding is never in the timed path; only
 one cell's are held at a time. A source image is decoded, resized and encoded one file at a time and not
@@ -28,7 +32,6 @@ would pass `input.max_prepared_mb`, preparing stops with an error and the cell f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mimetypes
 import os
@@ -42,10 +45,18 @@ import numpy as np
 from tui_profiler.config.errors import PresetError
 from tui_profiler.config.model import Preset
 from tui_profiler.errors import ProfilerError
-from tui_profiler.load.inputs import EncodedInput, InputSpec, PayloadSet, encode_data
+from tui_profiler.load.inputs import (
+    HASH_HEX,
+    EncodedInput,
+    InputSpec,
+    PayloadSet,
+    content_hash,
+    encode_data,
+    shared_prefix_text,
+)
 from tui_profiler.load.template import RequestTemplate
 
-HASH_HEX = 12  # the length of input_hash
+__all__ = ["HASH_HEX", "content_hash"]  # the hash is the inputs' (load.inputs); named here too
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TEXT_FIELDS = ("text", "prompt")  # the keys a JSONL line may hold its text under, in this order
 DEFAULT_BODY_TYPE = "application/octet-stream"
@@ -93,13 +104,15 @@ class InputSources:
         scale: float | None = None,
         token_len: int | None = None,
         output_len: int | None = None,
+        shared_prefix_tokens: int = 0,
     ) -> PayloadSet:
-        """Every request of one cell, rendered by `template`: one payload per input, in index order.
-        Raises InputsTooLarge past the memory bound, ValueError/OSError for a file that became unreadable."""
+        """Every request of one cell, rendered by `template`: one payload per input, in index order (text:
+        after `shared_prefix_tokens` words of the common prefix). Raises InputsTooLarge past the memory
+        bound, ValueError/OSError for a file that became unreadable."""
         payloads = []
         total = 0
         for item in self.inputs:
-            encoded = self._encode(preset, item, scale, token_len)
+            encoded = self._encode(preset, item, scale, token_len, shared_prefix_tokens)
             payload = template.prepare(encoded, model_name=model_name, output_len=output_len)
             if self.kind == "body":  # sent byte for byte, with its own type
                 payload = replace(payload, content_type=encoded.content_type)
@@ -114,7 +127,12 @@ class InputSources:
         return PayloadSet(tuple(payloads), order=self.order, seed=self.seed)
 
     def _encode(
-        self, preset: Preset, item: SourceInput, scale: float | None, token_len: int | None
+        self,
+        preset: Preset,
+        item: SourceInput,
+        scale: float | None,
+        token_len: int | None,
+        shared_prefix_tokens: int = 0,
     ) -> EncodedInput:
         inp = preset.input
         if self.kind == "body":
@@ -133,7 +151,15 @@ class InputSources:
             )
         if self.kind == "text":
             assert item.text is not None
-            text = fit_words(item.text, token_len) if token_len is not None else item.text
+            shared = (
+                shared_prefix_tokens
+                if token_len is None
+                else max(0, min(shared_prefix_tokens, token_len - 1))
+            )
+            own = token_len - shared if token_len is not None else None
+            text = fit_words(item.text, own) if own is not None else item.text
+            if shared:
+                text = f"{shared_prefix_text(inp.seed, shared)} {text}"
             spec = InputSpec.for_cell(inp, token_len=max(1, len(text.split())))
             return encode_data(spec, text=text)
         t0 = time.perf_counter()
@@ -202,10 +228,6 @@ def guess_content_type(path: Path) -> str:
         return "application/x-ndjson"
     guessed, _ = mimetypes.guess_type(path.name)
     return guessed or DEFAULT_BODY_TYPE
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:HASH_HEX]
 
 
 # ------------------------------------------------------------------------------------ checking the files

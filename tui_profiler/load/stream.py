@@ -21,6 +21,10 @@ llama.cpp `timings.predicted_n`) when given, else the number of token events (a 
 several tokens into one event is then under-counted: `output_tokens_source` says which). The server's own
 prefill / decode times: `timings.prefill_ms` / `timings.decode_ms` (our model server), llama.cpp's
 `timings.prompt_ms` / `timings.predicted_ms`, Ollama's `prompt_eval_duration` / `eval_duration` (ns).
+The prompt tokens the server served from its prefix cache: `usage.prompt_tokens_details.cached_tokens`
+(OpenAI's and vLLM's field), streamed or not. Why it stopped: the last `choices[].finish_reason` given
+(OpenAI: "length" at max_tokens, "stop" at an end token or stop string), TGI's `details.finish_reason`
+("length", "eos_token", "stop_sequence"), Ollama's `done_reason`.
 
 The parsing runs on the event loop, once per read: keep it lean (`tui-profiler bench stream` measures it).
 """
@@ -81,6 +85,8 @@ class StreamMetrics:
     server_prefill_ms: float | None = None
     server_decode_ms: float | None = None
     error: str = ""  # an error event's message
+    cached_prompt_tokens: int | None = None  # prompt tokens the server served from its prefix cache
+    finish_reason: str | None = None  # why the server stopped generating ("length": the length asked for)
 
 
 def _count(value: Any) -> int | None:
@@ -107,9 +113,11 @@ class AnswerStream:
         "_mode",
         "_pending",
         "_whole",
+        "cached_prompt_tokens",
         "decode_ms",
         "done",
         "error",
+        "finish_reason",
         "format",
         "generative",
         "prefill_ms",
@@ -138,6 +146,8 @@ class AnswerStream:
         self.server_output_tokens: int | None = None
         self.prefill_ms: float | None = None
         self.decode_ms: float | None = None
+        self.cached_prompt_tokens: int | None = None
+        self.finish_reason: str | None = None
 
     # -- input ---------------------------------------------------------------------------------------------
 
@@ -264,6 +274,9 @@ class AnswerStream:
                         piece = delta.get("content")
                 if isinstance(piece, str) and piece:
                     parts.append(piece)
+                reason = choice.get("finish_reason")
+                if isinstance(reason, str) and reason:
+                    self.finish_reason = reason
             if parts:
                 text = parts[0] if len(parts) == 1 else "".join(parts)
         else:
@@ -287,8 +300,16 @@ class AnswerStream:
                 _count(usage.get("completion_tokens")), self.server_output_tokens
             )
             self.prompt_tokens = _first(_count(usage.get("prompt_tokens")), self.prompt_tokens)
+            prompt_details = usage.get("prompt_tokens_details")
+            if isinstance(prompt_details, dict):
+                self.cached_prompt_tokens = _first(
+                    _count(prompt_details.get("cached_tokens")), self.cached_prompt_tokens
+                )
         details = doc.get("details")
         if isinstance(details, dict):
+            reason = details.get("finish_reason")
+            if isinstance(reason, str) and reason:
+                self.finish_reason = reason
             n = _count(details.get("generated_tokens"))
             if n is not None:
                 self.server_output_tokens = n
@@ -301,6 +322,9 @@ class AnswerStream:
             self.done = True
             self.server_output_tokens = _first(_count(doc.get("eval_count")), self.server_output_tokens)
             self.prompt_tokens = _first(_count(doc.get("prompt_eval_count")), self.prompt_tokens)
+            reason = doc.get("done_reason")
+            if isinstance(reason, str) and reason:
+                self.finish_reason = reason
             self.prefill_ms = _ms(doc.get("prompt_eval_duration"), 1e-6)
             self.decode_ms = _ms(doc.get("eval_duration"), 1e-6)
         timings = doc.get("timings")
@@ -365,4 +389,6 @@ class AnswerStream:
             server_prefill_ms=self.prefill_ms,
             server_decode_ms=self.decode_ms,
             error=self.error,
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            finish_reason=self.finish_reason,
         )

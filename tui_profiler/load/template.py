@@ -32,7 +32,7 @@ from tui_profiler.config.request import (
     placeholder_names,
 )
 from tui_profiler.config.request import BUILTIN_TEMPLATES as BUILTIN_SPECS
-from tui_profiler.load.inputs import EncodedInput, InputSpec, Payload, encode_input
+from tui_profiler.load.inputs import EncodedInput, InputSpec, Payload, PayloadSet, encode_input, prompt_pool
 
 __all__ = [
     "BODY_KINDS",
@@ -44,6 +44,7 @@ __all__ = [
     "RequestTemplate",
     "ResponseCheck",
     "build_payload",
+    "build_payloads",
     "builtin_template",
     "default_template",
     "describe_templates",
@@ -252,3 +253,34 @@ def build_payload(
     `output_len` is the cell's output length (None: the server's default)."""
     encoded = encode_input(spec)
     return (template or default_template()).prepare(encoded, model_name=model_name, output_len=output_len)
+
+
+def build_payloads(
+    spec: InputSpec,
+    template: RequestTemplate | None = None,
+    model_name: str = "",
+    output_len: int | None = None,
+    *,
+    count: int = 1,
+    shared_prefix_tokens: int = 0,
+    stream: int = 0,
+    max_bytes: int | None = None,
+) -> PayloadSet:
+    """Every request of one cell, rendered once, before its load. Prompts (kind tokens or text): `count`
+    distinct ones (`load.inputs.prompt_pool`: `shared_prefix_tokens` common, then each its own; `stream`
+    keeps cells apart), each with its index and `input_hash`, fewer when their bodies would pass `max_bytes`
+    (the requests then cycle through them, and the cell says so); any other input: one payload, sent by
+    every request."""
+    if spec.kind not in ("tokens", "text"):
+        return PayloadSet((build_payload(spec, template, model_name, output_len),))
+    template = template or default_template()
+    payloads: list[Payload] = []
+    total = 0
+    pool = prompt_pool(spec, count, shared_prefix_tokens=shared_prefix_tokens, stream=stream)
+    for index, (encoded, digest) in enumerate(pool):
+        payload = template.prepare(encoded, model_name=model_name, output_len=output_len)
+        total += len(payload.body)
+        if payloads and max_bytes is not None and total > max_bytes:
+            break
+        payloads.append(replace(payload, input_index=index, input_hash=digest))
+    return PayloadSet(tuple(payloads))

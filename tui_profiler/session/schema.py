@@ -87,6 +87,21 @@ GENERATIVE_CELL_COLUMNS: tuple[str, ...] = tuple(
 )
 del G
 
+# Prompts (load.inputs.prompt_pool) and what the server said of them, per request: the prompt tokens it
+# served from its prefix cache (`usage.prompt_tokens_details.cached_tokens`) and why it stopped generating
+# (`finish_reason`: "length" when it reached the output length asked for).
+PROMPT_REQUEST_COLUMNS: tuple[str, ...] = ("cached_prompt_tokens", "finish_reason")
+# ... and per cell: how many different inputs its requests sent and whether one was sent twice, the mean
+# cached prompt tokens, and whether every answer had the output length asked for (true / false; empty
+# without output_len or without a count to judge by) with the number that fell short of it.
+PROMPT_CELL_COLUMNS: tuple[str, ...] = (
+    "distinct_inputs",
+    "inputs_cycled",
+    "cached_prompt_tokens_mean",
+    "output_len_honoured",
+    "output_short_requests",
+)
+
 
 # The runs of columns that requests.csv and a cell's settings share (requests.csv interleaves them with
 # the AC-Prof long format's own order).
@@ -114,7 +129,13 @@ _WHERE_AND_SIZE = (
 _CAPS_ENFORCED = ("gpus", "cpus_enforced", "mem_enforced", "gpus_enforced", "cpuset")
 
 # A cell's settings: the leading columns of its cells.csv row and of its requests.csv rows.
-SETTING_COLUMNS: tuple[str, ...] = (*_AC_PROF_SETTING, *_WHERE_AND_SIZE, *_CAPS_ENFORCED, "output_len")
+SETTING_COLUMNS: tuple[str, ...] = (
+    *_AC_PROF_SETTING,
+    *_WHERE_AND_SIZE,
+    *_CAPS_ENFORCED,
+    "output_len",
+    "shared_prefix_tokens",  # prompts: the tokens every request of the cell shares at its start
+)
 
 # A request's own input (`load.inputs.Payload.as_row`): per request when a cell sends several inputs.
 INPUT_COLUMNS: tuple[str, ...] = (
@@ -170,6 +191,8 @@ REQUEST_COLUMNS = [
     "input_hash",
     "body_bytes",
     *GENERATIVE_REQUEST_COLUMNS,
+    "shared_prefix_tokens",
+    *PROMPT_REQUEST_COLUMNS,
 ]
 
 
@@ -183,6 +206,7 @@ LOAD_GENERATOR_COLUMNS: tuple[str, ...] = (
     "error",
     *ANSWER_COLUMNS,
     *(c for c in GENERATIVE_REQUEST_COLUMNS if c != GenColumn.OUTPUT_LEN),  # output_len is the cell's
+    *PROMPT_REQUEST_COLUMNS,
 )
 
 
@@ -281,6 +305,8 @@ CELL_COLUMNS = [
     "gpus_enforced",
     "cpuset",
     *GENERATIVE_CELL_COLUMNS,
+    "shared_prefix_tokens",
+    *PROMPT_CELL_COLUMNS,
     *SATURATION_COLUMNS,
     "status",
     "reason",

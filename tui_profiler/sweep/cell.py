@@ -56,7 +56,7 @@ def cell_setting(
     place: Placement,
     cell: Cell,
     enforced: EnforcedCaps,
-    payload_row: dict[str, Any] | None = None,
+    payloads: PayloadSet | None = None,
 ) -> CellSetting:
     return CellSetting(
         cell=cell,
@@ -66,9 +66,10 @@ def cell_setting(
         batch_size=ctx.preset.input.batch_size,
         enforced=enforced,
         container_idx=cell.container_group,
-        payload_row=payload_row or {},
+        payload_row=payloads.common_row() if payloads is not None else {},
         host=place.host,
         host_class=place.host_class,
+        input_hashes=tuple(p.input_hash for p in payloads.payloads) if payloads is not None else (),
     )
 
 
@@ -151,10 +152,12 @@ def fail_cells(
 
 
 async def prepare_payloads(ctx: SweepContext, cell: Cell) -> PayloadSet:
-    """Every input of the cell, prepared now, outside the timed load (ValueError / OSError: it cannot be)."""
-    from tui_profiler.load.inputs import InputSpec, PayloadSet
-    from tui_profiler.load.template import build_payload
+    """Every input of the cell, prepared now, outside the timed load (ValueError / OSError: it cannot be):
+    the user's own inputs, or generated ones (a prompt per request the cell may send, `load.inputs.pool_size`)."""
+    from tui_profiler.load.inputs import InputSpec, pool_size
+    from tui_profiler.load.template import build_payloads
 
+    shared = cell.shared_prefix_tokens or 0
     if ctx.sources is not None:
         return await asyncio.to_thread(
             ctx.sources.prepare,
@@ -164,12 +167,23 @@ async def prepare_payloads(ctx: SweepContext, cell: Cell) -> PayloadSet:
             scale=cell.input_scale,
             token_len=cell.token_len,
             output_len=cell.output_len,
+            shared_prefix_tokens=shared,
         )
-    spec_in = InputSpec.for_cell(ctx.preset.input, scale=cell.input_scale, token_len=cell.token_len)
-    payload = await asyncio.to_thread(
-        build_payload, spec_in, ctx.template, ctx.template_model(), cell.output_len
+    inp, load = ctx.preset.input, ctx.preset.load
+    spec_in = InputSpec.for_cell(inp, scale=cell.input_scale, token_len=cell.token_len)
+    # [load.stop] max_requests bounds a cell that load.requests does not (the stop rule's config)
+    max_requests = getattr(getattr(load, "stop", None), "max_requests", None)
+    return await asyncio.to_thread(
+        build_payloads,
+        spec_in,
+        ctx.template,
+        ctx.template_model(),
+        cell.output_len,
+        count=pool_size(load.warmup, load.requests, max_requests),
+        shared_prefix_tokens=shared,
+        stream=cell.index,
+        max_bytes=int(inp.max_prepared_mb * 1024 * 1024),
     )
-    return PayloadSet((payload,))
 
 
 class _RequestEvents:
@@ -254,7 +268,7 @@ async def run_cell(
         finish_cell(ctx, place, setting, [], status=CellStatus.FAILED, reason=reason, cold=cold,
                     measures_cold_start=measures_cold_start, target_facts=target.facts)  # fmt: skip
         return False
-    setting = cell_setting(ctx, place, cell, target.enforced, payloads.common_row())
+    setting = cell_setting(ctx, place, cell, target.enforced, payloads)
     events = _RequestEvents(ctx, place, setting, payloads, target, cold, measures_cold_start)
     measured = await _measure(ctx, place, cell, target, payloads, events)
     results, sampled = measured.results, measured.sampled

@@ -55,6 +55,7 @@ class CellSetting:
     payload_row: Mapping[str, Any] = field(default_factory=dict)
     host: str = ""  # the test box that ran the cell
     host_class: str = ""  # its hardware label ("" when none)
+    input_hashes: tuple[str | None, ...] = ()  # each input's `input_hash`, by input index (None: not hashed)
 
 
 def cold_total(phases: Mapping[str, float | None]) -> float | None:
@@ -136,6 +137,39 @@ def generative_columns(timed: Sequence[RequestResult], slo: SloConfig | None) ->
         "output_tokens_per_s": sum(tokens) / window if tokens and window else None,
         "goodput_rps": rps,
         "slo_met_fraction": fraction,
+    }
+
+
+def prompt_columns(setting: CellSetting, results: Sequence[RequestResult]) -> dict[str, Any]:
+    """What a cell's inputs and answers say of its prompts (session.schema.PROMPT_CELL_COLUMNS):
+    - `distinct_inputs`: how many different inputs its requests sent, warm-up included (by `input_hash`,
+      else by index); `inputs_cycled`: whether any was sent more than once (empty when none was sent);
+    - `cached_prompt_tokens_mean`: over the answered timed requests whose server said (empty: none did);
+    - `output_len_honoured`: with an output length asked for, whether no answered timed request fell short
+      of it (fewer tokens than `output_len` and a `finish_reason` other than "length": a server that
+      reached the limit but packs several tokens into one event is not short); empty without output_len or
+      without any token count; `output_short_requests`: how many fell short."""
+    hashes = setting.input_hashes
+    sent = [r.input_index for r in results if r.input_index is not None]
+    keys = [hashes[i] if i < len(hashes) and hashes[i] is not None else i for i in sent]
+    distinct = len(set(keys))
+    timed_ok = [r for r in results if not r.warmup and r.ok]
+    cached = [r.cached_prompt_tokens for r in timed_ok if r.cached_prompt_tokens is not None]
+    asked = setting.cell.output_len
+    counted = [r for r in timed_ok if r.output_tokens is not None]
+    short = None
+    if asked is not None and counted:
+        short = sum(
+            1
+            for r in counted
+            if r.output_tokens is not None and r.output_tokens < asked and r.finish_reason != "length"
+        )
+    return {
+        "distinct_inputs": distinct if sent else None,
+        "inputs_cycled": distinct < len(sent) if sent else None,
+        "cached_prompt_tokens_mean": sum(cached) / len(cached) if cached else None,
+        "output_len_honoured": short == 0 if short is not None else None,
+        "output_short_requests": short,
     }
 
 
@@ -229,6 +263,7 @@ def setting_columns(setting: CellSetting) -> dict[str, Any]:
         "gpus_enforced": enforced.gpus_enforced if cell.gpus else None,
         "cpuset": enforced.cpuset,
         "output_len": cell.output_len,
+        "shared_prefix_tokens": cell.shared_prefix_tokens,
     }
 
 
@@ -298,6 +333,7 @@ def cell_row(
         **{f"{p}_s": phases.get(p) for p in COLD_START_PHASES},
         **(sampled.as_row() if sampled is not None else {}),
         **generative_columns(timed, slo),
+        **prompt_columns(setting, results),
         **saturation_row(setting, results, sampled, profiling_url, load_shape, cpu_window),
         "status": status,
         "reason": reason,
