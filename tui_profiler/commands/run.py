@@ -291,7 +291,7 @@ class _Progress:
             r = event.row
             cells = formatting.capacity_cells({k: "" if v is None else v for k, v in r.items()})
             self._print(
-                f"[bold]capacity[/] {formatting.cell_label(_config_of(r))}: max load {cells[4]} "
+                f"[bold]capacity[/] {_config_label(r)}: max load {cells[4]} "
                 f"({cells[5]}: {cells[6]}; {cells[7]} req/s) — {cells[-1]}"
             )
         elif isinstance(event, ev.LogMessage):
@@ -337,9 +337,9 @@ def _search_line(search: dict[str, Any]) -> str:
     )
 
 
-def _config_of(row: dict[str, Any]) -> dict[str, Any]:
-    """A capacity row's resource configuration and input size, in `formatting.cell_label`'s names."""
-    return {
+def _config_label(row: dict[str, Any]) -> str:
+    """A capacity row's resource configuration and input size, as `formatting.cell_label` names a cell."""
+    config = {
         "cpus": row.get("cpu_cores"),
         "memory_gb": row.get("mem_cap_gb"),
         "gpus": row.get("gpus"),
@@ -347,6 +347,8 @@ def _config_of(row: dict[str, Any]) -> dict[str, Any]:
         "token_len": row.get("token_len"),
         "output_len": row.get("output_len"),
     }
+    label = formatting.cell_label(config)
+    return "(no caps, one input)" if label == formatting.NOT_AVAILABLE else label
 
 
 def _float(value: Any) -> float | None:
