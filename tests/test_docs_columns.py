@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tui_profiler.session.schema import (
+    CAPACITY_COLUMNS,
     CELL_COLUMNS,
     REQUEST_COLUMNS,
     SAMPLE_COLUMNS,
@@ -34,7 +35,12 @@ def _code_words(text: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("file", "columns"),
-    [("requests.csv", REQUEST_COLUMNS), ("cells.csv", CELL_COLUMNS), ("samples.csv", SAMPLE_COLUMNS)],
+    [
+        ("requests.csv", REQUEST_COLUMNS),
+        ("cells.csv", CELL_COLUMNS),
+        ("samples.csv", SAMPLE_COLUMNS),
+        ("capacity.csv", CAPACITY_COLUMNS),
+    ],
 )
 def test_every_column_is_documented(file: str, columns: list[str]) -> None:
     documented = _code_words(_section(file))

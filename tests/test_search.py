@@ -9,6 +9,7 @@ tests/test_search_server.py."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -257,3 +258,119 @@ def test_a_search_needs_an_slo_and_runs_in_one_go(tmp_path: Any) -> None:
     runner = SweepRunner(_preset(), output_dir=tmp_path, resume=tmp_path)
     with pytest.raises(ValueError, match="cannot be resumed"):
         asyncio.run(runner.run(recording()))
+
+
+# ------------------------------------------------------------------------------ capacity.csv and fit
+
+
+def _capacity_session(tmp_path: Any, name: str = "s") -> Any:
+    """A session folder with a capacity.csv written the way a run writes it: CapacityFound events through
+    the session writer."""
+    from tui_profiler.events import SessionFinished, SessionStarted
+    from tui_profiler.session.schema import SessionStatus
+    from tui_profiler.session.store import SessionWriter
+
+    session = tmp_path / name
+    writer = SessionWriter()
+    writer(SessionStarted("s", str(session), "smoke", "docker", "test", 8, meta={"search": {"kind": "slo"}}))
+    for cpus, mem, rps, decided in ((1.0, 2.0, 10.0, True), (2.0, 2.0, 25.0, True), (4.0, 4.0, 45.0, False)):
+        row = {
+            "model_name": "m",
+            "cpu_cores": cpus,
+            "mem_cap_gb": mem,
+            "gpu_mode": "off",
+            "gpus": 0,
+            "input_scale": 1.0,
+            "load_kind": "concurrency",
+            "max_load": int(rps / 5),
+            "slo_metric": "e2e",
+            "slo_percentile": 99.0,
+            "slo_bound_s": 0.5,
+            "throughput_rps": rps,
+            "throughput_per_core": rps / cpus,
+            "decided": decided,
+            "stop_reason": "resolved",
+        }
+        writer(CapacityFound(row))
+    writer(SessionFinished(str(session), SessionStatus.OK, 8, 0, 1.0))
+    return session
+
+
+def test_the_writer_puts_capacity_rows_in_capacity_csv(tmp_path: Any) -> None:
+    from tui_profiler.session.reader import read_capacity, read_rows
+
+    session = _capacity_session(tmp_path)
+    header, rows = read_rows(session / "capacity.csv")
+    assert header == CAPACITY_COLUMNS
+    assert [(r["cpu_cores"], r["max_load"], r["decided"]) for r in rows] == [
+        ("1.0", "2", "1"),
+        ("2.0", "5", "1"),
+        ("4.0", "9", "0"),
+    ]
+    assert read_capacity(session) == rows and read_capacity(tmp_path) == []
+
+
+def test_recommend_rps_picks_the_cheapest_configuration_times_its_replicas(tmp_path: Any) -> None:
+    """Costs at the default weights (1 per CPU, 0.125 per GB): 1.25, 2.25 and 4.5. 20 req/s: two 1-CPU
+    containers cost 2.5, one 2-CPU container 2.25. 40 req/s: two 2-CPU (4.5) tie one 4-CPU (4.5), whose
+    search was not decided: the answer lies within noise."""
+    from tui_profiler.analysis.capacity import read_capacity as read_frame
+    from tui_profiler.analysis.capacity import recommend_capacity
+
+    frame = read_frame([_capacity_session(tmp_path)])
+    rec = recommend_capacity(frame, 20.0)
+    assert rec.best is not None and (rec.best.cpu_cores, rec.best.replicas, rec.best.cost) == (2.0, 1, 2.25)
+    assert rec.decided and rec.slo == "e2e p99 <= 0.5 s" and rec.size == "input_scale=1"
+    rec = recommend_capacity(frame, 40.0)
+    assert rec.best is not None and (rec.best.cpu_cores, rec.best.replicas) == (4.0, 1)
+    assert not rec.decided and "within noise" in "\n".join(rec.summary_lines())
+    one = recommend_capacity(frame, 10.0).best  # one 1-CPU container serves 10 req/s: the cheapest
+    assert one is not None and (one.cpu_cores, one.replicas) == (1.0, 1)
+    assert "within 5% of what the choice served" in recommend_capacity(frame, 10.0).summary_lines()[-1]
+    with pytest.raises(ValueError, match="input_scale: 2 was not searched"):
+        recommend_capacity(frame, 20.0, size_column="input_scale", size=2.0)
+
+
+def test_fit_recommend_rps_reads_the_sessions_capacity(tmp_path: Any, capsys: Any) -> None:
+    from tui_profiler.cli import main
+
+    session = _capacity_session(tmp_path)
+    out = tmp_path / "rec.json"
+    assert main(["fit", str(session), "--recommend", "--rps", "20", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "cheapest: gpu=off, 2 CPUs, 2 GB: 25 req/s each at concurrency 5, cost 2.25" in text
+    assert "decided: the capacity searches it rests on were decided" in text
+    assert '"replicas": 1' in out.read_text()
+    assert main(["fit", str(session), "--rps", "20"]) == 2
+    assert "--rps: only used with --recommend" in capsys.readouterr().err
+    assert main(["fit", str(session), "--recommend", "--rps", "20", "--slo-p99", "1"]) == 2
+    assert main(["fit", str(tmp_path), "--recommend", "--rps", "20"]) == 2
+    assert "capacity.csv: none in the paths given" in capsys.readouterr().err
+
+
+async def test_the_results_screen_shows_a_sessions_capacity(monkeypatch: Any, tmp_path: Any) -> None:
+    """The Capacity tab shows capacity.csv for a session that has one, and hides for one that has not."""
+    from textual.widgets import DataTable, OptionList, TabbedContent
+
+    from tui_profiler.testing.harness import deterministic_env
+    from tui_profiler.tui.app import make_app
+
+    output, host = deterministic_env(monkeypatch, tmp_path)
+    _capacity_session(Path(output), "20990101-000000-smoke")  # the newest: shown first
+    app = make_app(output_dir=output, host_limits=host)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.press("f4")
+        await pilot.pause()
+        screen = app.screen
+        tabs = screen.query_one("#result-tabs", TabbedContent)
+        await pilot.press("a")
+        await pilot.pause()
+        assert tabs.active == "tab-capacity"
+        table = screen.query_one("#capacity-table", DataTable)
+        assert table.row_count == 3
+        assert [str(c) for c in table.get_row_at(0)][:5] == ["1", "2", "0", "×1", "c=2"]
+        assert str(table.get_row_at(2)[-1]) == "within noise"
+        sessions = screen.query_one("#session-list", OptionList)
+        sessions.highlighted = 1  # the synthetic grid session: no capacity.csv
+        await pilot.pause()
+        assert tabs.active == "tab-cells" and not tabs.get_tab("tab-capacity").display
