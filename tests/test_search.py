@@ -170,6 +170,9 @@ def test_each_configuration_gets_its_largest_concurrency_within_the_slo() -> Non
     assert [c.index for c in sweep.cells] == list(range(len(sweep.cells)))
     assert [c.container_group for c in sweep.cells] == [0] * 4 + [1] * len(sweep.cells[4:])
     assert one["cells"] == "0 1 2 3"
+    # each worker sends at least four requests: 20 suffice up to c = 5, then 4 c
+    two_cells = [(c.concurrency, c.requests) for c in sweep.cells if c.container_group == 1]
+    assert two_cells == [(1, None), (2, None), (4, None), (8, 32), (6, 24), (7, 28)]
     # each capacity row goes out after its search's last CellFinished, before the next search's cells
     kinds = [type(e).__name__ for e in sweep.events if not isinstance(e, RequestDone)]
     assert kinds[4] == "CapacityFound" and kinds[:4] == ["CellFinished"] * 4

@@ -12,6 +12,9 @@ preset's [slo] bounds them — meets every objective of [slo] at the percentile 
   neighbours, rates down to a relative resolution of `RATE_RESOLUTION` (5%: the bracket's width over its
   lower end).
 
+A closed-loop cell sends at least `ROUNDS_PER_WORKER` (4) timed requests per worker, more than the preset's
+`load.requests` where that is fewer: a cell of fewer requests than workers never reaches its concurrency.
+
 At each level the percentile's 95% interval (`stats.quantile_interval`, over the level's timed requests in
 the order they finished; a failed request counts as slower than any bound) decides: "meets" when every
 objective's upper bound is within it, "fails" when one objective's lower bound is above it, otherwise "not
@@ -44,6 +47,10 @@ MAX_CONCURRENCY = 4096
 MAX_RATE = 100_000.0
 RATE_RESOLUTION = 0.05  # rates: bisect until (fails - meets) <= 5% of meets
 RATE_HALVINGS = 4  # a first rate that fails is halved at most this often (to 1/16 of it)
+# Closed loop: each worker sends at least this many timed requests in a cell. A cell of fewer requests than
+# workers never reaches its concurrency (measured: 20 requests "met" a 250 ms bound at c = 2306), and the
+# first round is a ramp (the i-th of c simultaneous requests waits for i - 1): four rounds make it a quarter.
+ROUNDS_PER_WORKER = 4
 # A failed request counts as this slow: above any bound, but finite (the intervals skip inf and NaN).
 FAILED_REQUEST_S = 1e9
 # Levels a search may try at most (bracket up and down, then bisect), for the session's upper bound.
@@ -258,12 +265,16 @@ class Search:
             self.current = _LevelData(level)
             self.pending_requests = None
         level = self.current.level
+        requests = self.pending_requests
+        base = requests if requests is not None else self.load.requests
+        if self.kind == "concurrency" and base is not None and base < ROUNDS_PER_WORKER * int(level):
+            requests = ROUNDS_PER_WORKER * int(level)
         cell = replace(
             self.template,
             index=index,
             concurrency=int(level) if self.kind == "concurrency" else None,
             rate=float(level) if self.kind == "rate" else None,
-            requests=self.pending_requests,
+            requests=requests,
         )
         self.outstanding = cell
         self.cells.append(index)
