@@ -377,3 +377,21 @@ async def test_the_results_screen_shows_a_sessions_capacity(monkeypatch: Any, tm
         sessions.highlighted = 1  # the synthetic grid session: no capacity.csv
         await pilot.pause()
         assert tabs.active == "tab-cells" and not tabs.get_tab("tab-capacity").display
+
+
+def test_the_live_state_of_a_search_has_no_eta() -> None:
+    """A search knows only an upper bound of its cells: the Live screen shows no remaining time."""
+    from tui_profiler.events import CellStarted, SessionStarted
+    from tui_profiler.tui.live_state import LiveState
+
+    clock = iter(range(100))
+    state = LiveState(clock=lambda: float(next(clock)))
+    state.ingest(SessionStarted("s", "/tmp/s", "smoke", "url", "", 100, meta={"search": {"max_cells": 100}}))
+    state.ingest(CellStarted(0, 100, {"concurrency": 1}, eta_s=None))
+    state.ingest(CellFinished(0, CellStatus.OK, "", {"n": 20}))
+    assert state.searching and state.eta() is None and state.n_cells == 100
+    grid = LiveState(clock=lambda: float(next(clock)))
+    grid.ingest(SessionStarted("g", "/tmp/g", "smoke", "url", "", 4))
+    grid.ingest(CellStarted(0, 4, {"concurrency": 1}))
+    grid.ingest(CellFinished(0, CellStatus.OK, "", {"n": 20}))
+    assert not grid.searching and grid.eta() is not None
