@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tui_profiler.session.schema import (
+    CAPACITY_COLUMNS,
     CELL_COLUMNS,
     REPETITION_COLUMNS,
     REQUEST_COLUMNS,
@@ -40,6 +41,7 @@ def _code_words(text: str) -> set[str]:
         ("cells.csv", CELL_COLUMNS),
         ("samples.csv", SAMPLE_COLUMNS),
         ("repetitions.csv", REPETITION_COLUMNS),
+        ("capacity.csv", CAPACITY_COLUMNS),
     ],
 )
 def test_every_column_is_documented(file: str, columns: list[str] | tuple[str, ...]) -> None:

@@ -142,6 +142,15 @@ class CellFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class CapacityFound:
+    """A capacity search (`load.search = "slo"`) ended for one resource configuration and input size: the
+    largest load that met the preset's [slo], as its capacity.csv row (`session.schema.CAPACITY_COLUMNS`)."""
+
+    row: dict[str, Any]
+    host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LogMessage:
     level: Level
     text: str
@@ -177,6 +186,7 @@ Event = (
     | RequestDone
     | ResourceSample
     | CellFinished
+    | CapacityFound
     | LogMessage
     | MetaUpdated
     | SessionFinished
@@ -196,6 +206,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RequestDone,
         ResourceSample,
         CellFinished,
+        CapacityFound,
         LogMessage,
         MetaUpdated,
         SessionFinished,

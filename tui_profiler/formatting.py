@@ -177,3 +177,67 @@ def cell_label(cell: Mapping[str, Any]) -> str:
         if cell.get(key) is not None and (cell[key] or key not in _SHOWN_WHEN_NOT_ZERO)
     ]
     return " · ".join(parts) or NOT_AVAILABLE
+
+
+# ------------------------------------------------------------------------------------ capacity.csv rows
+
+CAPACITY_HEADERS = (
+    "cpus",
+    "mem GiB",
+    "GPUs",
+    "size",
+    "max load",
+    "SLO",
+    "at max load",
+    "rps",
+    "rps/core",
+    "",
+)
+
+
+def capacity_cells(row: Mapping[str, Any]) -> list[str]:
+    """One capacity.csv row (a capacity search's answer) as the cells of a table under CAPACITY_HEADERS:
+    its resource configuration and input size, the largest load that met the SLO, the SLO percentile there
+    with its interval, the throughput, and whether the intervals decided it."""
+
+    def value(key: str) -> Any:
+        v = row.get(key)
+        return None if v is None or v == "" else v
+
+    def seconds_of(key: str) -> float | None:
+        v = value(key)
+        try:
+            return None if v is None else float(v)
+        except (TypeError, ValueError):
+            return None
+
+    kind = value("load_kind")
+    max_load = value("max_load")
+    load = (
+        "none"
+        if max_load is None
+        else (f"{number(max_load)}/s" if kind == "rate" else f"c={number(max_load)}")
+    )
+    metric, pct, bound = value("slo_metric"), value("slo_percentile"), seconds_of("slo_bound_s")
+    slo = f"{metric} p{number(pct)} ≤ {latency(bound)}" if metric and bound is not None else NOT_AVAILABLE
+    lo, hi = seconds_of("slo_lo_s"), seconds_of("slo_hi_s")
+    interval = f" [{latency(lo) if lo is not None else '?'}, {latency(hi) if hi is not None else '?'}]"
+    at = latency(seconds_of("slo_value_s")) + (interval if value("slo_value_s") is not None else "")
+    if value("stop_reason") == "no_requests":
+        verdict = str(value("reason") or "no requests")
+    elif str(value("decided")) in ("1", "True", "true"):
+        verdict = "decided"
+    else:
+        verdict = "within noise"  # a step stopped at the request cap, or a client / host flag
+    return [
+        number(value("cpu_cores")),
+        number(value("mem_cap_gb")),
+        number(value("gpus")),
+        input_size(value("input_scale"), value("token_len"), value("output_len")),
+        load,
+        slo,
+        at,
+        rate(seconds_of("throughput_rps"), unit=""),
+        rate(seconds_of("throughput_per_core"), unit=""),
+        verdict,
+    ]

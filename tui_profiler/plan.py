@@ -36,9 +36,17 @@ class Cell:
     container_group: int  # cells of one container group share one container (one cold start); `container_idx`
     output_len: int | None = None  # generative: tokens asked for (None: the server's default)
     shared_prefix_tokens: int | None = None  # prompts: tokens every request of the cell shares at its start
+    requests: int | None = (
+        None  # timed requests, when a search asks for more than the preset's (sweep.search)
+    )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The cell as a dict (meta.json's plan, `CellStarted`); `requests` only when a search set it, so
+        the plans of sessions written before it compare equal on a resume."""
+        data = asdict(self)
+        if data["requests"] is None:
+            del data["requests"]
+        return data
 
     def resource_key(self) -> tuple[float | None, float | None, int, int]:
         return (self.cpus, self.memory_gb, self.gpus, self.repeat_idx)

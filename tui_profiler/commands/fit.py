@@ -79,6 +79,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the cheapest configuration predicted to meet every SLO given (--slo-p99, --slo-ttft, --slo-tpot)",
     )
     p.add_argument(
+        "--rps",
+        type=float,
+        metavar="R",
+        help="with --recommend: the cheapest configuration that serves R requests/s within the SLO, from "
+        "the sessions' capacity.csv (`run --find-max-load`; the SLO is the search's own [slo])",
+    )
+    p.add_argument(
         "--slo-p99", type=float, metavar="SECONDS", help="latency SLO for --recommend (p99, seconds)"
     )
     p.add_argument(
@@ -106,7 +113,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--size",
         type=float,
         metavar="N",
-        help="input size for --recommend in the data's own unit (e.g. a wide file's text_chars)",
+        help="input size for --recommend in the data's own unit (e.g. a wide file's text_chars; with --rps: "
+        "the input scale)",
     )
     p.add_argument("--model", help="which model to predict / recommend for, when several are fitted")
     p.add_argument(
@@ -176,6 +184,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.predict_csv and not args.out:
         raise ValueError("--out: required with --predict-csv (where PRED.csv goes)")
     token_slos = args.slo_ttft is not None or args.slo_tpot is not None
+    if getattr(args, "rps", None) is not None:
+        _check_rps_args(args)
+        return
     if not args.recommend and (token_slos or args.slo_p99 is not None):
         flag = next(f for f, v in _slo_flags(args) if v is not None)
         raise ValueError(f"{flag}: only used with --recommend")
@@ -203,6 +214,53 @@ def _check_args(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v < 0:
             raise ValueError(f"--{name.replace('_', '-')}: {v:g} — must be >= 0")
+
+
+def _check_rps_args(args: argparse.Namespace) -> None:
+    """--rps: a recommendation from capacity.csv, whose SLO is the capacity search's own."""
+    if not args.recommend:
+        raise ValueError("--rps: only used with --recommend")
+    if not args.rps > 0:
+        raise ValueError(f"--rps: {args.rps:g} — must be > 0 requests/s")
+    for flag, value in _slo_flags(args):
+        if value is not None:
+            raise ValueError(f"{flag}: not used with --rps (the SLO is the capacity search's own [slo])")
+    for name in ("cost_cpu", "cost_gb", "cost_gpu"):
+        v = getattr(args, name)
+        if v is not None and v < 0:
+            raise ValueError(f"--{name.replace('_', '-')}: {v:g} — must be >= 0")
+
+
+def _recommend_rps(args: argparse.Namespace) -> int:
+    """--recommend --rps R: the cheapest configuration whose measured capacity serves R requests/s."""
+    from tui_profiler.analysis.capacity import read_capacity, recommend_capacity
+    from tui_profiler.analysis.fit import json_safe
+    from tui_profiler.analysis.recommend import DEFAULT_COST_CPU, DEFAULT_COST_GB, DEFAULT_COST_GPU
+
+    for path in args.paths:
+        if not Path(path).exists():
+            raise ValueError(f"{path}: no such file or folder")
+    size_column, size = next(
+        ((c, v) for c, v in (("pixels", args.pixels), ("token_len", args.token_len), ("input_scale", args.size))
+         if v is not None),
+        (None, None),
+    )  # fmt: skip
+    rec = recommend_capacity(
+        read_capacity(args.paths),
+        args.rps,
+        size_column=size_column,
+        size=size,
+        model=args.model,
+        host_class=args.host_class,
+        cost_cpu=DEFAULT_COST_CPU if args.cost_cpu is None else args.cost_cpu,
+        cost_gb=DEFAULT_COST_GB if args.cost_gb is None else args.cost_gb,
+        cost_gpu=DEFAULT_COST_GPU if args.cost_gpu is None else args.cost_gpu,
+    )
+    print("\n".join(rec.summary_lines()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(json_safe({"recommendation": rec.to_dict()}), indent=2))
+        print(f"wrote {args.json}")
+    return ExitCode.OK
 
 
 def _slo_flags(args: argparse.Namespace) -> list[tuple[str, float | None]]:
@@ -282,6 +340,8 @@ def _recommend_slos(
 
 def _main(args: argparse.Namespace) -> int:
     _check_args(args)
+    if getattr(args, "rps", None) is not None:
+        return _recommend_rps(args)
     import pandas as pd
 
     from tui_profiler.analysis.fit import (

@@ -73,6 +73,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--requests", type=int, default=None, help="with --url: timed requests per level")
     p.add_argument(
+        "--find-max-load",
+        action="store_true",
+        help="per resource configuration and input size, search for the largest concurrency (or rate) "
+        "that meets the preset's [slo] at slo.percentile, and write capacity.csv (load.search = 'slo')",
+    )
+    p.add_argument(
         "--events",
         metavar="FILE",
         default=None,
@@ -118,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
     from tui_profiler.load.sources import open_sources
     from tui_profiler.plan import build_plan
 
+    if getattr(args, "find_max_load", False):  # the flag is the preset key, for the TUI's run too
+        args.overrides = [*args.overrides, "load.search=slo"]
     if not args.preset and not args.url and not args.resume:
         return _err(
             "give a preset name or path (see `tui-profiler presets list`), --url URL, or --resume DIR"
@@ -225,6 +233,7 @@ class _Progress:
         self.logs: deque[str] = deque(maxlen=4)
         self.t0 = time.perf_counter()
         self.stopping = ""
+        self.searching = False  # a capacity search: n_cells is only an upper bound
 
     def __call__(self, event: Any) -> None:
         ev = self.ev
@@ -239,8 +248,11 @@ class _Progress:
         elif isinstance(event, ev.SessionStarted):
             self.session, self.runtime, self.n_cells = event.session_dir, event.runtime, event.n_cells
             self.done = event.resumed_cells
+            self.searching = bool(event.meta.get("search"))
             self._print(f"session {event.session_dir}")
             self._print(f"runtime: {event.runtime} — {event.runtime_reason}")
+            if self.searching:
+                self._print(_search_line(event.meta["search"]))
         elif isinstance(event, ev.CellStarted):
             self.cell, self.cell_index, self.eta = event.cell, event.cell_index, event.eta_s
             self.cells[event.cell_index] = event.cell
@@ -275,9 +287,17 @@ class _Progress:
                 if flags
                 else ""
             )
+            of = "" if self.searching else f"/{self.n_cells}"
             self._print(
-                f"cell {event.cell_index + 1}/{self.n_cells}{where} {label}: {mark} n={s.get('n')} "
+                f"cell {event.cell_index + 1}{of}{where} {label}: {mark} n={s.get('n')} "
                 f"p50 {p50} p99 {p99}{saturated}{extra}"
+            )
+        elif isinstance(event, ev.CapacityFound):
+            r = event.row
+            cells = formatting.capacity_cells({k: "" if v is None else v for k, v in r.items()})
+            self._print(
+                f"[bold]capacity[/] {_config_label(r)}: max load {cells[4]} "
+                f"({cells[5]}: {cells[6]}; {cells[7]} req/s) — {cells[-1]}"
             )
         elif isinstance(event, ev.LogMessage):
             style = {"error": "red", "warning": "yellow"}.get(event.level, "dim")
@@ -297,6 +317,9 @@ class _Progress:
         cell = formatting.cell_label(self.cell or {}) if self.cell else "starting…"
         idx = f"{(self.cell_index or 0) + 1}/{self.n_cells}" if self.cell else f"0/{self.n_cells}"
         eta = formatting.duration(self.eta)
+        if self.searching:  # the cells are made as the search goes: only an upper bound is known
+            idx = f"{(self.cell_index or 0) + 1 if self.cell else 0} (searching, at most {self.n_cells})"
+            eta = "searching"
         elapsed = formatting.duration(time.perf_counter() - self.t0)
         grid.add_row(f"[bold]cell {idx}[/]", cell, f"[dim]ETA {eta}  elapsed {elapsed}[/]")
         grid.add_row(
@@ -324,6 +347,29 @@ def _escape(text: str) -> str:
 def _with_interval(row: Any, stat: str) -> str:
     """A cell's percentile with its 95% interval ('41.0 ms [37.0, –] needs 368'), escaped for rich."""
     return _escape(formatting.row_percentile(row, stat))
+
+
+def _search_line(search: dict[str, Any]) -> str:
+    bounds = ", ".join(f"{m} ≤ {formatting.latency(b)}" for m, b in search.get("bounds_s", {}).items())
+    return (
+        f"searching the largest {search.get('load_kind')} whose p{formatting.number(search.get('percentile'))} "
+        f"meets {bounds}, from {formatting.number(search.get('start'))}: {search.get('searches')} "
+        f"search(es), at most {search.get('max_cells')} cells"
+    )
+
+
+def _config_label(row: dict[str, Any]) -> str:
+    """A capacity row's resource configuration and input size, as `formatting.cell_label` names a cell."""
+    config = {
+        "cpus": row.get("cpu_cores"),
+        "memory_gb": row.get("mem_cap_gb"),
+        "gpus": row.get("gpus"),
+        "input_scale": row.get("input_scale"),
+        "token_len": row.get("token_len"),
+        "output_len": row.get("output_len"),
+    }
+    label = formatting.cell_label(config)
+    return "(no caps, one input)" if label == formatting.NOT_AVAILABLE else label
 
 
 def _float(value: Any) -> float | None:
@@ -355,7 +401,7 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from tui_profiler.runtime import RuntimeUnavailable
-    from tui_profiler.session.reader import session_summary
+    from tui_profiler.session.reader import read_capacity, session_summary
     from tui_profiler.session.store import recording
     from tui_profiler.sweep import SweepRunner
 
@@ -427,6 +473,7 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
     session_dir = str(runner.session_dir) if runner.session_dir else None
     if session_dir:
         _summary_table(console, session_summary(session_dir))
+        _capacity_table(console, read_capacity(session_dir))
     if finished is None or finished.status == SessionStatus.INTERRUPTED:
         if session_dir:
             progress._print(
@@ -508,3 +555,18 @@ def _summary_table(console: Any, rows: list[dict[str, str]]) -> None:
             )
         for line in saturated:  # a saturated cell's latency is not the target's: say why, in full
             console.print(f"[yellow]saturated[/] {_escape(line)}", highlight=False)
+
+
+def _capacity_table(console: Any, rows: list[dict[str, str]]) -> None:
+    """capacity.csv (a capacity search's answer), one row per resource configuration and input size."""
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title="capacity (the most load that meets the SLO)", show_lines=False)
+    for col in formatting.CAPACITY_HEADERS:
+        table.add_column(col, justify="left" if col in ("size", "SLO", "at max load", "") else "right")
+    for r in rows:
+        table.add_row(*formatting.capacity_cells(r))
+    with contextlib.suppress(OSError, ValueError):
+        console.print(table)

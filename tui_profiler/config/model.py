@@ -53,6 +53,7 @@ InputOrder = Literal["sequential", "random"]
 # cannot hold (one text file already holds many prompts).
 SOURCE_KINDS: tuple[str, ...] = ("image", "text", "body")
 LoadMode = Literal["closed", "open"]
+LoadSearch = Literal["slo"]  # load.search: the largest load that meets [slo] (sweep.search)
 Arrival = Literal["constant", "poisson"]
 Transport = Literal["auto", "raw", "aiohttp"]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -359,6 +360,9 @@ class SloConfig(Section):
     e2e_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = Field(
         default=None, description="end-to-end latency, at most"
     )
+    percentile: Annotated[float, Field(gt=0, lt=100, allow_inf_nan=False)] = Field(
+        default=99.0, description="the percentile each objective bounds in a capacity search (load.search)"
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> SloConfig:
@@ -443,6 +447,11 @@ class LoadConfig(Section):
     )
     seed: Annotated[int, Integral, Field(ge=0, le=2**32 - 1)] = Field(
         default=0, description="open loop: the seed of the Poisson arrivals"
+    )
+    search: LoadSearch | None = Field(
+        default=None,
+        description="'slo': instead of the listed levels, find the largest load that meets [slo] "
+        "(`run --find-max-load`); the first listed level is where the search starts",
     )
 
     @property
@@ -604,6 +613,8 @@ class Preset(BaseModel):
         problem = self.request.model_name_problem(self.model)
         if problem is not None:
             raise rule(*problem)
+        if self.load.search == "slo" and self.slo is None:
+            raise rule("load.search", "slo", "a capacity search needs an [slo] (e2e_s, ttft_s or tpot_s)")
         return self
 
     @property

@@ -97,6 +97,8 @@ def read_session_info(path: Path) -> SessionInfo:
         preset = path.name.split("-", 2)[-1]
     # the store writes the plan and the wall time so far (`last_wall_s`); older/synthetic metas say n_cells
     n_cells = meta.get("n_cells")
+    if n_cells is None and meta.get("search"):  # a capacity search: the cells it ran (none listed up front)
+        n_cells = meta.get("cells_finished")
     if n_cells is None and isinstance(meta.get("plan"), list):
         n_cells = len(meta["plan"])
     wall_s = meta.get("wall_s", meta.get("last_wall_s"))
@@ -129,6 +131,11 @@ def _read_meta(path: Path) -> dict[str, Any]:
 def session_summary(session_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
     """The cells.csv rows of a session (for summary tables)."""
     return read_rows(Path(session_dir) / "cells.csv")[1]
+
+
+def read_capacity(session_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The capacity.csv rows of a session (a capacity search's; [] when it has none)."""
+    return read_rows(Path(session_dir) / "capacity.csv")[1]
 
 
 def _nested(d: dict[str, Any], *keys: str) -> Any:

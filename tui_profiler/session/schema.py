@@ -359,3 +359,38 @@ REPETITION_COLUMNS: tuple[str, ...] = (
     "disagree_cells",  # the cells whose p50 interval excludes the median of the p50s
     "disagree_reason",
 )
+
+# capacity.csv: one row per resource configuration (and repetition) and input size of a capacity search
+# (`load.search = "slo"`, `run --find-max-load`): the largest load whose SLO percentile met [slo].
+CAPACITY_COLUMNS = [
+    "model_name",
+    "host",
+    "host_class",
+    "cpu_cores",
+    "mem_cap_gb",
+    "gpu_mode",
+    "gpus",
+    "repeat_idx",
+    "container_idx",
+    "input_scale",
+    "pixels",
+    "token_len",
+    "output_len",
+    "load_kind",  # 'concurrency' (closed loop) or 'rate' (open loop, requests/s)
+    "max_load",  # the largest level that met the SLO (empty: none did)
+    "next_load",  # the smallest level that failed it (empty: none did)
+    "slo_metric",  # 'e2e', 'ttft' or 'tpot': the objective closest to its bound at max_load
+    "slo_percentile",
+    "slo_bound_s",  # the [slo] bound of that objective
+    "slo_value_s",  # its percentile at max_load, with the 95% interval
+    "slo_lo_s",
+    "slo_hi_s",
+    "slo_n",  # timed requests judged at max_load
+    "throughput_rps",  # answered requests/s at max_load
+    "throughput_per_core",  # throughput_rps / cpu_cores (empty when the CPUs were not capped)
+    "decided",  # 1: every step's interval lay clear of the bound; 0: a step was decided at the request cap
+    "stop_reason",  # resolved | ceiling | lowest_fails | no_requests
+    "reason",
+    "steps",  # every level tried, in order: 'LEVEL meets|fails|unsure (n=N[, note])'
+    "cells",  # the cell indices the search ran (cells.csv), space-separated
+]

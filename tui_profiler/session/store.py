@@ -1,6 +1,7 @@
 """The session folder, written from the event stream: `OUTPUT/<YYYYmmdd-HHMMSS>-<preset>/` with
-requests.csv, cells.csv, samples.csv and meta.json (and repetitions.csv when a configuration ran in
-several repetitions: `tui_profiler.session.repetitions`, written when the session finishes).
+requests.csv, cells.csv, samples.csv and meta.json; repetitions.csv when a configuration ran in several
+repetitions (`tui_profiler.session.repetitions`, written when the session finishes); capacity.csv when the
+session searched for the most load that meets its SLO (`CapacityFound`).
 
 `SessionWriter` is an event consumer like the TUI and the headless progress: the sweep emits, the writer
 writes (`recording(...)` puts it first among a run's consumers, so rows are on disk before any view shows
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_profiler.events import (
+    CapacityFound,
     CellFinished,
     CellStarted,
     Emit,
@@ -47,6 +49,7 @@ from tui_profiler.events import (
 from tui_profiler.session.reader import new_session_id, read_rows, session_dir_for
 from tui_profiler.session.repetitions import repetition_rows
 from tui_profiler.session.schema import (
+    CAPACITY_COLUMNS,
     CELL_COLUMNS,
     CELL_CONSTANT_COLUMNS,
     REPETITION_COLUMNS,
@@ -181,6 +184,7 @@ class SessionStore:
         self.requests = AppendCsv(session_dir / "requests.csv", REQUEST_COLUMNS)
         self.cells = AppendCsv(session_dir / "cells.csv", CELL_COLUMNS)
         self.samples = AppendCsv(session_dir / "samples.csv", SAMPLE_COLUMNS)
+        self.capacity: AppendCsv | None = None  # capacity.csv: opened by a search's first row
 
     @classmethod
     def create(
@@ -261,12 +265,20 @@ class SessionStore:
                 keep=lambda r: True,
             )
 
+    def write_capacity(self, row: dict[str, Any]) -> None:
+        if self.capacity is None:
+            self.capacity = AppendCsv(self.dir / "capacity.csv", CAPACITY_COLUMNS)
+        self.capacity.write(row)
+        self.capacity.sync()
+
     def update_meta(self, **fields: Any) -> None:
         self.meta.update(fields)
         _write_json_atomic(self.dir / "meta.json", self.meta)
 
     def close(self) -> None:
-        for f in (self.requests, self.samples, self.cells):
+        for f in (self.requests, self.samples, self.cells, self.capacity):
+            if f is None:
+                continue
             try:
                 f.close()
             except OSError:
@@ -312,8 +324,9 @@ class SessionWriter:
 
     `SessionStarted` creates the folder (or re-opens it for a resume) and writes meta.json; `RequestDone`
     and `ResourceSample` append their rows at once; `CellFinished` writes the cell's row (an interrupted
-    cell gets none); `MetaUpdated` and `SessionFinished` update meta.json; the latter writes
-    repetitions.csv (when a configuration ran in several repetitions) and closes the files.
+    cell gets none); `CapacityFound` a capacity.csv row; `MetaUpdated` and `SessionFinished` update
+    meta.json; the latter writes repetitions.csv (when a configuration ran in several repetitions) and
+    closes the files.
     An OSError (a full disk) is raised to the emitter: the sweep stops with a clear error."""
 
     def __init__(self) -> None:
@@ -337,6 +350,8 @@ class SessionWriter:
             self._cell_finished(event)
         elif isinstance(event, SessionStarted):
             self._session_started(event)
+        elif isinstance(event, CapacityFound):
+            self._open().write_capacity(event.row)
         elif isinstance(event, MetaUpdated):
             self._open().update_meta(**event.fields)
         elif isinstance(event, SessionFinished):

@@ -348,6 +348,8 @@ async def _measure(
         sampler = ResourceSampler(target.sample_target(), interval_s=0.05, on_sample=on_sample)
         await sampler.start()
     pattern = patterns.pattern_for(ctx.preset.load, concurrency=cell.concurrency, rate=cell.rate)
+    if cell.requests is not None:  # a search's further requests at a level (sweep.search)
+        pattern = replace(pattern, requests=cell.requests, duration_s=None)
     shape = LoadShape(
         open_loop=pattern.mode == "open",
         rate=pattern.rate,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from tui_profiler.events import CellFinished, Emit, Event, Level, LogMessage
+from tui_profiler.events import CellFinished, Emit, Event, Level, LogMessage, RequestDone
 from tui_profiler.runtime.base import TargetFailed
 from tui_profiler.session.schema import CellStatus
 from tui_profiler.sweep import targets
@@ -36,8 +36,12 @@ class Emitter:
         self._emit = emit
         self.finished: dict[int, CellStatus] = dict(finished or {})  # cell -> status, resumed ones too
         self.on_finished: list[Callable[[CellFinished], None]] = []
+        self.on_request: list[Callable[[RequestDone], None]] = []  # a search's judge (sweep.search)
 
     def __call__(self, event: Event) -> None:
+        if self.on_request and type(event) is RequestDone:
+            for observe in self.on_request:
+                observe(event)
         if isinstance(event, CellFinished) and event.status != CellStatus.INTERRUPTED:
             self.finished[event.cell_index] = event.status
             for listener in self.on_finished:
@@ -86,10 +90,11 @@ class SweepContext:
     parallel: int = 1  # container groups run at once (a fleet's hosts)
     model_facts: dict[str, Any] = field(default_factory=dict)  # the server's /info (our model server)
     cell_walls: list[float] = field(default_factory=list)
+    open_ended: bool = False  # a search: n_cells is only an upper bound, so no remaining time is known
 
     def eta(self, finished: int) -> float | None:
         """The remaining session time, from the cells' mean wall time so far."""
-        if not self.cell_walls:
+        if not self.cell_walls or self.open_ended:
             return None
         remaining = self.n_cells - finished
         return remaining * (sum(self.cell_walls) / len(self.cell_walls)) / max(1, self.parallel)

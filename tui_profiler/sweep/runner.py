@@ -39,6 +39,7 @@ from tui_profiler.sweep.control import StopControl, Stopped
 from tui_profiler.sweep.group import run_cells
 from tui_profiler.sweep.local import run_local
 from tui_profiler.sweep.order import CellOrder, GridOrder
+from tui_profiler.sweep.search import SearchOrder
 
 if TYPE_CHECKING:
     from tui_profiler.fleet.remote import HostSession
@@ -91,39 +92,68 @@ class SweepRunner:
 
     async def run(self, emit: Emit) -> SessionFinished:
         wall0 = time.perf_counter()
+        self._check_search()
         await self._choose_runtime(Emitter(emit))
         session_dir, session_id, finished = await self._open_session()
         self.session_id = session_id
         emitter = Emitter(emit, finished)
         ctx = self._context(session_id)
         ctx.parallel = max(1, len(self._hosts))
+        order: CellOrder = GridOrder(c for c in self.plan if c.index not in finished)
         meta = await self._meta() if not self.resume else {}
-        emitter(self._started(session_dir, session_id, len(finished), meta))
+        if self.preset.load.search is not None:  # a capacity search: its cells are made as it goes
+            order = search = SearchOrder(self.preset, self.plan, emitter)
+            emitter.on_request.append(search.observe)
+            ctx.n_cells, ctx.open_ended = search.upper_bound, True
+            meta |= {"search": search.describe(), "plan": []}
+        emitter(self._started(session_dir, session_id, len(finished), meta, ctx.n_cells))
         if finished:
             emitter(LogMessage("info", self._resuming(len(finished))))
         status = SessionStatus.INTERRUPTED  # unless the drive returns (a forced stop cancels it)
         try:
-            status = await self._drive(
-                ctx, emitter, GridOrder(c for c in self.plan if c.index not in finished)
-            )
+            status = await self._drive(ctx, emitter, order)
         finally:
+            if isinstance(order, SearchOrder):
+                order.flush()  # the capacity rows of the searches that ended, before the session's end
             await asyncio.shield(self._remove_leftovers(emitter, session_id))
-            done = self._finished(session_dir, status, emitter.finished, time.perf_counter() - wall0)
+            done = self._finished(
+                session_dir, status, emitter.finished, time.perf_counter() - wall0, ctx.open_ended
+            )
             emitter(done)
         return done
 
+    def _check_search(self) -> None:
+        """A capacity search runs on one host, in one go (one-line ValueErrors)."""
+        if self.preset.load.search is None:
+            return
+        if self.resume is not None:
+            raise ValueError(
+                f"--resume {self.resume}: a capacity search (load.search) cannot be resumed; run it again"
+            )
+        if self.fleet is not None and not self.url and self._runtime_arg is None:
+            raise ValueError(
+                "a capacity search (--find-max-load, load.search) runs on one host: a fleet takes whole "
+                "container groups, a search makes its cells as it goes"
+            )
+
     def _finished(
-        self, session_dir: Path, status: SessionStatus, finished: dict[int, CellStatus], wall_s: float
+        self,
+        session_dir: Path,
+        status: SessionStatus,
+        finished: dict[int, CellStatus],
+        wall_s: float,
+        searched: bool = False,
     ) -> SessionFinished:
+        """The session's end. `searched`: a capacity search, whose cells are those it ran (none remain)."""
         n_failed = sum(1 for s in finished.values() if s != CellStatus.OK)
         return SessionFinished(
             session_dir=str(session_dir),
             status=SessionStatus.FAILED if status == SessionStatus.OK and n_failed else status,
-            n_cells=len(self.plan),
+            n_cells=len(finished) if searched else len(self.plan),
             n_failed=n_failed,
             wall_s=wall_s,
             cells_finished=len(finished),
-            cells_remaining=[c.index for c in self.plan if c.index not in finished],
+            cells_remaining=[] if searched else [c.index for c in self.plan if c.index not in finished],
         )
 
     async def _drive(self, ctx: SweepContext, emitter: Emitter, order: CellOrder) -> SessionStatus:
@@ -167,7 +197,7 @@ class SweepRunner:
         )
 
     def _started(
-        self, session_dir: Path, session_id: str, resumed: int, meta: dict[str, Any]
+        self, session_dir: Path, session_id: str, resumed: int, meta: dict[str, Any], n_cells: int
     ) -> SessionStarted:
         return SessionStarted(
             session_id=session_id,
@@ -175,7 +205,7 @@ class SweepRunner:
             preset_name=self.preset.name,
             runtime=self.runtime.name if self.runtime else "url",
             runtime_reason=self.runtime_reason,
-            n_cells=len(self.plan),
+            n_cells=n_cells,  # a search's: an upper bound (meta's `search.max_cells`)
             resumed_cells=resumed,
             resume=self.resume is not None,
             meta={**meta, "owner": owner_id(), "status": SessionStatus.RUNNING},

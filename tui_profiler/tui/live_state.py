@@ -52,7 +52,8 @@ class LiveState:
     preset_name: str = ""
     runtime: str = ""
     runtime_reason: str = ""
-    n_cells: int = 0
+    n_cells: int = 0  # a capacity search's: an upper bound (`searching`)
+    searching: bool = False  # a capacity search makes its cells as it goes: no fraction done, no ETA
     resumed_cells: int = 0
     cells_done: int = 0
     cells_failed: int = 0
@@ -146,6 +147,7 @@ class LiveState:
             self.runtime = event.runtime
             self.runtime_reason = event.runtime_reason
             self.n_cells = event.n_cells
+            self.searching = bool(event.meta.get("search"))
             self.resumed_cells = event.resumed_cells
             self.cells_done = event.resumed_cells
             self.started_at = self.clock()
@@ -273,6 +275,8 @@ class LiveState:
         """The engine's estimate when it gives one, else elapsed time extrapolated over finished cells."""
         if self.finished is not None:
             return 0.0
+        if self.searching:
+            return None
         if self.eta_s is not None:
             return self.eta_s
         done = self.cells_done - self.resumed_cells

@@ -180,14 +180,16 @@ class LiveScreen(Screen[None]):
 
     def _draw_progress(self, state: LiveState) -> None:
         bar = self.query_one("#cells-progress", ProgressBar)
-        bar.update(total=max(state.n_cells, 1), progress=state.cells_done)
+        searching = state.searching and state.finished is None  # cells made as it goes: a bound only
+        bar.update(total=None if searching else max(state.n_cells, 1), progress=state.cells_done)
         failed = f", {state.cells_failed} failed" if state.cells_failed else ""
         status = (
             state.finished.status if state.finished else (SessionStatus.RUNNING if state.n_cells else "idle")
         )
-        self.query_one("#progress-label", Static).update(
-            f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {formatting.duration(state.eta())} · {status}"
-        )
+        label = f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {formatting.duration(state.eta())}"
+        if searching:
+            label = f"{state.cells_done} cells{failed} · searching (at most {state.n_cells})"
+        self.query_one("#progress-label", Static).update(f"{label} · {status}")
         if state.current_index is not None:
             p50, p99 = _running_percentiles(state)
             err = f" · {state.cell_errors} errors" if state.cell_errors else ""

@@ -1,5 +1,6 @@
 """Results screen: sessions in the output folder, their cells, the AC-Prof-style figure, a latency
-histogram per cell, the fitted latency model (when `tui_profiler.analysis.fit` exists) and export."""
+histogram per cell, the fitted latency model (when `tui_profiler.analysis.fit` exists), a capacity search's
+answer (capacity.csv, when the session has one) and export."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class ResultsScreen(Screen[None]):
         Binding("f", "tab('tab-figure')", "Figure"),
         Binding("h", "tab('tab-histogram')", "Histogram"),
         Binding("m", "tab('tab-fit')", "Model fit"),
+        Binding("a", "tab('tab-capacity')", "Capacity", show=False),
         Binding("p", "toggle_percentile", "p50/p99", show=False),
         Binding("t", "tab('tab-tokens')", "Tokens", show=False),
     ]
@@ -74,6 +76,10 @@ class ResultsScreen(Screen[None]):
                 with TabPane("Model fit", id="tab-fit"):
                     with VerticalScroll():
                         yield Static("", id="fit-text")
+                with TabPane("Capacity", id="tab-capacity"):  # capacity searches only
+                    with Vertical():
+                        yield Static("", id="capacity-text")
+                        yield DataTable(id="capacity-table", cursor_type="row", zebra_stripes=True)
                 with TabPane("Export", id="tab-export"):
                     yield Static(
                         "Press e to write one merged CSV (and Parquet when pyarrow is installed) "
@@ -84,6 +90,7 @@ class ResultsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#result-cells", DataTable).add_columns(*CELLS_TABLE_HEADERS)
+        self.query_one("#capacity-table", DataTable).add_columns(*formatting.CAPACITY_HEADERS)
         self.action_reload()
 
     def on_screen_resume(self) -> None:
@@ -148,6 +155,33 @@ class ResultsScreen(Screen[None]):
             f"{info.name}/export/."
         )
         self.draw_fit()
+        self.draw_capacity()
+
+    def draw_capacity(self) -> None:
+        """capacity.csv of a capacity search (`run --find-max-load`): the tab shows only when there is one."""
+        tabs = self.query_one("#result-tabs", TabbedContent)
+        rows = reader.read_capacity(self.session.path) if self.session is not None else []
+        if not rows:
+            if tabs.active == "tab-capacity":
+                tabs.active = "tab-cells"
+            tabs.hide_tab("tab-capacity")
+            return
+        tabs.show_tab("tab-capacity")
+        search = (self.session.meta.get("search") or {}) if self.session is not None else {}
+        kind = search.get("load_kind", "load")
+        self.query_one("#capacity-text", Static).update(
+            Text(
+                f"The largest {kind} that meets the SLO, per resource configuration and input size "
+                f"({len(rows)} searched). 'decided': every step's interval lay clear of the bound; "
+                "'within noise': a step stopped at its request cap. `tui-profiler fit SESSION --recommend "
+                "--rps R` picks the cheapest configuration for R requests/s.",
+                style="dim",
+            )
+        )
+        table = self.query_one("#capacity-table", DataTable)
+        table.clear()
+        for row in rows:
+            table.add_row(*formatting.capacity_cells(row))
 
     # ---------------------------------------------------------------- figure, histogram, fit
 
