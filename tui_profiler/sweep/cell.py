@@ -21,7 +21,7 @@ from tui_profiler.events import (
 )
 from tui_profiler.plan import Cell
 from tui_profiler.runtime.base import EnforcedCaps, RunningTarget
-from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
+from tui_profiler.session.schema import CellStatus, ColdStartPhaseName, StopReason
 from tui_profiler.sweep.container import alive, stop_target
 from tui_profiler.sweep.context import Placement, SweepContext
 from tui_profiler.sweep.control import Stopped
@@ -84,7 +84,8 @@ def finish_cell(
     load_wall_s: float | None = None,
     target_facts: dict[str, Any] | None = None,
 ) -> None:
-    """The cell's end: its cells.csv row, carried by `CellFinished`."""
+    """The cell's end: its cells.csv row, carried by `CellFinished`. `results`: the load generator's
+    `LoadResults` (why the load ended and the pooled gaps ride on it), or a plain list."""
     row = cell_row(
         setting,
         results,
@@ -98,6 +99,8 @@ def finish_cell(
         target_facts=target_facts,
         weight_bytes=ctx.model_facts.get("weight_bytes"),
         slo=ctx.preset.slo,
+        stop_reason=getattr(results, "stop_reason", ""),
+        itl=getattr(results, "itl", None),
     )
     place.emit(CellFinished(setting.cell.index, status, reason, row))
 
@@ -294,7 +297,7 @@ async def _measure(
 ) -> tuple[list[RequestResult], str, float, SamplerSummary | None]:
     """The timed load with the resource sampler around it: (results, load error, load wall, samples)."""
     from tui_profiler.load import patterns
-    from tui_profiler.load.client import run_load
+    from tui_profiler.load.client import LoadResults, run_load
 
     def on_sample(sample: ResourceSample) -> None:
         place.emit(replace(sample, cell_index=cell.index))
@@ -321,6 +324,8 @@ async def _measure(
         raise
     except Exception as exc:
         load_error = f"load generator: {type(exc).__name__}: {exc}"
+        results = LoadResults()
+        results.stop_reason = StopReason.ERRORS
     load_wall = time.perf_counter() - t0
     sampled: SamplerSummary | None = None
     if sampler is not None:
