@@ -375,6 +375,7 @@ class _Run:
         self.use_timing = template.server_timing
         self.stream_mode = template.stream
         self.generative = template.generative
+        self.keep_gaps = False  # run_load(keep_gaps=True): each result keeps its gaps too
         self.stop_judge = pattern.stop_judge()  # [load.stop]: None without goals
         self.t0 = 0.0
         self.epoch0_ms = 0.0
@@ -441,6 +442,8 @@ class _Run:
         if stream is not None and stream.format is not None:
             metrics = stream.metrics(t_start, None if answer is None else answer.t_recv)
             res.add_stream(metrics)
+            if self.keep_gaps:
+                res.itl_s = metrics.itl_s
             if res.ok and not warmup:  # the answer's gaps end here, as counts in the cell's pool
                 self.results.itl.add_group(metrics.itl_s)
         self.results.append(res)
@@ -642,6 +645,7 @@ async def run_load(
     clock_origin: tuple[float, float] | None = None,
     worker_offset: int = 0,
     should_stop: Callable[[], bool] | None = None,
+    keep_gaps: bool = False,
 ) -> LoadResults:
     """Send `payload` to `base_url` under `pattern` (a PayloadSet: each request sends the input its order
     picks, see `PayloadSet.chooser`; every request is built once, before the clock starts); every result (warm-up first, marked) goes into the
@@ -652,7 +656,8 @@ async def run_load(
     back here, in arrival order, on one time base). The list returned is a `LoadResults`: it also says why
     the timed load ended (`stop_reason`) and holds the answered requests' inter-token gaps (`itl`).
     `clock_origin` (perf_counter, epoch ms), `worker_offset` and `should_stop` are how those processes share
-    one run; a single-process caller leaves them alone."""
+    one run; a single-process caller leaves them alone. `keep_gaps` also keeps each answer's gaps on its
+    result (`itl_s`), for a benchmark that needs every one exactly (memory then grows with the gaps)."""
     if pattern.processes > 1 and pattern.concurrency > 1:
         return await _run_in_processes(base_url, template, payload, pattern, on_result)
     url = urlsplit(base_url)
@@ -669,6 +674,7 @@ async def run_load(
         )
     requests = [build_request_bytes(host_header, p) for p in payloads.payloads]
     run = _Run(template, payloads, requests, pattern, on_result)
+    run.keep_gaps = keep_gaps
     keep_body = bool(template.check.json_field)
     n_conns = pattern.concurrency
     transport = pattern.transport
@@ -884,7 +890,7 @@ async def _run_in_processes(
         offset = 0
         for i in range(k):
             sub = replace(pattern, concurrency=conc[i] or 1, requests=reqs[i], warmup=warm[i] or 0, processes=1,
-                          stop_when_stable=None, stop=())  # fmt: skip
+                          stop_when_stable=None, stop_goals=())  # fmt: skip
             p = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tui_profiler.load._child",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

@@ -9,7 +9,7 @@
 
 Either pattern sends `warmup` requests first (kept, marked), then `requests` timed requests or as many as
 fit in `duration_s`, optionally stopping early once what the preset asks is known well enough: `[load.stop]`
-goals (`stop`, judged by `tui_profiler.stats.StopJudge`), of which `[load.stable_ci]` is one (the mean).
+goals (`stop_goals`, judged by `tui_profiler.stats.StopJudge`), of which `[load.stable_ci]` is one (the mean).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class LoadPattern:
     warmup: int = _D.warmup
     timeout_s: float = _D.timeout_s
     stop_when_stable: StableCI | None = _D.stable_ci  # [load.stable_ci]: the mean's goal
-    stop: tuple[StopGoal, ...] = ()  # [load.stop]: every goal met ends the cell early
+    stop_goals: tuple[StopGoal, ...] = ()  # [load.stop]: every goal met ends the cell early
     seed: int = _D.seed
     transport: Transport = _D.transport  # "auto": the lean HTTP/1.1 client for http://, aiohttp for https://
     drain_s: float | None = _D.drain_s  # open loop: how long queued arrivals may be sent after the schedule
@@ -67,14 +67,16 @@ class LoadPattern:
             concurrency=int(concurrency or 1) if load.mode == "closed" else load.connections,
             rate=rate,
             stop_when_stable=load.stable_ci,
-            stop=tuple(StopGoal(r.metric, r.rel_halfwidth, r.confidence, r.min_requests) for r in rules),
+            stop_goals=tuple(
+                StopGoal(r.metric, r.rel_halfwidth, r.confidence, r.min_requests) for r in rules
+            ),
         )
 
     def goals(self) -> tuple[StopGoal, ...]:
-        """Every goal that may end the cell early: `stop`'s, and `stop_when_stable` as the mean's."""
+        """Every goal that may end the cell early: `stop_goals`, and `stop_when_stable` as the mean's."""
         stable = self.stop_when_stable
         mean = () if stable is None else (StopGoal("mean", stable.rel_halfwidth, 0.95, stable.min_requests),)
-        return (*self.stop, *mean)
+        return (*self.stop_goals, *mean)
 
     def stop_judge(self) -> StopJudge | None:
         """A fresh judge of this pattern's goals for one run; None without any."""
@@ -95,7 +97,7 @@ def _smallest(values: list[float | None] | list[int | None]) -> Any:
 
 # The pattern's fields that are the config's own value under the same name; the others are the cell's
 # (`concurrency` is one of the config's levels, or its connections) or renamed (`stable_ci`).
-_PER_CELL = ("concurrency", "rate", "stop_when_stable", "stop")
+_PER_CELL = ("concurrency", "rate", "stop_when_stable", "stop_goals")
 _FIELDS_OF_THE_CONFIG = tuple(
     f.name for f in fields(LoadPattern) if f.name in LoadConfig.model_fields and f.name not in _PER_CELL
 )
