@@ -238,7 +238,12 @@ def test_an_open_loop_search_bisects_rates() -> None:
     def latency(rate: float, cpus: float, i: int) -> float:
         return 0.1 if rate <= 20.0 else 0.1 + i * 0.05  # the queue grows past 20 requests/s
 
-    (row,) = FakeSweep(preset, latency).run()
+    def flags(cell: Any) -> dict[str, str]:
+        # A growing queue has no steady latency (its interval stays unbounded: the dependence is the
+        # trend); the saturation judge flags it `server`, which fails the level outright.
+        return {"saturation": "server"} if cell.rate > 20.0 else {}
+
+    (row,) = FakeSweep(preset, latency, flags).run()
     assert row["load_kind"] == "rate" and row["decided"] is True
     assert row["max_load"] <= 20.0 < row["next_load"] <= row["max_load"] * (1 + RATE_RESOLUTION)
 

@@ -10,9 +10,13 @@ is available for skewed data. With fewer than two samples there is no CI (None),
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
+from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -143,6 +147,15 @@ def summarise(values: Sequence[float]) -> Summary:
 
 
 # ---------------------------------------------------------------------------------- percentile intervals
+#
+# The method (docs/statistics.md): the distribution-free order-statistic interval of a quantile, the one
+# that holds for any distribution of independent samples (the binomial count of samples below the true
+# quantile gives the ranks), taken at an effective sample size n / tau. The requests of one cell are not
+# independent: a closed loop of c workers on a server that serves one at a time gives latencies that share
+# c - 1 neighbours' service times. tau, the integrated autocorrelation time of the indicator series
+# 1{x_i <= median} in completion order, is how much that dependence inflates the variance of the count
+# that sets the ranks (Geyer's initial positive sequence estimator, 1992). Measured coverage: within 1-2
+# points of nominal (never below ~93.5% at 95%) for iid lognormal and a c=4 FIFO queue at n = 50..3000.
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +190,10 @@ class QuantileInterval:
 def _binomial_cdf(n: int, p: float, ks: np.ndarray) -> np.ndarray:
     """P(B <= k) for B ~ Binomial(n, p), at each k of `ks` (ints in 0..n), in log space (no scipy)."""
     k_all = np.arange(0, n + 1, dtype=float)
+    log_factorial = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=float)))))
     log_pmf = (
-        math.lgamma(n + 1)
-        - np.array([math.lgamma(k + 1) + math.lgamma(n - k + 1) for k in k_all])
+        log_factorial[n]
+        - (log_factorial + log_factorial[::-1])
         + k_all * math.log(p)
         + (n - k_all) * math.log1p(-p)
     )
@@ -188,10 +202,12 @@ def _binomial_cdf(n: int, p: float, ks: np.ndarray) -> np.ndarray:
     return capped
 
 
+@functools.lru_cache(maxsize=4096)
 def order_statistic_ranks(n: int, q: float, confidence: float = 0.95) -> tuple[int | None, int | None]:
     """The 1-based ranks (l, u) of the distribution-free interval [x(l), x(u)] for the `q` quantile of n
     independent samples: P(x(l) <= xi_q <= x(u)) >= `confidence`, each tail at most (1 - confidence) / 2.
-    A rank is None where n samples cannot bound that side (e.g. the upper side of p99 below 368 samples)."""
+    A rank is None where n samples cannot bound that side (e.g. the upper side of p99 below 368 samples).
+    Cached: the stop judge asks the same few sizes again and again."""
     if n <= 0:
         return None, None
     alpha = (1.0 - confidence) / 2
@@ -213,21 +229,63 @@ def samples_for_bounded(q: float, confidence: float = 0.95) -> int:
     return max(1, math.ceil(math.log(alpha) / math.log(extreme) + 1e-12))
 
 
-def indicator_dependence(values_in_order: Sequence[float], *, batches: int = 20) -> float:
-    """How much the sample's order (requests in flight together share the server) inflates the variance of
-    a percentile, from the batch means of its median indicator: 1 for independent samples, larger when
-    neighbours move together. Below 2 * `batches` samples there are too few batches to tell: 1."""
-    n = len(values_in_order)
-    if n < 2 * batches:
+def autocorrelation_time(series: Sequence[float] | np.ndarray) -> float:
+    """The integrated autocorrelation time tau = 1 + 2 * sum of the autocorrelations of `series` (1 for
+    independent values; the factor by which dependence inflates the variance of its mean), by Geyer's
+    initial positive sequence: sums of neighbouring pairs of autocorrelations, up to the first pair that is
+    not positive. At least 1 (a negative estimate is noise at the sizes here); 1 below 4 values or for a
+    constant series."""
+    arr = np.asarray(series, dtype=float)
+    n = arr.size
+    if n < 4:
         return 1.0
-    arr = np.asarray(values_in_order, dtype=float)
-    ind = (arr <= np.median(arr)).astype(float)
-    var = float(ind.var())
+    centred = arr - arr.mean()
+    var = float(centred @ centred) / n
     if var <= 0:
         return 1.0
-    size = n // batches
-    means = ind[: size * batches].reshape(batches, size).mean(axis=1)
-    return max(1.0, size * float(means.var(ddof=1)) / var)
+    size = 1 << (2 * n - 1).bit_length()  # zero-padded (no wrap-around) to a power of two (a fast FFT)
+    spectrum = np.fft.rfft(centred, size)
+    acf = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n] / (n * var)
+    pairs = acf[: n - n % 2].reshape(-1, 2).sum(axis=1)
+    positive = np.nonzero(pairs <= 0)[0]
+    end = int(positive[0]) if positive.size else pairs.size
+    return max(1.0, 2.0 * float(pairs[:end].sum()) - 1.0)
+
+
+def indicator_dependence(values_in_order: Sequence[float], *, median: float | None = None) -> float:
+    """How much the sample's order (requests in flight together share the server) inflates the variance of
+    a percentile: the autocorrelation time of the indicator series 1{x <= median} in completion order. The
+    median's indicator is the best-measured one (half its values are 1); the tail's, where dependence is
+    no stronger for the queues measured, has too few events to estimate at the sizes of a cell. `median`:
+    the sample's median when the caller has it (the stop judge keeps a sorted copy)."""
+    arr = np.asarray(values_in_order, dtype=float)
+    if arr.size < 4:
+        return 1.0
+    mid = float(np.median(arr)) if median is None else median
+    return autocorrelation_time((arr <= mid).astype(float))
+
+
+def _interval_of_sorted(
+    ordered: Sequence[float], q: float, confidence: float, tau: float
+) -> QuantileInterval:
+    n = len(ordered)
+    needed_iid = samples_for_bounded(q, confidence)
+    if n == 0:
+        return QuantileInterval(q, None, None, None, 0, 0.0, tau, math.ceil(needed_iid * tau), confidence)
+    estimate = quantile_sorted(ordered, q)
+    n_eff = n / tau
+    low_eff, up_eff = order_statistic_ranks(max(1, math.floor(n_eff)), q, confidence)
+    lo = hi = None
+    # The ranks at the effective size, scaled back: their distance from q * n_eff grows by tau (the count
+    # below the quantile has tau times the binomial variance).
+    if low_eff is not None:
+        rank = max(1, math.floor(q * n - (q * n_eff - low_eff) * tau))
+        lo = float(ordered[min(rank, n) - 1])
+    if up_eff is not None:
+        rank = math.ceil(q * n + (up_eff - q * n_eff) * tau)
+        hi = float(ordered[rank - 1]) if rank <= n else None
+    needed = None if lo is not None and hi is not None else max(n + 1, math.ceil(needed_iid * tau))
+    return QuantileInterval(q, estimate, lo, hi, n, n_eff, tau, needed, confidence)
 
 
 def quantile_interval(
@@ -242,24 +300,352 @@ def quantile_interval(
     (None: estimated, `indicator_dependence`). The interval is the order-statistic (binomial) interval at
     the effective sample size n / dependence, its ranks scaled back to the sample."""
     vals = [float(v) for v in values_in_order if v is not None and math.isfinite(v)]
-    n = len(vals)
     tau = max(1.0, dependence if dependence is not None else indicator_dependence(vals))
-    needed_iid = samples_for_bounded(q, confidence)
-    if n == 0:
-        return QuantileInterval(q, None, None, None, 0, 0.0, tau, math.ceil(needed_iid * tau), confidence)
-    ordered = sorted(vals)
-    estimate = quantile_sorted(ordered, q)
-    n_eff = n / tau
-    low_eff, up_eff = order_statistic_ranks(max(1, math.floor(n_eff)), q, confidence)
-    lo = hi = None
-    if low_eff is not None:
-        rank = max(1, math.floor(q * n - (q * n_eff - low_eff) * tau))
-        lo = ordered[min(rank, n) - 1]
-    if up_eff is not None:
-        rank = math.ceil(q * n + (up_eff - q * n_eff) * tau)
-        hi = ordered[rank - 1] if rank <= n else None
-    needed = None if lo is not None and hi is not None else max(n + 1, math.ceil(needed_iid * tau))
-    return QuantileInterval(q, estimate, lo, hi, n, n_eff, tau, needed, confidence)
+    return _interval_of_sorted(sorted(vals), q, confidence, tau)
+
+
+def t_quantile(df: float, confidence: float = 0.95) -> float:
+    """Student's t quantile for a two-sided `confidence` interval (`t_quantile_975` at 95%; otherwise the
+    Cornish-Fisher expansion around the normal quantile, good to ~1e-3 from 3 degrees of freedom)."""
+    if confidence == 0.95:
+        return t_quantile_975(df)
+    if df < 1:
+        return math.inf
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    return z + g1 / df + g2 / df**2 + g3 / df**3
+
+
+def mean_interval(
+    values_in_order: Sequence[float], *, confidence: float = 0.95, dependence: float | None = None
+) -> tuple[float, float, float] | None:
+    """(mean, lo, hi): the mean with its Student-t interval, its variance inflated by the series' own
+    autocorrelation time (None: estimated, `autocorrelation_time`); None below two values."""
+    arr = np.asarray(values_in_order, dtype=float)
+    n = arr.size
+    if n < 2:
+        return None
+    tau = max(1.0, dependence if dependence is not None else autocorrelation_time(arr))
+    mean = float(arr.mean())
+    half = t_quantile(max(1.0, n / tau - 1), confidence) * float(arr.std(ddof=1)) * math.sqrt(tau / n)
+    return mean, mean - half, mean + half
+
+
+# ----------------------------------------------------------------------------------- log-bucketed histogram
+
+
+class LogHistogram:
+    """Counts of positive values in buckets whose bounds grow by a constant ratio (as HdrHistogram and
+    DDSketch do): memory grows with the range of the values (log of max / min), never with their number.
+    Bucket k holds (g^(k-1), g^k] with g = (1 + e) / (1 - e); its value is read back as 2 g^k / (g + 1),
+    within e = REL_ERROR (1%) of every value in it. Values below ZERO_BELOW (1 ns), e.g. two tokens read
+    in one piece, count as 0 exactly. Quantiles interpolate between the buckets of the two order
+    statistics around (n - 1) q, as `quantile_sorted` does between the values: each within 1% of the exact
+    order statistic, so the quantile is within 1% of the exact one (plus 1 ns). Mergeable (`merge`), so
+    several client processes can send theirs; about 1,000 buckets cover 1 us to 1,000 s."""
+
+    REL_ERROR = 0.01
+    ZERO_BELOW = 1e-9
+    _GAMMA = (1 + REL_ERROR) / (1 - REL_ERROR)
+    _LOG_GAMMA = math.log(_GAMMA)
+
+    __slots__ = ("counts", "n", "zeros")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.zeros = 0
+        self.n = 0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        if x < self.ZERO_BELOW:
+            self.zeros += 1
+            return
+        k = math.ceil(math.log(x) / self._LOG_GAMMA)
+        self.counts[k] = self.counts.get(k, 0) + 1
+
+    def add_many(self, values: Sequence[float] | np.ndarray) -> None:
+        arr = np.asarray(values, dtype=float)
+        if arr.size < 32:  # numpy's fixed cost is above the loop's below a few dozen values
+            for x in arr.tolist():
+                self.add(x)
+            return
+        self.n += int(arr.size)
+        positive = arr[arr >= self.ZERO_BELOW]
+        self.zeros += int(arr.size - positive.size)
+        keys, counts = np.unique(np.ceil(np.log(positive) / self._LOG_GAMMA), return_counts=True)
+        get = self.counts.get
+        for k, c in zip(keys.astype(int).tolist(), counts.tolist(), strict=True):
+            self.counts[k] = get(k, 0) + c
+
+    def merge(self, other: LogHistogram) -> None:
+        get = self.counts.get
+        for k, c in other.counts.items():
+            self.counts[k] = get(k, 0) + c
+        self.zeros += other.zeros
+        self.n += other.n
+
+    def _bucket_value(self, k: int) -> float:
+        return 2.0 * self._GAMMA**k / (self._GAMMA + 1)
+
+    def _values_at(self, ranks: Sequence[int]) -> list[float]:
+        """The (approximate) order statistics at 0-based `ranks`, ascending."""
+        out: list[float] = []
+        it = iter(sorted(ranks))
+        want = next(it, None)
+        seen = self.zeros
+        while want is not None and want < seen:
+            out.append(0.0)
+            want = next(it, None)
+        for k in sorted(self.counts):
+            seen += self.counts[k]
+            while want is not None and want < seen:
+                out.append(self._bucket_value(k))
+                want = next(it, None)
+            if want is None:
+                break
+        return out
+
+    def quantile(self, q: float) -> float | None:
+        """The `q` quantile (interpolated as `quantile_sorted`), within REL_ERROR of the exact one; None
+        when empty."""
+        if self.n == 0:
+            return None
+        pos = (self.n - 1) * q
+        lo = math.floor(pos)
+        hi = min(lo + 1, self.n - 1)
+        a, b = self._values_at([lo, hi])
+        weight = pos - lo
+        return b - (b - a) * (1 - weight) if weight >= 0.5 else a + (b - a) * weight
+
+    def count_between(self, lo: float, hi: float) -> int:
+        """How many values lie in buckets whose value is within [lo, hi]."""
+        inside = sum(c for k, c in self.counts.items() if lo <= self._bucket_value(k) <= hi)
+        return inside + (self.zeros if lo <= 0.0 <= hi else 0)
+
+
+class BatchedHistogram:
+    """A cell's pooled values (every inter-token gap of every answer) in bounded memory, with an interval
+    for their percentiles: one `LogHistogram` per batch of consecutive groups (requests, in completion
+    order), at most MAX_BATCHES of them; when they fill up, neighbours merge pairwise and a batch holds
+    twice as many groups. The pooled percentile is read from all batches together; its interval is the
+    batch-quantile interval (Student's t over the batches' own percentiles, whose spread carries both the
+    dependence between the gaps of one answer and between answers in flight together), widened by the
+    histogram's relative error. Memory: at most MAX_BATCHES histograms, whatever the number of gaps."""
+
+    MAX_BATCHES = 32
+    MIN_BATCHES = 8  # fewer batches than this: no interval (Student's t on a handful of batches is loose)
+
+    __slots__ = ("batches", "per_batch", "sizes")
+
+    def __init__(self) -> None:
+        self.batches: list[LogHistogram] = []
+        self.sizes: list[int] = []  # groups in each batch
+        self.per_batch = 1
+
+    @property
+    def n(self) -> int:
+        return sum(b.n for b in self.batches)
+
+    def add_group(self, values: Sequence[float] | np.ndarray) -> None:
+        """One group's values (one answer's gaps); kept only as counts."""
+        if len(values) == 0:
+            return
+        if not self.batches or self.sizes[-1] >= self.per_batch:
+            if len(self.batches) >= self.MAX_BATCHES:
+                self._halve()
+            if not self.batches or self.sizes[-1] >= self.per_batch:
+                self.batches.append(LogHistogram())
+                self.sizes.append(0)
+        self.batches[-1].add_many(values)
+        self.sizes[-1] += 1
+
+    def _halve(self) -> None:
+        merged, sizes = [], []
+        for i in range(0, len(self.batches), 2):
+            h = self.batches[i]
+            size = self.sizes[i]
+            if i + 1 < len(self.batches):
+                h.merge(self.batches[i + 1])
+                size += self.sizes[i + 1]
+            merged.append(h)
+            sizes.append(size)
+        self.batches, self.sizes, self.per_batch = merged, sizes, self.per_batch * 2
+
+    def merge(self, other: BatchedHistogram) -> None:
+        """Add another process's batches, batch by batch (the k-th batch of each covers about the same
+        stretch of the cell when they ran side by side)."""
+        while self.per_batch < other.per_batch:
+            self._halve()
+        theirs = BatchedHistogram()
+        theirs.batches = [_copy_histogram(b) for b in other.batches]
+        theirs.sizes, theirs.per_batch = list(other.sizes), other.per_batch
+        while theirs.per_batch < self.per_batch:
+            theirs._halve()
+        for i, (h, size) in enumerate(zip(theirs.batches, theirs.sizes, strict=True)):
+            if i < len(self.batches):
+                self.batches[i].merge(h)
+                self.sizes[i] += size
+            else:
+                self.batches.append(h)
+                self.sizes.append(size)
+        self.per_batch += theirs.per_batch
+        while len(self.batches) > self.MAX_BATCHES:
+            self._halve()
+
+    def pooled(self) -> LogHistogram:
+        total = LogHistogram()
+        for b in self.batches:
+            total.merge(b)
+        return total
+
+    def interval(self, q: float, *, confidence: float = 0.95) -> QuantileInterval:
+        """The pooled `q` quantile with its batch-quantile interval. `n` and `n_needed` count values (gaps),
+        not requests; `n_eff` is the independent sample whose rank interval would be as wide."""
+        pooled = self.pooled()
+        n = pooled.n
+        estimate = pooled.quantile(q)
+        per_batch_needed = max(10, math.ceil(5 / (1 - q)))  # a batch's percentile lies inside its values
+        groups = list(self.batches)
+        while len(groups) > 2 * self.MIN_BATCHES:  # 8 to 16 larger batches: less dependence between them
+            groups = [_merged(groups[i : i + 2]) for i in range(0, len(groups), 2)]
+        usable = [b for b in groups if b.n >= per_batch_needed]
+        if estimate is None or len(usable) < self.MIN_BATCHES:
+            needed = max(n + 1, 2 * self.MIN_BATCHES * per_batch_needed)
+            return QuantileInterval(q, estimate, None, None, n, float(n), 1.0, needed, confidence)
+        quantiles = np.array([b.quantile(q) for b in usable], dtype=float)
+        b = quantiles.size
+        half = t_quantile(b - 1, confidence) * float(quantiles.std(ddof=1)) / math.sqrt(b)
+        e = LogHistogram.REL_ERROR
+        lo, hi = max(0.0, estimate - half) * (1 - e), (estimate + half) * (1 + e)
+        # the effective sample: the iid rank interval 2 z sqrt(n q (1 - q)) wide against this one's ranks
+        inside = max(1, pooled.count_between(lo, hi))
+        iid_width = 2 * NormalDist().inv_cdf(0.5 + confidence / 2) * math.sqrt(n * q * (1 - q))
+        tau = max(1.0, (inside / iid_width) ** 2) if iid_width > 0 else 1.0
+        return QuantileInterval(q, estimate, lo, hi, n, n / tau, tau, None, confidence)
+
+
+def _merged(hs: Sequence[LogHistogram]) -> LogHistogram:
+    total = LogHistogram()
+    for h in hs:
+        total.merge(h)
+    return total
+
+
+def _copy_histogram(h: LogHistogram) -> LogHistogram:
+    c = LogHistogram()
+    c.counts, c.zeros, c.n = dict(h.counts), h.zeros, h.n
+    return c
+
+
+# ------------------------------------------------------------------------------------------ the stop rule
+
+# What a stop goal may judge: the mean or a percentile of latency, TTFT or TPOT ("p99", "ttft_p50", ...).
+STOP_SERIES = ("latency", "ttft", "tpot")
+STOP_STATISTICS = ("mean", "p50", "p90", "p95", "p99")
+STOP_METRICS = tuple(
+    (stat if series == "latency" else f"{series}_{stat}")
+    for series in STOP_SERIES
+    for stat in STOP_STATISTICS
+)
+
+
+def stop_metric(metric: str) -> tuple[str, float | None]:
+    """(series, q) of a stop metric: ("latency", 0.99) for "p99", ("ttft", None) for "ttft_mean"."""
+    series, _, stat = metric.rpartition("_")
+    series = series or "latency"
+    if series not in STOP_SERIES or stat not in STOP_STATISTICS:
+        raise ValueError(f"stop metric {metric!r}: one of {', '.join(STOP_METRICS)}")
+    return series, None if stat == "mean" else int(stat[1:]) / 100
+
+
+@dataclass(frozen=True, slots=True)
+class StopGoal:
+    """One thing a cell must know well enough to stop: `metric`'s `confidence` interval no wider than
+    `rel_halfwidth` of its estimate on either side, after at least `min_requests` answered requests."""
+
+    metric: str
+    rel_halfwidth: float
+    confidence: float = 0.95
+    min_requests: int = 2
+
+
+class _Series:
+    """One series of a running cell: its values in completion order and a sorted copy (bisect.insort)."""
+
+    __slots__ = ("in_order", "ordered")
+
+    def __init__(self) -> None:
+        self.in_order = array("d")
+        self.ordered: list[float] = []
+
+    def add(self, x: float) -> None:
+        self.in_order.append(x)
+        bisect.insort(self.ordered, x)
+
+
+@dataclass(slots=True)
+class StopJudge:
+    """Whether a running cell has met every one of its `goals` (`add` each answered request; True once it
+    has). The judgement (an interval per goal: `quantile_interval`'s method on the sorted copy, or
+    `mean_interval`) runs every max(4, n / 20) requests, so a cell stops at most ~5% past the point where
+    it converged and the judging costs O(n log n) over the cell. `halfwidths`: each goal's relative
+    half-width at the last judgement (None: not bounded yet)."""
+
+    goals: Sequence[StopGoal]
+    series: dict[str, _Series] = field(default_factory=dict)
+    n: int = 0
+    converged: bool = False
+    halfwidths: dict[str, float | None] = field(default_factory=dict)
+    _next: int = 0
+    _wanted: tuple[tuple[StopGoal, str, float | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        self._wanted = tuple((g, *stop_metric(g.metric)) for g in self.goals)
+        for _, name, _ in self._wanted:
+            self.series.setdefault(name, _Series())
+        self._next = max([2, *(g.min_requests for g in self.goals)])
+
+    def add(self, latency: float, ttft: float | None = None, tpot: float | None = None) -> bool:
+        """One answered request's values (None: not measured for it); True once every goal is met."""
+        if self.converged:
+            return True
+        series = self.series
+        self.n += 1
+        if "latency" in series:
+            series["latency"].add(latency)
+        if ttft is not None and "ttft" in series:
+            series["ttft"].add(ttft)
+        if tpot is not None and "tpot" in series:
+            series["tpot"].add(tpot)
+        if self.n >= self._next:
+            self._next = self.n + max(4, self.n // 20)
+            self.converged = self.judge()
+        return self.converged
+
+    def judge(self) -> bool:
+        """Every goal's interval now; True when all are within their bounds."""
+        met = True
+        for goal, name, q in self._wanted:
+            width = self._halfwidth(self.series[name], q, goal.confidence)
+            self.halfwidths[goal.metric] = width
+            if self.n < goal.min_requests or width is None or width > goal.rel_halfwidth:
+                met = False
+        return met
+
+    @staticmethod
+    def _halfwidth(s: _Series, q: float | None, confidence: float) -> float | None:
+        if q is None:
+            mean = mean_interval(s.in_order, confidence=confidence)
+            if mean is None or mean[0] <= 0:
+                return None
+            return (mean[2] - mean[0]) / mean[0]
+        if len(s.ordered) < 4:
+            return None
+        tau = indicator_dependence(s.in_order, median=quantile_sorted(s.ordered, 0.5))
+        return _interval_of_sorted(s.ordered, q, confidence, tau).rel_halfwidth()
 
 
 # ------------------------------------------------------------------------------ trend through a sample

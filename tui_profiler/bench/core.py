@@ -24,12 +24,12 @@ from typing import Any
 from tui_profiler.cgroups import affinity_cores
 from tui_profiler.stats import quantile
 
-BENCHES = ("client", "payload", "sampler", "tui", "sweep", "stream")
+BENCHES = ("client", "payload", "sampler", "tui", "sweep", "stream", "stop")
 
 
 @dataclass(slots=True)
 class Measure:
-    bench: str  # client | payload | sampler | tui | sweep | stream
+    bench: str  # client | payload | sampler | tui | sweep | stream | stop
     measure: str  # what is measured, e.g. "requests/s c=1"
     subject: str  # who, e.g. "ours (run --url)"
     value: float | None  # the median of the runs; None = could not be measured

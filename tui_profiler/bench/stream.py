@@ -169,7 +169,7 @@ def _one_run(base: str, n_tokens: int, requests: int) -> dict[str, Any]:
     )
     pattern = LoadPattern(concurrency=1, requests=requests, warmup=1, transport="raw", timeout_s=60)
     cpu0 = time.process_time()
-    results = run(run_load(base, template, payload, pattern))
+    results = run(run_load(base, template, payload, pattern, keep_gaps=True))
     cpu = time.process_time() - cpu0
     timed = [r for r in results if not r.warmup and r.ok]
     events = sum(len(r.itl_s) + 1 for r in results if r.ttft_s is not None)

@@ -1,4 +1,4 @@
-"""`tui-profiler bench [client|payload|sampler|tui|sweep|stream|fleet|all]`: show that the harness is negligible next to what
+"""`tui-profiler bench [client|payload|sampler|tui|sweep|stream|stop|fleet|all]`: show that the harness is negligible next to what
 it measures, and faster than what users would pick instead. Writes bench.md (tables), bench.csv and
 bench.json into --out-dir; see `tui_profiler/bench/` for how each benchmark measures."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tui_profiler.errors import ExitCode
 
-CHOICES = ("client", "payload", "sampler", "tui", "sweep", "stream", "fleet", "all")
+CHOICES = ("client", "payload", "sampler", "tui", "sweep", "stream", "stop", "fleet", "all")
 # Benchmarks that need something only the user can name (`all` leaves them out): fleet needs --hosts.
 ON_REQUEST = ("fleet",)
 

@@ -29,6 +29,7 @@ from pydantic import (
 
 from tui_profiler.config.request import FIELD_PATH, RequestConfig
 from tui_profiler.config.types import Integral, OneOrMany, Section, StringTable, Threads, rule
+from tui_profiler.stats import STOP_METRICS
 
 # -------------------------------------------------------------------------------------------- vocabulary
 
@@ -415,6 +416,32 @@ class StableCI(Section):
     min_requests: Annotated[int, Integral, Field(ge=2)] = 10
 
 
+class StopRule(Section):
+    """`[load.stop]`: stop a cell once `metric`'s `confidence` interval is within `rel_halfwidth` of its
+    estimate on either side (tui_profiler.stats.StopJudge), after at least `min_requests` answered timed
+    requests; whatever happens, after `max_requests` timed requests or `max_duration_s` seconds. Several
+    tables: every metric must be met, and the first cap reached ends the cell."""
+
+    metric: str = Field(
+        description="mean, p50, p90, p95, p99, or one of those of ttft_ / tpot_ (e.g. ttft_p99)"
+    )
+    rel_halfwidth: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=0.05, description="stop when the interval's half-width / estimate falls below this"
+    )
+    confidence: Annotated[float, Field(ge=0.5, lt=1, allow_inf_nan=False)] = 0.95
+    min_requests: Annotated[int, Integral, Field(ge=2, le=10_000_000)] = 20
+    max_requests: Annotated[int, Integral, Field(ge=1, le=10_000_000)] | None = 5000
+    max_duration_s: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> StopRule:
+        if self.metric not in STOP_METRICS:
+            raise rule("metric", self.metric, f"one of {', '.join(STOP_METRICS)}")
+        if self.max_requests is not None and self.max_requests < self.min_requests:
+            raise rule("max_requests", self.max_requests, f"at least min_requests ({self.min_requests})")
+        return self
+
+
 class LoadConfig(Section):
     """The load of each cell: closed loop (N workers back to back) or open loop (arrivals at a rate)."""
 
@@ -436,6 +463,9 @@ class LoadConfig(Section):
     warmup: Annotated[int, Integral, Field(ge=0, le=100_000)] = 2
     timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 60.0
     stable_ci: StableCI | None = None
+    stop: Annotated[list[StopRule], OneOrMany, Field(min_length=1)] | None = Field(
+        default=None, description="stop each cell once its intervals are narrow enough: a table or a list"
+    )
     transport: Transport = Field(
         default="auto", description="'auto': the lean HTTP/1.1 client for http://, aiohttp for https://"
     )
@@ -462,8 +492,8 @@ class LoadConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _duration_alone_means_no_count(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "duration_s" in data and "requests" not in data:
-            return {**data, "requests": None}
+        if isinstance(data, dict) and ("duration_s" in data or "stop" in data) and "requests" not in data:
+            return {**data, "requests": None}  # [load.stop]'s own caps bound the cell
         return data
 
     @model_validator(mode="after")

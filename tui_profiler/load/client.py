@@ -36,11 +36,12 @@ from urllib.parse import urlsplit
 
 from tui_profiler.load.http1 import AnswerReader
 from tui_profiler.load.inputs import Payload, PayloadSet
-from tui_profiler.load.patterns import LoadPattern, StabilityTracker, arrival_offsets
+from tui_profiler.load.patterns import LoadPattern, arrival_offsets
 from tui_profiler.load.server_timing import parse_server_timing
 from tui_profiler.load.stream import AnswerStream, StreamMetrics
 from tui_profiler.load.template import RequestTemplate
-from tui_profiler.session.schema import LOAD_GENERATOR_COLUMNS, RequestStatus
+from tui_profiler.session.schema import LOAD_GENERATOR_COLUMNS, RequestStatus, StopReason
+from tui_profiler.stats import BatchedHistogram
 
 T = TypeVar("T")
 OnResult = Callable[["RequestResult"], None]
@@ -80,7 +81,9 @@ class RequestResult:
     output_tokens_source: str | None = None  # "usage" (the server's count) | "events" (counted here)
     server_prefill_ms: float | None = None
     server_decode_ms: float | None = None
-    itl_s: tuple[float, ...] = ()  # every inter-token gap, for the cell's percentiles (not a column)
+    # every inter-token gap: only in results built by hand (tests, synthetic sessions); the load generator
+    # pools them in its run's `LoadResults.itl` (bounded memory) and leaves this empty
+    itl_s: tuple[float, ...] = ()
     cached_prompt_tokens: int | None = None  # prompt tokens the server served from its prefix cache
     finish_reason: str | None = None  # why the server stopped generating (the last finish_reason given)
 
@@ -94,7 +97,7 @@ class RequestResult:
     def add_stream(self, m: StreamMetrics) -> None:
         """The generative columns of this request's answer."""
         self.ttft_s, self.tpot_s = m.ttft_s, m.tpot_s
-        self.itl_p50_s, self.itl_p99_s, self.itl_s = m.itl_p50_s, m.itl_p99_s, m.itl_s
+        self.itl_p50_s, self.itl_p99_s = m.itl_p50_s, m.itl_p99_s
         self.prompt_tokens, self.output_tokens = m.prompt_tokens, m.output_tokens
         self.output_tokens_source = m.output_tokens_source
         self.cached_prompt_tokens, self.finish_reason = m.cached_prompt_tokens, m.finish_reason
@@ -102,6 +105,18 @@ class RequestResult:
             self.server_prefill_ms = m.server_prefill_ms
         if m.server_decode_ms is not None:
             self.server_decode_ms = m.server_decode_ms
+
+
+class LoadResults(list[RequestResult]):
+    """What `run_load` returns: every result in order (a list, as before), with why the timed load ended
+    (`stop_reason`: a `StopReason`; "" until it has) and every inter-token gap of the answered timed
+    requests pooled in bounded memory (`itl`, a `stats.BatchedHistogram` by requests in completion
+    order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop_reason: str = ""
+        self.itl = BatchedHistogram()
 
 
 # The attribute holding each of LOAD_GENERATOR_COLUMNS: the column's name, but for the two statuses. One C
@@ -354,7 +369,7 @@ class _Run:
         self.next_input = payloads.chooser()
         self.pattern = pattern
         self.on_result = on_result
-        self.results: list[RequestResult] = []
+        self.results = LoadResults()
         self.seq = 0
         self.stop = False
         self.check_every = template.check.every
@@ -364,7 +379,8 @@ class _Run:
         self.use_timing = template.server_timing
         self.stream_mode = template.stream
         self.generative = template.generative
-        self.tracker = StabilityTracker(pattern.stop_when_stable) if pattern.stop_when_stable else None
+        self.keep_gaps = False  # run_load(keep_gaps=True): each result keeps its gaps too
+        self.stop_judge = pattern.stop_judge()  # [load.stop]: None without goals
         self.t0 = 0.0
         self.epoch0_ms = 0.0
         self.no_body = self.payload.method == "HEAD"
@@ -428,16 +444,27 @@ class _Run:
                     res.server_prefill_ms = timings.get("prefill")
                     res.server_decode_ms = timings.get("decode")
         if stream is not None and stream.format is not None:
-            res.add_stream(stream.metrics(t_start, None if answer is None else answer.t_recv))
+            metrics = stream.metrics(t_start, None if answer is None else answer.t_recv)
+            res.add_stream(metrics)
+            if self.keep_gaps:
+                res.itl_s = metrics.itl_s
+            if res.ok and not warmup:  # the answer's gaps end here, as counts in the cell's pool
+                self.results.itl.add_group(metrics.itl_s)
         self.results.append(res)
-        if self.tracker is not None and not warmup and res.ok and latency is not None:
-            if self.tracker.add(latency):
+        if self.stop_judge is not None and not warmup and res.ok and latency is not None:
+            if self.stop_judge.add(latency, res.ttft_s, res.tpot_s) and not self.stop:
                 self.stop = True
+                self.end(StopReason.CONVERGED)
         if self.on_result is not None and self.deliver_error is None:
             self.undelivered.append(res)
             if len(self.undelivered) == 1:
                 self.loop.call_soon(self.deliver)
         return res
+
+    def end(self, reason: str) -> None:
+        """The first reason the timed load ended is the one that counts."""
+        if not self.results.stop_reason:
+            self.results.stop_reason = reason
 
     def deliver(self) -> None:
         """Hand every finished result not yet delivered to on_result, in order."""
@@ -532,21 +559,27 @@ def _short_error(exc: BaseException) -> str:
 class _Budget:
     """How many requests may still start (a count, a deadline, or the stop flag)."""
 
-    __slots__ = ("deadline", "remaining", "run")
+    __slots__ = ("deadline", "remaining", "run", "timed")
 
-    def __init__(self, run: _Run, remaining: int | None, deadline: float | None) -> None:
-        self.run, self.remaining, self.deadline = run, remaining, deadline
+    def __init__(self, run: _Run, remaining: int | None, deadline: float | None, timed: bool = True) -> None:
+        self.run, self.remaining, self.deadline, self.timed = run, remaining, deadline, timed
 
     def take(self) -> bool:
         if self.run.stop:
             return False
         if self.deadline is not None and time.perf_counter() >= self.deadline:
+            self.ran_out(by_count=False)
             return False
         if self.remaining is not None:
             if self.remaining <= 0:
+                self.ran_out(by_count=True)
                 return False
             self.remaining -= 1
         return True
+
+    def ran_out(self, by_count: bool) -> None:
+        if self.timed:
+            self.run.end(self.run.pattern.ended(by_count))
 
 
 async def _closed_worker(run: _Run, conn: Any, worker: int, budget: _Budget, warmup: bool) -> None:
@@ -585,14 +618,18 @@ async def _open_loop(run: _Run, conns: list[Any]) -> None:
     try:
         start = time.perf_counter()
         loop_sleep = asyncio.sleep
+        scheduled = 0
         for offset in arrival_offsets(pattern):
             if run.stop:
                 break
+            scheduled += 1
             t_sched = start + offset
             delay = t_sched - time.perf_counter()
             if delay > 0:
                 await loop_sleep(delay)
             queue.put_nowait(t_sched)
+        if not run.stop:  # the schedule ran out: its count, or its time
+            run.end(pattern.ended(by_count=pattern.requests is not None and scheduled >= pattern.requests))
         drain_deadline[0] = time.perf_counter() + drain_s
         for _ in tasks:
             queue.put_nowait(None)
@@ -613,16 +650,20 @@ async def run_load(
     worker_offset: int = 0,
     input_offset: int = 0,
     should_stop: Callable[[], bool] | None = None,
-) -> list[RequestResult]:
+    keep_gaps: bool = False,
+) -> LoadResults:
     """Send `payload` to `base_url` under `pattern` (a PayloadSet: each request sends the input its order
     picks, see `PayloadSet.chooser`; every request is built once, before the clock starts); every result (warm-up first, marked) goes into the
     returned list and to `on_result`, in order, once per event-loop iteration after it finished and always
     before run_load returns (keep it cheap: it runs on the loop). Cancelling the task stops the load cleanly.
 
     `pattern.processes > 1` splits a closed loop's workers over that many client processes (results come
-    back here, in arrival order, on one time base). `clock_origin` (perf_counter, epoch ms), `worker_offset`,
-    `input_offset` (where in the inputs' order this process starts) and `should_stop` are how those
-    processes share one run; a single-process caller leaves them alone."""
+    back here, in arrival order, on one time base). The list returned is a `LoadResults`: it also says why
+    the timed load ended (`stop_reason`) and holds the answered requests' inter-token gaps (`itl`).
+    `clock_origin` (perf_counter, epoch ms), `worker_offset`, `input_offset` (where in the inputs' order
+    this process starts) and `should_stop` are how those processes share one run; a single-process caller
+    leaves them alone. `keep_gaps` also keeps each answer's gaps on its result (`itl_s`), for a benchmark
+    that needs every one exactly (memory then grows with the gaps)."""
     if pattern.processes > 1 and pattern.concurrency > 1:
         return await _run_in_processes(base_url, template, payload, pattern, on_result)
     url = urlsplit(base_url)
@@ -639,6 +680,7 @@ async def run_load(
         )
     requests = [build_request_bytes(host_header, p) for p in payloads.payloads]
     run = _Run(template, payloads, requests, pattern, on_result)
+    run.keep_gaps = keep_gaps
     keep_body = bool(template.check.json_field)
     n_conns = pattern.concurrency
     transport = pattern.transport
@@ -684,10 +726,12 @@ async def run_load(
         run.next_input = payloads.chooser(input_offset)  # several processes: each its own share
 
         if pattern.warmup:
-            wb = _Budget(run, pattern.warmup, None)
+            wb = _Budget(run, pattern.warmup, None, timed=False)
             k = min(n_conns, pattern.warmup)
             await asyncio.gather(*(_closed_worker(run, conns[i], i, wb, True) for i in range(k)))
         run.stop = run.deliver_error is not None  # a warm-up that failed to deliver ends the run
+        if run.stop:
+            run.end(StopReason.ERRORS)
         if pattern.mode == "closed":
             deadline = None if pattern.duration_s is None else time.perf_counter() + pattern.duration_s
             budget = _Budget(run, pattern.requests, deadline)
@@ -705,6 +749,8 @@ async def run_load(
             await session.close()
     if run.deliver_error is not None:
         raise run.deliver_error
+    if not run.results.stop_reason and run.stop:  # cancelled from outside the loop
+        run.results.stop_reason = StopReason.INTERRUPTED
     return run.results
 
 
@@ -713,6 +759,7 @@ async def _poll_stop(run: _Run, should_stop: Callable[[], bool]) -> None:
         await asyncio.sleep(0.02)
         if should_stop():
             run.stop = True
+            run.end(StopReason.INTERRUPTED)
 
 
 # -- several client processes (closed loop) -------------------------------------------------------------------
@@ -771,13 +818,13 @@ def _child_main() -> None:
             last[0] = now
 
     try:
-        run(
+        done = run(
             run_load(base_url, template, payload, pattern, on_result, clock_origin=origin,
                      worker_offset=worker_offset, input_offset=input_offset, should_stop=stop.is_set)
         )  # fmt: skip
         if batch:
             _write_msg(stdout, batch)
-        _write_msg(stdout, None)
+        _write_msg(stdout, ("end", done.stop_reason, done.itl))
     except Exception as exc:
         _write_msg(stdout, f"error: {type(exc).__name__}: {exc}")
     finally:
@@ -798,7 +845,7 @@ async def _run_in_processes(
     payload: Payload | PayloadSet,
     pattern: LoadPattern,
     on_result: OnResult | None,
-) -> list[RequestResult]:
+) -> LoadResults:
     """Split a closed loop's workers (and requests, warm-up) over `pattern.processes` client processes; their
     results come back in arrival order on one time base; stop-when-stable is judged here, over all of them."""
     from dataclasses import replace
@@ -809,8 +856,9 @@ async def _run_in_processes(
         _shares(pattern.requests, k),
         _shares(pattern.warmup, k),
     )
-    tracker = StabilityTracker(pattern.stop_when_stable) if pattern.stop_when_stable else None
-    results: list[RequestResult] = []
+    judge = pattern.stop_judge()  # judged here, over every process's answers
+    results = LoadResults()
+    ended: list[str] = []  # each process's own reason
     procs: list[asyncio.subprocess.Process] = []
     stopped = [False]
 
@@ -828,15 +876,18 @@ async def _run_in_processes(
         assert p.stdout is not None
         while True:
             msg = await _read_async(p.stdout)
-            if msg is None:
+            if isinstance(msg, tuple):  # ("end", why it ended, its pooled gaps)
+                ended.append(msg[1])
+                results.itl.merge(msg[2])
                 return
             if isinstance(msg, str):
                 raise RuntimeError(f"client process: {msg}")
             for res in msg:
                 res.seq = len(results)
                 results.append(res)
-                if tracker is not None and not res.warmup and res.ok and res.latency_s is not None:
-                    if tracker.add(res.latency_s):
+                if judge is not None and not res.warmup and res.ok and res.latency_s is not None:
+                    if judge.add(res.latency_s, res.ttft_s, res.tpot_s) and not stopped[0]:
+                        results.stop_reason = StopReason.CONVERGED
                         send_stop()
                 if on_result is not None:
                     on_result(res)
@@ -852,7 +903,7 @@ async def _run_in_processes(
         offset = 0
         for i in range(k):
             sub = replace(pattern, concurrency=conc[i] or 1, requests=reqs[i], warmup=warm[i] or 0, processes=1,
-                          stop_when_stable=None)  # fmt: skip
+                          stop_when_stable=None, stop_goals=())  # fmt: skip
             p = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tui_profiler.load._child",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -883,6 +934,10 @@ async def _run_in_processes(
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
                 await p.wait()
+    if not results.stop_reason:  # the children ran without goals: say it as this pattern would
+        reason = StopReason(ended[0]) if ended and ended[0] else StopReason.INTERRUPTED
+        by_count = {StopReason.REQUESTS: True, StopReason.DURATION: False}.get(reason)
+        results.stop_reason = reason if by_count is None else pattern.ended(by_count)
     return results
 
 

@@ -8,19 +8,21 @@
   connection busy wait for one, and that wait is part of their latency.
 
 Either pattern sends `warmup` requests first (kept, marked), then `requests` timed requests or as many as
-fit in `duration_s`, optionally stopping early once the mean is known well enough (`StopWhenStable`).
+fit in `duration_s`, optionally stopping early once what the preset asks is known well enough: `[load.stop]`
+goals (`stop_goals`, judged by `tui_profiler.stats.StopJudge`), of which `[load.stable_ci]` is one (the mean).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from tui_profiler.config.model import LOAD_DEFAULTS, Arrival, LoadConfig, LoadMode, StableCI, Transport
-from tui_profiler.stats import t_quantile_975
+from tui_profiler.session.schema import StopReason
+from tui_profiler.stats import StopGoal, StopJudge
 
 # The rule to stop a cell early is the preset's `load.stable_ci` (config.model.StableCI).
 StopWhenStable = StableCI
@@ -42,7 +44,8 @@ class LoadPattern:
     duration_s: float | None = _D.duration_s  # timed phase length (with requests: whichever comes first)
     warmup: int = _D.warmup
     timeout_s: float = _D.timeout_s
-    stop_when_stable: StableCI | None = _D.stable_ci
+    stop_when_stable: StableCI | None = _D.stable_ci  # [load.stable_ci]: the mean's goal
+    stop_goals: tuple[StopGoal, ...] = ()  # [load.stop]: every goal met ends the cell early
     seed: int = _D.seed
     transport: Transport = _D.transport  # "auto": the lean HTTP/1.1 client for http://, aiohttp for https://
     drain_s: float | None = _D.drain_s  # open loop: how long queued arrivals may be sent after the schedule
@@ -52,17 +55,49 @@ class LoadPattern:
     def from_config(cls, load: LoadConfig, *, concurrency: int | None, rate: float | None) -> LoadPattern:
         """The pattern of one cell: `load` (validated) at this concurrency level (closed loop) or rate (open
         loop, whose connections are `load.connections`)."""
+        given = {name: getattr(load, name) for name in _FIELDS_OF_THE_CONFIG}
+        rules = load.stop or []
+        # [load.stop]'s caps join load.requests / load.duration_s: the first reached ends the cell
+        given["requests"] = (
+            _smallest([load.requests, *(r.max_requests for r in rules)]) if rules else load.requests
+        )
+        given["duration_s"] = _smallest([load.duration_s, *(r.max_duration_s for r in rules)])
         return cls(
-            **{name: getattr(load, name) for name in _FIELDS_OF_THE_CONFIG},
+            **given,
             concurrency=int(concurrency or 1) if load.mode == "closed" else load.connections,
             rate=rate,
             stop_when_stable=load.stable_ci,
+            stop_goals=tuple(
+                StopGoal(r.metric, r.rel_halfwidth, r.confidence, r.min_requests) for r in rules
+            ),
         )
+
+    def goals(self) -> tuple[StopGoal, ...]:
+        """Every goal that may end the cell early: `stop_goals`, and `stop_when_stable` as the mean's."""
+        stable = self.stop_when_stable
+        mean = () if stable is None else (StopGoal("mean", stable.rel_halfwidth, 0.95, stable.min_requests),)
+        return (*self.stop_goals, *mean)
+
+    def stop_judge(self) -> StopJudge | None:
+        """A fresh judge of this pattern's goals for one run; None without any."""
+        goals = self.goals()
+        return StopJudge(goals) if goals else None
+
+    def ended(self, by_count: bool) -> StopReason:
+        """Why a run that was not stopped early ended: its request count, or its time, ran out."""
+        if self.goals():
+            return StopReason.MAX_REQUESTS if by_count else StopReason.MAX_DURATION
+        return StopReason.REQUESTS if by_count else StopReason.DURATION
+
+
+def _smallest(values: list[float | None] | list[int | None]) -> Any:
+    given = [v for v in values if v is not None]
+    return min(given) if given else None
 
 
 # The pattern's fields that are the config's own value under the same name; the others are the cell's
 # (`concurrency` is one of the config's levels, or its connections) or renamed (`stable_ci`).
-_PER_CELL = ("concurrency", "rate", "stop_when_stable")
+_PER_CELL = ("concurrency", "rate", "stop_when_stable", "stop_goals")
 _FIELDS_OF_THE_CONFIG = tuple(
     f.name for f in fields(LoadPattern) if f.name in LoadConfig.model_fields and f.name not in _PER_CELL
 )
@@ -86,37 +121,6 @@ def arrival_offsets(pattern: LoadPattern) -> Iterator[float]:
         # Constant spacing (n / rate: no drift from summing rounded gaps), or exponential gaps (a Poisson
         # process); one draw per arrival is far below the cost of a send.
         t = n / pattern.rate if pattern.arrival == "constant" else t + float(rng.exponential(mean_gap))
-
-
-class StabilityTracker:
-    """Running mean and variance (Welford) of timed latencies; `stable()` applies the StopWhenStable rule."""
-
-    __slots__ = ("m2", "mean", "n", "rule")
-
-    def __init__(self, rule: StopWhenStable) -> None:
-        self.rule = rule
-        self.n = 0
-        self.mean = 0.0
-        self.m2 = 0.0
-
-    def add(self, x: float) -> bool:
-        """Add one latency; True once the rule is met."""
-        self.n += 1
-        d = x - self.mean
-        self.mean += d / self.n
-        self.m2 += d * (x - self.mean)
-        return self.stable()
-
-    def halfwidth(self) -> float:
-        if self.n < 2:
-            return math.inf
-        sd = math.sqrt(self.m2 / (self.n - 1))
-        return t_quantile_975(self.n - 1) * sd / math.sqrt(self.n)
-
-    def stable(self) -> bool:
-        if self.n < self.rule.min_requests or self.mean <= 0:
-            return False
-        return self.halfwidth() / self.mean < self.rule.rel_halfwidth
 
 
 def pattern_for(load: LoadConfig, *, concurrency: int | None, rate: float | None) -> LoadPattern:

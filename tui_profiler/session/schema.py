@@ -25,6 +25,35 @@ class RequestStatus(StrEnum):
     DROPPED = "dropped"  # open loop: never sent, every connection was busy at its scheduled time
 
 
+class StopReason(StrEnum):
+    """Why a cell's timed load ended (cells.csv `stop_reason`)."""
+
+    CONVERGED = "converged"  # every [load.stop] (or [load.stable_ci]) goal was met
+    MAX_REQUESTS = "max_requests"  # a stop rule's cell reached its request cap before converging
+    MAX_DURATION = "max_duration"  # a stop rule's cell reached its time cap before converging
+    ERRORS = "errors"  # the load generator failed, or no timed request was answered
+    REQUESTS = "requests"  # a fixed count (load.requests, no stop rule) was sent
+    DURATION = "duration"  # a fixed duration (load.duration_s, no stop rule) ran out
+    INTERRUPTED = "interrupted"  # stopped from outside (the user): such a cell writes no cells.csv row
+
+
+# The percentile intervals of cells.csv (stats.quantile_interval; ITL's: stats.BatchedHistogram), why the
+# load ended and the timed requests it took. Generative columns stay empty for other cells.
+INTERVAL_CELL_COLUMNS: tuple[str, ...] = (
+    "p50_lo_s",
+    "p50_hi_s",
+    "p90_lo_s",
+    "p90_hi_s",
+    "p99_lo_s",
+    "p99_hi_s",
+    "p99_n_needed",
+    "latency_dependence",
+    "stop_reason",
+    "timed_requests",
+    *(f"{m}_{p}_{b}_s" for m in ("ttft", "tpot", "itl") for p in ("p50", "p99") for b in ("lo", "hi")),
+)
+
+
 class GenColumn(StrEnum):
     """The columns of generative (token-streaming) answers, in the order the CSV files write them. Code
     that reads one (the TUI, `fit`) names it through this enum."""
@@ -274,6 +303,7 @@ CELL_COLUMNS = [
     "throughput_rps",
     "ci95_low_s",
     "ci95_high_s",
+    *INTERVAL_CELL_COLUMNS,
     "load_wall_s",
     "server_total_ms_mean",
     "overhead_ms_mean",

@@ -21,7 +21,7 @@ from tui_profiler.events import (
 )
 from tui_profiler.plan import Cell
 from tui_profiler.runtime.base import EnforcedCaps, RunningTarget
-from tui_profiler.session.schema import CellStatus, ColdStartPhaseName
+from tui_profiler.session.schema import CellStatus, ColdStartPhaseName, StopReason
 from tui_profiler.sweep.container import alive, stop_target
 from tui_profiler.sweep.context import Placement, SweepContext
 from tui_profiler.sweep.control import Stopped
@@ -90,7 +90,8 @@ def finish_cell(
     cpu_window: CpuWindow | None = None,
 ) -> None:
     """The cell's end: its cells.csv row, carried by `CellFinished`; a warning first when the row says the
-    cell was saturated (`sweep.saturation`), so both front ends say so."""
+    cell was saturated (`sweep.saturation`), so both front ends say so. `results`: the load generator's
+    `LoadResults` (why the load ended and the pooled gaps ride on it), or a plain list."""
     row = cell_row(
         setting,
         results,
@@ -106,6 +107,8 @@ def finish_cell(
         slo=ctx.preset.slo,
         load_shape=load_shape,
         cpu_window=cpu_window,
+        stop_reason=getattr(results, "stop_reason", ""),
+        itl=getattr(results, "itl", None),
     )
     if row.get("saturation"):
         place.log(
@@ -335,7 +338,7 @@ async def _measure(
     """The timed load with the resource sampler and the CPU probe (`sample.contention`) around it."""
     from tui_profiler.cgroups import cpuset_cores
     from tui_profiler.load import patterns
-    from tui_profiler.load.client import run_load
+    from tui_profiler.load.client import LoadResults, run_load
     from tui_profiler.sample.contention import CpuProbe
 
     def on_sample(sample: ResourceSample) -> None:
@@ -374,6 +377,8 @@ async def _measure(
         raise
     except Exception as exc:
         load_error = f"load generator: {type(exc).__name__}: {exc}"
+        results = LoadResults()
+        results.stop_reason = StopReason.ERRORS
     load_wall = time.perf_counter() - t0
     after = await asyncio.to_thread(probe.snapshot)
     cpu_window: CpuWindow | None = None

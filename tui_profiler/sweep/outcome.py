@@ -7,8 +7,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tui_profiler.session.schema import COLD_START_PHASES, CellStatus, ColdStartPhaseName, RequestStatus
-from tui_profiler.stats import percentile, summarise
+from tui_profiler.session.schema import (
+    COLD_START_PHASES,
+    CellStatus,
+    ColdStartPhaseName,
+    RequestStatus,
+    StopReason,
+)
+from tui_profiler.stats import BatchedHistogram, percentile, quantile_interval, summarise
 from tui_profiler.sweep.saturation import LoadShape, TargetCpu, not_measured, saturation_columns
 
 if TYPE_CHECKING:  # the load generator and sampler are imported when a cell runs, not with the sweep
@@ -116,13 +122,28 @@ def goodput(timed: Sequence[RequestResult], slo: SloConfig | None) -> tuple[floa
     return (met / window if window else None), met / len(timed)
 
 
-def generative_columns(timed: Sequence[RequestResult], slo: SloConfig | None) -> dict[str, Any]:
+def pooled_gaps(timed: Sequence[RequestResult], itl: BatchedHistogram | None) -> BatchedHistogram:
+    """The cell's pooled inter-token gaps: the load generator's pool (`LoadResults.itl`), or, for results
+    built by hand (tests, synthetic sessions) that carry their gaps, a pool of those."""
+    if itl is not None:
+        return itl
+    pool = BatchedHistogram()
+    for r in timed:
+        if r.ok:
+            pool.add_group(r.itl_s)
+    return pool
+
+
+def generative_columns(
+    timed: Sequence[RequestResult], slo: SloConfig | None, itl: BatchedHistogram | None = None
+) -> dict[str, Any]:
     """A cell's token columns over its answered timed requests: TTFT and TPOT percentiles, the true ITL
-    percentiles (every gap of every answer), output tokens, and goodput against `slo`."""
+    percentiles (every gap of every answer, from the pooled histogram `itl`: within 1%), output tokens,
+    and goodput against `slo`."""
     ok = [r for r in timed if r.ok]
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
     tpot = [r.tpot_s for r in ok if r.tpot_s is not None]
-    gaps = [g for r in ok for g in r.itl_s]
+    gaps = pooled_gaps(timed, itl).pooled()
     tokens = [r.output_tokens for r in ok if r.output_tokens is not None]
     window = _window(timed)
     rps, fraction = goodput(timed, slo)
@@ -131,8 +152,8 @@ def generative_columns(timed: Sequence[RequestResult], slo: SloConfig | None) ->
         "ttft_p99_s": percentile(ttft, 99),
         "tpot_p50_s": percentile(tpot, 50),
         "tpot_p99_s": percentile(tpot, 99),
-        "itl_p50_s": percentile(gaps, 50),
-        "itl_p99_s": percentile(gaps, 99),
+        "itl_p50_s": gaps.quantile(0.5),
+        "itl_p99_s": gaps.quantile(0.99),
         "output_tokens_mean": sum(tokens) / len(tokens) if tokens else None,
         "output_tokens_per_s": sum(tokens) / window if tokens and window else None,
         "goodput_rps": rps,
@@ -171,6 +192,44 @@ def prompt_columns(setting: CellSetting, results: Sequence[RequestResult]) -> di
         "output_len_honoured": short == 0 if short is not None else None,
         "output_short_requests": short,
     }
+
+
+def interval_columns(
+    timed: Sequence[RequestResult], *, stop_reason: str, itl: BatchedHistogram | None = None
+) -> dict[str, Any]:
+    """The cell's percentile intervals (95%, `stats.quantile_interval` over the answered timed requests in
+    completion order; ITL's from the pooled gaps' batches, `stats.BatchedHistogram.interval`), the
+    requests a bounded p99 needs (empty when bounded), the dependence between neighbouring requests, why
+    the load ended and the timed requests it took. A bound the sample cannot give is None (empty)."""
+    ok = [r for r in timed if r.ok and r.latency_s is not None]
+    latency = [r.latency_s for r in ok if r.latency_s is not None]
+    row: dict[str, Any] = {}
+    p99 = None
+    for q in (0.5, 0.9, 0.99):
+        iv = quantile_interval(latency, q)
+        name = f"p{round(q * 100)}"
+        row[f"{name}_lo_s"], row[f"{name}_hi_s"] = iv.lo, iv.hi
+        p99 = iv
+    assert p99 is not None
+    row["p99_n_needed"] = p99.n_needed if latency else None
+    row["latency_dependence"] = p99.dependence if len(latency) >= 4 else None
+    if timed and (not stop_reason or not ok) and stop_reason != StopReason.INTERRUPTED:
+        stop_reason = StopReason.ERRORS  # the load failed, or nothing answered: it ended on its errors
+    row["stop_reason"] = stop_reason or None
+    row["timed_requests"] = len(timed)
+    ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
+    tpot = [r.tpot_s for r in ok if r.tpot_s is not None]
+    gaps = pooled_gaps(timed, itl)
+    for q in (0.5, 0.99):
+        name = f"p{round(q * 100)}"
+        for metric, values in (("ttft", ttft), ("tpot", tpot)):
+            tok = quantile_interval(values, q) if values else None
+            row[f"{metric}_{name}_lo_s"] = tok.lo if tok else None
+            row[f"{metric}_{name}_hi_s"] = tok.hi if tok else None
+        gap_iv = gaps.interval(q) if gaps.n else None
+        row[f"itl_{name}_lo_s"] = gap_iv.lo if gap_iv else None
+        row[f"itl_{name}_hi_s"] = gap_iv.hi if gap_iv else None
+    return row
 
 
 def model_name(server_model: str | None, preset_model: str, target_image: str) -> str:
@@ -288,13 +347,17 @@ def cell_row(
     slo: SloConfig | None = None,
     load_shape: LoadShape | None = None,
     cpu_window: CpuWindow | None = None,
+    stop_reason: str = "",
+    itl: BatchedHistogram | None = None,
 ) -> dict[str, Any]:
     """The cell's cells.csv row. `results`: all of them, warm-up included; `sampled`: the resource sampler's
     summary (None: no sampler, or it failed); `cold`: its container's cold start (None: not measured);
     `measures_cold_start`: this cell started the container (its first answer ends the cold start); `profiling_url`: a running server, no container;
     `target_facts`: the runtime's facts about the target (image sizes); `slo`: the preset's objectives;
     `load_shape`, `cpu_window`: how the load was sent and who had the CPUs meanwhile, for the saturation
-    columns (`load_shape` None: the load never ran)."""
+    columns (`load_shape` None: the load never ran).
+    `stop_reason` / `itl`: the load generator's (`LoadResults`): why the load ended ("": it failed or never
+    ran) and the pooled inter-token gaps (None: pooled here from results that carry theirs)."""
     timed = [r for r in results if not r.warmup]
     ok_lat = [r.latency_s for r in timed if r.ok and r.latency_s is not None]
     s = summarise(ok_lat)
@@ -317,6 +380,7 @@ def cell_row(
         "max_s": s.max,
         "ci95_low_s": s.ci95_low,
         "ci95_high_s": s.ci95_high,
+        **interval_columns(timed, stop_reason=stop_reason, itl=itl),
         "load_wall_s": load_wall_s,
         "throughput_rps": throughput(timed),
         "server_total_ms_mean": sum(server) / len(server) if server else None,
@@ -332,7 +396,7 @@ def cell_row(
         "weight_bytes": weight_bytes,
         **{f"{p}_s": phases.get(p) for p in COLD_START_PHASES},
         **(sampled.as_row() if sampled is not None else {}),
-        **generative_columns(timed, slo),
+        **generative_columns(timed, slo, itl),
         **prompt_columns(setting, results),
         **saturation_row(setting, results, sampled, profiling_url, load_shape, cpu_window),
         "status": status,
