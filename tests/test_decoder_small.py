@@ -40,8 +40,10 @@ from servers.decoder import (
 )
 from tests.conftest import RUN_TAG, SESSION_LABEL, needs, session_label_value
 from tests.test_server_container import base_url, wait_ready
+from tui_profiler.config.files import load_preset
 from tui_profiler.load.server_timing import parse_server_timing
 from tui_profiler.sample.cgroup import CgroupReader, find_container_cgroup
+from tui_profiler.sweep.targets import server_command
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -390,6 +392,10 @@ def test_the_prefix_cache_switch_comes_from_the_flag_or_the_environment(
     assert ms.parse_args(["--model", "decoder_small", "--prefix-cache"]).prefix_cache
     monkeypatch.setenv(ms.PREFIX_CACHE_ENV, "1")
     assert ms.parse_args(["--model", "decoder_small"]).prefix_cache
+    # a preset's switch: `server_args` reach the built-in server's command line
+    preset = load_preset("llm_smoke", ["server_args=--prefix-cache"], check_host=False)
+    command = server_command(preset)
+    assert command is not None and ms.parse_args(command).prefix_cache
 
 
 # ---------------------------------------------------------------- on the real Docker engine
