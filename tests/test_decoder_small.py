@@ -385,6 +385,40 @@ async def test_prefix_cache_reports_cached_tokens_and_prefills_only_the_rest(dec
         await client.close()
 
 
+async def test_an_end_of_sequence_ends_early_unless_ignore_eos_or_min_tokens(
+    decoder: ms.ModelState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the model's logits pushed to <|endoftext|> (so the end of sequence is every step's pick): a plain
+    request stops after it (finish_reason `stop`); `min_tokens` 5 holds it off for 5 tokens; `ignore_eos`
+    gives exactly `max_tokens` (finish_reason `length`). Streamed, with usage, as the openai templates ask."""
+    step = decoder.model.step
+
+    def eos_first(ids: Any, caches: Any) -> Any:
+        logits = step(ids, caches)
+        logits[:, EOS_ID] += 1e4
+        return logits
+
+    monkeypatch.setattr(decoder.model, "step", eos_first)
+    client = await client_for(decoder)
+    try:
+        for extra, tokens, finish in (
+            ({}, 1, "stop"),
+            ({"min_tokens": 5}, 6, "stop"),  # 5 tokens, then the end of sequence
+            ({"ignore_eos": True}, 8, "length"),
+        ):
+            body = {
+                "prompt": PROMPT,
+                "max_tokens": 8,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            events = sse_events(await (await client.post("/v1/completions", json=body | extra)).text())
+            assert events[-2]["usage"]["completion_tokens"] == tokens, extra
+            assert events[-3]["choices"][0]["finish_reason"] == finish, extra
+    finally:
+        await client.close()
+
+
 def test_the_prefix_cache_switch_comes_from_the_flag_or_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
