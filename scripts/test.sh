@@ -57,7 +57,7 @@ step "base image"
 bash scripts/base-image.sh
 step "server image"
 tui-profiler images build
-step "serving stacks (MLServer, LitServe, llama-cpp-python from PyPI; ~NN min the first time, then cached)"
+step "serving stacks (MLServer, LitServe, llama-cpp-python from PyPI; ~2 min plus llama-cpp-python's wheel, up to 20 min on 2 cores, the first time, then cached)"
 bash scripts/stacks.sh
 
 step "lint"
