@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the third-party serving stacks under stacks/<name>/ (MLServer, LitServe) into images
+# Build the third-party serving stacks under stacks/<name>/ (MLServer, LitServe, llama-cpp-python) into images
 # `tui-profiler-stack-<name>:<hash>` (also tagged `:latest`), where <hash> covers the stack's folder, the
 # base image and the torch image: an unchanged stack is not rebuilt (seconds to check).
 #
@@ -9,7 +9,9 @@
 # torch comes from the model server's dependency layer (tui-profiler-server-deps:<hash>, made by
 # `tui-profiler images build` when missing), so it is installed once per machine. The stack's own packages
 # (stacks/<name>/requirements.txt, constrained to the versions in that layer) are pip-downloaded on the host
-# into $CACHE/stacks/<name>/wheels; a rebuild on the same machine installs from there without network.
+# into $CACHE/stacks/<name>/wheels; a rebuild on the same machine installs from there without network. A
+# stack whose packages PyPI has only as source (llama-cpp-python) has an executable stacks/<name>/host-wheels.sh
+# that builds those wheels into the same folder first (once per machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${TUI_PROFILER_CACHE:-/var/cache/tui-profiler}
@@ -34,13 +36,18 @@ download_wheels() {  # NAME TORCH_IMAGE -> the wheel folder
   local name=$1 dir=$CACHE/stacks/$1/wheels constraints=$CACHE/stacks/$1/constraints.txt
   mkdir -p "$dir"
   docker run --rm --network none --entrypoint /opt/venv/bin/pip "$2" freeze >"$constraints"
+  # Packages PyPI has only as source are built into wheels here first by the stack's own hook (cached in $dir).
+  if [ -x "stacks/$name/host-wheels.sh" ]; then
+    "stacks/$name/host-wheels.sh" "$dir" >&2 || { log "$name: host-wheels.sh failed"; exit 1; }
+  fi
   # From the cache alone first; from the index only when something is missing.
   if ! python3 -m pip download -q --disable-pip-version-check --no-index --find-links "$dir" --only-binary=:all: \
       -c "$constraints" -d "$dir" -r "stacks/$name/requirements.txt" >/dev/null 2>&1; then
     log "$name: downloading its packages into $dir"
+    # (--find-links: the wheels a host-wheels.sh built there count as found)
     # (the filter drops pip's notes about index folders on this machine that hold no such package)
     python3 -m pip download -q --disable-pip-version-check --progress-bar off --only-binary=:all: \
-      -c "$constraints" -d "$dir" -r "stacks/$name/requirements.txt" 2>&1 \
+      --find-links "$dir" -c "$constraints" -d "$dir" -r "stacks/$name/requirements.txt" 2>&1 \
       | { grep -v "^WARNING: Location '.*' is ignored" || true; } >&2
     [ "${PIPESTATUS[0]}" -eq 0 ] || { log "$name: pip download failed"; exit 1; }
   fi

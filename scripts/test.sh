@@ -39,7 +39,8 @@ python3 -m pip install -q --disable-pip-version-check -e '.[server,test]'
 if [ "$(id -u)" = 0 ]; then
   step "debian packages the tests use"
   need=()
-  for p in debootstrap docker-registry tmux wrk hey nginx-light openssh-server iproute2; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  # (g++ and cmake build llama-cpp-python's wheel for the llamacpp stack, once per machine)
+  for p in debootstrap docker-registry tmux wrk hey nginx-light openssh-server iproute2 g++ cmake; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
   if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # No service may start on install (nginx on :80, docker-registry on :5000): tests start their own,
@@ -56,7 +57,7 @@ step "base image"
 bash scripts/base-image.sh
 step "server image"
 tui-profiler images build
-step "serving stacks (MLServer, LitServe from PyPI on the torch layer; ~2 min the first time, then cached)"
+step "serving stacks (MLServer, LitServe, llama-cpp-python from PyPI; ~2 min plus llama-cpp-python's wheel, up to 20 min on 2 cores, the first time, then cached)"
 bash scripts/stacks.sh
 
 step "lint"

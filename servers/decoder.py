@@ -21,16 +21,26 @@ weight-heavy matrix products (QKV, projections, MLP, output head) are batched ac
 runs per sequence against its own cache. A sequence leaves when it has its tokens; a request beyond
 `max_batch` waits its turn. So concurrent requests are batched at the decode step (continuous batching),
 and prefills are not batched.
+
+Prefix cache (`PrefixCache`, off by default; `--prefix-cache` in the server), keyed the way vLLM's automatic
+prefix caching is: a prompt is cut into blocks of `PREFIX_BLOCK_TOKENS` tokens; each full block is keyed by a
+hash of its tokens and of its parent block's key, so one key names a whole token prefix. At admission the
+longest run of cached blocks from the prompt's start (leaving at least one token, whose logits start the
+answer) is copied into the sequence's cache and only the rest is prefilled; after the prefill the prompt's
+full blocks that were not cached are stored. Memory is bounded: least recently used blocks leave first.
+Unlike vLLM's paged KV the blocks are copied into each sequence's own contiguous cache (the copy is part of
+the measured prefill); generated tokens are not cached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +57,7 @@ DECODER_SMALL: dict[str, int] = {
 EOS_ID = 50256
 EOS_TEXT = "<|endoftext|>"
 BYTE_TOKENS = 256
+PREFIX_BLOCK_TOKENS = 16  # tokens per prefix-cache block (vLLM's default block size)
 log = logging.getLogger("model_server")
 
 
@@ -136,9 +147,15 @@ def build_decoder(*, layers: int, hidden: int, heads: int, ffn: int, vocab: int,
                 cache.v[self.index, :, start : start + t] = v[i]
                 keys = cache.k[self.index, :, : start + t].unsqueeze(0)
                 values = cache.v[self.index, :, : start + t].unsqueeze(0)
-                # a prompt starts at 0 and is causal; one new token attends to everything before it
+                # a prompt from 0 is causal; one new token attends to everything before it; a prompt's rest
+                # after a cached prefix: new token j sees the prefix and new tokens 0..j
+                mask = None
+                if t > 1 and start > 0:
+                    mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
                 rows.append(
-                    F.scaled_dot_product_attention(q[i : i + 1], keys, values, is_causal=t > 1 and start == 0)
+                    F.scaled_dot_product_attention(
+                        q[i : i + 1], keys, values, attn_mask=mask, is_causal=t > 1 and start == 0
+                    )
                 )
             a = torch.cat(rows, 0).transpose(1, 2).reshape(b, t, hidden)
             x = x + self.proj(a)
@@ -184,6 +201,72 @@ def build_decoder(*, layers: int, hidden: int, heads: int, ffn: int, vocab: int,
     return Decoder()
 
 
+# ---------------------------------------------------------------- prefix cache
+
+
+def block_keys(tokens: list[int], block_tokens: int = PREFIX_BLOCK_TOKENS) -> list[bytes]:
+    """The key of each full block of `tokens`: a hash of the block's tokens and of its parent's key, so
+    equal keys mean equal prefixes (vLLM's automatic prefix caching keys blocks this way)."""
+    keys: list[bytes] = []
+    parent = b""
+    for end in range(block_tokens, len(tokens) + 1, block_tokens):
+        block = ",".join(map(str, tokens[end - block_tokens : end])).encode()
+        parent = hashlib.blake2b(parent + b"|" + block, digest_size=16).digest()
+        keys.append(parent)
+    return keys
+
+
+class PrefixCache:
+    """Cached KV blocks by key, least recently used first out once `capacity_blocks` are held. The values
+    are opaque here (the engine stores each block's keys and values); the counters are for /info."""
+
+    def __init__(self, *, capacity_blocks: int, block_tokens: int = PREFIX_BLOCK_TOKENS) -> None:
+        self.block_tokens = block_tokens
+        self.capacity_blocks = max(0, capacity_blocks)
+        self._blocks: OrderedDict[bytes, Any] = OrderedDict()
+        self.lookups = 0
+        self.hit_tokens = 0
+        self.evicted_blocks = 0
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def longest_prefix(self, keys: list[bytes]) -> list[Any]:
+        """The cached blocks of the longest run of `keys` from the start (each one becomes most recent)."""
+        found = []
+        for key in keys:
+            block = self._blocks.get(key)
+            if block is None:
+                break
+            self._blocks.move_to_end(key)
+            found.append(block)
+        self.lookups += 1
+        self.hit_tokens += len(found) * self.block_tokens
+        return found
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._blocks
+
+    def store(self, key: bytes, block: Any) -> None:
+        if self.capacity_blocks == 0:
+            return
+        self._blocks[key] = block
+        self._blocks.move_to_end(key)
+        while len(self._blocks) > self.capacity_blocks:
+            self._blocks.popitem(last=False)
+            self.evicted_blocks += 1
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "block_tokens": self.block_tokens,
+            "capacity_blocks": self.capacity_blocks,
+            "blocks": len(self._blocks),
+            "lookups": self.lookups,
+            "hit_tokens": self.hit_tokens,
+            "evicted_blocks": self.evicted_blocks,
+        }
+
+
 # ---------------------------------------------------------------- generation
 
 
@@ -213,15 +296,20 @@ class GenerationRequest:
     t_first_token: float = 0.0
     prefill_cpu_s: float = 0.0
     decode_cpu_s: float = 0.0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    prefill_tokens: int = 0  # prompt tokens run through the model (the rest)
 
 
 class GenerationEngine:
     """The scheduler thread of the module docstring. `submit` is thread-safe; events go out via `emit`."""
 
-    def __init__(self, model: Any, torch: Any, *, max_batch: int = 8) -> None:
+    def __init__(
+        self, model: Any, torch: Any, *, max_batch: int = 8, prefix_cache: PrefixCache | None = None
+    ) -> None:
         self.model = model
         self.torch = torch
         self.max_batch = max(1, max_batch)
+        self.prefix_cache = prefix_cache
         self._inbox: queue.SimpleQueue[GenerationRequest | None] = queue.SimpleQueue()
         self._waiting: deque[GenerationRequest] = deque()
         self._active: list[GenerationRequest] = []
@@ -293,14 +381,47 @@ class GenerationEngine:
                 r.generator.manual_seed(
                     r.seed if r.seed is not None else int.from_bytes(_random_bytes(), "big")
                 )
-            ids = torch.tensor([r.prompt], dtype=torch.long, device=r.cache.k.device)
+            keys = block_keys(r.prompt) if self.prefix_cache is not None else []
+            self._reuse_prefix(r, keys)
+            ids = torch.tensor([r.prompt[r.cached_tokens :]], dtype=torch.long, device=r.cache.k.device)
+            r.prefill_tokens = ids.shape[1]
             logits = self.model.step(ids, [r.cache])
+            self._store_prefix(r, keys)
             token = self._sample(logits[0], r)
         r.prefill_cpu_s = time.process_time() - cpu0
         r.t_first_token = time.perf_counter()
         self._active.append(r)
         self.peak_active = max(self.peak_active, len(self._active))
         self._deliver(r, token)
+
+    def _reuse_prefix(self, r: GenerationRequest, keys: list[bytes]) -> None:
+        """Copy the longest cached block prefix into the new sequence's cache, leaving at least the prompt's
+        last token to prefill (its logits give the first token)."""
+        cache = self.prefix_cache
+        if cache is None:
+            return
+        usable = (len(r.prompt) - 1) // cache.block_tokens
+        blocks = cache.longest_prefix(keys[:usable])
+        if not blocks:
+            return
+        n = len(blocks) * cache.block_tokens
+        r.cache.k[:, :, :n] = self.torch.cat([k for k, _ in blocks], dim=2)
+        r.cache.v[:, :, :n] = self.torch.cat([v for _, v in blocks], dim=2)
+        r.cache.length = n
+        r.cached_tokens = n
+
+    def _store_prefix(self, r: GenerationRequest, keys: list[bytes]) -> None:
+        """Store the prompt's full blocks the cache does not hold yet (copies: the sequence's cache is
+        freed when it ends)."""
+        cache = self.prefix_cache
+        if cache is None:
+            return
+        b = cache.block_tokens
+        for i, key in enumerate(keys):
+            if key in cache:
+                continue
+            span = slice(i * b, (i + 1) * b)
+            cache.store(key, (r.cache.k[:, :, span].clone(), r.cache.v[:, :, span].clone()))
 
     def _decode_step(self) -> None:
         torch = self.torch
@@ -356,6 +477,8 @@ class GenerationEngine:
             "prefill_cpu_s": r.prefill_cpu_s,
             "decode_cpu_s": r.decode_cpu_s,
             "prompt_tokens": len(r.prompt),
+            "cached_tokens": r.cached_tokens,
+            "prefill_tokens": r.prefill_tokens,
             "completion_tokens": r.generated,
             "kv_cache_bytes": r.cache.nbytes,
         }

@@ -60,8 +60,10 @@ from servers.decoder import (  # noqa: E402
     DECODER_SMALL,
     EOS_ID,
     EOS_TEXT,
+    PREFIX_BLOCK_TOKENS,
     GenerationEngine,
     GenerationRequest,
+    PrefixCache,
     encode_text,
     kv_bytes_per_token,
 )
@@ -212,6 +214,7 @@ class ModelState:
     hub_model: str | None
     warmup_runs: int
     max_batch: int = 8  # text generation: most sequences decoded together
+    prefix_cache_mb: float = 0.0  # text generation: the prefix cache's memory (0: no prefix cache)
     timeline: dict[str, float] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
@@ -270,6 +273,11 @@ class ModelState:
                     GenerationRequest(prompt=encode_text("warm up"), max_tokens=4, emit=_ignore, seed=i)
                 )
                 engine.generate(GenerationRequest(prompt=[EOS_ID], max_tokens=2, emit=_ignore, temperature=0))
+            if self.prefix_cache_mb > 0:  # after the warm-up: a request's cached tokens are its own cell's
+                block_bytes = PREFIX_BLOCK_TOKENS * kv_bytes_per_token()
+                engine.prefix_cache = PrefixCache(
+                    capacity_blocks=int(self.prefix_cache_mb * 2**20 // block_bytes)
+                )
             engine.start()
             self.engine = engine
         self.timeline["warmup_done"] = time.time()
@@ -315,6 +323,9 @@ class ModelState:
                 "kv_cache_bytes_per_token": kv_bytes_per_token(),
                 "scheduling": "continuous batching: FIFO admission, prefill alone, decode steps batched",
                 "max_batch": self.engine.max_batch,
+                "prefix_cache": (
+                    None if self.engine.prefix_cache is None else self.engine.prefix_cache.stats()
+                ),
             }
         self.phase = "ready"
         self.ready = True
@@ -781,6 +792,8 @@ def timing_ms(timings: dict[str, Any]) -> dict[str, Any]:
         "prefill_cpu_ms": round(timings["prefill_cpu_s"] * 1000.0, 3),
         "decode_cpu_ms": round(timings["decode_cpu_s"] * 1000.0, 3),
         "prompt_tokens": timings["prompt_tokens"],
+        "cached_tokens": timings["cached_tokens"],
+        "prefill_tokens": timings["prefill_tokens"],
         "completion_tokens": timings["completion_tokens"],
         "kv_cache_bytes": timings["kv_cache_bytes"],
     }
@@ -883,9 +896,16 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
         job.cancelled = True  # a client that left mid-way frees its sequence (no-op once done)
 
 
-def _usage(t: dict[str, Any]) -> dict[str, int]:
+def _usage(t: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's usage; `prompt_tokens_details.cached_tokens` as vLLM and OpenAI report it (0 without the
+    prefix cache: nothing is cached)."""
     prompt, completion = t["prompt_tokens"], t["completion_tokens"]
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": t["cached_tokens"]},
+    }
 
 
 def _sse(doc: dict[str, Any]) -> bytes:
@@ -991,6 +1011,13 @@ def start_loading(state: ModelState, *, exit_on_error: bool = True) -> threading
     return thread
 
 
+PREFIX_CACHE_ENV = "TUI_PROFILER_PREFIX_CACHE"
+
+
+def _env_on(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m servers.model_server", description="tui-profiler model server"
@@ -1004,6 +1031,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="warm-up inferences before /healthz says ready")
     p.add_argument(
         "--max-batch", type=int, default=8, help="text generation: most sequences decoded together (>= 1)"
+    )
+    p.add_argument(
+        "--prefix-cache",
+        action="store_true",
+        default=_env_on(os.environ.get(PREFIX_CACHE_ENV, "")),
+        help=f"text generation: reuse the KV of cached prompt prefixes (blocks of {PREFIX_BLOCK_TOKENS} "
+        f"tokens, as vLLM's automatic prefix caching); also {PREFIX_CACHE_ENV}=1",
+    )
+    p.add_argument(
+        "--prefix-cache-mb",
+        type=float,
+        default=256.0,
+        help="text generation: the prefix cache's memory; least recently used blocks leave first",
     )
     p.add_argument("--hub-repo", help="Torch Hub repository OWNER/REPO[:REF] (model 'hub')")
     p.add_argument("--hub-model", help="Torch Hub entry point (model 'hub')")
@@ -1029,6 +1069,7 @@ def main(argv: list[str] | None = None) -> int:
         hub_model=args.hub_model,
         warmup_runs=max(0, args.warmup),
         max_batch=max(1, args.max_batch),
+        prefix_cache_mb=max(0.0, args.prefix_cache_mb) if args.prefix_cache else 0.0,
     )
     app = make_app(state, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
 
