@@ -506,3 +506,49 @@ def test_llm_smoke_sends_distinct_prompts_and_the_server_prefills_every_token(
     )
     for shorter, longer in itertools.pairwise(sorted(prefill)):
         assert min(prefill[longer]) > max(prefill[shorter]), prefill
+
+
+@pytest.mark.docker
+def test_a_shared_prefix_axis_shows_what_decoder_smalls_prefix_cache_saves(
+    server_image: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """`llm_smoke` with the server's prefix cache on (`server_args = ["--prefix-cache"]`) and
+    `shared_prefix_tokens` 0 and 480 of 512-token prompts, one CPU, concurrency 1, 3 timed requests + 1
+    warm-up, 2 output tokens. Asserted from the server's own counts (`usage.prompt_tokens_details.
+    cached_tokens`): with no shared prefix no timed request was served from the cache (every prompt is
+    its own from its first block); with 480 shared tokens (30 blocks of 16) every timed request got exactly
+    those 480 from the cache, every prompt still distinct. The server's prefill time is printed (-s), not
+    asserted: it follows the tokens prefilled (512 against 32)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TUI_PROFILER_PRESETS": str(tmp_path / "user-presets")}
+    sets = [
+        "server_args=--prefix-cache",
+        "resources.cpus=1",
+        "input.token_lens=512",
+        "input.shared_prefix_tokens=0,480",
+        "load.concurrency=1",
+        "load.requests=3",
+        "load.warmup=1",
+        "input.output_lens=2",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui_profiler", "run", "llm_smoke", "--headless", "--output", str(tmp_path),
+         "--set", f"image={server_image}", *itertools.chain.from_iterable(("--set", s) for s in sets)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    sessions = [p for p in tmp_path.iterdir() if p.is_dir() and (p / "cells.csv").exists()]
+    assert len(sessions) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with open(sessions[0] / "cells.csv") as f:
+        cells = {int(c["shared_prefix_tokens"]): c for c in csv.DictReader(f)}
+    with open(sessions[0] / "requests.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["warmup"] == "0"]
+    assert sorted(cells) == [0, 480] and all(c["status"] == "ok" for c in cells.values()), cells
+    assert len({r["input_hash"] for r in rows}) == len(rows) == 6
+    cached = {
+        s: [int(r["cached_prompt_tokens"]) for r in rows if int(r["shared_prefix_tokens"]) == s]
+        for s in (0, 480)
+    }
+    assert cached == {0: [0, 0, 0], 480: [480, 480, 480]}, cached
+    assert float(cells[480]["cached_prompt_tokens_mean"]) == 480.0
+    print(
+        {s: [r["server_prefill_ms"] for r in rows if int(r["shared_prefix_tokens"]) == s] for s in (0, 480)}
+    )
