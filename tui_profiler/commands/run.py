@@ -471,8 +471,9 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
         for sig in installed:
             loop.remove_signal_handler(sig)
     session_dir = str(runner.session_dir) if runner.session_dir else None
+    cell_rows = session_summary(session_dir) if session_dir else []
     if session_dir:
-        _summary_table(console, session_summary(session_dir))
+        _summary_table(console, cell_rows)
         _capacity_table(console, read_capacity(session_dir))
     if finished is None or finished.status == SessionStatus.INTERRUPTED:
         if session_dir:
@@ -481,8 +482,12 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
                 f"in requests.csv; resume with `tui-profiler run --resume {session_dir}`"
             )
         return ExitCode.INTERRUPTED
+    n_saturated = sum(1 for r in cell_rows if r.get(SATURATION))
+    saturated = (
+        f", [yellow]{n_saturated} saturated[/] (not the target's numbers alone)" if n_saturated else ""
+    )
     progress._print(
-        f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed, "
+        f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed{saturated}, "
         f"{formatting.duration(finished.wall_s)} — {session_dir}"
     )
     return ExitCode.OK if finished.status == SessionStatus.OK else ExitCode.CELL_FAILED
