@@ -444,6 +444,11 @@ class LoadConfig(Section):
     seed: Annotated[int, Integral, Field(ge=0, le=2**32 - 1)] = Field(
         default=0, description="open loop: the seed of the Poisson arrivals"
     )
+    per_request_cgroup: bool = Field(
+        default=True,
+        description="read the target's CPU counters at each request's start and end (requests.csv cpu_ms, "
+        "throttled_ms); false for a pure latency run",
+    )
 
     @property
     def levels(self) -> list[int] | list[float]:

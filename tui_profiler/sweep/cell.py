@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from tui_profiler.load.inputs import PayloadSet
     from tui_profiler.sample import SamplerSummary
     from tui_profiler.sample.contention import CpuWindow
+    from tui_profiler.sample.request_cpu import RequestCpuMeter
 
 # What the cells after the first of a group say when its container did not start.
 CONTAINER_DID_NOT_START = "container did not start"
@@ -357,12 +358,13 @@ async def _measure(
     # built here, on the event loop's thread (the thread it watches); its reads run in a thread
     probe = CpuProbe(cpuset_cores(target.enforced.cpuset) if target.enforced.cpuset else None)
     before = await asyncio.to_thread(probe.snapshot)
+    meter = _request_cpu_meter(ctx, target)
     results: list[RequestResult] = []
     load_error = ""
     t0 = time.perf_counter()
     try:
         results = await ctx.control.interruptible(
-            run_load(target.base_url, ctx.template, payloads, pattern, events)
+            run_load(target.base_url, ctx.template, payloads, pattern, events, cpu_meter=meter)
         )
     except Stopped:
         if sampler is not None:
@@ -372,6 +374,9 @@ async def _measure(
         raise
     except Exception as exc:
         load_error = f"load generator: {type(exc).__name__}: {exc}"
+    finally:
+        if meter is not None:
+            meter.close()
     load_wall = time.perf_counter() - t0
     after = await asyncio.to_thread(probe.snapshot)
     cpu_window: CpuWindow | None = None
@@ -386,3 +391,14 @@ async def _measure(
         except Exception as exc:
             place.log("warning", f"sampler: {exc}", cell.index)
     return _Measured(results, load_error, load_wall, sampled, shape, cpu_window)
+
+
+def _request_cpu_meter(ctx: SweepContext, target: RunningTarget) -> RequestCpuMeter | None:
+    """The per-request reader of the target's CPU counters (`sample.request_cpu`), None when turned off
+    (`[load] per_request_cgroup = false`), for --url (no cgroup of ours), or when the cgroup cannot be read
+    from here (on a fleet the measuring container reads it through its read-only mount)."""
+    if ctx.url or not getattr(ctx.preset.load, "per_request_cgroup", True):
+        return None
+    from tui_profiler.sample.request_cpu import RequestCpuMeter
+
+    return RequestCpuMeter.open(target.sample_target().cgroup)
