@@ -74,3 +74,53 @@ def test_the_meter_reads_this_process_cgroup_and_its_sums_match_its_span() -> No
         assert all(s is not None and s.cpu_ms >= 0 for s in shares) and total > 0
     finally:
         meter.close()
+
+
+# ------------------------------------------------------------------ the cell's tail columns (sweep.outcome)
+
+
+def _result(latency: float, cpu_ms: float | None, periods: float | None, queue_ms: float | None = None):  # type: ignore[no-untyped-def]
+    from tui_profiler.load.client import RequestResult
+    from tui_profiler.session.schema import RequestStatus
+
+    return RequestResult(
+        timestamp_ms=0, t_send_s=0.0, t_recv_s=latency, latency_s=latency, status=200, ok=True,
+        outcome=RequestStatus.OK, error="", warmup=False, worker=0, seq=0, queue_ms=queue_ms,
+        cpu_ms=cpu_ms, throttled_ms=None if periods is None else periods * 10.0, throttled_periods=periods,
+    )  # fmt: skip
+
+
+def _setting(cpus: float | None):  # type: ignore[no-untyped-def]
+    from tui_profiler.plan import Cell
+    from tui_profiler.runtime.base import EnforcedCaps
+    from tui_profiler.sweep.outcome import CellSetting
+
+    cell = Cell(0, cpus, None, 0, None, None, 1, None, 0, 0)
+    return CellSetting(cell, "m", 1, EnforcedCaps(), 0)
+
+
+def test_the_tail_of_a_throttled_cell_is_said_in_words() -> None:
+    from tui_profiler.sweep.outcome import tail_columns
+
+    fast = [_result(0.020, 8.0, 0) for _ in range(90)]
+    slow = [_result(0.070, 9.0, 1) for _ in range(9)] + [_result(0.069, 9.0, 0)]
+    row = tail_columns(_setting(0.5), fast + slow)
+    assert row["tail_throttled_share"] == pytest.approx(0.9)
+    assert row["cpu_ms_p50"] == pytest.approx(8.0)
+    assert row["cpu_ms_mean"] == pytest.approx((90 * 8 + 10 * 9) / 100)
+    assert row["p99_throttled_s"] == pytest.approx(0.070)
+    assert row["p99_unthrottled_s"] is not None and row["p99_unthrottled_s"] <= 0.069
+    assert "9 of the 10 slowest requests were throttled — the 0.5-CPU quota binds" in row["tail_verdict"]
+    assert row["tail_verdict"].startswith("p99 +")
+
+
+def test_an_unthrottled_cell_says_so_and_a_cell_without_counters_says_nothing() -> None:
+    from tui_profiler.sweep.outcome import tail_columns
+
+    row = tail_columns(_setting(None), [_result(0.01 + i * 1e-4, 5.0, 0, queue_ms=0.0) for i in range(50)])
+    assert row["tail_throttled_share"] == 0 and row["p99_throttled_s"] is None
+    assert "none of the 5 slowest requests was throttled — not the CPU quota" in row["tail_verdict"]
+    assert row["queue_ms_mean"] == 0.0
+    empty = tail_columns(_setting(2), [_result(0.01, None, None) for _ in range(5)])
+    assert empty["tail_verdict"] is None and empty["cpu_ms_p50"] is None
+    assert empty["tail_throttled_share"] is None and empty["server_metrics"] is None
