@@ -294,7 +294,12 @@ class ClientRunner:
             )
         if client == "ours (run --url)":
             return self._run_url(c, limit)
-        kind = {"ours (library)": "ours", "ours (cgroup reads)": "ours-cgroup", "plain aiohttp": "aiohttp", "reference style": "reference"}[client]
+        kind = {
+            "ours (library)": "ours",
+            "ours (cgroup reads)": "ours-cgroup",
+            "plain aiohttp": "aiohttp",
+            "reference style": "reference",
+        }[client]
         out = self._run(
             [
                 sys.executable,

@@ -502,7 +502,11 @@ class _Run:
         finally:
             share = meter.end(key)
         if share is not None:
-            res.cpu_ms, res.throttled_ms, res.throttled_periods = share.cpu_ms, share.throttled_ms, share.periods
+            res.cpu_ms, res.throttled_ms, res.throttled_periods = (
+                share.cpu_ms,
+                share.throttled_ms,
+                share.periods,
+            )
 
     async def _one(self, conn: Any, worker: int, warmup: bool, t_sched: float | None) -> RequestResult:
         k = self.next_input()  # chosen before the clock starts: never part of the latency
@@ -549,7 +553,9 @@ class _Run:
         if stream is not None and stream.format is not None:
             stream.close(answer.t_recv)
         outcome, error = self.judge(answer, stream)
-        return self.record(worker, warmup, t_send, t_start, answer, outcome, error, len(request), delay, k, stream)
+        return self.record(
+            worker, warmup, t_send, t_start, answer, outcome, error, len(request), delay, k, stream
+        )
 
 
 def _cut(stream: AnswerStream | None) -> str:

@@ -41,6 +41,7 @@ from tui_profiler.events import (
     MetaUpdated,
     RequestDone,
     ResourceSample,
+    ServerMetrics,
     SessionFinished,
     SessionStarted,
 )
@@ -52,6 +53,7 @@ from tui_profiler.session.schema import (
     REPETITION_COLUMNS,
     REQUEST_COLUMNS,
     SAMPLE_COLUMNS,
+    SERVER_METRIC_COLUMNS,
     CellStatus,
 )
 
@@ -181,6 +183,7 @@ class SessionStore:
         self.requests = AppendCsv(session_dir / "requests.csv", REQUEST_COLUMNS)
         self.cells = AppendCsv(session_dir / "cells.csv", CELL_COLUMNS)
         self.samples = AppendCsv(session_dir / "samples.csv", SAMPLE_COLUMNS)
+        self.server_metrics: AppendCsv | None = None  # server_metrics.csv, from the first scrape on
 
     @classmethod
     def create(
@@ -230,6 +233,16 @@ class SessionStore:
     def write_sample(self, row: dict[str, Any]) -> None:
         self.samples.write(row)
 
+    def write_server_metrics(self, event: ServerMetrics) -> None:
+        """server_metrics.csv rows of one scrape (the file is made by the first scrape of a session)."""
+        if self.server_metrics is None:
+            self.server_metrics = AppendCsv(self.dir / "server_metrics.csv", SERVER_METRIC_COLUMNS)
+        for metric, labels, value in event.rows:
+            self.server_metrics.write(
+                {"cell_index": event.cell_index, "t_s": event.t_s, "metric": metric, "labels": labels,
+                 "value": value}
+            )  # fmt: skip
+
     def set_aside(self, cell_index: int) -> None:
         """Move the rows of a cell that is about to run again (its earlier try was cut short) to
         *.partial.csv, as a resume does."""
@@ -266,7 +279,9 @@ class SessionStore:
         _write_json_atomic(self.dir / "meta.json", self.meta)
 
     def close(self) -> None:
-        for f in (self.requests, self.samples, self.cells):
+        for f in (self.requests, self.samples, self.cells, self.server_metrics):
+            if f is None:
+                continue
             try:
                 f.close()
             except OSError:
@@ -331,6 +346,8 @@ class SessionWriter:
             self._request(event)
         elif isinstance(event, ResourceSample):
             self._sample(event)
+        elif isinstance(event, ServerMetrics):
+            self._open().write_server_metrics(event)
         elif isinstance(event, CellStarted):
             self._cell_started(event)
         elif isinstance(event, CellFinished):

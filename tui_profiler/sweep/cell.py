@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from tui_profiler.load.inputs import PayloadSet
     from tui_profiler.sample import SamplerSummary
     from tui_profiler.sample.contention import CpuWindow
+    from tui_profiler.sample.prometheus import MetricsScraper
     from tui_profiler.sample.request_cpu import RequestCpuMeter
 
 # What the cells after the first of a group say when its container did not start.
@@ -89,6 +90,7 @@ def finish_cell(
     target_facts: dict[str, Any] | None = None,
     load_shape: LoadShape | None = None,
     cpu_window: CpuWindow | None = None,
+    server_metrics: dict[str, dict[str, float | None]] | None = None,
 ) -> None:
     """The cell's end: its cells.csv row, carried by `CellFinished`; a warning first when the row says the
     cell was saturated (`sweep.saturation`), so both front ends say so."""
@@ -107,6 +109,7 @@ def finish_cell(
         slo=ctx.preset.slo,
         load_shape=load_shape,
         cpu_window=cpu_window,
+        server_metrics=server_metrics,
     )
     if row.get("saturation"):
         place.log(
@@ -279,7 +282,7 @@ async def run_cell(
     finish_cell(ctx, place, setting, results, status=status, reason=reason, sampled=sampled, cold=cold,
                 measures_cold_start=measures_cold_start, load_wall_s=measured.wall_s,
                 target_facts=target.facts, load_shape=measured.shape,
-                cpu_window=measured.cpu_window)  # fmt: skip
+                cpu_window=measured.cpu_window, server_metrics=measured.server_metrics)  # fmt: skip
     return not is_alive
 
 
@@ -323,6 +326,7 @@ class _Measured:
     sampled: SamplerSummary | None
     shape: LoadShape
     cpu_window: CpuWindow | None
+    server_metrics: dict[str, dict[str, float | None]] | None = None  # scraped: each metric's mean and peak
 
 
 async def _measure(
@@ -359,6 +363,9 @@ async def _measure(
     probe = CpuProbe(cpuset_cores(target.enforced.cpuset) if target.enforced.cpuset else None)
     before = await asyncio.to_thread(probe.snapshot)
     meter = _request_cpu_meter(ctx, target)
+    scraper = _metrics_scraper(ctx, place, cell, target)
+    if scraper is not None:
+        scraper.start()
     results: list[RequestResult] = []
     load_error = ""
     t0 = time.perf_counter()
@@ -377,7 +384,12 @@ async def _measure(
     finally:
         if meter is not None:
             meter.close()
+        server_metrics = await scraper.stop() if scraper is not None else None
     load_wall = time.perf_counter() - t0
+    if scraper is not None and scraper.failures:
+        place.log(
+            "warning", f"metrics: {scraper.failures} scrape(s) failed, last: {scraper.last_error}", cell.index
+        )
     after = await asyncio.to_thread(probe.snapshot)
     cpu_window: CpuWindow | None = None
     try:
@@ -390,7 +402,7 @@ async def _measure(
             sampled = await sampler.stop()
         except Exception as exc:
             place.log("warning", f"sampler: {exc}", cell.index)
-    return _Measured(results, load_error, load_wall, sampled, shape, cpu_window)
+    return _Measured(results, load_error, load_wall, sampled, shape, cpu_window, server_metrics)
 
 
 def _request_cpu_meter(ctx: SweepContext, target: RunningTarget) -> RequestCpuMeter | None:
@@ -402,3 +414,31 @@ def _request_cpu_meter(ctx: SweepContext, target: RunningTarget) -> RequestCpuMe
     from tui_profiler.sample.request_cpu import RequestCpuMeter
 
     return RequestCpuMeter.open(target.sample_target().cgroup)
+
+
+def _metrics_scraper(
+    ctx: SweepContext, place: Placement, cell: Cell, target: RunningTarget
+) -> MetricsScraper | None:
+    """The scraper of the target's Prometheus endpoint (`[target] metrics`), None without one. Its port:
+    the serving one (the target's own address), or another published beside it (the docker runtime's
+    `published_ports`), or that port on the target's host (the process runtime)."""
+    from urllib.parse import urlsplit
+
+    from tui_profiler.sample.prometheus import MetricsScraper
+
+    config = target_config(ctx.preset)
+    metrics = config.metrics
+    if metrics is None:
+        return None
+    url = urlsplit(target.base_url)
+    host, port = url.hostname or "127.0.0.1", url.port
+    if metrics.port is not None and metrics.port != config.port:
+        published = target.facts.get("published_ports") or {}
+        port = published.get(str(metrics.port), metrics.port)
+    return MetricsScraper(
+        f"{url.scheme}://{host}:{port}{metrics.path}",
+        interval_s=metrics.interval_s,
+        include=metrics.include,
+        cell_index=cell.index,
+        emit=place.emit,
+    )
