@@ -41,7 +41,11 @@ async def test_the_scraper_sees_our_server_queueing_above_its_one_worker() -> No
     assert all(e.cell_index == 3 for e in events)
     rows = [row for e in events for row in e.rows]
     metrics = {m for m, _, _ in rows}
-    assert {"tui_profiler_requests_in_flight", "tui_profiler_requests_queued", "tui_profiler_batch_size"} <= metrics
+    assert {
+        "tui_profiler_requests_in_flight",
+        "tui_profiler_requests_queued",
+        "tui_profiler_batch_size",
+    } <= metrics
     # the server says requests waited: its queue-time histogram counted 24 and Server-Timing queue > 0
     counts = [v for m, _, v in rows if m == "tui_profiler_queue_seconds_count"]
     assert counts and max(counts) <= 24

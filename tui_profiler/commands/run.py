@@ -279,6 +279,9 @@ class _Progress:
                 f"cell {event.cell_index + 1}/{self.n_cells}{where} {label}: {mark} n={s.get('n')} "
                 f"p50 {p50} p99 {p99}{saturated}{extra}"
             )
+            tail = formatting.tail_line(s)
+            if tail:  # what explains the tail: CPU per request, throttling, the server's queue
+                self._print(f"  [dim]tail:[/] {_escape(tail)}")
         elif isinstance(event, ev.LogMessage):
             style = {"error": "red", "warning": "yellow"}.get(event.level, "dim")
             self._print(f"[{style}]{event.text}[/]")
