@@ -124,3 +124,36 @@ def test_an_unthrottled_cell_says_so_and_a_cell_without_counters_says_nothing() 
     empty = tail_columns(_setting(2), [_result(0.01, None, None) for _ in range(5)])
     assert empty["tail_verdict"] is None and empty["cpu_ms_p50"] is None
     assert empty["tail_throttled_share"] is None and empty["server_metrics"] is None
+
+
+# ------------------------------------------------------------------ fit --target cpu (analysis.fit)
+
+
+def test_fit_models_cpu_seconds_per_request_against_input_size() -> None:
+    """Per-request rows whose cpu_ms grows linearly with pixels (CPU time does not shrink with cores):
+    `--target cpu` models the mean CPU-seconds per request, not the latency."""
+    import numpy as np
+    import pandas as pd
+
+    from tui_profiler.analysis.fit import build_cells, fit_frame
+    from tui_profiler.analysis.importers import TIDY_COLUMNS, fit_rows
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for cpus in (1.0, 2.0, 4.0):
+        for pixels in (10_000.0, 40_000.0, 90_000.0, 160_000.0):
+            for _ in range(5):
+                cpu_s = 0.005 + 1e-7 * pixels
+                rows.append({"model": "m", "task": "pixels", "gpu_mode": "off", "cpu_cores": cpus,
+                             "mem_cap_gb": 4.0, "pixels": pixels, "latency_s": cpu_s / cpus + 0.001,
+                             "cpu_ms": cpu_s * 1000 * float(np.exp(rng.normal(0, 0.01))),
+                             "warmup": False, "status": "ok", "row_kind": "request", "source": "s"})  # fmt: skip
+    df = pd.DataFrame(rows)
+    for col in TIDY_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    cells, _ = build_cells(fit_rows(df[TIDY_COLUMNS]), "cpu")
+    one = cells[(cells["cpu_cores"] == 2.0) & (cells["size"] == 90_000.0)]["y"].iloc[0]
+    assert one == pytest.approx(0.014, rel=0.03)  # CPU-seconds, whatever the cores
+    report = fit_frame(df[TIDY_COLUMNS], target="cpu")
+    assert report.target == "cpu" and report.groups
