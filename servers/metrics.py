@@ -21,8 +21,15 @@ from typing import Any
 
 try:
     import prometheus_client as _prom
-except ImportError:  # pragma: no cover - the image without the package
-    _prom = None
+except ImportError:  # the server image: a copy in servers/_vendor (tui_profiler.images vendors it)
+    import os
+    import sys
+
+    sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor"))
+    try:
+        import prometheus_client as _prom
+    except ImportError:  # pragma: no cover - neither installed nor vendored
+        _prom = None
 
 AVAILABLE = _prom is not None
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -66,15 +73,14 @@ class ServerMetrics:
 
     def submitted(self) -> None:
         if _prom is not None:
-            self.queued.inc()
             self._predict_queued += 1
 
-    def started(self, queue_s: float) -> None:  # in the worker thread
+    def started(self, queue_s: float) -> None:  # in the worker thread (warm-up runs too: not submitted)
         if _prom is not None:
-            self.queued.dec()
-            self._predict_queued -= 1
+            if self._predict_queued > 0:
+                self._predict_queued -= 1
+                self.queue_s.observe(queue_s)
             self._predict_running += 1
-            self.queue_s.observe(queue_s)
 
     def finished(self) -> None:  # in the worker thread
         if _prom is not None:

@@ -878,7 +878,9 @@ class FitReport:
         if self.excluded:
             lines.append(excluded_line(self.excluded))
         if self.target == "cpu":  # CPU-seconds per request are the cores each request per second keeps busy
-            lines.append("cpu: the target's CPU-seconds per request = cores per request/s (a prediction of 0.05")
+            lines.append(
+                "cpu: the target's CPU-seconds per request = cores per request/s (a prediction of 0.05"
+            )
             lines.append("  means 20 requests/s keep one core busy)")
         for g in self.groups:
             lines.append(f"{g.label}: {g.n_cells} cells from {g.n_rows} rows, size={g.size_column or '-'}")
