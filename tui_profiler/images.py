@@ -217,8 +217,9 @@ def _vendor_metrics_client(servers: Path) -> None:
 
 def _metrics_client_version() -> str:
     try:
-        import prometheus_client  # noqa: F401
         from importlib.metadata import version
+
+        import prometheus_client  # noqa: F401
 
         return version("prometheus_client")
     except Exception:
