@@ -326,6 +326,14 @@ class GenerationEngine:
     def submit(self, request: GenerationRequest) -> None:
         self._inbox.put(request)
 
+    def occupancy(self) -> tuple[int, int, int]:
+        """(sequences running, requests waiting, tokens in the running sequences' KV caches), read now from
+        another thread (the /metrics route): a moment's view, good enough for a gauge."""
+        active = list(self._active)
+        waiting = len(self._waiting) + self._inbox.qsize()
+        tokens = sum(r.cache.length for r in active if r.cache is not None)
+        return len(active), waiting, tokens
+
     def generate(self, request: GenerationRequest) -> None:
         """Run one request to completion in the calling thread (warm-up, before the engine starts)."""
         self._admit(request)

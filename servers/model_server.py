@@ -67,8 +67,12 @@ from servers.decoder import (  # noqa: E402
     encode_text,
     kv_bytes_per_token,
 )
+from servers.metrics import AVAILABLE as metrics_available  # noqa: E402
+from servers.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE  # noqa: E402
+from servers.metrics import ServerMetrics  # noqa: E402
 
 log = logging.getLogger("model_server")
+SERVER_METRICS = ServerMetrics()  # GET /metrics (servers/metrics.py)
 
 DTYPES = {
     "float32": "float32",
@@ -337,6 +341,16 @@ class ModelState:
         torch = self.torch
         t0 = time.perf_counter()
         timings = {"queue": t0 - t_submit}
+        metrics = SERVER_METRICS
+        metrics.started(t0 - t_submit)
+        try:
+            return self._run(torch, body, content_type, headers, timings, t0)
+        finally:
+            metrics.finished()
+
+    def _run(
+        self, torch: Any, body: bytes, content_type: str, headers: dict[str, str], timings: dict, t0: float
+    ) -> tuple[dict, dict]:
         x, scale_to_unit = self.decode(body, content_type, headers)
         t1 = time.perf_counter()
         with torch.inference_mode():  # entered in preprocess's time: it is the model's set-up, not decoding
@@ -643,7 +657,18 @@ async def predict(request: web.Request) -> web.Response:
         return error_response(400, "empty body")
     headers = {k.lower(): v for k, v in request.headers.items()}
     loop = asyncio.get_running_loop()
+    SERVER_METRICS.accepted()
+    try:
+        return await _predict(request, state, body, headers, loop)
+    finally:
+        SERVER_METRICS.done("/predict")
+
+
+async def _predict(
+    request: web.Request, state: Any, body: bytes, headers: dict[str, str], loop: asyncio.AbstractEventLoop
+) -> web.Response:
     t_submit = time.perf_counter()
+    SERVER_METRICS.submitted()
     try:
         summary, timings = await loop.run_in_executor(
             request.app[EXECUTOR_KEY], state.handle, body, request.content_type, headers, t_submit
@@ -822,6 +847,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
+    SERVER_METRICS.accepted()
+    try:
+        return await _generate_answer(request, chat=chat)
+    finally:
+        SERVER_METRICS.done("/v1/chat/completions" if chat else "/v1/completions")
+
+
+async def _generate_answer(request: web.Request, *, chat: bool) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     if not state.ready:
         return error_response(503, f"model not ready ({state.phase})")
@@ -961,6 +994,15 @@ async def _stream(
     return resp
 
 
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus metrics (servers/metrics.py): in flight, queued, batch size, KV-cache tokens."""
+    if not metrics_available:
+        return error_response(404, "/metrics needs the prometheus_client package in the server's environment")
+    SERVER_METRICS.engine = request.app[STATE_KEY].engine
+    body = SERVER_METRICS.exposition()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 def make_app(state: ModelState, *, max_body_bytes: int) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
     app[MAX_BODY_KEY] = max_body_bytes
@@ -972,6 +1014,7 @@ def make_app(state: ModelState, *, max_body_bytes: int) -> web.Application:
     app.router.add_post("/predict", predict)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/metrics", metrics_endpoint)
 
     async def stop_executor(app: web.Application) -> None:
         app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)

@@ -45,7 +45,7 @@ def test_presets_list_show_validate(tmp_path: Path) -> None:
     assert (
         out.stderr.strip() == f"{bad}: load.concurency: unknown key — did you mean 'concurrency'? "
         "allowed: mode, concurrency, rates, arrival, connections, requests, duration_s, warmup, timeout_s, stable_ci, stop, "
-        "transport, processes, drain_s, seed, search"
+        "transport, processes, drain_s, seed, search, per_request_cgroup"
     )
     assert "1 valid, 1 invalid" in out.stdout
 

@@ -78,6 +78,16 @@ def test_stack_profiled_end_to_end_under_two_cpu_caps(docker_client, name: str, 
     assert all(r["status"] == "ok" and r["http_status"] == "200" for r in rows), {r["error"] for r in rows}
     assert all(int(r["bytes_sent"]) > 0 and int(r["bytes_received"]) > 0 for r in rows)
     assert all(r["cpus_enforced"] == "1" and r["mem_enforced"] == "1" for r in rows)
+    # per-request CPU from the container's cgroup (on by default)
+    assert all(r["cpu_ms"] not in ("", None) and float(r["cpu_ms"]) >= 0 for r in rows)
+    assert all(c["cpu_ms_mean"] not in ("", None) for c in cells)
+    if name == "mlserver":  # its real /metrics on 8082, scraped during every cell ([target] metrics)
+        scraped = read_csv(session / "server_metrics.csv")
+        assert {int(r["cell_index"]) for r in scraped} == {int(c["cell_index"]) for c in cells}
+        metrics = {r["metric"] for r in scraped}
+        assert "rest_server_requests_in_progress" in metrics, sorted(metrics)
+        assert any(m.endswith(":rate") for m in metrics), sorted(metrics)  # counters as rates
+        assert all(json.loads(c["server_metrics"]).get("rest_server_requests_in_progress") for c in cells)
     sent = {float(r["input_scale"]): int(r["bytes_sent"]) for r in rows}
     assert sent[1.0] > 2 * sent[0.5]  # 4x the pixels: the body grows with the image
 

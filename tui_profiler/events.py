@@ -133,6 +133,17 @@ class ResourceSample:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerMetrics:
+    """One scrape of the target's Prometheus metrics (`[target] metrics`, `sample.prometheus`): rows of
+    [metric, labels as JSON ("" when none), value]; counters already turned into rates (":rate")."""
+
+    cell_index: int
+    t_s: float  # seconds since the cell's load began
+    rows: list[list[Any]] = field(default_factory=list)
+    host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CellFinished:
     cell_index: int
     status: CellStatus
@@ -185,6 +196,7 @@ Event = (
     | ColdStartDone
     | RequestDone
     | ResourceSample
+    | ServerMetrics
     | CellFinished
     | CapacityFound
     | LogMessage
@@ -205,6 +217,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ColdStartDone,
         RequestDone,
         ResourceSample,
+        ServerMetrics,
         CellFinished,
         CapacityFound,
         LogMessage,

@@ -241,3 +241,27 @@ def capacity_cells(row: Mapping[str, Any]) -> list[str]:
         rate(seconds_of("throughput_per_core"), unit=""),
         verdict,
     ]
+
+
+def cpu_per_request(cpu_ms: Any) -> str:
+    """CPU time per request (the target's cgroup, `cpu_ms`): '12.3 ms CPU'; NOT_AVAILABLE when not read."""
+    try:
+        value = float(cpu_ms)
+    except (TypeError, ValueError):
+        return NOT_AVAILABLE
+    return NOT_AVAILABLE if _missing(value) else f"{latency(value / 1000.0)} CPU"
+
+
+def tail_line(row: Mapping[str, Any]) -> str:
+    """What explains a cell's tail, one line from its cells.csv row: its CPU per request and the verdict
+    ('cpu 120.4 ms CPU/request · p99 +48.0 ms over p50: 9 of the 10 slowest …'); '' when neither was
+    measured."""
+    verdict = str(row.get("tail_verdict") or "").strip()
+    cpu = row.get("cpu_ms_mean")
+    parts = []
+    cpu_text = cpu_per_request(cpu)
+    if cpu_text != NOT_AVAILABLE:
+        parts.append(f"{cpu_text}/request")
+    if verdict and verdict.lower() != "nan":
+        parts.append(verdict)
+    return " · ".join(parts)

@@ -174,6 +174,7 @@ def source_hash(base_image_id: str, wheel_names: list[str]) -> str:
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     h.update(base_image_id.encode())
     h.update("\n".join(sorted(wheel_names)).encode())
+    h.update(f"prometheus_client {_metrics_client_version()}".encode())  # vendored into servers/_vendor
     return h.hexdigest()[:16]
 
 
@@ -192,11 +193,37 @@ def _make_context(wheels: Path | None) -> Path:
     (ctx / "servers").mkdir()
     for f in _server_files():
         shutil.copy2(f, ctx / "servers" / f.name)
+    _vendor_metrics_client(ctx / "servers")
     (ctx / "wheels").mkdir()
     for w in sorted(wheels.iterdir()) if wheels is not None else []:
         if w.is_file():
             _link_or_copy(w, ctx / "wheels" / w.name)
     return ctx
+
+
+def _vendor_metrics_client(servers: Path) -> None:
+    """The model server's /metrics needs `prometheus_client` (pure Python, no dependencies): copied from
+    this machine's installation into the build context's servers/_vendor/ (about 0.3 MB in the server's
+    own layer), so the torch layer is not rebuilt and no index is needed. Without it /metrics says so."""
+    try:
+        import prometheus_client
+    except ImportError:
+        return
+    src = Path(prometheus_client.__file__).parent
+    shutil.copytree(
+        src, servers / "_vendor" / "prometheus_client", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+
+def _metrics_client_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        import prometheus_client  # noqa: F401
+
+        return version("prometheus_client")
+    except Exception:
+        return ""
 
 
 def ensure_server_image(progress: Progress = None, rebuild: bool = False, *, pretrained: str = "") -> str:

@@ -78,7 +78,7 @@ TOKEN_TARGETS: dict[str, TokenTarget] = {
     "tpot": TokenTarget(GenColumn.TPOT_S, 0.5, GenColumn.TPOT_P50_S, CONTEXT_SIZE),
     "tpot_p99": TokenTarget(GenColumn.TPOT_S, 0.99, GenColumn.TPOT_P99_S, CONTEXT_SIZE),
 }
-TARGETS = ("latency_s", "p50", "p99", "throughput", *TOKEN_TARGETS)
+TARGETS = ("latency_s", "p50", "p99", "throughput", "cpu", *TOKEN_TARGETS)
 P99_TARGETS = ("p99", "ttft_p99", "tpot_p99")
 SPLITS = ("leave-config-out", "extrapolate-input", "random")
 DEFAULT_SPLIT = "leave-config-out"  # interpolation between CPU configurations: what most questions are
@@ -817,6 +817,7 @@ def predicted_column(target: str) -> str:
         "p50": "predicted_p50_s",
         "p99": "predicted_p99_s",
         "throughput": "predicted_throughput_rps",
+        "cpu": "predicted_cpu_s",
     }[target]
 
 
@@ -876,6 +877,11 @@ class FitReport:
         lines = [f"target {self.target}, {how}, {len(self.groups)} group(s)"]
         if self.excluded:
             lines.append(excluded_line(self.excluded))
+        if self.target == "cpu":  # CPU-seconds per request are the cores each request per second keeps busy
+            lines.append(
+                "cpu: the target's CPU-seconds per request = cores per request/s (a prediction of 0.05"
+            )
+            lines.append("  means 20 requests/s keep one core busy)")
         for g in self.groups:
             lines.append(f"{g.label}: {g.n_cells} cells from {g.n_rows} rows, size={g.size_column or '-'}")
             lines.append(f"  {_weighting_line(g)}")
@@ -1086,9 +1092,16 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
     is_request = rows["row_kind"] == "request"
     has_requests = bool(is_request.any())
     parts = []
+    if target == "cpu":  # CPU-seconds per request: the mean of requests.csv cpu_ms (cells.csv cpu_ms_mean)
+        rows = rows.assign(latency_s=rows["cpu_ms"] / 1000.0, _cpu_cell_s=rows["cpu_ms_mean"] / 1000.0)
+        rows = rows[rows["latency_s"].notna() | (~is_request & rows["_cpu_cell_s"].notna())]
+        is_request = rows["row_kind"] == "request"
+        has_requests = bool(is_request.any())
+        if rows.empty:
+            raise ValueError("target cpu: no rows carry cpu_ms (requests.csv) or cpu_ms_mean (cells.csv)")
     if has_requests:
         lat = rows[is_request].groupby(keys, sort=True)["latency_s"]
-        if target == "latency_s":
+        if target in ("latency_s", "cpu"):
             y = lat.mean()
         elif target == "p50":
             y = lat.median()
@@ -1101,9 +1114,13 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
         part = pd.DataFrame({"y": y, "n_rows": lat.size()})
         parts.append(part.join(_request_bounds(lat, statistic)))
     if not is_request.all():
-        col = {"latency_s": "latency_s", "p50": "p50_s", "p99": "p99_s", "throughput": "throughput_rps"}[
-            target
-        ]
+        col = {
+            "latency_s": "latency_s",
+            "p50": "p50_s",
+            "p99": "p99_s",
+            "throughput": "throughput_rps",
+            "cpu": "_cpu_cell_s",
+        }[target]
         agg = rows[~is_request].copy()
         vals = agg[col].astype(float)
         agg["_v"] = 1.0 / vals if target == "throughput" else vals
@@ -1131,7 +1148,7 @@ def build_cells(rows: pd.DataFrame, target: str) -> tuple[pd.DataFrame, bool]:
 
 
 # each per-request target's per-cell statistic whose interval `_request_bounds` computes
-_STATISTIC: dict[str, str | float] = {"latency_s": "mean", "p50": 0.5, "p99": 0.99}
+_STATISTIC: dict[str, str | float] = {"latency_s": "mean", "p50": 0.5, "p99": 0.99, "cpu": "mean"}
 # cells.csv's 95% interval of each target's statistic (a session before intervals has none: NaN)
 CELL_BOUNDS: dict[str, tuple[str, str]] = {
     "latency_s": ("ci95_low_s", "ci95_high_s"),

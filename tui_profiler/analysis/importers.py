@@ -60,6 +60,9 @@ INTERVAL_COLUMNS: tuple[str, ...] = (
 )
 SATURATION = "saturation"  # cells.csv: '', or the flags (client, server, host) joined by '+'
 SATURATION_REASON = "saturation_reason"
+# CPU time per request from the target's cgroup: requests.csv `cpu_ms`, cells.csv `cpu_ms_mean` (`fit
+# --target cpu`); NaN where not measured
+CPU_COLUMNS = ("cpu_ms", "cpu_ms_mean")
 TIDY_COLUMNS = [
     "source",
     "model",
@@ -89,6 +92,7 @@ TIDY_COLUMNS = [
     SATURATION,
     SATURATION_REASON,
     *INTERVAL_COLUMNS,
+    *CPU_COLUMNS,
 ]
 
 HOST_CLASS = "host_class"
@@ -338,7 +342,7 @@ def _from_long(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFra
         # An image model's rows may still carry a token_len column (AC-Prof long has one for all models).
         out["token_len"] = np.nan
     out["latency_s"] = pd.to_numeric(df["latency_s"], errors="coerce")
-    _copy_numeric(df, out, (*TOKEN_COLUMNS, "cell_index", "repeat_idx"))
+    _copy_numeric(df, out, (*TOKEN_COLUMNS, "cell_index", "repeat_idx", *CPU_COLUMNS))
     _copy_text(df, out, (SATURATION, SATURATION_REASON))
     out["warmup"] = _truthy(df["warmup"]) if "warmup" in df else False
     status = df["status"].astype(str).str.strip().str.lower() if "status" in df else pd.Series(OK, df.index)
@@ -394,7 +398,7 @@ def _from_cells(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> pd.DataFr
         out[size] = pd.to_numeric(df[size], errors="coerce") if size in df else np.nan
     if out["pixels"].notna().any():
         out["token_len"] = np.nan
-    _copy_numeric(df, out, (*TOKEN_COLUMNS, *INTERVAL_COLUMNS, "cell_index", "repeat_idx"))
+    _copy_numeric(df, out, (*TOKEN_COLUMNS, *INTERVAL_COLUMNS, "cell_index", "repeat_idx", *CPU_COLUMNS))
     if "n" in df:
         out["n_requests"] = pd.to_numeric(df["n"], errors="coerce")
     _copy_text(df, out, (SATURATION, SATURATION_REASON))

@@ -9,6 +9,8 @@ Clients (each its own process):
 - `wrk` (one thread, N connections, `--latency`) and `hey` (`-z` duration), the tools users know;
 - `ours (library)`: `run_load` with the lean transport on uvloop, without the session files
   (`python -m tui_profiler.bench.workers ours`);
+- `ours (cgroup reads)`: the same with the per-request CPU reads on (`[load] per_request_cgroup`: the
+  cgroup's cpuacct.usage / cpu.stat read with pread at each request's start and end, attributed);
 - `ours (run --url)`: `tui-profiler run --url` end to end — the path users run, writing requests.csv
   and the progress display; numbers read back from the session's cells.csv;
 - `plain aiohttp`: a default ClientSession, keep-alive, asyncio's loop — the baseline of the target;
@@ -42,8 +44,16 @@ from tui_profiler.runtime.common import free_port
 SETUP_HINT = (
     "install them with `apt-get install -y wrk hey nginx-light` (or `tui-profiler bench --install-tools`)"
 )
-CLIENTS = ("wrk", "hey", "ours (library)", "ours (run --url)", "plain aiohttp", "reference style")
-OURS = ("ours (library)", "ours (run --url)")
+CLIENTS = (
+    "wrk",
+    "hey",
+    "ours (library)",
+    "ours (cgroup reads)",
+    "ours (run --url)",
+    "plain aiohttp",
+    "reference style",
+)
+OURS = ("ours (library)", "ours (cgroup reads)", "ours (run --url)")
 BASE_RPS = "plain aiohttp"
 
 
@@ -284,7 +294,12 @@ class ClientRunner:
             )
         if client == "ours (run --url)":
             return self._run_url(c, limit)
-        kind = {"ours (library)": "ours", "plain aiohttp": "aiohttp", "reference style": "reference"}[client]
+        kind = {
+            "ours (library)": "ours",
+            "ours (cgroup reads)": "ours-cgroup",
+            "plain aiohttp": "aiohttp",
+            "reference style": "reference",
+        }[client]
         out = self._run(
             [
                 sys.executable,

@@ -37,7 +37,15 @@ def summary(latencies: list[float], errors: int, t_start: float, t_end: float) -
     }
 
 
-def run_ours(url: str, concurrency: int, duration: float, warmup: int) -> dict[str, Any]:
+def run_ours_cgroup(url: str, concurrency: int, duration: float, warmup: int) -> dict[str, Any]:
+    """`ours` with the per-request CPU reads on (`sample.request_cpu`, as `[load] per_request_cgroup`):
+    the counters of this process's own cgroup, the same files and syscalls as a target's."""
+    return run_ours(url, concurrency, duration, warmup, cgroup_reads=True)
+
+
+def run_ours(
+    url: str, concurrency: int, duration: float, warmup: int, cgroup_reads: bool = False
+) -> dict[str, Any]:
     from tui_profiler.bench.client import bench_payload
     from tui_profiler.load.client import run, run_load, uvloop_active
     from tui_profiler.load.patterns import LoadPattern
@@ -49,11 +57,24 @@ def run_ours(url: str, concurrency: int, duration: float, warmup: int) -> dict[s
     )
     loop_kind: list[bool] = []
 
+    meter = None
+    if cgroup_reads:
+        import os
+
+        from tui_profiler.sample.cgroup import cgroup_of_pid
+        from tui_profiler.sample.request_cpu import RequestCpuMeter
+
+        meter = RequestCpuMeter.open(cgroup_of_pid(os.getpid()))
+        if meter is None:
+            raise SystemExit("this process's cgroup CPU counters cannot be read")
+
     async def go() -> Any:
         loop_kind.append(uvloop_active())
-        return await run_load(url, default_template(), payload, pattern)
+        return await run_load(url, default_template(), payload, pattern, cpu_meter=meter)
 
     results = run(go())
+    if meter is not None:
+        meter.close()
     timed = [r for r in results if not r.warmup]
     ok = [r for r in timed if r.ok and r.latency_s is not None]
     t0 = min((r.t_send_s for r in timed), default=0.0)
@@ -161,7 +182,7 @@ def run_reference(url: str, concurrency: int, duration: float, warmup: int) -> d
     return out
 
 
-KINDS = {"ours": run_ours, "aiohttp": run_aiohttp, "reference": run_reference}
+KINDS = {"ours": run_ours, "ours-cgroup": run_ours_cgroup, "aiohttp": run_aiohttp, "reference": run_reference}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tui_profiler.errors import ExitCode
 
-TARGET_CHOICES = ("latency_s", "p50", "p99", "throughput", "ttft", "ttft_p99", "tpot", "tpot_p99")
+TARGET_CHOICES = ("latency_s", "p50", "p99", "throughput", "cpu", "ttft", "ttft_p99", "tpot", "tpot_p99")
 SPLIT_CHOICES = ("leave-config-out", "extrapolate-input", "random")
 _NUMERIC_FIELDS = (
     "cpu_cores",
@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--target",
         choices=TARGET_CHOICES,
         default="latency_s",
-        help="quantity to model (default: latency_s); generative sessions: ttft / ttft_p99 (time to first "
+        help="quantity to model (default: latency_s); cpu: the target's CPU-seconds per request (requests.csv "
+        "cpu_ms, from its cgroup) against input size and CPUs; generative sessions: ttft / ttft_p99 (time to first "
         "token, the cell's median / p99, from prompt tokens and CPUs), tpot / tpot_p99 (time per output "
         "token, from context tokens = prompt + output, and CPUs)",
     )

@@ -292,6 +292,9 @@ class _Progress:
                 f"cell {event.cell_index + 1}{of}{where} {label}: {mark} n={s.get('n')} "
                 f"p50 {p50} p99 {p99}{saturated}{extra}"
             )
+            tail = formatting.tail_line(s)
+            if tail:  # what explains the tail: CPU per request, throttling, the server's queue
+                self._print(f"  [dim]tail:[/] {_escape(tail)}")
         elif isinstance(event, ev.CapacityFound):
             r = event.row
             cells = formatting.capacity_cells({k: "" if v is None else v for k, v in r.items()})

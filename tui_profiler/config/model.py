@@ -135,6 +135,26 @@ class ReadinessConfig(Section):
         )
 
 
+class MetricsConfig(Section):
+    """The target's Prometheus endpoint, scraped during every cell into server_metrics.csv
+    (`sample.prometheus`)."""
+
+    path: str = "/metrics"
+    port: Annotated[int, Integral, Field(ge=1, le=65535)] | None = Field(
+        default=None, description="the endpoint's port inside the target (default: the serving port)"
+    )
+    interval_s: Annotated[float, Field(ge=0.05, le=60, allow_inf_nan=False)] = 0.5
+    include: Annotated[list[str], OneOrMany] = Field(
+        default_factory=list, description="metric (family or sample) names to keep; empty: every metric"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> MetricsConfig:
+        if not self.path.startswith("/"):
+            raise rule("path", self.path, "a path starting with '/', e.g. '/metrics'")
+        return self
+
+
 class TargetConfig(Section):
     """A serving container that is not our model server: a prebuilt image or one built from a Dockerfile."""
 
@@ -152,6 +172,7 @@ class TargetConfig(Section):
     )
     gpu_env: StringTable = Field(default_factory=dict)
     readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
+    metrics: MetricsConfig | None = None  # the target's Prometheus endpoint, scraped during every cell
 
     @model_validator(mode="after")
     def _rules(self) -> TargetConfig:
@@ -482,6 +503,11 @@ class LoadConfig(Section):
         default=None,
         description="'slo': instead of the listed levels, find the largest load that meets [slo] "
         "(`run --find-max-load`); the first listed level is where the search starts",
+    )
+    per_request_cgroup: bool = Field(
+        default=True,
+        description="read the target's CPU counters at each request's start and end (requests.csv cpu_ms, "
+        "throttled_ms); false for a pure latency run",
     )
 
     @property

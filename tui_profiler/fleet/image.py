@@ -41,7 +41,7 @@ DOCKERFILE = Path(__file__).resolve().with_name("Dockerfile.measure")
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # tui_profiler/
 # What the measuring side imports at run time (the same bounds as pyproject's dependencies): the load
 # client (httptools, aiohttp, uvloop), inputs (numpy, pillow), the typed config (pydantic, tomli-w) and
-# GPU sampling (nvidia-ml-py). Not docker: the measurer talks to no engine; not pandas/scipy: fitting
+# GPU sampling (nvidia-ml-py), the target's Prometheus metrics (prometheus_client). Not docker: the measurer talks to no engine; not pandas/scipy: fitting
 # happens where the session is written.
 MEASURE_PACKAGES = (
     "aiohttp>=3.9",
@@ -52,6 +52,7 @@ MEASURE_PACKAGES = (
     "pillow>=10",
     "uvloop>=0.19",
     "nvidia-ml-py>=12",
+    "prometheus_client>=0.17",  # [target] metrics: the scrape's text parser
 )
 # The layers above `sweep` (see pyproject's import-linter contract): never imported by the measurer, so
 # left out of the image and its hash (a TUI edit does not make a new image to send to every host).

@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from tui_profiler.load.http1 import AnswerReader
@@ -45,6 +45,25 @@ from tui_profiler.stats import BatchedHistogram
 
 T = TypeVar("T")
 OnResult = Callable[["RequestResult"], None]
+
+
+class CpuShare(Protocol):
+    """A request's share of the target's CPU counters (`sample.request_cpu.RequestCpu`)."""
+
+    @property
+    def cpu_ms(self) -> float: ...
+    @property
+    def throttled_ms(self) -> float | None: ...
+    @property
+    def periods(self) -> float | None: ...
+
+
+class CpuMeter(Protocol):
+    """Reads the target's CPU counters at a request's start and end (`sample.request_cpu.RequestCpuMeter`;
+    the load generator does not import the sampler)."""
+
+    def start(self) -> int | None: ...
+    def end(self, key: int | None) -> CpuShare | None: ...
 
 
 @dataclass(slots=True)
@@ -86,6 +105,10 @@ class RequestResult:
     itl_s: tuple[float, ...] = ()
     cached_prompt_tokens: int | None = None  # prompt tokens the server served from its prefix cache
     finish_reason: str | None = None  # why the server stopped generating (the last finish_reason given)
+    # the target's CPU while the request was in flight, its share (`sample.request_cpu`); None: not read
+    cpu_ms: float | None = None
+    throttled_ms: float | None = None
+    throttled_periods: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         """The load generator's columns of a requests.csv row (`LOAD_GENERATOR_COLUMNS`): `status` is the
@@ -391,6 +414,7 @@ class _Run:
         self.loop = asyncio.get_running_loop()  # made inside run_load
         self.undelivered: list[RequestResult] = []
         self.deliver_error: BaseException | None = None
+        self.cpu_meter: CpuMeter | None = None  # per-request CPU counters (`run_load`'s cpu_meter)
 
     def record(
         self,
@@ -493,6 +517,25 @@ class _Run:
         return RequestStatus.OK, ""
 
     async def one(self, conn: Any, worker: int, warmup: bool, t_sched: float | None) -> None:
+        meter = self.cpu_meter
+        if meter is None:
+            await self._one(conn, worker, warmup, t_sched)
+            return
+        # the target's CPU counters read just before the request is sent and just after its answer (or
+        # failure): outside its latency; the share is set before the result is delivered (next iteration)
+        key = meter.start()
+        try:
+            res = await self._one(conn, worker, warmup, t_sched)
+        finally:
+            share = meter.end(key)
+        if share is not None:
+            res.cpu_ms, res.throttled_ms, res.throttled_periods = (
+                share.cpu_ms,
+                share.throttled_ms,
+                share.periods,
+            )
+
+    async def _one(self, conn: Any, worker: int, warmup: bool, t_sched: float | None) -> RequestResult:
         k = self.next_input()  # chosen before the clock starts: never part of the latency
         request = self.requests[k]
         t_send = time.perf_counter()
@@ -508,7 +551,7 @@ class _Run:
             answer = await conn.send(request, self.no_body, timeout, t_send, stream, k)
         except TimeoutError:
             conn.close()
-            self.record(
+            return self.record(
                 worker,
                 warmup,
                 t_send,
@@ -521,26 +564,25 @@ class _Run:
                 k,
                 stream,
             )
-            return
         except (OSError, ConnectionError, HttpProtocolError) as exc:
             conn.close()
-            self.record(
+            return self.record(
                 worker, warmup, t_send, t_start, None, RequestStatus.ERROR, _cut(stream) + _short_error(exc),
                 len(request), delay, k, stream,
             )  # fmt: skip
-            return
         except Exception as exc:  # aiohttp's own errors (ClientError, ...) without importing it here
             if exc.__class__.__module__.startswith("aiohttp"):
-                self.record(
+                return self.record(
                     worker, warmup, t_send, t_start, None, RequestStatus.ERROR, _cut(stream) + _short_error(exc),
                     len(request), delay, k, stream,
                 )  # fmt: skip
-                return
             raise
         if stream is not None and stream.format is not None:
             stream.close(answer.t_recv)
         outcome, error = self.judge(answer, stream)
-        self.record(worker, warmup, t_send, t_start, answer, outcome, error, len(request), delay, k, stream)
+        return self.record(
+            worker, warmup, t_send, t_start, answer, outcome, error, len(request), delay, k, stream
+        )
 
 
 def _cut(stream: AnswerStream | None) -> str:
@@ -651,6 +693,7 @@ async def run_load(
     input_offset: int = 0,
     should_stop: Callable[[], bool] | None = None,
     keep_gaps: bool = False,
+    cpu_meter: CpuMeter | None = None,
 ) -> LoadResults:
     """Send `payload` to `base_url` under `pattern` (a PayloadSet: each request sends the input its order
     picks, see `PayloadSet.chooser`; every request is built once, before the clock starts); every result (warm-up first, marked) goes into the
@@ -663,7 +706,9 @@ async def run_load(
     `clock_origin` (perf_counter, epoch ms), `worker_offset`, `input_offset` (where in the inputs' order
     this process starts) and `should_stop` are how those processes share one run; a single-process caller
     leaves them alone. `keep_gaps` also keeps each answer's gaps on its result (`itl_s`), for a benchmark
-    that needs every one exactly (memory then grows with the gaps)."""
+    that needs every one exactly (memory then grows with the gaps). `cpu_meter`: read the target's CPU
+    counters at each request's start and end (one process only: several client processes do not share
+    one in-flight count, so their requests carry none)."""
     if pattern.processes > 1 and pattern.concurrency > 1:
         return await _run_in_processes(base_url, template, payload, pattern, on_result)
     url = urlsplit(base_url)
@@ -681,6 +726,7 @@ async def run_load(
     requests = [build_request_bytes(host_header, p) for p in payloads.payloads]
     run = _Run(template, payloads, requests, pattern, on_result)
     run.keep_gaps = keep_gaps
+    run.cpu_meter = cpu_meter
     keep_body = bool(template.check.json_field)
     n_conns = pattern.concurrency
     transport = pattern.transport

@@ -49,6 +49,7 @@ class TargetSpec:
     model: str  # catalog model name, or "" for a foreign image
     weights: str = "random"
     port: int = 8000  # port inside the container
+    extra_ports: tuple[int, ...] = ()  # other ports inside it to publish too (a metrics endpoint's)
     command: list[str] | None = None  # None: the image's default
     env: dict[str, str] = field(default_factory=dict)
     mounts: list[tuple[str, str]] = field(default_factory=list)  # (host path, container path), read-only

@@ -230,8 +230,12 @@ class DockerRuntime:
                 host_port = free_port() if publish else spec.port
                 name = _container_name(spec.session_id)
                 kwargs["name"] = name
+                extra = {p: free_port() for p in spec.extra_ports} if publish else {}
                 if publish:
-                    kwargs["ports"] = {f"{spec.port}/tcp": (LOOPBACK, host_port)}
+                    kwargs["ports"] = {
+                        f"{spec.port}/tcp": (LOOPBACK, host_port),
+                        **{f"{p}/tcp": (LOOPBACK, hp) for p, hp in extra.items()},
+                    }
                 t0 = time.perf_counter()
                 try:
                     container = await settle(asyncio.to_thread(self.client.containers.create, **kwargs))
@@ -274,6 +278,8 @@ class DockerRuntime:
             phases[ColdStartPhaseName.START] = t_start
             await report_phase(on_phase, ColdStartPhaseName.START, t_start, "")
             facts.update(container_id=container.id, container_name=name, host_port=host_port)
+            if extra:  # container port -> the host port it is published on (a metrics endpoint's)
+                facts["published_ports"] = {str(p): hp for p, hp in extra.items()}
             return Launched(container, host_port, started_epoch, phases, facts, enforced)
         except TargetFailed as exc:
             if container is not None:

@@ -132,6 +132,30 @@ PROMPT_CELL_COLUMNS: tuple[str, ...] = (
 )
 
 
+# What explains a request's time beyond the model (issue 24): the server's own queue time (Server-Timing
+# `queue`), and what the target's CPU did while the request was in flight (`sample.request_cpu`: its share
+# of the cgroup's CPU time, throttled time and throttled periods; empty with `[load] per_request_cgroup =
+# false`, for --url, or where the cgroup cannot be read).
+TAIL_REQUEST_COLUMNS: tuple[str, ...] = ("queue_ms", "cpu_ms", "throttled_ms", "throttled_periods")
+# ... and per cell: CPU time per request, how much of the tail was throttled (the slowest 10% of the timed
+# requests), the p99 of the throttled and unthrottled requests, the verdict in words, and the server's own
+# Prometheus metrics (`server_metrics`: a JSON object {metric: {"mean": ..., "peak": ...}}, empty without
+# `[target] metrics`; one column, so the header never varies with the metrics chosen).
+TAIL_CELL_COLUMNS: tuple[str, ...] = (
+    "queue_ms_mean",
+    "cpu_ms_p50",
+    "cpu_ms_mean",
+    "tail_throttled_share",
+    "p99_throttled_s",
+    "p99_unthrottled_s",
+    "tail_verdict",
+    "server_metrics",
+)
+# server_metrics.csv: the target's Prometheus metrics scraped during each cell (`sample.prometheus`);
+# counters as rates (per second, `metric` suffixed `:rate`), histograms' buckets kept (`le` in labels).
+SERVER_METRIC_COLUMNS: list[str] = ["cell_index", "t_s", "metric", "labels", "value"]
+
+
 # The runs of columns that requests.csv and a cell's settings share (requests.csv interleaves them with
 # the AC-Prof long format's own order).
 _AC_PROF_SETTING = (
@@ -222,6 +246,7 @@ REQUEST_COLUMNS = [
     *GENERATIVE_REQUEST_COLUMNS,
     "shared_prefix_tokens",
     *PROMPT_REQUEST_COLUMNS,
+    *TAIL_REQUEST_COLUMNS,
 ]
 
 
@@ -236,6 +261,7 @@ LOAD_GENERATOR_COLUMNS: tuple[str, ...] = (
     *ANSWER_COLUMNS,
     *(c for c in GENERATIVE_REQUEST_COLUMNS if c != GenColumn.OUTPUT_LEN),  # output_len is the cell's
     *PROMPT_REQUEST_COLUMNS,
+    *TAIL_REQUEST_COLUMNS,
 )
 
 
@@ -338,6 +364,7 @@ CELL_COLUMNS = [
     "shared_prefix_tokens",
     *PROMPT_CELL_COLUMNS,
     *SATURATION_COLUMNS,
+    *TAIL_CELL_COLUMNS,
     "status",
     "reason",
 ]

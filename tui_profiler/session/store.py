@@ -43,6 +43,7 @@ from tui_profiler.events import (
     MetaUpdated,
     RequestDone,
     ResourceSample,
+    ServerMetrics,
     SessionFinished,
     SessionStarted,
 )
@@ -55,6 +56,7 @@ from tui_profiler.session.schema import (
     REPETITION_COLUMNS,
     REQUEST_COLUMNS,
     SAMPLE_COLUMNS,
+    SERVER_METRIC_COLUMNS,
     CellStatus,
 )
 
@@ -185,6 +187,7 @@ class SessionStore:
         self.cells = AppendCsv(session_dir / "cells.csv", CELL_COLUMNS)
         self.samples = AppendCsv(session_dir / "samples.csv", SAMPLE_COLUMNS)
         self.capacity: AppendCsv | None = None  # capacity.csv: opened by a search's first row
+        self.server_metrics: AppendCsv | None = None  # server_metrics.csv, from the first scrape on
 
     @classmethod
     def create(
@@ -234,6 +237,16 @@ class SessionStore:
     def write_sample(self, row: dict[str, Any]) -> None:
         self.samples.write(row)
 
+    def write_server_metrics(self, event: ServerMetrics) -> None:
+        """server_metrics.csv rows of one scrape (the file is made by the first scrape of a session)."""
+        if self.server_metrics is None:
+            self.server_metrics = AppendCsv(self.dir / "server_metrics.csv", SERVER_METRIC_COLUMNS)
+        for metric, labels, value in event.rows:
+            self.server_metrics.write(
+                {"cell_index": event.cell_index, "t_s": event.t_s, "metric": metric, "labels": labels,
+                 "value": value}
+            )  # fmt: skip
+
     def set_aside(self, cell_index: int) -> None:
         """Move the rows of a cell that is about to run again (its earlier try was cut short) to
         *.partial.csv, as a resume does."""
@@ -276,7 +289,7 @@ class SessionStore:
         _write_json_atomic(self.dir / "meta.json", self.meta)
 
     def close(self) -> None:
-        for f in (self.requests, self.samples, self.cells, self.capacity):
+        for f in (self.requests, self.samples, self.cells, self.capacity, self.server_metrics):
             if f is None:
                 continue
             try:
@@ -344,6 +357,8 @@ class SessionWriter:
             self._request(event)
         elif isinstance(event, ResourceSample):
             self._sample(event)
+        elif isinstance(event, ServerMetrics):
+            self._open().write_server_metrics(event)
         elif isinstance(event, CellStarted):
             self._cell_started(event)
         elif isinstance(event, CellFinished):

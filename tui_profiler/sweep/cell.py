@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from tui_profiler.load.inputs import PayloadSet
     from tui_profiler.sample import SamplerSummary
     from tui_profiler.sample.contention import CpuWindow
+    from tui_profiler.sample.prometheus import MetricsScraper
+    from tui_profiler.sample.request_cpu import RequestCpuMeter
 
 # What the cells after the first of a group say when its container did not start.
 CONTAINER_DID_NOT_START = "container did not start"
@@ -88,6 +90,7 @@ def finish_cell(
     target_facts: dict[str, Any] | None = None,
     load_shape: LoadShape | None = None,
     cpu_window: CpuWindow | None = None,
+    server_metrics: dict[str, dict[str, float | None]] | None = None,
 ) -> None:
     """The cell's end: its cells.csv row, carried by `CellFinished`; a warning first when the row says the
     cell was saturated (`sweep.saturation`), so both front ends say so. `results`: the load generator's
@@ -109,6 +112,7 @@ def finish_cell(
         cpu_window=cpu_window,
         stop_reason=getattr(results, "stop_reason", ""),
         itl=getattr(results, "itl", None),
+        server_metrics=server_metrics,
     )
     if row.get("saturation"):
         place.log(
@@ -281,7 +285,7 @@ async def run_cell(
     finish_cell(ctx, place, setting, results, status=status, reason=reason, sampled=sampled, cold=cold,
                 measures_cold_start=measures_cold_start, load_wall_s=measured.wall_s,
                 target_facts=target.facts, load_shape=measured.shape,
-                cpu_window=measured.cpu_window)  # fmt: skip
+                cpu_window=measured.cpu_window, server_metrics=measured.server_metrics)  # fmt: skip
     return not is_alive
 
 
@@ -325,6 +329,7 @@ class _Measured:
     sampled: SamplerSummary | None
     shape: LoadShape
     cpu_window: CpuWindow | None
+    server_metrics: dict[str, dict[str, float | None]] | None = None  # scraped: each metric's mean and peak
 
 
 async def _measure(
@@ -362,12 +367,16 @@ async def _measure(
     # built here, on the event loop's thread (the thread it watches); its reads run in a thread
     probe = CpuProbe(cpuset_cores(target.enforced.cpuset) if target.enforced.cpuset else None)
     before = await asyncio.to_thread(probe.snapshot)
+    meter = _request_cpu_meter(ctx, target)
+    scraper = _metrics_scraper(ctx, place, cell, target)
+    if scraper is not None:
+        scraper.start()
     results: list[RequestResult] = []
     load_error = ""
     t0 = time.perf_counter()
     try:
         results = await ctx.control.interruptible(
-            run_load(target.base_url, ctx.template, payloads, pattern, events)
+            run_load(target.base_url, ctx.template, payloads, pattern, events, cpu_meter=meter)
         )
     except Stopped:
         if sampler is not None:
@@ -379,7 +388,15 @@ async def _measure(
         load_error = f"load generator: {type(exc).__name__}: {exc}"
         results = LoadResults()
         results.stop_reason = StopReason.ERRORS
+    finally:
+        if meter is not None:
+            meter.close()
+        server_metrics = await scraper.stop() if scraper is not None else None
     load_wall = time.perf_counter() - t0
+    if scraper is not None and scraper.failures:
+        place.log(
+            "warning", f"metrics: {scraper.failures} scrape(s) failed, last: {scraper.last_error}", cell.index
+        )
     after = await asyncio.to_thread(probe.snapshot)
     cpu_window: CpuWindow | None = None
     try:
@@ -392,4 +409,43 @@ async def _measure(
             sampled = await sampler.stop()
         except Exception as exc:
             place.log("warning", f"sampler: {exc}", cell.index)
-    return _Measured(results, load_error, load_wall, sampled, shape, cpu_window)
+    return _Measured(results, load_error, load_wall, sampled, shape, cpu_window, server_metrics)
+
+
+def _request_cpu_meter(ctx: SweepContext, target: RunningTarget) -> RequestCpuMeter | None:
+    """The per-request reader of the target's CPU counters (`sample.request_cpu`), None when turned off
+    (`[load] per_request_cgroup = false`), for --url (no cgroup of ours), or when the cgroup cannot be read
+    from here (on a fleet the measuring container reads it through its read-only mount)."""
+    if ctx.url or not getattr(ctx.preset.load, "per_request_cgroup", True):
+        return None
+    from tui_profiler.sample.request_cpu import RequestCpuMeter
+
+    return RequestCpuMeter.open(target.sample_target().cgroup)
+
+
+def _metrics_scraper(
+    ctx: SweepContext, place: Placement, cell: Cell, target: RunningTarget
+) -> MetricsScraper | None:
+    """The scraper of the target's Prometheus endpoint (`[target] metrics`), None without one. Its port:
+    the serving one (the target's own address), or another published beside it (the docker runtime's
+    `published_ports`), or that port on the target's host (the process runtime)."""
+    from urllib.parse import urlsplit
+
+    from tui_profiler.sample.prometheus import MetricsScraper
+
+    config = target_config(ctx.preset)
+    metrics = config.metrics
+    if metrics is None:
+        return None
+    url = urlsplit(target.base_url)
+    host, port = url.hostname or "127.0.0.1", url.port
+    if metrics.port is not None and metrics.port != config.port:
+        published = target.facts.get("published_ports") or {}
+        port = published.get(str(metrics.port), metrics.port)
+    return MetricsScraper(
+        f"{url.scheme}://{host}:{port}{metrics.path}",
+        interval_s=metrics.interval_s,
+        include=metrics.include,
+        cell_index=cell.index,
+        emit=place.emit,
+    )

@@ -349,6 +349,7 @@ def cell_row(
     cpu_window: CpuWindow | None = None,
     stop_reason: str = "",
     itl: BatchedHistogram | None = None,
+    server_metrics: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> dict[str, Any]:
     """The cell's cells.csv row. `results`: all of them, warm-up included; `sampled`: the resource sampler's
     summary (None: no sampler, or it failed); `cold`: its container's cold start (None: not measured);
@@ -357,7 +358,9 @@ def cell_row(
     `load_shape`, `cpu_window`: how the load was sent and who had the CPUs meanwhile, for the saturation
     columns (`load_shape` None: the load never ran).
     `stop_reason` / `itl`: the load generator's (`LoadResults`): why the load ended ("": it failed or never
-    ran) and the pooled inter-token gaps (None: pooled here from results that carry theirs)."""
+    ran) and the pooled inter-token gaps (None: pooled here from results that carry theirs);
+    `server_metrics`: the scraped metrics' mean and peak
+    (`sample.prometheus`; None: not scraped)."""
     timed = [r for r in results if not r.warmup]
     ok_lat = [r.latency_s for r in timed if r.ok and r.latency_s is not None]
     s = summarise(ok_lat)
@@ -399,6 +402,7 @@ def cell_row(
         **generative_columns(timed, slo, itl),
         **prompt_columns(setting, results),
         **saturation_row(setting, results, sampled, profiling_url, load_shape, cpu_window),
+        **tail_columns(setting, timed, server_metrics),
         "status": status,
         "reason": reason,
     }
@@ -424,3 +428,93 @@ def saturation_row(
             "--url: the target's CPU is not measured" if profiling_url else "the target's CPU was not sampled"
         )
     return saturation_columns(results, load_shape, cpu_window, TargetCpu(used, cap, why))
+
+
+# --------------------------------------------------------------------------- the tail, explained (issue 24)
+
+TAIL_FRACTION = 0.10  # "the tail": the slowest 10% of a cell's timed requests (at least one)
+BINDS_SHARE = 0.5  # the quota "binds" when at least half of the tail was throttled
+
+
+def _throttled(r: RequestResult) -> bool | None:
+    """Whether the cgroup was throttled while the request was in flight; None: not measured."""
+    if r.throttled_periods is None:
+        return None
+    return r.throttled_periods > 0
+
+
+def tail_columns(
+    setting: CellSetting,
+    timed: Sequence[RequestResult],
+    server_metrics: Mapping[str, Mapping[str, float | None]] | None = None,
+) -> dict[str, Any]:
+    """What explains the cell's tail (session.schema.TAIL_CELL_COLUMNS), over its answered timed requests:
+    CPU time per request (`cpu_ms_p50`, `cpu_ms_mean`), the share of the slowest TAIL_FRACTION that were
+    throttled, the p99 of the throttled and of the unthrottled requests, the server's mean queue time,
+    the verdict in words (`tail_verdict`) and the scraped server metrics (a JSON object). None where not
+    measured: no per-request CPU (turned off, --url), no Server-Timing queue, no scrape."""
+    import json
+    import math
+
+    ok = [r for r in timed if r.ok and r.latency_s is not None]
+    cpu = [r.cpu_ms for r in ok if r.cpu_ms is not None]
+    queue = [r.queue_ms for r in ok if r.queue_ms is not None]
+    known = [r for r in ok if _throttled(r) is not None]
+    share = p99_thr = p99_unthr = None
+    if known:
+        by_latency = sorted(known, key=lambda r: r.latency_s or 0.0, reverse=True)
+        slow = by_latency[: max(1, math.ceil(TAIL_FRACTION * len(by_latency)))]
+        share = sum(1 for r in slow if _throttled(r)) / len(slow)
+        thr = [r.latency_s for r in known if _throttled(r) and r.latency_s is not None]
+        unthr = [r.latency_s for r in known if not _throttled(r) and r.latency_s is not None]
+        p99_thr, p99_unthr = percentile(thr, 99), percentile(unthr, 99)
+    return {
+        "queue_ms_mean": sum(queue) / len(queue) if queue else None,
+        "cpu_ms_p50": percentile(cpu, 50),
+        "cpu_ms_mean": sum(cpu) / len(cpu) if cpu else None,
+        "tail_throttled_share": share,
+        "p99_throttled_s": p99_thr,
+        "p99_unthrottled_s": p99_unthr,
+        "tail_verdict": tail_verdict(ok, setting.cell.cpus),
+        "server_metrics": json.dumps(server_metrics, sort_keys=True) if server_metrics else None,
+    }
+
+
+def tail_verdict(ok: Sequence[RequestResult], cpu_cap: float | None) -> str | None:
+    """One line saying what the cell's tail was: "p99 +48 ms over p50: 9 of the 10 slowest requests were
+    throttled — the 0.5-CPU quota binds"; the slowest requests' queue time when the server reports one.
+    None when neither throttling nor queue time was measured, or below two answers."""
+    import math
+
+    from tui_profiler.formatting import latency, number
+
+    lat = [r.latency_s for r in ok if r.latency_s is not None]
+    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+    known = [r for r in ok if _throttled(r) is not None]
+    queued = [r for r in ok if r.queue_ms is not None]
+    if p50 is None or p99 is None or len(lat) < 2 or not (known or queued):
+        return None
+    head = f"p99 +{latency(max(0.0, p99 - p50))} over p50"
+    by_latency = sorted(ok, key=lambda r: r.latency_s or 0.0, reverse=True)
+    slow = by_latency[: max(1, math.ceil(TAIL_FRACTION * len(by_latency)))]
+    parts: list[str] = []
+    if known:
+        slow_known = [r for r in slow if _throttled(r) is not None]
+        k = sum(1 for r in slow_known if _throttled(r))
+        n = len(slow_known)
+        quota = f"the {number(cpu_cap)}-CPU quota" if cpu_cap is not None else "the CPU quota"
+        slowest = "slowest request was" if n == 1 else f"{n} slowest requests were"
+        if k == 0:
+            anywhere = sum(1 for r in known if _throttled(r))
+            also = f" ({anywhere} of all {len(known)} were)" if anywhere else ""
+            none = "the slowest request was not" if n == 1 else f"none of the {n} slowest requests was"
+            parts.append(f"{none} throttled{also} — not {quota}")
+        elif n and k / n >= BINDS_SHARE:
+            parts.append(f"{k} of the {slowest} throttled — {quota} binds")
+        else:
+            parts.append(f"{k} of the {slowest} throttled — throttling explains part of the tail")
+    slow_queue = [r.queue_ms for r in slow if r.queue_ms is not None]
+    if slow_queue:
+        mean_q = sum(slow_queue) / len(slow_queue) / 1000.0
+        parts.append(f"the slowest waited {latency(mean_q)} in the server's queue on average")
+    return f"{head}: " + "; ".join(parts)

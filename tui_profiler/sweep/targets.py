@@ -39,6 +39,13 @@ def target_config(preset: Preset) -> TargetConfig:
     return preset.target or TargetConfig()
 
 
+def metrics_ports(preset: Preset) -> tuple[int, ...]:
+    """The port of the target's metrics endpoint when it is not the serving port (published too)."""
+    target = target_config(preset)
+    port = target.metrics.port if target.metrics is not None else None
+    return (port,) if port is not None and port != target.port else ()
+
+
 def readiness(preset: Preset) -> ReadinessConfig:
     return target_config(preset).readiness
 
@@ -147,6 +154,7 @@ def target_spec(preset: Preset, cell: Cell, *, image: str, session_id: str) -> T
         model=preset.model,
         weights=preset.weights,
         port=target_config(preset).port,
+        extra_ports=metrics_ports(preset),
         command=server_command(preset),
         env=env,
         mounts=t.mount_pairs() if t is not None else [],

@@ -25,6 +25,7 @@ from tui_profiler.events import (
     LogMessage,
     RequestDone,
     ResourceSample,
+    ServerMetrics,
     SessionFinished,
     SessionStarted,
 )
@@ -84,6 +85,9 @@ class LiveState:
     mem: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
     vram: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
     gpu_util: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    # the first scraped server metric ([target] metrics): its name and values (the unlabelled or first series)
+    server_metric: str = ""
+    server_values: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
     last_sample: ResourceSample | None = None
     finished_cells: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CELL_ROWS))
     logs: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
@@ -140,6 +144,15 @@ class LiveState:
             self.vram.append((event.t_s, event.vram_bytes))
             self.gpu_util.append((event.t_s, event.gpu_util_pct))
             return
+        if isinstance(event, ServerMetrics):
+            if event.cell_index != self.current_index or not event.rows:
+                return
+            if not self.server_metric:
+                self.server_metric = str(event.rows[0][0])
+            value = next((float(v) for m, _, v in event.rows if m == self.server_metric), None)
+            if value is not None:
+                self.server_values.append((event.t_s, value))
+            return
         if isinstance(event, SessionStarted):
             self.session_id = event.session_id
             self.session_dir = event.session_dir
@@ -173,6 +186,7 @@ class LiveState:
             self.cpu.clear()
             self.mem.clear()
             self.vram.clear()
+            self.server_values.clear()
             self.gpu_util.clear()
             self.last_sample = None
             self.cell_requests = 0
@@ -210,6 +224,9 @@ class LiveState:
             tail = f": {event.reason}" if event.reason else ""
             where = f" on {event.host}" if event.host else ""
             self.log(level, f"cell {event.cell_index + 1}{where} {event.status}{tail}")
+            explained = formatting.tail_line(row)  # CPU per request, throttling, the server's queue
+            if explained:
+                self.log("info", f"cell {event.cell_index + 1} tail: {explained}")
         elif isinstance(event, LogMessage):
             self.log(event.level, event.text)
         elif isinstance(event, SessionFinished):

@@ -260,6 +260,12 @@ class LiveScreen(Screen[None]):
             if util:
                 lines.append(Line("util %", [p[0] for p in util], [p[1] for p in util], color="orange"))
             gpu.show_lines(lines, title="GPU: VRAM (MiB) and utilisation (%)")
+        elif state.server_values:  # no GPU: the target's first scraped metric ([target] metrics) instead
+            points = list(state.server_values)
+            gpu.show_lines(
+                [Line(state.server_metric, [p[0] for p in points], [p[1] for p in points], color="cyan")],
+                title=f"server: {state.server_metric} (its /metrics)",
+            )
         else:
             gpu.show_unavailable(
                 "VRAM and GPU utilisation: not available" if state.cpu else "waiting for samples", title="GPU"

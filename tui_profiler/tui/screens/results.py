@@ -261,9 +261,11 @@ class ResultsScreen(Screen[None]):
         reason = record.get("saturation_reason")
         saturated = f" · saturated ({flags}): {reason}" if flags and isinstance(reason, str) else ""
         saturated = saturated or (f" · saturated ({flags})" if flags else "")
+        explained = formatting.tail_line(record)  # CPU per request and the tail's verdict
+        tail = f" · {explained}" if explained else ""
         plot.show_values(
             values,
-            title=f"cell {int(index) + 1}: {label} · {len(values)} timed requests{saturated} "
+            title=f"cell {int(index) + 1}: {label} · {len(values)} timed requests{saturated}{tail} "
             "(↑/↓ in Cells picks the cell)",
         )
 
