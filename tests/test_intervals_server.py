@@ -1,6 +1,6 @@
 """Percentile intervals and `[load.stop]` through the real load generator (`run_load`) against a stdlib
-HTTP server whose service times are drawn from a known, seeded distribution. The server (this file, run as
-a script) serves one request at a time in arrival order (a FIFO ticket lock): at concurrency 1 latencies
+HTTP server whose service times are drawn from a known, seeded distribution. The server (`testing.known_server`)
+serves one request at a time in arrival order (FIFO, on a fixed schedule): at concurrency 1 latencies
 are independent draws; at concurrency c they queue, and each latency is the sum of c consecutive service
 times (the dependence the intervals must count).
 
@@ -13,13 +13,7 @@ server reports in its Server-Timing header). An interval covers the truth when i
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from statistics import NormalDist
 
 import numpy as np
@@ -29,88 +23,24 @@ from tui_profiler.load.client import run_load
 from tui_profiler.load.inputs import InputSpec
 from tui_profiler.load.patterns import LoadPattern, StopWhenStable
 from tui_profiler.load.template import build_payload, default_template
-from tui_profiler.runtime.common import free_port
 from tui_profiler.stats import StopGoal, quantile
 from tui_profiler.sweep.outcome import interval_columns
+from tui_profiler.testing.known_server import known_server
 
 MEDIAN_S = 0.02  # service times: lognormal, this median (large against the box's scheduling noise)
 SIGMA = 0.5
 
 
-# -- the server (run as a script: python tests/test_intervals_server.py PORT SEED SIGMA) -------------------------
-
-
-def serve(port: int, seed: int, sigma: float) -> None:
-    rng = np.random.default_rng(seed)
-    turn = threading.Condition()
-    tickets = {"next": 0, "serving": 0}
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
-
-        def log_message(self, *args: object) -> None:
-            return
-
-        def do_GET(self) -> None:  # readiness
-            self._answer(b"ok", "")
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with turn:  # FIFO: one at a time, in arrival order
-                ticket = tickets["next"]
-                tickets["next"] += 1
-                turn.wait_for(lambda: tickets["serving"] == ticket)
-                drawn = float(rng.lognormal(math.log(MEDIAN_S), sigma))
-            t0 = time.perf_counter()
-            time.sleep(drawn)
-            served = time.perf_counter() - t0
-            with turn:
-                tickets["serving"] += 1
-                turn.notify_all()
-            # decode: the drawn service time; infer: the time actually served (ms)
-            self._answer(b'{"ok": true}', f"decode;dur={drawn * 1000:.6f}, infer;dur={served * 1000:.6f}")
-
-        def _answer(self, body: bytes, timing: str) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            if timing:
-                self.send_header("Server-Timing", timing)
-            self.end_headers()
-            self.wfile.write(body)
-
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-
-
-def _start(seed: int, sigma: float) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, str(port), str(seed), str(sigma)])
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    yield from _start(seed=20, sigma=SIGMA)
+    with known_server(f"lognormal:{MEDIAN_S}:{SIGMA}", seed=20) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
 def narrow_server() -> Iterator[str]:
-    yield from _start(seed=21, sigma=0.05)
+    with known_server(f"lognormal:{MEDIAN_S}:0.05", seed=21) as base:
+        yield base
 
 
 async def _cell(base: str, **pattern: object) -> list:  # type: ignore[type-arg]
@@ -203,7 +133,3 @@ async def test_load_stop_in_an_open_loop_and_over_several_processes(narrow_serve
     )  # fmt: skip
     assert split.stop_reason == "converged"  # type: ignore[attr-defined]
     assert sum(not r.warmup for r in split) < 3000
-
-
-if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tui_profiler.host import cpu_times
-from tui_profiler.runtime.common import free_port
+from tui_profiler.testing.known_server import known_server
 
 REPO = Path(__file__).resolve().parent.parent
 CORES = sorted(os.sched_getaffinity(0))
@@ -29,36 +29,6 @@ two_cores = pytest.mark.skipif(
     len(CORES) < 2, reason="needs two cores: one for the client, one for the server"
 )
 
-# A stdlib server: each POST answers after sleeping base + step * (its number), under one lock when
-# `serial` (one request at a time). TCP_NODELAY: without it Nagle's algorithm and delayed ACKs add 40 ms.
-SERVER = """
-import sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-port, base, step = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-count, lock = [0], threading.Lock()
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        with lock:
-            i = count[0]
-            count[0] += 1
-        if base + step * i > 0:
-            time.sleep(base + step * i)
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-"""
 BUSY = "while True: pass"
 
 
@@ -81,23 +51,11 @@ def _procs(*argvs: list[str], cores: set[int] | None = None) -> Iterator[list[su
 
 
 @contextmanager
-def _server(tmp_path: Path, base_s: float, step_s: float, cores: set[int] | None = None) -> Iterator[str]:
-    script = tmp_path / "server.py"
-    script.write_text(SERVER)
-    port = free_port()
-    with _procs([sys.executable, str(script), str(port), str(base_s), str(step_s)], cores=cores):
-        deadline = time.monotonic() + 20
-        import urllib.request
-
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+def _server(base_s: float, step_s: float, cores: set[int] | None = None) -> Iterator[str]:
+    """A server whose k-th answer takes base + step * k seconds, requests side by side
+    (`testing.known_server`), pinned to `cores`."""
+    with known_server(f"rising:{base_s}:{step_s}", serial=False, cores=cores) as url:
+        yield url
 
 
 def _run(
@@ -147,7 +105,7 @@ def test_a_client_pinned_beside_a_busy_loop_that_cannot_keep_up_is_flagged(tmp_p
     answers/s of ~4950 scheduled."""
     client_core, server_core = {CORES[0]}, {CORES[1]}
     with (
-        _server(tmp_path, 0.0, 0.0, cores=server_core) as url,
+        _server(0.0, 0.0, cores=server_core) as url,
         _procs([sys.executable, "-c", BUSY], cores=client_core),
     ):
         row = _run(
@@ -171,7 +129,7 @@ def test_a_comfortable_client_on_the_same_core_is_not_flagged(tmp_path: Path) ->
     53 ms (the limit: two gaps, 100 ms), 19.19 answers/s of 19.14 scheduled."""
     client_core, server_core = {CORES[0]}, {CORES[1]}
     with (
-        _server(tmp_path, 0.0, 0.0, cores=server_core) as url,
+        _server(0.0, 0.0, cores=server_core) as url,
         _procs([sys.executable, "-c", BUSY], cores=client_core),
     ):
         row = _run(
@@ -197,9 +155,9 @@ def test_a_server_whose_service_time_grows_is_flagged_and_a_steady_one_is_not(tm
     a, b = tmp_path / "growing", tmp_path / "steady"
     a.mkdir()
     b.mkdir()
-    with _server(a, 0.002, 0.00005) as url:
+    with _server(0.002, 0.00005) as url:
         growing = _run(a, ["--url", url, *args])
-    with _server(b, 0.005, 0.0) as url:
+    with _server(0.005, 0.0) as url:
         steady = _run(b, ["--url", url, *args])
     assert "server" in growing["saturation"].split("+"), growing
     assert _f(growing, "latency_trend") >= 0.25

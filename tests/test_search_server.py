@@ -24,98 +24,26 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import REPO
 from tui_profiler.session.reader import read_rows
+from tui_profiler.testing.known_server import known_server, served
 
 SERVICE_S = 0.050
 K = 3
 
 
-class _FifoServer:
-    """One request at a time, in arrival order, each taking `service_s`."""
-
-    def __init__(self, service_s: float) -> None:
-        self.service_s = service_s
-        self.queue: queue.Queue[threading.Event] = queue.Queue()
-        self.served = 0
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._serve, daemon=True)
-        self._worker.start()
-
-    def _serve(self) -> None:
-        end = 0.0
-        while not self._stop.is_set():
-            try:
-                done = self.queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            end = max(time.perf_counter(), end) + self.service_s
-            delay = end - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            self.served += 1
-            done.set()
-
-    def handle(self) -> None:
-        done = threading.Event()
-        self.queue.put(done)
-        done.wait()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-def _handler(fifo: _FifoServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # else the body waits ~40 ms for the headers' delayed ACK
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            fifo.handle()
-            self._answer(b'{"ok": true}')
-
-        def do_GET(self) -> None:
-            self._answer(b"{}")
-
-        def _answer(self, body: bytes) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
 @pytest.fixture()
-def fifo_server() -> Iterator[tuple[str, _FifoServer]]:
-    fifo = _FifoServer(SERVICE_S)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fifo))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", fifo
-    finally:
-        server.shutdown()
-        server.server_close()
-        fifo.stop()
+def fifo_server() -> Iterator[str]:
+    """One request at a time, in arrival order, each taking SERVICE_S (`testing.known_server`)."""
+    with known_server(f"fixed:{SERVICE_S}") as url:
+        yield url
 
 
 def _run(url: str, out: Path, *sets: str) -> subprocess.CompletedProcess[str]:
@@ -135,10 +63,8 @@ def _body(out: Path) -> Path:
     return path
 
 
-def test_find_max_load_finds_the_largest_concurrency_within_the_slo(
-    fifo_server: tuple[str, _FifoServer], tmp_path: Path
-) -> None:
-    url, fifo = fifo_server
+def test_find_max_load_finds_the_largest_concurrency_within_the_slo(fifo_server: str, tmp_path: Path) -> None:
+    url = fifo_server
     bound = (K + 0.5) * SERVICE_S
     done = _run(
         url,
@@ -166,14 +92,12 @@ def test_find_max_load_finds_the_largest_concurrency_within_the_slo(
     meta = json.loads((session / "meta.json").read_text())
     assert meta["search"]["percentile"] == 50.0 and meta["cells_finished"] == 4
     assert "capacity" in done.stdout and "searching" in done.stdout
-    assert fifo.served == sum(int(c["n"]) + int(c["warmup_n"]) for c in cells)
+    assert served(url) == sum(int(c["n"]) + int(c["warmup_n"]) for c in cells)
 
 
 @pytest.mark.slow
-def test_find_max_load_finds_the_rate_capacity_of_an_open_loop(
-    fifo_server: tuple[str, _FifoServer], tmp_path: Path
-) -> None:
-    url, _ = fifo_server
+def test_find_max_load_finds_the_rate_capacity_of_an_open_loop(fifo_server: str, tmp_path: Path) -> None:
+    url = fifo_server
     n = 40
     done = _run(
         url,

@@ -1,9 +1,8 @@
 """Stop benchmark: what `[load.stop]` saves, and what judging it costs.
 
-A local server (`python -m tui_profiler.bench.stop PORT`, stdlib, its own process) serves one request at a
-time with a service time drawn from a lognormal whose spread the path names (`/predict/0.6`): three
-"cells" of the same median (2 ms) and spreads 0.1, 0.3, 0.6, so a percentile's interval narrows at very
-different rates. Measured, in one run:
+Three local servers (`testing.known_server`, each its own process) serve one request at a time with
+service times drawn from lognormals of the same median (2 ms) and spreads 0.1, 0.3, 0.6: three "cells"
+whose percentile intervals narrow at very different rates. Measured, in one run:
 - with `[load.stop]` (p50 within ±5%, 95%): the timed requests and wall time each cell took;
 - with a fixed count chosen so that every cell reaches that width: the count the noisiest cell needed,
   for every cell (a preset with one `requests` must pick it);
@@ -14,82 +13,20 @@ different rates. Measured, in one run:
 
 from __future__ import annotations
 
-import math
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 from tui_profiler.bench.core import BenchReport, measured, median, ratio
+from tui_profiler.testing.known_server import known_server
 
 MEDIAN_S = 0.002
 SPREADS = (0.1, 0.3, 0.6)
 GOAL = ("p50", 0.05)
 
 
-def serve(port: int) -> None:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
-
-        def log_message(self, *args: object) -> None:
-            return
-
-        def do_GET(self) -> None:
-            self._answer()
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            sigma = float(self.path.rsplit("/", 1)[-1])
-            with lock:  # one at a time
-                time.sleep(float(rng.lognormal(math.log(MEDIAN_S), sigma)))
-            self._answer()
-
-        def _answer(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-
-
-@contextmanager
-def _server() -> Iterator[str]:
-    from tui_profiler.runtime.common import free_port
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tui_profiler.bench.stop", str(port)])
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _cell(base: str, sigma: float, *, requests: int, stop: bool) -> tuple[int, float]:
-    from dataclasses import replace
+def _cell(base: str, *, requests: int, stop: bool) -> tuple[int, float]:
 
     from tui_profiler.load.client import run, run_load
     from tui_profiler.load.inputs import InputSpec
@@ -98,10 +35,7 @@ def _cell(base: str, sigma: float, *, requests: int, stop: bool) -> tuple[int, f
     from tui_profiler.stats import StopGoal
 
     tpl = default_template()
-    payload = replace(
-        build_payload(InputSpec(kind="tensor", base_size=(16,), dtype="float32"), tpl),
-        path=f"/predict/{sigma}",
-    )
+    payload = build_payload(InputSpec(kind="tensor", base_size=(16,), dtype="float32"), tpl)
     goals = (StopGoal(GOAL[0], GOAL[1], min_requests=20),) if stop else ()
     pattern = LoadPattern(concurrency=1, requests=requests, warmup=2, stop_goals=goals, transport="raw")
     t0 = time.perf_counter()
@@ -126,11 +60,12 @@ def run_stop_bench(report: BenchReport, *, quick: bool, say: Callable[[str], Non
     rounds = 1 if quick else 3
     cap = 1500 if quick else 4000
     per_round: list[dict[str, Any]] = []
-    with _server() as base:
+    with ExitStack() as servers:
+        bases = {s: servers.enter_context(known_server(f"lognormal:{MEDIAN_S}:{s}")) for s in SPREADS}
         for i in range(rounds):
-            stopped = {s: _cell(base, s, requests=cap, stop=True) for s in SPREADS}
+            stopped = {s: _cell(bases[s], requests=cap, stop=True) for s in SPREADS}
             fixed_n = max(n for n, _ in stopped.values())
-            fixed = {s: _cell(base, s, requests=fixed_n, stop=False) for s in SPREADS}
+            fixed = {s: _cell(bases[s], requests=fixed_n, stop=False) for s in SPREADS}
             per_round.append({"stopped": stopped, "fixed_n": fixed_n, "fixed": fixed})
             say(f"stop: round {i + 1}/{rounds}: " + ", ".join(f"σ={s}: {stopped[s][0]}" for s in SPREADS))
     add = report.measures.append
@@ -157,7 +92,3 @@ def run_stop_bench(report: BenchReport, *, quick: bool, say: Callable[[str], Non
         f"one-at-a-time stdlib server, service lognormal (median {MEDIAN_S * 1e3:g} ms, σ {SPREADS}); "
         f"goal p50 ±{GOAL[1]:.0%} at 95%, cap {cap}; {rounds} round(s)",
     )
-
-
-if __name__ == "__main__":
-    serve(int(sys.argv[1]))
