@@ -39,7 +39,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[server,test]'
 if [ "$(id -u)" = 0 ]; then
   step "debian packages the tests use"
   need=()
-  for p in debootstrap docker-registry tmux wrk hey nginx-light openssh-server iproute2; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  for p in debootstrap docker-registry tmux wrk hey nginx-light openssh-server iproute2 chromium; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
   if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # No service may start on install (nginx on :80, docker-registry on :5000): tests start their own,
