@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     from tui_profiler.analysis.compare import Comparison
 
-# One colour per session in every plot (plotly's and matplotlib's default cycle, the same hues).
-SESSION_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+from tui_profiler.commands.plot import SESSION_COLOURS  # one colour per session in every plot
+
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 X_NAMES = {"input_scale": "input scale (× base size)", "pixels": "pixels", "token_len": "prompt tokens"}
 
