@@ -45,7 +45,10 @@ def sessions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _rows(base: Path, *others: Path) -> list[compare.Comparison]:
-    return compare.compare_sessions(reader.compare_data(base), [reader.compare_data(o) for o in others])
+    def load(path: Path) -> compare.SessionData:
+        return compare.SessionData(*reader.compare_inputs(path))
+
+    return compare.compare_sessions(load(base), [load(o) for o in others])
 
 
 REQUEST_METRICS = ("p50_s", "p99_s", "throughput_rps")

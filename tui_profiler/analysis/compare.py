@@ -298,7 +298,8 @@ def _group(session: SessionData, columns: Sequence[str]) -> dict[tuple[str, ...]
 
 def _numbers(values: Any) -> np.ndarray:
     arr: np.ndarray = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
-    return arr[np.isfinite(arr)]
+    finite: np.ndarray = arr[np.isfinite(arr)]
+    return finite
 
 
 # ------------------------------------------------------------------------------------------ intervals

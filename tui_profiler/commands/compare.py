@@ -95,7 +95,7 @@ def run_compare(
     paths: Sequence[Path], *, metrics: Sequence[str] | None = None, min_change: float = 0.02
 ) -> list[Comparison]:
     """Read the sessions and compare each later one with the first."""
-    from tui_profiler.analysis.compare import CompareError, compare_sessions
+    from tui_profiler.analysis.compare import CompareError, SessionData, compare_sessions
     from tui_profiler.session import reader
 
     if len(paths) < 2:
@@ -103,7 +103,7 @@ def run_compare(
     for path in paths:
         if not reader.is_session_dir(path):
             raise CompareError(f"{path}: not a session folder (no meta.json, cells.csv or requests.csv)")
-    sessions = [reader.compare_data(p) for p in paths]
+    sessions = [SessionData(*reader.compare_inputs(p)) for p in paths]
     names = [s.name for s in sessions]
     for i, s in enumerate(sessions):  # two folders of the same name from different places: tell them apart
         if names.count(s.name) > 1:

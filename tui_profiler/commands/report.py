@@ -662,11 +662,11 @@ def write_markdown(data: ReportData, out: Path) -> Path:
             if bounded:
                 ax.fill_between(
                     [p.x for p in bounded],
-                    [p.lo for p in bounded],
-                    [p.hi for p in bounded],
+                    [p.lo or 0.0 for p in bounded],
+                    [p.hi or 0.0 for p in bounded],
                     color=colour,
                     alpha=0.15,
-                )  # type: ignore[misc]
+                )
     ax.set_xlabel(X_NAMES.get(data.sessions[0].x_column, data.sessions[0].x_column))
     ax.set_ylabel("p50 latency (s)")
     ax.set_title("p50 latency against input size (bands: 95% intervals)")

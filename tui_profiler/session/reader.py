@@ -27,8 +27,6 @@ from tui_profiler.stats import median
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tui_profiler.analysis.compare import SessionData
-
 # Columns that identify a resource configuration (one line per config in the AC-Prof-style figure).
 CONFIG_COLUMNS = ("cpu_cores", "mem_cap_gb", "gpu_mode")
 # The x axis of the figure, best first.
@@ -344,12 +342,8 @@ def _session_seconds_per_cell(info: SessionInfo) -> float | None:
     return None
 
 
-def compare_data(session: Path) -> SessionData:
-    """A session as `analysis.compare` reads it (`SessionData`): meta.json, cells.csv and the timed,
-    successful requests of requests.csv."""
-    from tui_profiler.analysis.compare import SessionData
-
+def compare_inputs(session: Path) -> tuple[str, dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """What `analysis.compare.SessionData` holds of a session: its name, meta.json, cells.csv and the
+    timed, successful requests of requests.csv."""
     session = Path(session)
-    return SessionData(
-        session.name, _read_meta(session), read_cells(session), timed_ok(read_requests(session))
-    )
+    return session.name, _read_meta(session), read_cells(session), timed_ok(read_requests(session))

@@ -238,10 +238,10 @@ class ResultsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="compare")
     def _compare_worker(self, paths: list[Path]) -> None:
-        from tui_profiler.analysis.compare import CompareError, compare_sessions, summary_line
+        from tui_profiler.analysis.compare import CompareError, SessionData, compare_sessions, summary_line
 
         try:
-            data = [reader.compare_data(p) for p in paths]
+            data = [SessionData(*reader.compare_inputs(p)) for p in paths]
             rows = compare_sessions(data[0], data[1:])
             text: Text | str = Text(summary_line(rows))
         except CompareError as exc:
