@@ -39,8 +39,9 @@ python3 -m pip install -q --disable-pip-version-check -e '.[server,test]'
 if [ "$(id -u)" = 0 ]; then
   step "debian packages the tests use"
   need=()
-  # (g++ and cmake build llama-cpp-python's wheel for the llamacpp stack, once per machine)
-  for p in debootstrap docker-registry tmux wrk hey nginx-light openssh-server iproute2 g++ cmake; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  # (g++ and cmake build llama-cpp-python's wheel for the llamacpp stack, once per machine; chromium opens
+  # `report --html` in the browser test)
+  for p in debootstrap docker-registry tmux wrk hey nginx-light openssh-server iproute2 g++ cmake chromium; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
   if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # No service may start on install (nginx on :80, docker-registry on :5000): tests start their own,

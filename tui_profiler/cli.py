@@ -15,7 +15,7 @@ import sys
 from tui_profiler import __version__
 from tui_profiler.errors import ExitCode, ProfilerError
 
-COMMANDS = ["run", "presets", "images", "clean", "doctor", "fit", "plot", "bench"]
+COMMANDS = ["run", "presets", "images", "clean", "doctor", "fit", "plot", "compare", "report", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,7 @@
 """`tui-profiler plot SESSION_DIR [--out FILE.png|.svg]`: the AC-Prof-style figure (latency against input
 size, one line per resource configuration) and the cold-start breakdown, as an image for reports.
+`plot A B [C ...] --overlay`: the sessions' latency lines in one figure, one colour per session and one line
+style per resource configuration (the first session is the baseline; `tui-profiler compare` judges them).
 
 matplotlib is an optional extra (`pip install 'tui-profiler[plot]'`)."""
 
@@ -20,7 +22,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "session_dir", metavar="SESSION_DIR", help="a session folder (output/<timestamp>-<preset>)"
+        "session_dir",
+        metavar="SESSION_DIR",
+        nargs="+",
+        help="a session folder (output/<timestamp>-<preset>); several with --overlay",
+    )
+    p.add_argument(
+        "--overlay",
+        action="store_true",
+        help="several sessions in one figure: one colour per session, one line style per configuration",
     )
     p.add_argument("--out", default=None, help="image file, .png or .svg (default: SESSION_DIR/figure.png)")
     p.add_argument(
@@ -33,10 +43,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run(args: argparse.Namespace) -> int:
-    session = Path(args.session_dir)
-    out = Path(args.out) if args.out else session / "figure.png"
+    sessions = [Path(s) for s in args.session_dir]
+    session = sessions[0]
     try:
-        path = write_figure(session, out, stat=args.percentile)
+        if len(sessions) > 1 and not args.overlay:
+            raise PlotError("several sessions: add --overlay to draw them in one figure")
+        if args.overlay:
+            out = Path(args.out) if args.out else session / "overlay.png"
+            path = write_overlay(sessions, out, stat=args.percentile)
+        else:
+            out = Path(args.out) if args.out else session / "figure.png"
+            path = write_figure(session, out, stat=args.percentile)
     except PlotError as exc:
         print(f"tui-profiler plot: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -94,6 +111,56 @@ def write_figure(session: Path, out: Path, stat: str = "p50") -> Path:
         ax2.set_title("cold start by phase")
         ax2.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
         ax2.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# One colour per session (matplotlib's default cycle: the same hues as the HTML report's), one line style per
+# resource configuration.
+SESSION_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def write_overlay(sessions: list[Path], out: Path, stat: str = "p50") -> Path:
+    """The sessions' latency-vs-input lines in one figure (`plot A B --overlay`); returns the path."""
+    from tui_profiler.session import reader
+
+    if out.suffix.lower() not in (".png", ".svg"):
+        raise PlotError(f"--out: {out.name} — a .png or .svg file name")
+    for session in sessions:
+        if not reader.is_session_dir(session):
+            raise PlotError(f"{session}: not a session folder (no meta.json, cells.csv or requests.csv)")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotError("needs matplotlib — install it with: pip install 'tui-profiler[plot]'") from None
+    y_col = "mean_s" if stat == "mean" else f"{stat}_s"
+    fig, ax = plt.subplots(figsize=(8, 5))
+    x_names = {"input_scale": "input scale (× base size)", "pixels": "pixels", "token_len": "tokens"}
+    x_label = ""
+    drawn = 0
+    for i, session in enumerate(sessions):
+        x_col, series = reader.scaling_series(reader.read_cells(session), y_col)
+        x_label = x_label or x_names.get(x_col, x_col)
+        for j, s in enumerate(series):
+            colour = SESSION_COLOURS[i % len(SESSION_COLOURS)]
+            style = LINE_STYLES[j % len(LINE_STYLES)]
+            ax.plot(s.x, s.y, style, marker="o", color=colour, label=f"{session.name}: {s.label}")
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise PlotError("no finished cells with latency and input size to plot in these sessions")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(f"{stat} latency (s)")
+    ax.set_title(f"{stat} latency vs input: {len(sessions)} sessions (baseline {sessions[0].name})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

@@ -340,3 +340,10 @@ def _session_seconds_per_cell(info: SessionInfo) -> float | None:
     if not cells.empty and "wall_s" in cells and cells["wall_s"].notna().any():
         return float(cells["wall_s"].dropna().median())
     return None
+
+
+def compare_inputs(session: Path) -> tuple[str, dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """What `analysis.compare.SessionData` holds of a session: its name, meta.json, cells.csv and the
+    timed, successful requests of requests.csv."""
+    session = Path(session)
+    return session.name, _read_meta(session), read_cells(session), timed_ok(read_requests(session))

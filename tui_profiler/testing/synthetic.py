@@ -16,7 +16,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -200,8 +200,10 @@ def _image_sample(cell: Cell, k: int, t: float, rng: random.Random) -> ev.Resour
     )
 
 
-def _image_requests(cell: Cell, run: _Cell, n: int, rng: random.Random) -> Iterator[RequestResult]:
-    base = model_latency(cell.cpus or 1.0, cell.input_scale or 1.0)
+def _image_requests(
+    cell: Cell, run: _Cell, n: int, rng: random.Random, slowdown: float = 1.0
+) -> Iterator[RequestResult]:
+    base = model_latency(cell.cpus or 1.0, cell.input_scale or 1.0) * slowdown
     t = 0.0
     for k in range(n):
         latency = base * math.exp(rng.gauss(0, 0.08))
@@ -214,9 +216,15 @@ def _session_started(name: str, preset: str, n_cells: int) -> ev.SessionStarted:
     return ev.SessionStarted(name, f"output/{name}", preset, "docker", reason, n_cells)
 
 
-def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = None) -> Iterator[ev.Event]:
+def event_stream(
+    n_requests: int = 40,
+    seed: int = 7,
+    failed_cell: int | None = None,
+    slowdown: Mapping[int, float] | None = None,
+) -> Iterator[ev.Event]:
     """A whole small session: 9 cells (3 configs × 3 scales), cold starts, requests, samples, finishes.
-    `failed_cell`: that cell ends OOM-killed."""
+    `failed_cell`: that cell ends OOM-killed; `slowdown`: cell index -> factor on its latencies (a server
+    made slower there)."""
     rng = random.Random(seed)
     cells = image_cells()
     yield _session_started(IMAGE_SESSION, "synthetic", len(cells))
@@ -227,7 +235,9 @@ def event_stream(n_requests: int = 40, seed: int = 7, failed_cell: int | None = 
         run = _Cell(cell, setting, _container_cold_start(), True, [], [], IMAGE_EPOCH_MS)
         yield ev.CellStarted(i, len(cells), cell.as_dict(), eta_s=30.0 * (len(cells) - i))
         yield from _cold_start(cell)
-        yield from _cell_events(run, _image_requests(cell, run, n_requests, rng), 4, rng, _image_sample)
+        factor = (slowdown or {}).get(i, 1.0)
+        requests = _image_requests(cell, run, n_requests, rng, factor)
+        yield from _cell_events(run, requests, 4, rng, _image_sample)
         if failed_cell == i:
             reason = f"OOM kill at {cell.memory_gb} GiB"
             yield ev.LogMessage("error", f"cell {i + 1}: server exited (OOM kill)", i)
@@ -264,9 +274,17 @@ def write_events(root: Path, name: str, events: Iterator[ev.Event], note: str) -
     return session
 
 
-def write_session(root: Path, name: str = IMAGE_SESSION, n_requests: int = 30, seed: int = 7) -> Path:
-    """A complete session folder (requests/cells/samples CSV, meta.json) of `event_stream`'s session."""
-    return write_events(root, name, event_stream(n_requests, seed), "synthetic data for TUI tests")
+def write_session(
+    root: Path,
+    name: str = IMAGE_SESSION,
+    n_requests: int = 30,
+    seed: int = 7,
+    slowdown: Mapping[int, float] | None = None,
+) -> Path:
+    """A complete session folder (requests/cells/samples CSV, meta.json) of `event_stream`'s session.
+    `slowdown`: cell index -> factor on its latencies."""
+    events = event_stream(n_requests, seed, slowdown=slowdown)
+    return write_events(root, name, events, "synthetic data for TUI tests")
 
 
 # ------------------------------------------------------------------------------------------ generative

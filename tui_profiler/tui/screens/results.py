@@ -1,6 +1,8 @@
 """Results screen: sessions in the output folder, their cells, the AC-Prof-style figure, a latency
 histogram per cell, the fitted latency model (when `tui_profiler.analysis.fit` exists), a capacity search's
-answer (capacity.csv, when the session has one) and export."""
+answer (capacity.csv, when the session has one) and export. Space marks sessions: with two or more marked,
+the Compare tab overlays them (one colour per session) with `tui-profiler compare`'s verdicts; `/` filters
+the list (preset, date, host class)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from textual.widgets import (
     DataTable,
     Footer,
     Header,
+    Input,
     Label,
     OptionList,
     Static,
@@ -32,9 +35,32 @@ from tui_profiler.tui.screens.live import CELLS_TABLE_HEADERS, cell_row
 from tui_profiler.tui.widgets.plots import HistogramPlot, Line, LinePlot
 
 X_LABELS = {"input_scale": "input scale", "pixels": "pixels", "token_len": "tokens"}
+# One colour per marked session, in the overlay and on its mark in the list.
+PLOT_COLOURS = ("cyan", "orange", "green", "magenta", "blue", "red")
+SESSION_STYLES = ("cyan", "dark_orange", "green", "magenta", "blue", "red")
+COMPARE_HEADERS = ("session", "cell", "metric", "change [95%]", "verdict", "reason")
+VERDICT_STYLES = {
+    "slower": "bold red",
+    "higher": "bold red",
+    "faster": "bold green",
+    "lower": "bold green",
+    "no detectable change": "dim",
+    "not comparable": "yellow",
+}
+
+
+def session_matches(info: reader.SessionInfo, text: str) -> bool:
+    """The list's filter: every word of `text` in the session's name (its date and preset), preset, status
+    or host class (meta.json's, or the host it ran on)."""
+    if not text:
+        return True
+    hosts = [info.meta.get(k) for k in ("host_class", "hostname", "host")]
+    haystack = " ".join(str(v) for v in (info.name, info.preset, info.status, *hosts) if v).lower()
+    return all(word in haystack for word in text.lower().split())
 
 
 class ResultsScreen(Screen[None]):
+    AUTO_FOCUS = "#session-list"  # not the filter box above it, hidden until `/`
     BINDINGS: ClassVar = [
         Binding("r", "reload", "Reload"),
         Binding("e", "export", "Export CSV"),
@@ -45,21 +71,30 @@ class ResultsScreen(Screen[None]):
         Binding("a", "tab('tab-capacity')", "Capacity", show=False),
         Binding("p", "toggle_percentile", "p50/p99", show=False),
         Binding("t", "tab('tab-tokens')", "Tokens", show=False),
+        Binding("space", "mark", "Mark to compare", show=False),
+        Binding("v", "tab('tab-compare')", "Compare", show=False),
+        Binding("slash", "filter", "Filter", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.session_infos: list[reader.SessionInfo] = []
+        self.session_infos: list[reader.SessionInfo] = []  # the listed ones (the filter's)
+        self.all_sessions: list[reader.SessionInfo] = []
         self.session: reader.SessionInfo | None = None
         self.cells: Any = None
         self._requests: Any = None
         self.y_column = "p50_s"
+        self.marked: list[str] = []  # session names marked to compare, in the order marked (first: baseline)
+        self.filter_text = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="results"):
             with Vertical(id="session-pane"):
                 yield Label("Sessions", classes="pane-title")
+                search = Input(placeholder="filter: preset, date, host class", id="session-filter")
+                search.display = False  # `/` shows it
+                yield search
                 yield OptionList(id="session-list")
                 yield Static("", id="session-meta")
             with TabbedContent(id="result-tabs", initial="tab-cells"):
@@ -80,6 +115,11 @@ class ResultsScreen(Screen[None]):
                     with Vertical():
                         yield Static("", id="capacity-text")
                         yield DataTable(id="capacity-table", cursor_type="row", zebra_stripes=True)
+                with TabPane("Compare", id="tab-compare"):  # two or more sessions marked
+                    with Vertical():
+                        yield LinePlot("sessions overlaid", ylabel="s", id="compare-plot")
+                        yield Static("", id="compare-text")
+                        yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
                 with TabPane("Export", id="tab-export"):
                     yield Static(
                         "Press e to write one merged CSV (and Parquet when pyarrow is installed) "
@@ -91,6 +131,8 @@ class ResultsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#result-cells", DataTable).add_columns(*CELLS_TABLE_HEADERS)
         self.query_one("#capacity-table", DataTable).add_columns(*formatting.CAPACITY_HEADERS)
+        self.query_one("#compare-table", DataTable).add_columns(*COMPARE_HEADERS)
+        self.query_one("#result-tabs", TabbedContent).hide_tab("tab-compare")
         self.action_reload()
 
     def on_screen_resume(self) -> None:
@@ -100,25 +142,128 @@ class ResultsScreen(Screen[None]):
 
     def action_reload(self) -> None:
         output_dir = self.app.output_dir  # type: ignore[attr-defined]
-        self.session_infos = reader.list_sessions(output_dir)
+        self.all_sessions = reader.list_sessions(output_dir)
+        self.session_infos = [i for i in self.all_sessions if session_matches(i, self.filter_text)]
         olist = self.query_one("#session-list", OptionList)
         keep = self.session.name if self.session else None
         olist.clear_options()
         for info in self.session_infos:
-            label = Text(info.name, style="bold")
-            if info.status and info.status != SessionStatus.OK:
-                label.append(f" {info.status}", style="yellow")
-            olist.add_option(Option(label, id=info.name))
+            olist.add_option(Option(self._session_label(info), id=info.name))
         if not self.session_infos:
             self.session = None
+            what = f"no session matches '{self.filter_text}'" if self.all_sessions else "no sessions"
             self.query_one("#session-meta", Static).update(
-                f"no sessions in {output_dir}/ yet — run a preset from Setup (F2)"
+                f"{what} in {output_dir}/ yet — run a preset from Setup (F2)"
+                if not self.all_sessions
+                else f"{what} (/ changes the filter)"
             )
             return
         names = [i.name for i in self.session_infos]
         index = names.index(keep) if keep in names else 0
         olist.highlighted = index
         self.show_session(self.session_infos[index])
+
+    def _session_label(self, info: reader.SessionInfo) -> Text:
+        label = Text()
+        if info.name in self.marked:
+            n = self.marked.index(info.name)
+            label.append("● ", style=SESSION_STYLES[n % len(SESSION_STYLES)])
+        label.append(info.name, style="bold")
+        if info.status and info.status != SessionStatus.OK:
+            label.append(f" {info.status}", style="yellow")
+        return label
+
+    def action_mark(self) -> None:
+        """Mark or unmark the highlighted session for the Compare tab (the first marked is the baseline)."""
+        if self.session is None:
+            return
+        name = self.session.name
+        if name in self.marked:
+            self.marked.remove(name)
+        else:
+            self.marked.append(name)
+        olist = self.query_one("#session-list", OptionList)
+        highlighted = olist.highlighted
+        for i, info in enumerate(self.session_infos):
+            olist.replace_option_prompt_at_index(i, self._session_label(info))
+        olist.highlighted = highlighted
+        self.draw_compare()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#session-filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#session-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self.action_reload()
+
+    @on(Input.Submitted, "#session-filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        box = self.query_one("#session-filter", Input)
+        box.display = bool(event.value.strip())
+        self.query_one("#session-list", OptionList).focus()
+
+    def draw_compare(self) -> None:
+        """The marked sessions overlaid (p50 vs input, one colour per session, one line per session and
+        configuration) and the compare verdicts, in a thread (the verdicts read every request)."""
+        tabs = self.query_one("#result-tabs", TabbedContent)
+        paths = {i.name: i.path for i in self.all_sessions}
+        marked = [paths[n] for n in self.marked if n in paths]
+        if len(marked) < 2:
+            if tabs.active == "tab-compare":
+                tabs.active = "tab-cells"
+            tabs.hide_tab("tab-compare")
+            return
+        tabs.show_tab("tab-compare")
+        plot = self.query_one("#compare-plot", LinePlot)
+        lines: list[Line] = []
+        x_col = ""
+        for n, path in enumerate(marked):
+            x, series = reader.scaling_series(reader.read_cells(path), self.y_column)
+            x_col = x_col or x
+            colour = PLOT_COLOURS[n % len(PLOT_COLOURS)]
+            lines += [
+                Line(f"{path.name}: {s.label}", s.x, s.y, color=colour, marker="braille") for s in series
+            ]
+        name = "p50" if self.y_column == "p50_s" else "p99"
+        if lines:
+            plot.xlabel = X_LABELS.get(x_col, x_col)
+            plot.show_lines(lines, title=f"{name} latency (s): {len(marked)} sessions, one colour each")
+        else:
+            plot.show_unavailable("no finished cells with latency and input size", title="sessions overlaid")
+        self.query_one("#compare-text", Static).update(Text("comparing…", style="dim italic"))
+        self._compare_worker(marked)
+
+    @work(thread=True, exclusive=True, group="compare")
+    def _compare_worker(self, paths: list[Path]) -> None:
+        from tui_profiler.analysis.compare import CompareError, SessionData, compare_sessions, summary_line
+
+        try:
+            data = [SessionData(*reader.compare_inputs(p)) for p in paths]
+            rows = compare_sessions(data[0], data[1:])
+            text: Text | str = Text(summary_line(rows))
+        except CompareError as exc:
+            rows, text = [], Text(exc.one_line(), style="yellow")
+        self.app.call_from_thread(self._show_compare, rows, text)
+
+    def _show_compare(self, rows: list[Any], text: Text | str) -> None:
+        from tui_profiler.analysis.compare import change_text, key_label
+
+        self.query_one("#compare-text", Static).update(text)
+        table = self.query_one("#compare-table", DataTable)
+        table.clear()
+        for r in rows:
+            style = VERDICT_STYLES.get(r.verdict, "")
+            table.add_row(
+                r.session,
+                key_label(r.keys),
+                r.metric,
+                change_text(r) if r.ratio is not None else "",
+                Text(r.verdict, style=style),
+                r.reason,
+            )
 
     @on(OptionList.OptionHighlighted, "#session-list")
     def _session_highlighted(self, event: OptionList.OptionHighlighted) -> None:
@@ -203,6 +348,8 @@ class ResultsScreen(Screen[None]):
         self.y_column = "p99_s" if self.y_column == "p50_s" else "p50_s"
         self.draw_figure()
         self.draw_token_figures()
+        if len(self.marked) >= 2:
+            self.draw_compare()
 
     def draw_token_figures(self) -> None:
         """TTFT and TPOT against prompt length, one line per resource config (generative sessions)."""
