@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from tui_profiler.config import hubs
 from tui_profiler.config.request import FIELD_PATH, RequestConfig
 from tui_profiler.config.types import Integral, OneOrMany, Section, StringTable, Threads, rule
 
@@ -574,6 +575,8 @@ class Preset(BaseModel):
     description: str = ""
     model: str = ""
     weights: Literal["random", "pretrained"] = "random"
+    # hf: / tf: models: what the model does (config.hubs.TASKS); catalog models have their own
+    task: str = ""
     image: str = ""  # server image tag; "" = the built-in model-server image
     server_args: Annotated[list[str], OneOrMany, Field(min_length=1)] = Field(
         default_factory=list, description="extra model-server flags, e.g. the hub entry's"
@@ -604,6 +607,9 @@ class Preset(BaseModel):
         problem = self.request.model_name_problem(self.model)
         if problem is not None:
             raise rule(*problem)
+        task_problem = hubs.task_problem(self.model, self.task) if self.model else None
+        if task_problem is not None:
+            raise rule("task", self.task, task_problem)
         return self
 
     @property
