@@ -56,6 +56,8 @@ step "base image"
 bash scripts/base-image.sh
 step "server image"
 tui-profiler images build
+step "server image, TensorFlow variant (tf: models; ~3 min the first time, then cached)"
+tui-profiler images build --variant tf
 step "serving stacks (MLServer, LitServe from PyPI on the torch layer; ~2 min the first time, then cached)"
 bash scripts/stacks.sh
 

@@ -25,7 +25,7 @@ from tests.conftest import REPO, needs, session_label_value
 
 pytestmark = [pytest.mark.docker, pytest.mark.server]
 CAPS = "resources.cpus=0.5,1"
-MEMS = "resources.memory_gb=2,2"
+MEMS = "resources.memory_gb=2"
 
 
 def _make_models(image: str, which: str, out: Path) -> Path:
