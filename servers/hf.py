@@ -423,12 +423,15 @@ class TokenizerDetokenizer(Detokenizer):
         self.eos = eos_token_id
         self.ids: list[int] = []
         self.sent = 0
+        self.known = len(tokenizer) if tokenizer is not None else 0
 
     def piece(self, token: int) -> str:
         if token == self.eos:
             return ""
-        if self.tokenizer is None:
-            return f" w{token}"
+        if self.tokenizer is None or token >= self.known:  # an id the tokenizer has no text for (random
+            return (
+                self.flush() + f" w{token}"
+            )  # weights over a larger vocabulary): a placeholder, as decoder_small
         self.ids.append(token)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):
@@ -437,7 +440,7 @@ class TokenizerDetokenizer(Detokenizer):
         return new
 
     def flush(self) -> str:
-        if self.tokenizer is None:
+        if self.tokenizer is None or not self.ids:
             return ""
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         new, self.sent = text[self.sent :], len(text)
