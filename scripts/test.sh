@@ -58,6 +58,8 @@ step "base image"
 bash scripts/base-image.sh
 step "server image"
 tui-profiler images build
+step "server image, TensorFlow variant (tf: models; ~3 min the first time, then cached)"
+tui-profiler images build --variant tf
 step "serving stacks (MLServer, LitServe, llama-cpp-python from PyPI; ~2 min plus llama-cpp-python's wheel, up to 20 min on 2 cores, the first time, then cached)"
 bash scripts/stacks.sh
 

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ def _process_start_epoch() -> float:
 
 PROCESS_START = _process_start_epoch()
 MODULE_START = time.time()
+if __name__ == "__main__":  # run as `python -m servers.model_server`: the hub modules import it by that name
+    sys.modules.setdefault("servers.model_server", sys.modules[__name__])
 
 from aiohttp import web  # noqa: E402  (after the start stamps on purpose)
 
@@ -740,11 +743,11 @@ def chat_prompt(messages: Any) -> str:
     return "".join(parts) + "<|assistant|>\n"
 
 
-def _prompt_ids(prompt: Any, vocab: int) -> list[int]:
+def _prompt_ids(prompt: Any, vocab: int, encode: Callable[[str], list[int]] = encode_text) -> list[int]:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]  # a batch of one prompt
     if isinstance(prompt, str):
-        return encode_text(prompt) or [EOS_ID]  # an empty prompt starts from <|endoftext|>, as GPT-2 does
+        return encode(prompt) or [EOS_ID if encode is encode_text else 0]  # an empty prompt: <|endoftext|>
     if (
         isinstance(prompt, list)
         and prompt
@@ -759,19 +762,26 @@ def _prompt_ids(prompt: Any, vocab: int) -> list[int]:
 
 
 def parse_generation(
-    body: bytes, *, chat: bool, model_name: str, vocab: int, context: int
+    body: bytes,
+    *,
+    chat: bool,
+    model_name: str,
+    vocab: int,
+    context: int,
+    encode: Callable[[str], list[int]] = encode_text,
 ) -> GenerationParams:
+    """A generation request, checked; `encode` turns text into token ids (the model's tokenizer)."""
     doc = json_object(body)
     model = doc.get("model")
     if model is not None and model != model_name:
         raise BadInput(404, f"model: {model!r} is not served here; this server serves {model_name!r}")
     if chat:
-        prompt = encode_text(chat_prompt(doc.get("messages")))
+        prompt = encode(chat_prompt(doc.get("messages")))
         max_key = "max_completion_tokens" if doc.get("max_completion_tokens") is not None else "max_tokens"
     else:
         if "prompt" not in doc:
             raise BadInput(400, "prompt: required")
-        prompt = _prompt_ids(doc["prompt"], vocab)
+        prompt = _prompt_ids(doc["prompt"], vocab, encode)
         max_key = "max_tokens"
     max_tokens = _typed(doc, max_key, int, 16)
     if max_tokens < 1:
@@ -871,6 +881,7 @@ async def _generate_answer(request: web.Request, *, chat: bool) -> web.StreamRes
             model_name=state.entry.name,
             vocab=state.model.vocab,
             context=state.model.max_tokens,
+            encode=getattr(state, "encode_text", encode_text),  # hub models bring their tokenizer
         )
     except BadInput as exc:
         return error_response(exc.status, exc.message)
@@ -1065,7 +1076,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m servers.model_server", description="tui-profiler model server"
     )
-    p.add_argument("--model", required=True, help="catalog name (python -m servers.catalog --list) or 'hub'")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="catalog name (python -m servers.catalog --list), 'hub', hf:<id or dir> or tf:<SavedModel or handle>",
+    )
     p.add_argument("--weights", choices=["random", "pretrained"], default="random")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -1092,7 +1107,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hub-model", help="Torch Hub entry point (model 'hub')")
     p.add_argument("--input-kind", choices=["image", "tokens"], help="override the input kind (hub models)")
     p.add_argument("--input-size", help="default input size, e.g. 1,3,224,224 or 1,128 (hub models)")
+    p.add_argument("--task", help="hf: / tf: models: what the model does (servers/hf.py, servers/tf.py)")
+    p.add_argument("--served-model-name", help="the name /info and the generation routes answer to")
     return p.parse_args(argv)
+
+
+def hub_entry(args: argparse.Namespace, size: list[int] | None) -> tuple[ModelEntry, type[ModelState]]:
+    """The entry and state class of an `hf:` (servers/hf.py) or `tf:` (servers/tf.py) model."""
+    if args.model.startswith("hf:"):
+        from servers.hf import HFModelState, hf_entry
+
+        return hf_entry(args.model, args.task, name=args.served_model_name, input_size=size), HFModelState
+    from servers.tf import TFModelState, tf_entry
+
+    return tf_entry(args.model, args.task, name=args.served_model_name, input_size=size), TFModelState
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1100,11 +1128,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s model_server %(levelname)s %(message)s")
     try:
         size = [int(v) for v in args.input_size.split(",")] if args.input_size else None
-        entry = get_entry(args.model, input_kind=args.input_kind, input_size=size)
+        if args.model.startswith(("hf:", "tf:")):  # Hugging Face / TensorFlow models: their own modules
+            entry, state_class = hub_entry(args, size)
+        else:
+            entry, state_class = (
+                get_entry(args.model, input_kind=args.input_kind, input_size=size),
+                ModelState,
+            )
     except (ModelLoadError, ValueError) as exc:
         print(f"model_server: error: {exc}", file=sys.stderr)
         return 2
-    state = ModelState(
+    state = state_class(
         entry=entry,
         weights=args.weights,
         device_request=args.device,

@@ -39,7 +39,17 @@ CACHE_DIR = Path(os.environ.get("TUI_PROFILER_CACHE", "/var/cache/tui-profiler")
 WHEELHOUSE = Path(os.environ.get("TUI_PROFILER_WHEELS", str(CACHE_DIR / "wheels")))
 TORCH_SPEC = "torch==2.14.1 torchvision==0.29.1"
 SERVER_PACKAGES = [*TORCH_SPEC.split(), "numpy", "pillow", "aiohttp"]
+# Hugging Face models (`hf:`): installed in the dependency layer on top of torch, from their own small wheelhouse
+HF_SPEC = "transformers==5.25.0 tokenizers==0.23.3 safetensors==0.8.0"
+HF_WHEELHOUSE = Path(os.environ.get("TUI_PROFILER_HF_WHEELS", str(CACHE_DIR / "hf-wheels")))
+# The TensorFlow variant (`tf:` models, `images build --variant tf`): its own image, no torch
+TF_REPO = "tui-profiler-server-tf"
+TF_SPEC = "tensorflow-cpu==2.21.0"
+TF_PACKAGES = [TF_SPEC, "numpy", "pillow", "aiohttp"]
+TF_WHEELHOUSE = Path(os.environ.get("TUI_PROFILER_TF_WHEELS", str(CACHE_DIR / "tf-wheels")))
+VARIANTS = ("torch", "tf")  # the server image's variants: torch (+ transformers), TensorFlow
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repo (or site-packages) holding servers/
+HF_BUILD_ARGS = {"HF_PIP_ARGS": "--no-index --find-links /hf-wheels --find-links /wheels", "HF_SPEC": HF_SPEC}
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours a build step's stderr
@@ -51,8 +61,13 @@ class ImageBuildError(ProfilerError, RuntimeError):
     exit_code = ExitCode.CELL_FAILED
 
 
-def server_tag() -> str:
-    return f"{SERVER_REPO}:{__version__}"
+def server_tag(variant: str = "torch") -> str:
+    return f"{TF_REPO if variant == 'tf' else SERVER_REPO}:{__version__}"
+
+
+def variant_for_model(model: str) -> str:
+    """The server image variant a model needs: `tf` for `tf:` models, else the torch one."""
+    return "tf" if model.startswith("tf:") else "torch"
 
 
 def servers_dir() -> Path:
@@ -65,9 +80,9 @@ def servers_dir() -> Path:
     return d
 
 
-def _server_files() -> list[Path]:
+def _server_files(variant: str = "torch") -> list[Path]:
     d = servers_dir()
-    return sorted([d / "Dockerfile", *d.glob("*.py")])
+    return sorted([d / ("Dockerfile.tf" if variant == "tf" else "Dockerfile"), *d.glob("*.py")])
 
 
 def _say(progress: Progress, line: str) -> None:
@@ -135,12 +150,27 @@ def _run_streaming(cmd: list[str], progress: Progress, *, what: str) -> None:
 
 def ensure_wheelhouse(progress: Progress = None) -> Path:
     """The wheelhouse the image installs from, downloaded with pip from the configured index if missing."""
-    if WHEELHOUSE.is_dir() and any(WHEELHOUSE.glob("torch-*.whl")):
-        return WHEELHOUSE
-    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-    _say(progress, f"wheelhouse: downloading {' '.join(SERVER_PACKAGES)} into {WHEELHOUSE} (~3 GB, minutes)")
-    pip_download(SERVER_PACKAGES, WHEELHOUSE, progress, what="pip download of the server wheels")
+    if not (WHEELHOUSE.is_dir() and any(WHEELHOUSE.glob("torch-*.whl"))):
+        WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+        _say(
+            progress,
+            f"wheelhouse: downloading {' '.join(SERVER_PACKAGES)} into {WHEELHOUSE} (~3 GB, minutes)",
+        )
+        pip_download(SERVER_PACKAGES, WHEELHOUSE, progress, what="pip download of the server wheels")
+    ensure_extra_wheelhouse(HF_WHEELHOUSE, HF_SPEC.split(), "transformers-*.whl", progress, size="~50 MB")
     return WHEELHOUSE
+
+
+def ensure_extra_wheelhouse(
+    dest: Path, packages: list[str], marker: str, progress: Progress, *, size: str
+) -> Path:
+    """A variant's own wheelhouse (transformers', TensorFlow's), downloaded when `marker` is not in it."""
+    if dest.is_dir() and any(dest.glob(marker)):
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    _say(progress, f"wheelhouse: downloading {' '.join(packages)} into {dest} ({size})")
+    pip_download(packages, dest, progress, what=f"pip download of {' '.join(packages)}")
+    return dest
 
 
 def pip_download(
@@ -167,10 +197,10 @@ def pip_download(
     )
 
 
-def source_hash(base_image_id: str, wheel_names: list[str]) -> str:
+def source_hash(base_image_id: str, wheel_names: list[str], variant: str = "torch") -> str:
     """What the image is made of: the server files, the base image and the wheel set."""
     h = hashlib.sha256()
-    for f in _server_files():
+    for f in _server_files(variant):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     h.update(base_image_id.encode())
     h.update("\n".join(sorted(wheel_names)).encode())
@@ -187,17 +217,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _make_context(wheels: Path | None) -> Path:
+def _make_context(wheels: Path | None, hf_wheels: Path | None = None, variant: str = "torch") -> Path:
     parent = CACHE_DIR if CACHE_DIR.is_dir() and os.access(CACHE_DIR, os.W_OK) else None
     ctx = Path(tempfile.mkdtemp(prefix="build-context-", dir=parent))
     (ctx / "servers").mkdir()
-    for f in _server_files():
+    for f in _server_files(variant):
         shutil.copy2(f, ctx / "servers" / f.name)
     _vendor_metrics_client(ctx / "servers")
-    (ctx / "wheels").mkdir()
-    for w in sorted(wheels.iterdir()) if wheels is not None else []:
-        if w.is_file():
-            _link_or_copy(w, ctx / "wheels" / w.name)
+    for folder, source in (("wheels", wheels), ("hf-wheels", hf_wheels)):
+        (ctx / folder).mkdir()
+        for w in sorted(source.iterdir()) if source is not None else []:
+            if w.is_file():
+                _link_or_copy(w, ctx / folder / w.name)
     return ctx
 
 
@@ -226,15 +257,28 @@ def _metrics_client_version() -> str:
         return ""
 
 
-def ensure_server_image(progress: Progress = None, rebuild: bool = False, *, pretrained: str = "") -> str:
-    """The tag of the server image (`tui-profiler-server:<version>`), built when missing or stale.
+def _wheel_names(*folders: Path) -> list[str]:
+    return [w.name for folder in folders for w in folder.iterdir() if w.is_file()]
+
+
+def ensure_server_image(
+    progress: Progress = None, rebuild: bool = False, *, pretrained: str = "", variant: str = "torch"
+) -> str:
+    """The tag of the server image (`tui-profiler-server:<version>`, or the TensorFlow variant's
+    `tui-profiler-server-tf:<version>`), built when missing or stale.
 
     `progress` gets one line per build step; `rebuild` forces a build (the layer cache still applies);
     `pretrained` (space-separated catalog names) bakes those pretrained weights into the image.
     """
+    if variant not in VARIANTS:
+        raise ImageBuildError(f"--variant {variant!r}: one of {', '.join(VARIANTS)}")
+    if variant == "tf" and pretrained:
+        raise ImageBuildError("--pretrained bakes torchvision weights: the tf variant has no torch")
     client = _client()
     try:
         with _build_lock(progress):
+            if variant == "tf":
+                return _ensure_tf(client, progress, rebuild)
             return _ensure(client, progress, rebuild, pretrained)
     finally:
         client.close()
@@ -248,7 +292,7 @@ def ensure_deps_image(progress: Progress = None) -> tuple[str, str]:
         with _build_lock(progress):
             base = choose_base_image(client, progress)
             wheels = ensure_wheelhouse(progress)
-            wheel_names = [w.name for w in wheels.iterdir() if w.is_file()]
+            wheel_names = _wheel_names(wheels, HF_WHEELHOUSE)
             return base, _ensure_deps(client, progress, base, client.images.get(base).id, wheels, wheel_names)
     finally:
         client.close()
@@ -286,7 +330,7 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
     base = choose_base_image(client, progress)
     base_id = client.images.get(base).id
     wheels = ensure_wheelhouse(progress)
-    wheel_names = [w.name for w in wheels.iterdir() if w.is_file()]
+    wheel_names = _wheel_names(wheels, HF_WHEELHOUSE)
     digest = source_hash(base_id + pretrained, wheel_names)
     existing = _image_exists(client, tag)
     if existing is not None and not rebuild and existing.labels.get(SOURCE_HASH_LABEL) == digest:
@@ -294,6 +338,7 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
         return tag
     why = "forced rebuild" if rebuild else ("missing" if existing is None else "server code or base changed")
     common = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TORCH_SPEC": TORCH_SPEC}
+    common |= HF_BUILD_ARGS
 
     deps_tag = _ensure_deps(client, progress, base, base_id, wheels, wheel_names)
 
@@ -317,8 +362,9 @@ def _ensure_deps(
 ) -> str:
     """The dependencies (torch & co.), built once per base image + wheel set, with the wheels in the context."""
     common = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TORCH_SPEC": TORCH_SPEC}
+    common |= HF_BUILD_ARGS
     deps_digest = hashlib.sha256(
-        (base_id + TORCH_SPEC + "\n".join(sorted(wheel_names))).encode()
+        (base_id + TORCH_SPEC + HF_SPEC + "\n".join(sorted(wheel_names))).encode()
     ).hexdigest()[:16]
     deps_tag = f"{DEPS_REPO}:{deps_digest}"
     if _image_exists(client, deps_tag) is None:
@@ -327,9 +373,11 @@ def _ensure_deps(
             f"building the dependency layer {deps_tag} from {base} (torch; minutes the first time, "
             "from the layer cache after that)",
         )
-        ctx = _make_context(wheels)
+        ctx = _make_context(wheels, HF_WHEELHOUSE)
         try:
-            size_gb = sum(f.stat().st_size for f in (ctx / "wheels").iterdir()) / 1e9
+            size_gb = (
+                sum(f.stat().st_size for d in ("wheels", "hf-wheels") for f in (ctx / d).iterdir()) / 1e9
+            )
             _say(progress, f"sending the build context ({size_gb:.1f} GB of wheels, hard-linked)")
             _build(
                 client,
@@ -345,6 +393,36 @@ def _ensure_deps(
     return deps_tag
 
 
+def _ensure_tf(client: Any, progress: Progress, rebuild: bool) -> str:
+    """The TensorFlow variant: one build from servers/Dockerfile.tf with the tf wheelhouse in the context (its
+    venv stage comes from the layer cache after the first build), skipped when the source hash matches."""
+    _remove_stale_contexts()
+    tag = server_tag("tf")
+    base = choose_base_image(client, progress)
+    wheels = ensure_extra_wheelhouse(
+        TF_WHEELHOUSE, TF_PACKAGES, "tensorflow_cpu-*.whl", progress, size="~330 MB"
+    )
+    digest = source_hash(client.images.get(base).id + TF_SPEC, _wheel_names(wheels), "tf")
+    existing = _image_exists(client, tag)
+    if existing is not None and not rebuild and existing.labels.get(SOURCE_HASH_LABEL) == digest:
+        _say(progress, f"{tag} is up to date (source {digest})")
+        return tag
+    _say(progress, f"building {tag} from {base} (TensorFlow from {wheels}; a minute the first time)")
+    ctx = _make_context(wheels, variant="tf")
+    try:
+        buildargs = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TF_SPEC": TF_SPEC}
+        labels = {IMAGE_LABEL: "server-tf", SOURCE_HASH_LABEL: digest, "tui-profiler.version": __version__}
+        image_id = _build(
+            client, str(ctx), tag, buildargs, labels, progress, dockerfile="servers/Dockerfile.tf"
+        )
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    _say(progress, f"built {tag} ({image_id[:19]})")
+    if existing is not None and existing.id != image_id:
+        _remove_if_untagged(client, existing.id, progress)
+    return tag
+
+
 def _remove_if_untagged(client: Any, image_id: str, progress: Progress) -> None:
     """The server image this build replaced: removed when nothing else tags or uses it (disk is scarce:
     each is GBs, though it shares most layers with the new one)."""
@@ -352,7 +430,7 @@ def _remove_if_untagged(client: Any, image_id: str, progress: Progress) -> None:
 
     try:
         old = client.images.get(image_id)
-        if old.tags or old.labels.get(IMAGE_LABEL) != "server":
+        if old.tags or old.labels.get(IMAGE_LABEL) not in ("server", "server-tf"):
             return
         client.images.remove(image_id)
         _say(progress, f"removed the replaced image {image_id[:19]}")

@@ -25,6 +25,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="NAMES",
         help="bake these catalog models' pretrained weights into the image (needs network)",
     )
+    b.add_argument(
+        "--variant",
+        choices=["torch", "tf"],
+        default="torch",
+        help="the server image's variant: torch (+ transformers, the default) or tf (TensorFlow, for tf: models)",
+    )
     b.set_defaults(func=_build)
     ls = isub.add_parser("list", help="list tui-profiler's images (tag, size, created)")
     ls.set_defaults(func=_list)
@@ -56,7 +62,9 @@ def _build(args: argparse.Namespace) -> int:
 
             tag = ensure_measure_image(progress=progress, rebuild=args.rebuild)
         else:
-            tag = ensure_server_image(progress=progress, rebuild=args.rebuild, pretrained=args.pretrained)
+            tag = ensure_server_image(
+                progress=progress, rebuild=args.rebuild, pretrained=args.pretrained, variant=args.variant
+            )
     except ImageBuildError as exc:
         print(f"tui-profiler images build: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -70,6 +70,8 @@ def _show(name: str, overrides: list[str], as_json: bool) -> int:
     import tomli_w
 
     print(f"# {preset.path}")
+    if preset.task:  # hf: / tf: models: the model and what it does, first
+        print(f"# model: {preset.model} (task {preset.task}, weights {preset.weights})")
     print(tomli_w.dumps(preset.to_dict()).rstrip())
     configs = resource_configs(preset)
     print(

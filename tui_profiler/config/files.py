@@ -216,6 +216,7 @@ def preset_summary(preset: Preset) -> dict[str, Any]:
         "path": str(preset.path) if preset.path else None,
         "model": preset.model,
         "weights": preset.weights,
+        "task": preset.task or None,  # hf: / tf: models
         "image": preset.image,
         "target": preset.target.model_dump() if preset.target is not None else None,
         "input": preset.input.model_dump(),

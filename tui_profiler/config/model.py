@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from tui_profiler.config import hubs
 from tui_profiler.config.request import FIELD_PATH, RequestConfig
 from tui_profiler.config.types import Integral, OneOrMany, Section, StringTable, Threads, rule
 from tui_profiler.stats import STOP_METRICS
@@ -639,6 +640,8 @@ class Preset(BaseModel):
     description: str = ""
     model: str = ""
     weights: Literal["random", "pretrained"] = "random"
+    # hf: / tf: models: what the model does (config.hubs.TASKS); catalog models have their own
+    task: str = ""
     image: str = ""  # server image tag; "" = the built-in model-server image
     server_args: Annotated[list[str], OneOrMany, Field(min_length=1)] = Field(
         default_factory=list, description="extra model-server flags, e.g. the hub entry's"
@@ -671,6 +674,9 @@ class Preset(BaseModel):
             raise rule(*problem)
         if self.load.search == "slo" and self.slo is None:
             raise rule("load.search", "slo", "a capacity search needs an [slo] (e2e_s, ttft_s or tpot_s)")
+        task_problem = hubs.task_problem(self.model, self.task) if self.model else None
+        if task_problem is not None:
+            raise rule("task", self.task, task_problem)
         return self
 
     @property

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tui_profiler.config import hubs
 from tui_profiler.config.model import Preset, ReadinessConfig, TargetConfig
 from tui_profiler.plan import Cell
 from tui_profiler.runtime.base import ProbeRequest, TargetFailed, TargetSpec
@@ -72,13 +73,17 @@ def image_source(preset: Preset) -> ImageSource:
     if preset.image:
         return GivenImage(preset.image)
 
+    variant = "tf" if hubs.hub_of(preset.model) == "tf" else "torch"  # tf: models: TensorFlow's image
+
     def ensure_server_image() -> str:
         from tui_profiler import images
 
-        return images.ensure_server_image()
+        return images.ensure_server_image(variant=variant)
 
     return ImageBuild(
-        ensure_server_image, "checking the model-server image (built once; the layer cache makes it quick)"
+        ensure_server_image,
+        f"checking the model-server image{' (TensorFlow variant)' if variant == 'tf' else ''} (built once; "
+        "the layer cache makes it quick)",
     )
 
 
@@ -97,8 +102,22 @@ def server_command(preset: Preset) -> list[str] | None:
     t = preset.target
     command = t.command if t is not None else None
     if command is None and not (t is not None and (t.image or t.dockerfile)) and preset.model:
-        command = ["--model", preset.model, "--weights", preset.weights, *preset.server_args]
+        model, _ = hub_model(preset)
+        command = ["--model", model, "--weights", preset.weights, *hub_args(preset), *preset.server_args]
     return list(command) if command is not None else None
+
+
+def hub_model(preset: Preset) -> tuple[str, list[tuple[str, str]]]:
+    """An hf:/tf: model's string as the server in the container sees it, and the read-only mount of its local
+    folder (relative paths are the preset file's, like everything it names); other models as they are."""
+    return hubs.container_model(preset.model, preset.path.parent if preset.path else None)
+
+
+def hub_args(preset: Preset) -> list[str]:
+    """The server flags an hf:/tf: model adds: its task, and the name it answers to (the preset's model)."""
+    if hubs.hub_of(preset.model) is None:
+        return []
+    return [*(["--task", preset.task] if preset.task else []), "--served-model-name", preset.model]
 
 
 def probe_request(preset: Preset) -> ProbeRequest | None:
@@ -157,7 +176,7 @@ def target_spec(preset: Preset, cell: Cell, *, image: str, session_id: str) -> T
         extra_ports=metrics_ports(preset),
         command=server_command(preset),
         env=env,
-        mounts=t.mount_pairs() if t is not None else [],
+        mounts=[*(t.mount_pairs() if t is not None else []), *hub_model(preset)[1]],
         cpus=cell.cpus,
         memory_gb=cell.memory_gb,
         gpus=cell.gpus,

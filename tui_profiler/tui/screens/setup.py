@@ -263,6 +263,12 @@ class SetupScreen(Screen[None]):
             data = read_toml(Path(info.path))
             if overrides:
                 data = apply_overrides(data, overrides)
+            if data.get("task"):  # hf: / tf: models: name the model and what it does
+                self.query_one("#preset-description", Static).update(
+                    Text(info.description or "(no description)")
+                    + Text(f"\n{data.get('model', '')} · task {data['task']}", style="bold")
+                    + Text("\nbuilt-in" if info.builtin else "\nuser preset", style="dim")
+                )
         except PresetError as exc:
             self.data = {}
             self.show_matrix(str(exc))
