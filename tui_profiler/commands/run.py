@@ -378,7 +378,9 @@ def _adaptive_line(state: dict[str, Any]) -> str:
             f"{formatting.number(slo.get('size'))} is ≤ {formatting.latency(slo.get('bound_s'))}"
         )
     else:
-        what = f"a model of the grid to {formatting.number(state.get('target_error'))}% estimated median error"
+        what = (
+            f"a model of the grid to {formatting.number(state.get('target_error'))}% estimated median error"
+        )
     budget = ", ".join(
         b
         for b in (
@@ -387,9 +389,8 @@ def _adaptive_line(state: dict[str, Any]) -> str:
         )
         if b
     )
-    return (
-        f"adaptive plan: {what}; at most {state.get('cells_in_grid')} cells"
-        + (f", budget {budget}" if budget else "")
+    return f"adaptive plan: {what}; at most {state.get('cells_in_grid')} cells" + (
+        f", budget {budget}" if budget else ""
     )
 
 
@@ -399,7 +400,9 @@ def adaptive_end(state: dict[str, Any]) -> str:
     text = f"adaptive: stopped at {reason} after {state.get('cells_measured')} of {state.get('cells_in_grid')} cells"
     err = state.get("estimated_median_error_pct")
     if state.get("goal") == "model" and err is not None:
-        text += f", estimated median error {err:.1f}% (target {formatting.number(state.get('target_error'))}%)"
+        text += (
+            f", estimated median error {err:.1f}% (target {formatting.number(state.get('target_error'))}%)"
+        )
     slo = state.get("slo") or {}
     if state.get("goal") == "slo":
         if slo.get("cpu_cores") is not None or slo.get("config") is not None:

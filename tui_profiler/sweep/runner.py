@@ -34,10 +34,10 @@ from tui_profiler.runtime.docker import docker_engine_version
 from tui_profiler.session.reader import load_meta, new_session_id, session_dir_for, session_summary
 from tui_profiler.session.schema import CellStatus, SessionStatus
 from tui_profiler.sweep import targets
+from tui_profiler.sweep.adaptive import AdaptiveOrder, check_adaptive
 from tui_profiler.sweep.context import Emitter, ImageResolver, Placement, SweepContext
 from tui_profiler.sweep.control import StopControl, Stopped
 from tui_profiler.sweep.group import run_cells
-from tui_profiler.sweep.adaptive import AdaptiveOrder, check_adaptive
 from tui_profiler.sweep.local import run_local
 from tui_profiler.sweep.order import CellOrder, GridOrder
 from tui_profiler.sweep.search import SearchOrder
