@@ -67,7 +67,7 @@ def load_grid(path: str | Path, *, cost_per_gb: float = 0.25) -> Grid:
     if cells.empty:
         raise ValueError(f"{path}: no latency values to replay")
     keys = [k for k in GROUP_KEYS if k in cells]
-    groups = cells.fillna({k: "" for k in keys}).groupby(keys, sort=False)
+    groups = cells.groupby(keys, sort=False, dropna=False)
     key, group = max(groups, key=lambda kv: len(kv[1]))
     configs: dict[tuple[float, float | None], int] = {}
     points: list[GridPoint] = []
