@@ -26,7 +26,6 @@ from tui_profiler.analysis.adaptive import (
     config_cost,
 )
 from tui_profiler.config import Preset
-from tui_profiler.config.errors import PresetError
 from tui_profiler.events import CellFinished, MetaUpdated
 from tui_profiler.plan import Cell, build_plan
 from tui_profiler.session.schema import ADAPTIVE_COLUMNS, CELL_COLUMNS, CellStatus
@@ -108,7 +107,10 @@ def test_noiseless_law_stops_at_the_target_with_exact_predictions() -> None:
     assert planner.stop_reason == STOP_TARGET
     assert planner.n_measured <= 10  # 5 design cells and a few chosen: a third of the grid at most
     assert planner.model is not None
-    errors = [abs(planner.model.predictions[i].value / law(p.cpus, math.sqrt(p.size)) - 1) for i, p in enumerate(points)]
+    errors = [
+        abs(planner.model.predictions[i].value / law(p.cpus, math.sqrt(p.size)) - 1)
+        for i, p in enumerate(points)
+    ]
     assert max(errors) < 1e-3  # the law is one of the forms: known exactly
 
 
@@ -122,7 +124,10 @@ def test_choice_by_uncertainty_prefers_the_running_container() -> None:
     choice = planner.choose(here)
     assert choice is not None and choice.because == UNCERTAINTY
     assert points[choice.point].config == here
-    assert choice.prediction is not None and choice.prediction.lo < choice.prediction.value < choice.prediction.hi
+    assert (
+        choice.prediction is not None
+        and choice.prediction.lo < choice.prediction.value < choice.prediction.hi
+    )
     free = Planner(points, target_error_pct=None, start_ratio=0.0)
     for i in planner.measured:
         free.tell(i, planner.measured[i])
@@ -213,7 +218,12 @@ def test_a_configuration_that_cannot_start_is_left_out() -> None:
         broken = cell.cpus == 2.0
         value = law(cell.cpus, cell.input_scale)
         order.record(
-            CellFinished(cell.index, CellStatus.FAILED if broken else CellStatus.OK, "", row(cell, value, status="failed" if broken else "ok"))
+            CellFinished(
+                cell.index,
+                CellStatus.FAILED if broken else CellStatus.OK,
+                "",
+                row(cell, value, status="failed" if broken else "ok"),
+            )
         )
         ran.append(cell)
     assert sum(1 for c in ran if c.cpus == 2.0) == 1  # one try, then that configuration is out
@@ -232,11 +242,11 @@ def test_adaptive_refuses_several_load_levels() -> None:
         AdaptiveOrder(p, build_plan(p), lambda e: None)
 
 
-def test_plan_keys_need_the_adaptive_strategy() -> None:
-    with pytest.raises(PresetError, match="only for plan.strategy 'adaptive'"):
-        from tui_profiler.config.files import preset_from_dict
-
-        preset_from_dict({"name": "x", "model": "m", "plan": {"budget_cells": 5}}, "x", check_host=False)
+def test_a_grid_ignores_the_adaptive_keys() -> None:
+    """`--set plan.strategy=grid` on an adaptive preset measures its grid in full."""
+    p = preset(target_error=5.0, budget_cells=3).model_copy(deep=True)
+    grid = Preset.model_validate({**p.to_dict(), "plan": {**p.plan.model_dump(), "strategy": "grid"}})
+    assert grid.plan.strategy == "grid" and len(build_plan(grid)) == len(CPUS) * len(SCALES)
 
 
 # ------------------------------------------------------------------------------------------- the bench
@@ -252,7 +262,9 @@ def test_bench_replay_on_a_synthetic_wide_grid(tmp_path: Path) -> None:
     pixels = [int(224 * 224 * s * s) for s in SCALES]
     lines = ["Pixels," + ",".join(f"CPU{c}+Mem{m}" for c, m in configs)]
     for px, s in zip(pixels, SCALES, strict=True):
-        lines.append(f"{px}," + ",".join(f"{law(c, s) * (1 + 0.02 * rng.standard_normal()):.6f}" for c, _ in configs))
+        lines.append(
+            f"{px}," + ",".join(f"{law(c, s) * (1 + 0.02 * rng.standard_normal()):.6f}" for c, _ in configs)
+        )
     path = tmp_path / "synthetic.csv"
     path.write_text("\n".join(lines) + "\n")
     grid = load_grid(path)
@@ -267,3 +279,56 @@ def test_bench_replay_on_a_synthetic_wide_grid(tmp_path: Path) -> None:
     mine = [r for r in slo if r["strategy"] == "adaptive"]
     assert mine and sum(r["found"] for r in mine) / len(mine) >= 0.8
     assert all(r["cost_ratio"] is None or r["cost_ratio"] >= 1 - 1e-9 or r["found"] == 0 for r in mine)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_adaptive_run_against_a_running_server_then_resume(
+    mobilenet_server: tuple[str, int], tmp_path: Path
+) -> None:
+    """`run --url` over six input scales (one configuration: a running server has its own caps), adaptive
+    with a budget of four cells: three design cells (smallest, largest, middle scale), one by uncertainty;
+    the end line says why it stopped; a resume replays them and chooses nothing more."""
+    from tests.test_cli import cli
+    from tui_profiler.session.reader import load_meta, read_rows
+
+    args = [
+        "run", "--url", mobilenet_server[0], "--headless", "--output", str(tmp_path),
+        "--requests", "3", "--set", "load.warmup=1", "--set", "input.scales=0.25,0.5,0.75,1,1.25,1.5",
+        "--set", "plan.strategy=adaptive", "--set", "plan.budget_cells=4",
+    ]  # fmt: skip
+    out = cli(*args, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "adaptive: stopped at budget_cells after 4 of 6 cells" in out.stdout
+    (session,) = list(tmp_path.iterdir())
+    cells = read_rows(session / "cells.csv")[1]
+    assert [c["chosen_because"] for c in cells] == ["design"] * 3 + ["uncertainty"]
+    assert [c["input_scale"] for c in cells[:3]] == ["0.25", "1.5", "0.75"]
+    last = cells[-1]
+    assert float(last["predicted_lo_s"]) <= float(last["predicted_s"]) <= float(last["predicted_hi_s"])
+    meta = load_meta(session)["adaptive"]
+    assert meta["stop_reason"] == "budget_cells" and meta["cells_measured"] == 4
+    again = cli("run", "--resume", str(session), "--headless", "--url", mobilenet_server[0], timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert len(read_rows(session / "cells.csv")[1]) == 4
+
+
+# ------------------------------------------------------------------------------------------- the views
+
+
+def test_live_state_and_heat_map_tell_measured_from_predicted() -> None:
+    from tui_profiler.tui.live_state import LiveState
+    from tui_profiler.tui.widgets.heatmap import heatmap_text
+
+    events: list[object] = []
+    order = AdaptiveOrder(preset(target_error=1.0, budget_cells=6), build_plan(preset()), events.append)
+    drive(order)
+    state = LiveState()
+    for event in events:
+        state.ingest(event)  # type: ignore[arg-type]
+    assert state.adaptive["cells_measured"] == 6
+    text = heatmap_text(state.adaptive).plain
+    assert text.count("■") == 6 + 1  # six measured cells and the legend's
+    assert text.count("~") == len(CPUS) * len(SCALES) - 6 + 1
+    assert "stopped: budget_cells" in text

@@ -580,7 +580,8 @@ PlanGoal = Literal["model", "slo"]
 
 class PlanConfig(Section):
     """How the grid is measured: all of it (`grid`), or an adaptive choice of its cells (`adaptive`,
-    `tui_profiler.sweep.adaptive`) that stops at a target or a budget."""
+    `tui_profiler.sweep.adaptive`) that stops at a target or a budget. A grid ignores the other keys, so
+    `--set plan.strategy=grid` measures an adaptive preset's grid in full."""
 
     strategy: PlanStrategy = Field(default="grid", description="'grid': every cell; 'adaptive': chosen cells")
     goal: PlanGoal = Field(
@@ -607,13 +608,6 @@ class PlanConfig(Section):
     cost_per_gb: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = Field(
         default=0.25, description="adaptive, goal slo: a GiB of memory's cost, in CPU cores"
     )
-
-    @model_validator(mode="after")
-    def _rules(self) -> PlanConfig:
-        if self.strategy == "grid":
-            for name in sorted(self.model_fields_set - {"strategy"}):
-                raise rule(name, getattr(self, name), "only for plan.strategy 'adaptive'")
-        return self
 
 
 class Preset(BaseModel):
