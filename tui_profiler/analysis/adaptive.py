@@ -365,7 +365,8 @@ class Planner:
             return self._choose_slo()
         return self._choose_uncertain(current_config)
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, reason: str) -> Choice | None:
+        """No next point: the plan stops, for `reason`."""
         self.stop_reason = reason
         return None
 

@@ -161,7 +161,7 @@ def model_verdict(rows: Sequence[dict[str, Any]], target_pct: float = 10.0) -> d
 def slo_cases(grid: Grid) -> list[tuple[float, float]]:
     """(size, bound) cases: at each size, the midpoints between the configurations' sorted latencies and
     one 1% above the slowest."""
-    cases = []
+    cases: list[tuple[float, float]] = []
     for size in sorted({p.size for p in grid.points}):
         values = sorted({grid.truth[i] for i, p in enumerate(grid.points) if p.size == size})
         bounds = [math.sqrt(a * b) for a, b in itertools.pairwise(values)] + [values[-1] * 1.01]

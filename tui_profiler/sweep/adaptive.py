@@ -56,7 +56,7 @@ def statistic_column(preset: Preset) -> str:
 def check_adaptive(preset: Preset, plan: Sequence[Cell]) -> None:
     """What an adaptive plan can choose over: one cell per configuration × input size (one-line
     ValueErrors otherwise)."""
-    axes = {
+    axes: dict[str, set[Any]] = {
         "load levels (load.concurrency / load.rates)": {(c.concurrency, c.rate) for c in plan},
         "repetitions": {c.repeat_idx for c in plan},
         "output lengths (input.output_lens)": {c.output_len for c in plan},
