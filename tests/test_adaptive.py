@@ -300,7 +300,7 @@ def test_adaptive_run_against_a_running_server_then_resume(
     ]  # fmt: skip
     out = cli(*args, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "adaptive: stopped at budget_cells after 4 of 6 cells" in out.stdout
+    assert "adaptive: stopped at budget_cells after 4 of 6 cells" in " ".join(out.stdout.split())
     (session,) = list(tmp_path.iterdir())
     cells = read_rows(session / "cells.csv")[1]
     assert [c["chosen_because"] for c in cells] == ["design"] * 3 + ["uncertainty"]
