@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tui_profiler.session.schema import COLD_START_PHASES, CellStatus, ColdStartPhaseName, RequestStatus
+from tui_profiler.session.schema import (
+    ADAPTIVE_COLUMNS,
+    COLD_START_PHASES,
+    CellStatus,
+    ColdStartPhaseName,
+    RequestStatus,
+)
 from tui_profiler.stats import percentile, summarise
 from tui_profiler.sweep.saturation import LoadShape, TargetCpu, not_measured, saturation_columns
 
@@ -335,6 +341,9 @@ def cell_row(
         **generative_columns(timed, slo),
         **prompt_columns(setting, results),
         **saturation_row(setting, results, sampled, profiling_url, load_shape, cpu_window),
+        **dict.fromkeys(
+            ADAPTIVE_COLUMNS
+        ),  # why the cell ran: the order's word, merged by the sweep's Emitter
         "status": status,
         "reason": reason,
     }

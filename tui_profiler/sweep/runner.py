@@ -34,7 +34,6 @@ from tui_profiler.runtime.docker import docker_engine_version
 from tui_profiler.session.reader import load_meta, new_session_id, session_dir_for, session_summary
 from tui_profiler.session.schema import CellStatus, SessionStatus
 from tui_profiler.sweep import targets
-from tui_profiler.sweep.adaptive import AdaptiveOrder, check_adaptive
 from tui_profiler.sweep.context import Emitter, ImageResolver, Placement, SweepContext
 from tui_profiler.sweep.control import StopControl, Stopped
 from tui_profiler.sweep.group import run_cells
@@ -115,6 +114,8 @@ class SweepRunner:
             ctx.n_cells, ctx.open_ended = search.upper_bound, True
             meta |= {"search": search.describe(), "plan": []}
         if self.preset.plan.strategy == "adaptive":  # chosen cells of the plan, as the model learns
+            from tui_profiler.sweep.adaptive import AdaptiveOrder  # the model's numpy/scipy: only here
+
             elapsed = _number((self._resumed_meta.get("adaptive") or {}).get("elapsed_s"))
             order = adaptive = AdaptiveOrder(
                 self.preset, self.plan, emitter, resumed=self._resumed_rows, elapsed_s=elapsed
@@ -132,8 +133,9 @@ class SweepRunner:
         try:
             status = await self._drive(ctx, emitter, order)
         finally:
-            if isinstance(order, SearchOrder | AdaptiveOrder):
-                order.flush()  # the capacity rows / the plan's state, before the session's end
+            flush = getattr(order, "flush", None)  # a search's capacity rows, an adaptive plan's state
+            if flush is not None:
+                flush()  # before the session's end
             await asyncio.shield(self._remove_leftovers(emitter, session_id))
             done = self._finished(
                 session_dir, status, emitter.finished, time.perf_counter() - wall0, ctx.open_ended
@@ -164,6 +166,8 @@ class SweepRunner:
                 "an adaptive plan (plan.strategy = 'adaptive') runs on one host: a fleet takes whole "
                 "container groups up front, an adaptive plan chooses each cell from the last"
             )
+        from tui_profiler.sweep.adaptive import check_adaptive
+
         check_adaptive(self.preset, self.plan)
 
     def _finished(
