@@ -349,6 +349,12 @@ def _min_cells(form: Form, s: np.ndarray, c: np.ndarray) -> bool:
     return len(s) > n_params
 
 
+def form_supported(name: str, s: np.ndarray, c: np.ndarray) -> bool:
+    """Whether form `name` can be fitted to cells of sizes `s` and CPUs `c` (more cells than the parameters
+    it can estimate; the adaptive plan asks before each held-out fit)."""
+    return _min_cells(FORMS[name], s, c)
+
+
 # ----------------------------------------------------------------------------------------- metrics
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from tui_profiler.errors import ExitCode
 
-CHOICES = ("client", "payload", "sampler", "tui", "sweep", "stream", "stop", "fleet", "all")
-# Benchmarks that need something only the user can name (`all` leaves them out): fleet needs --hosts.
-ON_REQUEST = ("fleet",)
+CHOICES = ("client", "payload", "sampler", "tui", "sweep", "stream", "stop", "fleet", "adaptive", "all")
+# Benchmarks that need something only the user can name (`all` leaves them out): fleet needs --hosts,
+# adaptive a fully measured grid (--grid).
+ON_REQUEST = ("fleet", "adaptive")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +45,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--preset", default="", help="fleet: the plan to run (default: smoke)")
     p.add_argument(
+        "--grid",
+        default="",
+        metavar="FILE",
+        help="adaptive: a fully measured grid to replay (a session, its cells.csv, an AC-Prof wide or long file)",
+    )
+    p.add_argument(
+        "--goal", choices=("model", "slo"), default="model", help="adaptive: what the plan is after"
+    )
+    p.add_argument(
+        "--out", dest="adaptive_out", default=None, metavar="FILE.csv", help="adaptive: one row per step"
+    )
+    p.add_argument(
         "--json", dest="json_out", default=None, metavar="OUT", help="also write the results as JSON here"
     )
     p.add_argument(
@@ -65,6 +78,22 @@ def _err(msg: str) -> int:
     return ExitCode.USAGE
 
 
+def _adaptive(args: argparse.Namespace) -> int:
+    """`bench adaptive`: the adaptive plan replayed against a fully measured grid (tui_profiler.bench.adaptive)."""
+    from tui_profiler.bench.adaptive import run
+
+    if not args.grid:
+        return _err("adaptive needs --grid FILE (a session, its cells.csv, or an AC-Prof wide or long file)")
+    try:
+        lines = run(args.grid, args.goal, args.adaptive_out)
+    except (OSError, ValueError) as exc:
+        return _err(f"--grid {args.grid}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    print("\n".join(lines))
+    if args.adaptive_out:
+        print(f"rows: {args.adaptive_out}")
+    return ExitCode.OK
+
+
 def _run(args: argparse.Namespace) -> int:
     from tui_profiler.bench.client import BenchUnavailable, install_tools
     from tui_profiler.bench.core import BENCHES, BenchReport
@@ -78,6 +107,10 @@ def _run(args: argparse.Namespace) -> int:
             if part not in CHOICES:
                 return _err(f"{part!r}: allowed {', '.join(CHOICES)}")
             which.extend(BENCHES if part == "all" else [part])
+    if "adaptive" in which:
+        if which != ["adaptive"]:
+            return _err("adaptive runs alone: tui-profiler bench adaptive --grid FILE [--goal model|slo]")
+        return _adaptive(args)
     benches = [b for b in (*BENCHES, *ON_REQUEST) if b in which]
     out_dir = (
         Path(args.out_dir)

@@ -234,6 +234,7 @@ class _Progress:
         self.t0 = time.perf_counter()
         self.stopping = ""
         self.searching = False  # a capacity search: n_cells is only an upper bound
+        self.adaptive: dict[str, Any] = {}  # an adaptive plan's state (meta.json `adaptive`)
 
     def __call__(self, event: Any) -> None:
         ev = self.ev
@@ -248,11 +249,17 @@ class _Progress:
         elif isinstance(event, ev.SessionStarted):
             self.session, self.runtime, self.n_cells = event.session_dir, event.runtime, event.n_cells
             self.done = event.resumed_cells
-            self.searching = bool(event.meta.get("search"))
+            self.searching = bool(event.meta.get("search") or event.meta.get("adaptive"))
+            self.adaptive = event.meta.get("adaptive") or {}
             self._print(f"session {event.session_dir}")
             self._print(f"runtime: {event.runtime} — {event.runtime_reason}")
-            if self.searching:
+            if event.meta.get("search"):
                 self._print(_search_line(event.meta["search"]))
+            if self.adaptive:
+                self._print(_adaptive_line(self.adaptive))
+        elif isinstance(event, ev.MetaUpdated):
+            if "adaptive" in event.fields:
+                self.adaptive = event.fields["adaptive"] or {}
         elif isinstance(event, ev.CellStarted):
             self.cell, self.cell_index, self.eta = event.cell, event.cell_index, event.eta_s
             self.cells[event.cell_index] = event.cell
@@ -288,9 +295,10 @@ class _Progress:
                 else ""
             )
             of = "" if self.searching else f"/{self.n_cells}"
+            why = f" [dim]({s.get('chosen_because')})[/]" if self.adaptive and s.get("chosen_because") else ""
             self._print(
                 f"cell {event.cell_index + 1}{of}{where} {label}: {mark} n={s.get('n')} "
-                f"p50 {p50} p99 {p99}{saturated}{extra}"
+                f"p50 {p50} p99 {p99}{saturated}{extra}{why}"
             )
             tail = formatting.tail_line(s)
             if tail:  # what explains the tail: CPU per request, throttling, the server's queue
@@ -320,9 +328,12 @@ class _Progress:
         cell = formatting.cell_label(self.cell or {}) if self.cell else "starting…"
         idx = f"{(self.cell_index or 0) + 1}/{self.n_cells}" if self.cell else f"0/{self.n_cells}"
         eta = formatting.duration(self.eta)
-        if self.searching:  # the cells are made as the search goes: only an upper bound is known
-            idx = f"{(self.cell_index or 0) + 1 if self.cell else 0} (searching, at most {self.n_cells})"
-            eta = "searching"
+        if self.searching:  # the cells are made (or chosen) as it goes: only an upper bound is known
+            word = "adaptive" if self.adaptive else "searching"
+            done = self.adaptive.get("cells_measured", 0) if self.adaptive else None
+            n = done if done is not None else ((self.cell_index or 0) + 1 if self.cell else 0)
+            idx = f"{n} ({word}, at most {self.n_cells})"
+            eta = word
         elapsed = formatting.duration(time.perf_counter() - self.t0)
         grid.add_row(f"[bold]cell {idx}[/]", cell, f"[dim]ETA {eta}  elapsed {elapsed}[/]")
         grid.add_row(
@@ -359,6 +370,53 @@ def _search_line(search: dict[str, Any]) -> str:
         f"meets {bounds}, from {formatting.number(search.get('start'))}: {search.get('searches')} "
         f"search(es), at most {search.get('max_cells')} cells"
     )
+
+
+def _adaptive_line(state: dict[str, Any]) -> str:
+    goal = state.get("goal")
+    if goal == "slo":
+        slo = state.get("slo") or {}
+        what = (
+            f"the cheapest configuration whose {state.get('statistic')} at size "
+            f"{formatting.number(slo.get('size'))} is ≤ {formatting.latency(slo.get('bound_s'))}"
+        )
+    else:
+        what = (
+            f"a model of the grid to {formatting.number(state.get('target_error'))}% estimated median error"
+        )
+    budget = ", ".join(
+        b
+        for b in (
+            f"{state['budget_cells']} cells" if state.get("budget_cells") else "",
+            f"{formatting.number(state['budget_minutes'])} min" if state.get("budget_minutes") else "",
+        )
+        if b
+    )
+    return f"adaptive plan: {what}; at most {state.get('cells_in_grid')} cells" + (
+        f", budget {budget}" if budget else ""
+    )
+
+
+def adaptive_end(state: dict[str, Any]) -> str:
+    """The end line's word on an adaptive plan: why it stopped, and what it knows."""
+    reason = state.get("stop_reason") or "interrupted"
+    text = f"adaptive: stopped at {reason} after {state.get('cells_measured')} of {state.get('cells_in_grid')} cells"
+    err = state.get("estimated_median_error_pct")
+    if state.get("goal") == "model" and err is not None:
+        text += (
+            f", estimated median error {err:.1f}% (target {formatting.number(state.get('target_error'))}%)"
+        )
+    slo = state.get("slo") or {}
+    if state.get("goal") == "slo":
+        if slo.get("cpu_cores") is not None or slo.get("config") is not None:
+            text += (
+                f", cheapest meeting: {formatting.number(slo.get('cpu_cores'))} CPU / "
+                f"{formatting.number(slo.get('mem_cap_gb'))} GB ({'measured' if slo.get('measured') else 'predicted'}"
+                f" {formatting.latency(slo.get('latency_s'))}{'' if slo.get('decided') else ', not decided'})"
+            )
+        else:
+            text += ", no configuration meets the SLO"
+    return text
 
 
 def _config_label(row: dict[str, Any]) -> str:
@@ -492,6 +550,7 @@ async def _headless(preset: Any, args: argparse.Namespace) -> int:
     progress._print(
         f"session {finished.status}: {finished.n_cells} cells, {finished.n_failed} failed{saturated}, "
         f"{formatting.duration(finished.wall_s)} — {session_dir}"
+        + (f"; {adaptive_end(progress.adaptive)}" if progress.adaptive else "")
     )
     return ExitCode.OK if finished.status == SessionStatus.OK else ExitCode.CELL_FAILED
 

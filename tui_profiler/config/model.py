@@ -631,6 +631,42 @@ class FleetConfig(Section):
         return self
 
 
+PlanStrategy = Literal["grid", "adaptive"]
+PlanGoal = Literal["model", "slo"]
+
+
+class PlanConfig(Section):
+    """How the grid is measured: all of it (`grid`), or an adaptive choice of its cells (`adaptive`,
+    `tui_profiler.sweep.adaptive`) that stops at a target or a budget. A grid ignores the other keys, so
+    `--set plan.strategy=grid` measures an adaptive preset's grid in full."""
+
+    strategy: PlanStrategy = Field(default="grid", description="'grid': every cell; 'adaptive': chosen cells")
+    goal: PlanGoal = Field(
+        default="model",
+        description="adaptive: a latency model of the whole grid ('model') or the cheapest configuration "
+        "that meets [slo] ('slo')",
+    )
+    budget_cells: Annotated[int, Integral, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None, description="adaptive: measure at most this many cells"
+    )
+    budget_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60, allow_inf_nan=False)] | None = Field(
+        default=None, description="adaptive: choose no new cell after this many minutes"
+    )
+    target_error: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = Field(
+        default=10.0,
+        description="adaptive, goal model: stop when the model's estimated median error over the grid is "
+        "within this many percent",
+    )
+    slo_size: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="adaptive, goal slo: the input size (a scale or token length of the grid) the answer is "
+        "for (default: the largest)",
+    )
+    cost_per_gb: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = Field(
+        default=0.25, description="adaptive, goal slo: a GiB of memory's cost, in CPU cores"
+    )
+
+
 class Preset(BaseModel):
     """A whole preset file. `name` defaults to the file's stem; `path` is where it was read from."""
 
@@ -654,6 +690,7 @@ class Preset(BaseModel):
     load: LoadConfig = Field(default_factory=LoadConfig)
     slo: SloConfig | None = None  # generative models: goodput against these objectives
     fleet: FleetConfig | None = None  # several test boxes in one session (`run --hosts` overrides it)
+    plan: PlanConfig = Field(default_factory=PlanConfig)  # the whole grid, or an adaptive choice of it
 
     _path: Path | None = PrivateAttr(default=None)
 
@@ -677,6 +714,14 @@ class Preset(BaseModel):
         task_problem = hubs.task_problem(self.model, self.task) if self.model else None
         if task_problem is not None:
             raise rule("task", self.task, task_problem)
+        if (
+            self.plan.strategy == "adaptive"
+            and self.plan.goal == "slo"
+            and (self.slo is None or self.slo.e2e_s is None)
+        ):
+            raise rule("plan.goal", "slo", "an adaptive plan with goal 'slo' needs [slo] e2e_s")
+        if self.plan.strategy == "adaptive" and self.load.search is not None:
+            raise rule("plan.strategy", "adaptive", "a capacity search (load.search) makes its own cells")
         return self
 
     @property

@@ -299,6 +299,11 @@ SATURATION_COLUMNS: tuple[str, ...] = (
     "cpu_pressure_some_pct",
 )
 
+# Why the sweep ran a cell (sweep.adaptive): `chosen_because` is `grid` (every cell of the plan), `search` (a
+# capacity search's level), or an adaptive plan's reason — `design`, `uncertainty`, `slo-boundary`; the adaptive
+# model's prediction at the cell and its 95% interval before the cell ran (empty for design cells and grids).
+ADAPTIVE_COLUMNS: tuple[str, ...] = ("chosen_because", "predicted_s", "predicted_lo_s", "predicted_hi_s")
+
 CELL_COLUMNS = [
     "cell_index",
     "container_idx",
@@ -365,6 +370,7 @@ CELL_COLUMNS = [
     *PROMPT_CELL_COLUMNS,
     *SATURATION_COLUMNS,
     *TAIL_CELL_COLUMNS,
+    *ADAPTIVE_COLUMNS,
     "status",
     "reason",
 ]

@@ -37,11 +37,15 @@ class Emitter:
         self.finished: dict[int, CellStatus] = dict(finished or {})  # cell -> status, resumed ones too
         self.on_finished: list[Callable[[CellFinished], None]] = []
         self.on_request: list[Callable[[RequestDone], None]] = []  # a search's judge (sweep.search)
+        # the order's word on why each cell ran (cells.csv `chosen_because` and the adaptive prediction)
+        self.explain: Callable[[int], dict[str, Any]] | None = None
 
     def __call__(self, event: Event) -> None:
         if self.on_request and type(event) is RequestDone:
             for observe in self.on_request:
                 observe(event)
+        if isinstance(event, CellFinished) and self.explain is not None:
+            event = replace(event, summary={**event.summary, **self.explain(event.cell_index)})
         if isinstance(event, CellFinished) and event.status != CellStatus.INTERRUPTED:
             self.finished[event.cell_index] = event.status
             for listener in self.on_finished:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tui_profiler.session.schema import (
+    ADAPTIVE_COLUMNS,
     COLD_START_PHASES,
     CellStatus,
     ColdStartPhaseName,
@@ -403,6 +404,9 @@ def cell_row(
         **prompt_columns(setting, results),
         **saturation_row(setting, results, sampled, profiling_url, load_shape, cpu_window),
         **tail_columns(setting, timed, server_metrics),
+        **dict.fromkeys(
+            ADAPTIVE_COLUMNS
+        ),  # why the cell ran: the order's word, merged by the sweep's Emitter
         "status": status,
         "reason": reason,
     }

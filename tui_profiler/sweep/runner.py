@@ -45,6 +45,10 @@ if TYPE_CHECKING:
     from tui_profiler.fleet.remote import HostSession
 
 
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 class SweepRunner:
     """Runs a preset's plan. `runtime`: a Runtime, a runtime name ('docker' | 'process'), or None (docker
     when an engine is reachable, else process). `url`: profile an already running server (no container,
@@ -80,6 +84,8 @@ class SweepRunner:
         self._hosts: list[HostSession] = []
         self.host_name = os.uname().nodename  # the test box a one-host run's rows name
         self.host_class = ""
+        self._resumed_rows: list[dict[str, Any]] = []  # a resume's finished cells.csv rows
+        self._resumed_meta: dict[str, Any] = {}
 
     @property
     def stop_requested(self) -> bool:
@@ -93,6 +99,7 @@ class SweepRunner:
     async def run(self, emit: Emit) -> SessionFinished:
         wall0 = time.perf_counter()
         self._check_search()
+        self._check_adaptive()
         await self._choose_runtime(Emitter(emit))
         session_dir, session_id, finished = await self._open_session()
         self.session_id = session_id
@@ -106,6 +113,19 @@ class SweepRunner:
             emitter.on_request.append(search.observe)
             ctx.n_cells, ctx.open_ended = search.upper_bound, True
             meta |= {"search": search.describe(), "plan": []}
+        if self.preset.plan.strategy == "adaptive":  # chosen cells of the plan, as the model learns
+            from tui_profiler.sweep.adaptive import AdaptiveOrder  # the model's numpy/scipy: only here
+
+            elapsed = _number((self._resumed_meta.get("adaptive") or {}).get("elapsed_s"))
+            order = adaptive = AdaptiveOrder(
+                self.preset, self.plan, emitter, resumed=self._resumed_rows, elapsed_s=elapsed
+            )
+            emitter.explain = adaptive.explain
+            ctx.n_cells, ctx.open_ended = len(self.plan), True
+            meta |= {"adaptive": adaptive.describe()}
+        else:
+            why = "search" if self.preset.load.search is not None else "grid"
+            emitter.explain = lambda _index: {"chosen_because": why}
         emitter(self._started(session_dir, session_id, len(finished), meta, ctx.n_cells))
         if finished:
             emitter(LogMessage("info", self._resuming(len(finished))))
@@ -113,8 +133,9 @@ class SweepRunner:
         try:
             status = await self._drive(ctx, emitter, order)
         finally:
-            if isinstance(order, SearchOrder):
-                order.flush()  # the capacity rows of the searches that ended, before the session's end
+            flush = getattr(order, "flush", None)  # a search's capacity rows, an adaptive plan's state
+            if flush is not None:
+                flush()  # before the session's end
             await asyncio.shield(self._remove_leftovers(emitter, session_id))
             done = self._finished(
                 session_dir, status, emitter.finished, time.perf_counter() - wall0, ctx.open_ended
@@ -136,6 +157,19 @@ class SweepRunner:
                 "container groups, a search makes its cells as it goes"
             )
 
+    def _check_adaptive(self) -> None:
+        """An adaptive plan chooses as it measures: one host, one cell per configuration × size."""
+        if self.preset.plan.strategy != "adaptive":
+            return
+        if self.fleet is not None and not self.url and self._runtime_arg is None:
+            raise ValueError(
+                "an adaptive plan (plan.strategy = 'adaptive') runs on one host: a fleet takes whole "
+                "container groups up front, an adaptive plan chooses each cell from the last"
+            )
+        from tui_profiler.sweep.adaptive import check_adaptive
+
+        check_adaptive(self.preset, self.plan)
+
     def _finished(
         self,
         session_dir: Path,
@@ -144,7 +178,8 @@ class SweepRunner:
         wall_s: float,
         searched: bool = False,
     ) -> SessionFinished:
-        """The session's end. `searched`: a capacity search, whose cells are those it ran (none remain)."""
+        """The session's end. `searched`: a capacity search or an adaptive plan, whose cells are those it ran
+        (none remain: the plan chooses the rest on a resume)."""
         n_failed = sum(1 for s in finished.values() if s != CellStatus.OK)
         return SessionFinished(
             session_dir=str(session_dir),
@@ -228,6 +263,7 @@ class SweepRunner:
             if r.get("cell_index", "").isdigit()
         }
         self.session_dir = self.resume
+        self._resumed_rows, self._resumed_meta = rows, saved
         return self.resume, str(saved.get("session_id") or self.resume.name), finished
 
     def _check_resume_plan(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from tui_profiler.events import (
     ColdStartPhase,
     Event,
     LogMessage,
+    MetaUpdated,
     RequestDone,
     ResourceSample,
     ServerMetrics,
@@ -55,6 +56,7 @@ class LiveState:
     runtime_reason: str = ""
     n_cells: int = 0  # a capacity search's: an upper bound (`searching`)
     searching: bool = False  # a capacity search makes its cells as it goes: no fraction done, no ETA
+    adaptive: dict[str, Any] = field(default_factory=dict)  # an adaptive plan's state (meta.json `adaptive`)
     resumed_cells: int = 0
     cells_done: int = 0
     cells_failed: int = 0
@@ -160,7 +162,8 @@ class LiveState:
             self.runtime = event.runtime
             self.runtime_reason = event.runtime_reason
             self.n_cells = event.n_cells
-            self.searching = bool(event.meta.get("search"))
+            self.adaptive = event.meta.get("adaptive") or {}
+            self.searching = bool(event.meta.get("search") or self.adaptive)
             self.resumed_cells = event.resumed_cells
             self.cells_done = event.resumed_cells
             self.started_at = self.clock()
@@ -229,6 +232,8 @@ class LiveState:
                 self.log("info", f"cell {event.cell_index + 1} tail: {explained}")
         elif isinstance(event, LogMessage):
             self.log(event.level, event.text)
+        elif isinstance(event, MetaUpdated) and "adaptive" in event.fields:
+            self.adaptive = event.fields["adaptive"] or {}
         elif isinstance(event, SessionFinished):
             self.finished = event
             self.eta_s = 0.0

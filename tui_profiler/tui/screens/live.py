@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Sta
 from tui_profiler import formatting
 from tui_profiler.session.schema import CellStatus, GenColumn, SessionStatus
 from tui_profiler.tui.live_state import LiveState
+from tui_profiler.tui.widgets.heatmap import GridHeatMap
 from tui_profiler.tui.widgets.phasebar import ColdStartBar
 from tui_profiler.tui.widgets.plots import Line, LinePlot
 
@@ -73,6 +74,7 @@ class LiveScreen(Screen[None]):
                 "no sweep running — F2 opens Setup, choose a preset and press Ctrl+R", id="cell-label"
             )
             yield ColdStartBar(id="cold-bar")
+            yield GridHeatMap(id="heatmap")  # an adaptive plan's grid: measured and predicted cells
         with Grid(id="plots"):
             yield LinePlot("latency per request", xlabel="s", ylabel="ms", id="plot-latency")
             # shown for generative cells only (the screen's -generative class)
@@ -156,6 +158,8 @@ class LiveScreen(Screen[None]):
         if len(self.redraw_times) > 1000:
             del self.redraw_times[:500]
         self.query_one("#cold-bar", ColdStartBar).show(state.cold_phases, state.cold_total_s)
+        self.set_class(bool(state.adaptive), "-adaptive")
+        self.query_one("#heatmap", GridHeatMap).show(state.adaptive)
         if force or self._plots_due(started):
             self._draw_plots(state)
         self._draw_cells(state)
@@ -188,7 +192,8 @@ class LiveScreen(Screen[None]):
         )
         label = f"{state.cells_done}/{state.n_cells} cells{failed} · ETA {formatting.duration(state.eta())}"
         if searching:
-            label = f"{state.cells_done} cells{failed} · searching (at most {state.n_cells})"
+            word = "adaptive" if state.adaptive else "searching"
+            label = f"{state.cells_done} cells{failed} · {word} (at most {state.n_cells})"
         self.query_one("#progress-label", Static).update(f"{label} · {status}")
         if state.current_index is not None:
             p50, p99 = _running_percentiles(state)

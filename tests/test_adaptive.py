@@ -1,0 +1,334 @@
+"""The adaptive plan (issue 22): its design, its choice by uncertainty, its stops, its resume, its explanation
+columns, its SLO answer, and the replay bench — all against a synthetic law, the known answer.
+
+The law: L = t0 + (w0 + w1·pixels)·((1 − f) + f / C) — work-parallel, one of fit.py's forms — so a model
+fitted to a few of its cells predicts the others exactly (noiseless) or to the noise (a seeded 3% scatter).
+No latency is measured here: the "measure" function reads the law.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tui_profiler.analysis.adaptive import (
+    DESIGN,
+    SLO_BOUNDARY,
+    STOP_BUDGET_CELLS,
+    STOP_DECIDED,
+    STOP_TARGET,
+    UNCERTAINTY,
+    GridPoint,
+    Planner,
+    config_cost,
+)
+from tui_profiler.config import Preset
+from tui_profiler.events import CellFinished, MetaUpdated
+from tui_profiler.plan import Cell, build_plan
+from tui_profiler.session.schema import ADAPTIVE_COLUMNS, CELL_COLUMNS, CellStatus
+from tui_profiler.sweep.adaptive import AdaptiveOrder
+
+CPUS = [0.5, 1.0, 1.5, 2.0]
+SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5]
+
+
+def law(cpus: float, scale: float) -> float:
+    return 0.004 + (0.002 + 0.02 * scale**2) * (0.2 + 0.8 / cpus)
+
+
+def preset(**plan: object) -> Preset:
+    return Preset.model_validate(
+        {
+            "name": "adaptive-test",
+            "model": "mobilenet_v3_small",
+            "input": {"scales": SCALES},
+            "resources": {"cpus": CPUS, "memory_gb": [2]},
+            "load": {"concurrency": [1], "requests": 4},
+            "plan": {"strategy": "adaptive", **plan},
+            **({"slo": {"e2e_s": 0.05, "percentile": 50}} if plan.get("goal") == "slo" else {}),
+        }
+    )
+
+
+def row(cell: Cell, value: float, *, first: bool = False, status: str = "ok") -> dict[str, object]:
+    return {
+        "cell_index": cell.index,
+        "status": status,
+        "n": 4 if status == "ok" else 0,
+        "mean_s": value,
+        "p50_s": value,
+        "cold_start_cell": int(first),
+        "cold_start_s": 3.0,
+        "load_wall_s": 1.0,
+    }
+
+
+def drive(order: AdaptiveOrder, measure=lambda c: law(c.cpus, c.input_scale)) -> list[tuple[Cell, dict]]:
+    """run_local's loop without containers: groups of cells from the order, each 'measured' by `measure`."""
+    ran = []
+    while (first := order.next_cell()) is not None:
+        cell: Cell | None = first
+        while cell is not None:
+            value = measure(cell)
+            order.record(CellFinished(cell.index, CellStatus.OK, "", row(cell, value, first=cell is first)))
+            ran.append((cell, order.explain(cell.index)))
+            cell = order.next_cell(first.container_group)
+    order.flush()
+    return ran
+
+
+def grid_points() -> list[GridPoint]:
+    return [
+        GridPoint(k, c, 2.0, s * s, config_cost(c, 2.0, 0.25)) for k, c in enumerate(CPUS) for s in SCALES
+    ]
+
+
+# ------------------------------------------------------------------------------------------- planner
+
+
+def test_design_is_corners_and_centre_in_container_order() -> None:
+    points = grid_points()
+    planner = Planner(points)
+    chosen = [(points[i].cpus, points[i].size) for i in planner.design]
+    assert chosen == [(0.5, 0.25), (0.5, 6.25), (1.0, 1.5625), (2.0, 0.25), (2.0, 6.25)]
+    first = planner.choose()
+    assert first is not None and first.because == DESIGN and first.prediction is None
+
+
+def test_noiseless_law_stops_at_the_target_with_exact_predictions() -> None:
+    points = grid_points()
+    planner = Planner(points, target_error_pct=1.0)
+    while (choice := planner.choose()) is not None:
+        p = points[choice.point]
+        planner.tell(choice.point, law(p.cpus, math.sqrt(p.size)))
+    assert planner.stop_reason == STOP_TARGET
+    assert planner.n_measured <= 10  # 5 design cells and a few chosen: a third of the grid at most
+    assert planner.model is not None
+    errors = [
+        abs(planner.model.predictions[i].value / law(p.cpus, math.sqrt(p.size)) - 1)
+        for i, p in enumerate(points)
+    ]
+    assert max(errors) < 1e-3  # the law is one of the forms: known exactly
+
+
+def test_choice_by_uncertainty_prefers_the_running_container() -> None:
+    points = grid_points()
+    planner = Planner(points, target_error_pct=None, start_ratio=1e6)  # a start costs ~forever: stay
+    for i in planner.design:
+        p = points[i]
+        planner.tell(i, law(p.cpus, math.sqrt(p.size)) * (1.03 if i % 2 else 0.97))
+    here = points[planner.design[-1]].config
+    choice = planner.choose(here)
+    assert choice is not None and choice.because == UNCERTAINTY
+    assert points[choice.point].config == here
+    assert (
+        choice.prediction is not None
+        and choice.prediction.lo < choice.prediction.value < choice.prediction.hi
+    )
+    free = Planner(points, target_error_pct=None, start_ratio=0.0)
+    for i in planner.measured:
+        free.tell(i, planner.measured[i])
+    best = free.choose(None)
+    assert best is not None
+    sds = [free.prediction(i).model_sd for i in range(len(points)) if not free.done(i)]
+    assert free.prediction(best.point).model_sd == pytest.approx(max(sds))  # the least sure point
+
+
+def test_budget_cells_stops() -> None:
+    points = grid_points()
+    planner = Planner(points, target_error_pct=None, budget_cells=7)
+    n = 0
+    while (choice := planner.choose()) is not None:
+        p = points[choice.point]
+        planner.tell(choice.point, law(p.cpus, math.sqrt(p.size)))
+        n += 1
+    assert n == 7 and planner.stop_reason == STOP_BUDGET_CELLS
+
+
+def test_slo_finds_the_cheapest_configuration_that_meets() -> None:
+    points = grid_points()
+    size = 2.0**2
+    at_size = {p.cpus: law(p.cpus, 2.0) for p in points if p.size == size}
+    bound = (at_size[1.0] + at_size[1.5]) / 2  # 1.5 CPUs meets, 1 does not
+    planner = Planner(points, goal="slo", slo_bound_s=bound, slo_size=size)
+    chosen = []
+    while (choice := planner.choose()) is not None:
+        p = points[choice.point]
+        chosen.append(choice.because)
+        planner.tell(choice.point, law(p.cpus, math.sqrt(p.size)))
+    answer = planner.slo_answer()
+    assert planner.stop_reason == STOP_DECIDED
+    assert answer.decided and answer.measured and points[answer.point].cpus == 1.5
+    assert chosen[:3] == [DESIGN] * 3 and set(chosen[3:]) <= {SLO_BOUNDARY}
+    assert all(points[i].size == size for i in planner.measured)  # only the SLO's size is measured
+
+
+# ------------------------------------------------------------------------------------------- the order
+
+
+def test_order_explains_each_cell_and_records_the_plan_in_meta() -> None:
+    events: list[object] = []
+    order = AdaptiveOrder(preset(target_error=1.0), build_plan(preset()), events.append)
+    ran = drive(order)
+    assert order.stop_reason == STOP_TARGET
+    assert [e["chosen_because"] for _, e in ran[:5]] == [DESIGN] * 5
+    assert all(e["predicted_s"] is None for _, e in ran[:5])
+    later = [e for _, e in ran[5:]]
+    assert later and all(e["chosen_because"] == UNCERTAINTY for e in later)
+    assert all(e["predicted_lo_s"] <= e["predicted_s"] <= e["predicted_hi_s"] for e in later)
+    assert set(ran[0][1]) == set(ADAPTIVE_COLUMNS) and set(ADAPTIVE_COLUMNS) <= set(CELL_COLUMNS)
+    meta = [e.fields["adaptive"] for e in events if isinstance(e, MetaUpdated)][-1]
+    assert meta["stop_reason"] == STOP_TARGET and meta["cells_measured"] == len(ran)
+    assert meta["model"]["form"] and meta["estimated_median_error_pct"] is not None
+    assert len(meta["grid"]) == len(CPUS) * len(SCALES)
+    assert sum(p["measured_s"] is not None for p in meta["grid"]) == len(ran)
+    # a container group's cells run together: each group is entered a few times at most
+    groups = [c.container_group for c, _ in ran]
+    entries = sum(1 for a, b in zip([None, *groups], groups, strict=False) if a != b)
+    assert entries <= len(CPUS) + 3
+
+
+def test_resume_replays_the_measured_cells() -> None:
+    plan = build_plan(preset())
+    whole = AdaptiveOrder(preset(target_error=1.0), plan, lambda e: None)
+    ran = drive(whole)
+    # a session cut short after 6 cells: its rows are told again, and the plan goes on from there
+    rows = [row(c, law(c.cpus, c.input_scale)) for c, _ in ran[:6]]
+    resumed = AdaptiveOrder(preset(target_error=1.0), plan, lambda e: None, resumed=rows)
+    assert resumed.planner.n_measured == 6
+    assert resumed.planner.measured == {
+        resumed._point_of[c.index]: law(c.cpus, c.input_scale) for c, _ in ran[:6]
+    }
+    rest = drive(resumed)
+    # no container runs after a resume: its first choice is the least sure point anywhere, never a cell
+    # already measured, and the plan ends as the uninterrupted one did
+    assert rest and rest[0][1]["chosen_because"] == UNCERTAINTY
+    assert {c.index for c, _ in rest}.isdisjoint(r["cell_index"] for r in rows)
+    assert resumed.stop_reason == whole.stop_reason == STOP_TARGET
+
+
+def test_a_configuration_that_cannot_start_is_left_out() -> None:
+    plan = build_plan(preset())
+    order = AdaptiveOrder(preset(target_error=1.0, budget_cells=12), plan, lambda e: None)
+    ran = []
+    while (cell := order.next_cell()) is not None:
+        broken = cell.cpus == 2.0
+        value = law(cell.cpus, cell.input_scale)
+        order.record(
+            CellFinished(
+                cell.index,
+                CellStatus.FAILED if broken else CellStatus.OK,
+                "",
+                row(cell, value, status="failed" if broken else "ok"),
+            )
+        )
+        ran.append(cell)
+    assert sum(1 for c in ran if c.cpus == 2.0) == 1  # one try, then that configuration is out
+
+
+def test_adaptive_refuses_several_load_levels() -> None:
+    p = Preset.model_validate(
+        {
+            "name": "x",
+            "model": "mobilenet_v3_small",
+            "load": {"concurrency": [1, 2]},
+            "plan": {"strategy": "adaptive"},
+        }
+    )
+    with pytest.raises(ValueError, match="one value of load levels"):
+        AdaptiveOrder(p, build_plan(p), lambda e: None)
+
+
+def test_a_grid_ignores_the_adaptive_keys() -> None:
+    """`--set plan.strategy=grid` on an adaptive preset measures its grid in full."""
+    p = preset(target_error=5.0, budget_cells=3).model_copy(deep=True)
+    grid = Preset.model_validate({**p.to_dict(), "plan": {**p.plan.model_dump(), "strategy": "grid"}})
+    assert grid.plan.strategy == "grid" and len(build_plan(grid)) == len(CPUS) * len(SCALES)
+
+
+# ------------------------------------------------------------------------------------------- the bench
+
+
+def test_bench_replay_on_a_synthetic_wide_grid(tmp_path: Path) -> None:
+    """An AC-Prof wide file written from the law (a seeded 2% scatter): the model's true error falls as cells
+    are added and is small once the design and a few more are in; every SLO case is answered correctly."""
+    from tui_profiler.bench.adaptive import load_grid, model_report, slo_report
+
+    rng = np.random.default_rng(7)
+    configs = [(1, 2), (2, 4), (3, 6), (4, 8), (6, 12)]
+    pixels = [int(224 * 224 * s * s) for s in SCALES]
+    lines = ["Pixels," + ",".join(f"CPU{c}+Mem{m}" for c, m in configs)]
+    for px, s in zip(pixels, SCALES, strict=True):
+        lines.append(
+            f"{px}," + ",".join(f"{law(c, s) * (1 + 0.02 * rng.standard_normal()):.6f}" for c, _ in configs)
+        )
+    path = tmp_path / "synthetic.csv"
+    path.write_text("\n".join(lines) + "\n")
+    grid = load_grid(path)
+    assert len(grid.points) == 40
+    rows, text = model_report(grid, max_fraction=0.5)
+    adaptive = [r for r in rows if r["strategy"] == "adaptive"]
+    assert [r["cells_measured"] for r in adaptive] == list(range(1, 21))
+    final = adaptive[-1]["median_abs_pct_error"]
+    assert final is not None and final < 5.0  # the law's own form, 2% scatter: a few % at most
+    assert any(r["strategy"] == "random" for r in rows) and any("Target" in line for line in text)
+    slo, _ = slo_report(grid)
+    mine = [r for r in slo if r["strategy"] == "adaptive"]
+    assert mine and sum(r["found"] for r in mine) / len(mine) >= 0.8
+    assert all(r["cost_ratio"] is None or r["cost_ratio"] >= 1 - 1e-9 or r["found"] == 0 for r in mine)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_adaptive_run_against_a_running_server_then_resume(
+    mobilenet_server: tuple[str, int], tmp_path: Path
+) -> None:
+    """`run --url` over six input scales (one configuration: a running server has its own caps), adaptive
+    with a budget of four cells: three design cells (smallest, largest, middle scale), one by uncertainty;
+    the end line says why it stopped; a resume replays them and chooses nothing more."""
+    from tests.test_cli import cli
+    from tui_profiler.session.reader import load_meta, read_rows
+
+    args = [
+        "run", "--url", mobilenet_server[0], "--headless", "--output", str(tmp_path),
+        "--requests", "3", "--set", "load.warmup=1", "--set", "input.scales=0.25,0.5,0.75,1,1.25,1.5",
+        "--set", "plan.strategy=adaptive", "--set", "plan.budget_cells=4",
+    ]  # fmt: skip
+    out = cli(*args, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "adaptive: stopped at budget_cells after 4 of 6 cells" in " ".join(out.stdout.split())
+    (session,) = list(tmp_path.iterdir())
+    cells = read_rows(session / "cells.csv")[1]
+    assert [c["chosen_because"] for c in cells] == ["design"] * 3 + ["uncertainty"]
+    assert [c["input_scale"] for c in cells[:3]] == ["0.25", "1.5", "0.75"]
+    last = cells[-1]
+    assert float(last["predicted_lo_s"]) <= float(last["predicted_s"]) <= float(last["predicted_hi_s"])
+    meta = load_meta(session)["adaptive"]
+    assert meta["stop_reason"] == "budget_cells" and meta["cells_measured"] == 4
+    again = cli("run", "--resume", str(session), "--headless", "--url", mobilenet_server[0], timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert len(read_rows(session / "cells.csv")[1]) == 4
+
+
+# ------------------------------------------------------------------------------------------- the views
+
+
+def test_live_state_and_heat_map_tell_measured_from_predicted() -> None:
+    from tui_profiler.tui.live_state import LiveState
+    from tui_profiler.tui.widgets.heatmap import heatmap_text
+
+    events: list[object] = []
+    order = AdaptiveOrder(preset(target_error=1.0, budget_cells=6), build_plan(preset()), events.append)
+    drive(order)
+    state = LiveState()
+    for event in events:
+        state.ingest(event)  # type: ignore[arg-type]
+    assert state.adaptive["cells_measured"] == 6
+    text = heatmap_text(state.adaptive).plain
+    assert text.count("■") == 6 + 1  # six measured cells and the legend's
+    assert text.count("~") == len(CPUS) * len(SCALES) - 6 + 1
+    assert "stopped: budget_cells" in text
