@@ -310,6 +310,7 @@ class GenerationEngine:
         self.torch = torch
         self.max_batch = max(1, max_batch)
         self.prefix_cache = prefix_cache
+        self.eos_token_id: int | None = EOS_ID  # the model's end of sequence (None: it has none)
         self._inbox: queue.SimpleQueue[GenerationRequest | None] = queue.SimpleQueue()
         self._waiting: deque[GenerationRequest] = deque()
         self._active: list[GenerationRequest] = []
@@ -451,9 +452,11 @@ class GenerationEngine:
 
     def _sample(self, logits: Any, r: GenerationRequest) -> int:
         torch = self.torch
-        if r.ignore_eos or r.generated < r.min_tokens:  # no end of sequence yet
+        eos = self.eos_token_id
+        no_eos_yet = r.ignore_eos or r.generated < r.min_tokens
+        if no_eos_yet and eos is not None and 0 <= eos < logits.shape[-1]:
             logits = logits.clone()
-            logits[EOS_ID] = -math.inf
+            logits[eos] = -math.inf
         if r.temperature <= 0:
             return int(logits.argmax())
         probs = torch.softmax(logits.float() / r.temperature, -1)
@@ -467,7 +470,7 @@ class GenerationEngine:
         r.generated += 1
         r.last_token = token
         finish = None
-        if token == EOS_ID:
+        if self.eos_token_id is not None and token == self.eos_token_id and not r.ignore_eos:
             finish = "stop"
         elif r.generated >= r.max_tokens or r.cache.length >= r.cache.capacity:
             finish = "length"

@@ -24,7 +24,6 @@ model is built and its weights read before `model_loaded`, as for the catalog an
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -463,48 +462,3 @@ class HFGenerationEngine(GenerationEngine):
     def _admit(self, r: GenerationRequest) -> None:
         r.detok = TokenizerDetokenizer(self.tokenizer, self.eos_token_id)
         super()._admit(r)
-
-    def _sample(self, logits: Any, r: GenerationRequest) -> int:
-        torch = self.torch
-        eos = self.eos_token_id
-        if eos is not None and 0 <= eos < logits.shape[-1] and (r.ignore_eos or r.generated < r.min_tokens):
-            logits = logits.clone()
-            logits[eos] = -math.inf
-        if r.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits.float() / r.temperature, -1)
-        if r.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)
-            keep = sorted_p.cumsum(0) - sorted_p < r.top_p
-            probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
-        return int(torch.multinomial(probs, 1, generator=r.generator))
-
-    def _deliver(self, r: GenerationRequest, token: int) -> None:
-        r.generated += 1
-        r.last_token = token
-        finish = None
-        if self.eos_token_id is not None and token == self.eos_token_id and not r.ignore_eos:
-            finish = "stop"
-        elif r.generated >= r.max_tokens or r.cache.length >= r.cache.capacity:
-            finish = "length"
-        piece = r.detok.piece(token)
-        if finish is not None:
-            piece += r.detok.flush()
-        r.emit(("token", token, piece))
-        if finish is None:
-            return
-        now = time.perf_counter()
-        timings = {
-            "queue_s": r.t_prefill_start - r.t_submit,
-            "prefill_s": r.t_first_token - r.t_prefill_start,
-            "decode_s": now - r.t_first_token,
-            "prefill_cpu_s": r.prefill_cpu_s,
-            "decode_cpu_s": r.decode_cpu_s,
-            "prompt_tokens": len(r.prompt),
-            "completion_tokens": r.generated,
-            "kv_cache_bytes": r.cache.nbytes,
-        }
-        r.cache = None
-        if r in self._active:
-            self._active.remove(r)
-        r.emit(("done", finish, timings))

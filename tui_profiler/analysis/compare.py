@@ -46,25 +46,11 @@ import numpy as np
 import pandas as pd
 
 from tui_profiler.errors import ProfilerError
-from tui_profiler.session.schema import COLD_START_PHASES
+from tui_profiler.session.schema import COLD_START_PHASES, CONFIGURATION_COLUMNS
 from tui_profiler.stats import quantile_interval, t_ci95, t_quantile_975
 
-# What identifies a cell across sessions (the first of these that either session sets).
-MATCH_COLUMNS: tuple[str, ...] = (
-    "host_class",
-    "cpu_cores",
-    "mem_cap_gb",
-    "gpu_mode",
-    "gpus",
-    "input_scale",
-    "pixels",
-    "token_len",
-    "output_len",
-    "shared_prefix_tokens",
-    "batch_size",
-    "concurrency",
-    "rate",
-)
+# What identifies a cell across sessions: the keys of a configuration (`session.schema`) that either sets.
+MATCH_COLUMNS: tuple[str, ...] = CONFIGURATION_COLUMNS
 CONFIDENCE = 0.95
 # The smallest change a verdict reports: the interval must lie wholly beyond ±2%. The request-level
 # intervals hold the sampling noise of one run; two containers of one image on a shared box differ by a

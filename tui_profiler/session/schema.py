@@ -392,10 +392,9 @@ SAMPLE_COLUMNS = [
 ]
 
 
-# repetitions.csv (`session.repetitions`): one row per configuration measured in several repetitions.
-# A configuration: the cells.csv rows that differ only in `repeat_idx` (and their cell and container).
-REPETITION_CONFIG_COLUMNS: tuple[str, ...] = (
-    "model_name",
+# What makes two cells the same measured configuration, wherever cells are matched (repetitions of one
+# session, or the cells of two sessions that `compare` lines up): where, the caps, the input and the load.
+CONFIGURATION_COLUMNS: tuple[str, ...] = (
     "host_class",
     "cpu_cores",
     "mem_cap_gb",
@@ -405,10 +404,15 @@ REPETITION_CONFIG_COLUMNS: tuple[str, ...] = (
     "pixels",
     "token_len",
     "output_len",
+    "shared_prefix_tokens",
     "batch_size",
     "concurrency",
     "rate",
 )
+
+# repetitions.csv (`session.repetitions`): one row per configuration measured in several repetitions.
+# A configuration: the cells.csv rows that differ only in `repeat_idx` (and their cell and container).
+REPETITION_CONFIG_COLUMNS: tuple[str, ...] = ("model_name", *CONFIGURATION_COLUMNS)
 REPETITION_COLUMNS: tuple[str, ...] = (
     *REPETITION_CONFIG_COLUMNS,
     "repetitions",  # how many repetitions of the configuration ended ok with a p50
