@@ -88,9 +88,12 @@ def test_find_max_load_finds_the_largest_concurrency_within_the_slo(fifo_server:
     assert row["cpu_cores"] == "" and row["throughput_per_core"] == ""  # --url: no cap, no per-core figure
     cells = read_rows(session / "cells.csv")[1]
     assert [int(c["cell_index"]) for c in cells] == [int(i) for i in row["cells"].split()]
-    assert [c["concurrency"] for c in cells] == ["1", "2", "4", "3"]
+    # the levels tried, in order; a level whose interval is not sure yet gets more requests (another cell
+    # at the same level): the first requests at a higher concurrency fill the queue (50, 100, 150 ms ...),
+    # a rising start the dependence estimate counts against a sample of 20
+    assert list(dict.fromkeys(c["concurrency"] for c in cells)) == ["1", "2", "4", "3"]
     meta = json.loads((session / "meta.json").read_text())
-    assert meta["search"]["percentile"] == 50.0 and meta["cells_finished"] == 4
+    assert meta["search"]["percentile"] == 50.0 and meta["cells_finished"] == len(cells)
     assert "capacity" in done.stdout and "searching" in done.stdout
     assert served(url) == sum(int(c["n"]) + int(c["warmup_n"]) for c in cells)
 
@@ -114,6 +117,7 @@ def test_find_max_load_finds_the_rate_capacity_of_an_open_loop(fifo_server: str,
     (session,) = (tmp_path / "out").iterdir()
     (row,) = read_rows(session / "capacity.csv")[1]
     assert row["load_kind"] == "rate" and row["stop_reason"] == "resolved", row["steps"]
-    assert row["steps"].startswith("15 meets (n=40); 30 fails (n=40)"), row["steps"]
+    # 30/s is past capacity: it fails on its interval, and the saturation judge may also flag it `server`
+    assert row["steps"].startswith("15 meets (n=40); 30 fails (n=40"), row["steps"]
     capacity = 1 / SERVICE_S
     assert capacity * 0.9 <= float(row["max_load"]) <= capacity / (1 - 2 / n), row["steps"]

@@ -46,9 +46,10 @@ async def test_the_scraper_sees_our_server_queueing_above_its_one_worker() -> No
         "tui_profiler_requests_queued",
         "tui_profiler_batch_size",
     } <= metrics
-    # the server says requests waited: its queue-time histogram counted 24 and Server-Timing queue > 0
+    # the server says requests waited: its queue-time histogram counted our 24 (the in-process server is
+    # shared with this worker's other tests, so its count may start above 0) and Server-Timing queue > 0
     counts = [v for m, _, v in rows if m == "tui_profiler_queue_seconds_count"]
-    assert counts and max(counts) <= 24
+    assert counts and max(counts) >= 24 and max(counts) - min(counts) <= 24, counts
     # one worker: in each wave of 8, the 7 served after the first waited at least one inference
     least_infer = min(i for _, i in queues)
     assert sum(1 for q, _ in queues if q >= least_infer) >= 7 * 3
