@@ -157,3 +157,27 @@ def test_fit_models_cpu_seconds_per_request_against_input_size() -> None:
     assert one == pytest.approx(0.014, rel=0.03)  # CPU-seconds, whatever the cores
     report = fit_frame(df[TIDY_COLUMNS], target="cpu")
     assert report.target == "cpu" and report.groups
+
+
+def test_recommend_reports_the_cores_one_request_per_second_takes_where_it_was_measured() -> None:
+    """`recommend`'s cores per request/s: the chosen configuration's measured CPU-seconds per request at
+    the measured size nearest the one asked (the median of its requests' `cpu_ms`; a cells.csv row's
+    `cpu_ms_mean` where it has no requests), None where the CPU per request was not read."""
+    import pandas as pd
+
+    from tui_profiler.analysis.recommend import Candidate, cores_per_rps
+
+    rows = pd.DataFrame(
+        {
+            "cpu_cores": [1.0, 1.0, 1.0, 2.0, 1.0],
+            "gpu_mode": ["off"] * 5,
+            "pixels": [100.0, 100.0, 400.0, 100.0, 400.0],
+            "cpu_ms": [20.0, 30.0, 80.0, 11.0, None],
+            "cpu_ms_mean": [None, None, None, None, 90.0],
+        }
+    )
+    best = Candidate("off", 1.0, 2.0, 0.05, 1.25, True, False)
+    assert cores_per_rps(rows, best, "pixels", 120.0) == 0.025  # median of 20 and 30 ms at 100 pixels
+    assert cores_per_rps(rows, best, "pixels", 390.0) == 0.085  # 80 ms (a request) and 90 ms (a cell)
+    assert cores_per_rps(rows.drop(columns=["cpu_ms", "cpu_ms_mean"]), best, "pixels", 120.0) is None
+    assert cores_per_rps(rows, Candidate("off", 4.0, 8.0, 0.05, 5.0, True, False), "pixels", 120.0) is None

@@ -81,10 +81,14 @@ class Recommendation:
     selections: dict[str, Selection] = field(default_factory=dict)  # group label -> how its form was chosen
     decision: Decision | None = None  # whether the measurements decide the choice (None: no choice)
     excluded_cells: int = 0  # cells left out of the fit, flagged saturated
+    # cores one request/s takes at the chosen configuration: its measured CPU-seconds per request (None: the
+    # target's CPU per request was not measured, or nothing was chosen)
+    cores_per_rps: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "slo_s": self.slo_s,
+            "cores_per_rps": self.cores_per_rps,
             "target": self.target,
             self.size_column: self.size,
             "best": self.best.as_dict() if self.best else None,
@@ -115,6 +119,10 @@ class Recommendation:
                 lines.append(f"  next:     {_describe(c)}")
         if self.decision is not None:
             lines.append(f"  {self.decision.line}")
+        if self.cores_per_rps is not None:
+            lines.append(
+                f"  CPU: {self.cores_per_rps:.3g} cores per request/s there (measured CPU time per request)"
+            )
         lines += [f"  {label}: {s.line}" for label, s in self.selections.items()]
         lines += [f"  note: {c}" for c in self.caveats]
         return lines
@@ -294,7 +302,31 @@ def recommend(
         selections,
         decision,
         len(report.excluded),
+        cores_per_rps(rows, best, size_column, size) if best is not None else None,
     )
+
+
+def cores_per_rps(
+    rows: pd.DataFrame, best: Candidate | SloCandidate, size_column: str, size: float
+) -> float | None:
+    """The cores one request/s takes at configuration `best`: its measured CPU-seconds per request
+    (requests.csv `cpu_ms`, else cells.csv `cpu_ms_mean`), the median over its rows at the measured input
+    size nearest `size`. None where the CPU per request was not measured there."""
+    if size_column not in rows or "cpu_cores" not in rows:
+        return None
+    cpu = pd.Series(np.nan, index=rows.index)
+    for column in ("cpu_ms_mean", "cpu_ms"):  # a request's own, where it has one
+        if column in rows:
+            cpu = pd.to_numeric(rows[column], errors="coerce").where(lambda v: v.notna(), cpu)
+    sizes = pd.to_numeric(rows[size_column], errors="coerce")
+    same = (pd.to_numeric(rows["cpu_cores"], errors="coerce") == best.cpu_cores) & cpu.notna() & sizes.notna()
+    if "gpu_mode" in rows:
+        same &= rows["gpu_mode"].astype(str) == best.gpu_mode
+    if not same.any():
+        return None
+    distance = (sizes[same] - size).abs()
+    at = cpu[same][distance == distance.min()]
+    return float(at.median()) / 1000.0
 
 
 def _model_groups(report: FitReport, model: str | None, host_class: str | None = None) -> list[GroupFit]:
@@ -455,10 +487,12 @@ class SloRecommendation:
     selections: dict[str, Selection] = field(default_factory=dict)  # 'objective: group' -> selection
     decision: Decision | None = None
     excluded_cells: int = 0
+    cores_per_rps: float | None = None  # as Recommendation's, at the first objective's input size
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "objectives": self.objectives,
+            "cores_per_rps": self.cores_per_rps,
             "best": self.best.as_dict() if self.best else None,
             **Decision.fields(self.decision),
             "excluded_cells": self.excluded_cells,
@@ -488,6 +522,10 @@ class SloRecommendation:
             lines += [f"  next:     {_describe_slo(c)}" for c in runners]
         if self.decision is not None:
             lines.append(f"  {self.decision.line}")
+        if self.cores_per_rps is not None:
+            lines.append(
+                f"  CPU: {self.cores_per_rps:.3g} cores per request/s there (measured CPU time per request)"
+            )
         lines += [f"  {label}: {s.line}" for label, s in self.selections.items()]
         lines += [f"  note: {c}" for c in self.caveats]
         return lines
@@ -593,4 +631,8 @@ def recommend_slos(
         }
         for o in objectives
     ]
-    return SloRecommendation(asked, best, candidates, caveats, selections, decision, len(excluded))
+    cores = None
+    if best is not None and objectives:
+        first = objectives[0]
+        cores = cores_per_rps(rows, best, first.report.groups[0].size_column or "size", first.size)
+    return SloRecommendation(asked, best, candidates, caveats, selections, decision, len(excluded), cores)
