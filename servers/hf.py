@@ -108,12 +108,7 @@ class HFModelState(ModelState):
         self.timeline["imports_done"] = time.time()
         if threads is not None:
             torch.set_num_threads(threads)
-        want = self.device_request
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want == "cuda" and not torch.cuda.is_available():
-            raise ModelLoadError("--device cuda: torch sees no CUDA device")
-        self.device = torch.device(want)
+        self.device = self.torch_device(torch)
         self.phase = "loading model"
         transformers.logging.set_verbosity_error()
         config = _timed_hub_call(ref, lambda: transformers.AutoConfig.from_pretrained(ref))

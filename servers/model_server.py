@@ -239,6 +239,15 @@ class ModelState:
         default_factory=dict, init=False, repr=False
     )
 
+    def torch_device(self, torch: Any) -> Any:
+        """The torch device `--device` asks for ('auto': CUDA when torch sees one, else the CPU)."""
+        want = self.device_request
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("--device cuda: torch sees no CUDA device")
+        return torch.device(want)
+
     def load(self) -> None:
         """Import torch, build and warm up the model (runs in the loader thread)."""
         self.phase = "importing torch"
@@ -252,12 +261,7 @@ class ModelState:
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         if threads is not None:
             torch.set_num_threads(threads)
-        want = self.device_request
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want == "cuda" and not torch.cuda.is_available():
-            raise ModelLoadError("--device cuda: torch sees no CUDA device")
-        self.device = torch.device(want)
+        self.device = self.torch_device(torch)
         self.phase = "loading model"
         model = build_model(self.entry, self.weights, hub_repo=self.hub_repo, hub_model=self.hub_model)
         self.model = model.to(self.device)
