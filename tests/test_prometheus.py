@@ -3,6 +3,7 @@ as rates, histograms kept, the per-cell mean and peak (fast tier: text by hand).
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -50,3 +51,39 @@ def test_include_keeps_families_or_samples_by_name() -> None:
 def test_a_cells_mean_and_peak() -> None:
     rows = [("q", "", 1.0), ("q", "", 3.0), ("h_bucket", '{"le":"1"}', 9.0)]
     assert summarise(rows) == {"q": {"mean": pytest.approx(2.0), "peak": 3.0}}
+
+
+async def test_a_cell_shorter_than_the_interval_still_gets_a_counter_rate() -> None:
+    """The scraper scrapes at its start and once more at its stop: a cell that ends before the next poll
+    still has two scrapes, so its counters a rate (aiohttp's test server counts its own scrapes)."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from tui_profiler.sample.prometheus import MetricsScraper
+
+    served = 0
+
+    async def metrics(_request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        body = f"# TYPE done_total counter\ndone_total {served * 10}\n"
+        return web.Response(text=body, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        events = []
+        scraper = MetricsScraper(
+            str(server.make_url("/metrics")), interval_s=60, include=[], cell_index=0, emit=events.append
+        )
+        scraper.start()
+        while scraper.scrapes == 0:  # the first poll, at the start
+            await asyncio.sleep(0.01)
+        await scraper.stop()
+    finally:
+        await server.close()
+    assert scraper.scrapes == served == 2
+    metrics_seen = [row[0] for e in events for row in e.rows]
+    assert metrics_seen.count("done_total" + RATE_SUFFIX) == 1  # against the first scrape only

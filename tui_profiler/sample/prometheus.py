@@ -156,9 +156,14 @@ class MetricsScraper:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> dict[str, dict[str, float | None]]:
-        """Stop polling; each chosen metric's mean and peak over the cell."""
+        """Stop polling, scrape once more (so a cell shorter than `interval_s` still has a first and a last
+        scrape, and its counters a rate over the cell); each chosen metric's mean and peak over the cell."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+            import aiohttp
+
+            async with aiohttp.ClientSession() as session:
+                await self.scrape_once(session)
         return summarise(self._rows)
