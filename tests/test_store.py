@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tui_profiler.events import ServerMetrics
 from tui_profiler.session.schema import CELL_COLUMNS, REQUEST_COLUMNS
 from tui_profiler.session.store import (
     AppendCsv,
@@ -180,6 +181,7 @@ def test_resume_moves_partial_rows_and_never_duplicates(tmp_path: Path) -> None:
         for k in range(3):
             store.write_request({"cell_index": cell, "timestamp_ms": cell * 10 + k, "latency_s": 0.1})
             store.write_sample({"cell_index": cell, "t_s": k * 0.1, "cpu_cores": 0.5})
+            store.write_server_metrics(ServerMetrics(cell_index=cell, t_s=k * 0.5, rows=[["queued", "", k]]))
         if cell < 2:
             store.write_cell(_cell(cell))  # cell 2 was cut short: no cells.csv row
     # a kill in the middle of a line
@@ -195,6 +197,10 @@ def test_resume_moves_partial_rows_and_never_duplicates(tmp_path: Path) -> None:
     assert [r["timestamp_ms"] for r in partial] == ["20", "21", "22"]  # kept, not lost
     _, samples = read_rows(store.dir / "samples.csv")
     assert {r["cell_index"] for r in samples} == {"0", "1"}
+    _, scraped = read_rows(store.dir / "server_metrics.csv")
+    assert {r["cell_index"] for r in scraped} == {"0", "1"} and len(scraped) == 6
+    _, scraped_aside = read_rows(store.dir / "server_metrics.partial.csv")
+    assert [r["cell_index"] for r in scraped_aside] == ["2"] * 3
     # the resumed run redoes cell 2 once
     for k in range(3):
         resumed.write_request({"cell_index": 2, "timestamp_ms": 100 + k, "latency_s": 0.2})

@@ -12,8 +12,8 @@ row goes to cells.csv only when the cell has finished (whatever its status: a fa
 a cell interrupted half-way gets no cells.csv row.
 
 Resume (`--resume SESSION_DIR`): the cells listed in cells.csv are done and are skipped. The request and
-sample rows of any other cell (a cell cut short by the interruption) are MOVED to `requests.partial.csv`
-and `samples.partial.csv` — kept for inspection, never lost — and that cell is run again from the start,
+sample rows of any other cell (a cell cut short by the interruption), and its server_metrics.csv rows, are
+MOVED to `requests.partial.csv`, `samples.partial.csv` and `server_metrics.partial.csv` — kept for inspection, never lost — and that cell is run again from the start,
 so each cell appears exactly once in the main files. A cell started again within a session (its fleet host
 dropped mid-way) has its earlier rows moved aside the same way.
 
@@ -250,11 +250,14 @@ class SessionStore:
     def set_aside(self, cell_index: int) -> None:
         """Move the rows of a cell that is about to run again (its earlier try was cut short) to
         *.partial.csv, as a resume does."""
-        for f in (self.requests, self.samples):
-            f.close()
+        for f in (self.requests, self.samples, self.server_metrics):
+            if f is not None:
+                f.close()
         _move_rows_aside(self.dir, lambda index: index == cell_index)
         self.requests = AppendCsv(self.dir / "requests.csv", REQUEST_COLUMNS)
         self.samples = AppendCsv(self.dir / "samples.csv", SAMPLE_COLUMNS)
+        if self.server_metrics is not None:
+            self.server_metrics = AppendCsv(self.dir / "server_metrics.csv", SERVER_METRIC_COLUMNS)
 
     def write_cell(self, row: dict[str, Any]) -> None:
         self.requests.sync()
@@ -299,9 +302,13 @@ class SessionStore:
 
 
 def _move_rows_aside(session_dir: Path, aside: Callable[[int | None], bool]) -> None:
-    """Move the request and sample rows whose cell `aside` names to *.partial.csv (kept, never lost);
-    a row without a cell index counts as None."""
-    for name, columns in (("requests", REQUEST_COLUMNS), ("samples", SAMPLE_COLUMNS)):
+    """Move the request, sample and server-metric rows whose cell `aside` names to *.partial.csv (kept,
+    never lost); a row without a cell index counts as None."""
+    for name, columns in (
+        ("requests", REQUEST_COLUMNS),
+        ("samples", SAMPLE_COLUMNS),
+        ("server_metrics", SERVER_METRIC_COLUMNS),
+    ):
         _, rows = read_rows(session_dir / f"{name}.csv")
         keep: list[dict[str, str]] = []
         moved: list[dict[str, str]] = []
