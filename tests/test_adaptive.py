@@ -332,3 +332,138 @@ def test_live_state_and_heat_map_tell_measured_from_predicted() -> None:
     assert text.count("■") == 6 + 1  # six measured cells and the legend's
     assert text.count("~") == len(CPUS) * len(SCALES) - 6 + 1
     assert "stopped: budget_cells" in text
+
+
+# ------------------------------------------------------------------------------------------- a fleet
+
+
+def run_fleet(order: AdaptiveOrder, hosts: int, measure=lambda c: law(c.cpus, c.input_scale)):
+    """FleetDriver's loop without engines: `hosts` workers take groups from the real GroupQueue (asking the
+    order for each one once the queue is empty), a cell takes one tick, and each result is recorded as the
+    cell finishes. Returns the groups as handed out: (host, cells), and the configurations running at once
+    whenever a group was handed out."""
+    import asyncio
+
+    from tui_profiler.sweep.schedule import GroupQueue
+
+    handed: list[tuple[str, list[Cell]]] = []
+    overlaps: list[list[int]] = []
+    running: dict[str, int] = {}
+
+    async def worker(name: str, queue: GroupQueue) -> None:
+        while (group := await queue.take(name)) is not None:
+            config = group.cells[0].container_group
+            assert {c.container_group for c in group.cells} == {config}
+            running[name] = config
+            overlaps.append(sorted(running.values()))
+            handed.append((name, group.cells))
+            for i, cell in enumerate(group.cells):
+                await asyncio.sleep(0.001 * (1 + hash(name) % 3))
+                order.record(
+                    CellFinished(cell.index, CellStatus.OK, "", row(cell, measure(cell), first=i == 0))
+                )
+            del running[name]
+            queue.done()
+
+    async def scenario() -> None:
+        queue = GroupQueue([], max_tries=2, hosts=hosts, more=order.next_group)
+        async with asyncio.TaskGroup() as tasks:
+            for h in range(hosts):
+                tasks.create_task(worker(f"h{h}", queue))
+        order.flush()
+
+    asyncio.run(scenario())
+    return handed, overlaps
+
+
+def test_a_fleet_gets_one_configuration_per_free_host_and_every_cell_once() -> None:
+    plan = build_plan(preset())
+    events: list[object] = []
+    order = AdaptiveOrder(preset(target_error=1.0), plan, events.append)
+    handed, overlaps = run_fleet(order, hosts=3)
+    cells = [c for _, group in handed for c in group]
+    assert len({c.index for c in cells}) == len(cells)  # no cell handed out twice
+    assert all(len(set(at_once)) == len(at_once) for at_once in overlaps)  # never one config on two hosts
+    assert max(len(at_once) for at_once in overlaps) >= 2  # the hosts did run at once
+    assert len({h for h, _ in handed}) >= 2
+    assert order.stop_reason == STOP_TARGET
+    assert order.planner.n_measured == len(cells) and not order.planner.pending
+    # the design first, spread over the hosts; then choices by uncertainty, each explained
+    why = [order.explain(c.index)["chosen_because"] for c in cells]
+    assert why[:5].count(DESIGN) == 5 and set(why[5:]) <= {UNCERTAINTY}
+    later = [order.explain(c.index) for c in cells[5:]]
+    assert all(e["predicted_lo_s"] <= e["predicted_s"] <= e["predicted_hi_s"] for e in later)
+    meta = [e.fields["adaptive"] for e in events if isinstance(e, MetaUpdated)][-1]
+    assert meta["cells_measured"] == len(cells) and meta["cells_pending"] == 0 and meta["running"] == {}
+    # the model it ends with knows the law (the plan's stop is the same rule as on one host)
+    assert order.planner.model is not None
+    errors = [
+        abs(order.planner.prediction(i).value / law(p.cpus, math.sqrt(p.size)) - 1)
+        for i, p in enumerate(order.points)
+    ]
+    assert max(errors) < 1e-3
+
+
+def test_a_pending_point_is_believed_so_the_next_host_looks_elsewhere() -> None:
+    points = grid_points()
+    planner = Planner(points, target_error_pct=None)
+    for i in planner.design:
+        p = points[i]
+        planner.tell(i, law(p.cpus, math.sqrt(p.size)) * (1.03 if i % 2 else 0.97))
+    first = planner.choose()
+    assert first is not None and first.because == UNCERTAINTY
+    sd_before = planner.prediction(first.point).model_sd
+    planner.assume(first.point)
+    assert planner.pending[first.point] == pytest.approx(first.prediction.value)
+    assert planner._choosing is not None
+    assert planner._choosing.predictions[first.point].model_sd < sd_before  # believed: less unsure there
+    busy = frozenset({points[first.point].config})
+    second = planner.choose(None, busy)
+    assert second is not None and points[second.point].config not in busy
+    twin = (points[first.point].cpus, points[first.point].size)
+    assert (points[second.point].cpus, points[second.point].size) != twin
+    # the stop rules see measured cells only: the estimate is the one before the assumption
+    assert planner.n_measured == len(planner.design)
+    planner.release(first.point)
+    assert not planner.pending and planner._choosing is None
+
+
+def test_a_fleet_spends_no_more_than_the_cell_budget() -> None:
+    plan = build_plan(preset())
+    order = AdaptiveOrder(preset(target_error=0.001, budget_cells=9), plan, lambda e: None)
+    handed, _ = run_fleet(order, hosts=4)
+    assert sum(len(g) for _, g in handed) == 9
+    assert order.stop_reason == STOP_BUDGET_CELLS
+
+
+def test_a_fleet_slo_plan_decides_as_one_host_does() -> None:
+    plan = build_plan(preset(goal="slo"))
+    order = AdaptiveOrder(preset(goal="slo"), plan, lambda e: None)
+    run_fleet(order, hosts=2)
+    one = AdaptiveOrder(preset(goal="slo"), plan, lambda e: None)
+    drive(one)
+    assert order.stop_reason == one.stop_reason == STOP_DECIDED
+    assert order.planner.slo_answer().point == one.planner.slo_answer().point
+
+
+def test_bench_replays_the_plan_on_fleets_in_cell_time() -> None:
+    """`bench adaptive --replay-hosts`: on the noiseless law, every fleet size measures each cell once, in
+    order of its results, and brings the true error within the target; more hosts never take longer (in
+    simulated cell time: a cell is one unit, a start one more — no clock involved)."""
+    from tui_profiler.bench.adaptive import Grid, fleet_report, model_verdict, replay_fleet
+
+    points = grid_points()
+    grid = Grid("law", points, {i: law(p.cpus, math.sqrt(p.size)) for i, p in enumerate(points)})
+    walls = {}
+    for hosts in (1, 2, 4):
+        rows = replay_fleet(grid, hosts, max_fraction=0.5)
+        assert [r["cells_measured"] for r in rows] == list(range(1, 17))  # the budget: half of 32
+        assert all(r["hosts"] == hosts for r in rows)
+        times = [r["wall_cells"] for r in rows]
+        assert times == sorted(times) and times[0] >= 2.0  # a start and a cell before the first result
+        first = model_verdict(rows, 10.0)["first_within_target"]
+        assert first is not None
+        walls[hosts] = first["wall_cells"]
+    assert walls[4] <= walls[2] <= walls[1]
+    _, lines = fleet_report(grid, [1, 2])
+    assert sum(1 for line in lines if line.startswith("| 1 |") or line.startswith("| 2 |")) == 2

@@ -47,7 +47,16 @@ def lazy_image(docker_client) -> str:  # type: ignore[no-untyped-def]
     return LAZY_TAG
 
 
-def preset(tmp_path: Path, *, rounds: int, cpus: str, memory: str, requests: int) -> Path:
+def preset(
+    tmp_path: Path,
+    *,
+    rounds: int,
+    cpus: str,
+    memory: str,
+    requests: int,
+    scales: str = "[1.0]",
+    extra: str = "",
+) -> Path:
     path = tmp_path / "fleet.toml"
     path.write_text(
         f"""
@@ -61,7 +70,7 @@ readiness = {{ kind = "http", path = "/health", json_field = "model_state", json
 [input]
 kind = "tensor"
 base_size = [8, 8]
-scales = [1.0]
+scales = {scales}
 [request]
 check = {{ json_field = "predictions" }}
 [resources]
@@ -72,6 +81,7 @@ cpuset = true
 concurrency = [1]
 requests = {requests}
 warmup = 2
+{extra}
 """
     )
     return path
@@ -318,3 +328,51 @@ def test_a_cap_a_host_cannot_give_is_refused_naming_the_host(
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert "resources.cpus" in line and "fleet host e2" in line and "at most 1" in line
     assert not out.exists() or not list(out.iterdir())  # refused before any session or container
+
+
+def test_an_adaptive_plan_hands_each_free_host_a_configuration(
+    fleet_engines: list[FleetEngine], fleet_home: Path, lazy_image: str, tmp_path: Path
+) -> None:
+    """2 configurations × 3 sizes over two engines: the design's five cells go out as one configuration per
+    host (no configuration on two hosts at once), the sixth is chosen by uncertainty once their results
+    are in; every cell runs once, says why it was chosen, and the plan's state lands in meta.json."""
+    e1, e2 = fleet_engines[0], fleet_engines[1]
+    hosts = hosts_file(
+        tmp_path,
+        [
+            {"url": e1.tcp_url, "name": "e1", "cpuset": "0"},
+            {"url": e2.tcp_url, "name": "e2", "cpuset": "1"},
+        ],
+    )
+    out = tmp_path / "out"
+    spec = preset(
+        tmp_path,
+        rounds=20_000,
+        cpus="[0.5, 1]",
+        memory="[0.5]",
+        requests=6,
+        scales="[0.5, 1.0, 2.0]",
+        extra='[plan]\nstrategy = "adaptive"\ngoal = "model"\ntarget_error = 10',
+    )
+    proc = run_to_end(str(spec), "--hosts", str(hosts), "--output", str(out), home=fleet_home, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    session = session_of(out)
+    cells = read_csv(session / "cells.csv")
+    assert sorted(int(c["cell_index"]) for c in cells) == list(range(6))  # every cell exactly once
+    assert all(c["status"] == "ok" for c in cells), [c["reason"] for c in cells]
+    assert {c["host"] for c in cells} == {"e1", "e2"}
+    why = {int(c["cell_index"]): c["chosen_because"] for c in cells}
+    assert sorted(why.values()) == ["design"] * 5 + ["uncertainty"]
+    (chosen,) = [c for c in cells if c["chosen_because"] == "uncertainty"]
+    assert float(chosen["predicted_lo_s"]) <= float(chosen["predicted_s"]) <= float(chosen["predicted_hi_s"])
+    # a configuration's design cells went out as one group, to one host, and its first cell paid the start
+    for cpus in ("0.5", "1.0"):
+        design = [c for c in cells if c["cpu_cores"] == cpus and c["chosen_because"] == "design"]
+        assert len({c["host"] for c in design}) == 1, design
+        assert sum(c["cold_start_cell"] == "1" for c in design) == 1
+    meta = json.loads((session / "meta.json").read_text())
+    state = meta["adaptive"]
+    assert state["cells_measured"] == 6 and state["cells_pending"] == 0 and state["running"] == {}
+    assert state["stop_reason"] == "exhausted"
+    for engine in (e1, e2):
+        assert not labelled(engine, session), f"left behind on {engine.name}"

@@ -33,6 +33,14 @@ or a predicted interval wholly on one side of the bound), the one closest to the
 uncertainty (**slo-boundary**), and the answer itself until it is measured. It stops when the answer is
 measured to meet and every cheaper configuration fails (`decided`), or when none can meet.
 
+Several hosts at once (a fleet): each free host asks for a configuration of its own (`choose(..., busy=...)`
+leaves out the ones other hosts run) and the sizes to measure in it, chosen in a row as above. Points handed
+out but not measured yet are **pending** (`assume`): they are not chosen again, and where the model predicts
+them they count as measured at that prediction in the choosing model only (the "kriging believer" of batch
+Bayesian optimisation), so the next choice looks elsewhere than where the last one will bring knowledge. The
+stop rules and the estimated error use measured cells only. With nothing left to choose but pending points,
+`choose` answers None without a stop reason: wait for their results.
+
 Memory is not a factor of the model (as in `fit`): two configurations with the same CPUs predict alike, and a
 point whose CPU × size twin is measured is chosen only when nothing else is left.
 """
@@ -280,10 +288,13 @@ class Planner:
         self.measured: dict[int, float] = {}  # point -> value
         self.failed: set[int] = set()  # measured without a value
         self.broken: set[int] = set()  # configurations that could not run at all
+        self.pending: dict[int, float | None] = {}  # handed out, not measured: the value believed there
         self.model: Model | None = None
+        self._choosing: Model | None = None  # the model with the pending points believed (None: `model`)
         self.within_target = 0  # consecutive refits whose estimated error was within the target
         self.stop_reason = ""
         self.design = self._design()
+        self._busy: frozenset[int] = frozenset()  # the configurations other hosts run (this choice's)
 
     # ------------------------------------------------------------------------------- what is known
 
@@ -294,9 +305,33 @@ class Planner:
     def done(self, i: int) -> bool:
         return i in self.measured or i in self.failed
 
+    def taken(self, i: int) -> bool:
+        """Measured, failed, or handed out and pending."""
+        return self.done(i) or i in self.pending
+
+    def assume(self, i: int) -> None:
+        """Point `i` was handed out to run (a fleet host): pending, believed at its predicted value."""
+        choosing = self._choosing or self.model
+        value = choosing.predictions[i].value if choosing is not None else math.nan
+        self.pending[i] = value if math.isfinite(value) else None
+        self._refit_choosing()
+
+    def release(self, i: int) -> None:
+        """A pending point that will not be measured after all: choosable again."""
+        self.pending.pop(i, None)
+        self._refit_choosing()
+
+    def _refit_choosing(self) -> None:
+        believed = {i: v for i, v in self.pending.items() if v is not None}
+        if not believed or self.goal == "slo":
+            self._choosing = None
+            return
+        self._choosing = fit_model(self.points, {**self.measured, **believed})
+
     def tell(self, i: int, value: float | None, *, config_broken: bool = False) -> None:
         """Point `i` was measured: its value (None: it failed; `config_broken`: its configuration cannot run
         at all, e.g. its container did not start), and refit."""
+        self.pending.pop(i, None)
         if value is not None and math.isfinite(value) and value > 0:
             self.measured[i] = float(value)
             self.failed.discard(i)
@@ -313,6 +348,7 @@ class Planner:
             self.within_target = (
                 self.within_target + 1 if err is not None and target is not None and err <= target else 0
             )
+        self._refit_choosing()
 
     def prediction(self, i: int) -> Prediction | None:
         return self.model.predictions[i] if self.model is not None else None
@@ -346,24 +382,54 @@ class Planner:
 
     # ------------------------------------------------------------------------------- choosing
 
-    def choose(self, current_config: int | None = None) -> Choice | None:
+    def choose(self, current_config: int | None = None, busy: frozenset[int] = frozenset()) -> Choice | None:
         """The next point to measure (preferring `current_config`, whose container runs, as its start is
-        already paid), or None: the plan stops (`stop_reason` says why)."""
+        already paid; never in a `busy` configuration, which another host runs), or None: the plan stops
+        (`stop_reason` says why), or, with no stop reason, only pending points are left to wait for."""
         if self.stop_reason:
             return None
-        if self.budget_cells is not None and self.n_measured >= self.budget_cells:
-            return self._stop(STOP_BUDGET_CELLS)
+        if self.budget_cells is not None and self.n_measured + len(self.pending) >= self.budget_cells:
+            return self._stop(STOP_BUDGET_CELLS) if not self.pending else None
+        self._busy = busy - {current_config} if current_config is not None else busy
         if self._rng is not None:
             return self._random()
-        open_design = [
-            i for i in self.design if not self.done(i) and self.points[i].config not in self.broken
-        ]
+        open_design = [i for i in self.design if self._choosable(i)]
         if open_design:
             here = [i for i in open_design if self.points[i].config == current_config]
             return Choice((here or open_design)[0], DESIGN, None)
+        if self.model is None and self._waiting():
+            return None  # no model to choose by until the design's points running elsewhere are measured
         if self.goal == "slo":
             return self._choose_slo()
         return self._choose_uncertain(current_config)
+
+    def choose_group(self, busy: frozenset[int] = frozenset()) -> list[Choice]:
+        """A free fleet host's next container group: a configuration not in `busy` (those other hosts run)
+        and the points to measure in it, chosen in a row by the stay-in-the-running-container rule, each
+        assumed (pending, believed at its prediction) before the next is chosen ([]: nothing to choose now;
+        see `choose`)."""
+        first = self.choose(None, busy)
+        if first is None:
+            return []
+        config = self.points[first.point].config
+        chosen = [first]
+        self.assume(first.point)
+        sizes = sum(1 for p in self.points if p.config == config)
+        while len(chosen) < sizes:
+            more = self.choose(config, busy)
+            if more is None or self.points[more.point].config != config:
+                break
+            chosen.append(more)
+            self.assume(more.point)
+        return chosen
+
+    def _choosable(self, i: int) -> bool:
+        config = self.points[i].config
+        return not self.taken(i) and config not in self.broken and config not in self._busy
+
+    def _waiting(self) -> bool:
+        """Points are pending: a choice that finds nothing may find something once they are measured."""
+        return bool(self.pending)
 
     def _stop(self, reason: str) -> Choice | None:
         """No next point: the plan stops, for `reason`."""
@@ -371,12 +437,12 @@ class Planner:
         return None
 
     def _open(self) -> list[int]:
-        return [i for i, p in enumerate(self.points) if not self.done(i) and p.config not in self.broken]
+        return [i for i in range(len(self.points)) if self._choosable(i)]
 
     def _random(self) -> Choice | None:
         left = self._open()
         if not left:
-            return self._stop(STOP_EXHAUSTED)
+            return None if self._waiting() or self._busy else self._stop(STOP_EXHAUSTED)
         assert self._rng is not None
         i = int(self._rng.choice(left))
         return Choice(i, RANDOM, self.prediction(i))
@@ -386,13 +452,13 @@ class Planner:
             return self._stop(STOP_TARGET)
         left = self._open()
         if not left:
-            return self._stop(STOP_EXHAUSTED)
-        twins = {(self.points[i].cpus, self.points[i].size) for i in self.measured}
+            return None if self._waiting() or self._busy else self._stop(STOP_EXHAUSTED)
+        twins = {(self.points[i].cpus, self.points[i].size) for i in [*self.measured, *self.pending]}
         fresh = [i for i in left if (self.points[i].cpus, self.points[i].size) not in twins] or left
+        choosing = self._choosing or self.model
 
         def score(i: int) -> float:
-            p = self.prediction(i)
-            return p.model_sd if p is not None else UNKNOWN_LOG_SD
+            return choosing.predictions[i].model_sd if choosing is not None else UNKNOWN_LOG_SD
 
         best = max(fresh, key=score)
         here = [i for i in fresh if self.points[i].config == current_config]
@@ -451,14 +517,16 @@ class Planner:
         candidates = []
         for config in answer.undecided:
             i, _, _, pred = self._slo_value(config)
-            if i is not None and not self.done(i):
+            if i is not None and self._choosable(i):
                 sd = max(pred.model_sd if pred else UNKNOWN_LOG_SD, 1e-6)
                 closeness = abs(math.log(pred.value / bound)) / sd if pred else 0.0
                 candidates.append((closeness, self.points[i].cost, i))
         if candidates:
             i = min(candidates)[2]
-        elif answer.point is not None and not answer.measured:
+        elif answer.point is not None and not answer.measured and self._choosable(answer.point):
             i = answer.point
+        elif self._waiting() or self._busy:
+            return None  # what is left to decide runs elsewhere: its results first
         else:
             return self._stop(STOP_EXHAUSTED)
         return Choice(i, SLO_BOUNDARY, self.prediction(i))
@@ -470,6 +538,7 @@ class Planner:
         out: dict[str, Any] = {
             "goal": self.goal,
             "cells_measured": self.n_measured,
+            "cells_pending": len(self.pending),
             "cells_in_grid": len(self.points),
             "design": list(self.design),
             "stop_reason": self.stop_reason,

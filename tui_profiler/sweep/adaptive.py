@@ -15,6 +15,12 @@ slo-boundary) and the model's prediction there before it ran (`predicted_s`, `pr
 estimated error over the grid, every point measured or predicted, the SLO's answer, the stop reason) goes out
 as `MetaUpdated({"adaptive": ...})`, which meta.json keeps and the views draw.
 
+On a fleet (`--hosts`) the order hands out whole groups (`next_group`): each free host gets one configuration
+that no other host runs, chosen as above, with the input sizes the planner would measure in it in a row (each
+handed-out cell believed at its predicted value until its result comes: `Planner.assume`), at most the
+configuration's sizes. A host that finds nothing to choose waits for the others' results (the fleet's queue
+asks again when a group ends), so each choice knows every result in by then.
+
 On `--resume`, the finished cells' rows are told to the planner again (in cell order), and the plan goes on.
 """
 
@@ -76,6 +82,8 @@ class AdaptiveOrder:
     the next `next_cell`, or `flush`). `resumed`: the cells.csv rows of a resumed session's finished cells;
     `elapsed_s`: the time a resumed session already spent (for `budget_minutes`)."""
 
+    chooses_as_it_measures = True
+
     def __init__(
         self,
         preset: Preset,
@@ -108,6 +116,9 @@ class AdaptiveOrder:
         self._explained: dict[int, dict[str, Any]] = {}  # cell index -> its explanation columns
         self._pending: Choice | None = None  # chosen outside the running group: the next group's first
         self._outstanding: set[int] = set()
+        self._running: dict[
+            int, set[int]
+        ] = {}  # on a fleet: configuration -> its cells handed out, unfinished
         self._cold: list[float] = []
         self._load: list[float] = []
         self._t0 = time.perf_counter() - elapsed_s
@@ -142,21 +153,50 @@ class AdaptiveOrder:
         self._outstanding.add(cell.index)
         return cell
 
-    def _choose(self, group: int | None) -> Choice | None:
+    def _check_budget(self) -> None:
+        """The time budget, and a start's cost as measured so far, before a choice."""
         budget = self.settings.budget_minutes
         if budget is not None and not self.planner.stop_reason and self.elapsed_s >= 60 * budget:
             self.planner.stop_reason = STOP_BUDGET_MINUTES
         self.planner.start_ratio = self.start_ratio
+
+    def _choose(self, group: int | None) -> Choice | None:
+        self._check_budget()
         choice = self.planner.choose(group)
         if choice is None:
             self._dirty = True
         return choice
 
     def next_group(self) -> list[Cell]:
-        raise NotImplementedError("an adaptive plan chooses as it measures: it runs on one host")
+        """A fleet host's next container group: a configuration no other host runs, and the sizes to measure
+        in it ([]: nothing to choose now — the plan stopped, or waits for the other hosts' results)."""
+        self.flush()
+        self._check_budget()
+        stopped = self.planner.stop_reason
+        chosen = self.planner.choose_group(frozenset(self._running))
+        if not chosen:
+            self._dirty = self._dirty or self.planner.stop_reason != stopped  # a stop to announce
+            self.flush()
+            return []
+        config = self.points[chosen[0].point].config
+        cells = [self.cells[c.point] for c in chosen]
+        for choice, cell in zip(chosen, cells, strict=True):
+            self._explained[cell.index] = _explanation(choice)
+        self._running[config] = {c.index for c in cells}
+        self._dirty = True
+        return sorted(cells, key=lambda c: c.index)  # a container group's cells in the plan's order
 
     def record(self, finished: CellFinished) -> None:
-        if finished.cell_index not in self._point_of or finished.status == CellStatus.INTERRUPTED:
+        if finished.cell_index not in self._point_of:
+            return
+        config = self.points[self._point_of[finished.cell_index]].config
+        running = self._running.get(config)
+        if running is not None:
+            running.discard(finished.cell_index)
+            if not running:
+                del self._running[config]
+        if finished.status == CellStatus.INTERRUPTED:
+            self.planner.release(self._point_of[finished.cell_index])
             return
         self._outstanding.discard(finished.cell_index)
         self._tell(finished.summary)
@@ -225,6 +265,7 @@ class AdaptiveOrder:
             "size_axis": "token_len" if self.cells and self.cells[0].token_len is not None else "input_scale",
             "start_ratio": self.start_ratio,
             "elapsed_s": self.elapsed_s,
+            "running": {str(k): sorted(v) for k, v in self._running.items()},
             "grid": grid,
         }
 

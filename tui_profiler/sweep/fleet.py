@@ -51,9 +51,12 @@ class FleetDriver:
         from tui_profiler.sweep.schedule import GroupQueue
 
         groups: list[list[Cell]] = []
-        while cells := order.next_group():
-            groups.append(cells)
-        queue = GroupQueue(groups, self.max_tries, hosts=len(self.hosts))
+        if order.chooses_as_it_measures:  # each free host's group chosen from the results in by then
+            queue = GroupQueue(groups, self.max_tries, hosts=len(self.hosts), more=order.next_group)
+        else:
+            while cells := order.next_group():
+                groups.append(cells)
+            queue = GroupQueue(groups, self.max_tries, hosts=len(self.hosts))
         try:
             async with asyncio.TaskGroup() as tasks:
                 for hs in self.hosts:

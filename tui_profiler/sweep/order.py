@@ -3,7 +3,8 @@
 Today's order is the plan's (`GridOrder`): every cell of a container group in turn, group after group. An
 order hands out a group's cells while its container runs (`next_cell(group)`), so a strategy that chooses
 from what it has measured (a stop rule, an adaptive plan) decides by answering here, and can learn each
-result from `record`. A fleet takes whole groups at once (`next_group`), one per host.
+result from `record`. A fleet takes whole groups (`next_group`), one per host: all up front from the grid, or one each time a host is
+free from an order that chooses as it measures (an adaptive plan).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from tui_profiler.plan import Cell
 
 
 class CellOrder(Protocol):
+    # True: the order chooses from what it has measured, so a fleet asks for each group when a host is free
+    chooses_as_it_measures: bool
+
     def next_cell(self, group: int | None = None) -> Cell | None:
         """The next cell: of container group `group` while it has one left (its container is running;
         None: that group is done), or of any group when `group` is None (None: the sweep is done)."""
@@ -30,6 +34,8 @@ class CellOrder(Protocol):
 
 class GridOrder:
     """The plan's own order: the cells still to run, as the plan lists them."""
+
+    chooses_as_it_measures = False
 
     def __init__(self, todo: Iterable[Cell]) -> None:
         self._todo: deque[Cell] = deque(todo)

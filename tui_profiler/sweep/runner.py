@@ -158,14 +158,10 @@ class SweepRunner:
             )
 
     def _check_adaptive(self) -> None:
-        """An adaptive plan chooses as it measures: one host, one cell per configuration × size."""
+        """An adaptive plan chooses among one cell per configuration × size (on a fleet: one configuration
+        per free host)."""
         if self.preset.plan.strategy != "adaptive":
             return
-        if self.fleet is not None and not self.url and self._runtime_arg is None:
-            raise ValueError(
-                "an adaptive plan (plan.strategy = 'adaptive') runs on one host: a fleet takes whole "
-                "container groups up front, an adaptive plan chooses each cell from the last"
-            )
         from tui_profiler.sweep.adaptive import check_adaptive
 
         check_adaptive(self.preset, self.plan)

@@ -39,12 +39,22 @@ class QueuedGroup:
 
 class GroupQueue:
     """The container groups still to run. `take` waits while the queue is empty but a group is still running
-    somewhere (it may come back); it returns None once nothing is left to run or to come back."""
+    somewhere (it may come back); it returns None once nothing is left to run or to come back.
 
-    def __init__(self, groups: list[list[Cell]], max_tries: int, hosts: int = 1) -> None:
+    `more`: where further groups come from once the queue is empty, asked again each time a group ends (an
+    adaptive plan chooses each host's next group from the results in by then; [] while it has none)."""
+
+    def __init__(
+        self,
+        groups: list[list[Cell]],
+        max_tries: int,
+        hosts: int = 1,
+        more: Callable[[], list[Cell]] | None = None,
+    ) -> None:
         self._groups: deque[QueuedGroup] = deque(QueuedGroup(cells) for cells in groups if cells)
         self.max_tries = max_tries
         self.hosts_left = hosts
+        self._more = more
         self._busy = 0
         self._changed = asyncio.Event()
 
@@ -55,6 +65,9 @@ class GroupQueue:
                     self._groups.remove(group)
                     self._busy += 1
                     return group
+            if self._more is not None and (cells := self._more()):
+                self._busy += 1
+                return QueuedGroup(cells)
             if self._busy == 0:
                 return None
             self._changed.clear()

@@ -453,6 +453,8 @@ class SearchOrder:
     plan, run one after another within their group's container. `emit` sends each search's
     `CapacityFound` once its cell's `CellFinished` has gone out (at the next `next_cell`, or `flush`)."""
 
+    chooses_as_it_measures = True
+
     def __init__(self, preset: Preset, plan: Sequence[Cell], emit: Callable[[Event], None]) -> None:
         if preset.slo is None:
             raise ValueError("load.search = 'slo' needs an [slo]")
