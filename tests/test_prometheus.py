@@ -59,6 +59,7 @@ async def test_a_cell_shorter_than_the_interval_still_gets_a_counter_rate() -> N
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
+    from tui_profiler.events import ServerMetrics
     from tui_profiler.sample.prometheus import MetricsScraper
 
     served = 0
@@ -66,7 +67,7 @@ async def test_a_cell_shorter_than_the_interval_still_gets_a_counter_rate() -> N
     async def metrics(_request: web.Request) -> web.Response:
         nonlocal served
         served += 1
-        body = f"# TYPE done_total counter\ndone_total {served * 10}\n"
+        body = f"# TYPE up gauge\nup 1\n# TYPE done_total counter\ndone_total {served * 10}\n"
         return web.Response(text=body, content_type="text/plain")
 
     app = web.Application()
@@ -74,13 +75,18 @@ async def test_a_cell_shorter_than_the_interval_still_gets_a_counter_rate() -> N
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        events = []
+        events: list[ServerMetrics] = []
+        first = asyncio.Event()
+
+        def emit(event: ServerMetrics) -> None:
+            events.append(event)
+            first.set()
+
         scraper = MetricsScraper(
-            str(server.make_url("/metrics")), interval_s=60, include=[], cell_index=0, emit=events.append
+            str(server.make_url("/metrics")), interval_s=60, include=[], cell_index=0, emit=emit
         )
         scraper.start()
-        while scraper.scrapes == 0:  # the first poll, at the start
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(first.wait(), 30)  # the first poll, at the start
         await scraper.stop()
     finally:
         await server.close()

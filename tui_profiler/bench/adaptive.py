@@ -13,11 +13,17 @@ configuration × input size: the mean latency, as `fit`'s default target). The l
   answer), the plan runs until it decides or spends `budget_fraction` of the grid; `found` is 1 when the
   configuration it answers truly meets the bound and costs at most 5% more than the true cheapest. The
   baseline measures random configurations at that size, as many as the budget.
+- `--replay-hosts 1,2,4` (goal `model`): the plan on a fleet of that many hosts (`replay_fleet`), in time
+  units of one cell (a container start costs `DEFAULT_START_RATIO` cells): a free host takes the group
+  `Planner.choose_group` hands it, from the results in by then. Batching buys wall time with cells: the
+  table says how many cells, and how much time, each fleet size needs to bring the true error within the
+  target, and where the plan would stop.
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
 import itertools
 import math
 from collections.abc import Sequence
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from tui_profiler.analysis.adaptive import (
+    DEFAULT_START_RATIO,
     STOP_REASONS,
     TARGET_STREAK,
     GridPoint,
@@ -46,6 +53,8 @@ MODEL_COLUMNS = (
     "fraction_measured",
     "median_abs_pct_error",
     "estimated_error_pct",
+    "hosts",
+    "wall_cells",
 )
 SLO_COLUMNS = ("strategy", "slo_size", "slo_s", "cells_measured", "fraction_measured", "found", "cost_ratio")
 
@@ -114,6 +123,88 @@ def replay_model(grid: Grid, *, seed: int | None = None, max_fraction: float = 0
             }
         )
     return rows
+
+
+def replay_fleet(
+    grid: Grid, hosts: int, *, max_fraction: float = 0.3, start_cells: float = DEFAULT_START_RATIO
+) -> list[dict[str, Any]]:
+    """The plan on `hosts` fleet hosts, one row per result as it comes in: a cell takes one time unit, a
+    container start `start_cells`; a free host takes `Planner.choose_group`'s group (no configuration
+    another host runs), or waits for the next result when there is none. `wall_cells`: when the result came."""
+    n = len(grid.points)
+    planner = Planner(
+        grid.points, goal="model", target_error_pct=None, budget_cells=math.ceil(max_fraction * n)
+    )
+    planner.start_ratio = start_cells
+    free: list[tuple[float, int]] = [(0.0, h) for h in range(hosts)]  # (time the host is free, host)
+    results: list[tuple[float, int]] = []  # (time a cell's result is in, point)
+    ends: dict[int, float] = {}  # configuration -> when its running group ends
+    rows: list[dict[str, Any]] = []
+
+    def tell_until(t: float) -> None:
+        while results and results[0][0] <= t:
+            at, i = heapq.heappop(results)
+            planner.tell(i, grid.truth[i])
+            rows.append(
+                {
+                    "strategy": "adaptive",
+                    "hosts": hosts,
+                    "wall_cells": at,
+                    "cells_measured": planner.n_measured,
+                    "fraction_measured": planner.n_measured / n,
+                    "median_abs_pct_error": median_abs_pct_error(planner.model, grid.truth),
+                    "estimated_error_pct": planner.estimated_error_pct,
+                    "design": len(planner.design),
+                }
+            )
+
+    while free:
+        t, host = heapq.heappop(free)
+        tell_until(t)
+        group = planner.choose_group(frozenset(c for c, end in ends.items() if end > t))
+        if not group:
+            if results:  # the others' results may give it something: wait for the next one
+                heapq.heappush(free, (results[0][0], host))
+            continue  # nothing more for this host: it leaves the fleet
+        done = t + start_cells
+        for choice in group:
+            done += 1.0
+            heapq.heappush(results, (done, choice.point))
+        ends[grid.points[group[0].point].config] = done
+        heapq.heappush(free, (done, host))
+    tell_until(math.inf)
+    return rows
+
+
+def fleet_report(
+    grid: Grid, hosts: Sequence[int], max_fraction: float = 0.3
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The goal-model replay on fleets of each size in `hosts`: cells and wall time (in cells) until the true
+    error is within the target, and where the plan's own stop rule would end it."""
+    target_pct = MODEL_TARGET[0]
+    lines = [
+        f"#### On a fleet — {grid.label} (a cell = 1 time unit, a container start = {DEFAULT_START_RATIO:g})",
+        "",
+        f"| hosts | true error ≤ {target_pct:g}%: cells | …: wall | plan stops at: cells | …: wall | …: true error |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows: list[dict[str, Any]] = []
+    for k in hosts:
+        mine = replay_fleet(grid, k, max_fraction=max_fraction)
+        rows += mine
+        verdict = model_verdict(mine, target_pct)
+        first, stop = verdict["first_within_target"], verdict["stop"]
+        lines.append(
+            f"| {k} | {first['cells_measured'] if first else 'not within'} | "
+            f"{_num_text(first['wall_cells']) if first else '—'} | "
+            f"{stop['cells_measured'] if stop else 'no stop'} | {_num_text(stop['wall_cells']) if stop else '—'} | "
+            f"{_pct(stop['median_abs_pct_error']) if stop else '—'} |"
+        )
+    return rows, lines
+
+
+def _num_text(v: float) -> str:
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
 
 
 def random_median(grid: Grid, max_fraction: float) -> list[dict[str, Any]]:
@@ -301,8 +392,9 @@ def slo_report(grid: Grid) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, lines
 
 
-def run(grid_path: str, goal: str, out: str | None) -> list[str]:
-    """The replay of one grid; writes `out` and returns the report's lines (markdown)."""
+def run(grid_path: str, goal: str, out: str | None, hosts: Sequence[int] = ()) -> list[str]:
+    """The replay of one grid (and, for goal model, on fleets of each size in `hosts`); writes `out` and
+    returns the report's lines (markdown)."""
     grid = load_grid(grid_path)
     if goal == "slo":
         rows, lines = slo_report(grid)
@@ -310,6 +402,9 @@ def run(grid_path: str, goal: str, out: str | None) -> list[str]:
     else:
         rows, lines = model_report(grid)
         columns = MODEL_COLUMNS
+        if hosts:
+            fleet_rows, fleet_lines = fleet_report(grid, hosts)
+            rows, lines = [*rows, *fleet_rows], [*lines, "", *fleet_lines]
     if out:
         write_csv(out, rows, columns)
     return lines
@@ -320,6 +415,7 @@ __all__ = [
     "Grid",
     "load_grid",
     "model_report",
+    "replay_fleet",
     "replay_model",
     "replay_slo",
     "run",

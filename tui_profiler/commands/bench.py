@@ -54,6 +54,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--goal", choices=("model", "slo"), default="model", help="adaptive: what the plan is after"
     )
     p.add_argument(
+        "--replay-hosts",
+        default="",
+        metavar="N,...",
+        help="adaptive (goal model): also replay the plan on fleets of these many hosts, e.g. 1,2,4",
+    )
+    p.add_argument(
         "--out", dest="adaptive_out", default=None, metavar="FILE.csv", help="adaptive: one row per step"
     )
     p.add_argument(
@@ -85,7 +91,17 @@ def _adaptive(args: argparse.Namespace) -> int:
     if not args.grid:
         return _err("adaptive needs --grid FILE (a session, its cells.csv, or an AC-Prof wide or long file)")
     try:
-        lines = run(args.grid, args.goal, args.adaptive_out)
+        hosts = [int(h) for h in args.replay_hosts.split(",") if h.strip()] if args.replay_hosts else []
+    except ValueError:
+        return _err(f"--replay-hosts {args.replay_hosts}: a comma-separated list of host counts, e.g. 1,2,4")
+    if any(h < 1 or h > 64 for h in hosts):
+        return _err(f"--replay-hosts {args.replay_hosts}: each host count from 1 to 64")
+    if hosts and args.goal != "model":
+        return _err(
+            "--replay-hosts: replays goal model only (the SLO plan measures one configuration a host)"
+        )
+    try:
+        lines = run(args.grid, args.goal, args.adaptive_out, hosts)
     except (OSError, ValueError) as exc:
         return _err(f"--grid {args.grid}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     print("\n".join(lines))
