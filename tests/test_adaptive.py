@@ -467,3 +467,31 @@ def test_bench_replays_the_plan_on_fleets_in_cell_time() -> None:
     assert walls[4] <= walls[2] <= walls[1]
     _, lines = fleet_report(grid, [1, 2])
     assert sum(1 for line in lines if line.startswith("| 1 |") or line.startswith("| 2 |")) == 2
+
+
+def test_the_grid_error_estimate_weighs_unmeasured_configurations_by_their_share() -> None:
+    """The estimate over the grid: leave-one-cell-out for cells of measured configurations, leave-one-
+    configuration-out for the rest, weighted by their share of the grid; none while fewer than three
+    configurations are measured and others remain (the CPU dependence cannot be held out)."""
+    from tui_profiler.analysis.adaptive import fit_model
+
+    points = grid_points()  # 4 configurations × 8 sizes
+    rng = np.random.default_rng(3)
+    value = {
+        i: law(p.cpus, math.sqrt(p.size)) * (1 + 0.05 * rng.standard_normal()) for i, p in enumerate(points)
+    }
+    by_config = {k: [i for i, p in enumerate(points) if p.config == k] for k in range(4)}
+    two = fit_model(points, {i: value[i] for k in (0, 1) for i in by_config[k]})
+    assert two is not None and two.cell_error_pct is not None
+    assert two.config_error_pct is None and two.median_error_pct is None and two.unmeasured_share == 0.5
+    three = fit_model(points, {i: value[i] for k in (0, 1, 3) for i in by_config[k]})
+    assert three is not None and three.cell_error_pct is not None and three.config_error_pct is not None
+    assert three.unmeasured_share == 0.25
+    assert three.median_error_pct == pytest.approx(
+        0.75 * three.cell_error_pct + 0.25 * three.config_error_pct
+    )
+    every = fit_model(points, value)
+    assert every is not None and every.unmeasured_share == 0.0
+    assert every.median_error_pct == every.cell_error_pct
+    d = every.to_dict()
+    assert {"cell_heldout_error_pct", "config_heldout_error_pct", "unmeasured_config_share"} <= set(d)

@@ -11,9 +11,14 @@ piecewise-linear) of latency against input size and CPU cores, selected the same
 parsimony rule, `fit.select_form`), here by leave-one-out over the measured cells (delete-a-group with
 `MAX_FOLDS` groups above that many cells). Those held-out fits give, at no extra cost:
 
-- the **estimated error over the grid**: the median absolute % error of the held-out predictions (each
-  measured cell predicted by a fit that never saw it; the design's corners are extrapolations when left
-  out, so the estimate leans pessimistic early);
+- the **estimated error over the grid**: the median absolute % error of held-out predictions, as a grid cell
+  would be predicted. A cell of a configuration with measured cells is predicted like a measured cell left
+  out (leave-one-cell-out); a cell of a configuration never measured is predicted like a measured
+  configuration left out whole (leave-one-configuration-out, the same form refitted without it). The two
+  are weighted by the grid's share of cells in measured and unmeasured configurations. Leaving out single
+  cells alone reads optimistic while most configurations are unmeasured: the other cells of a cell's own
+  configuration pin it down, which an unmeasured configuration's cells do not have. With fewer than three
+  configurations measured and some left, there is no estimate (the CPU dependence cannot be held out);
 - the **uncertainty at every point**: the jackknife variance of log-prediction over the held-out fits, plus
   the spread of the other forms whose held-out error is within `FORM_SPREAD` of the best. A point's 95%
   interval (`Prediction.lo/.hi`) adds the fit's residual scatter (measurement noise and lack of fit).
@@ -128,8 +133,11 @@ class Model:
     params: dict[str, float]
     n: int
     heldout_mape_pct: dict[str, float]  # each form's held-out MAPE
-    median_error_pct: float | None  # the selected form's held-out median absolute % error
+    median_error_pct: float | None  # the estimated median absolute % error over the grid (see the module)
     predictions: list[Prediction]
+    cell_error_pct: float | None = None  # leave-one-cell-out median absolute % error
+    config_error_pct: float | None = None  # leave-one-configuration-out (None: fewer than 3 measured)
+    unmeasured_share: float = 0.0  # the grid's share of cells in configurations not measured
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +146,9 @@ class Model:
             "cells": self.n,
             "heldout_mape_pct": {k: _finite(v) for k, v in self.heldout_mape_pct.items()},
             "estimated_median_error_pct": self.median_error_pct,
+            "cell_heldout_error_pct": self.cell_error_pct,
+            "config_heldout_error_pct": self.config_error_pct,
+            "unmeasured_config_share": self.unmeasured_share,
         }
 
 
@@ -197,10 +208,19 @@ def fit_model(points: Sequence[GridPoint], measured: dict[int, float]) -> Model 
         if others:
             var = var + np.mean([(o - log_pred) ** 2 for o in others], axis=0)
         model_sd = np.sqrt(var)
-        median_error = float(np.median(np.abs(heldout[name] - y) / y) * 100)
+        cell_error: float | None = float(np.median(np.abs(heldout[name] - y) / y) * 100)
     else:  # too few cells to hold any out: the model is barely known
         model_sd = np.full(len(points), UNKNOWN_LOG_SD)
-        median_error = None
+        cell_error = None
+    measured_configs = np.array([points[i].config for i in idx])
+    unmeasured = sum(1 for p in points if p.config not in set(measured_configs.tolist())) / len(points)
+    by_score = [name, *sorted((f for f in scores if f != name), key=lambda f: scores[f])]
+    config_error = _config_heldout_error(by_score, measured_configs, s, c, y)
+    median_error = cell_error
+    if unmeasured > 0 and cell_error is not None:
+        median_error = (
+            None if config_error is None else (1 - unmeasured) * cell_error + unmeasured * config_error
+        )
     residual = np.log(y) - log_fit
     n_params = min(FORMS[name].n_params, n - 1)
     scatter = 1.4826 * float(np.median(np.abs(residual))) * math.sqrt(n / max(n - n_params, 1))
@@ -211,7 +231,38 @@ def fit_model(points: Sequence[GridPoint], measured: dict[int, float]) -> Model 
         )
         for lp, t, m in zip(log_pred, total, model_sd, strict=True)
     ]
-    return Model(name, dict(full.params), n, scores, median_error, preds)
+    return Model(
+        name, dict(full.params), n, scores, median_error, preds, cell_error, config_error, unmeasured
+    )
+
+
+def _config_heldout_error(
+    forms: Sequence[str], configs: np.ndarray, s: np.ndarray, c: np.ndarray, y: np.ndarray
+) -> float | None:
+    """The median absolute % error of predicting each measured configuration's cells from the others', by
+    the first of `forms` (the selected one, then the others by held-out error) that can be fitted without
+    each of them — a simpler form where the selected one needs every configuration's CPUs, so the estimate
+    errs pessimistic. None: fewer than three configurations measured, or no form fits without one."""
+    distinct = sorted(set(configs.tolist()))
+    if len(distinct) < 3:
+        return None
+    for name in forms:
+        errors: list[np.ndarray] = []
+        for config in distinct:
+            test = configs == config
+            train = ~test
+            if not form_supported(name, s[train], c[train]):
+                break
+            try:
+                pred = FORMS[name].fit(s[train], c[train], y[train]).predict(s[test], c[test])
+            except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+                break
+            if not np.all(np.isfinite(pred)):
+                break
+            errors.append(np.abs(pred - y[test]) / y[test] * 100)
+        else:
+            return float(np.median(np.concatenate(errors)))
+    return None
 
 
 def _folds(n: int) -> list[np.ndarray]:
