@@ -122,6 +122,18 @@ async def test_live_screen_absorbs_a_session_stream(env):
         await pilot.press("s")
         await pilot.pause()
         assert isinstance(app.screen, LiveScreen)
+        # the server's own /metrics take the GPU plot's place; `m` steps to the next metric
+        from tui_profiler.events import CellStarted, ServerMetrics
+
+        app.live_state.ingest(CellStarted(99, 10, {"cpus": 1.0}))
+        for t in (0.5, 1.0):
+            rows = [["queued", "", 2.0 * t], ["in_flight", "", 1.0]]
+            app.live_state.ingest(ServerMetrics(cell_index=99, t_s=t, rows=rows))
+        await pilot.pause(0.5)
+        assert gpu._lines and gpu.title.startswith("server: queued") and "1/2, m: next" in gpu.title
+        await pilot.press("m")
+        await pilot.pause()
+        assert gpu.title.startswith("server: in_flight") and "2/2" in gpu.title
 
 
 async def test_live_screen_compact_view_switches_plots_and_tables(env):

@@ -131,3 +131,29 @@ def test_generative_requests_feed_bounded_ttft_and_itl_series():
     assert state.itl_stats() == (0.01, 0.05)  # a missing per-request p99 is left out, not read as 0
     state.ingest(CellStarted(1, 2, {"cpus": 2.0}))
     assert not state.ttfts and not state.itls and state.generative  # the layout stays for the session
+
+
+def test_every_scraped_server_metric_is_kept_and_m_steps_through_them():
+    from tui_profiler.events import ServerMetrics
+    from tui_profiler.tui.live_state import MAX_SERVER_METRICS
+
+    state = LiveState()
+    state.ingest(SessionStarted("s", "d", "p", "docker", "why", 2))
+    state.ingest(CellStarted(0, 2, {"cpus": 1.0}))
+    assert state.next_server_metric() == "" and not state.server_values  # nothing scraped yet
+    rows = [["queued", "", 3.0], ["queued", 'model="b"', 9.0], ["in_flight", "", 1.0]]
+    state.ingest(ServerMetrics(cell_index=0, t_s=0.5, rows=rows))
+    state.ingest(ServerMetrics(cell_index=0, t_s=1.0, rows=[["queued", "", 4.0], ["in_flight", "", 2.0]]))
+    state.ingest(ServerMetrics(cell_index=7, t_s=1.0, rows=[["queued", "", 99.0]]))  # another host's cell
+    assert state.server_metric == "queued" and list(state.server_values) == [(0.5, 3.0), (1.0, 4.0)]
+    before = state.version
+    assert state.next_server_metric() == "in_flight" and state.version > before
+    assert list(state.server_values) == [(0.5, 1.0), (1.0, 2.0)]
+    assert state.next_server_metric() == "queued"  # round again
+    assert state.next_server_metric(-1) == "in_flight"
+    # a new cell empties the series and keeps the choice; the names are bounded
+    state.ingest(CellStarted(1, 2, {"cpus": 2.0}))
+    assert state.server_metric == "in_flight" and not state.server_values
+    many = [[f"m{i}", "", float(i)] for i in range(MAX_SERVER_METRICS * 2)]
+    state.ingest(ServerMetrics(cell_index=1, t_s=0.1, rows=many))
+    assert len(state.server_series) == MAX_SERVER_METRICS

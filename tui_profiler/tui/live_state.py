@@ -37,6 +37,7 @@ from tui_profiler.stats import QuantileInterval, quantile_interval, quantile_sor
 # nothing more than 1,000.
 LATENCY_POINTS = 4_000
 SAMPLE_POINTS = 1_200
+MAX_SERVER_METRICS = 64  # scraped metric names kept for the Live plot (a /metrics page can list hundreds)
 LOG_LINES = 500
 CELL_ROWS = 10_000  # cells.csv rows are small; a sweep of 10,000 cells is already extreme
 # The running cell's p50 / p99 intervals cost ~10 ms over LATENCY_POINTS values (the order-statistic ranks
@@ -87,9 +88,10 @@ class LiveState:
     mem: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
     vram: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
     gpu_util: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
-    # the first scraped server metric ([target] metrics): its name and values (the unlabelled or first series)
+    # the scraped server metrics ([target] metrics) of the current cell, by name in the order first seen:
+    # each scrape's value of its first series; `server_metric` is the one plotted (`m` on Live cycles)
     server_metric: str = ""
-    server_values: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=SAMPLE_POINTS))
+    server_series: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     last_sample: ResourceSample | None = None
     finished_cells: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CELL_ROWS))
     logs: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
@@ -104,6 +106,20 @@ class LiveState:
     log_seq: int = 0
     cells_seq: int = 0
     events: int = 0
+
+    @property
+    def server_values(self) -> deque[tuple[float, float]]:
+        """The plotted server metric's values in the current cell."""
+        return self.server_series.get(self.server_metric) or deque()
+
+    def next_server_metric(self, step: int = 1) -> str:
+        """Plot the next (or, with -1, the previous) scraped metric; its name ("" when none was scraped)."""
+        names = list(self.server_series)
+        if names:
+            at = names.index(self.server_metric) if self.server_metric in names else -step
+            self.server_metric = names[(at + step) % len(names)]
+            self.version += 1
+        return self.server_metric
 
     def ingest(self, event: Event) -> None:
         """Absorb one event. Called synchronously by the engine; must stay cheap."""
@@ -149,11 +165,20 @@ class LiveState:
         if isinstance(event, ServerMetrics):
             if event.cell_index != self.current_index or not event.rows:
                 return
-            if not self.server_metric:
-                self.server_metric = str(event.rows[0][0])
-            value = next((float(v) for m, _, v in event.rows if m == self.server_metric), None)
-            if value is not None:
-                self.server_values.append((event.t_s, value))
+            seen: set[str] = set()
+            for metric, _, value in event.rows:
+                name = str(metric)
+                if name in seen:
+                    continue  # a later series of the same metric (another label set)
+                seen.add(name)
+                series = self.server_series.get(name)
+                if series is None:
+                    if len(self.server_series) >= MAX_SERVER_METRICS:
+                        continue
+                    series = self.server_series[name] = deque(maxlen=SAMPLE_POINTS)
+                series.append((event.t_s, float(value)))
+            if not self.server_metric and self.server_series:
+                self.server_metric = next(iter(self.server_series))
             return
         if isinstance(event, SessionStarted):
             self.session_id = event.session_id
@@ -189,7 +214,8 @@ class LiveState:
             self.cpu.clear()
             self.mem.clear()
             self.vram.clear()
-            self.server_values.clear()
+            for series in self.server_series.values():
+                series.clear()
             self.gpu_util.clear()
             self.last_sample = None
             self.cell_requests = 0

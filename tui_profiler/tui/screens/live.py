@@ -48,6 +48,7 @@ class LiveScreen(Screen[None]):
         Binding("s", "stop", "Stop"),
         Binding("v", "toggle_view", "Plots/tables"),
         Binding("c", "clear_log", "Clear log", show=False),
+        Binding("m", "next_metric", "Server metric", show=False),
     ]
 
     def __init__(self) -> None:
@@ -109,6 +110,14 @@ class LiveScreen(Screen[None]):
 
     def action_toggle_view(self) -> None:
         self.toggle_class("-tables")
+
+    def action_next_metric(self) -> None:
+        """Plot the next scraped server metric (without a GPU the GPU plot shows the server's /metrics)."""
+        name = self.state.next_server_metric()
+        if not name:
+            self.notify("no server metrics scraped ([target] metrics)", severity="warning")
+            return
+        self.redraw(force=True)
 
     def action_clear_log(self) -> None:
         self.query_one("#live-log", RichLog).clear()
@@ -265,11 +274,13 @@ class LiveScreen(Screen[None]):
             if util:
                 lines.append(Line("util %", [p[0] for p in util], [p[1] for p in util], color="orange"))
             gpu.show_lines(lines, title="GPU: VRAM (MiB) and utilisation (%)")
-        elif state.server_values:  # no GPU: the target's first scraped metric ([target] metrics) instead
+        elif state.server_values:  # no GPU: a scraped server metric ([target] metrics) instead
             points = list(state.server_values)
+            names = list(state.server_series)
+            which = f"{names.index(state.server_metric) + 1}/{len(names)}, m: next" if len(names) > 1 else ""
             gpu.show_lines(
                 [Line(state.server_metric, [p[0] for p in points], [p[1] for p in points], color="cyan")],
-                title=f"server: {state.server_metric} (its /metrics)",
+                title=f"server: {state.server_metric} (its /metrics{'; ' + which if which else ''})",
             )
         else:
             gpu.show_unavailable(
