@@ -345,22 +345,28 @@ class ModelState:
     def handle(
         self, body: bytes, content_type: str, headers: dict[str, str], t_submit: float
     ) -> tuple[dict, dict]:
-        torch = self.torch
+        """One request in the worker thread: decode, preprocess, infer, encode, each timed (Server-Timing),
+        counted in /metrics while it runs. The stages are the subclass's (the tf: variant's numpy and
+        TensorFlow); `inference_context` is what they run under."""
         t0 = time.perf_counter()
         timings = {"queue": t0 - t_submit}
         metrics = SERVER_METRICS
         metrics.started(t0 - t_submit)
         try:
-            return self._run(torch, body, content_type, headers, timings, t0)
+            return self._run(body, content_type, headers, timings, t0)
         finally:
             metrics.finished()
 
+    def inference_context(self) -> Any:
+        """What preprocess, infer and encode run under: torch's inference mode."""
+        return self.torch.inference_mode()
+
     def _run(
-        self, torch: Any, body: bytes, content_type: str, headers: dict[str, str], timings: dict, t0: float
+        self, body: bytes, content_type: str, headers: dict[str, str], timings: dict, t0: float
     ) -> tuple[dict, dict]:
         x, scale_to_unit = self.decode(body, content_type, headers)
         t1 = time.perf_counter()
-        with torch.inference_mode():  # entered in preprocess's time: it is the model's set-up, not decoding
+        with self.inference_context():  # entered in preprocess's time: it is the model's set-up, not decoding
             x = self.preprocess(x, scale_to_unit)
             t2 = time.perf_counter()
             out = self.infer(x)

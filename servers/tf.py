@@ -20,6 +20,7 @@ TUI_PROFILER_THREADS sets TensorFlow's intra- and inter-op pools as it sets torc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -228,21 +229,9 @@ class TFModelState(ModelState):
             )
 
     # -- one request, in the worker thread (numpy and TensorFlow; no torch) -------------------------
-    def handle(
-        self, body: bytes, content_type: str, headers: dict[str, str], t_submit: float
-    ) -> tuple[dict, dict]:
-        t0 = time.perf_counter()
-        timings = {"queue": t0 - t_submit}
-        x, is_uint8 = self.decode(body, content_type, headers)
-        t1 = time.perf_counter()
-        x = self.preprocess(x, is_uint8)
-        t2 = time.perf_counter()
-        out = self.infer(x)
-        t3 = time.perf_counter()
-        summary = self.encode(out, x)
-        t4 = time.perf_counter()
-        timings.update(decode=t1 - t0, preprocess=t2 - t1, infer=t3 - t2, encode=t4 - t3)
-        return summary, timings
+    def inference_context(self) -> Any:
+        """No torch here: the stages run as they are."""
+        return contextlib.nullcontext()
 
     def decode(self, body: bytes, content_type: str, headers: dict[str, str]) -> tuple[Any, bool]:
         import numpy as np
