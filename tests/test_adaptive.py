@@ -366,7 +366,12 @@ def run_fleet(order: AdaptiveOrder, hosts: int, measure=lambda c: law(c.cpus, c.
             queue.done()
 
     async def scenario() -> None:
-        queue = GroupQueue([], max_tries=2, hosts=hosts, more=order.next_group)
+        async def more() -> list[Cell]:  # as FleetDriver asks: the choice in a thread, its events here
+            cells = await asyncio.to_thread(order.next_group)
+            order.flush()
+            return cells
+
+        queue = GroupQueue([], max_tries=2, hosts=hosts, more=more)
         async with asyncio.TaskGroup() as tasks:
             for h in range(hosts):
                 tasks.create_task(worker(f"h{h}", queue))

@@ -70,3 +70,28 @@ def test_units_no_host_is_left_to_run_are_stranded() -> None:
         return [u.cells[0].index for u in queue.stranded()]
 
     assert asyncio.run(scenario()) == [0, 1]
+
+
+def test_a_host_asks_again_when_a_group_ended_while_it_was_asking() -> None:
+    """`more` answered [] from what it knew when asked, but a group ended meanwhile (its results may open a
+    new choice): the host asks again instead of leaving, and gets the group the new answer has."""
+
+    async def scenario() -> list[int] | None:
+        answers = [[_cell(0, 0)], [], [_cell(1, 1)]]
+        queue: GroupQueue
+
+        async def more() -> list[Cell]:
+            answer = answers.pop(0)
+            if not answer:  # while b asks, a's group ends
+                await asyncio.sleep(0)
+                queue.done()
+                await asyncio.sleep(0)
+            return answer
+
+        queue = GroupQueue([], max_tries=2, hosts=2, more=more)
+        first = await queue.take("a")
+        assert first is not None
+        second = await asyncio.wait_for(queue.take("b"), 5)
+        return [c.index for c in second.cells] if second is not None else None
+
+    assert asyncio.run(scenario()) == [1]

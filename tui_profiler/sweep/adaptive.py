@@ -19,7 +19,10 @@ On a fleet (`--hosts`) the order hands out whole groups (`next_group`): each fre
 that no other host runs, chosen as above, with the input sizes the planner would measure in it in a row (each
 handed-out cell believed at its predicted value until its result comes: `Planner.assume`), at most the
 configuration's sizes. A host that finds nothing to choose waits for the others' results (the fleet's queue
-asks again when a group ends), so each choice knows every result in by then.
+asks again when a group ends), so each choice knows every result in by then. A fleet's choice runs in a
+worker thread (a refit must not stall the loop that other hosts' cells are timed on): `record` only queues a
+result (`_inbox`), and the planner takes it in at the next choice or `flush`, under `_plan_lock`; `flush`,
+which emits, runs on the loop.
 
 On `--resume`, the finished cells' rows are told to the planner again (in cell order), and the plan goes on.
 """
@@ -27,6 +30,7 @@ On `--resume`, the finished cells' rows are told to the planner again (in cell o
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -116,9 +120,10 @@ class AdaptiveOrder:
         self._explained: dict[int, dict[str, Any]] = {}  # cell index -> its explanation columns
         self._pending: Choice | None = None  # chosen outside the running group: the next group's first
         self._outstanding: set[int] = set()
-        self._running: dict[
-            int, set[int]
-        ] = {}  # on a fleet: configuration -> its cells handed out, unfinished
+        self._running: dict[int, set[int]] = {}  # on a fleet: configuration -> its cells out, unfinished
+        self._inbox: list[CellFinished] = []  # results not yet told to the planner
+        self._inbox_lock = threading.Lock()  # held briefly: `record` runs on the loop
+        self._plan_lock = threading.RLock()  # the planner: a fleet's choice holds it in a worker thread
         self._cold: list[float] = []
         self._load: list[float] = []
         self._t0 = time.perf_counter() - elapsed_s
@@ -137,7 +142,7 @@ class AdaptiveOrder:
     # ------------------------------------------------------------------------------------ CellOrder
 
     def next_cell(self, group: int | None = None) -> Cell | None:
-        self.flush()
+        self.flush()  # takes in the results recorded since the last choice
         if self._outstanding:
             return None  # a cell of this plan has not finished (a group draining after its target failed)
         choice = self._pending or self._choose(group)
@@ -169,37 +174,50 @@ class AdaptiveOrder:
 
     def next_group(self) -> list[Cell]:
         """A fleet host's next container group: a configuration no other host runs, and the sizes to measure
-        in it ([]: nothing to choose now — the plan stopped, or waits for the other hosts' results)."""
-        self.flush()
-        self._check_budget()
-        stopped = self.planner.stop_reason
-        chosen = self.planner.choose_group(frozenset(self._running))
-        if not chosen:
-            self._dirty = self._dirty or self.planner.stop_reason != stopped  # a stop to announce
-            self.flush()
-            return []
-        config = self.points[chosen[0].point].config
-        cells = [self.cells[c.point] for c in chosen]
-        for choice, cell in zip(chosen, cells, strict=True):
-            self._explained[cell.index] = _explanation(choice)
-        self._running[config] = {c.index for c in cells}
-        self._dirty = True
-        return sorted(cells, key=lambda c: c.index)  # a container group's cells in the plan's order
+        in it ([]: nothing to choose now — the plan stopped, or waits for the other hosts' results). Safe in
+        a worker thread; it emits nothing (`flush` does, on the loop)."""
+        with self._plan_lock:
+            self._absorb()
+            self._check_budget()
+            stopped = self.planner.stop_reason
+            with self._inbox_lock:
+                busy = frozenset(self._running)
+            chosen = self.planner.choose_group(busy)
+            if not chosen:
+                self._dirty = self._dirty or self.planner.stop_reason != stopped  # a stop to announce
+                return []
+            config = self.points[chosen[0].point].config
+            cells = [self.cells[c.point] for c in chosen]
+            for choice, cell in zip(chosen, cells, strict=True):
+                self._explained[cell.index] = _explanation(choice)
+            with self._inbox_lock:
+                self._running[config] = {c.index for c in cells}
+            self._dirty = True
+            return sorted(cells, key=lambda c: c.index)  # a container group's cells in the plan's order
 
     def record(self, finished: CellFinished) -> None:
+        """A cell finished: queued for the planner (cheap, on the loop), told at the next choice."""
         if finished.cell_index not in self._point_of:
             return
         config = self.points[self._point_of[finished.cell_index]].config
-        running = self._running.get(config)
-        if running is not None:
-            running.discard(finished.cell_index)
-            if not running:
-                del self._running[config]
-        if finished.status == CellStatus.INTERRUPTED:
-            self.planner.release(self._point_of[finished.cell_index])
-            return
-        self._outstanding.discard(finished.cell_index)
-        self._tell(finished.summary)
+        with self._inbox_lock:
+            running = self._running.get(config)
+            if running is not None:
+                running.discard(finished.cell_index)
+                if not running:
+                    del self._running[config]
+            self._inbox.append(finished)
+
+    def _absorb(self) -> None:
+        """Tell the planner the results recorded since the last look (under `_plan_lock`)."""
+        with self._inbox_lock:
+            inbox, self._inbox = self._inbox, []
+        for finished in inbox:
+            if finished.status == CellStatus.INTERRUPTED:
+                self.planner.release(self._point_of[finished.cell_index])
+                continue
+            self._outstanding.discard(finished.cell_index)
+            self._tell(finished.summary)
 
     def _tell(self, row: Mapping[str, Any]) -> None:
         i = self._point_of.get(_int(row.get("cell_index"), -1))
@@ -270,7 +288,13 @@ class AdaptiveOrder:
         }
 
     def flush(self) -> None:
-        """Send the plan's state if it changed, and its stop once."""
+        """Take in the recorded results; send the plan's state if it changed, and its stop once (on the
+        loop's thread)."""
+        with self._plan_lock:
+            self._absorb()
+            self._flush()
+
+    def _flush(self) -> None:
         if not self._dirty:
             return
         self._dirty = False

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,20 +42,23 @@ class GroupQueue:
     somewhere (it may come back); it returns None once nothing is left to run or to come back.
 
     `more`: where further groups come from once the queue is empty, asked again each time a group ends (an
-    adaptive plan chooses each host's next group from the results in by then; [] while it has none)."""
+    adaptive plan chooses each host's next group from the results in by then; [] while it has none). One
+    host asks at a time; a host whose answer was [] asks again if a group ended while it was asking."""
 
     def __init__(
         self,
         groups: list[list[Cell]],
         max_tries: int,
         hosts: int = 1,
-        more: Callable[[], list[Cell]] | None = None,
+        more: Callable[[], Awaitable[list[Cell]]] | None = None,
     ) -> None:
         self._groups: deque[QueuedGroup] = deque(QueuedGroup(cells) for cells in groups if cells)
         self.max_tries = max_tries
         self.hosts_left = hosts
         self._more = more
+        self._asking = asyncio.Lock()  # one host asks `more` at a time
         self._busy = 0
+        self._changes = 0  # groups ended, put back, hosts gone: what a host's question may not have seen
         self._changed = asyncio.Event()
 
     async def take(self, host: str) -> QueuedGroup | None:
@@ -65,9 +68,15 @@ class GroupQueue:
                     self._groups.remove(group)
                     self._busy += 1
                     return group
-            if self._more is not None and (cells := self._more()):
-                self._busy += 1
-                return QueuedGroup(cells)
+            seen = self._changes
+            if self._more is not None:
+                async with self._asking:
+                    cells = await self._more()
+                if cells:
+                    self._busy += 1
+                    return QueuedGroup(cells)
+                if self._changes != seen:
+                    continue  # a group ended (or came back) while it asked: ask again with that in
             if self._busy == 0:
                 return None
             self._changed.clear()
@@ -75,14 +84,17 @@ class GroupQueue:
 
     def done(self) -> None:
         self._busy -= 1
+        self._changes += 1
         self._changed.set()
 
     def put_back(self, group: QueuedGroup) -> None:
         self._groups.appendleft(group)
+        self._changes += 1
         self._changed.set()
 
     def host_gone(self, host: str) -> None:
         self.hosts_left -= 1
+        self._changes += 1
         self._changed.set()
 
     def stranded(self) -> list[QueuedGroup]:
