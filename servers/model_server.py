@@ -378,9 +378,14 @@ class ModelState:
 
     def decode(self, body: bytes, content_type: str, headers: dict[str, str]) -> tuple[Any, bool]:
         """Bytes → a CPU tensor (zero-copy for raw bytes). Returns (tensor, needs /255 + normalise)."""
+        arr, scale_to_unit = self.decode_array(body, content_type, headers)
+        return self.torch.from_numpy(arr), scale_to_unit
+
+    def decode_array(self, body: bytes, content_type: str, headers: dict[str, str]) -> tuple[Any, bool]:
+        """Bytes → a numpy array, checked (zero-copy for raw bytes: it views the request's bytes, never
+        written to). Returns (array, needs /255 + normalise). The tf: variant feeds it to TensorFlow as is."""
         import numpy as np
 
-        torch = self.torch
         ctype = content_type.split(";")[0].strip().lower()
         if ctype in ("application/octet-stream", "application/x-tensor", ""):
             layout_key = (headers.get("x-tensor-shape"), headers.get("x-tensor-dtype"), len(body))
@@ -391,8 +396,7 @@ class ModelState:
                     self._raw_layouts.clear()
                 self._raw_layouts[layout_key] = layout
             shape, dtype, is_uint8 = layout
-            # zero-copy: the tensor views the request's bytes (never written to: inputs are read-only)
-            return torch.from_numpy(np.ndarray(shape, dtype, buffer=body)), is_uint8
+            return np.ndarray(shape, dtype, buffer=body), is_uint8
         if ctype in ("image/jpeg", "image/jpg", "image/png"):
             if self.entry.input_kind != "image":
                 raise BadInput(415, f"{ctype}: {self.entry.name} takes tokens, not images")
@@ -409,16 +413,14 @@ class ModelState:
                 raise BadInput(413, f"{ctype} declares too many pixels: {exc}") from exc
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 raise BadInput(400, f"{ctype} body is not a decodable image: {exc}") from exc
-            arr = np.asarray(rgb)  # H,W,3 uint8
-            t = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
-            self.check_shape(tuple(t.shape), "uint8")
-            return t, True
+            arr = np.asarray(rgb).transpose(2, 0, 1)[None]  # H,W,3 uint8 -> 1,3,H,W
+            self.check_shape(arr.shape, "uint8")
+            return arr, True
         if ctype == "application/json":
             doc = json_object(body, "with 'tensor' (or 'tokens' / 'text')")
             if self.entry.input_kind == "tokens":
                 if "text" in doc and isinstance(doc["text"], str):
-                    ids = hash_tokenize(doc["text"])
-                    return torch.tensor([ids], dtype=torch.int64), False
+                    return np.array([hash_tokenize(doc["text"])], dtype=np.int64), False
                 key = "tokens" if "tokens" in doc else "tensor"
                 dtype = np.int64
             else:
@@ -435,7 +437,7 @@ class ModelState:
             if self.entry.input_kind == "tokens" and arr.ndim == 1:
                 arr = arr[None, :]
             self.check_shape(arr.shape, arr.dtype.name)
-            return torch.from_numpy(arr), False
+            return arr, False
         raise BadInput(
             415,
             f"Content-Type {ctype!r} not supported: use application/octet-stream "

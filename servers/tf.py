@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from servers.catalog import DOWNLOAD_TIMEOUT_S, ModelEntry, ModelLoadError
-from servers.model_server import BadInput, ModelState, json_object, resolve_threads
+from servers.model_server import ModelState, resolve_threads
 
 TF_TASKS = ("image-classification", "feature-extraction")
 PREFIX = "tf:"
@@ -234,50 +234,8 @@ class TFModelState(ModelState):
         return contextlib.nullcontext()
 
     def decode(self, body: bytes, content_type: str, headers: dict[str, str]) -> tuple[Any, bool]:
-        import numpy as np
-
-        ctype = content_type.split(";")[0].strip().lower()
-        if ctype in ("application/octet-stream", "application/x-tensor", ""):
-            shape, dtype, is_uint8 = self._raw_layout(
-                headers.get("x-tensor-shape"), headers.get("x-tensor-dtype"), len(body)
-            )
-            return np.ndarray(shape, dtype, buffer=body), is_uint8
-        if ctype in ("image/jpeg", "image/jpg", "image/png"):
-            if self.entry.input_kind != "image":
-                raise BadInput(415, f"{ctype}: {self.entry.name} takes tokens, not images")
-            import io
-
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                img = Image.open(io.BytesIO(body))
-                self.check_shape((1, 3, img.size[1], img.size[0]), "uint8")
-                arr = np.asarray(img.convert("RGB"))
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-                raise BadInput(400, f"{ctype} body is not a decodable image: {exc}") from exc
-            return arr.transpose(2, 0, 1)[None], True
-        if ctype == "application/json":
-            doc = json_object(body, "with 'tensor' (or 'tokens')")
-            key = "tokens" if self.entry.input_kind == "tokens" and "tokens" in doc else "tensor"
-            if key not in doc:
-                raise BadInput(400, f"JSON body has no {key!r} field")
-            try:
-                arr = np.asarray(
-                    doc[key], dtype=np.int64 if self.entry.input_kind == "tokens" else np.float32
-                )
-            except (ValueError, TypeError) as exc:
-                raise BadInput(
-                    400, f"JSON field {key!r} is not a rectangular array of numbers: {exc}"
-                ) from exc
-            if self.entry.input_kind == "tokens" and arr.ndim == 1:
-                arr = arr[None, :]
-            self.check_shape(arr.shape, arr.dtype.name)
-            return arr, False
-        raise BadInput(
-            415,
-            f"Content-Type {ctype!r} not supported: use application/octet-stream "
-            "(+ X-Tensor-Shape, X-Tensor-Dtype), image/jpeg, image/png or application/json",
-        )
+        """The torch server's checked decoding, left as numpy for TensorFlow."""
+        return self.decode_array(body, content_type, headers)
 
     def preprocess(self, x: Any, scale_to_unit: bool) -> Any:
         tf = self.tf
