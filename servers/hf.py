@@ -176,30 +176,10 @@ class HFModelState(ModelState):
                 "max_batch": engine.max_batch,
             }
         self.timeline["warmup_done"] = time.time()
-        self.runtime = {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": _python(),
-            "device": self.device.type,
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-            "threads": torch.get_num_threads(),
-            "interop_threads": torch.get_num_interop_threads(),
-            **facts,
-            "pid": os.getpid(),
-        }
+        self.runtime = self.torch_runtime(facts, transformers=transformers.__version__)
         tokens = self.entry.input_kind == "tokens"
         self.info = {
-            "model": self.entry.name,
-            "task": self.entry.task,
-            "weights": self.weights,
-            "params": params,
-            "weight_bytes": weight_bytes,
-            "input_kind": self.entry.input_kind,
-            "default_size": list(self.entry.default_size),
-            "dtypes": ["int64", "int32"] if tokens else ["float32", "float16", "uint8"],
-            "encodings": ["application/octet-stream", "application/json"]
-            if tokens
-            else ["application/octet-stream", "image/jpeg", "image/png", "application/json"],
+            **self.base_info(params, weight_bytes),
             "hf": {
                 "ref": ref,
                 "architecture": type(model).__name__,
@@ -247,12 +227,6 @@ class HFModelState(ModelState):
 
             summary["top5"] = _top_probabilities(out if out.dtype == self.torch.float32 else out.float(), 5)
         return summary
-
-
-def _python() -> str:
-    import sys
-
-    return sys.version.split()[0]
 
 
 def _optional(ref: str, fn: Any) -> Any:

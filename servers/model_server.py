@@ -292,33 +292,9 @@ class ModelState:
             engine.start()
             self.engine = engine
         self.timeline["warmup_done"] = time.time()
-        self.runtime = {
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "python": sys.version.split()[0],
-            "device": self.device.type,
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-            "threads": torch.get_num_threads(),
-            "interop_threads": torch.get_num_interop_threads(),
-            **facts,
-            "pid": os.getpid(),
-        }
+        self.runtime = self.torch_runtime(facts, torchvision=torchvision.__version__)
         self.info = {
-            "model": self.entry.name,
-            "task": self.entry.task,
-            "weights": self.weights,
-            "params": params,
-            "weight_bytes": weight_bytes,
-            "input_kind": self.entry.input_kind,
-            "default_size": list(self.entry.default_size),
-            "dtypes": ["int64", "int32"]
-            if self.entry.input_kind == "tokens"
-            else ["float32", "float16", "uint8"],
-            "encodings": (
-                ["application/octet-stream", "application/json"]
-                if self.entry.input_kind == "tokens"
-                else ["application/octet-stream", "image/jpeg", "image/png", "application/json"]
-            ),
+            **self.base_info(params, weight_bytes),
             "hub": {"repo": self.hub_repo, "model": self.hub_model} if self.entry.source == "hub" else None,
         }
         if self.entry.input_kind == "tokens":
@@ -342,6 +318,41 @@ class ModelState:
         self.ready = True
 
     # -- one request, entirely in the worker thread --------------------------------------------
+    def torch_runtime(self, facts: dict[str, Any], **libraries: str) -> dict[str, Any]:
+        """/info's `runtime` of a torch variant: torch, its model library (`libraries`), the device, the
+        threads and the host `facts`."""
+        torch = self.torch
+        return {
+            "torch": torch.__version__,
+            **libraries,
+            "python": sys.version.split()[0],
+            "device": self.device.type,
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            **facts,
+            "pid": os.getpid(),
+        }
+
+    def base_info(
+        self, params: int | None, weight_bytes: int | None, weights: str | None = None
+    ) -> dict[str, Any]:
+        """/info's fields every variant shares: the model, its size, and the inputs it takes."""
+        tokens = self.entry.input_kind == "tokens"
+        return {
+            "model": self.entry.name,
+            "task": self.entry.task,
+            "weights": self.weights if weights is None else weights,
+            "params": params,
+            "weight_bytes": weight_bytes,
+            "input_kind": self.entry.input_kind,
+            "default_size": list(self.entry.default_size),
+            "dtypes": ["int64", "int32"] if tokens else ["float32", "float16", "uint8"],
+            "encodings": ["application/octet-stream", "application/json"]
+            if tokens
+            else ["application/octet-stream", "image/jpeg", "image/png", "application/json"],
+        }
+
     def handle(
         self, body: bytes, content_type: str, headers: dict[str, str], t_submit: float
     ) -> tuple[dict, dict]:

@@ -169,17 +169,7 @@ class TFModelState(ModelState):
         }
         image = self.entry.input_kind == "image"
         self.info = {
-            "model": self.entry.name,
-            "task": self.entry.task,
-            "weights": self.weights if ref.startswith("keras:") else "saved",
-            "params": params,
-            "weight_bytes": weight_bytes,
-            "input_kind": self.entry.input_kind,
-            "default_size": list(self.entry.default_size),
-            "dtypes": ["float32", "float16", "uint8"] if image else ["int64", "int32"],
-            "encodings": ["application/octet-stream", "image/jpeg", "image/png", "application/json"]
-            if image
-            else ["application/octet-stream", "application/json"],
+            **self.base_info(params, weight_bytes, self.weights if ref.startswith("keras:") else "saved"),
             "tf": {
                 "ref": ref,
                 "input_shape": shape.as_list() if shape.rank is not None else None,
