@@ -11,6 +11,15 @@ from typing import Any
 NOT_AVAILABLE = "—"
 UNBOUNDED = "–"  # a side of a confidence interval that the sample cannot bound
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+# `compare`'s verdicts (analysis.compare.Verdict) as rich styles: worse red, better green, no change dim
+VERDICT_STYLES = {
+    "slower": "bold red",
+    "higher": "bold red",
+    "faster": "bold green",
+    "lower": "bold green",
+    "no detectable change": "dim",
+    "not comparable": "yellow",
+}
 
 
 def _missing(value: float | None) -> bool:

@@ -123,16 +123,6 @@ def write_csv(rows: Sequence[Comparison], path: Path, *, several: bool) -> None:
             writer.writerow({k: ("" if v is None else v) for k, v in row.as_row().items()})
 
 
-VERDICT_STYLE = {
-    "slower": "bold red",
-    "higher": "bold red",
-    "faster": "bold green",
-    "lower": "bold green",
-    "no detectable change": "dim",
-    "not comparable": "yellow",
-}
-
-
 def print_table(rows: Sequence[Comparison], *, show_all: bool = False, limit: int = 30) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -157,7 +147,7 @@ def print_table(rows: Sequence[Comparison], *, show_all: bool = False, limit: in
             fmt(r.baseline_value),
             fmt(r.value),
             change_text(r) if r.ratio is not None else "",
-            f"[{VERDICT_STYLE.get(r.verdict, '')}]{r.verdict}[/]",
+            f"[{formatting.VERDICT_STYLES.get(r.verdict, '')}]{r.verdict}[/]",
             r.reason,
         ]
         table.add_row(*([r.session] if several else []), *cells)

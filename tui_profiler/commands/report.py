@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tui_profiler.errors import ExitCode, ProfilerError
+from tui_profiler.session.schema import csv_number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,14 +111,6 @@ class ReportData:
     compare_error: str = ""
 
 
-def _num(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _series(
     cells: pd.DataFrame,
     requests: pd.DataFrame,
@@ -143,10 +135,10 @@ def _series(
     for row in cells.to_dict("records"):
         if str(row.get("status", "ok")) not in ("ok", "nan"):
             continue
-        x, y = _num(row.get(x_col)), _num(row.get(y_col))
+        x, y = csv_number(row.get(x_col)), csv_number(row.get(y_col))
         if x is None or y is None:
             continue
-        lo, hi = _num(row.get(f"{stem}_lo_s")), _num(row.get(f"{stem}_hi_s"))
+        lo, hi = csv_number(row.get(f"{stem}_lo_s")), csv_number(row.get(f"{stem}_hi_s"))
         values = by_cell.get(row.get("cell_index"))
         if (lo is None or hi is None) and q is not None and values is not None:
             qi = quantile_interval([float(v) for v in values.dropna()], q)
@@ -223,7 +215,7 @@ def _fit(path: Path, x_col: str, cells: pd.DataFrame, slo_p99: float | None) -> 
         return lines, [
             "no SLO given: `report --slo-p99 SECONDS` adds the cheapest configuration that meets it"
         ]
-    sizes = [v for v in (_num(x) for x in cells.get(x_col, [])) if v is not None] if x_col else []
+    sizes = [v for v in (csv_number(x) for x in cells.get(x_col, [])) if v is not None] if x_col else []
     if not sizes:
         return lines, ["no input size to recommend at"]
     try:
@@ -357,7 +349,7 @@ def _figures(data: ReportData) -> list[tuple[str, str, Any]]:
             for row in s.capacity:
                 fig.add_trace(
                     go.Bar(x=[f"{config_label(row)} {row.get('input_scale') or row.get('token_len') or ''}"],
-                           y=[_num(row.get("max_load")) or 0], name=config_label(row), showlegend=False,
+                           y=[csv_number(row.get("max_load")) or 0], name=config_label(row), showlegend=False,
                            marker_color=s.colour)
                 )  # fmt: skip
             figs.append(
@@ -386,7 +378,7 @@ def _resource_figure(s: SessionReport, go: Any) -> Any:
 
     from tui_profiler.session.reader import config_label
 
-    labels = [f"{int(r['cell_index']) + 1}: {config_label(r)}" if _num(r.get("cell_index")) is not None else config_label(r)
+    labels = [f"{int(r['cell_index']) + 1}: {config_label(r)}" if csv_number(r.get("cell_index")) is not None else config_label(r)
               for r in cells.to_dict("records")]  # fmt: skip
     fig = make_subplots(rows=1, cols=3, subplot_titles=("peak CPU cores", "peak memory (GiB)", "throttled s"))
     cols = (("peak_cpu_cores", 1.0), ("peak_mem_bytes", 1 / 1024**3), ("throttled_s", 1.0))
@@ -394,7 +386,7 @@ def _resource_figure(s: SessionReport, go: Any) -> Any:
     for i, (column, scale) in enumerate(cols, start=1):
         if column not in cells:
             continue
-        ys = [(_num(v) or 0.0) * scale for v in cells[column]]
+        ys = [(csv_number(v) or 0.0) * scale for v in cells[column]]
         drawn = drawn or any(ys)
         fig.add_trace(
             go.Bar(x=labels, y=ys, name=column, marker_color=s.colour, showlegend=False), row=1, col=i

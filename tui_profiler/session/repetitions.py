@@ -25,24 +25,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tui_profiler import formatting
-from tui_profiler.session.schema import REPETITION_CONFIG_COLUMNS, CellStatus
+from tui_profiler.session.schema import REPETITION_CONFIG_COLUMNS, CellStatus, csv_number
 from tui_profiler.stats import quantile_interval
-
-
-def _number(value: Any) -> float | None:
-    """A cells.csv value as a number; None for 'not available' (None, '', NaN, text)."""
-    if value is None or value == "":
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _key_value(value: Any) -> str:
     """A configuration field as one comparable text: '2' and '2.0' are the same setting."""
-    f = _number(value)
+    f = csv_number(value)
     if f is not None:
         return f"{f:g}"
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
@@ -64,7 +53,7 @@ def repetition_rows(cells: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     the order the configurations first appear. Columns: `session.schema.REPETITION_COLUMNS`."""
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in cells:
-        if str(row.get("status") or CellStatus.OK) != CellStatus.OK or _number(row.get("p50_s")) is None:
+        if str(row.get("status") or CellStatus.OK) != CellStatus.OK or csv_number(row.get("p50_s")) is None:
             continue
         key = tuple(_key_value(row.get(c)) for c in REPETITION_CONFIG_COLUMNS)
         groups.setdefault(key, []).append(row)
@@ -72,14 +61,14 @@ def repetition_rows(cells: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for rows in groups.values():
         if len(rows) < 2:
             continue
-        rows = sorted(rows, key=lambda r: _number(r.get("repeat_idx")) or 0.0)
+        rows = sorted(rows, key=lambda r: csv_number(r.get("repeat_idx")) or 0.0)
         out.append(_config_row(rows))
     return out
 
 
 def _config_row(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
-    p50s = [_number(r.get("p50_s")) or 0.0 for r in rows]
-    p99s = [v for v in (_number(r.get("p99_s")) for r in rows) if v is not None]
+    p50s = [csv_number(r.get("p50_s")) or 0.0 for r in rows]
+    p99s = [v for v in (csv_number(r.get("p99_s")) for r in rows) if v is not None]
     median = quantile_interval(p50s, 0.5, dependence=1.0)  # repetitions are independent containers
     disagree, marked, reason = _disagreement(rows, p50s, median.estimate)
     first = rows[0]
@@ -105,8 +94,8 @@ def _disagreement(
     median of the p50s, one line saying why); None when a cell has no interval columns."""
     if any("p50_lo_s" not in r or "p50_hi_s" not in r for r in rows):
         return None, [], "no p50 intervals in cells.csv (a session before intervals)"
-    lows = [_number(r.get("p50_lo_s")) for r in rows]
-    highs = [_number(r.get("p50_hi_s")) for r in rows]
+    lows = [csv_number(r.get("p50_lo_s")) for r in rows]
+    highs = [csv_number(r.get("p50_hi_s")) for r in rows]
     top_low = max((v for v in lows if v is not None), default=-math.inf)
     bottom_high = min((v for v in highs if v is not None), default=math.inf)
     if top_low <= bottom_high or median is None:

@@ -8,7 +8,9 @@ named here too.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
+from typing import Any
 
 from tui_profiler.events import CellStatus as CellStatus
 from tui_profiler.events import SessionStatus as SessionStatus
@@ -461,3 +463,14 @@ CAPACITY_COLUMNS = [
     "steps",  # every level tried, in order: 'LEVEL meets|fails|unsure (n=N[, note])'
     "cells",  # the cell indices the search ran (cells.csv), space-separated
 ]
+
+
+def csv_number(value: Any) -> float | None:
+    """A CSV field (or a row's value) as a number; None for 'not available': None, '', NaN, ±inf, text."""
+    if value is None or value == "":
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

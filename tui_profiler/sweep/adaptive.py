@@ -29,7 +29,6 @@ On `--resume`, the finished cells' rows are told to the planner again (in cell o
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,7 +46,7 @@ from tui_profiler.analysis.adaptive import (
 from tui_profiler.config.model import Preset
 from tui_profiler.events import CellFinished, Event, LogMessage, MetaUpdated
 from tui_profiler.plan import Cell
-from tui_profiler.session.schema import CellStatus
+from tui_profiler.session.schema import CellStatus, csv_number
 
 # cells.csv: which statistic the model fits — the mean (fit's default target), or for goal slo the
 # percentile column nearest to slo.percentile
@@ -224,12 +223,15 @@ class AdaptiveOrder:
         if i is None:
             return
         ok = str(row.get("status") or "ok") == CellStatus.OK
-        value = _float(row.get(self.statistic)) if ok else None
+        value = csv_number(row.get(self.statistic)) if ok else None
         answered = _int(row.get("n"))
         self.planner.tell(i, value, config_broken=not ok and answered == 0)
-        if _int(row.get("cold_start_cell")) == 1 and (cold := _float(row.get("cold_start_s"))) is not None:
+        if (
+            _int(row.get("cold_start_cell")) == 1
+            and (cold := csv_number(row.get("cold_start_s"))) is not None
+        ):
             self._cold.append(cold)
-        if (load := _float(row.get("load_wall_s"))) is not None:
+        if (load := csv_number(row.get("load_wall_s"))) is not None:
             self._load.append(load)
         self._dirty = True
 
@@ -270,9 +272,9 @@ class AdaptiveOrder:
                     "size": cell.input_scale if cell.input_scale is not None else cell.token_len,
                     "measured_s": self.planner.measured.get(i),
                     "failed": i in self.planner.failed,
-                    "predicted_s": _finite(pred.value) if pred else None,
-                    "predicted_lo_s": _finite(pred.lo) if pred else None,
-                    "predicted_hi_s": _finite(pred.hi) if pred else None,
+                    "predicted_s": csv_number(pred.value) if pred else None,
+                    "predicted_lo_s": csv_number(pred.lo) if pred else None,
+                    "predicted_hi_s": csv_number(pred.hi) if pred else None,
                 }
             )
         return {
@@ -338,22 +340,10 @@ def _explanation(choice: Choice) -> dict[str, Any]:
     p = choice.prediction
     return {
         "chosen_because": choice.because,
-        "predicted_s": _finite(p.value) if p else None,
-        "predicted_lo_s": _finite(p.lo) if p else None,
-        "predicted_hi_s": _finite(p.hi) if p else None,
+        "predicted_s": csv_number(p.value) if p else None,
+        "predicted_lo_s": csv_number(p.lo) if p else None,
+        "predicted_hi_s": csv_number(p.hi) if p else None,
     }
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
-def _float(v: Any) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _int(v: Any, default: int = 0) -> int:

@@ -39,14 +39,6 @@ X_LABELS = {"input_scale": "input scale", "pixels": "pixels", "token_len": "toke
 PLOT_COLOURS = ("cyan", "orange", "green", "magenta", "blue", "red")
 SESSION_STYLES = ("cyan", "dark_orange", "green", "magenta", "blue", "red")
 COMPARE_HEADERS = ("session", "cell", "metric", "change [95%]", "verdict", "reason")
-VERDICT_STYLES = {
-    "slower": "bold red",
-    "higher": "bold red",
-    "faster": "bold green",
-    "lower": "bold green",
-    "no detectable change": "dim",
-    "not comparable": "yellow",
-}
 
 
 def session_matches(info: reader.SessionInfo, text: str) -> bool:
@@ -255,7 +247,7 @@ class ResultsScreen(Screen[None]):
         table = self.query_one("#compare-table", DataTable)
         table.clear()
         for r in rows:
-            style = VERDICT_STYLES.get(r.verdict, "")
+            style = formatting.VERDICT_STYLES.get(r.verdict, "")
             table.add_row(
                 r.session,
                 key_label(r.keys),
