@@ -324,6 +324,21 @@ def _remove_stale_contexts() -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _up_to_date(existing: Any, tag: str, digest: str, rebuild: bool, progress: Progress) -> bool:
+    """Whether the image `tag` was built from this source (`digest`) and no rebuild is asked for."""
+    if existing is not None and not rebuild and existing.labels.get(SOURCE_HASH_LABEL) == digest:
+        _say(progress, f"{tag} is up to date (source {digest})")
+        return True
+    return False
+
+
+def _replaced(client: Any, tag: str, image_id: str, existing: Any, progress: Progress) -> None:
+    """A build of `tag` finished: say so, and remove the image it replaced once nothing else tags it."""
+    _say(progress, f"built {tag} ({image_id[:19]})")
+    if existing is not None and existing.id != image_id:
+        _remove_if_untagged(client, existing.id, progress)
+
+
 def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> str:
     _remove_stale_contexts()
     tag = server_tag()
@@ -333,8 +348,7 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
     wheel_names = _wheel_names(wheels, HF_WHEELHOUSE)
     digest = source_hash(base_id + pretrained, wheel_names)
     existing = _image_exists(client, tag)
-    if existing is not None and not rebuild and existing.labels.get(SOURCE_HASH_LABEL) == digest:
-        _say(progress, f"{tag} is up to date (source {digest})")
+    if _up_to_date(existing, tag, digest, rebuild, progress):
         return tag
     why = "forced rebuild" if rebuild else ("missing" if existing is None else "server code or base changed")
     common = {"BASE_IMAGE": base, "PIP_ARGS": "--no-index --find-links /wheels", "TORCH_SPEC": TORCH_SPEC}
@@ -351,9 +365,7 @@ def _ensure(client: Any, progress: Progress, rebuild: bool, pretrained: str) -> 
         image_id = _build(client, str(ctx), tag, buildargs, labels, progress)
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
-    _say(progress, f"built {tag} ({image_id[:19]})")
-    if existing is not None and existing.id != image_id:
-        _remove_if_untagged(client, existing.id, progress)
+    _replaced(client, tag, image_id, existing, progress)
     return tag
 
 
@@ -404,8 +416,7 @@ def _ensure_tf(client: Any, progress: Progress, rebuild: bool) -> str:
     )
     digest = source_hash(client.images.get(base).id + TF_SPEC, _wheel_names(wheels), "tf")
     existing = _image_exists(client, tag)
-    if existing is not None and not rebuild and existing.labels.get(SOURCE_HASH_LABEL) == digest:
-        _say(progress, f"{tag} is up to date (source {digest})")
+    if _up_to_date(existing, tag, digest, rebuild, progress):
         return tag
     _say(progress, f"building {tag} from {base} (TensorFlow from {wheels}; a minute the first time)")
     ctx = _make_context(wheels, variant="tf")
@@ -417,9 +428,7 @@ def _ensure_tf(client: Any, progress: Progress, rebuild: bool) -> str:
         )
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
-    _say(progress, f"built {tag} ({image_id[:19]})")
-    if existing is not None and existing.id != image_id:
-        _remove_if_untagged(client, existing.id, progress)
+    _replaced(client, tag, image_id, existing, progress)
     return tag
 
 

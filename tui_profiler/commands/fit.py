@@ -211,10 +211,22 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(
                 "--pixels: --recommend needs the input size (--pixels N, --token-len N or --size N)"
             )
-    for name in ("cost_cpu", "cost_gb", "cost_gpu"):
+    _costs(args)  # checked here, before any fit
+
+
+def _costs(args: argparse.Namespace) -> dict[str, float]:
+    """The recommendation's cost weights: --cost-cpu, --cost-gb, --cost-gpu or their defaults (a negative one
+    is a one-line ValueError naming the flag)."""
+    from tui_profiler.analysis.recommend import DEFAULT_COST_CPU, DEFAULT_COST_GB, DEFAULT_COST_GPU
+
+    defaults = {"cost_cpu": DEFAULT_COST_CPU, "cost_gb": DEFAULT_COST_GB, "cost_gpu": DEFAULT_COST_GPU}
+    costs = {}
+    for name, default in defaults.items():
         v = getattr(args, name)
         if v is not None and v < 0:
             raise ValueError(f"--{name.replace('_', '-')}: {v:g} — must be >= 0")
+        costs[name] = default if v is None else float(v)
+    return costs
 
 
 def _check_rps_args(args: argparse.Namespace) -> None:
@@ -226,17 +238,13 @@ def _check_rps_args(args: argparse.Namespace) -> None:
     for flag, value in _slo_flags(args):
         if value is not None:
             raise ValueError(f"{flag}: not used with --rps (the SLO is the capacity search's own [slo])")
-    for name in ("cost_cpu", "cost_gb", "cost_gpu"):
-        v = getattr(args, name)
-        if v is not None and v < 0:
-            raise ValueError(f"--{name.replace('_', '-')}: {v:g} — must be >= 0")
+    _costs(args)  # checked here, before any fit
 
 
 def _recommend_rps(args: argparse.Namespace) -> int:
     """--recommend --rps R: the cheapest configuration whose measured capacity serves R requests/s."""
     from tui_profiler.analysis.capacity import read_capacity, recommend_capacity
     from tui_profiler.analysis.fit import json_safe
-    from tui_profiler.analysis.recommend import DEFAULT_COST_CPU, DEFAULT_COST_GB, DEFAULT_COST_GPU
 
     for path in args.paths:
         if not Path(path).exists():
@@ -253,9 +261,7 @@ def _recommend_rps(args: argparse.Namespace) -> int:
         size=size,
         model=args.model,
         host_class=args.host_class,
-        cost_cpu=DEFAULT_COST_CPU if args.cost_cpu is None else args.cost_cpu,
-        cost_gb=DEFAULT_COST_GB if args.cost_gb is None else args.cost_gb,
-        cost_gpu=DEFAULT_COST_GPU if args.cost_gpu is None else args.cost_gpu,
+        **_costs(args),
     )
     print("\n".join(rec.summary_lines()))
     if args.json:
@@ -298,9 +304,6 @@ def _recommend_slos(
     from tui_profiler.analysis.fit import fit_frame, recommendation_query
     from tui_profiler.analysis.importers import fit_rows
     from tui_profiler.analysis.recommend import (
-        DEFAULT_COST_CPU,
-        DEFAULT_COST_GB,
-        DEFAULT_COST_GPU,
         Objective,
         recommend_slos,
     )
@@ -330,9 +333,7 @@ def _recommend_slos(
         rows,
         model=args.model,
         host_class=args.host_class,
-        cost_cpu=DEFAULT_COST_CPU if args.cost_cpu is None else args.cost_cpu,
-        cost_gb=DEFAULT_COST_GB if args.cost_gb is None else args.cost_gb,
-        cost_gpu=DEFAULT_COST_GPU if args.cost_gpu is None else args.cost_gpu,
+        **_costs(args),
         allow_extrapolation=args.allow_extrapolation,
     )
     print("\n".join(rec.summary_lines()))
@@ -355,9 +356,6 @@ def _main(args: argparse.Namespace) -> int:
     )
     from tui_profiler.analysis.importers import fit_rows, read_paths, size_columns
     from tui_profiler.analysis.recommend import (
-        DEFAULT_COST_CPU,
-        DEFAULT_COST_GB,
-        DEFAULT_COST_GPU,
         recommend,
     )
     from tui_profiler.commands.fit_report import render
@@ -457,9 +455,7 @@ def _main(args: argparse.Namespace) -> int:
             size_column=size_column,
             model=args.model,
             host_class=args.host_class,
-            cost_cpu=DEFAULT_COST_CPU if args.cost_cpu is None else args.cost_cpu,
-            cost_gb=DEFAULT_COST_GB if args.cost_gb is None else args.cost_gb,
-            cost_gpu=DEFAULT_COST_GPU if args.cost_gpu is None else args.cost_gpu,
+            **_costs(args),
             allow_extrapolation=args.allow_extrapolation,
         )
         print("\n".join(rec.summary_lines()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from tui_profiler.errors import ExitCode, ProfilerError
 
@@ -65,14 +66,13 @@ class PlotError(ProfilerError):
     """One-line reason the figure cannot be drawn."""
 
 
-def write_figure(session: Path, out: Path, stat: str = "p50") -> Path:
-    """Draw the figure for `session` into `out` (.png or .svg); returns the path."""
-    from tui_profiler.session import reader
-
+def _check_out(out: Path) -> None:
     if out.suffix.lower() not in (".png", ".svg"):
         raise PlotError(f"--out: {out.name} — a .png or .svg file name")
-    if not reader.is_session_dir(session):
-        raise PlotError(f"{session}: not a session folder (no meta.json, cells.csv or requests.csv)")
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (a one-line PlotError when it is not installed)."""
     try:
         import matplotlib
 
@@ -80,6 +80,17 @@ def write_figure(session: Path, out: Path, stat: str = "p50") -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise PlotError("needs matplotlib — install it with: pip install 'tui-profiler[plot]'") from None
+    return plt
+
+
+def write_figure(session: Path, out: Path, stat: str = "p50") -> Path:
+    """Draw the figure for `session` into `out` (.png or .svg); returns the path."""
+    from tui_profiler.session import reader
+
+    _check_out(out)
+    if not reader.is_session_dir(session):
+        raise PlotError(f"{session}: not a session folder (no meta.json, cells.csv or requests.csv)")
+    plt = _pyplot()
 
     cells = reader.read_cells(session)
     y_col = "mean_s" if stat == "mean" else f"{stat}_s"
@@ -128,18 +139,11 @@ def write_overlay(sessions: list[Path], out: Path, stat: str = "p50") -> Path:
     """The sessions' latency-vs-input lines in one figure (`plot A B --overlay`); returns the path."""
     from tui_profiler.session import reader
 
-    if out.suffix.lower() not in (".png", ".svg"):
-        raise PlotError(f"--out: {out.name} — a .png or .svg file name")
+    _check_out(out)
     for session in sessions:
         if not reader.is_session_dir(session):
             raise PlotError(f"{session}: not a session folder (no meta.json, cells.csv or requests.csv)")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise PlotError("needs matplotlib — install it with: pip install 'tui-profiler[plot]'") from None
+    plt = _pyplot()
     y_col = "mean_s" if stat == "mean" else f"{stat}_s"
     fig, ax = plt.subplots(figsize=(8, 5))
     x_names = {"input_scale": "input scale (× base size)", "pixels": "pixels", "token_len": "tokens"}
