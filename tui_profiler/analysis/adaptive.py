@@ -156,9 +156,12 @@ def _finite(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def fit_model(points: Sequence[GridPoint], measured: dict[int, float]) -> Model | None:
+def fit_model(
+    points: Sequence[GridPoint], measured: dict[int, float], *, estimate_error: bool = True
+) -> Model | None:
     """The selected form fitted to the measured points, with held-out error and uncertainty at every point;
-    None with fewer than two measured values."""
+    None with fewer than two measured values. `estimate_error=False`: no leave-one-configuration-out fits
+    (the choosing model, whose error estimate nothing reads, is then left without one)."""
     idx = sorted(measured)
     if len(idx) < 2:
         return None
@@ -213,9 +216,12 @@ def fit_model(points: Sequence[GridPoint], measured: dict[int, float]) -> Model 
         model_sd = np.full(len(points), UNKNOWN_LOG_SD)
         cell_error = None
     measured_configs = np.array([points[i].config for i in idx])
-    unmeasured = sum(1 for p in points if p.config not in set(measured_configs.tolist())) / len(points)
-    by_score = [name, *sorted((f for f in scores if f != name), key=lambda f: scores[f])]
-    config_error = _config_heldout_error(by_score, measured_configs, s, c, y)
+    seen = set(measured_configs.tolist())
+    unmeasured = sum(1 for p in points if p.config not in seen) / len(points)
+    config_error = None
+    if estimate_error:
+        by_score = [name, *sorted((f for f in scores if f != name), key=lambda f: scores[f])]
+        config_error = _config_heldout_error(by_score, measured_configs, s, c, y)
     median_error = cell_error
     if unmeasured > 0 and cell_error is not None:
         median_error = (
@@ -377,7 +383,7 @@ class Planner:
         if not believed or self.goal == "slo":
             self._choosing = None
             return
-        self._choosing = fit_model(self.points, {**self.measured, **believed})
+        self._choosing = fit_model(self.points, {**self.measured, **believed}, estimate_error=False)
 
     def tell(self, i: int, value: float | None, *, config_broken: bool = False) -> None:
         """Point `i` was measured: its value (None: it failed; `config_broken`: its configuration cannot run
