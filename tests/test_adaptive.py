@@ -368,7 +368,7 @@ def run_fleet(order: AdaptiveOrder, hosts: int, measure=lambda c: law(c.cpus, c.
     async def scenario() -> None:
         async def more() -> list[Cell]:  # as FleetDriver asks: the choice in a thread, its events here
             cells = await asyncio.to_thread(order.next_group)
-            order.flush()
+            order.publish()
             return cells
 
         queue = GroupQueue([], max_tries=2, hosts=hosts, more=more)

@@ -21,8 +21,8 @@ handed-out cell believed at its predicted value until its result comes: `Planner
 configuration's sizes. A host that finds nothing to choose waits for the others' results (the fleet's queue
 asks again when a group ends), so each choice knows every result in by then. A fleet's choice runs in a
 worker thread (a refit must not stall the loop that other hosts' cells are timed on): `record` only queues a
-result (`_inbox`), and the planner takes it in at the next choice or `flush`, under `_plan_lock`; `flush`,
-which emits, runs on the loop.
+result (`_inbox`), and the planner takes it in at the next choice or `flush`, under `_plan_lock`; `publish`,
+which emits the state without a refit, runs on the loop after each choice.
 
 On `--resume`, the finished cells' rows are told to the planner again (in cell order), and the plan goes on.
 """
@@ -294,16 +294,19 @@ class AdaptiveOrder:
         loop's thread)."""
         with self._plan_lock:
             self._absorb()
-            self._flush()
+            self.publish()
 
-    def _flush(self) -> None:
-        if not self._dirty:
-            return
-        self._dirty = False
-        self._emit(MetaUpdated({"adaptive": self.describe()}))
-        if self.stop_reason and not self._announced:
-            self._announced = True
-            self._emit(LogMessage("info", self.stop_line()))
+    def publish(self) -> None:
+        """Send the plan's state if it changed, and its stop once, without taking in new results (a refit):
+        a fleet calls it on the loop after each choice, whose worker thread took them in."""
+        with self._plan_lock:
+            if not self._dirty:
+                return
+            self._dirty = False
+            self._emit(MetaUpdated({"adaptive": self.describe()}))
+            if self.stop_reason and not self._announced:
+                self._announced = True
+                self._emit(LogMessage("info", self.stop_line()))
 
     def stop_line(self) -> str:
         """One line: why the plan stopped, after how many cells, and what it knows."""

@@ -52,13 +52,13 @@ class FleetDriver:
 
         groups: list[list[Cell]] = []
         if order.chooses_as_it_measures:  # each free host's group chosen from the results in by then
-            flush = getattr(order, "flush", None)  # its state's events: from this loop's thread only
+            publish = getattr(order, "publish", None)  # its state's events: from this loop's thread only
 
             async def more() -> list[Cell]:
                 # a choice refits models: off the loop, which other hosts' in-process cells are timing on
                 cells = await asyncio.to_thread(order.next_group)
-                if flush is not None:
-                    flush()
+                if publish is not None:
+                    publish()  # no refit here: results recorded meanwhile wait for the next choice
                 return cells
 
             queue = GroupQueue(groups, self.max_tries, hosts=len(self.hosts), more=more)
