@@ -13,9 +13,10 @@ a cell interrupted half-way gets no cells.csv row.
 
 Resume (`--resume SESSION_DIR`): the cells listed in cells.csv are done and are skipped. The request and
 sample rows of any other cell (a cell cut short by the interruption), and its server_metrics.csv rows, are
-MOVED to `requests.partial.csv`, `samples.partial.csv` and `server_metrics.partial.csv` — kept for inspection, never lost — and that cell is run again from the start,
-so each cell appears exactly once in the main files. A cell started again within a session (its fleet host
-dropped mid-way) has its earlier rows moved aside the same way.
+MOVED to `requests.partial.csv`, `samples.partial.csv` and `server_metrics.partial.csv` — kept for
+inspection, never lost — and that cell is run again from the start, so each cell appears exactly once in
+the main files. A cell started again within a session (its fleet host dropped mid-way) has its earlier rows
+moved aside the same way.
 
 CSV conventions: an empty field means 'not available' (or 'not capped' for a cap), never 0; booleans are
 1/0 (as the AC-Prof long format writes `warmup`).
